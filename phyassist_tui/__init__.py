@@ -1,0 +1,1 @@
+"""PhyAssist's Textual front end and command line."""

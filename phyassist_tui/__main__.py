@@ -1,0 +1,3 @@
+from phyassist_tui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of ``phyassist``; each module exposes ``register(subparsers)``."""
