@@ -72,3 +72,27 @@ class GenerationCancelled(PhyAssistError):
 
 class TrainingError(PhyAssistError):
     """Training failed or was stopped; the previous adapter stays active."""
+
+
+class ReadOnlyVault(PhyAssistError):
+    """A change was attempted through a vault handle opened read-only (writer=False)."""
+
+
+class VaultClosed(PhyAssistError):
+    """The vault handle was closed (or locked after idle) and must be unlocked again."""
+
+
+class TrainingLimitExceeded(TrainingError):
+    """A training limit from ``Settings.limits`` was hit (too many tokens of notes)."""
+
+
+class TrainingCancelled(TrainingError):
+    """Training was cancelled on request; the previous adapter stays active."""
+
+
+class AdapterNotFound(PhyAssistError):
+    """The patient has no adapter, or not the version asked for."""
+
+
+class AdapterLoadError(PhyAssistError):
+    """An adapter could not be read or applied (corrupt container, wrong base model)."""

@@ -1,0 +1,233 @@
+"""Measure the risk rules (engine.risk.assess): precision / recall / F1, printed as JSON.
+
+Datasets:
+
+* ``fixtures``: data/fixtures/risk_cases.jsonl, hand-labelled English and Chinese cases per
+  category (positives and tricky negatives), written for this project. ``dev`` cases were
+  written first and the rules were then tuned on their errors; ``heldout`` cases were written
+  after that tuning and never used to change a rule, so their numbers are the honest ones.
+* ``imhi_irf_pbu``: IMHI Irf test posts (../shared/data/imhi/test/Irf.csv, one row per post),
+  gold = "shows risk of perceived burdensomeness" (a suicide risk factor in the
+  interpersonal theory of suicide), predicted = any suicide/self-harm flag. A proxy: PBu is
+  neither necessary nor sufficient for a suicide flag, so read recall as coverage of a
+  related construct, not as the rules' true recall.
+* ``imhi_irf_any``: same posts, gold = PBu or thwarted belongingness.
+* ``imhi_dr``: IMHI DR test posts, gold = depression, predicted = suicide/self-harm flag
+  (a weak proxy: most depressed posters are not at acute risk).
+
+IMHI has no violence or abuse labels; those categories are measured on the fixtures only.
+A naive keyword matcher (no negation, no idiom exclusions) is measured in the same run as
+the baseline; ``ratio_f1`` = rules F1 / baseline F1.
+
+    python bench/risk.py [--shared ../shared/data] [--model SPEC --model-limit N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from engine.risk import CATEGORIES, assess, assess_with_model  # noqa: E402
+
+FIXTURES = ROOT / "data" / "fixtures" / "risk_cases.jsonl"
+DEFAULT_SHARED = ROOT.parent / "shared" / "data"
+S = "suicide_self_harm"
+
+_NAIVE = {
+    "suicide_self_harm": re.compile(
+        r"suicid|kill (?:my|him|her)self|die\b|dead\b|self[- ]?harm|cut(?:ting)? myself|overdose|"
+        r"自杀|想死|不想活|自残|轻生",
+        re.I,
+    ),
+    "violence": re.compile(r"\bkill|murder|shoot|stab|hurt (?:him|her|them)|杀|砍|打死|弄死", re.I),
+    "abuse": re.compile(r"abus|rape|molest|hits me|beats|家暴|虐待|性侵|打我|强奸", re.I),
+}
+
+
+def naive(text: str) -> set[str]:
+    return {c for c, p in _NAIVE.items() if p.search(text)}
+
+
+def rules(text: str) -> set[str]:
+    return {f.category for f in assess(text)}
+
+
+def prf(gold: list[bool], pred: list[bool]) -> dict[str, float | int]:
+    tp = sum(g and p for g, p in zip(gold, pred, strict=True))
+    fp = sum(p and not g for g, p in zip(gold, pred, strict=True))
+    fn = sum(g and not p for g, p in zip(gold, pred, strict=True))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "n": len(gold),
+        "positives": tp + fn,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": round(precision, 4),
+        "recall": round(recall, 4),
+        "f1": round(f1, 4),
+    }
+
+
+def with_ratio(ours: dict, base: dict) -> dict:
+    ratio = ours["f1"] / base["f1"] if base["f1"] else None
+    return {"rules": ours, "baseline": base, "ratio_f1": None if ratio is None else round(ratio, 3)}
+
+
+def load_fixtures(path: Path = FIXTURES) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def fixture_metrics(
+    cases: list[dict], predict: Callable[[str], set[str]]
+) -> dict[str, dict[str, dict]]:
+    """Per slice (all, en, zh, dev, dev2, heldout) and category, plus "any"."""
+    preds = [predict(c["text"]) for c in cases]
+    out: dict[str, dict[str, dict]] = {}
+    for lang in ("all", "en", "zh", "dev", "dev2", "heldout"):
+        idx = [i for i, c in enumerate(cases) if lang in ("all", c["lang"], c["split"])]
+        if not idx:
+            continue
+        out[lang] = {
+            cat: prf([cat in cases[i]["labels"] for i in idx], [cat in preds[i] for i in idx])
+            for cat in CATEGORIES
+        }
+        out[lang]["any"] = prf([bool(cases[i]["labels"]) for i in idx], [bool(preds[i]) for i in idx])
+    return out
+
+
+def fixture_errors(cases: list[dict]) -> list[dict]:
+    errs = []
+    for c in cases:
+        got = rules(c["text"])
+        if got != set(c["labels"]):
+            errs.append(
+                {"id": c["id"], "split": c["split"], "gold": sorted(c["labels"]), "pred": sorted(got)}
+            )
+    return errs
+
+
+_POST = re.compile(r'Consider this post: "(.*)" Question: (.*)$', re.S)
+
+
+def imhi_posts(path: Path) -> dict[str, dict[str, bool]]:
+    """post text -> {question: gold yes/no} (Irf asks two questions per post)."""
+    posts: dict[str, dict[str, bool]] = {}
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            m = _POST.match(row["query"])
+            if not m:
+                continue
+            posts.setdefault(m.group(1), {})[m.group(2)] = row["gpt-3.5-turbo"].startswith("Yes")
+    return posts
+
+
+def imhi_metrics(shared: Path) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    irf = shared / "imhi" / "test" / "Irf.csv"
+    if irf.is_file():
+        posts = imhi_posts(irf)
+        texts = list(posts)
+        ours = [S in rules(t) for t in texts]
+        base = [S in naive(t) for t in texts]
+        pbu = [any(v for q, v in posts[t].items() if "burdensomeness" in q) for t in texts]
+        anyrisk = [any(posts[t].values()) for t in texts]
+        out["imhi_irf_pbu"] = with_ratio(prf(pbu, ours), prf(pbu, base))
+        out["imhi_irf_any"] = with_ratio(prf(anyrisk, ours), prf(anyrisk, base))
+    dr = shared / "imhi" / "test" / "DR.csv"
+    if dr.is_file():
+        posts = imhi_posts(dr)
+        texts = list(posts)
+        gold = [any(posts[t].values()) for t in texts]
+        out["imhi_dr"] = with_ratio(
+            prf(gold, [S in rules(t) for t in texts]), prf(gold, [S in naive(t) for t in texts])
+        )
+    return out
+
+
+def model_metrics(cases: list[dict], spec: str, limit: int) -> dict:
+    """Rules + the model's yes/no check on the fixtures (slow: one generation per question)."""
+    from engine.llm import load_model
+    from engine.settings import load_settings
+
+    cfg = load_settings()
+    cfg.model.spec = spec
+    loaded = load_model(cfg)
+    tok, model = loaded.tokenizer, loaded.model
+
+    def generate(prompt: str) -> str:
+        import torch
+
+        msgs = [{"role": "user", "content": prompt}]
+        ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt")
+        ids = ids.to(model.device)
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=3, do_sample=False)
+        return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+
+    subset = cases[:limit] if limit else cases
+    t0 = time.perf_counter()
+    with_model = fixture_metrics(
+        subset, lambda t: {f.category for f in assess_with_model(t, generate)}
+    )
+    elapsed = time.perf_counter() - t0
+    rules_only = fixture_metrics(subset, rules)
+    return {
+        "model": loaded.name,
+        "cases": len(subset),
+        "seconds": round(elapsed, 2),
+        "rules": rules_only["all"],
+        "rules+model": with_model["all"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
+    ap.add_argument("--fixtures", type=Path, default=FIXTURES)
+    ap.add_argument("--model", default=None, help="also measure rules+model with this spec")
+    ap.add_argument("--model-limit", type=int, default=0)
+    ap.add_argument("--errors", action="store_true", help="list fixture cases the rules miss")
+    args = ap.parse_args(argv)
+
+    cases = load_fixtures(args.fixtures)
+    t0 = time.perf_counter()
+    ours = fixture_metrics(cases, rules)
+    rules_s = time.perf_counter() - t0
+    base = fixture_metrics(cases, naive)
+    report: dict = {
+        "fixtures": {
+            "cases": len(cases),
+            "rules": ours,
+            "baseline": base,
+            "ratio_f1_any": round(ours["all"]["any"]["f1"] / base["all"]["any"]["f1"], 3)
+            if base["all"]["any"]["f1"]
+            else None,
+            "rules_ms_per_case": round(1000 * rules_s / len(cases), 3),
+        }
+    }
+    if args.errors:
+        report["fixtures"]["errors"] = fixture_errors(cases)
+    if args.shared.is_dir():
+        report.update(imhi_metrics(args.shared))
+    else:
+        report["imhi"] = f"skipped: {args.shared} not present"
+    if args.model:
+        report["model_check"] = model_metrics(cases, args.model, args.model_limit)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,345 @@
+"""LoRA adapters: the encrypted per-patient registry and switching on one loaded base model.
+
+At rest, a patient's adapter version N is two encrypted store blobs: ``adapter/vN`` (an
+in-memory tar holding ``adapter_config.json`` + ``adapter_model.safetensors``, see
+``pack_adapter``) and ``adapter/vN.card`` (a JSON card: when, on what, loss …). They are
+decrypted into memory and applied with PEFT from there; no plaintext file is ever written.
+
+The base model stays loaded. The first adapter wraps it in a ``PeftModel`` (LoRA layers are
+injected in place); later adapters are added by name, switched with ``set_adapter``, and
+"base" disables the adapter layers. A small LRU bounds how many stay resident.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Protocol
+
+from engine.errors import AdapterLoadError, AdapterNotFound
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+MAX_ADAPTER_BYTES = 4 << 30  # a LoRA of a 47B model at r=64 is well under this
+SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
+
+_VERSION_KIND = re.compile(r"^adapter/v(\d+)$")
+
+
+class BlobStore(Protocol):
+    """The part of ``engine.store.Store`` the registry uses."""
+
+    def read_blob(self, patient_id: str, kind: str) -> bytes | None: ...
+    def write_blob(self, patient_id: str, kind: str, data: bytes) -> None: ...
+    def list_blobs(self, patient_id: str, prefix: str = "") -> list[str]: ...
+    def set_has_adapter(self, patient_id: str, value: bool) -> None: ...
+
+
+# The container --------------------------------------------------------------------------------
+
+
+def pack_adapter(config: dict[str, Any], state_dict: dict[str, Any]) -> bytes:
+    """A PEFT adapter as bytes: a tar with the two files ``save_pretrained`` would write."""
+    from safetensors.torch import save
+
+    config_bytes = json.dumps(_jsonable(config), ensure_ascii=False, indent=2).encode("utf-8")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
+    weights = save(tensors, metadata={"format": "pt"})
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in ((CONFIG_NAME, config_bytes), (WEIGHTS_NAME, weights)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o600
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def unpack_adapter(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config_dict, state_dict)`` from ``pack_adapter`` bytes; AdapterLoadError if bad."""
+    from safetensors.torch import load
+
+    if len(data) > MAX_ADAPTER_BYTES:
+        raise AdapterLoadError("The adapter is larger than any LoRA adapter should be.")
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar.getmembers():
+                if not member.isfile() or member.name not in (CONFIG_NAME, WEIGHTS_NAME):
+                    raise AdapterLoadError(f"Unexpected entry {member.name!r} in the adapter.")
+                extracted = tar.extractfile(member)
+                if extracted is None:
+                    raise AdapterLoadError(f"Unreadable entry {member.name!r} in the adapter.")
+                files[member.name] = extracted.read()
+    except tarfile.TarError as exc:
+        raise AdapterLoadError(f"The adapter container is damaged: {exc}") from exc
+    missing = {CONFIG_NAME, WEIGHTS_NAME} - files.keys()
+    if missing:
+        raise AdapterLoadError(f"The adapter lacks {', '.join(sorted(missing))}.")
+    try:
+        config = json.loads(files[CONFIG_NAME].decode("utf-8"))
+        state = load(files[WEIGHTS_NAME])
+    except Exception as exc:
+        raise AdapterLoadError(f"The adapter files cannot be read: {exc}") from exc
+    if not isinstance(config, dict):
+        raise AdapterLoadError("The adapter configuration is not a JSON object.")
+    return config, state
+
+
+def read_adapter_dir(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A plain PEFT directory (shipped domain adapters; public, not patient data)."""
+    from safetensors.torch import load_file
+
+    config_path, weights_path = path / CONFIG_NAME, path / WEIGHTS_NAME
+    if not config_path.is_file() or not weights_path.is_file():
+        raise AdapterLoadError(
+            f"{path} is not a PEFT adapter directory ({CONFIG_NAME} + {WEIGHTS_NAME})."
+        )
+    try:
+        return json.loads(config_path.read_text(encoding="utf-8")), load_file(weights_path)
+    except Exception as exc:
+        raise AdapterLoadError(f"The adapter in {path} cannot be read: {exc}") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "value") and not isinstance(value, str | int | float | bool):
+        return value.value  # enums (PeftType, TaskType)
+    return value
+
+
+def resolve_domain_adapter(setting: str | None) -> Path | None:
+    """``settings.model.domain_adapter`` as a directory: a path, "auto" (the shipped one)
+    or None. "auto" picks ``adapters/domain`` or else the first shipped adapter dir."""
+    if not setting:
+        return None
+    if setting == "auto":
+        preferred = SHIPPED_ADAPTERS_DIR / "domain"
+        if (preferred / CONFIG_NAME).is_file():
+            return preferred
+        if SHIPPED_ADAPTERS_DIR.is_dir():
+            for candidate in sorted(SHIPPED_ADAPTERS_DIR.iterdir()):
+                if (candidate / CONFIG_NAME).is_file():
+                    return candidate
+        return None
+    path = Path(setting).expanduser()
+    if not path.is_dir():
+        raise AdapterLoadError(f"Domain adapter not found: {path}")
+    return path
+
+
+# The registry (encrypted store blobs) ---------------------------------------------------------
+
+
+class AdapterRegistry:
+    """A patient's adapter versions, as encrypted blobs in the store."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+
+    @staticmethod
+    def kind(version: int) -> str:
+        return f"adapter/v{version}"
+
+    def versions(self, patient_id: str) -> list[int]:
+        kinds = self.store.list_blobs(patient_id, "adapter/")
+        return sorted(int(m.group(1)) for k in kinds if (m := _VERSION_KIND.match(k)))
+
+    def newest(self, patient_id: str) -> int | None:
+        versions = self.versions(patient_id)
+        return versions[-1] if versions else None
+
+    def read(self, patient_id: str, version: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        data = self.store.read_blob(patient_id, self.kind(version))
+        if data is None:
+            raise AdapterNotFound(f"This patient has no adapter v{version}.")
+        return unpack_adapter(data)
+
+    def read_raw(self, patient_id: str, version: int) -> bytes:
+        data = self.store.read_blob(patient_id, self.kind(version))
+        if data is None:
+            raise AdapterNotFound(f"This patient has no adapter v{version}.")
+        return data
+
+    def card(self, patient_id: str, version: int) -> dict[str, Any] | None:
+        data = self.store.read_blob(patient_id, self.kind(version) + ".card")
+        if data is None:
+            return None
+        try:
+            card = json.loads(data.decode("utf-8"))
+        except ValueError:
+            return None
+        return card if isinstance(card, dict) else None
+
+    def save(
+        self,
+        patient_id: str,
+        config: dict[str, Any],
+        state_dict: dict[str, Any],
+        card: dict[str, Any] | None = None,
+        *,
+        keep: int | None = None,
+    ) -> int:
+        """Store a new version (weights first, card second) and return its number.
+
+        ``keep`` bounds how many versions stay; older ones are deleted when the store can.
+        """
+        version = (self.newest(patient_id) or 0) + 1
+        self.store.write_blob(patient_id, self.kind(version), pack_adapter(config, state_dict))
+        card = dict(card or {}, version=version)
+        self.store.write_blob(
+            patient_id,
+            self.kind(version) + ".card",
+            json.dumps(_jsonable(card), ensure_ascii=False).encode("utf-8"),
+        )
+        self.store.set_has_adapter(patient_id, True)
+        delete = getattr(self.store, "delete_blob", None)
+        if keep is not None and callable(delete):
+            for old in self.versions(patient_id)[:-keep]:
+                delete(patient_id, self.kind(old))
+                delete(patient_id, self.kind(old) + ".card")
+        return version
+
+
+# Switching on a loaded model ------------------------------------------------------------------
+
+
+def _peft_config(config: dict[str, Any]) -> Any:
+    from peft import PeftConfig
+
+    cfg = dict(config)
+    cfg.pop("base_model_name_or_path", None)  # never fetch anything by name
+    cfg.pop("revision", None)
+    cfg["inference_mode"] = True
+    try:
+        return PeftConfig.from_peft_type(**cfg)
+    except Exception as exc:
+        raise AdapterLoadError(f"The adapter configuration is not usable: {exc}") from exc
+
+
+class AdapterManager:
+    """Keeps one base model and switches LoRA adapters on it by name.
+
+    One manager per loaded model (see ``manager_for``): two managers wrapping the same base
+    would nest PEFT wrappers.
+    """
+
+    def __init__(self, base_model: Any, lock: threading.RLock | None = None, max_resident: int = 4):
+        self.base = base_model
+        self.peft: Any | None = None
+        self.lock = lock or threading.RLock()
+        self.max_resident = max_resident
+        self.active: str | None = None  # None = the base model
+        self._resident: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def model(self) -> Any:
+        """The model to generate with (the PeftModel once any adapter was loaded)."""
+        return self.peft if self.peft is not None else self.base
+
+    def resident(self) -> list[str]:
+        return list(self._resident)
+
+    def load(self, name: str, config: dict[str, Any], state_dict: dict[str, Any]) -> None:
+        """Add an adapter from an in-memory config + state dict (no files involved)."""
+        from peft import get_peft_model, set_peft_model_state_dict
+
+        peft_config = _peft_config(config)
+        with self.lock:
+            if name in self._resident:
+                self._resident.move_to_end(name)
+                return
+            self._evict(room_for=1)
+            try:
+                if self.peft is None:
+                    self.peft = get_peft_model(self.base, peft_config, adapter_name=name)
+                else:
+                    self.peft.add_adapter(name, peft_config)
+                result = set_peft_model_state_dict(self.peft, state_dict, adapter_name=name)
+            except AdapterLoadError:
+                raise
+            except Exception as exc:
+                self._forget(name)
+                raise AdapterLoadError(f"The adapter does not fit this model: {exc}") from exc
+            unexpected = list(getattr(result, "unexpected_keys", []) or [])
+            loaded_keys = [k for k in state_dict if "lora_" in k or "modules_to_save" in k]
+            if unexpected or not loaded_keys:
+                self._forget(name)
+                detail = f"unexpected weights {unexpected[:3]}" if unexpected else "no LoRA weights"
+                raise AdapterLoadError(f"The adapter does not fit this model ({detail}).")
+            self._resident[name] = None
+            self.peft.eval()
+            self._apply(self.active)  # PEFT activates a new adapter; keep what was active
+
+    def _forget(self, name: str) -> None:
+        if self.peft is not None and name in getattr(self.peft, "peft_config", {}):
+            try:
+                if len(self.peft.peft_config) > 1:
+                    other = next(n for n in self.peft.peft_config if n != name)
+                    self.peft.set_adapter(other)
+                    self.peft.delete_adapter(name)
+                else:
+                    self.peft.base_model.disable_adapter_layers()
+            except Exception:
+                pass
+        self._resident.pop(name, None)
+
+    def _evict(self, room_for: int) -> None:
+        while len(self._resident) + room_for > self.max_resident:
+            victim = next((n for n in self._resident if n != self.active), None)
+            if victim is None:
+                return
+            self._resident.pop(victim)
+            if self.peft is not None:
+                if self.active is not None:
+                    self.peft.set_adapter(self.active)
+                else:
+                    keep = next(iter(self._resident), None)
+                    if keep is not None:
+                        self.peft.set_adapter(keep)
+                if len(self.peft.peft_config) > 1:
+                    self.peft.delete_adapter(victim)
+
+    def _apply(self, name: str | None) -> None:
+        if self.peft is None:
+            return
+        if name is None:
+            self.peft.base_model.disable_adapter_layers()
+        else:
+            self.peft.base_model.enable_adapter_layers()
+            self.peft.set_adapter(name)
+        self.peft.eval()
+
+    def activate(self, name: str | None) -> None:
+        """Use adapter ``name`` (already loaded), or the base model for None."""
+        with self.lock:
+            if name is not None and name not in self._resident:
+                raise AdapterNotFound(f"Adapter {name!r} is not loaded.")
+            self._apply(name)
+            self.active = name
+            if name is not None:
+                self._resident.move_to_end(name)
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._resident
+
+
+_MANAGERS_LOCK = threading.Lock()
+
+
+def manager_for(loaded: Any) -> AdapterManager:
+    """The one AdapterManager of a ``LoadedModel`` (created on first use)."""
+    with _MANAGERS_LOCK:
+        manager = getattr(loaded, "adapters", None)
+        if manager is None:
+            manager = AdapterManager(loaded.model, lock=loaded.lock)
+            loaded.adapters = manager
+        return manager

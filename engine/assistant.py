@@ -1,0 +1,430 @@
+"""The one object the TUI (or a Python shell) talks to: load, pick adapter, stream, parse.
+
+Every ``stream_*`` call builds its prompt eagerly (so bad input raises ``InputRejected`` at
+the call) and returns an iterator of text chunks. Iterating runs ``model.generate`` in a
+worker thread; setting ``cancel`` ends the iterator cleanly within a token. When it ends,
+``last_stats`` holds the timing and ``context_report`` says what of the record fit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from engine.adapters import (
+    AdapterManager,
+    AdapterRegistry,
+    manager_for,
+    read_adapter_dir,
+    resolve_domain_adapter,
+)
+from engine.analysis import parse_analysis, parse_item_text, strip_leading_marker
+from engine.context import CountingCache, FittedRecord, PrefixCache, fit_record
+from engine.errors import InputRejected, ModelLoadError, PhyAssistError
+from engine.generation import GenerationRun, GenerationStats
+from engine.llm import LoadedModel, load_model
+from engine.prompts import (
+    Lang,
+    analysis_request,
+    detect_language,
+    record_language,
+    regenerate_item_request,
+    system_prompt,
+)
+from engine.records import AnalysisDraft, ChatMessage, Item, Patient
+from engine.settings import Settings
+
+__all__ = ["Assistant", "GenerationStats"]
+
+ITEM_MAX_NEW_TOKENS = 160
+MARGIN_TOKENS = 16
+
+
+class Assistant:
+    """Facade over model loading, prompts, generation, parsing and adapters."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.last_stats: GenerationStats | None = None
+        self.context_report: str = ""
+        self.last_adapter_error: str | None = None
+        self.prefix_cache = PrefixCache()
+        self._loaded: LoadedModel | None = None
+        self._adapters: AdapterManager | None = None
+        self._count: CountingCache | None = None
+        self._suffix = "base"
+        self._domain_name: str | None = None
+
+    # Loading -------------------------------------------------------------------------------
+
+    def load(self, progress: Callable[[str], None] | None = None) -> None:
+        """Load the model (blocking; run it in a worker). Raises ModelLoadError."""
+        try:
+            loaded = load_model(self.settings, progress)
+        except PhyAssistError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"The model could not be loaded: {exc}") from exc
+        self._loaded = loaded
+        self._adapters = manager_for(loaded)
+        tokenizer = loaded.tokenizer
+        self._count = CountingCache(
+            lambda text: len(tokenizer.encode(text, add_special_tokens=False))
+        )
+        self.use_patient(None)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded is not None
+
+    @property
+    def model(self) -> LoadedModel:
+        if self._loaded is None:
+            raise ModelLoadError("The model is not loaded yet.")
+        return self._loaded
+
+    @property
+    def model_label(self) -> str:
+        if self._loaded is None:
+            return "model not loaded"
+        return f"{self._loaded.name} · {self._suffix}"
+
+    @property
+    def adapters(self) -> AdapterManager:
+        if self._adapters is None:
+            raise ModelLoadError("The model is not loaded yet.")
+        return self._adapters
+
+    # Adapters ------------------------------------------------------------------------------
+
+    def use_patient(self, patient: Patient | None, store: Any | None = None) -> str:
+        """Activate the patient's newest adapter, else the domain adapter, else the base.
+
+        A damaged or mismatched adapter never leaves the previous patient's adapter active:
+        it falls back and says so in the label (and ``last_adapter_error``).
+        """
+        if self._loaded is None:
+            return self.model_label
+        manager = self.adapters
+        self.last_adapter_error = None
+        problem = ""
+        with manager.lock:
+            if patient is not None and store is not None:
+                registry = AdapterRegistry(store)
+                version: int | None = None
+                try:
+                    version = registry.newest(patient.id)
+                except PhyAssistError as exc:
+                    problem = str(exc)
+                if version is not None:
+                    name = f"patient-{patient.id[:16]}-v{version}"
+                    try:
+                        if not manager.is_loaded(name):
+                            config, state = registry.read(patient.id, version)
+                            manager.load(name, config, state)
+                        manager.activate(name)
+                        self._suffix = f"adapter v{version}"
+                        return self.model_label
+                    except PhyAssistError as exc:
+                        problem = f"adapter v{version} unusable"
+                        self.last_adapter_error = f"Adapter v{version}: {exc}"
+            if self._activate_domain():
+                self._suffix = "domain adapter"
+            else:
+                manager.activate(None)
+                self._suffix = "base"
+            if problem:
+                self._suffix += f" ({problem})"
+        return self.model_label
+
+    def _activate_domain(self) -> bool:
+        try:
+            path = resolve_domain_adapter(self.settings.model.domain_adapter)
+        except PhyAssistError as exc:
+            self.last_adapter_error = str(exc)
+            return False
+        if path is None:
+            return False
+        name = "domain"
+        manager = self.adapters
+        try:
+            if not manager.is_loaded(name):
+                config, state = read_adapter_dir(path)
+                manager.load(name, config, state)
+            manager.activate(name)
+        except PhyAssistError as exc:
+            self.last_adapter_error = f"Domain adapter: {exc}"
+            return False
+        self._domain_name = name
+        return True
+
+    @property
+    def active_adapter(self) -> str | None:
+        return self._adapters.active if self._adapters is not None else None
+
+    # Prompt assembly -----------------------------------------------------------------------
+
+    def _chat_ids(self, system: str, turns: list[dict[str, str]]) -> list[int]:
+        tokenizer = self.model.tokenizer
+        messages = [{"role": "system", "content": system}, *turns]
+        if getattr(tokenizer, "chat_template", None):
+            try:
+                return _as_ids(
+                    tokenizer.apply_chat_template(
+                        messages, add_generation_prompt=True, tokenize=True
+                    )
+                )
+            except Exception:
+                merged = (
+                    [dict(turns[0]), *turns[1:]] if turns else [{"role": "user", "content": ""}]
+                )
+                merged[0]["content"] = f"{system}\n\n{merged[0]['content']}"
+                return _as_ids(
+                    tokenizer.apply_chat_template(merged, add_generation_prompt=True, tokenize=True)
+                )
+        text = f"{system}\n\n" + "".join(
+            f"{m['role'].capitalize()}: {m['content']}\n\n" for m in turns
+        )
+        return _as_ids(tokenizer.encode(text + "Assistant:", add_special_tokens=True))
+
+    def _max_new(self, limit: int | None = None) -> int:
+        window = self.model.context_window
+        wanted = self.settings.generation.max_new_tokens
+        if limit is not None:
+            wanted = min(wanted, limit)
+        return max(1, min(wanted, window // 2))
+
+    def _build(
+        self,
+        patient: Patient | None,
+        turns: list[dict[str, str]],
+        max_new: int,
+        *,
+        history_turns: list[dict[str, str]] | None = None,
+    ) -> tuple[list[int], str]:
+        """Token ids of system (role + fitted record) + turns, and the context report.
+
+        The record budget does not depend on the exact task length (up to a reserve), so
+        the system prefix stays the same across Analysis, regenerate and Chat.
+        """
+        assert self._count is not None
+        count = self._count
+        window = self.model.context_window
+        lang: Lang = record_language(patient) if patient is not None else _turns_lang(turns)
+        empty_system = system_prompt(lang, "" if patient is not None else None)
+        system_only = len(self._chat_ids(empty_system, []))
+        history_turns = list(history_turns or [])
+        task = len(self._chat_ids(empty_system, turns)) - system_only
+        reserve = min(1536, window // 4)
+        room = window - max_new - system_only - MARGIN_TOKENS
+        if task > room:
+            raise InputRejected(
+                f"The text is too long for the model: about {task} tokens, and at most "
+                f"{max(room, 0)} fit in its context window of {window} tokens. Shorten it."
+            )
+        # Chat history: newest first into what the reserve leaves.
+        left_out_messages = 0
+        if history_turns:
+            kept: list[dict[str, str]] = []
+            budget = max(reserve, task) - task
+            for message in reversed(history_turns):
+                cost = count(message["content"]) + 8
+                if cost > budget:
+                    break
+                kept.append(message)
+                budget -= cost
+            left_out_messages = len(history_turns) - len(kept)
+            kept.reverse()
+            turns = kept + turns
+            task = len(self._chat_ids(empty_system, turns)) - system_only
+
+        record_budget = window - max_new - system_only - max(task, reserve) - MARGIN_TOKENS
+        fitted: FittedRecord | None = None
+        if patient is not None:
+            fitted = fit_record(patient, lang, max(record_budget, 0), count)
+            system = system_prompt(lang, fitted.text)
+        else:
+            system = empty_system
+        ids = self._chat_ids(system, turns)
+        while fitted is not None and len(ids) + max_new > window and fitted.notes_included:
+            # Per-piece counts drift from the real template; shrink until it truly fits.
+            fitted = fit_record(patient, lang, max(fitted.tokens - 64, 0), count)  # type: ignore[arg-type]
+            system = system_prompt(lang, fitted.text)
+            ids = self._chat_ids(system, turns)
+        if len(ids) + max_new > window:
+            raise InputRejected(
+                f"The prompt ({len(ids)} tokens) does not fit the model's context window "
+                f"({window} tokens) with room for an answer. Shorten the statement."
+            )
+        report = fitted.report("en") if fitted is not None else "no patient record"
+        if left_out_messages:
+            report += f"; {left_out_messages} older chat messages left out"
+        return ids, report
+
+    def _check_text(self, text: str, what: str) -> str:
+        if not text or not text.strip():
+            raise InputRejected(f"The {what} is empty.")
+        limit = self.settings.limits.max_statement_chars
+        if len(text) > limit:
+            raise InputRejected(
+                f"The {what} has {len(text):,} characters; at most {limit:,} are accepted."
+            )
+        return text
+
+    # Generation ----------------------------------------------------------------------------
+
+    def _cache_key(self, patient: Patient | None) -> tuple:
+        return (patient.id if patient is not None else "", self.active_adapter or "base")
+
+    def _run(
+        self,
+        patient: Patient | None,
+        ids: list[int],
+        cancel: threading.Event,
+        max_new: int,
+        start: float,
+    ) -> GenerationRun:
+        loaded = self.model
+        model = self.adapters.model
+        key = self._cache_key(patient)
+        cache, reused = self.prefix_cache.checkout(key, ids, model)
+
+        def finished(run: GenerationRun) -> None:
+            self.last_stats = run.stats
+            if run.cache_failed:
+                self.prefix_cache.enabled = False  # this model will not take our cache
+                self.prefix_cache.clear()
+            elif run.error is None and run.past_key_values is not None:
+                self.prefix_cache.checkin(key, ids, run.past_key_values)
+
+        return GenerationRun(
+            model,
+            loaded.tokenizer,
+            ids,
+            cancel=cancel,
+            gen=self.settings.generation,
+            max_new_tokens=max_new,
+            lock=loaded.lock,
+            past_key_values=cache,
+            cached_tokens=reused,
+            on_end=finished,
+            start=start,
+        )
+
+    def stream_analysis(
+        self,
+        patient: Patient,
+        question: str,
+        *,
+        cancel: threading.Event,
+        guidance: AnalysisDraft | None = None,
+        observed: str = "",
+    ) -> Iterator[str]:
+        """Stream a whole Analysis draft for ``question`` (the client's statement)."""
+        start = time.perf_counter()
+        self._check_text(question, "statement")
+        lang = detect_language(question)
+        user = analysis_request(question, lang, observed=observed, guidance=guidance)
+        max_new = self._max_new()
+        ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
+        self.context_report = report
+        return iter(self._run(patient, ids, cancel, max_new, start))
+
+    def parse_analysis(self, text: str) -> AnalysisDraft:
+        """The structured draft; text that fits nowhere is kept in ``unplaced``."""
+        return parse_analysis(text, model_name=self.model_label if self.loaded else "")
+
+    def clean_item_text(self, text: str) -> str:
+        """The final text of a regenerated item (numbering, heading and quotes removed)."""
+        return parse_item_text(text)
+
+    def stream_regenerate_item(
+        self,
+        patient: Patient,
+        question: str,
+        draft: AnalysisDraft,
+        section: str,
+        item_id: str,
+        *,
+        cancel: threading.Event,
+    ) -> Iterator[str]:
+        """Stream a new text for one item, guided by its comments and the rest of the draft."""
+        start = time.perf_counter()
+        self._check_text(question, "statement")
+        item = _find_item(draft, section, item_id)
+        lang = detect_language(question)
+        user = regenerate_item_request(question, draft, section, item, lang)
+        max_new = self._max_new(ITEM_MAX_NEW_TOKENS)
+        ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
+        self.context_report = report
+        return _strip_leading_marker(iter(self._run(patient, ids, cancel, max_new, start)))
+
+    def stream_chat(
+        self,
+        patient: Patient | None,
+        history: list[ChatMessage],
+        message: str,
+        *,
+        cancel: threading.Event,
+    ) -> Iterator[str]:
+        """Stream the model's reply in a chat about ``patient`` (or no patient)."""
+        start = time.perf_counter()
+        self._check_text(message, "message")
+        past = [
+            {"role": m.role, "content": m.content}
+            for m in history
+            if m.role in ("user", "assistant") and m.content.strip()
+        ]
+        max_new = self._max_new()
+        ids, report = self._build(
+            patient, [{"role": "user", "content": message}], max_new, history_turns=past
+        )
+        self.context_report = report
+        return iter(self._run(patient, ids, cancel, max_new, start))
+
+
+def _as_ids(value: Any) -> list[int]:
+    if hasattr(value, "keys"):
+        value = value["input_ids"]
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if value and isinstance(value[0], list):
+        value = value[0]
+    return [int(i) for i in value]
+
+
+def _turns_lang(turns: list[dict[str, str]]) -> Lang:
+    return detect_language(turns[-1]["content"]) if turns else "en"
+
+
+def _find_item(draft: AnalysisDraft, section: str, item_id: str) -> Item:
+    if section == "symptom_type":
+        return draft.symptom_type
+    if section not in ("reasons", "advice", "unplaced"):
+        raise InputRejected(f"Unknown draft section {section!r}.")
+    for item in getattr(draft, section):
+        if item.id == item_id:
+            return item
+    raise InputRejected("That item is no longer in the draft.")
+
+
+def _strip_leading_marker(chunks: Iterator[str], hold: int = 48) -> Iterator[str]:
+    """Hold back the first few characters until a leading "2." or "Reason:" can be dropped."""
+    head = ""
+    released = False
+    for chunk in chunks:
+        if released:
+            yield chunk
+            continue
+        head += chunk
+        if len(head) >= hold or "\n" in head.lstrip():
+            released = True
+            cleaned = strip_leading_marker(head)
+            if cleaned:
+                yield cleaned
+    if not released and head:
+        cleaned = strip_leading_marker(head)
+        if cleaned:
+            yield cleaned

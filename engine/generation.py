@@ -1,0 +1,271 @@
+"""Streaming generation with a cancel path and honest timing.
+
+``model.generate`` runs in a worker thread and feeds a ``TextIteratorStreamer``; the caller
+iterates text chunks. A ``StoppingCriteria`` polls a ``threading.Event`` after every decoding
+step, so a cancel stops generation within one token and the iterator simply ends.
+
+Timing is taken where the tokens appear (the streamer's ``put``), so time to first token and
+decode speed mean the same here as in the benchmark's plain ``model.generate`` baseline.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers.generation.streamers import BaseStreamer
+
+from engine.settings import GenerationSettings
+
+
+@dataclass
+class GenerationStats:
+    """What one generation cost; ``tokens_per_s`` is the decode rate after the first token."""
+
+    ttft_s: float
+    tokens: int
+    tokens_per_s: float
+    total_s: float
+    cancelled: bool
+    prompt_tokens: int
+    cached_prefix_tokens: int
+
+
+class CancelCriteria(StoppingCriteria):
+    """Stop as soon as any of the given events is set (checked after every token)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        stop = any(e.is_set() for e in self.events)
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class TokenClock:
+    """Records when each generated token arrives (prompt excluded)."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.last: float | None = None
+        self.tokens = 0
+
+    def tick(self, count: int) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.tokens += count
+
+    def decode_rate(self) -> float:
+        if self.tokens < 2 or self.first is None or self.last is None or self.last <= self.first:
+            return 0.0
+        return (self.tokens - 1) / (self.last - self.first)
+
+
+class TimedTextStreamer(TextIteratorStreamer):
+    """A TextIteratorStreamer that also times the generated tokens."""
+
+    def __init__(self, tokenizer: Any, clock: TokenClock, **kwargs: Any) -> None:
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True, **kwargs)
+        self.clock = clock
+
+    def put(self, value: torch.Tensor) -> None:
+        if not (self.skip_prompt and self.next_tokens_are_prompt):
+            self.clock.tick(int(value.numel()))
+        super().put(value)
+
+
+class ClockStreamer(BaseStreamer):
+    """Timing only, no text: the benchmark's baseline uses it around a plain generate."""
+
+    def __init__(self, clock: TokenClock) -> None:
+        self.clock = clock
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.clock.tick(int(value.numel()))
+
+    def end(self) -> None:
+        pass
+
+
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends a turn: the generation config's and the tokenizer's."""
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.append(gen_eos)
+    elif isinstance(gen_eos, list | tuple):
+        ids.extend(int(i) for i in gen_eos)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
+
+
+def generate_kwargs(
+    model: Any, tokenizer: Any, gen: GenerationSettings, max_new_tokens: int
+) -> dict[str, Any]:
+    """The sampling arguments shared by our stream and the benchmark's baseline."""
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": gen.do_sample,
+        "repetition_penalty": gen.repetition_penalty,
+        "eos_token_id": eos_ids(model, tokenizer),
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if gen.do_sample:
+        kwargs["temperature"] = max(gen.temperature, 1e-3)
+        kwargs["top_p"] = gen.top_p
+    else:
+        # Silence "temperature is set but do_sample is False" from the model's own config.
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+class GenerationRun:
+    """One streaming generation. Iterate it for text; ``stats`` is set once it has ended.
+
+    ``past_key_values``, if given, must hold the KV cache of ``input_ids[:cached_tokens]``;
+    generate then only computes the rest. If the model rejects the cache before producing a
+    token, the run retries once without it (``cache_failed`` tells the caller).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        input_ids: list[int],
+        *,
+        cancel: threading.Event,
+        gen: GenerationSettings,
+        max_new_tokens: int,
+        lock: threading.RLock | None = None,
+        past_key_values: Any | None = None,
+        cached_tokens: int = 0,
+        on_end: Callable[[GenerationRun], None] | None = None,
+        start: float | None = None,
+    ) -> None:
+        if not input_ids:
+            raise ValueError("empty prompt")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.input_ids = input_ids
+        self.cancel = cancel
+        self.gen = gen
+        self.max_new_tokens = max_new_tokens
+        self.lock = lock or threading.RLock()
+        self.past_key_values = past_key_values
+        self.cached_tokens = cached_tokens if past_key_values is not None else 0
+        self.on_end = on_end
+        self.start = start if start is not None else time.perf_counter()
+        self.abandon = threading.Event()  # the consumer stopped iterating
+        self.clock = TokenClock()
+        self.error: BaseException | None = None
+        self.cache_failed = False
+        self.stats: GenerationStats | None = None
+        self._started = False
+
+    # The worker ---------------------------------------------------------------------------
+
+    def _generate(self, streamer: TimedTextStreamer, cache: Any | None) -> None:
+        ids = torch.tensor([self.input_ids], dtype=torch.long, device=self.model.device)
+        kwargs = generate_kwargs(self.model, self.tokenizer, self.gen, self.max_new_tokens)
+        if cache is not None:
+            kwargs["past_key_values"] = cache
+        with torch.inference_mode():
+            self.model.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([CancelCriteria(self.cancel, self.abandon)]),
+                **kwargs,
+            )
+
+    def _work(self, streamer: TimedTextStreamer) -> None:
+        try:
+            with self.lock:
+                try:
+                    self._generate(streamer, self.past_key_values)
+                except Exception:
+                    if self.past_key_values is None or self.clock.tokens:
+                        raise
+                    # The model would not take our cache: say so and run without it.
+                    self.cache_failed = True
+                    self.past_key_values = None
+                    self.cached_tokens = 0
+                    streamer.next_tokens_are_prompt = True
+                    self._generate(streamer, None)
+        except BaseException as exc:
+            self.error = exc
+            streamer.end()
+
+    # The consumer -------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[str]:
+        if self._started:
+            raise RuntimeError("a GenerationRun can be iterated once")
+        self._started = True
+        streamer = TimedTextStreamer(self.tokenizer, self.clock)
+        worker = threading.Thread(
+            target=self._work, args=(streamer,), name="phyassist-generate", daemon=True
+        )
+        worker.start()
+        completed = False
+        try:
+            for text in streamer:
+                if text:
+                    yield text
+            completed = True
+        finally:
+            if not completed:  # the consumer walked away: stop the worker too
+                self.abandon.set()
+            worker.join()
+            self._finish()
+        if self.error is not None:
+            raise self.error
+
+    def _finish(self) -> None:
+        end = time.perf_counter()
+        clock = self.clock
+        self.stats = GenerationStats(
+            ttft_s=(clock.first - self.start) if clock.first is not None else end - self.start,
+            tokens=clock.tokens,
+            tokens_per_s=clock.decode_rate(),
+            total_s=end - self.start,
+            cancelled=self.cancel.is_set() or self.abandon.is_set(),
+            prompt_tokens=len(self.input_ids),
+            cached_prefix_tokens=self.cached_tokens,
+        )
+        if self.on_end is not None:
+            self.on_end(self)
+
+
+def stream_generate(
+    model: Any,
+    tokenizer: Any,
+    input_ids: list[int],
+    *,
+    cancel: threading.Event,
+    gen: GenerationSettings,
+    max_new_tokens: int,
+    lock: threading.RLock | None = None,
+) -> GenerationRun:
+    """Shortcut for a run without a prefix cache."""
+    return GenerationRun(
+        model,
+        tokenizer,
+        input_ids,
+        cancel=cancel,
+        gen=gen,
+        max_new_tokens=max_new_tokens,
+        lock=lock,
+    )

@@ -1,0 +1,825 @@
+"""The encrypted patient store: the one object the TUI, the engine and training talk to.
+
+Layout of a vault directory (every file but ``vault.json`` is AES-GCM encrypted; no file
+name carries patient text; ids are random)::
+
+    vault.json                  header: scrypt params + master key wrapped by the passphrase
+    vault.lock                  flock'ed by the one writer process
+    index.bin                   tinydb index of PatientSummary rows (master key)
+    tmp/                        temp files of in-flight atomic writes
+    vault-blobs/<kind>.bin      vault-level blobs (audit log, registries) (master key)
+    patients/<id>/key.bin       the patient's random data key, wrapped by the master key
+    patients/<id>/record.bin    the Patient (basic info + notes) (data key)
+    patients/<id>/blobs/<kind>.bin  drafts, chat, adapters, training logs (data key)
+
+Each encrypted file binds (format version, patient id, file kind) as associated data, so
+a file copied to another patient or kind fails authentication. Deleting a patient shreds
+the wrapped data key first (cryptographic erase), then removes the files.
+
+The index is a cache of the record files, kept decrypted in memory. Creating, deleting
+and flagging a patient write it at once; saving a record (the frequent, latency-sensitive
+path) updates it in memory and writes it at most ``INDEX_FLUSH_DELAY_S`` later and on
+close. Before any record changes, an empty ``index.pending`` marker is made durable; it is
+removed once the index on disk matches again. Opening a vault that has the marker (a
+writer died) checks every record's nonce against the index and refreshes what differs,
+and a missing or unreadable index is rebuilt from the record files: nothing a save
+returned from is ever missing from the list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import quote, unquote
+
+from engine import crypto, vault
+from engine.atomicio import (
+    WriterLock,
+    atomic_write,
+    ensure_dir,
+    fsync_dir,
+    remove_stale_temps,
+    shred_file,
+)
+from engine.errors import (
+    InputRejected,
+    PatientNotFound,
+    PhyAssistError,
+    ReadOnlyVault,
+    TamperedFile,
+    UnknownSchema,
+    VaultClosed,
+    VaultExists,
+    VaultNotFound,
+)
+from engine.index import INDEX_NAME, EncryptedStorage, PatientIndex
+from engine.records import (
+    BASIC_FIELDS,
+    SCHEMA_VERSION,
+    BasicInfo,
+    Item,
+    Note,
+    Patient,
+    PatientSummary,
+    utcnow,
+)
+from engine.settings import Limits, Settings, load_settings
+
+LOCK_NAME = "vault.lock"
+PENDING_NAME = "index.pending"  # exists while the index on disk may lag the record files
+TMP_DIR = "tmp"
+PATIENTS_DIR = "patients"
+VAULT_BLOBS_DIR = "vault-blobs"
+KEY_FILE = "key.bin"
+RECORD_FILE = "record.bin"
+BLOBS_DIR = "blobs"
+BLOB_SUFFIX = ".bin"
+
+# Generous bounds for text the model writes (the counselor's own text uses Settings.limits).
+MAX_RAW_OUTPUT_CHARS = 200_000
+MAX_COMMENTS_PER_ITEM = 100
+
+_ID_RE = re.compile(r"^[0-9a-f]{8,64}$")
+_KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_MAX_KIND_CHARS = 120
+_CONTROL = {"Cc", "Cf", "Zl", "Zp"}
+
+logger = logging.getLogger("phyassist.store")
+
+Stamp = str  # the record file's nonce (hex): unique per write, readable without the key
+
+
+def _stamp_of(envelope: bytes) -> Stamp:
+    return envelope[crypto.NONCE_OFFSET : crypto.HEADER_BYTES].hex()
+
+
+def _aad(patient_id: str, kind: str) -> bytes:
+    return f"{patient_id}\x00{kind}".encode()
+
+
+def _check_kind(kind: str) -> str:
+    if not isinstance(kind, str) or len(kind) > _MAX_KIND_CHARS or not _KIND_RE.match(kind):
+        raise InputRejected(
+            f"Invalid blob kind {kind!r}: use letters, digits, '.', '_', '-' and '/' "
+            f"(at most {_MAX_KIND_CHARS} characters)."
+        )
+    return kind
+
+
+def _blob_file_name(kind: str) -> str:
+    return quote(_check_kind(kind), safe="") + BLOB_SUFFIX
+
+
+def _blob_kind_from_file(name: str) -> str | None:
+    if name.startswith(".") or not name.endswith(BLOB_SUFFIX):
+        return None
+    kind = unquote(name[: -len(BLOB_SUFFIX)])
+    return kind if _KIND_RE.match(kind) else None
+
+
+class Store:
+    """An unlocked vault. Thread-safe; one writer process per vault (others get VaultBusy).
+
+    Open with :meth:`open` or :meth:`create`; use as a context manager or call :meth:`close`.
+    A handle opened with ``writer=False`` takes no lock, never writes, and raises
+    :class:`ReadOnlyVault` on any change.
+    """
+
+    INDEX_FLUSH_DELAY_S = 2.0  # how long a saved record may stay ahead of index.bin on disk
+
+    def __init__(
+        self,
+        vault_dir: Path,
+        master_key: bytes,
+        header: vault.VaultHeader,
+        settings: Settings,
+        lock: WriterLock | None,
+    ) -> None:
+        self.vault_dir = vault_dir
+        self.settings = settings
+        self.writer = lock is not None
+        self.index_rebuilt = False  # the last open had to rebuild the index
+        self.index_repaired = 0  # index rows the last open refreshed after a crash
+        self._header = header
+        self._master_key: bytes | None = master_key
+        self._lock = lock
+        self._mutex = threading.RLock()
+        self._data_keys: dict[str, bytes] = {}
+        self._damaged: dict[str, str] = {}
+        self._pending = False  # index.pending exists because of this handle
+        self._flush_timer: threading.Timer | None = None
+        self._index = PatientIndex(
+            EncryptedStorage(
+                vault_dir / INDEX_NAME,
+                master_key,
+                persist=self.writer,
+                temp_dir=vault_dir / TMP_DIR,
+            )
+        )
+
+    # -- opening and closing -------------------------------------------------------------
+
+    @staticmethod
+    def exists(vault_dir: Path) -> bool:
+        return vault.header_path(Path(vault_dir)).is_file()
+
+    @classmethod
+    def create(cls, vault_dir: Path, passphrase: str, *, settings: Settings | None = None) -> Store:
+        """Make a new, empty vault and return it open for writing.
+
+        Raises VaultExists, InputRejected (empty passphrase or shorter than 8 characters).
+        """
+        vault_dir = Path(vault_dir)
+        settings = settings or load_settings()
+        if cls.exists(vault_dir):
+            raise VaultExists(f"A vault already exists at {vault_dir}.")
+        vault.check_new_passphrase(passphrase)
+        if vault_dir.is_dir():
+            leftovers = {p.name for p in vault_dir.iterdir()} - {LOCK_NAME, TMP_DIR}
+            if leftovers:
+                raise VaultExists(
+                    f"{vault_dir} is not empty and holds no vault header; "
+                    "refusing to create a vault over unknown files."
+                )
+        ensure_dir(vault_dir)
+        lock = WriterLock(vault_dir / LOCK_NAME)
+        lock.acquire()
+        try:
+            for sub in (TMP_DIR, PATIENTS_DIR, VAULT_BLOBS_DIR):
+                ensure_dir(vault_dir / sub)
+            master_key = vault.write_new_header(vault_dir, passphrase, settings.store)
+            store = cls(vault_dir, master_key, vault.read_header(vault_dir), settings, lock)
+            store._index.replace_all([])
+            return store
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def open(
+        cls,
+        vault_dir: Path,
+        passphrase: str,
+        *,
+        writer: bool = True,
+        settings: Settings | None = None,
+    ) -> Store:
+        """Unlock an existing vault.
+
+        Raises VaultNotFound, UnknownSchema / TamperedFile (header), VaultBusy (another
+        writer), WrongPassphrase. A damaged index is rebuilt, not reported.
+        """
+        vault_dir = Path(vault_dir)
+        settings = settings or load_settings()
+        if not cls.exists(vault_dir):
+            raise VaultNotFound(f"No vault at {vault_dir}. Create one with `phyassist init` first.")
+        header = vault.read_header(vault_dir)
+        lock = WriterLock(vault_dir / LOCK_NAME) if writer else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            master_key = vault.unlock(header, passphrase)
+            store = cls(vault_dir, master_key, header, settings, lock)
+            store._startup()
+            return store
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    def _startup(self) -> None:
+        if self.writer:
+            for sub in (TMP_DIR, PATIENTS_DIR, VAULT_BLOBS_DIR):
+                ensure_dir(self.vault_dir / sub)
+            remove_stale_temps(self.vault_dir / TMP_DIR)
+        try:
+            self._index.load()
+        except (OSError, PhyAssistError) as exc:
+            logger.warning("index unreadable (%s); rebuilding it", type(exc).__name__)
+            self.rebuild_index()
+            self.index_rebuilt = True
+            return
+        if (self.vault_dir / PENDING_NAME).exists():
+            self._pending = self.writer
+            self._verify_index()
+
+    def close(self) -> None:
+        """Write what the index still owes, drop the keys and release the writer lock."""
+        with self._mutex:
+            if self._master_key is None:
+                return
+            self._cancel_flush_timer()
+            if self.writer:
+                self._flush_index(raise_errors=False)
+            self._index.close()
+            self._master_key = None
+            self._data_keys.clear()
+            if self._lock is not None:
+                self._lock.release()
+
+    @property
+    def closed(self) -> bool:
+        return self._master_key is None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with suppress(Exception):
+            self.close()
+
+    def _key(self) -> bytes:
+        if self._master_key is None:
+            raise VaultClosed("The vault is locked; unlock it again with the passphrase.")
+        return self._master_key
+
+    def _require_writer(self) -> None:
+        self._key()
+        if not self.writer:
+            raise ReadOnlyVault(
+                "This vault was opened read-only; open it for writing to change anything."
+            )
+
+    # -- passphrase ------------------------------------------------------------------------
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """Re-wrap the master key under ``new``; nothing else is re-encrypted.
+
+        Raises WrongPassphrase (``old`` is wrong), InputRejected (``new`` too weak).
+        """
+        with self._mutex:
+            self._require_writer()
+            master = vault.unlock(vault.read_header(self.vault_dir), old)
+            if master != self._master_key:
+                raise TamperedFile(vault.header_path(self.vault_dir), "master key changed")
+            self._header = vault.rewrap(
+                self.vault_dir, self._header, master, new, self.settings.store
+            )
+
+    # -- the index on disk: pending marker, deferred writes -----------------------------------
+
+    @contextmanager
+    def _changing(self, *, defer: bool) -> Iterator[None]:
+        """Bracket a change to record files: durable pending marker first, index after."""
+        self._require_writer()
+        self._mark_pending()
+        ok = False
+        try:
+            with self._index.storage.deferred():
+                yield
+            ok = True
+        finally:
+            if ok and defer:
+                self._schedule_flush()
+            else:
+                self._flush_index(raise_errors=False)
+
+    def _mark_pending(self) -> None:
+        if self._pending:
+            return
+        fd = os.open(self.vault_dir / PENDING_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        fsync_dir(self.vault_dir)
+        self._pending = True
+
+    def _flush_index(self, *, raise_errors: bool = True) -> None:
+        """Write the index if it changed, then drop the pending marker."""
+        self._cancel_flush_timer()
+        try:
+            self._index.storage.flush()
+            if self._pending:
+                with suppress(FileNotFoundError):
+                    (self.vault_dir / PENDING_NAME).unlink()
+                self._pending = False
+        except Exception:
+            if raise_errors:
+                raise
+            # The marker stays, so the next open repairs the index from the record files.
+            logger.exception("could not write the patient index; it will be repaired on open")
+
+    def _schedule_flush(self) -> None:
+        if self._flush_timer is not None:
+            return
+        timer = threading.Timer(self.INDEX_FLUSH_DELAY_S, self._timed_flush)
+        timer.daemon = True
+        timer.name = "phyassist-index-flush"
+        self._flush_timer = timer
+        timer.start()
+
+    def _timed_flush(self) -> None:
+        with self._mutex:
+            self._flush_timer = None
+            if not self.closed:
+                self._flush_index(raise_errors=False)
+
+    def _cancel_flush_timer(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+
+    def flush(self) -> None:
+        """Write pending index changes now (records are always written at once)."""
+        with self._mutex:
+            self._require_writer()
+            self._flush_index()
+
+    # -- paths and low-level encrypted files -----------------------------------------------
+
+    @property
+    def _patients_dir(self) -> Path:
+        return self.vault_dir / PATIENTS_DIR
+
+    def _patient_dir(self, patient_id: str) -> Path:
+        if not isinstance(patient_id, str) or not _ID_RE.match(patient_id):
+            raise PatientNotFound(f"No patient with id {patient_id!r}.")
+        return self._patients_dir / patient_id
+
+    def _write_encrypted(self, path: Path, key: bytes, data: bytes, aad: bytes) -> bytes:
+        envelope = crypto.encrypt(key, data, aad)
+        atomic_write(path, envelope, temp_dir=self.vault_dir / TMP_DIR)
+        return envelope
+
+    @staticmethod
+    def _read_encrypted(path: Path, key: bytes, aad: bytes) -> bytes:
+        return crypto.decrypt(key, path.read_bytes(), aad, label=path)
+
+    def _data_key(self, patient_id: str) -> bytes:
+        cached = self._data_keys.get(patient_id)
+        if cached is not None:
+            return cached
+        path = self._patient_dir(patient_id) / KEY_FILE
+        try:
+            key = self._read_encrypted(path, self._key(), _aad(patient_id, "key"))
+        except FileNotFoundError:
+            raise PatientNotFound(f"No patient with id {patient_id!r}.") from None
+        if len(key) != crypto.KEY_BYTES:
+            raise TamperedFile(path, "wrong key length")
+        self._data_keys[patient_id] = key
+        return key
+
+    # -- records -----------------------------------------------------------------------------
+
+    def _read_record(self, patient_id: str) -> tuple[Patient, bool, Stamp]:
+        """The patient, its has_adapter flag and the record file's stamp."""
+        path = self._patient_dir(patient_id) / RECORD_FILE
+        key = self._data_key(patient_id)
+        try:
+            blob = path.read_bytes()
+        except FileNotFoundError:
+            raise PatientNotFound(f"No patient with id {patient_id!r}.") from None
+        plain = crypto.decrypt(key, blob, _aad(patient_id, "record"), label=path)
+        try:
+            doc = json.loads(plain)
+            version = doc["patient"].get("schema_version")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise TamperedFile(path, f"unreadable record: {type(exc).__name__}") from None
+        if version != SCHEMA_VERSION:
+            raise UnknownSchema(path, version)
+        try:
+            patient = Patient.model_validate(doc["patient"])
+            has_adapter = bool(doc.get("has_adapter", False))
+        except ValueError as exc:
+            raise TamperedFile(path, f"unreadable record: {type(exc).__name__}") from None
+        if patient.id != patient_id:
+            raise TamperedFile(path, "the record belongs to another patient")
+        return patient, has_adapter, _stamp_of(blob)
+
+    def _write_record(self, patient: Patient, has_adapter: bool) -> Stamp:
+        path = self._patient_dir(patient.id) / RECORD_FILE
+        payload = (
+            b'{"has_adapter":'
+            + (b"true" if has_adapter else b"false")
+            + b',"patient":'
+            + patient.model_dump_json().encode("utf-8")
+            + b"}"
+        )
+        envelope = self._write_encrypted(
+            path, self._data_key(patient.id), payload, _aad(patient.id, "record")
+        )
+        return _stamp_of(envelope)
+
+    @staticmethod
+    def _summary_of(patient: Patient, has_adapter: bool) -> PatientSummary:
+        return PatientSummary(
+            id=patient.id,
+            name=patient.name,
+            created=patient.created,
+            updated=patient.updated,
+            note_count=len(patient.notes),
+            has_adapter=has_adapter,
+        )
+
+    # -- validation ------------------------------------------------------------------------
+
+    @property
+    def limits(self) -> Limits:
+        return self.settings.limits
+
+    @staticmethod
+    def _check_text(label: str, text: str | None, limit: int) -> None:
+        if text is not None and len(text) > limit:
+            raise InputRejected(
+                f"{label} is {len(text):,} characters long; the limit is {limit:,}. "
+                "Shorten it and try again (nothing was saved)."
+            )
+
+    def _clean_name(self, name: str) -> str:
+        name = unicodedata.normalize("NFC", name or "").strip()
+        if not name:
+            raise InputRejected("A patient needs a name (it cannot be empty).")
+        self._check_text("The name", name, self.limits.max_name_chars)
+        if any(unicodedata.category(ch) in _CONTROL for ch in name):
+            raise InputRejected("The name cannot contain line breaks or control characters.")
+        return name
+
+    def _check_basic(self, basic: BasicInfo) -> None:
+        for field, (label, _zh) in BASIC_FIELDS.items():
+            self._check_text(
+                f"Basic information '{label}'", getattr(basic, field), self.limits.max_field_chars
+            )
+
+    def _check_item(self, where: str, item: Item) -> None:
+        limit = self.limits.max_field_chars
+        self._check_text(where, item.text, limit)
+        self._check_text(f"{where} (model draft)", item.draft, limit)
+        if len(item.comments) > MAX_COMMENTS_PER_ITEM:
+            raise InputRejected(f"{where} has more than {MAX_COMMENTS_PER_ITEM} comments.")
+        for comment in item.comments:
+            self._check_text(f"A comment on {where.lower()}", comment, limit)
+
+    def _check_note(self, note: Note, *, new: bool) -> None:
+        if new and not note.question.strip():
+            raise InputRejected("A note needs the client's statement (it cannot be empty).")
+        self._check_text("The client's statement", note.question, self.limits.max_statement_chars)
+        self._check_text("The observed state", note.observed_state, self.limits.max_field_chars)
+        analysis = note.analysis
+        self._check_item("The symptom type", analysis.symptom_type)
+        for section in ("reasons", "advice", "unplaced"):
+            for number, item in enumerate(getattr(analysis, section), start=1):
+                self._check_item(f"{section.capitalize()} item {number}", item)
+        self._check_text("The model output", analysis.raw_output, MAX_RAW_OUTPUT_CHARS)
+        self._check_text("The model name", analysis.model_name, self.limits.max_field_chars)
+
+    def _check_patient(self, patient: Patient) -> None:
+        clean = self._clean_name(patient.name)
+        if clean != patient.name:
+            patient.name = clean
+        self._check_basic(patient.basic)
+        for note in patient.notes:
+            self._check_note(note, new=False)
+
+    # -- patients --------------------------------------------------------------------------
+
+    def list_patients(self) -> list[PatientSummary]:
+        """Every patient, most recently updated first."""
+        with self._mutex:
+            self._key()
+            return self._index.all()
+
+    def search(self, text: str) -> list[PatientSummary]:
+        """Case-insensitive substring of the name (Chinese fine) or id prefix; '' = all."""
+        with self._mutex:
+            self._key()
+            return self._index.search(text or "")
+
+    def get_summary(self, patient_id: str) -> PatientSummary:
+        with self._mutex:
+            self._key()
+            summary = self._index.summary(patient_id)
+            if summary is None:
+                raise PatientNotFound(f"No patient with id {patient_id!r}.")
+            return summary
+
+    def create_patient(self, name: str, basic: BasicInfo | None = None) -> Patient:
+        """A new patient with a fresh random data key, saved and indexed."""
+        patient = Patient(name=self._clean_name(name), basic=basic or BasicInfo())
+        return self.import_patient(patient)
+
+    def import_patient(self, patient: Patient) -> Patient:
+        """Store a complete Patient built elsewhere (its id must be new); returns a copy."""
+        self.import_patients([patient])
+        return patient.model_copy(deep=True)
+
+    def import_patients(self, patients: Iterable[Patient]) -> int:
+        """Store many new patients with a single index write (migration, benchmarks)."""
+        with self._mutex, self._changing(defer=False):
+            count = 0
+            for patient in patients:
+                stamp = self._write_new_patient(patient)
+                self._index.upsert(self._summary_of(patient, False), stamp)
+                count += 1
+            return count
+
+    def _write_new_patient(self, patient: Patient) -> Stamp:
+        self._check_patient(patient)
+        directory = self._patient_dir(patient.id)
+        if directory.exists() or patient.id in self._index:
+            raise InputRejected(f"A patient with id {patient.id} already exists.")
+        ensure_dir(directory)
+        data_key = crypto.new_key()
+        self._write_encrypted(directory / KEY_FILE, self._key(), data_key, _aad(patient.id, "key"))
+        self._data_keys[patient.id] = data_key
+        return self._write_record(patient, False)
+
+    def load_patient(self, patient_id: str) -> Patient:
+        """The whole record. Raises PatientNotFound, TamperedFile, UnknownSchema."""
+        with self._mutex:
+            self._key()
+            patient, _has_adapter, _stamp = self._read_record(patient_id)
+            return patient
+
+    def save_patient(self, patient: Patient) -> None:
+        """Atomically replace the patient's record; bumps ``updated`` on ``patient``."""
+        with self._mutex:
+            self._require_writer()
+            self._check_patient(patient)
+            if (
+                patient.id not in self._index
+                and not (self._patient_dir(patient.id) / RECORD_FILE).is_file()
+            ):
+                raise PatientNotFound(
+                    f"No patient with id {patient.id!r} (deleted?). Use create_patient."
+                )
+            has_adapter = self._has_adapter(patient.id)
+            with self._changing(defer=True):
+                patient.updated = max(utcnow(), patient.updated)
+                stamp = self._write_record(patient, has_adapter)
+                self._index.upsert(self._summary_of(patient, has_adapter), stamp)
+
+    def _has_adapter(self, patient_id: str) -> bool:
+        summary = self._index.summary(patient_id)
+        if summary is not None:
+            return summary.has_adapter
+        _patient, has_adapter, _stamp = self._read_record(patient_id)
+        return has_adapter
+
+    def add_note(self, patient_id: str, note: Note) -> Patient:
+        """Append ``note`` to the patient's record and save; returns the updated patient."""
+        with self._mutex:
+            self._require_writer()
+            self._check_note(note, new=True)
+            patient, has_adapter, _stamp = self._read_record(patient_id)
+            patient.notes.append(note.model_copy(deep=True))
+            patient.updated = max(utcnow(), patient.updated)
+            with self._changing(defer=True):
+                stamp = self._write_record(patient, has_adapter)
+                self._index.upsert(self._summary_of(patient, has_adapter), stamp)
+            return patient
+
+    def set_has_adapter(self, patient_id: str, value: bool) -> None:
+        """Record whether the patient has a trained adapter (shown in the list)."""
+        with self._mutex:
+            self._require_writer()
+            patient, has_adapter, _stamp = self._read_record(patient_id)
+            if has_adapter == value and patient_id in self._index:
+                return
+            with self._changing(defer=False):
+                stamp = self._write_record(patient, value)
+                self._index.upsert(self._summary_of(patient, value), stamp)
+
+    def delete_patient(self, patient_id: str) -> None:
+        """Cryptographic erase: shred the wrapped data key, then remove every file."""
+        with self._mutex:
+            self._require_writer()
+            directory = self._patient_dir(patient_id)
+            if not directory.is_dir() and patient_id not in self._index:
+                raise PatientNotFound(f"No patient with id {patient_id!r}.")
+            with self._changing(defer=False):
+                shred_file(directory / KEY_FILE)
+                self._data_keys.pop(patient_id, None)
+                self._remove_patient_dir(directory)
+                self._damaged.pop(patient_id, None)
+                self._index.remove(patient_id)
+
+    def _remove_patient_dir(self, directory: Path) -> None:
+        shutil.rmtree(directory, ignore_errors=True)
+        fsync_dir(self._patients_dir)
+
+    def damaged_patients(self) -> dict[str, str]:
+        """Patients whose record could not be read at the last index check: id -> reason."""
+        with self._mutex:
+            return dict(self._damaged)
+
+    # -- per-patient blobs -------------------------------------------------------------------
+
+    def _blob_path(self, patient_id: str, kind: str) -> Path:
+        return self._patient_dir(patient_id) / BLOBS_DIR / _blob_file_name(kind)
+
+    def write_blob(self, patient_id: str, kind: str, data: bytes) -> None:
+        """Encrypt ``data`` under the patient's key as ``kind`` (e.g. "draft", "adapter/v3")."""
+        with self._mutex:
+            self._require_writer()
+            path = self._blob_path(patient_id, kind)
+            key = self._data_key(patient_id)
+            ensure_dir(path.parent)
+            self._write_encrypted(path, key, bytes(data), _aad(patient_id, f"blob:{kind}"))
+
+    def read_blob(self, patient_id: str, kind: str) -> bytes | None:
+        """The blob's bytes, or None if never written. Raises TamperedFile, PatientNotFound."""
+        with self._mutex:
+            self._key()
+            path = self._blob_path(patient_id, kind)
+            key = self._data_key(patient_id)
+            try:
+                return self._read_encrypted(path, key, _aad(patient_id, f"blob:{kind}"))
+            except FileNotFoundError:
+                return None
+
+    def delete_blob(self, patient_id: str, kind: str) -> None:
+        with self._mutex:
+            self._require_writer()
+            path = self._blob_path(patient_id, kind)
+            with suppress(FileNotFoundError):
+                path.unlink()
+                fsync_dir(path.parent)
+
+    def list_blobs(self, patient_id: str, prefix: str = "") -> list[str]:
+        """Kinds of this patient's blobs that start with ``prefix``, sorted."""
+        with self._mutex:
+            self._key()
+            directory = self._patient_dir(patient_id)
+            if not (directory / KEY_FILE).is_file():
+                raise PatientNotFound(f"No patient with id {patient_id!r}.")
+            return self._kinds_in(directory / BLOBS_DIR, prefix)
+
+    @staticmethod
+    def _kinds_in(directory: Path, prefix: str) -> list[str]:
+        kinds: list[str] = []
+        with suppress(FileNotFoundError):
+            for entry in os.scandir(directory):
+                kind = _blob_kind_from_file(entry.name)
+                if kind is not None and kind.startswith(prefix):
+                    kinds.append(kind)
+        return sorted(kinds)
+
+    # -- vault-level blobs -------------------------------------------------------------------
+
+    def _vault_blob_path(self, kind: str) -> Path:
+        return self.vault_dir / VAULT_BLOBS_DIR / _blob_file_name(kind)
+
+    def write_vault_blob(self, kind: str, data: bytes) -> None:
+        """Encrypt ``data`` under the master key (audit log, domain registry, ...)."""
+        with self._mutex:
+            self._require_writer()
+            path = self._vault_blob_path(kind)
+            ensure_dir(path.parent)
+            self._write_encrypted(path, self._key(), bytes(data), _aad("", f"vault-blob:{kind}"))
+
+    def read_vault_blob(self, kind: str) -> bytes | None:
+        with self._mutex:
+            path = self._vault_blob_path(kind)
+            try:
+                return self._read_encrypted(path, self._key(), _aad("", f"vault-blob:{kind}"))
+            except FileNotFoundError:
+                return None
+
+    def delete_vault_blob(self, kind: str) -> None:
+        with self._mutex:
+            self._require_writer()
+            path = self._vault_blob_path(kind)
+            with suppress(FileNotFoundError):
+                path.unlink()
+                fsync_dir(path.parent)
+
+    def list_vault_blobs(self, prefix: str = "") -> list[str]:
+        with self._mutex:
+            self._key()
+            return self._kinds_in(self.vault_dir / VAULT_BLOBS_DIR, prefix)
+
+    # -- index maintenance -------------------------------------------------------------------
+
+    def _scan(self) -> tuple[dict[str, Stamp], list[Path]]:
+        """Complete patients (id -> record stamp) and leftovers of interrupted creates/deletes.
+
+        Reads only the 17-byte plaintext header of each record (no decryption).
+        """
+        complete: dict[str, Stamp] = {}
+        leftovers: list[Path] = []
+        try:
+            entries = list(os.scandir(self._patients_dir))
+        except FileNotFoundError:
+            return complete, leftovers
+        for entry in entries:
+            if not _ID_RE.match(entry.name) or not entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                os.stat(os.path.join(entry.path, KEY_FILE))
+                with open(os.path.join(entry.path, RECORD_FILE), "rb") as fh:
+                    head = fh.read(crypto.HEADER_BYTES)
+            except FileNotFoundError:
+                leftovers.append(Path(entry.path))
+                continue
+            complete[entry.name] = _stamp_of(head)
+        return complete, leftovers
+
+    def _clean_leftovers(self, leftovers: list[Path]) -> None:
+        if not self.writer:
+            return
+        for directory in leftovers:
+            shred_file(directory / KEY_FILE)
+            self._remove_patient_dir(directory)
+
+    def _verify_index(self) -> None:
+        """After a writer died: refresh every row whose record changed since the index."""
+        complete, leftovers = self._scan()
+        self._clean_leftovers(leftovers)
+        upserts: list[tuple[PatientSummary, Stamp | None]] = []
+        removals = [pid for pid in self._index.ids() if pid not in complete]
+        for pid, stamp in complete.items():
+            if self._index.stamp(pid) == stamp:
+                continue
+            try:
+                patient, has_adapter, fresh = self._read_record(pid)
+            except PhyAssistError as exc:
+                self._damaged[pid] = str(exc)
+                if pid in self._index:
+                    removals.append(pid)
+                continue
+            upserts.append((self._summary_of(patient, has_adapter), fresh))
+        with self._index.storage.deferred():
+            self._index.apply(upserts, removals)
+        self.index_repaired = len(upserts) + len(removals)
+        if self.writer:
+            self._flush_index()
+
+    def rebuild_index(self) -> int:
+        """Recreate the index from the record files; returns the number of patients indexed.
+
+        Unreadable records are left out and reported by :meth:`damaged_patients`.
+        """
+        with self._mutex:
+            self._key()
+            self._cancel_flush_timer()
+            complete, leftovers = self._scan()
+            self._clean_leftovers(leftovers)
+            self._damaged.clear()
+            rows = []
+            for pid in sorted(complete):
+                try:
+                    patient, has_adapter, stamp = self._read_record(pid)
+                except PhyAssistError as exc:
+                    self._damaged[pid] = str(exc)
+                    continue
+                rows.append(PatientIndex.make_row(self._summary_of(patient, has_adapter), stamp))
+            self._index.replace_all(rows)
+            if self.writer:
+                self._pending = self._pending or (self.vault_dir / PENDING_NAME).exists()
+                self._flush_index()
+            return len(rows)

@@ -1,0 +1,117 @@
+"""Training hyperparameters: the product brief's recipe, scaled down for a few notes.
+
+The recipe is LoRA r=32, alpha=32, dropout 0.05 on the attention projections (plus the MoE
+router on Mixtral), paged AdamW, lr 2e-4, grad-clip 0.3, 3 % warm-up; QLoRA (4-bit base) on a
+GPU, a full-precision base on the CPU. A patient has a handful of notes, so the number of
+passes grows when there are few examples and, on the CPU, is capped by a token budget so a run
+finishes in about a minute.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.errors import TrainingLimitExceeded
+
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MIXTRAL_ROUTER = "block_sparse_moe.gate"
+
+# Below this many preference pairs a DPO/ORPO step would mostly fit noise.
+MIN_PREFERENCE_PAIRS = 4
+# Tokens (examples x epochs) a CPU run may process: about a minute at ~200 tokens/s on 2 cores
+# for the embedded 135M model.
+CPU_TOKEN_BUDGET = 12_000
+
+
+class Hyperparameters(BaseModel):
+    """Everything the worker needs to configure PEFT and TRL; serialised into the job and card."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lora_r: int = Field(32, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
+    learning_rate: float = Field(2e-4, gt=0)
+    max_grad_norm: float = Field(0.3, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    lr_scheduler_type: str = "cosine"
+    optim: str = "adamw_torch"
+    num_train_epochs: float = Field(3.0, gt=0)
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_train_batch_size: int = Field(1, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=32)
+    gradient_checkpointing: bool = False
+    load_in_4bit: bool = False
+    bf16: bool = False
+    preference_method: Literal["dpo", "orpo", "none"] = "dpo"
+    min_preference_pairs: int = Field(MIN_PREFERENCE_PAIRS, ge=1)
+    preference_beta: float = Field(0.1, gt=0)
+    preference_learning_rate: float = Field(5e-5, gt=0)
+    preference_epochs: float = Field(1.0, gt=0)
+    seed: int = 42
+
+    def use_preference_step(self, n_pairs: int) -> bool:
+        return self.preference_method != "none" and n_pairs >= self.min_preference_pairs
+
+
+def target_modules_for(model_type: str) -> list[str]:
+    """Attention projections everywhere; on Mixtral the router too, so routing can adapt."""
+    targets = list(ATTENTION_PROJECTIONS)
+    if model_type == "mixtral":
+        targets.append(MIXTRAL_ROUTER)
+    return targets
+
+
+def epochs_for(n_examples: int) -> float:
+    """Three passes for a reasonable set of notes, up to eight for one or two notes."""
+    if n_examples <= 0:
+        return 0.0
+    return float(min(8, max(3, math.ceil(30 / n_examples))))
+
+
+def recipe_for(
+    *,
+    n_examples: int,
+    n_tokens: int,
+    device: str,
+    model_type: str,
+    overrides: dict[str, Any] | None = None,
+    cpu_token_budget: int = CPU_TOKEN_BUDGET,
+) -> Hyperparameters:
+    """The brief's recipe scaled to this data and device; ``overrides`` win over everything.
+
+    ``n_tokens`` is the tokenized size of one pass over the SFT examples.
+    """
+    on_gpu = device.startswith("cuda")
+    epochs = epochs_for(n_examples)
+    if not on_gpu and n_tokens > 0 and n_tokens * epochs > cpu_token_budget:
+        epochs = max(1.0, math.floor(cpu_token_budget / n_tokens))
+    values: dict[str, Any] = {
+        "target_modules": target_modules_for(model_type),
+        "num_train_epochs": epochs,
+        # Few notes: every note its own optimizer step; more notes: average a few per step.
+        "per_device_train_batch_size": 4 if on_gpu else 1,
+        "gradient_accumulation_steps": 1 if n_examples < 16 else (2 if on_gpu else 4),
+        "optim": "paged_adamw_32bit" if on_gpu else "adamw_torch",
+        "load_in_4bit": on_gpu,
+        "bf16": on_gpu,
+        "gradient_checkpointing": on_gpu,
+        "max_length": 2048 if on_gpu else 1024,
+    }
+    values.update(overrides or {})
+    return Hyperparameters(**values)
+
+
+def check_token_limit(n_tokens: int, max_training_tokens: int) -> None:
+    """Refuse a run whose notes exceed ``limits.max_training_tokens``, saying what to do."""
+    if n_tokens > max_training_tokens:
+        raise TrainingLimitExceeded(
+            f"This patient's notes come to {n_tokens:,} tokens, over the training limit of "
+            f"{max_training_tokens:,} (setting limits.max_training_tokens, env "
+            "PHYASSIST_LIMITS__MAX_TRAINING_TOKENS). Raise the limit; nothing was trained."
+        )

@@ -1,0 +1,402 @@
+"""The training subprocess: ``python -m engine.training.worker``.
+
+Reads ONE JSON job on stdin (examples, preference pairs, model settings, a one-time transfer
+key), trains a LoRA adapter with TRL (SFT, then DPO/ORPO when there are enough preference
+pairs), prints progress as JSON lines on stdout and writes the adapter *sealed* with the
+transfer key to the staging path the parent chose. Training data lives in an in-memory
+``datasets.Dataset``; TRL saves nothing (``save_strategy="no"``); nothing in plaintext touches
+the disk. Anything else a library prints goes to stderr, so stdout carries only events.
+
+Events: ``{"phase", "step", "total_steps", "loss", "tokens_per_s", "eta_s", "epoch"}`` while
+training, then ``{"phase": "done", ...summary}`` or ``{"phase": "error", "message", "kind"}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.errors import PhyAssistError, TrainingError, TrainingLimitExceeded
+from engine.training.config import Hyperparameters, check_token_limit, recipe_for
+
+Emit = Callable[[dict[str, Any]], None]
+JOB_VERSION = 1
+
+
+@dataclass
+class TrainResult:
+    """A trained adapter in memory, plus what the card records."""
+
+    config: dict[str, Any]
+    state_dict: dict[str, Any]
+    steps: int = 0
+    final_loss: float | None = None
+    preference_steps: int = 0
+    preference_loss: float | None = None
+    tokens_seen: int = 0
+    train_s: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+
+def transfer_aad(run_id: str, patient_id: str) -> bytes:
+    """What the sealed adapter is bound to: this run, this patient."""
+    return f"phyassist-adapter-transfer|{run_id}|{patient_id}".encode()
+
+
+def _make_callback(phase: str, emit: Emit, sink: list[float]):
+    from transformers import TrainerCallback
+
+    class EventCallback(TrainerCallback):
+        """Turns Trainer logs into the JSON events the parent shows as progress."""
+
+        def __init__(self) -> None:
+            self.started = time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            emit(_event(phase, 0, state.max_steps, None, None, None, 0.0))
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "loss" not in logs:
+                return
+            elapsed = time.perf_counter() - self.started
+            step = state.global_step
+            tokens = getattr(state, "num_input_tokens_seen", 0) or 0
+            tps = tokens / elapsed if tokens and elapsed > 0 else None
+            eta = elapsed / step * (state.max_steps - step) if step else None
+            loss = float(logs["loss"])
+            sink.append(loss)
+            emit(_event(phase, step, state.max_steps, loss, tps, eta, state.epoch))
+
+    return EventCallback()
+
+
+def _event(
+    phase: str,
+    step: int,
+    total: int,
+    loss: float | None,
+    tps: float | None,
+    eta: float | None,
+    epoch: float | None,
+) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "step": int(step),
+        "total_steps": int(total),
+        "loss": None if loss is None else round(loss, 6),
+        "tokens_per_s": None if tps is None else round(tps, 2),
+        "eta_s": None if eta is None else round(eta, 2),
+        "epoch": None if epoch is None else round(float(epoch), 4),
+    }
+
+
+def _quiet_trainer(trainer: Any) -> None:
+    """Drop the console printers: stdout is reserved for events (stderr would do, but why)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def _common_args(hp: Hyperparameters, output_dir: Path, use_cpu: bool) -> dict[str, Any]:
+    return {
+        "output_dir": str(output_dir),
+        "save_strategy": "no",
+        "report_to": [],
+        "logging_steps": 1,
+        "logging_dir": None,
+        "disable_tqdm": True,
+        "max_grad_norm": hp.max_grad_norm,
+        "warmup_ratio": hp.warmup_ratio,
+        "lr_scheduler_type": hp.lr_scheduler_type,
+        "optim": hp.optim,
+        "per_device_train_batch_size": hp.per_device_train_batch_size,
+        "gradient_accumulation_steps": hp.gradient_accumulation_steps,
+        "gradient_checkpointing": hp.gradient_checkpointing,
+        "bf16": hp.bf16,
+        "fp16": False,
+        "use_cpu": use_cpu,
+        "seed": hp.seed,
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": not use_cpu,
+        "include_num_input_tokens_seen": "non_padding",
+        "max_length": hp.max_length,
+        "push_to_hub": False,
+        "save_only_model": True,
+    }
+
+
+def lora_config_for(hp: Hyperparameters):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=list(hp.target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def adapter_config_dict(peft_model: Any, base_name: str, adapter: str = "default") -> dict:
+    """The adapter_config.json content PEFT would write, JSON-safe."""
+    config = peft_model.peft_config[adapter]
+    data = config.to_dict()
+    data["base_model_name_or_path"] = base_name
+    return json.loads(json.dumps(data, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    return sorted(value) if isinstance(value, set) else str(value)
+
+
+def train_adapter(
+    model: Any,
+    tokenizer: Any,
+    sft: list[dict[str, Any]],
+    pairs: list[dict[str, Any]],
+    hp: Hyperparameters,
+    emit: Emit,
+    output_dir: Path,
+    *,
+    base_name: str = "",
+) -> TrainResult:
+    """SFT (answer-only loss) and, with enough pairs, DPO/ORPO on the same LoRA adapter."""
+    import datasets
+    import torch
+    from peft import get_peft_model_state_dict, prepare_model_for_kbit_training
+    from trl import SFTConfig, SFTTrainer
+
+    datasets.disable_caching()
+    if not sft:
+        raise TrainingError("There are no saved notes with an Analysis to train on.")
+    use_cpu = next(model.parameters()).device.type == "cpu"
+    if getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=hp.gradient_checkpointing
+        )
+    started = time.perf_counter()
+    sft_losses: list[float] = []
+    args = SFTConfig(
+        **_common_args(hp, output_dir / "sft", use_cpu),
+        learning_rate=hp.learning_rate,
+        num_train_epochs=hp.num_train_epochs,
+        max_steps=hp.max_steps,
+        completion_only_loss=True,
+        packing=False,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(sft),
+        processing_class=tokenizer,
+        peft_config=lora_config_for(hp),
+        callbacks=[_make_callback("sft", emit, sft_losses)],
+    )
+    _quiet_trainer(trainer)
+    trainer.train()
+    peft_model = trainer.model
+    result = TrainResult(
+        config={},
+        state_dict={},
+        steps=trainer.state.global_step,
+        final_loss=sft_losses[-1] if sft_losses else None,
+        tokens_seen=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
+        losses=list(sft_losses),
+    )
+    del trainer
+
+    if hp.use_preference_step(len(pairs)):
+        pref_losses: list[float] = []
+        pref_trainer = _preference_trainer(peft_model, tokenizer, pairs, hp, emit, output_dir)
+        pref_trainer.add_callback(_make_callback(hp.preference_method, emit, pref_losses))
+        _quiet_trainer(pref_trainer)
+        pref_trainer.train()
+        result.preference_steps = pref_trainer.state.global_step
+        result.preference_loss = pref_losses[-1] if pref_losses else None
+        del pref_trainer
+        if "ref" in getattr(peft_model, "peft_config", {}):
+            peft_model.delete_adapter("ref")  # DPO's frozen copy; only "default" is the result
+            peft_model.set_adapter("default")
+
+    state = get_peft_model_state_dict(peft_model, adapter_name="default")
+    result.state_dict = {
+        k: v.detach().to("cpu", dtype=torch.float32).contiguous() for k, v in state.items()
+    }
+    result.config = adapter_config_dict(peft_model, base_name or _model_name(model))
+    result.train_s = time.perf_counter() - started
+    return result
+
+
+def _model_name(model: Any) -> str:
+    return str(getattr(model.config, "_name_or_path", "") or model.config.model_type)
+
+
+def _preference_trainer(peft_model, tokenizer, pairs, hp: Hyperparameters, emit, output_dir):
+    import datasets
+
+    use_cpu = next(peft_model.parameters()).device.type == "cpu"
+    common = _common_args(hp, output_dir / hp.preference_method, use_cpu)
+    common.update(
+        learning_rate=hp.preference_learning_rate,
+        num_train_epochs=hp.preference_epochs,
+        beta=hp.preference_beta,
+        gradient_checkpointing=False,
+    )
+    dataset = datasets.Dataset.from_list(pairs)
+    if hp.preference_method == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        return ORPOTrainer(
+            model=peft_model,
+            args=ORPOConfig(**common),
+            train_dataset=dataset,
+            processing_class=tokenizer,
+        )
+    from trl import DPOConfig, DPOTrainer
+
+    return DPOTrainer(
+        model=peft_model,
+        ref_model=None,
+        args=DPOConfig(**common),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+
+
+# -- the subprocess -------------------------------------------------------------------------
+
+
+def _claim_stdout() -> TextIO:
+    """Keep the real stdout for events; everything else printed goes to stderr."""
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(fd, "w", buffering=1, encoding="utf-8")
+
+
+def _write_staging(path: Path, data: bytes) -> None:
+    """Atomically: a killed worker leaves at most a ``.part`` file (sealed, and removed)."""
+    part = path.with_name(path.name + ".part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+
+
+def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
+    """Load the base, train, seal the adapter to the staging path; returns the summary."""
+    from engine.adapters import pack_adapter
+    from engine.crypto import seal
+    from engine.llm import load_model
+    from engine.settings import Settings
+    from engine.training.metrics import count_tokens
+
+    if job.get("version") != JOB_VERSION:
+        raise TrainingError(f"Unknown training job version {job.get('version')!r}.")
+    key = base64.b64decode(job["transfer_key"])
+    work_dir = Path(job["work_dir"])
+    staging = Path(job["staging_path"])
+    overrides = dict(job.get("overrides") or {})
+
+    import torch
+
+    torch.manual_seed(int(overrides.get("seed", 42)))
+    settings = Settings(**job["settings"])
+    device = settings.model.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    want_4bit = bool(overrides.get("load_in_4bit", device == "cuda"))
+    settings.model.load_in_4bit = want_4bit
+    emit({"phase": "loading", "step": 0, "total_steps": 0, "device": device})
+    loaded = load_model(settings)
+    model, tokenizer = loaded.model, loaded.tokenizer
+
+    sft, pairs = job["sft"], job.get("pairs") or []
+    n_tokens = count_tokens(tokenizer, sft)
+    check_token_limit(n_tokens, int(job["max_training_tokens"]))
+    hp = recipe_for(
+        n_examples=len(sft),
+        n_tokens=n_tokens,
+        device=device,
+        model_type=model.config.model_type,
+        overrides=overrides,
+    )
+    emit(
+        {
+            "phase": "prepared",
+            "examples": len(sft),
+            "preference_pairs": len(pairs),
+            "tokens": n_tokens,
+            "preference_step": hp.use_preference_step(len(pairs)),
+        }
+    )
+    result = train_adapter(
+        model, tokenizer, sft, pairs, hp, emit, work_dir / "trainer", base_name=loaded.name
+    )
+    emit({"phase": "saving", "step": result.steps, "total_steps": result.steps})
+    packed = pack_adapter(result.config, result.state_dict)
+    _write_staging(staging, seal(key, packed, transfer_aad(job["run_id"], job["patient_id"])))
+    return {
+        "phase": "done",
+        "base_model": loaded.name,
+        "device": device,
+        "examples": len(sft),
+        "preference_pairs": len(pairs),
+        "tokens": n_tokens,
+        "tokens_seen": result.tokens_seen,
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "preference_steps": result.preference_steps,
+        "preference_loss": result.preference_loss,
+        "train_s": round(result.train_s, 3),
+        "hyperparameters": hp.model_dump(),
+    }
+
+
+def main() -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    events = _claim_stdout()
+
+    def emit(event: dict[str, Any]) -> None:
+        events.write(json.dumps(event, ensure_ascii=False) + "\n")
+        events.flush()
+
+    try:
+        job = json.loads(sys.stdin.read())
+        emit(run_job(job, emit))
+        return 0
+    except TrainingLimitExceeded as exc:
+        emit({"phase": "error", "kind": "limit", "message": str(exc)})
+        return 3
+    except PhyAssistError as exc:
+        emit({"phase": "error", "kind": type(exc).__name__, "message": str(exc)})
+        return 2
+    except Exception as exc:  # reported to the parent, which keeps the old adapter
+        emit({"phase": "error", "kind": type(exc).__name__, "message": f"Training failed: {exc}"})
+        import traceback
+
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,128 @@
+"""Every key binding of the app, with a stable id, in one table.
+
+The ids are what a counselor puts in ``settings.json`` under ``keymap`` to remap a key
+(``{"keymap": {"draft.edit": "f2"}}``); Textual's keymap support (``App.set_keymap``)
+applies them. The same table feeds the command palette, so every action is reachable
+by name as well as by key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from textual.binding import Binding
+
+Scope = Literal["app", "unlock", "workspace", "patients", "analysis", "draft", "chat", "train"]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One user-facing action: its binding id, default key(s), and where it lives."""
+
+    id: str
+    key: str
+    action: str
+    description: str
+    help: str
+    scope: Scope
+    show: bool = True
+    priority: bool = False
+    palette: bool = True
+
+    def binding(self) -> Binding:
+        return Binding(
+            self.key,
+            self.action,
+            self.description,
+            show=self.show,
+            priority=self.priority,
+            id=self.id,
+            tooltip=self.help,
+        )
+
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    # app
+    ActionSpec("app.quit", "ctrl+q", "quit", "Quit", "Save the draft, lock and quit", "app",
+               priority=True),
+    ActionSpec("app.lock", "ctrl+l", "lock", "Lock", "Lock the vault now", "app"),
+    ActionSpec("app.theme", "f9", "change_theme", "Theme", "Pick a colour theme", "app",
+               show=False),
+    # workspace
+    ActionSpec("workspace.new_patient", "ctrl+n", "new_patient", "New patient",
+               "Create a patient with the five basic-information fields", "workspace"),
+    ActionSpec("workspace.search", "ctrl+f", "focus_search", "Search",
+               "Search patients by name", "workspace"),
+    ActionSpec("workspace.toggle_patients", "ctrl+b", "toggle_patients", "Patients",
+               "Show or hide the patient list", "workspace", show=False),
+    ActionSpec("workspace.show_notes", "f2", "show_tab('notes')", "Notes",
+               "Show the patient's basic information and notes", "workspace"),
+    ActionSpec("workspace.show_analysis", "f3", "show_tab('analysis')", "Analysis",
+               "Write the counseling question and draft an analysis", "workspace"),
+    ActionSpec("workspace.show_draft", "f4", "show_tab('draft')", "Draft",
+               "Review and edit the drafted analysis", "workspace"),
+    ActionSpec("workspace.show_chat", "f5", "show_tab('chat')", "Chat",
+               "Talk with the model about this patient", "workspace"),
+    ActionSpec("workspace.generate", "ctrl+g", "generate", "Generate",
+               "Draft an analysis of the counseling question", "workspace"),
+    ActionSpec("workspace.cancel", "escape", "cancel_generation", "Stop",
+               "Stop the running generation and keep what came", "workspace"),
+    ActionSpec("workspace.train", "ctrl+t", "train", "Train",
+               "Train this patient's adapter on their notes", "workspace", show=False),
+    # draft pane (active while the draft list has focus)
+    ActionSpec("draft.edit", "e", "edit_item", "Edit", "Edit the selected item in place", "draft"),
+    ActionSpec("draft.add", "a", "add_item", "Add", "Add an item after the selected one",
+               "draft"),
+    ActionSpec("draft.delete", "d", "delete_item", "Delete",
+               "Delete (or restore) the selected item", "draft"),
+    ActionSpec("draft.comment", "c", "comment_item", "Comment",
+               "Comment on the selected item to guide regeneration", "draft"),
+    ActionSpec("draft.regenerate_item", "r", "regenerate_item", "Regen item",
+               "Regenerate the selected item using its comments", "draft"),
+    ActionSpec("draft.regenerate_all", "R", "regenerate_all", "Regen all",
+               "Regenerate the whole draft using all comments", "draft"),
+    ActionSpec("draft.save", "ctrl+s", "save_note", "Save note",
+               "Save the draft into a new dated note", "draft"),
+    # chat pane
+    ActionSpec("chat.copy", "ctrl+y", "copy_message", "Copy",
+               "Copy the selected (or last) reply to the clipboard (OSC 52)", "chat"),
+    ActionSpec("chat.clear", "ctrl+k", "clear_chat", "Clear chat",
+               "Start a new conversation for this patient", "chat", show=False),
+    # train screen
+    ActionSpec("train.cancel", "escape", "cancel_training", "Stop / close",
+               "Stop training (the previous adapter stays active)", "train", palette=False),
+)
+
+_BY_ID = {spec.id: spec for spec in ACTIONS}
+
+
+def bindings_for(scope: Scope) -> list[Binding]:
+    """The ``BINDINGS`` list for the widget or screen that owns ``scope``."""
+    return [spec.binding() for spec in ACTIONS if spec.scope == scope]
+
+
+def specs_for(scopes: Iterable[Scope]) -> list[ActionSpec]:
+    wanted = set(scopes)
+    return [spec for spec in ACTIONS if spec.scope in wanted and spec.palette]
+
+
+def spec(binding_id: str) -> ActionSpec:
+    return _BY_ID[binding_id]
+
+
+def keymap_from_settings(keymap: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Split the user's keymap into the entries we know and the ids we do not.
+
+    Unknown ids are reported back (the app shows them) rather than silently ignored, so a
+    typo in ``settings.json`` does not look like a broken key.
+    """
+    known: dict[str, str] = {}
+    unknown: list[str] = []
+    for binding_id, keys in keymap.items():
+        if binding_id in _BY_ID and isinstance(keys, str) and keys.strip():
+            known[binding_id] = keys.strip()
+        else:
+            unknown.append(binding_id)
+    return known, unknown

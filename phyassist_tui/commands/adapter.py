@@ -1,0 +1,116 @@
+"""``phyassist adapter list|rollback|export PATIENT_ID``: a patient's adapter versions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.errors import InputRejected
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    adapter = subparsers.add_parser("adapter", help="list, roll back or export patient adapters")
+    asub = adapter.add_subparsers(dest="adapter_command", metavar="ACTION")
+
+    alist = asub.add_parser("list", help="a patient's adapter versions with their cards")
+    alist.add_argument("id", help="patient id or a unique prefix of it")
+    alist.add_argument("--json", action="store_true", help="machine-readable output")
+    alist.set_defaults(handler=_cmd_list)
+
+    roll = asub.add_parser("rollback", help="make an older version the active one")
+    roll.add_argument("id", help="patient id or a unique prefix of it")
+    roll.add_argument("--version", type=int, help="version to activate (default: previous)")
+    roll.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    roll.set_defaults(handler=_cmd_rollback)
+
+    export = asub.add_parser(
+        "export", help="write a DECRYPTED standard PEFT folder (asks for confirmation)"
+    )
+    export.add_argument("id", help="patient id or a unique prefix of it")
+    export.add_argument("--version", type=int, help="version to export (default: active)")
+    export.add_argument("--out", required=True, type=Path, help="new or empty folder")
+    export.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    export.set_defaults(handler=_cmd_export)
+    adapter.set_defaults(handler=lambda args: _usage(adapter))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _confirm(question: str, yes: bool) -> bool:
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise InputRejected("Refusing without --yes when not on a terminal.")
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def _fmt_loss(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from engine.training.versions import list_versions
+    from phyassist_tui.commands._common import open_store
+    from phyassist_tui.commands.train import resolve_patient_id
+
+    with open_store(writer=False) as store:
+        patient_id = resolve_patient_id(store, args.id)
+        versions = list_versions(store, patient_id)
+    if args.json:
+        rows = [{"version": v.version, "active": v.active, "card": v.card} for v in versions]
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    if not versions:
+        print("No adapter trained yet for this patient (the base model is used).")
+        return 0
+    for v in versions:
+        card = v.card or {}
+        mark = "*" if v.active else " "
+        print(
+            f"{mark} v{v.version}  {card.get('date', '?')}  base {card.get('base_model', '?')}  "
+            f"notes {card.get('examples', '?')}  edits {card.get('preference_pairs', '?')}  "
+            f"steps {card.get('steps', '?')}  final loss {_fmt_loss(card.get('final_loss'))}"
+        )
+    print("(* = active)")
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from engine.training.versions import active_version, rollback
+    from phyassist_tui.commands._common import open_store
+    from phyassist_tui.commands.train import resolve_patient_id
+
+    with open_store(writer=True) as store:
+        patient_id = resolve_patient_id(store, args.id)
+        current = active_version(store, patient_id)
+        target = args.version if args.version is not None else "the previous version"
+        if not _confirm(f"Switch this patient's adapter from v{current} to {target}?", args.yes):
+            print("Nothing changed.")
+            return 1
+        version = rollback(store, patient_id, args.version)
+    print(f"Adapter v{version} is now active.")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from engine.training.versions import export_adapter
+    from phyassist_tui.commands._common import open_store
+    from phyassist_tui.commands.train import resolve_patient_id
+
+    with open_store(writer=False) as store:
+        patient_id = resolve_patient_id(store, args.id)
+        question = (
+            f"Write this patient's adapter UNENCRYPTED to {args.out}? It was trained on their "
+            "notes and may reveal them."
+        )
+        if not _confirm(question, args.yes):
+            print("Nothing exported.")
+            return 1
+        out = export_adapter(store, patient_id, args.out, args.version)
+    print(f"Exported to {out} (adapter_config.json + adapter_model.safetensors).")
+    return 0

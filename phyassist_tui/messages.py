@@ -1,0 +1,125 @@
+"""Typed messages that widgets and workers exchange.
+
+Workers run in threads and talk to the UI only through these (``post_message`` is
+thread-safe), so every cross-thread hand-off is visible in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from textual.message import Message
+
+from engine.records import AnalysisDraft, Patient, PatientSummary
+
+GenerationKind = Literal["analysis", "regenerate_item", "regenerate_all", "chat"]
+
+
+@dataclass
+class PatientChosen(Message):
+    """The counselor picked a patient in the list (Enter)."""
+
+    patient_id: str
+
+
+@dataclass
+class PatientsListed(Message):
+    """A worker finished listing or searching patients."""
+
+    patients: list[PatientSummary]
+    query: str = ""
+
+
+@dataclass
+class PatientLoaded(Message):
+    """A patient was read from the vault, with any unsaved draft left from last time."""
+
+    patient: Patient
+    autosave: dict[str, Any] | None = None
+
+
+@dataclass
+class PatientSaved(Message):
+    """A patient record changed in the vault (new patient, new note)."""
+
+    patient: Patient
+
+
+@dataclass
+class GenerationStarted(Message):
+    kind: GenerationKind
+
+
+@dataclass
+class GenerationChunk(Message):
+    """Text that just streamed out of the model."""
+
+    kind: GenerationKind
+    text: str
+    tokens_per_s: float | None = None
+
+
+@dataclass
+class GenerationFinished(Message):
+    """A stream ended: finished, cancelled (text kept) or failed (``error`` set)."""
+
+    kind: GenerationKind
+    text: str
+    cancelled: bool = False
+    error: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    section: str | None = None
+    item_id: str | None = None
+    draft: AnalysisDraft | None = None  # analysis: the parsed draft (partial when cancelled)
+
+
+@dataclass
+class DraftChanged(Message):
+    """The draft was edited; the workspace autosaves it (encrypted)."""
+
+    draft: AnalysisDraft
+
+
+@dataclass
+class ModelStatus(Message):
+    """Progress of the background model load (``label`` once loaded, ``error`` on failure)."""
+
+    state: Literal["loading", "ready", "failed"]
+    label: str = ""
+    detail: str = ""
+
+
+@dataclass
+class TrainingEvent(Message):
+    """One progress event from the training subprocess (step, loss, eta_s, phase, ...)."""
+
+    event: dict[str, Any]
+
+
+@dataclass
+class TrainingDone(Message):
+    ok: bool
+    cancelled: bool = False
+    detail: str = ""
+
+
+@dataclass
+class RegenerateItemRequested(Message):
+    section: str
+    item_id: str
+
+
+@dataclass
+class RegenerateAllRequested(Message):
+    """Regenerate the whole draft, with every comment as guidance."""
+
+
+@dataclass
+class SaveNoteRequested(Message):
+    draft: AnalysisDraft
+
+
+@dataclass
+class ChatSubmitted(Message):
+    text: str

@@ -1,0 +1,1 @@
+"""Screens: unlock, workspace, new patient, training, confirmations."""

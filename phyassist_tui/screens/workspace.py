@@ -1,0 +1,696 @@
+"""The counselor's workspace: patients on the left; notes, analysis, draft and chat on the right.
+
+This screen owns the open patient, the generation in flight (one at a time, cancellable
+with Esc) and the encrypted draft autosave. Every vault or model call runs in a named
+thread worker; results come back as typed messages (``phyassist_tui.messages``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from typing import Any
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
+
+from engine.errors import GenerationCancelled, PhyAssistError
+from engine.records import AnalysisDraft, ChatMessage, Note, Patient
+from phyassist_tui.bindings import bindings_for
+from phyassist_tui.messages import (
+    ChatSubmitted,
+    DraftChanged,
+    GenerationChunk,
+    GenerationFinished,
+    GenerationKind,
+    GenerationStarted,
+    PatientChosen,
+    PatientLoaded,
+    PatientSaved,
+    RegenerateAllRequested,
+    RegenerateItemRequested,
+    SaveNoteRequested,
+)
+from phyassist_tui.ports import AssistantLike, stats_dict
+from phyassist_tui.screens.confirm import ConfirmScreen
+from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.widgets.analysis_pane import AnalysisPane
+from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
+from phyassist_tui.widgets.draft_pane import DraftPane
+from phyassist_tui.widgets.notes_view import NotesView
+from phyassist_tui.widgets.patients_pane import PatientsPane
+from phyassist_tui.widgets.status_line import StatusLine
+from phyassist_tui.widgets.text import clean
+
+DRAFT_BLOB = "draft"  # encrypted autosave of the unsaved draft, one per patient
+CHAT_BLOB = "chat"
+AUTOSAVE_DELAY_S = 1.0
+TABS = ("notes", "analysis", "draft", "chat")
+
+Producer = Callable[[AssistantLike, threading.Event], Iterator[str]]
+
+
+class WorkspaceScreen(Screen):
+    BINDINGS = bindings_for("workspace")
+    AUTO_FOCUS = "#patient-list"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patient: Patient | None = None
+        self.draft_question = ""  # the question the current draft answers
+        self.history: list[ChatMessage] = []
+        self.generating: GenerationKind | None = None
+        self._cancel: threading.Event | None = None
+        self._regen_backup: tuple[str, str] | None = None  # item id, text before regeneration
+        self._autosave_timer: Timer | None = None
+        self._gen_started = 0.0
+
+    def compose(self) -> ComposeResult:
+        yield Header(show_clock=False, icon="✚")
+        with Horizontal(id="body"):
+            yield PatientsPane(id="patients")
+            with TabbedContent(id="tabs", initial="notes"):
+                with TabPane("Notes", id="notes"):
+                    yield NotesView(id="notes-view")
+                with TabPane("Analysis", id="analysis"):
+                    yield AnalysisPane(id="analysis-pane")
+                with TabPane("Draft", id="draft"):
+                    yield DraftPane(id="draft-pane")
+                with TabPane("Chat", id="chat"):
+                    yield ChatPane(id="chat-pane")
+        yield StatusLine(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.title = "PhyAssist"
+        self.sub_title = "no patient open"
+        self.watch(self.app, "model_state", self._model_changed, init=True)
+        self.watch(self.app, "model_detail", self._model_changed, init=False)
+        self.patients.refresh_list()
+
+    # -- handy handles ------------------------------------------------------------------------
+    @property
+    def patients(self) -> PatientsPane:
+        return self.query_one(PatientsPane)
+
+    @property
+    def analysis(self) -> AnalysisPane:
+        return self.query_one(AnalysisPane)
+
+    @property
+    def draft_pane(self) -> DraftPane:
+        return self.query_one(DraftPane)
+
+    @property
+    def chat(self) -> ChatPane:
+        return self.query_one(ChatPane)
+
+    @property
+    def status(self) -> StatusLine:
+        return self.query_one(StatusLine)
+
+    def _model_changed(self, _value: object = None) -> None:
+        app = self.app
+        status = self.status
+        status.model_state = app.model_state
+        status.model_label = app.model_label
+        status.model_detail = app.model_detail
+        if app.model_state == "ready" and self.patient is not None:
+            self._use_patient(self.patient)
+
+    # -- actions --------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "cancel_generation":
+            return self.generating is not None
+        if action in ("generate", "train"):
+            return self.patient is not None
+        return True
+
+    def action_show_tab(self, tab: str) -> None:
+        if tab not in TABS:
+            return
+        self.query_one(TabbedContent).active = tab
+        focus = {
+            "notes": "#notes-view",
+            "analysis": "#question",
+            "draft": "#draft-items",
+            "chat": "#chat-input",
+        }[tab]
+        self.query_one(focus).focus()
+
+    def action_focus_search(self) -> None:
+        self.patients.display = True
+        self.query_one("#search", Input).focus()
+
+    def action_toggle_patients(self) -> None:
+        self.patients.display = not self.patients.display
+
+    def action_new_patient(self) -> None:
+        limits = self.app.settings.limits
+        self.app.push_screen(
+            NewPatientScreen(max_name=limits.max_name_chars, max_field=limits.max_field_chars),
+            self._create_patient,
+        )
+
+    def _create_patient(self, result: tuple[str, Any] | None) -> None:
+        if result is None:
+            return
+        name, basic = result
+
+        def create() -> None:
+            try:
+                patient = self.app.store_call(lambda s: s.create_patient(name, basic))
+            except PhyAssistError as exc:
+                self.app.call_from_thread(self.notify, str(exc), severity="error")
+                return
+            self.post_message(PatientSaved(patient))
+            self.post_message(PatientLoaded(patient, None))
+
+        self.run_worker(create, name="create-patient", thread=True, exit_on_error=False)
+
+    def action_generate(self) -> None:
+        if self.patient is None:
+            self.notify("Open a patient first.", severity="warning")
+            return
+        question = self.analysis.question
+        limit = self.app.settings.limits.max_statement_chars
+        if not question:
+            self.action_show_tab("analysis")
+            self.notify("Write the counseling question first.", severity="warning")
+            return
+        if len(question) > limit:
+            self.notify(
+                f"The question is {len(question):,} characters; the limit is {limit:,}. "
+                "Shorten it; nothing was lost.",
+                severity="error",
+            )
+            return
+        patient = self.patient
+        self.draft_question = question
+        self.analysis.stream.set_text("")
+        self.query_one(TabbedContent).active = "analysis"
+        self._start(
+            "analysis",
+            lambda a, cancel: a.stream_analysis(patient, question, cancel=cancel),
+        )
+
+    def action_cancel_generation(self) -> None:
+        if self._cancel is not None and self.generating is not None:
+            self._cancel.set()
+            self.status.activity = "stopping…"
+
+    def action_train(self) -> None:
+        self.app.start_training(self.patient)
+
+    def action_clear_chat(self) -> None:
+        if self.generating == "chat":
+            self.notify("Stop the reply first (Esc).", severity="warning")
+            return
+        self.history = []
+        self.run_worker(self.chat.show_history([]), exclusive=False)
+        self._save_chat()
+
+    # -- patients -------------------------------------------------------------------------------
+    @on(PatientChosen)
+    def _patient_chosen(self, message: PatientChosen) -> None:
+        if self.generating is not None:
+            self.notify("Stop the generation first (Esc).", severity="warning")
+            return
+        self._flush_autosave()
+        patient_id = message.patient_id
+
+        def load() -> None:
+            def read(store: Any) -> tuple[Patient, bytes | None]:
+                return store.load_patient(patient_id), store.read_blob(patient_id, DRAFT_BLOB)
+
+            try:
+                patient, blob = self.app.store_call(read)
+            except PhyAssistError as exc:
+                self.app.call_from_thread(self.notify, str(exc), severity="error")
+                return
+            autosave = None
+            if blob:
+                try:
+                    autosave = json.loads(blob.decode("utf-8"))
+                except ValueError:
+                    autosave = None
+            self.post_message(PatientLoaded(patient, autosave))
+
+        self.run_worker(load, name="load-patient", group="patient", thread=True,
+                        exclusive=True, exit_on_error=False)
+
+    @on(PatientLoaded)
+    async def _patient_loaded(self, message: PatientLoaded) -> None:
+        patient = self.patient = message.patient
+        self.sub_title = clean(patient.name)
+        self.status.adapter_label = ""
+        self.draft_question = ""
+        await self.query_one(NotesView).show_patient(patient)
+        self.analysis.set_inputs("", "")
+        self.analysis.stream.set_text("")
+        await self.draft_pane.load(None)
+        self.query_one(TabbedContent).active = "notes"
+        self.refresh_bindings()
+        self._load_chat(patient)
+        if self.app.model_state == "ready":
+            self._use_patient(patient)
+        if message.autosave:
+            payload = message.autosave
+
+            async def answer(restore: bool | None) -> None:
+                if restore:
+                    await self._restore_autosave(payload)
+                else:
+                    self._delete_autosave(patient.id)
+
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"An unsaved draft for {clean(patient.name)} was kept from last time. "
+                    "Restore it?",
+                    yes="Restore",
+                    no="Discard",
+                ),
+                answer,
+            )
+
+    @on(PatientSaved)
+    def _patient_saved(self, message: PatientSaved) -> None:
+        self.patients.refresh_list()
+
+    def _use_patient(self, patient: Patient) -> None:
+        def use() -> None:
+            label = self.app.use_patient_model(patient)
+            if label is not None:
+                self.app.call_from_thread(setattr, self.status, "adapter_label", label)
+
+        self.run_worker(use, name="use-patient", group="use-patient", thread=True,
+                        exclusive=True, exit_on_error=False)
+
+    # -- generation -----------------------------------------------------------------------------
+    def _start(self, kind: GenerationKind, producer: Producer, **meta: Any) -> bool:
+        if self.generating is not None:
+            self.notify("A generation is already running (Esc stops it).", severity="warning")
+            return False
+        patient = self.patient
+        cancel = self._cancel = threading.Event()
+        self.generating = kind
+        self.draft_pane.busy = True
+        self.status.activity = "waiting for the model…" if self.app.model_state != "ready" else ""
+        self.status.tokens_per_s = None
+        self.refresh_bindings()
+        self.run_worker(
+            partial(self._stream_worker, kind, producer, cancel, patient, meta),
+            name=f"generate-{kind}",
+            group="generation",
+            thread=True,
+            exit_on_error=False,
+        )
+        return True
+
+    def _stream_worker(
+        self,
+        kind: GenerationKind,
+        producer: Producer,
+        cancel: threading.Event,
+        patient: Patient | None,
+        meta: dict[str, Any],
+    ) -> None:
+        """Runs in a thread: wait for the model, stream, post every chunk, then the end."""
+        app = self.app
+        assistant = app.wait_for_model(cancel)
+        if assistant is None:
+            error = None if cancel.is_set() else f"The model is not available: {app.model_detail}"
+            self.post_message(GenerationFinished(kind, "", cancelled=cancel.is_set(),
+                                                 error=error, **meta))
+            return
+        if patient is not None:
+            app.use_patient_model(patient)
+        self.post_message(GenerationStarted(kind))
+        pieces: list[str] = []
+        error: str | None = None
+        started = time.perf_counter()
+        try:
+            for chunk in producer(assistant, cancel):
+                pieces.append(chunk)
+                elapsed = time.perf_counter() - started
+                rate = len(pieces) / elapsed if elapsed > 0 else None
+                self.post_message(GenerationChunk(kind, chunk, rate))
+                if cancel.is_set():
+                    break
+        except GenerationCancelled:
+            pass
+        except PhyAssistError as exc:
+            error = str(exc)
+        except Exception as exc:  # keep the partial text whatever the engine does
+            error = f"Generation failed: {type(exc).__name__}: {exc}"
+        text = "".join(pieces)
+        draft = None
+        if kind in ("analysis", "regenerate_all") and error is None and text.strip():
+            try:
+                draft = assistant.parse_analysis(text)
+            except Exception as exc:
+                error = f"The draft could not be parsed: {exc}"
+            else:
+                draft.raw_output = draft.raw_output or text
+                draft.model_name = draft.model_name or app.model_label
+        self.post_message(
+            GenerationFinished(
+                kind,
+                text,
+                cancelled=cancel.is_set(),
+                error=error,
+                stats=stats_dict(getattr(assistant, "last_stats", None)),
+                draft=draft,
+                **meta,
+            )
+        )
+
+    @on(GenerationStarted)
+    def _generation_started(self, message: GenerationStarted) -> None:
+        self._gen_started = time.perf_counter()
+        self.status.activity = {
+            "analysis": "drafting…",
+            "regenerate_item": "regenerating item…",
+            "regenerate_all": "regenerating draft…",
+            "chat": "replying…",
+        }[message.kind]
+
+    @on(GenerationChunk)
+    def _generation_chunk(self, message: GenerationChunk) -> None:
+        self.status.tokens_per_s = message.tokens_per_s
+        if message.kind in ("analysis", "regenerate_all"):
+            self.analysis.stream.append(message.text)
+        elif message.kind == "regenerate_item":
+            row = self.draft_pane.row_for(self._regen_backup[0]) if self._regen_backup else None
+            if row is not None:
+                row.streaming = (row.streaming or "") + message.text
+                row.refresh_body()
+        elif message.kind == "chat":
+            bubble = self.chat.last_bubble
+            if bubble is not None and bubble.role == "assistant":
+                bubble.set_text(bubble.text + message.text)
+
+    @on(GenerationFinished)
+    async def _generation_finished(self, message: GenerationFinished) -> None:
+        self.generating = None
+        self._cancel = None
+        self.draft_pane.busy = False
+        self.status.activity = "stopped" if message.cancelled else ""
+        rate = message.stats.get("tokens_per_s")
+        if isinstance(rate, int | float):
+            self.status.tokens_per_s = float(rate)
+        self.refresh_bindings()
+        if message.error:
+            self.notify(message.error, severity="error", timeout=8)
+        handler = {
+            "analysis": self._analysis_done,
+            "regenerate_all": self._analysis_done,
+            "regenerate_item": self._item_done,
+            "chat": self._chat_done,
+        }[message.kind]
+        await handler(message)
+
+    async def _analysis_done(self, message: GenerationFinished) -> None:
+        if message.draft is None:
+            if message.cancelled:
+                self.notify("Stopped. The text so far is kept above.")
+            self._schedule_autosave()
+            return
+        if message.kind == "regenerate_all" and message.cancelled:
+            self.notify("Regeneration stopped; the previous draft is kept.")
+            return
+        await self.draft_pane.load(message.draft)
+        self._schedule_autosave()
+        if message.cancelled:
+            self.notify("Stopped. The partial draft is kept (F4 to review).")
+        else:
+            self.action_show_tab("draft")
+
+    async def _item_done(self, message: GenerationFinished) -> None:
+        backup, self._regen_backup = self._regen_backup, None
+        draft = self.draft_pane.draft
+        if backup is None or draft is None:
+            return
+        item_id, _old = backup
+        row = self.draft_pane.row_for(item_id)
+        new_text = " ".join(clean(message.text).split())
+        if row is not None:
+            row.streaming = None
+            if message.cancelled or message.error or not new_text:
+                if message.cancelled:
+                    self.notify("Regeneration stopped; the item is unchanged.")
+            else:
+                row.item.draft = new_text
+                row.item.text = new_text
+            row.refresh_body()
+        self.draft_pane.focus_list()
+        self._schedule_autosave()
+
+    async def _chat_done(self, message: GenerationFinished) -> None:
+        bubble = self.chat.last_bubble
+        text = message.text
+        if message.cancelled:
+            text = (text + " [stopped]").strip()
+        if bubble is not None and bubble.role == "assistant":
+            bubble.set_text(text)
+        if text:
+            self.history.append(ChatMessage(role="assistant", content=text))
+        self._save_chat()
+
+    @on(RegenerateItemRequested)
+    def _regenerate_item(self, message: RegenerateItemRequested) -> None:
+        draft, patient = self.draft_pane.draft, self.patient
+        if draft is None or patient is None:
+            return
+        question = self.draft_question or self.analysis.question
+        row = self.draft_pane.row_for(message.item_id)
+        if row is None:
+            return
+        snapshot = draft.model_copy(deep=True)
+        self._regen_backup = (message.item_id, row.item.text)
+        started = self._start(
+            "regenerate_item",
+            lambda a, cancel: a.stream_regenerate_item(
+                patient, question, snapshot, message.section, message.item_id, cancel=cancel
+            ),
+            section=message.section,
+            item_id=message.item_id,
+        )
+        if started:
+            row.streaming = ""
+            row.refresh_body()
+        else:
+            self._regen_backup = None
+
+    @on(RegenerateAllRequested)
+    def _regenerate_all(self) -> None:
+        draft, patient = self.draft_pane.draft, self.patient
+        if draft is None or patient is None:
+            return
+        question = self.draft_question or self.analysis.question
+        guidance = draft.model_copy(deep=True)
+        if self._start(
+            "regenerate_all",
+            lambda a, cancel: a.stream_analysis(patient, question, cancel=cancel,
+                                                guidance=guidance),
+        ):
+            self.analysis.stream.set_text("")
+            self.query_one(TabbedContent).active = "analysis"
+
+    # -- saving ----------------------------------------------------------------------------------
+    @on(SaveNoteRequested)
+    def _save_note(self, message: SaveNoteRequested) -> None:
+        patient = self.patient
+        if patient is None:
+            return
+        question = self.analysis.question or self.draft_question
+        if not question:
+            self.notify("The note needs the counseling question (F3).", severity="warning")
+            return
+        note = Note(
+            question=question,
+            observed_state=self.analysis.observed,
+            analysis=message.draft.model_copy(deep=True),
+        )
+        patient_id = patient.id
+
+        def save() -> None:
+            def write(store: Any) -> Patient:
+                updated = store.add_note(patient_id, note)
+                store.delete_blob(patient_id, DRAFT_BLOB)
+                return updated
+
+            try:
+                updated = self.app.store_call(write)
+            except PhyAssistError as exc:
+                self.app.call_from_thread(self.notify, f"Not saved: {exc}", severity="error")
+                return
+            self.post_message(PatientSaved(updated))
+            self.app.call_from_thread(self._note_saved, updated)
+
+        self.run_worker(save, name="save-note", group="store-write", thread=True,
+                        exit_on_error=False)
+
+    async def _note_saved(self, patient: Patient) -> None:
+        if self.patient is None or self.patient.id != patient.id:
+            return
+        self.patient = patient
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+        await self.query_one(NotesView).show_patient(patient)
+        self.analysis.set_inputs("", "")
+        self.analysis.stream.set_text("")
+        self.draft_question = ""
+        await self.draft_pane.load(None)
+        self.action_show_tab("notes")
+        self.notify("Note saved.")
+
+    # -- encrypted draft autosave -------------------------------------------------------------
+    @on(DraftChanged)
+    def _draft_changed(self) -> None:
+        self._schedule_autosave()
+
+    @on(TextArea.Changed, "#question")
+    @on(Input.Changed, "#observed")
+    def _inputs_changed(self) -> None:
+        self._schedule_autosave()
+
+    def _schedule_autosave(self) -> None:
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+        self._autosave_timer = self.set_timer(AUTOSAVE_DELAY_S, self._flush_autosave)
+
+    def autosave_payload(self) -> dict[str, Any] | None:
+        """What would be lost on a crash right now, or ``None`` if nothing is unsaved."""
+        draft = self.draft_pane.draft
+        question = self.analysis.question
+        observed = self.analysis.observed
+        stream = self.analysis.stream.text
+        if draft is None and not question and not observed and not stream:
+            return None
+        return {
+            "version": 1,
+            "question": question,
+            "draft_question": self.draft_question,
+            "observed_state": observed,
+            "stream_text": stream,
+            "draft": draft.model_dump(mode="json") if draft is not None else None,
+        }
+
+    def _flush_autosave(self) -> None:
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+            self._autosave_timer = None
+        if self.patient is None:
+            return
+        patient_id, payload = self.patient.id, self.autosave_payload()
+        self.run_worker(
+            partial(self.write_autosave, patient_id, payload),
+            name="autosave-draft",
+            group="store-write",
+            thread=True,
+            exit_on_error=False,
+        )
+
+    def write_autosave(self, patient_id: str, payload: dict[str, Any] | None) -> None:
+        """Blocking (thread) write of the encrypted autosave; also used when locking."""
+
+        def write(store: Any) -> None:
+            if payload is None:
+                store.delete_blob(patient_id, DRAFT_BLOB)
+            else:
+                data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                store.write_blob(patient_id, DRAFT_BLOB, data)
+
+        try:
+            self.app.store_call(write)
+        except PhyAssistError as exc:
+            self.app.call_from_thread(self.notify, f"Autosave failed: {exc}", severity="error")
+
+    def _delete_autosave(self, patient_id: str) -> None:
+        self.run_worker(partial(self.write_autosave, patient_id, None), name="discard-draft",
+                        group="store-write", thread=True, exit_on_error=False)
+
+    async def _restore_autosave(self, payload: dict[str, Any]) -> None:
+        self.analysis.set_inputs(str(payload.get("question", "")),
+                                 str(payload.get("observed_state", "")))
+        self.analysis.stream.set_text(str(payload.get("stream_text", "")))
+        self.draft_question = str(payload.get("draft_question", ""))
+        draft = payload.get("draft")
+        if draft:
+            try:
+                await self.draft_pane.load(AnalysisDraft.model_validate(draft))
+            except ValueError:
+                self.notify("The kept draft could not be read; its text is shown above.",
+                            severity="warning")
+            else:
+                self.action_show_tab("draft")
+                return
+        self.action_show_tab("analysis")
+
+    async def prepare_lock(self) -> None:
+        """Before locking or quitting: stop generation, write the autosave now."""
+        if self._cancel is not None:
+            self._cancel.set()
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+        if self.patient is not None:
+            import asyncio
+
+            await asyncio.to_thread(self.write_autosave, self.patient.id, self.autosave_payload())
+
+    # -- chat --------------------------------------------------------------------------------------
+    def _load_chat(self, patient: Patient) -> None:
+        def load() -> None:
+            history = self.app.store_call(partial(self.app.load_chat_history, patient.id))
+            self.app.call_from_thread(self._chat_loaded, patient.id, history)
+
+        self.run_worker(load, name="load-chat", group="chat-io", thread=True,
+                        exclusive=True, exit_on_error=False)
+
+    async def _chat_loaded(self, patient_id: str, history: list[ChatMessage]) -> None:
+        if self.patient is not None and self.patient.id == patient_id:
+            self.history = history
+            await self.chat.show_history(history)
+
+    def _save_chat(self) -> None:
+        if self.patient is None:
+            return
+        patient_id, history = self.patient.id, list(self.history)
+
+        def save() -> None:
+            try:
+                self.app.store_call(partial(self.app.save_chat_history, patient_id, history))
+            except PhyAssistError as exc:
+                self.app.call_from_thread(self.notify, f"Chat not saved: {exc}",
+                                          severity="error")
+
+        self.run_worker(save, name="save-chat", group="store-write", thread=True,
+                        exit_on_error=False)
+
+    @on(ChatSubmitted)
+    async def _chat_submitted(self, message: ChatSubmitted) -> None:
+        patient = self.patient
+        if patient is None:
+            self.notify("Open a patient first.", severity="warning")
+            return
+        if self.generating is not None:
+            self.notify("A generation is running (Esc stops it).", severity="warning")
+            return
+        history = list(self.history)
+        text = message.text[: self.app.settings.limits.max_statement_chars]
+        self.history.append(ChatMessage(role="user", content=text))
+        await self.chat.add_bubble("user", text)
+        bubble: ChatBubble = await self.chat.add_bubble("assistant", "")
+        bubble.set_text("")
+        self._start(
+            "chat",
+            lambda a, cancel: a.stream_chat(patient, history, text, cancel=cancel),
+        )

@@ -1,0 +1,302 @@
+"""The drafted Analysis and Advice as an editable list.
+
+Each row is one ``Item``. Edits happen in place (an input opens inside the row); edited
+items show an inline diff of the model's original against the counselor's text, which is
+exactly the pair kept for training. Regeneration and saving are requests to the screen,
+which owns the model and the vault.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import Input, Label, ListItem, ListView, Static
+
+from engine.records import AnalysisDraft, Item
+from phyassist_tui.bindings import bindings_for, specs_for
+from phyassist_tui.messages import (
+    DraftChanged,
+    RegenerateAllRequested,
+    RegenerateItemRequested,
+    SaveNoteRequested,
+)
+from phyassist_tui.widgets.text import clean, word_diff
+
+EditMode = Literal["edit", "comment"]
+_DRAFT_ACTIONS = frozenset(spec.action for spec in specs_for(["draft"]))
+SECTION_TITLES = {
+    "symptom_type": "Symptom Type",
+    "reasons": "Reasons",
+    "advice": "Advice",
+    "unplaced": "Not placed by the parser",
+}
+
+
+class SectionHeader(ListItem):
+    def __init__(self, section: str) -> None:
+        super().__init__(disabled=True, classes="section-header")
+        self.section = section
+
+    def compose(self) -> ComposeResult:
+        yield Label(SECTION_TITLES[self.section], markup=False)
+
+
+class ItemEditor(Input):
+    """The in-place editor; Enter keeps, Esc abandons."""
+
+    BINDINGS = [Binding("escape", "abandon", "Cancel edit", id="draft.editor_cancel")]
+
+    def __init__(self, mode: EditMode, value: str) -> None:
+        placeholder = "Comment to guide regeneration" if mode == "comment" else "Item text"
+        super().__init__(value=value, placeholder=placeholder, classes=f"editor {mode}")
+        self.mode = mode
+
+    def action_abandon(self) -> None:
+        row = self.parent
+        self.remove()
+        if isinstance(row, ItemRow):
+            row.editing = False
+            row.post_message(ItemRow.EditAbandoned(row))
+
+
+class ItemRow(ListItem):
+    """One item: number, text, inline diff when edited, comments."""
+
+    @dataclass
+    class EditAbandoned(Message):
+        row: ItemRow
+
+    def __init__(self, section: str, item: Item, number: int) -> None:
+        super().__init__(classes="item-row")
+        self.section = section
+        self.item = item
+        self.number = number
+        self.editing = False
+        self.streaming: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(self.body(), classes="item-body", markup=False)
+
+    def body(self) -> Content:
+        item = self.item
+        prefix = "" if self.section == "symptom_type" else f"{self.number}. "
+        if self.streaming is not None:
+            return Content.assemble(("⟳ ", "$accent"), clean(self.streaming) or "…")
+        text = clean(item.text) or "(empty)"
+        if item.deleted:
+            line = Content.assemble((prefix + text, "strike $text-muted"), (" deleted", "dim"))
+        else:
+            marker = " +" if item.added_by_counselor else (" ✎" if item.edited else "")
+            line = Content.assemble(prefix, text, (marker, "$accent"))
+        lines = [line]
+        if item.edited and not item.deleted and item.draft is not None:
+            lines.append(Content.assemble(("   Δ ", "dim"), word_diff(item.draft, item.text)))
+        lines.extend(Content.assemble(("   » ", "$accent"), (clean(c), "italic")) for c in item.comments)
+        return Content("\n").join(lines)
+
+    def refresh_body(self) -> None:
+        self.query_one(".item-body", Static).update(self.body())
+
+    def start_edit(self, mode: EditMode) -> ItemEditor:
+        self.editing = True
+        editor = ItemEditor(mode, self.item.text if mode == "edit" else "")
+        self.mount(editor)
+        editor.focus()
+        return editor
+
+
+class DraftPane(Vertical):
+    """The editable draft; posts ``DraftChanged`` after every change (for the autosave)."""
+
+    BINDINGS = bindings_for("draft")
+
+    DEFAULT_CSS = """
+    DraftPane { height: 1fr; }
+    DraftPane > #draft-empty { padding: 1 2; color: $text-muted; }
+    DraftPane > ListView { height: 1fr; }
+    DraftPane .section-header { color: $text-primary; text-style: bold; background: $boost; }
+    DraftPane .item-row { padding: 0 1; }
+    DraftPane ItemEditor { margin: 0 0 0 2; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.draft: AnalysisDraft | None = None
+        self.busy = False  # a regeneration is streaming
+
+    def compose(self) -> ComposeResult:
+        yield Static(
+            "No draft yet. Write the counseling question (F3) and press Ctrl+G.",
+            id="draft-empty",
+        )
+        yield ListView(id="draft-items")
+
+    def on_mount(self) -> None:
+        self.query_one(ListView).display = False
+
+    # -- building -------------------------------------------------------------------------
+    async def load(self, draft: AnalysisDraft | None, focus_item: str | None = None) -> None:
+        """Show ``draft`` (or the empty hint); keeps the cursor on ``focus_item`` if given."""
+        self.draft = draft
+        listing = self.query_one(ListView)
+        self.query_one("#draft-empty").display = draft is None
+        listing.display = draft is not None
+        keep = focus_item or self.selected_item_id
+        await listing.clear()
+        if draft is None:
+            return
+        rows: list[ListItem] = []
+        for section in ("symptom_type", "reasons", "advice", "unplaced"):
+            items = [draft.symptom_type] if section == "symptom_type" else getattr(draft, section)
+            if section == "unplaced" and not items:
+                continue
+            rows.append(SectionHeader(section))
+            number = 0
+            for item in items:
+                number += 0 if item.deleted else 1
+                rows.append(ItemRow(section, item, number))
+        await listing.extend(rows)
+        index = next(
+            (i for i, r in enumerate(rows) if isinstance(r, ItemRow) and r.item.id == keep),
+            1,
+        )
+        listing.index = index
+
+    @property
+    def selected_row(self) -> ItemRow | None:
+        row = self.query_one(ListView).highlighted_child
+        return row if isinstance(row, ItemRow) else None
+
+    @property
+    def selected_item_id(self) -> str | None:
+        row = self.selected_row
+        return row.item.id if row else None
+
+    def row_for(self, item_id: str) -> ItemRow | None:
+        for row in self.query(ItemRow):
+            if row.item.id == item_id:
+                return row
+        return None
+
+    def focus_list(self) -> None:
+        self.query_one(ListView).focus()
+
+    def _changed(self) -> None:
+        if self.draft is not None:
+            self.post_message(DraftChanged(self.draft))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in _DRAFT_ACTIONS:
+            if self.draft is None or self.busy:
+                return None
+        return True
+
+    # -- actions --------------------------------------------------------------------------
+    def action_edit_item(self) -> None:
+        row = self.selected_row
+        if row is None or row.editing:
+            return
+        if row.item.deleted:
+            self.notify("Restore the item (d) before editing it.", severity="warning")
+            return
+        row.start_edit("edit")
+
+    def action_comment_item(self) -> None:
+        row = self.selected_row
+        if row is not None and not row.editing:
+            row.start_edit("comment")
+
+    async def action_add_item(self) -> None:
+        if self.draft is None:
+            return
+        row = self.selected_row
+        section = row.section if row and row.section in ("reasons", "advice") else "reasons"
+        items: list[Item] = getattr(self.draft, section)
+        new = Item(text="", draft=None)
+        position = len(items)
+        if row is not None and row.section == section:
+            position = next(i for i, it in enumerate(items) if it.id == row.item.id) + 1
+        items.insert(position, new)
+        await self.load(self.draft, focus_item=new.id)
+        added = self.row_for(new.id)
+        if added is not None:
+            added.start_edit("edit")
+
+    async def action_delete_item(self) -> None:
+        row = self.selected_row
+        if row is None or self.draft is None:
+            return
+        if row.section == "symptom_type":
+            self.notify("The symptom type cannot be deleted; edit it instead (e).",
+                        severity="warning")
+            return
+        items: list[Item] = getattr(self.draft, row.section)
+        if row.item.added_by_counselor:
+            items.remove(row.item)
+        else:
+            row.item.deleted = not row.item.deleted
+        await self.load(self.draft, focus_item=row.item.id)
+        self._changed()
+
+    def action_regenerate_item(self) -> None:
+        row = self.selected_row
+        if row is None:
+            return
+        if row.item.deleted:
+            self.notify("Restore the item (d) before regenerating it.", severity="warning")
+            return
+        self.post_message(RegenerateItemRequested(row.section, row.item.id))
+
+    def action_regenerate_all(self) -> None:
+        self.post_message(RegenerateAllRequested())
+
+    def action_save_note(self) -> None:
+        if self.draft is not None:
+            self.post_message(SaveNoteRequested(self.draft))
+
+    # -- in-place editor --------------------------------------------------------------------
+    @on(Input.Submitted, "ItemEditor")
+    async def _editor_done(self, event: Input.Submitted) -> None:
+        event.stop()
+        editor = event.input
+        assert isinstance(editor, ItemEditor)
+        row = editor.parent
+        if not isinstance(row, ItemRow):
+            return
+        value = clean(event.value).strip()
+        if editor.mode == "comment":
+            if value:
+                row.item.comments.append(value)
+        elif value:
+            row.item.text = value
+        elif row.item.added_by_counselor and not row.item.text:
+            await self._drop_empty(row)
+            return
+        else:
+            self.notify("An item cannot be empty; delete it instead (d).", severity="warning")
+        row.editing = False
+        await editor.remove()
+        row.refresh_body()
+        self.focus_list()
+        self._changed()
+
+    @on(ItemRow.EditAbandoned)
+    async def _editor_abandoned(self, event: ItemRow.EditAbandoned) -> None:
+        event.stop()
+        row = event.row
+        if row and row.item.added_by_counselor and not row.item.text:
+            await self._drop_empty(row)
+        self.focus_list()
+
+    async def _drop_empty(self, row: ItemRow) -> None:
+        assert self.draft is not None
+        getattr(self.draft, row.section).remove(row.item)
+        await self.load(self.draft)
+        self.focus_list()

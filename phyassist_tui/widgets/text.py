@@ -1,0 +1,115 @@
+"""Making patient text safe to show, and the product's note layout as Markdown.
+
+Patient text is typed or pasted by people and may carry terminal escape sequences or
+Textual markup. It never reaches the terminal raw: C0/C1 control characters (except
+newline and tab) are dropped, escape sequences removed, and text is rendered as plain
+``Content`` (no markup) or as escaped Markdown.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from datetime import datetime
+
+from textual.content import Content
+
+from engine.records import BASIC_FIELDS, AnalysisDraft, Note, Patient
+
+# ESC-introduced sequences (CSI, OSC, DCS, ... ) first, then any lone control character.
+_ESCAPE_SEQ = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
+    r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|\x9c)"  # OSC / DCS / SOS / PM / APC
+    r"|\x1b[@-Z\\-_]"  # two-byte ESC sequences
+    r"|[\x9b\x9d\x90\x98\x9e\x9f].*?(?:\x07|\x9c|$)",  # 8-bit introducers
+    re.DOTALL,
+)
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~>])")
+
+
+def clean(text: str) -> str:
+    """Strip escape sequences and C0/C1 controls; keep newlines and tabs."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", _ESCAPE_SEQ.sub("", text))
+
+
+def plain(text: str) -> Content:
+    """Patient text as Content that Textual will never parse as markup."""
+    return Content(clean(text))
+
+
+def md_escape(text: str) -> str:
+    """Escape Markdown syntax so patient text shows literally inside a Markdown widget."""
+    return _MD_SPECIAL.sub(r"\\\1", clean(text))
+
+
+def md_block(text: str) -> str:
+    """A paragraph of patient text, line breaks kept."""
+    lines = [md_escape(line) for line in clean(text).strip().split("\n")]
+    return "  \n".join(lines) if any(lines) else "*(empty)*"
+
+
+def format_when(when: datetime) -> str:
+    """Local date and time of a note; records are stored in UTC."""
+    return when.astimezone().strftime("%Y-%m-%d %H:%M")
+
+
+def draft_markdown(draft: AnalysisDraft, level: int = 3) -> str:
+    """Analysis (Symptom Type, Reasons) and Advice, in the product's note layout."""
+    h = "#" * level
+    parts = [f"{h} Analysis", ""]
+    symptom = draft.symptom_type.text.strip()
+    parts.append(f"**Symptom Type:** {md_escape(symptom) if symptom else '*(none)*'}")
+    parts += ["", "**Reasons:**", ""]
+    reasons = draft.live("reasons")
+    parts += [f"{i}. {md_escape(r.text)}" for i, r in enumerate(reasons, 1)] or ["*(none)*"]
+    parts += ["", f"{h} Advice", ""]
+    advice = draft.live("advice")
+    parts += [f"{i}. {md_escape(a.text)}" for i, a in enumerate(advice, 1)] or ["*(none)*"]
+    return "\n".join(parts)
+
+
+def note_markdown(note: Note) -> str:
+    parts = [f"## Note of {format_when(note.created)}", "", "### Counseling Question", ""]
+    parts.append(md_block(note.question))
+    if note.observed_state.strip():
+        parts += ["", "**Observed state:**", "", md_block(note.observed_state)]
+    parts += ["", draft_markdown(note.analysis)]
+    return "\n".join(parts)
+
+
+def patient_markdown(patient: Patient) -> str:
+    """The whole record: basic information, then notes newest first."""
+    parts = [f"# {md_escape(patient.name)}", "", "## Basic Information", ""]
+    basic = patient.basic.model_dump()
+    for field, (english, chinese) in BASIC_FIELDS.items():
+        value = basic.get(field, "").strip()
+        shown = md_block(value) if value else "*(not recorded)*"
+        parts += [f"**{english} / {chinese}:** {shown}", ""]
+    notes = patient.notes_newest_first()
+    if not notes:
+        parts += ["*No notes yet. Press F3 to write the counseling question.*"]
+    for note in notes:
+        parts += [note_markdown(note), ""]
+    return "\n".join(parts)
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_']+|\s+|.", re.DOTALL)
+
+
+def word_diff(original: str, final: str) -> Content:
+    """Inline diff of the model's text against the counselor's: removed struck red,
+    added green. Latin text diffs by word, Chinese by character."""
+    a = _TOKEN.findall(clean(original))
+    b = _TOKEN.findall(clean(final))
+    pieces: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if op == "equal":
+            pieces.append(("".join(a[i1:i2]), ""))
+            continue
+        if op in ("delete", "replace"):
+            pieces.append(("".join(a[i1:i2]), "strike $text-error"))
+        if op in ("insert", "replace"):
+            pieces.append(("".join(b[j1:j2]), "underline $text-success"))
+    return Content.assemble(*pieces)

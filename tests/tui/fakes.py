@@ -1,0 +1,173 @@
+"""A fake engine at the TUI's boundary: streams canned text with small delays, honours cancel.
+
+It has the same shape as ``engine.assistant.Assistant`` (see ``phyassist_tui.ports``), so the
+Pilot tests exercise the app's workers, messages and vault writes without loading a model.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.records import AnalysisDraft, ChatMessage, Item, Patient
+
+ANALYSIS_TEXT = (
+    "Symptom type: Academic anxiety\n"
+    "Reasons:\n"
+    "1. High expectations from the family\n"
+    "2. Fear of failing the exam again\n"
+    "3. Studying late at night without rest\n"
+    "Advice:\n"
+    "1. Cognitive behavioural therapy for exam anxiety\n"
+    "2. Keep a regular sleep schedule\n"
+)
+PASSPHRASE = "correct horse battery"
+CHAT_REPLY = "Consider asking how the exams felt last time and what helped."
+
+
+@dataclass
+class FakeStats:
+    ttft_s: float
+    tokens: int
+    tokens_per_s: float
+    total_s: float
+    cancelled: bool
+
+
+@dataclass
+class Call:
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_canned(text: str) -> AnalysisDraft:
+    """Parser for ANALYSIS_TEXT's layout (the real parser lives in the engine)."""
+    draft = AnalysisDraft(raw_output=text)
+    section = None
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        if line.lower().startswith("symptom type:"):
+            value = line.split(":", 1)[1].strip()
+            draft.symptom_type = Item(text=value, draft=value)
+            continue
+        if line.lower().rstrip(":") in ("reasons", "advice"):
+            section = line.lower().rstrip(":")
+            continue
+        match = re.match(r"\d+[.)]\s*(.*)", line)
+        value = match.group(1) if match else line
+        target = getattr(draft, section) if section else draft.unplaced
+        target.append(Item(text=value, draft=value))
+    return draft
+
+
+class FakeAssistant:
+    """Streams word by word every ``delay`` seconds; ``pause_after`` chunks it waits for
+    ``resume`` (or cancel), so a test can press Esc at a known point."""
+
+    model_label = "fake-model"
+    context_report = "fake context"
+
+    def __init__(
+        self,
+        *,
+        delay: float = 0.005,
+        load_delay: float = 0.0,
+        analysis_text: str = ANALYSIS_TEXT,
+        chat_reply: str = CHAT_REPLY,
+        fail_load: str | None = None,
+        pause_after: int | None = None,
+    ) -> None:
+        self.delay = delay
+        self.load_delay = load_delay
+        self.analysis_text = analysis_text
+        self.chat_reply = chat_reply
+        self.fail_load = fail_load
+        self.pause_after = pause_after
+        self.resume = threading.Event()
+        self.paused = threading.Event()
+        self.loaded = False
+        self.last_stats: FakeStats | None = None
+        self.calls: list[Call] = []
+
+    def load(self, progress: Callable[..., None] | None = None) -> None:
+        if progress is not None:
+            progress("loading fake model")
+        time.sleep(self.load_delay)
+        if self.fail_load:
+            from engine.errors import ModelLoadError
+
+            raise ModelLoadError(self.fail_load)
+        self.loaded = True
+
+    def use_patient(self, patient: Patient, store: Any = None) -> str:
+        self.calls.append(Call("use_patient", {"patient_id": patient.id}))
+        return "base model (no adapter)"
+
+    def _stream(self, text: str, cancel: threading.Event) -> Iterator[str]:
+        start = time.perf_counter()
+        count = 0
+        first = None
+        for count, token in enumerate(re.findall(r"\S+\s*|\s+", text), 1):
+            if self.pause_after is not None and count > self.pause_after:
+                self.paused.set()
+                while not (self.resume.is_set() or cancel.is_set()):
+                    time.sleep(0.005)
+            if cancel.is_set():
+                count -= 1
+                break
+            time.sleep(self.delay)
+            first = first or time.perf_counter() - start
+            yield token
+        total = time.perf_counter() - start
+        self.last_stats = FakeStats(first or 0.0, count, count / total if total else 0.0, total,
+                                    cancel.is_set())
+
+    def stream_analysis(self, patient, question, *, cancel, guidance=None):
+        self.calls.append(Call("stream_analysis", {"question": question, "guidance": guidance}))
+        return self._stream(self.analysis_text, cancel)
+
+    def parse_analysis(self, text: str) -> AnalysisDraft:
+        return parse_canned(text)
+
+    def stream_regenerate_item(self, patient, question, draft, section, item_id, *, cancel):
+        item = next(i for i in draft.live(section) if i.id == item_id)
+        self.calls.append(Call("stream_regenerate_item",
+                               {"section": section, "item_id": item_id,
+                                "comments": list(item.comments)}))
+        return self._stream(f"Regenerated {section} item", cancel)
+
+    def stream_chat(self, patient, history: list[ChatMessage], message, *, cancel):
+        self.calls.append(Call("stream_chat", {"message": message, "history": len(history)}))
+        return self._stream(self.chat_reply, cancel)
+
+
+def screen_text(app) -> str:
+    """The current screen as plain text, as a terminal would show it."""
+    import io
+
+    from rich.console import Console
+
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=False,
+                      color_system=None, record=True, legacy_windows=False)
+    console.print(app.screen._compositor.render_update(full=True,
+                                                        screen_stack=app._background_screens))
+    return console.export_text(styles=False)
+
+
+async def wait_for(pilot, predicate: Callable[[], object], timeout: float = 5.0,
+                   what: str = "condition"):
+    """Let the app run until ``predicate()`` is true (workers are real threads)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -1,0 +1,501 @@
+"""Pilot tests of each counselor flow, on a real vault (engine.store) and the fake engine."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from textual.widgets import Input, ListView, TextArea
+from tui_fakes import (
+    ANALYSIS_TEXT,
+    CHAT_REPLY,
+    PASSPHRASE,
+    FakeAssistant,
+    screen_text,
+    wait_for,
+)
+
+from engine.records import BasicInfo
+from engine.store import Store
+from phyassist_tui.bindings import ACTIONS
+from phyassist_tui.screens.confirm import ConfirmScreen
+from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.screens.unlock import UnlockScreen
+from phyassist_tui.screens.workspace import WorkspaceScreen
+from phyassist_tui.widgets.chat_pane import ChatBubble
+from phyassist_tui.widgets.draft_pane import DraftPane
+
+pytestmark = pytest.mark.anyio
+
+
+def read_only(settings) -> Store:
+    """A second, read-only handle: sees what the app wrote without taking its lock."""
+    return Store.open(settings.vault_dir, PASSPHRASE, writer=False, settings=settings)
+
+
+async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen)
+                   and not app.screen.query_one("#passphrase").disabled, what="unlock screen")
+    await pilot.press(*passphrase, "enter")
+
+
+async def open_workspace(pilot) -> WorkspaceScreen:
+    await unlock(pilot)
+    app = pilot.app
+    await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
+    await wait_for(pilot, lambda: len(app.screen.query_one("#patient-list", ListView).children),
+                   what="patient list")
+    return app.screen
+
+
+async def open_patient(pilot, name: str) -> WorkspaceScreen:
+    screen = await open_workspace(pilot)
+    listing = screen.query_one("#patient-list", ListView)
+    names = [row.summary.name for row in listing.children]
+    listing.index = names.index(name)
+    listing.focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == name,
+                   what=f"patient {name}")
+    return screen
+
+
+async def generate(pilot, screen: WorkspaceScreen, question: str) -> None:
+    await pilot.press("f3")
+    screen.query_one("#question", TextArea).load_text(question)
+    await pilot.press("ctrl+g")
+
+
+# -- unlock --------------------------------------------------------------------------------------
+async def test_first_run_creates_vault_with_confirmation(make_app, settings):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen)
+                       and app.screen.creating is True, what="create mode")
+        error = app.screen.query_one("#unlock-error")
+        await pilot.press(*"short", "enter", *"short", "enter")
+        assert "at least 8" in str(error.render())
+        await pilot.press(*"long enough 1", "enter", *"long enough 2", "enter")
+        assert "differ" in str(error.render())
+        assert not Store.exists(settings.vault_dir)
+        await pilot.press(*PASSPHRASE, "enter", *PASSPHRASE, "enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
+    assert Store.exists(settings.vault_dir)
+    read_only(settings).close()  # the chosen passphrase opens it
+
+
+async def test_wrong_passphrase_says_so_and_keeps_screen(make_app, vault):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await unlock(pilot, "not the passphrase")
+        error = app.screen.query_one("#unlock-error")
+        await wait_for(pilot, lambda: "Wrong passphrase" in str(error.render()),
+                       what="wrong passphrase message")
+        assert isinstance(app.screen, UnlockScreen)
+        assert app.screen.query_one("#passphrase", Input).value == ""
+        await pilot.press(*PASSPHRASE, "enter")
+        screen = await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen)
+                                and app.screen)
+        await wait_for(pilot, lambda: len(screen.query_one("#patient-list").children) == 2)
+
+
+# -- patients --------------------------------------------------------------------------------------
+async def test_create_patient_validates_then_saves(make_app, vault, settings):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace(pilot)
+        await pilot.press("ctrl+n")
+        form = await wait_for(pilot, lambda: isinstance(app.screen, NewPatientScreen)
+                              and app.screen)
+        await pilot.press("ctrl+s")
+        assert "name" in str(form.query_one("#form-error").render()).lower()
+        await pilot.press(*"Wang")
+        form.query_one("#field-demographics", TextArea).load_text("28, teacher")
+        form.query_one("#field-mental_state", TextArea).load_text("low mood")
+        form.query_one("#field-social_functioning", TextArea).load_text("x" * 10_001)
+        await pilot.press("ctrl+s")
+        assert "longer than" in str(form.query_one("#form-error").render())
+        form.query_one("#field-social_functioning", TextArea).load_text("works full time")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Wang")
+        await wait_for(pilot, lambda: len(screen.query_one("#patient-list").children) == 3)
+        assert "28, teacher" in screen_text(app)
+    store = read_only(settings)
+    try:
+        wang = next(s for s in store.list_patients() if s.name == "Wang")
+        assert store.load_patient(wang.id).basic.social_functioning == "works full time"
+    finally:
+        store.close()
+
+
+async def test_incremental_search_filters_list(make_app, vault):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace(pilot)
+        await pilot.press("ctrl+f", *"Su")
+        listing = screen.query_one("#patient-list", ListView)
+        await wait_for(pilot, lambda: [r.summary.name for r in listing.children] == ["Sun"],
+                       what="search result")
+        await pilot.press("enter", "enter")
+        await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Sun")
+
+
+# -- analysis, draft, note ------------------------------------------------------------------------
+async def test_analysis_streams_edit_comment_regenerate_save(make_app, vault, settings, fake):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "Since the exam I cannot focus at all.")
+        pane = screen.query_one(DraftPane)
+        await wait_for(pilot, lambda: pane.draft is not None and app.focused is not None
+                       and app.focused.id == "draft-items", what="draft")
+        assert screen.analysis.stream.text == ANALYSIS_TEXT
+        assert [i.text for i in pane.draft.reasons][0] == "High expectations from the family"
+        assert "tok/s" in str(screen.status.render())
+
+        # edit the first reason in place
+        await pilot.press("down", "e")
+        editor = app.focused
+        assert isinstance(editor, Input) and editor.value == "High expectations from the family"
+        editor.value = "Very high expectations from the parents"
+        await pilot.press("enter")
+        first = pane.draft.reasons[0]
+        assert first.text == "Very high expectations from the parents" and first.edited
+        assert "Δ" in screen_text(app)  # the diff line shows for the edited item
+
+        # comment, then regenerate the second reason with the comment as guidance
+        await pilot.press("down", "c", *"mention sleep", "enter")
+        second = pane.draft.reasons[1]
+        assert second.comments == ["mention sleep"]
+        await pilot.press("r")
+        await wait_for(pilot, lambda: second.text == "Regenerated reasons item" and
+                       screen.generating is None, what="regenerated item")
+        call = fake.calls[-1]
+        assert call.name == "stream_regenerate_item" and call.args["comments"] == ["mention sleep"]
+
+        # delete the third reason (kept, marked deleted), add a counselor item
+        await pilot.press("down", "d")
+        assert pane.draft.reasons[2].deleted
+        await pilot.press("a", *"Perfectionism", "enter")
+        added = pane.draft.reasons[3]
+        assert added.text == "Perfectionism" and added.added_by_counselor
+
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: len(screen.patient.notes) == 2, what="note saved")
+        assert pane.draft is None
+        assert "Very high expectations from the parents" in screen_text(app)
+    store = read_only(settings)
+    try:
+        sun = next(s for s in store.list_patients() if s.name == "Sun")
+        note = store.load_patient(sun.id).notes_newest_first()[0]
+        assert note.question == "Since the exam I cannot focus at all."
+        reasons = note.analysis.reasons
+        assert reasons[0].draft == "High expectations from the family"  # original kept
+        assert reasons[0].text == "Very high expectations from the parents"
+        assert reasons[2].deleted and reasons[3].draft is None
+        assert store.read_blob(sun.id, "draft") is None  # autosave cleared on save
+    finally:
+        store.close()
+
+
+async def test_regenerate_all_passes_comments_as_guidance(make_app, vault, fake):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "Question")
+        pane = screen.query_one(DraftPane)
+        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        await pilot.press("c", *"shorter", "enter", "R")
+        await wait_for(pilot, lambda: len(fake.calls) >= 2 and screen.generating is None
+                       and fake.calls[-1].name == "stream_analysis")
+        guidance = fake.calls[-1].args["guidance"]
+        assert guidance.symptom_type.comments == ["shorter"]
+
+
+async def test_escape_cancels_and_keeps_partial_text(make_app, vault, settings):
+    fake = FakeAssistant(pause_after=4)
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "A statement")
+        await wait_for(pilot, lambda: fake.paused.is_set(), what="stream paused")
+        await wait_for(pilot, lambda: screen.analysis.stream.text.count(" ") >= 3)
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen.generating is None, what="cancel")
+        assert screen.analysis.stream.text == "Symptom type: Academic anxiety\n"
+        assert "stopped" in str(screen.status.render())
+        pane = screen.query_one(DraftPane)
+        assert pane.draft is not None and pane.draft.symptom_type.text == "Academic anxiety"
+        assert screen.query_one("#question", TextArea).text == "A statement"
+
+
+async def test_statement_too_long_is_rejected_without_loss(make_app, vault, settings):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        huge = "字" * (settings.limits.max_statement_chars + 1)
+        await generate(pilot, screen, huge)
+        await pilot.pause(0.1)
+        assert screen.generating is None
+        assert screen.query_one("#question", TextArea).text == huge
+        assert any("limit" in n.message for n in app._notifications)
+
+
+async def test_model_load_failure_is_reported(make_app, vault):
+    app = make_app(assistant=FakeAssistant(fail_load="weights missing"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await wait_for(pilot, lambda: app.model_state == "failed")
+        assert "weights missing" in str(screen.status.render())
+        await generate(pilot, screen, "Question")
+        await wait_for(pilot, lambda: screen.generating is None)
+        assert any("not available" in n.message for n in app._notifications)
+        assert screen.query_one("#question", TextArea).text == "Question"
+
+
+# -- autosave, lock ----------------------------------------------------------------------------------
+async def test_lock_keeps_encrypted_draft_and_offers_it_back(make_app, vault, settings):
+    app = make_app()
+    secret = "UNIQUE-QUESTION-TEXT-1234"
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, secret)
+        pane = screen.query_one(DraftPane)
+        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        await pilot.press("e")
+        app.focused.value = "Edited before the lock"
+        await pilot.press("enter")
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen), what="locked")
+        assert app.store is None
+        # nothing readable on disk
+        for path in settings.data_dir.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+        screen = await open_patient(pilot, "Sun")
+        confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen)
+                                 and app.screen)
+        assert "unsaved draft" in confirm.question
+        await pilot.press("y")
+        pane = screen.query_one(DraftPane)
+        await wait_for(pilot, lambda: pane.draft is not None)
+        assert pane.draft.symptom_type.text == "Edited before the lock"
+        assert screen.query_one("#question", TextArea).text == secret
+
+
+async def test_idle_auto_lock(make_app, vault, settings):
+    settings.idle_lock_minutes = 0.01  # 0.6 s
+    app = make_app(settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_workspace(pilot)
+        await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen), timeout=5,
+                       what="idle lock")
+        assert "inactivity" in str(app.screen.query_one("#unlock-error").render())
+        assert app.store is None
+
+
+# -- chat ------------------------------------------------------------------------------------------
+async def test_chat_streams_copies_and_persists(make_app, vault, settings, fake):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f5", *"How to start?", "enter")
+        await wait_for(pilot, lambda: screen.generating is None and
+                       len(screen.history) == 2, what="chat reply")
+        bubbles = list(screen.query(ChatBubble))
+        assert [b.role for b in bubbles] == ["user", "assistant"]
+        assert bubbles[1].text == CHAT_REPLY
+        await pilot.press("ctrl+y")
+        assert app.clipboard == CHAT_REPLY
+        await pilot.pause(0.3)
+    store = read_only(settings)
+    try:
+        sun = next(s for s in store.list_patients() if s.name == "Sun")
+        from phyassist_tui.ports import chat_history_io
+
+        io = chat_history_io()
+        if io is not None:
+            history = io[0](store, sun.id)
+        else:
+            history = json.loads(store.read_blob(sun.id, "chat"))
+        assert len(history) == 2
+    finally:
+        store.close()
+
+
+async def test_chat_escape_stops_reply(make_app, vault):
+    fake = FakeAssistant(pause_after=2)
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f5", *"Hi", "enter")
+        await wait_for(pilot, lambda: fake.paused.is_set())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen.generating is None)
+        reply = list(screen.query(ChatBubble))[-1].text
+        assert reply.startswith("Consider asking") and reply.endswith("[stopped]")
+
+
+# -- conventions --------------------------------------------------------------------------------------
+async def test_keymap_from_settings_rebinds(make_app, vault, settings):
+    settings.keymap = {"workspace.new_patient": "ctrl+o", "no.such.binding": "x"}
+    app = make_app(settings=settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_workspace(pilot)
+        assert any("no.such.binding" in n.message for n in app._notifications)
+        await pilot.press("ctrl+n")
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, NewPatientScreen)
+        await pilot.press("ctrl+o")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewPatientScreen))
+
+
+async def test_every_action_is_in_the_command_palette(make_app, vault):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace(pilot)
+        titles = " | ".join(c.title for c in app.get_system_commands(screen))
+        for spec in ACTIONS:
+            if spec.palette:
+                assert spec.description in titles, spec.id
+
+
+async def test_palette_command_runs_action(make_app, vault):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace(pilot)
+        command = next(c for c in app.get_system_commands(screen) if c.title.startswith("New"))
+        await command.callback()
+        await wait_for(pilot, lambda: isinstance(app.screen, NewPatientScreen))
+
+
+async def test_theme_is_persisted(make_app, vault, settings):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_workspace(pilot)
+        app.theme = "nord"
+        from engine.settings import settings_file_path
+
+        await wait_for(pilot, lambda: settings_file_path().is_file())
+        assert json.loads(settings_file_path().read_text())["theme"] == "nord"
+    app2 = make_app(settings=type(settings)(store=settings.store))
+    async with app2.run_test(size=(80, 24)):
+        assert app2.theme == "nord"
+
+
+async def test_control_characters_and_markup_never_reach_terminal(make_app, settings):
+    store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+    store.create_patient("Evil\x1b]52;c;aGk=\x07[b]bold[/b]",
+                         BasicInfo(demographics="line\x1b[2Jclear\x9b31m [red]x[/red] # title"))
+    store.close()
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_workspace(pilot)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.patient is not None)
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "\x1b" not in text and "\x9b" not in text and "\x07" not in text
+        assert "Evil[b]bold[/b]" in text
+        assert "lineclear31m [red]x[/red] # title" in text
+
+
+# -- training ---------------------------------------------------------------------------------------
+async def test_train_reports_unavailable_or_needs_notes(make_app, vault, monkeypatch):
+    import phyassist_tui.app as app_module
+
+    monkeypatch.setattr(app_module, "find_training_runner", lambda: None)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_patient(pilot, "Sun")
+        await pilot.press("ctrl+t")
+        await pilot.pause(0.1)
+        assert any("not available in this build" in n.message for n in app._notifications)
+
+
+async def test_train_screen_shows_progress_and_cancels(make_app, vault):
+    import threading
+    import time
+
+    from textual.widgets import ProgressBar
+
+    from phyassist_tui.screens.train import TrainScreen
+    from phyassist_tui.widgets.loss_plot import LossPlot
+
+    seen: dict[str, object] = {}
+
+    def runner(*, patient, store, settings, cancel: threading.Event):
+        seen["patient"] = patient.name
+        for step in range(1, 101):
+            if cancel.is_set():
+                seen["cancelled_at"] = step
+                return
+            yield {"phase": "training", "step": step, "total_steps": 100,
+                   "loss": 2.0 / step, "tokens_per_s": 900.0, "eta_s": 100 - step}
+            time.sleep(0.01)
+
+    app = make_app(training_runner=runner)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_patient(pilot, "Sun")
+        await pilot.press("ctrl+t")
+        train = await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen)
+        await wait_for(pilot, lambda: len(train.query_one(LossPlot).steps) >= 5)
+        assert train.query_one(ProgressBar).total == 100
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: train.finished)
+        assert "Stopped" in str(train.query_one("#train-result").render())
+        assert seen["cancelled_at"] < 100 and seen["patient"] == "Sun"
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen))
+
+
+# -- Chinese ------------------------------------------------------------------------------------------
+async def test_chinese_seed_case_shows_in_notes(make_app, settings, seed_case_zh):
+    from engine.records import AnalysisDraft, Item, Note
+
+    store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+    ref = seed_case_zh["reference_analysis"]
+    patient = store.create_patient("孙某", BasicInfo(**seed_case_zh["basic_info"]))
+    store.add_note(patient.id, Note(
+        question=seed_case_zh["counseling_question"]["statement"],
+        observed_state=seed_case_zh["counseling_question"]["observed_state"],
+        analysis=AnalysisDraft(
+            symptom_type=Item(text=ref["symptom_type"], draft=ref["symptom_type"]),
+            reasons=[Item(text=r, draft=r) for r in ref["reasons"]],
+            advice=[Item(text=a, draft=a) for a in ref["advice"]],
+        ),
+    ))
+    store.close()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_patient(pilot, "孙某")
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "孙某" in text and "人口学资料" in text
+        notes = screen.query_one("#notes-view")
+        notes.scroll_to(y=notes.max_scroll_y * 0.45, animate=False)
+        found = False
+        for _ in range(40):
+            await pilot.pause(0.02)
+            if "学业焦虑" in screen_text(app):
+                found = True
+                break
+            notes.scroll_relative(y=5, animate=False)
+        assert found, "symptom type in Chinese not visible in the notes"
+        # and the Chinese question goes to the model unchanged
+        await generate(pilot, screen, seed_case_zh["counseling_question"]["statement"])
+        await wait_for(pilot, lambda: screen.generating is None and
+                       screen.query_one(DraftPane).draft is not None)
+        assert app.assistant.calls[-1].args["question"].startswith("我是一名复读生")
+
+
+async def test_every_tab_is_usable_at_80x24(make_app, vault):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_patient(pilot, "Sun")
+        for key in ("f2", "f3", "f4", "f5"):
+            await pilot.press(key)
+            await pilot.pause(0.05)
+            region = app.focused.region
+            assert region.width > 0 and region.height > 0, key
