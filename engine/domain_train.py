@@ -270,7 +270,7 @@ def train_domain(
         output = trainer.train(resume_from_checkpoint=checkpoint)
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # noqa: BLE001 - reported to the user with the cause
+    except Exception as exc:
         raise TrainingError(f"domain training failed: {exc}") from exc
     seconds = time.perf_counter() - start
     eval_loss = None
@@ -304,7 +304,7 @@ def train_domain(
     try:
         trainer.model.unload()
         model.eval()
-    except Exception:  # noqa: BLE001, S110 - best effort; a CLI run exits right after
+    except Exception:
         pass
     return result
 

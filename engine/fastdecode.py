@@ -66,6 +66,7 @@ class ExpertBank:
     absmax2: torch.Tensor | None = None  # bnb4: float32 [E, 3, blocks / 256]
     offset: torch.Tensor | None = None  # bnb4: float32 [E, 3]
     code2: torch.Tensor | None = None  # bnb4: float32 [256], the same for every expert
+    code: torch.Tensor | None = None  # bnb4: the 16 NF4 levels
     blocksize: int = 64
     quant_type: str = "nf4"
 
@@ -142,6 +143,7 @@ def _stack_experts(experts: torch.nn.ModuleList) -> ExpertBank | None:
         absmax2=absmax2,
         offset=offset,
         code2=first.state2.code,
+        code=first.code.float(),
         blocksize=first.blocksize,
         quant_type=first.quant_type,
     )
@@ -185,6 +187,11 @@ def _fast_moe_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any
     routing /= routing.sum(dim=-1, keepdim=True)
     routing = routing.to(x.dtype)
     sel = selected[0]
+    if bank.kind == "bnb4" and self._phyassist_kernel == "triton":
+        from engine import nf4_moe
+
+        y = nf4_moe.moe_one_token(bank, x, sel, routing, bank.code)
+        return y.view(batch, seq, hidden), router_logits
     picked = {"w": bank.weights.index_select(0, sel)}
     if bank.kind == "bnb4":
         picked["a8"] = bank.absmax8.index_select(0, sel)
@@ -222,6 +229,7 @@ def install_fast_moe(model: torch.nn.Module) -> list[ExpertBank]:
             )
         module._phyassist_bank = bank
         module._phyassist_fast = False
+        module._phyassist_kernel = "gather"
         module._phyassist_eager_forward = module.forward
         module.forward = types.MethodType(_fast_moe_forward, module)
         banks.append(bank)
@@ -232,6 +240,57 @@ def _set_fast(model: torch.nn.Module, on: bool) -> None:
     for module in model.modules():
         if hasattr(module, "_phyassist_bank"):
             module._phyassist_fast = on
+
+
+def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
+    for module in model.modules():
+        if hasattr(module, "_phyassist_bank"):
+            module._phyassist_kernel = kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# Decode attention over the static cache without repeating K/V
+# ---------------------------------------------------------------------------------------------
+
+GQA_DECODE = "phyassist_gqa_decode"
+
+
+def _gqa_decode_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """One query token: fold each KV group's query heads into the query length.
+
+    HF's SDPA path repeats K and V to all query heads whenever a mask is given (it is, over a
+    static cache): 4x the cache bytes written and read again every layer. Query head ``h`` uses
+    KV head ``h // group``, so ``[b, heads, 1, d]`` viewed as ``[b, kv_heads, group, d]`` attends
+    the un-repeated cache with the same mask.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, hq, q_len, d = query.shape
+    hkv = key.shape[1]
+    if q_len != 1 or hq % hkv or attention_mask is None or attention_mask.dim() != 4:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
+        )
+    q = query.reshape(b, hkv, hq // hkv, d)
+    mask = attention_mask[:, :, :, : key.shape[-2]]
+    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    return out.reshape(b, hq, 1, d).transpose(1, 2).contiguous(), None
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(GQA_DECODE, _gqa_decode_attention)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +355,8 @@ class FastDecoder:
         *,
         max_cache_len: int = 4096,
         use_cuda_graph: bool | None = None,
+        kernel: str = "auto",
+        gqa_attention: bool = True,
     ) -> None:
         from transformers import StaticCache
 
@@ -313,7 +374,20 @@ class FastDecoder:
         if self.use_cuda_graph and self.device.type != "cuda":
             raise FastDecodeUnsupported("CUDA graphs need a CUDA device")
         self.banks = install_fast_moe(self.lm)
+        if kernel == "auto":
+            from engine import nf4_moe
+
+            all_nf4 = all(b.kind == "bnb4" for b in self.banks)
+            kernel = "triton" if all_nf4 and nf4_moe.available() else "gather"
+        if kernel not in ("gather", "triton"):
+            raise ValueError(f"unknown MoE kernel {kernel!r}")
+        self.kernel = kernel
+        _set_kernel(self.lm, kernel)
+        self.gqa_attention = gqa_attention
+        if gqa_attention:
+            _register_attention()
         config = self.lm.config
+        max_cache_len = -(-max_cache_len // 64) * 64  # aligned rows for the attention kernels
         self.max_cache_len = max_cache_len
         self.static = StaticCache(config=config, max_cache_len=max_cache_len)
         dtype = self.lm.get_input_embeddings().weight.dtype
@@ -328,6 +402,8 @@ class FastDecoder:
         self._tok = torch.zeros(1, 1, dtype=torch.long, device=self.device)
         self._pos = torch.zeros(1, dtype=torch.long, device=self.device)
         self._kv_arange = torch.arange(max_cache_len, device=self.device)
+        vocab = self.lm.get_output_embeddings().weight.shape[0]
+        self._logits = torch.zeros(vocab, dtype=dtype, device=self.device)
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_cuda_graph else None
 
@@ -371,17 +447,25 @@ class FastDecoder:
     def _step(self) -> None:
         """Feed ``_tok`` at ``_pos``; leave the next greedy token in ``_tok`` and advance."""
         mask = (self._kv_arange <= self._pos).view(1, 1, 1, -1)
-        out = self.lm(
-            input_ids=self._tok,
-            position_ids=self._pos.view(1, 1),
-            cache_position=self._pos,
-            past_key_values=self.static,
-            attention_mask=mask,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        nxt = out.logits[:, -1, :].argmax(-1)
-        self._tok.copy_(nxt.view(1, 1))
+        config = self.lm.config
+        saved_attn = config._attn_implementation_internal
+        if self.gqa_attention and saved_attn == "sdpa":
+            config._attn_implementation_internal = GQA_DECODE
+        try:
+            out = self.lm(
+                input_ids=self._tok,
+                position_ids=self._pos.view(1, 1),
+                cache_position=self._pos,
+                past_key_values=self.static,
+                attention_mask=mask,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        finally:
+            config._attn_implementation_internal = saved_attn
+        logits = out.logits[:, -1, :]
+        self._logits.copy_(logits.view(-1))
+        self._tok.copy_(logits.argmax(-1).view(1, 1))
         self._pos.add_(1)
 
     def _graph(self) -> torch.cuda.CUDAGraph | None:
@@ -495,6 +579,38 @@ class FastDecoder:
         stats.tokens = tokens
         stats.new_tokens = len(tokens)
         return stats
+
+    @torch.inference_mode()
+    def forced_logits(self, input_ids: torch.Tensor, forced: list[int]) -> torch.Tensor:
+        """Logits of each decode step when fed ``forced`` tokens instead of its own choices.
+
+        Row ``i`` scores the token after ``forced[: i + 1]``; used to compare the fast path with
+        the baseline step by step without one near-tie derailing the rest of the sequence.
+        """
+        from transformers import DynamicCache
+
+        input_ids = input_ids.to(self.device)
+        prompt_len = input_ids.shape[1]
+        if prompt_len + len(forced) > self.max_cache_len:
+            raise ValueError("prompt + forced tokens exceed the static cache")
+        dyn = DynamicCache(config=self.lm.config)
+        self._prefill(input_ids, dyn)
+        self._load_static(dyn, prompt_len)
+        self._pos.fill_(prompt_len)
+        rows = []
+        _set_fast(self.lm, True)
+        try:
+            graph = self._graph()
+            for tok in forced:
+                self._tok.fill_(tok)
+                if graph is None:
+                    self._step()
+                else:
+                    graph.replay()
+                rows.append(self._logits.float().clone())
+        finally:
+            _set_fast(self.lm, False)
+        return torch.stack(rows)
 
     def _decode_loop(
         self,

@@ -28,6 +28,7 @@ __all__ = [
     "assess_with_model",
     "highest_severity",
     "model_verdict",
+    "risk_audit_detail",
 ]
 
 Category = Literal["suicide_self_harm", "violence", "abuse"]
@@ -452,11 +453,12 @@ def _negated(rule: _Rule, text: str, start: int) -> bool:
 
 def _sentence_span(text: str, start: int, end: int, limit: int = 240) -> tuple[int, int]:
     """The sentence around ``[start, end)``, trimmed of blanks and capped at ``limit``."""
-    s = 0
-    for m in _SENTENCE_BREAK.finditer(text, 0, start):
+    lo = max(0, start - limit)
+    s = lo
+    for m in _SENTENCE_BREAK.finditer(text, lo, start):
         s = m.end()
-    m = _SENTENCE_BREAK.search(text, end)
-    e = m.end() if m else len(text)
+    m = _SENTENCE_BREAK.search(text, end, min(len(text), end + limit))
+    e = m.end() if m else min(len(text), end + limit)
     while s < start and text[s].isspace():
         s += 1
     while e > end and text[e - 1].isspace():
@@ -495,6 +497,13 @@ def assess(text: str) -> list[RiskFlag]:
     return sorted(best.values(), key=lambda f: (-_RANK[f.severity], f.start, f.category))
 
 
+def risk_audit_detail(flags: Iterable[RiskFlag]) -> str:
+    """What the audit log may say about acknowledged flags: categories, severities and rule
+    ids, never the quoted evidence (the log outlives a deleted patient)."""
+    parts = [f"{f.category}:{f.severity}:{f.rule or f.source}" for f in flags]
+    return "flags=" + ",".join(parts) if parts else "flags=none"
+
+
 def highest_severity(flags: Iterable[RiskFlag]) -> str | None:
     ranks = [_RANK[f.severity] for f in flags]
     return SEVERITIES[2 - max(ranks)] if ranks else None
@@ -509,8 +518,8 @@ _QUESTIONS = {
     "emotionally) or is abusing someone?",
 }
 _FENCE = "<<<TEXT>>>"
-_YES = re.compile(r"^\W*(yes|是|有|会)\b", re.IGNORECASE)
-_NO = re.compile(r"^\W*(no|否|没有|不是|不会|无)\b", re.IGNORECASE)
+_YES = re.compile(r"^\W*(?:yes\b|是|有|会|对)", re.IGNORECASE)
+_NO = re.compile(r"^\W*(?:no\b|否|没|不|无)", re.IGNORECASE)
 
 
 def build_model_prompt(text: str, category: str) -> str:

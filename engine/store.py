@@ -28,6 +28,7 @@ returned from is ever missing from the list.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ import re
 import shutil
 import threading
 import unicodedata
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -88,12 +90,23 @@ BLOB_SUFFIX = ".bin"
 MAX_RAW_OUTPUT_CHARS = 200_000
 MAX_COMMENTS_PER_ITEM = 100
 
-_ID_RE = re.compile(r"^[0-9a-f]{8,64}$")
-_KIND_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+_ID_RE = re.compile(r"[0-9a-f]{8,64}")  # always fullmatch()
+_KIND_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _MAX_KIND_CHARS = 120
 _CONTROL = {"Cc", "Cf", "Zl", "Zp"}
 
 logger = logging.getLogger("phyassist.store")
+
+# Writers still open at interpreter exit get closed (index written, lock released) then.
+_OPEN_WRITERS: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_writers() -> None:
+    for store in list(_OPEN_WRITERS):
+        with suppress(Exception):
+            store.close()
+
 
 Stamp = str  # the record file's nonce (hex): unique per write, readable without the key
 
@@ -107,7 +120,7 @@ def _aad(patient_id: str, kind: str) -> bytes:
 
 
 def _check_kind(kind: str) -> str:
-    if not isinstance(kind, str) or len(kind) > _MAX_KIND_CHARS or not _KIND_RE.match(kind):
+    if not isinstance(kind, str) or len(kind) > _MAX_KIND_CHARS or not _KIND_RE.fullmatch(kind):
         raise InputRejected(
             f"Invalid blob kind {kind!r}: use letters, digits, '.', '_', '-' and '/' "
             f"(at most {_MAX_KIND_CHARS} characters)."
@@ -123,7 +136,7 @@ def _blob_kind_from_file(name: str) -> str | None:
     if name.startswith(".") or not name.endswith(BLOB_SUFFIX):
         return None
     kind = unquote(name[: -len(BLOB_SUFFIX)])
-    return kind if _KIND_RE.match(kind) else None
+    return kind if _KIND_RE.fullmatch(kind) else None
 
 
 class Store:
@@ -165,6 +178,8 @@ class Store:
                 temp_dir=vault_dir / TMP_DIR,
             )
         )
+        if self.writer:
+            _OPEN_WRITERS.add(self)
 
     # -- opening and closing -------------------------------------------------------------
 
@@ -226,12 +241,15 @@ class Store:
         lock = WriterLock(vault_dir / LOCK_NAME) if writer else None
         if lock is not None:
             lock.acquire()
+        store: Store | None = None
         try:
             master_key = vault.unlock(header, passphrase)
             store = cls(vault_dir, master_key, header, settings, lock)
             store._startup()
             return store
         except BaseException:
+            if store is not None:
+                store._abandon()
             if lock is not None:
                 lock.release()
             raise
@@ -263,8 +281,16 @@ class Store:
             self._index.close()
             self._master_key = None
             self._data_keys.clear()
+            _OPEN_WRITERS.discard(self)
             if self._lock is not None:
                 self._lock.release()
+
+    def _abandon(self) -> None:
+        """Drop a handle whose opening failed, writing nothing."""
+        self._cancel_flush_timer()
+        self._master_key = None
+        self._data_keys.clear()
+        _OPEN_WRITERS.discard(self)
 
     @property
     def closed(self) -> bool:
@@ -334,9 +360,11 @@ class Store:
     def _mark_pending(self) -> None:
         if self._pending:
             return
-        fd = os.open(self.vault_dir / PENDING_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        os.close(fd)
-        fsync_dir(self.vault_dir)
+        # An encrypted empty payload, so that every vault file but the header and the lock
+        # is an authenticated envelope (what `phyassist doctor` checks).
+        self._write_encrypted(
+            self.vault_dir / PENDING_NAME, self._key(), b"", _aad("", "index-pending")
+        )
         self._pending = True
 
     def _flush_index(self, *, raise_errors: bool = True) -> None:
@@ -387,7 +415,7 @@ class Store:
         return self.vault_dir / PATIENTS_DIR
 
     def _patient_dir(self, patient_id: str) -> Path:
-        if not isinstance(patient_id, str) or not _ID_RE.match(patient_id):
+        if not isinstance(patient_id, str) or not _ID_RE.fullmatch(patient_id):
             raise PatientNotFound(f"No patient with id {patient_id!r}.")
         return self._patients_dir / patient_id
 
@@ -757,7 +785,7 @@ class Store:
         except FileNotFoundError:
             return complete, leftovers
         for entry in entries:
-            if not _ID_RE.match(entry.name) or not entry.is_dir(follow_symlinks=False):
+            if not _ID_RE.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
                 continue
             try:
                 os.stat(os.path.join(entry.path, KEY_FILE))

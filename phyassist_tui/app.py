@@ -219,11 +219,11 @@ class PhyAssistApp(App):
 
     def _after_training(self, patient: Patient) -> None:
         label = self.use_patient_model(patient, force=True)
+        if label:
+            self.call_from_thread(setattr, self, "model_label", label)
         screen = self._workspace()
         if screen is not None:
-            screen.patients.refresh_list()
-            if label:
-                self.call_from_thread(setattr, screen.status, "adapter_label", label)
+            self.call_from_thread(screen.patients.refresh_list)
 
     # -- locking and quitting ---------------------------------------------------------------------
     def _workspace(self) -> WorkspaceScreen | None:

@@ -103,18 +103,40 @@ def stats_dict(stats: Any) -> dict[str, Any]:
 
 def find_training_runner() -> TrainingRunner | None:
     """The per-patient training runner from ``engine.training``, if this build has one."""
-    for module_name, attr in (
-        ("engine.training.runner", "run_patient_training"),
-        ("engine.training", "run_patient_training"),
-    ):
+    try:
+        from engine.training.runner import TrainingRun
+    except ImportError:
+        return None
+
+    def run_training(
+        *, patient: Patient, store: Any, settings: Settings, cancel: threading.Event
+    ) -> Iterator[dict[str, Any]]:
+        """Yield the subprocess's progress as dicts; ``cancel`` stops the subprocess."""
+        run = TrainingRun(store, patient.id, settings)
+        done = threading.Event()
+
+        def watch_cancel() -> None:
+            while not done.is_set():
+                if cancel.wait(0.1):
+                    run.cancel()
+                    return
+
+        threading.Thread(target=watch_cancel, name="training-cancel", daemon=True).start()
         try:
-            module = importlib.import_module(module_name)
-        except ImportError:
-            continue
-        runner = getattr(module, attr, None)
-        if callable(runner):
-            return runner
-    return None
+            for event in run.events():
+                yield {
+                    "phase": event.phase,
+                    "step": event.step,
+                    "total_steps": event.total_steps,
+                    "loss": event.loss,
+                    "tokens_per_s": event.tokens_per_s,
+                    "eta_s": event.eta_s,
+                    "message": event.message,
+                }
+        finally:
+            done.set()
+
+    return run_training
 
 
 def chat_history_io() -> tuple[Callable[..., list[ChatMessage]], Callable[..., None]] | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from engine.dataprep import imhi as imhi_data
 from engine.dataprep.format import prompt_messages
+from engine.errors import InputRejected
 from engine.evaluation.labels import extract_label, split_answer
 from engine.evaluation.metrics import (
     ROUGE_L_NAME,
@@ -28,7 +29,6 @@ from engine.evaluation.metrics import (
     unlabeled_share,
     weighted_f1,
 )
-from engine.errors import InputRejected
 
 Progress = Callable[[str], None]
 

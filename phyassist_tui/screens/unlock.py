@@ -101,6 +101,7 @@ class UnlockScreen(Screen):
             if passphrase != self.query_one("#confirm", Input).value:
                 self._show_error("The two passphrases differ. Type them again.")
                 self.query_one("#confirm", Input).value = ""
+                self.query_one("#passphrase", Input).value = ""
                 self.query_one("#passphrase", Input).focus()
                 return
         elif not passphrase:

@@ -93,6 +93,7 @@ class WorkspaceScreen(Screen):
         self.sub_title = "no patient open"
         self.watch(self.app, "model_state", self._model_changed, init=True)
         self.watch(self.app, "model_detail", self._model_changed, init=False)
+        self.watch(self.app, "model_label", self._label_changed, init=False)
         self.patients.refresh_list()
 
     # -- handy handles ------------------------------------------------------------------------
@@ -116,6 +117,9 @@ class WorkspaceScreen(Screen):
     def status(self) -> StatusLine:
         return self.query_one(StatusLine)
 
+    def _label_changed(self, label: str) -> None:
+        self.status.model_label = label
+
     def _model_changed(self, _value: object = None) -> None:
         app = self.app
         status = self.status
@@ -137,6 +141,9 @@ class WorkspaceScreen(Screen):
         if tab not in TABS:
             return
         self.query_one(TabbedContent).active = tab
+        if tab == "draft" and self.draft_pane.draft is None:
+            self.query_one("#tabs Tabs").focus()
+            return
         focus = {
             "notes": "#notes-view",
             "analysis": "#question",
@@ -192,13 +199,15 @@ class WorkspaceScreen(Screen):
                 severity="error",
             )
             return
-        patient = self.patient
+        patient, observed = self.patient, self.analysis.observed
         self.draft_question = question
         self.analysis.stream.set_text("")
         self.query_one(TabbedContent).active = "analysis"
         self._start(
             "analysis",
-            lambda a, cancel: a.stream_analysis(patient, question, cancel=cancel),
+            lambda a, cancel: a.stream_analysis(
+                patient, question, cancel=cancel, **({"observed": observed} if observed else {})
+            ),
         )
 
     def action_cancel_generation(self) -> None:
@@ -250,7 +259,6 @@ class WorkspaceScreen(Screen):
     async def _patient_loaded(self, message: PatientLoaded) -> None:
         patient = self.patient = message.patient
         self.sub_title = clean(patient.name)
-        self.status.adapter_label = ""
         self.draft_question = ""
         await self.query_one(NotesView).show_patient(patient)
         self.analysis.set_inputs("", "")
@@ -287,8 +295,8 @@ class WorkspaceScreen(Screen):
     def _use_patient(self, patient: Patient) -> None:
         def use() -> None:
             label = self.app.use_patient_model(patient)
-            if label is not None:
-                self.app.call_from_thread(setattr, self.status, "adapter_label", label)
+            if label:
+                self.app.call_from_thread(setattr, self.app, "model_label", label)
 
         self.run_worker(use, name="use-patient", group="use-patient", thread=True,
                         exclusive=True, exit_on_error=False)
@@ -441,6 +449,9 @@ class WorkspaceScreen(Screen):
         item_id, _old = backup
         row = self.draft_pane.row_for(item_id)
         new_text = " ".join(clean(message.text).split())
+        cleaner = getattr(self.app.assistant, "clean_item_text", None)
+        if callable(cleaner) and new_text:
+            new_text = " ".join(clean(cleaner(message.text)).split())
         if row is not None:
             row.streaming = None
             if message.cancelled or message.error or not new_text:
@@ -495,11 +506,14 @@ class WorkspaceScreen(Screen):
         if draft is None or patient is None:
             return
         question = self.draft_question or self.analysis.question
+        observed = self.analysis.observed
+        extra = {"observed": observed} if observed else {}
         guidance = draft.model_copy(deep=True)
         if self._start(
             "regenerate_all",
-            lambda a, cancel: a.stream_analysis(patient, question, cancel=cancel,
-                                                guidance=guidance),
+            lambda a, cancel: a.stream_analysis(
+                patient, question, cancel=cancel, guidance=guidance, **extra
+            ),
         ):
             self.analysis.stream.set_text("")
             self.query_one(TabbedContent).active = "analysis"

@@ -15,7 +15,6 @@ class StatusLine(Static):
     model_state: reactive[str] = reactive("loading")
     model_label: reactive[str] = reactive("")
     model_detail: reactive[str] = reactive("")
-    adapter_label: reactive[str] = reactive("")
     activity: reactive[str] = reactive("")
     tokens_per_s: reactive[float | None] = reactive(None)
 
@@ -30,8 +29,6 @@ class StatusLine(Static):
             detail = f" ({self.model_detail})" if self.model_detail else ""
             model = Content(f"loading model…{detail}")
         parts = [model]
-        if self.adapter_label:
-            parts.append(Content.from_markup("[b]using[/b] $a", a=self.adapter_label))
         if self.activity:
             parts.append(Content(self.activity))
         if self.tokens_per_s is not None:

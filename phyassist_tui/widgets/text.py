@@ -21,7 +21,8 @@ _ESCAPE_SEQ = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
     r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|\x9c)"  # OSC / DCS / SOS / PM / APC
     r"|\x1b[@-Z\\-_]"  # two-byte ESC sequences
-    r"|[\x9b\x9d\x90\x98\x9e\x9f].*?(?:\x07|\x9c|$)",  # 8-bit introducers
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
+    r"|[\x9d\x90\x98\x9e\x9f][^\x07\x9c\n]*(?:\x07|\x9c)?",  # 8-bit string introducers
     re.DOTALL,
 )
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -90,9 +90,9 @@ def test_eos_and_callback_stop_early():
 
 def test_rejects_what_it_cannot_do():
     model = tiny_mixtral()
-    dec = FastDecoder(model, max_cache_len=32)
+    dec = FastDecoder(model, max_cache_len=64)
     with pytest.raises(ValueError, match="static cache"):
-        dec.generate(prompt_ids(30), 8)
+        dec.generate(prompt_ids(60), 8)
     with pytest.raises(ValueError):
         dec.generate(torch.zeros(2, 4, dtype=torch.long), 2)
     with pytest.raises(FastDecodeUnsupported):

@@ -171,3 +171,73 @@ async def wait_for(pilot, predicate: Callable[[], object], timeout: float = 5.0,
             return value
         await pilot.pause(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+async def type_text(pilot, text: str) -> None:
+    """Insert ``text`` into the focused Input/TextArea at once (pressing each key is slow)."""
+    from textual.widgets import Input, TextArea
+
+    focused = pilot.app.focused
+    if isinstance(focused, Input):
+        focused.insert_text_at_cursor(text)
+    elif isinstance(focused, TextArea):
+        focused.insert(text)
+    else:
+        raise AssertionError(f"cannot type into {focused!r}")
+    await pilot.pause()
+
+
+# -- Pilot helpers shared by the flow and snapshot tests -------------------------------------------
+def read_only(settings):
+    """A second, read-only handle: sees what the app wrote without taking its lock."""
+    from engine.store import Store
+
+    return Store.open(settings.vault_dir, PASSPHRASE, writer=False, settings=settings)
+
+
+async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
+    from phyassist_tui.screens.unlock import UnlockScreen
+
+    app = pilot.app
+    await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen)
+                   and app.focused is not None and app.focused.id == "passphrase",
+                   what="unlock screen")
+    await type_text(pilot, passphrase)
+    await pilot.press("enter")
+
+
+async def open_workspace(pilot):
+    from textual.widgets import ListView
+
+    from phyassist_tui.screens.workspace import WorkspaceScreen
+
+    await unlock(pilot)
+    app = pilot.app
+    await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
+    await wait_for(pilot, lambda: len(app.screen.query_one("#patient-list", ListView).children),
+                   what="patient list")
+    return app.screen
+
+
+async def open_patient(pilot, name: str):
+    from textual.widgets import ListView
+
+    screen = await open_workspace(pilot)
+    listing = screen.query_one("#patient-list", ListView)
+    names = [row.summary.name for row in listing.children]
+    listing.index = names.index(name)
+    listing.focus()
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == name,
+                   what=f"patient {name}")
+    return screen
+
+
+async def generate(pilot, screen, question: str) -> None:
+    from textual.widgets import TextArea
+
+    await pilot.press("f3")
+    screen.query_one("#question", TextArea).load_text(question)
+    await pilot.press("ctrl+g")
+
+

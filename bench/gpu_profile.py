@@ -1,0 +1,230 @@
+"""Where decode time goes on the Mixtral-8x7B-shaped 4-bit model, and which MoE kernel to use.
+
+Builds the random 4-bit model (bench/gpu.py), then in one run: checks the Triton NF4 MoE kernels
+against the bitsandbytes path, times kernel tile sizes, times bitsandbytes' one-token
+``gemm_4bit`` and checks it is deterministic, times every FastDecoder variant at a 2k context
+(same prompt, tokens compared across variants and repeats), checks plain ``generate`` repeats
+itself, and profiles one eager decode step. Prints JSON (and writes ``--out``)::
+
+    python bench/gpu_profile.py --out profile.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.gpu import build_random_4bit, mixtral_config, random_ids
+from engine import nf4_moe
+from engine.fastdecode import (
+    FastDecoder,
+    _fast_moe_forward,
+    _set_fast,
+    _set_kernel,
+    baseline_generate,
+)
+from engine.quant import QuantSpec
+
+
+def bench_ms(fn, reps: int = 50) -> float:
+    import triton
+
+    return float(triton.testing.do_bench(fn, warmup=25, rep=reps, return_mode="median"))
+
+
+def check_kernels(model: Any, out: dict[str, Any]) -> None:
+    block = model.model.layers[3].block_sparse_moe
+    res = []
+    for trial in range(4):
+        x = torch.randn(1, 1, 4096, device="cuda", dtype=torch.bfloat16)
+        _set_fast(model, True)
+        _set_kernel(model, "gather")
+        ref = _fast_moe_forward(block, x)[0].float()
+        _set_kernel(model, "triton")
+        got = _fast_moe_forward(block, x)[0].float()
+        _set_fast(model, False)
+        eager = block(x)[0].float()
+        res.append(
+            {
+                "trial": trial,
+                "rel_err_triton_vs_gather": float((got - ref).norm() / ref.norm()),
+                "gather_equals_eager": bool(torch.equal(ref, eager)),
+                "max_abs": float((got - ref).abs().max()),
+            }
+        )
+    out["kernel_check"] = res
+
+    bank = block._phyassist_bank
+    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+    sel = torch.tensor([2, 5], device="cuda")
+    rw = torch.tensor([[0.6, 0.4]], device="cuda", dtype=torch.bfloat16)
+    tune = []
+    for name in ("gate_up", "down"):
+        for bn in (4, 8, 16, 32, 64):
+            for warps in (2, 4, 8):
+                saved = dict(nf4_moe.TUNING[name])
+                nf4_moe.TUNING[name] = {"BLOCK_N": bn, "num_warps": warps}
+                try:
+                    ms = bench_ms(lambda: nf4_moe.moe_one_token(bank, x, sel, rw, bank.code))
+                    tune.append({"kernel": name, "BLOCK_N": bn, "num_warps": warps, "ms_both": ms})
+                except Exception as exc:
+                    tune.append(
+                        {"kernel": name, "BLOCK_N": bn, "num_warps": warps, "error": str(exc)[:200]}
+                    )
+                nf4_moe.TUNING[name] = saved
+    best = {}
+    for name in ("gate_up", "down"):
+        rows = [t for t in tune if t["kernel"] == name and "ms_both" in t]
+        b = min(rows, key=lambda t: t["ms_both"])
+        best[name] = {"BLOCK_N": b["BLOCK_N"], "num_warps": b["num_warps"]}
+    nf4_moe.TUNING.update(best)
+    ms = bench_ms(lambda: nf4_moe.moe_one_token(bank, x, sel, rw, bank.code))
+    moe_bytes = 2 * 3 * bank.weights.shape[-1] * (1 + 1 / 32)
+    out["tuning"] = tune
+    out["tuning_best"] = best
+    out["moe_one_token_ms"] = ms
+    out["moe_one_token_TBps"] = moe_bytes / (ms * 1e-3) / 1e12
+
+    # bitsandbytes one-token gemm, as the baseline calls it.
+    w1 = block.experts[2].w1
+    w2 = block.experts[2].w2
+    xs = torch.randn(1, 14336, device="cuda", dtype=torch.bfloat16)
+    t1 = bench_ms(lambda: w1(x))
+    t2 = bench_ms(lambda: w2(xs))
+    outs = [w2(xs) for _ in range(20)]
+    out["bnb_gemm4bit_w1_ms"] = t1
+    out["bnb_gemm4bit_w2_ms"] = t2
+    out["bnb_gemm4bit_TBps"] = (w1.weight.numel() * (1 + 1 / 32)) / (t1 * 1e-3) / 1e12
+    out["bnb_gemm4bit_deterministic"] = all(torch.equal(o, outs[0]) for o in outs)
+    gathered = bank.weights.index_select(0, sel)
+    out["index_select_2_experts_ms"] = bench_ms(lambda: bank.weights.index_select(0, sel))
+    del gathered
+
+
+def decode_variants(model: Any, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    ids = random_ids(args.context, seed=1)
+    variants = []
+    tokens: dict[str, list[list[int]]] = {}
+    for kernel in ("gather", "triton"):
+        for gqa in (False, True):
+            name = f"{kernel}{'+gqa' if gqa else ''}"
+            dec = FastDecoder(
+                model,
+                max_cache_len=args.context + args.tokens + 64,
+                kernel=kernel,
+                gqa_attention=gqa,
+            )
+            t0 = time.perf_counter()
+            dec.warm_up()
+            torch.cuda.synchronize()
+            cap = time.perf_counter() - t0
+            runs = [dec.generate(ids, args.tokens) for _ in range(3)]
+            tokens[name] = [r.tokens for r in runs]
+            rates = [r.decode_tokens_per_s for r in runs]
+            # graph replay alone, no host reads: the GPU time a token
+            g = dec._graphs[()]
+            dec._tok.fill_(runs[0].tokens[0])
+            dec._pos.fill_(args.context)
+            torch.cuda.synchronize()
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            s.record()
+            for _ in range(50):
+                g.replay()
+            e.record()
+            torch.cuda.synchronize()
+            variants.append(
+                {
+                    "variant": name,
+                    "capture_s": round(cap, 2),
+                    "tokens_per_s": [round(r, 2) for r in rates],
+                    "replay_ms_per_token": round(s.elapsed_time(e) / 50, 3),
+                    "repeats_identical": all(t == tokens[name][0] for t in tokens[name]),
+                }
+            )
+            del dec
+            torch.cuda.empty_cache()
+    base1, tb = baseline_generate(model, ids, args.base_tokens)
+    base2, _ = baseline_generate(model, ids, args.base_tokens)
+
+    def agree(a: list[int], b: list[int]) -> int:
+        n = min(len(a), len(b))
+        return next((i for i in range(n) if a[i] != b[i]), n)
+
+    out["decode_variants"] = variants
+    out["baseline_repeat_identical_prefix"] = agree(base1, base2)
+    out["baseline_tokens"] = len(base1)
+    out["baseline_tokens_per_s_incl_prefill"] = round(len(base1) / tb, 2)
+    out["agreement_with_baseline"] = {k: agree(v[0], base1) for k, v in tokens.items()}
+    out["agreement_between_variants"] = {
+        k: agree(v[0], tokens["gather"][0]) for k, v in tokens.items()
+    }
+
+
+def profile_step(model: Any, args: argparse.Namespace, out: dict[str, Any]) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    ids = random_ids(args.context, seed=1)
+    dec = FastDecoder(model, max_cache_len=args.context + 128)
+    dec.generate(ids, 2)
+    _set_fast(model, True)
+    with torch.inference_mode():
+        dec._step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                dec._step()
+            torch.cuda.synchronize()
+    _set_fast(model, False)
+    rows = []
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if t:
+            rows.append(
+                {"name": ev.key[:90], "us_per_step": round(t / 3, 1), "calls": ev.count // 3}
+            )
+    rows.sort(key=lambda r: -r["us_per_step"])
+    out["profile_top"] = rows[:25]
+    out["profile_total_ms_per_step"] = round(sum(r["us_per_step"] for r in rows) / 1000, 2)
+    del dec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--layers", type=int, default=32)
+    parser.add_argument("--context", type=int, default=2048)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--base-tokens", type=int, default=24)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    out: dict[str, Any] = {"device": torch.cuda.get_device_name()}
+    t0 = time.perf_counter()
+    model = build_random_4bit(mixtral_config(args.layers), QuantSpec())
+    out["build_s"] = round(time.perf_counter() - t0, 1)
+    FastDecoder(model, max_cache_len=256)  # stacks the experts
+    for step in (check_kernels, decode_variants, profile_step):
+        t0 = time.perf_counter()
+        try:
+            step(model, args, out) if step is not check_kernels else step(model, out)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            out.setdefault("errors", {})[step.__name__] = f"{type(exc).__name__}: {exc}"[:2000]
+        out.setdefault("seconds", {})[step.__name__] = round(time.perf_counter() - t0, 1)
+        if args.out:
+            Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
+        print(f"[profile] {step.__name__} {out['seconds'][step.__name__]} s", file=sys.stderr)
+    summary = {k: v for k, v in out.items() if k not in ("tuning",)}
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+import sys
+
+from engine.evaluation.cli import main
+
+sys.exit(main())

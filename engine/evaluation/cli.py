@@ -1,0 +1,112 @@
+"""Arguments and runner of ``phyassist eval imhi`` (also ``python -m engine.evaluation``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.dataprep.imhi import TASKS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="IMHI folder (test/<TASK>.csv)")
+    parser.add_argument("--adapter", type=Path, help="PEFT adapter directory to evaluate")
+    parser.add_argument(
+        "--compare-base",
+        action="store_true",
+        help="also run the base model (adapter disabled) and report both side by side",
+    )
+    parser.add_argument("--model", help="model spec (default: settings model.spec)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated IMHI tasks")
+    parser.add_argument("--limit", type=int, help="rows per task (seeded random sample)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--out", type=Path, required=True, help="where results.{json,md} go")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from engine.settings import load_settings
+
+    settings = load_settings()
+    update: dict[str, Any] = {}
+    if args.model:
+        update["spec"] = args.model
+    if args.device:
+        update["device"] = args.device
+    if update:
+        settings = settings.model_copy(
+            update={"model": settings.model.model_copy(update=update)}, deep=True
+        )
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.errors import InputRejected
+    from engine.evaluation.imhi import evaluate_imhi
+    from engine.evaluation.report import write_report
+    from engine.llm import load_model
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise InputRejected(f"unknown IMHI task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    if args.limit is not None and args.limit < 1:
+        raise InputRejected("--limit must be at least 1")
+    if args.adapter is None and args.compare_base:
+        raise InputRejected("--compare-base needs --adapter (the base is what runs without one)")
+    if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
+        raise InputRejected(f"{args.adapter}: not a PEFT adapter (no adapter_config.json)")
+
+    def say(msg: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+    loaded = load_model(_settings(args), progress=say)
+    common = dict(
+        tasks=tasks,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        context_window=loaded.context_window,
+        seed=args.seed,
+        progress=say,
+    )
+    runs = []
+    meta: dict[str, Any] = {"model": loaded.name, "device": loaded.device, "data": str(args.data)}
+    if args.adapter is None:
+        runs.append(evaluate_imhi(loaded.model, loaded.tokenizer, args.data, name="base", **common))
+    else:
+        from peft import PeftModel
+
+        meta["adapter"] = str(args.adapter)
+        model = PeftModel.from_pretrained(loaded.model, str(args.adapter))
+        try:
+            if args.compare_base:
+                with model.disable_adapter():
+                    runs.append(
+                        evaluate_imhi(model, loaded.tokenizer, args.data, name="base", **common)
+                    )
+            runs.append(
+                evaluate_imhi(model, loaded.tokenizer, args.data, name="adapter", **common)
+            )
+        finally:
+            # load_model shares the model in-process: take the adapter layers out again.
+            model.unload()
+    md = write_report(args.out, runs, meta=meta)
+    print(md.read_text(encoding="utf-8"))
+    print(f"results: {args.out / 'results.json'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine.evaluation")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

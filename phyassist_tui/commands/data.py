@@ -1,0 +1,53 @@
+"""``phyassist data prepare`` and ``phyassist domain train``: the domain data pipeline.
+
+``domain train`` lives here (not under ``train``, which is the per-patient trainer's group).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from engine.dataprep.cli import run
+
+    return run(args)
+
+
+def _domain_train(args: argparse.Namespace) -> int:
+    from engine.domain_train import run_from_args
+
+    # Forward the command's own arguments so a multi-GPU relaunch runs the same command.
+    argv = sys.argv[1:]
+    forward = None
+    if "domain" in argv and "train" in argv[argv.index("domain") :]:
+        forward = argv[argv.index("train", argv.index("domain")) + 1 :]
+    return run_from_args(args, forward)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from engine.dataprep.cli import add_arguments as add_prepare_arguments
+    from engine.domain_train import add_arguments as add_train_arguments
+
+    data = subparsers.add_parser("data", help="prepare domain training data")
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
+    prepare = data_sub.add_parser(
+        "prepare",
+        help="clean IMHI + CounselChat and write a chat-format dataset",
+        description="Clean IMHI and CounselChat with counted rules and write a datasets "
+        "DatasetDict (conversational prompt/completion, loss on the answer only).",
+    )
+    add_prepare_arguments(prepare)
+    prepare.set_defaults(handler=_prepare)
+
+    domain = subparsers.add_parser("domain", help="domain fine-tuning (QLoRA/LoRA SFT)")
+    domain_sub = domain.add_subparsers(dest="domain_command", metavar="ACTION")
+    train = domain_sub.add_parser(
+        "train",
+        help="fine-tune the configured model on a prepared dataset",
+        description="(Q)LoRA SFT with TRL; resumes from OUT/checkpoints; the adapter goes to "
+        "OUT/adapter.",
+    )
+    add_train_arguments(train)
+    train.set_defaults(handler=_domain_train)
