@@ -253,6 +253,7 @@ def stage_decode(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> N
     baseline_generate(model, ids[:, :64], 4)
     _, t1 = baseline_generate(model, ids, 1)
     base_tokens, tn = baseline_generate(model, ids, args.baseline_tokens)
+    base_again, _ = baseline_generate(model, ids, args.baseline_tokens)
     base_rate = (args.baseline_tokens - 1) / (tn - t1)
 
     dec = FastDecoder(model, max_cache_len=ctx + args.fast_tokens + 64)
@@ -266,6 +267,7 @@ def stage_decode(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> N
     ours = runs[0].tokens
     n = min(len(ours), len(base_tokens))
     match = next((i for i in range(n) if ours[i] != base_tokens[i]), n)
+    base_self = next((i for i in range(n) if base_again[i] != base_tokens[i]), n)
     bpt = weight_bytes_per_token(model, ctx)
     res["decode"] = {
         "context": ctx,
@@ -281,8 +283,10 @@ def stage_decode(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> N
         "ratio": round(statistics.median(rates) / base_rate, 2),
         "graph": runs[0].graph,
         "graph_capture_s": round(capture_s, 2),
+        "kernel": dec.kernel,
         "greedy_identical_prefix": match,
         "greedy_compared": n,
+        "baseline_vs_itself_identical_prefix": base_self,
         "repeat_runs_identical": all(r.tokens == ours for r in runs),
         "bytes_read_per_token_gib": gib(bpt),
         "floor_tokens_per_s_at_3TBps": round(3.0e12 / bpt, 1),
@@ -478,6 +482,23 @@ def stage_train(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> No
     }
 
 
+def apply_tuning(profile: dict[str, Any], res: dict[str, Any]) -> None:
+    from torch.nn.attention import SDPBackend
+
+    from engine import fastdecode, nf4_moe
+
+    for name, cfg in (profile.get("tuning_best") or {}).items():
+        nf4_moe.TUNING[name] = dict(cfg)
+    backend = profile.get("best_attn_backend", "default")
+    choices = {
+        "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+        "cudnn": [SDPBackend.CUDNN_ATTENTION],
+        "math": [SDPBackend.MATH],
+    }
+    fastdecode.DECODE_SDPA_BACKENDS = choices.get(backend)
+    res["fast_config"] = {"moe_tiles": dict(nf4_moe.TUNING), "decode_attention_backend": backend}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=32)
@@ -491,6 +512,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--train-steps", type=int, default=4)
     parser.add_argument("--cache-dir", default=tempfile.gettempdir())
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--tuning",
+        default=None,
+        help="JSON from bench/gpu_profile.py: its tuned MoE tiles and decode attention backend",
+    )
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA GPU")
@@ -508,6 +534,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.out:
             Path(args.out).write_text(text + "\n", encoding="utf-8")
 
+    if args.tuning:
+        apply_tuning(json.loads(Path(args.tuning).read_text(encoding="utf-8")), res)
     model = None
     for name in ["load", *[s for s in stages if s != "load"]]:
         t0 = time.perf_counter()

@@ -67,25 +67,38 @@ def check_kernels(model: Any, out: dict[str, Any]) -> None:
     sel = torch.tensor([2, 5], device="cuda")
     rw = torch.tensor([[0.6, 0.4]], device="cuda", dtype=torch.bfloat16)
     tune = []
+    grid = [(0, 8, 2, 0)] + [
+        (1, bn, warps, bk) for bn in (4, 8, 16) for warps in (1, 2, 4) for bk in (512, 1024)
+    ]
     for name in ("gate_up", "down"):
-        for bn in (4, 8, 16, 32, 64):
-            for warps in (2, 4, 8):
-                saved = dict(nf4_moe.TUNING[name])
-                nf4_moe.TUNING[name] = {"BLOCK_N": bn, "num_warps": warps}
-                try:
-                    ms = bench_ms(lambda: nf4_moe.moe_one_token(bank, x, sel, rw, bank.code))
-                    tune.append({"kernel": name, "BLOCK_N": bn, "num_warps": warps, "ms_both": ms})
-                except Exception as exc:
-                    tune.append(
-                        {"kernel": name, "BLOCK_N": bn, "num_warps": warps, "error": str(exc)[:200]}
-                    )
-                nf4_moe.TUNING[name] = saved
+        for pairs, bn, warps, bk in grid:
+            cfg = {"BLOCK_N": bn, "num_warps": warps, "pairs": pairs, "block_k": bk}
+            saved = dict(nf4_moe.TUNING[name])
+            nf4_moe.TUNING[name] = cfg
+            try:
+                ms = bench_ms(lambda: nf4_moe.moe_one_token(bank, x, sel, rw, bank.code))
+                tune.append({"kernel": name, **cfg, "ms_both": ms})
+            except Exception as exc:
+                tune.append({"kernel": name, **cfg, "error": str(exc)[:300]})
+            nf4_moe.TUNING[name] = saved
     best = {}
     for name in ("gate_up", "down"):
         rows = [t for t in tune if t["kernel"] == name and "ms_both" in t]
         b = min(rows, key=lambda t: t["ms_both"])
-        best[name] = {"BLOCK_N": b["BLOCK_N"], "num_warps": b["num_warps"]}
+        best[name] = {k: b[k] for k in ("BLOCK_N", "num_warps", "pairs", "block_k")}
     nf4_moe.TUNING.update(best)
+    # the tuned kernels against the gather path (bitsandbytes' own kernel)
+    errs = []
+    for _ in range(4):
+        xx = torch.randn(1, 1, 4096, device="cuda", dtype=torch.bfloat16)
+        _set_fast(model, True)
+        _set_kernel(model, "gather")
+        ref = _fast_moe_forward(block, xx)[0].float()
+        _set_kernel(model, "triton")
+        got = _fast_moe_forward(block, xx)[0].float()
+        _set_fast(model, False)
+        errs.append(float((got - ref).norm() / ref.norm()))
+    out["tuned_rel_err_vs_gather"] = errs
     ms = bench_ms(lambda: nf4_moe.moe_one_token(bank, x, sel, rw, bank.code))
     moe_bytes = 2 * 3 * bank.weights.shape[-1] * (1 + 1 / 32)
     out["tuning"] = tune
@@ -113,15 +126,23 @@ def decode_variants(model: Any, args: argparse.Namespace, out: dict[str, Any]) -
     ids = random_ids(args.context, seed=1)
     variants = []
     tokens: dict[str, list[list[int]]] = {}
-    for kernel in ("gather", "triton"):
-        for gqa in (False, True):
-            name = f"{kernel}{'+gqa' if gqa else ''}"
-            dec = FastDecoder(
-                model,
-                max_cache_len=args.context + args.tokens + 64,
-                kernel=kernel,
-                gqa_attention=gqa,
-            )
+    from torch.nn.attention import SDPBackend
+
+    from engine import fastdecode
+
+    backends = {
+        "default": None,
+        "efficient": [SDPBackend.EFFICIENT_ATTENTION],
+        "cudnn": [SDPBackend.CUDNN_ATTENTION],
+        "math": [SDPBackend.MATH],
+    }
+    plan = [("gather", "default")] + [("triton", b) for b in backends]
+    for kernel, backend in plan:
+        name = f"{kernel}+gqa:{backend}"
+        try:
+            fastdecode.DECODE_SDPA_BACKENDS = backends[backend]
+            cache_len = args.context + args.tokens + 64
+            dec = FastDecoder(model, max_cache_len=cache_len, kernel=kernel)
             t0 = time.perf_counter()
             dec.warm_up()
             torch.cuda.synchronize()
@@ -151,6 +172,14 @@ def decode_variants(model: Any, args: argparse.Namespace, out: dict[str, Any]) -
             )
             del dec
             torch.cuda.empty_cache()
+        except Exception as exc:  # the backend may refuse this shape
+            variants.append({"variant": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
+            torch.cuda.empty_cache()
+    fastdecode.DECODE_SDPA_BACKENDS = None
+    ok = [v for v in variants if "tokens_per_s" in v and v["variant"].startswith("triton")]
+    best = max(ok, key=lambda v: sorted(v["tokens_per_s"])[1])
+    out["best_variant"] = best["variant"]
+    out["best_attn_backend"] = best["variant"].split(":")[1]
     base1, tb = baseline_generate(model, ids, args.base_tokens)
     base2, _ = baseline_generate(model, ids, args.base_tokens)
 
@@ -164,7 +193,7 @@ def decode_variants(model: Any, args: argparse.Namespace, out: dict[str, Any]) -
     out["baseline_tokens_per_s_incl_prefill"] = round(len(base1) / tb, 2)
     out["agreement_with_baseline"] = {k: agree(v[0], base1) for k, v in tokens.items()}
     out["agreement_between_variants"] = {
-        k: agree(v[0], tokens["gather"][0]) for k, v in tokens.items()
+        k: agree(v[0], next(iter(tokens.values()))[0]) for k, v in tokens.items()
     }
 
 
@@ -222,6 +251,9 @@ def main() -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
         print(f"[profile] {step.__name__} {out['seconds'][step.__name__]} s", file=sys.stderr)
+    out["tuning_best"] = dict(nf4_moe.TUNING)
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
     summary = {k: v for k, v in out.items() if k not in ("tuning",)}
     print(json.dumps(summary, indent=1))
 

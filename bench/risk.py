@@ -103,7 +103,9 @@ def fixture_metrics(
             cat: prf([cat in cases[i]["labels"] for i in idx], [cat in preds[i] for i in idx])
             for cat in CATEGORIES
         }
-        out[lang]["any"] = prf([bool(cases[i]["labels"]) for i in idx], [bool(preds[i]) for i in idx])
+        out[lang]["any"] = prf(
+            [bool(cases[i]["labels"]) for i in idx], [bool(preds[i]) for i in idx]
+        )
     return out
 
 
@@ -113,7 +115,12 @@ def fixture_errors(cases: list[dict]) -> list[dict]:
         got = rules(c["text"])
         if got != set(c["labels"]):
             errs.append(
-                {"id": c["id"], "split": c["split"], "gold": sorted(c["labels"]), "pred": sorted(got)}
+                {
+                    "id": c["id"],
+                    "split": c["split"],
+                    "gold": sorted(c["labels"]),
+                    "pred": sorted(got),
+                }
             )
     return errs
 
@@ -156,7 +163,7 @@ def imhi_metrics(shared: Path) -> dict[str, dict]:
     return out
 
 
-def model_metrics(cases: list[dict], spec: str, limit: int) -> dict:
+def model_metrics(cases: list[dict], spec: str, limit: int, ask_unflagged: bool = False) -> dict:
     """Rules + the model's yes/no check on the fixtures (slow: one generation per question)."""
     from engine.llm import load_model
     from engine.settings import load_settings
@@ -179,12 +186,14 @@ def model_metrics(cases: list[dict], spec: str, limit: int) -> dict:
     subset = cases[:limit] if limit else cases
     t0 = time.perf_counter()
     with_model = fixture_metrics(
-        subset, lambda t: {f.category for f in assess_with_model(t, generate)}
+        subset,
+        lambda t: {f.category for f in assess_with_model(t, generate, ask_unflagged=ask_unflagged)},
     )
     elapsed = time.perf_counter() - t0
     rules_only = fixture_metrics(subset, rules)
     return {
         "model": loaded.name,
+        "ask_unflagged": ask_unflagged,
         "cases": len(subset),
         "seconds": round(elapsed, 2),
         "rules": rules_only["all"],
@@ -198,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fixtures", type=Path, default=FIXTURES)
     ap.add_argument("--model", default=None, help="also measure rules+model with this spec")
     ap.add_argument("--model-limit", type=int, default=0)
+    ap.add_argument(
+        "--ask-unflagged", action="store_true", help="let the model add flags the rules missed"
+    )
     ap.add_argument("--errors", action="store_true", help="list fixture cases the rules miss")
     args = ap.parse_args(argv)
 
@@ -224,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["imhi"] = f"skipped: {args.shared} not present"
     if args.model:
-        report["model_check"] = model_metrics(cases, args.model, args.model_limit)
+        report["model_check"] = model_metrics(
+            cases, args.model, args.model_limit, args.ask_unflagged
+        )
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 

@@ -50,6 +50,7 @@ class Assistant:
         self.last_stats: GenerationStats | None = None
         self.context_report: str = ""
         self.last_adapter_error: str | None = None
+        self.last_prompt_ids: list[int] = []  # the token ids of the last prompt (debugging)
         self.prefix_cache = PrefixCache()
         self._loaded: LoadedModel | None = None
         self._adapters: AdapterManager | None = None
@@ -289,6 +290,7 @@ class Assistant:
         loaded = self.model
         model = self.adapters.model
         key = self._cache_key(patient)
+        self.last_prompt_ids = list(ids)
         cache, reused = self.prefix_cache.checkout(key, ids, model)
 
         def finished(run: GenerationRun) -> None:

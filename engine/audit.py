@@ -321,8 +321,7 @@ class AuditLog:
         prev = GENESIS_HASH
         seen_anchor = anchor is None
         indexes = self._segment_indexes()
-        expected_index = 0
-        for index in indexes:
+        for expected_index, index in enumerate(indexes):
             if first_bad is not None or problems:
                 break
             if index != expected_index:
@@ -332,7 +331,6 @@ class AuditLog:
                 )
                 first_bad = expected_index * SEGMENT_ENTRIES
                 break
-            expected_index += 1
             try:
                 entries = self._segment(index) or []
             except PhyAssistError as exc:

@@ -98,10 +98,7 @@ def check_permissions(settings: Settings) -> list[Finding]:
     bad, seen = _bad_modes(root)
     if not bad:
         return [_ok("permissions", f"{seen} entries under {root}: private (0700/0600) and yours")]
-    out = [
-        _fail("permissions", f"{path}: {problem}")
-        for path, problem in bad[:MAX_LISTED]
-    ]
+    out = [_fail("permissions", f"{path}: {problem}") for path, problem in bad[:MAX_LISTED]]
     if len(bad) > MAX_LISTED:
         out.append(_fail("permissions", f"... and {len(bad) - MAX_LISTED} more under {root}"))
     out.append(
@@ -244,7 +241,9 @@ def check_vault_unlocked(settings: Settings, passphrase: str) -> list[Finding]:
                     store.read_blob(summary.id, kind)
             except PhyAssistError as exc:
                 bad += 1
-                out.append(_fail("vault", f"patient {summary.id}: {exc}", fix="restore from a backup"))
+                out.append(
+                    _fail("vault", f"patient {summary.id}: {exc}", fix="restore from a backup")
+                )
         for kind in store.list_vault_blobs():
             try:
                 store.read_vault_blob(kind)
@@ -258,8 +257,11 @@ def check_vault_unlocked(settings: Settings, passphrase: str) -> list[Finding]:
             out.append(_ok("vault", result.summary()))
         else:
             out.append(
-                _fail("vault", result.summary(), fix="restore the vault from a backup and "
-                      "find out who changed it")
+                _fail(
+                    "vault",
+                    result.summary(),
+                    fix="restore the vault from a backup and find out who changed it",
+                )
             )
     return out
 
@@ -305,7 +307,11 @@ def check_model(settings: Settings) -> list[Finding]:
             )
     adapter = settings.model.domain_adapter
     if adapter and adapter != "auto" and not Path(adapter).expanduser().is_dir():
-        out.append(_fail("model", f"domain adapter {adapter} does not exist", fix="fix model.domain_adapter"))
+        out.append(
+            _fail(
+                "model", f"domain adapter {adapter} does not exist", fix="fix model.domain_adapter"
+            )
+        )
     return out
 
 
@@ -328,13 +334,19 @@ def check_gpu(settings: Settings) -> list[Finding]:
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
         out.append(
-            _ok("gpu", f"cuda:{i} {props.name}, {props.total_memory / 2**30:.1f} GiB, "
-                f"CUDA {torch.version.cuda}")
+            _ok(
+                "gpu",
+                f"cuda:{i} {props.name}, {props.total_memory / 2**30:.1f} GiB, "
+                f"CUDA {torch.version.cuda}",
+            )
         )
     if settings.model.load_in_4bit and importlib.util.find_spec("bitsandbytes") is None:
         out.append(
-            _fail("gpu", "model.load_in_4bit is set but bitsandbytes is not installed",
-                  fix="pip install 'phyassist[gpu]'")
+            _fail(
+                "gpu",
+                "model.load_in_4bit is set but bitsandbytes is not installed",
+                fix="pip install 'phyassist[gpu]'",
+            )
         )
     return out
 
@@ -359,22 +371,40 @@ def check_versions(settings: Settings | None = None) -> list[Finding]:
     """Installed versions against the pins PhyAssist was tested with."""
     out: list[Finding] = []
     if not ((3, 11) <= sys.version_info[:2] < (3, 13)):
-        out.append(_fail("versions", f"Python {sys.version.split()[0]}; PhyAssist needs 3.11 or 3.12"))
+        out.append(
+            _fail("versions", f"Python {sys.version.split()[0]}; PhyAssist needs 3.11 or 3.12")
+        )
     pins = _pins()
     if pins is None:
-        return [*out, _warn("versions", "phyassist is not installed as a package; pins not checked",
-                           fix="pip install -e .")]
+        return [
+            *out,
+            _warn(
+                "versions",
+                "phyassist is not installed as a package; pins not checked",
+                fix="pip install -e .",
+            ),
+        ]
     core_ok = 0
     for name, want, extra in pins:
         try:
             have = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             if extra is None:
-                out.append(_fail("versions", f"{name} is not installed (needs {want})",
-                                 fix=f"pip install '{name}=={want}'"))
+                out.append(
+                    _fail(
+                        "versions",
+                        f"{name} is not installed (needs {want})",
+                        fix=f"pip install '{name}=={want}'",
+                    )
+                )
             elif extra in ("train", "eval", "gpu"):
-                out.append(_warn("versions", f"{name} ({extra} extra) is not installed",
-                                 fix=f"pip install 'phyassist[{extra}]'"))
+                out.append(
+                    _warn(
+                        "versions",
+                        f"{name} ({extra} extra) is not installed",
+                        fix=f"pip install 'phyassist[{extra}]'",
+                    )
+                )
             continue
         if have.split("+", 1)[0] == want:  # "2.13.0+cpu" is the CPU build of the pin
             core_ok += extra is None

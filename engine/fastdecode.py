@@ -253,6 +253,8 @@ def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 GQA_DECODE = "phyassist_gqa_decode"
+#: SDPA backends tried for the one-token decode attention (None: PyTorch's own choice).
+DECODE_SDPA_BACKENDS: list[Any] | None = None
 
 
 def _gqa_decode_attention(
@@ -283,7 +285,13 @@ def _gqa_decode_attention(
         )
     q = query.reshape(b, hkv, hq // hkv, d)
     mask = attention_mask[:, :, :, : key.shape[-2]]
-    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    if DECODE_SDPA_BACKENDS:
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(DECODE_SDPA_BACKENDS):
+            out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
+    else:
+        out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
     return out.reshape(b, hq, 1, d).transpose(1, 2).contiguous(), None
 
 

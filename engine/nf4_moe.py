@@ -86,6 +86,79 @@ if triton is not None:
         return tl.sum(acc, axis=1)
 
     @triton.jit
+    def _nf4_rows_dot_pairs(
+        w_ptr,
+        a8_ptr,
+        a2_ptr,
+        off,
+        code2_ptr,
+        pair_ptr,
+        x_ptr,
+        rows,
+        rmask,
+        K,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        """As ``_nf4_rows_dot``, one table load a byte: ``pair_ptr[b]`` holds both levels (fp16).
+
+        The tile is loaded as ``[rows, scale blocks, 32 bytes]`` so each 64-weight block's sum
+        is a plain reduction over the last axis (no reshape, no layout shuffle).
+        """
+        NB: tl.constexpr = BLOCK_K // 64
+        t = tl.arange(0, 32)
+        jb = tl.arange(0, NB)
+        acc = tl.zeros([BLOCK_N, NB], dtype=tl.float32)
+        row_bytes = rows.to(tl.int64) * (K // 2)
+        row_blocks = rows.to(tl.int64) * (K // 64)
+        inner = jb[:, None] * 32 + t[None, :]  # byte index inside the K chunk, [NB, 32]
+        for k0 in range(0, K, BLOCK_K):
+            packed = tl.load(
+                w_ptr + row_bytes[:, None, None] + (k0 // 2 + inner)[None, :, :],
+                mask=rmask[:, None, None],
+                other=0,
+            )
+            pair = tl.load(pair_ptr + packed.to(tl.int32))
+            hi = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            lo = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            xe = tl.load(x_ptr + k0 + 2 * inner).to(tl.float32)
+            xo = tl.load(x_ptr + k0 + 2 * inner + 1).to(tl.float32)
+            part = tl.sum(hi * xe[None, :, :] + lo * xo[None, :, :], axis=2)
+            blk = row_blocks[:, None] + (k0 // 64 + jb)[None, :]
+            a8 = tl.load(a8_ptr + blk, mask=rmask[:, None], other=0).to(tl.int32)
+            a2 = tl.load(a2_ptr + blk // 256, mask=rmask[:, None], other=0.0)
+            scale = tl.load(code2_ptr + a8) * a2 + off
+            acc += part * scale
+        return tl.sum(acc, axis=1)
+
+    @triton.jit
+    def _rows_dot(
+        w_ptr,
+        a8_ptr,
+        a2_ptr,
+        off,
+        code2_ptr,
+        table_ptr,
+        x_ptr,
+        rows,
+        rmask,
+        K,
+        PAIRS: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+        BLOCK_K: tl.constexpr,
+    ):
+        if PAIRS:
+            return _nf4_rows_dot_pairs(
+                w_ptr, a8_ptr, a2_ptr, off, code2_ptr, table_ptr, x_ptr, rows, rmask, K,
+                BLOCK_N, BLOCK_K,
+            )  # fmt: skip
+        else:
+            return _nf4_rows_dot(
+                w_ptr, a8_ptr, a2_ptr, off, code2_ptr, table_ptr, x_ptr, rows, rmask, K,
+                BLOCK_N, BLOCK_K,
+            )  # fmt: skip
+
+    @triton.jit
     def _gate_up_kernel(
         x_ptr,
         w_ptr,
@@ -105,6 +178,7 @@ if triton is not None:
         a2_se,
         a2_sp,
         BF16: tl.constexpr,
+        PAIRS: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
     ):
@@ -113,7 +187,7 @@ if triton is not None:
         e = tl.load(sel_ptr + slot).to(tl.int64)
         rows = pid * BLOCK_N + tl.arange(0, BLOCK_N)
         rmask = rows < F
-        g = _nf4_rows_dot(
+        g = _rows_dot(
             w_ptr + e * w_se,
             a8_ptr + e * a8_se,
             a2_ptr + e * a2_se,
@@ -124,10 +198,11 @@ if triton is not None:
             rows,
             rmask,
             H,
+            PAIRS,
             BLOCK_N,
             BLOCK_K,
         )
-        u = _nf4_rows_dot(
+        u = _rows_dot(
             w_ptr + e * w_se + 2 * w_sp,
             a8_ptr + e * a8_se + 2 * a8_sp,
             a2_ptr + e * a2_se + 2 * a2_sp,
@@ -138,6 +213,7 @@ if triton is not None:
             rows,
             rmask,
             H,
+            PAIRS,
             BLOCK_N,
             BLOCK_K,
         )
@@ -172,6 +248,7 @@ if triton is not None:
         a2_sp,
         TOP_K: tl.constexpr,
         BF16: tl.constexpr,
+        PAIRS: tl.constexpr,
         BLOCK_N: tl.constexpr,
         BLOCK_K: tl.constexpr,
     ):
@@ -181,7 +258,7 @@ if triton is not None:
         out = tl.zeros([BLOCK_N], dtype=tl.float32)
         for slot in tl.static_range(TOP_K):
             e = tl.load(sel_ptr + slot).to(tl.int64)
-            acc = _nf4_rows_dot(
+            acc = _rows_dot(
                 w_ptr + e * w_se + w_sp,
                 a8_ptr + e * a8_se + a8_sp,
                 a2_ptr + e * a2_se + a2_sp,
@@ -192,6 +269,7 @@ if triton is not None:
                 rows,
                 rmask,
                 F,
+                PAIRS,
                 BLOCK_N,
                 BLOCK_K,
             )
@@ -208,11 +286,33 @@ if triton is not None:
             tl.store(y_ptr + rows, out, mask=rmask)
 
 
-# Tuned on an H100 (bench/gpu_profile.py); overridable for other cards.
+# Tile sizes picked on an H100 with bench/gpu_profile.py; overridable for other cards.
+# "pairs": one 256-entry table load a byte (both fp16 NF4 levels) instead of two 16-entry ones;
+# "block_k": weights a row per loop step (0 = the largest of 512/256/128/64 dividing K).
 TUNING: dict[str, dict[str, int]] = {
-    "gate_up": {"BLOCK_N": 16, "num_warps": 4},
-    "down": {"BLOCK_N": 8, "num_warps": 4},
+    "gate_up": {"BLOCK_N": 8, "num_warps": 2, "pairs": 0, "block_k": 0},
+    "down": {"BLOCK_N": 8, "num_warps": 2, "pairs": 0, "block_k": 0},
 }
+
+_PAIR_TABLES: dict[tuple[str, int], torch.Tensor] = {}
+
+
+def pair_table(code: torch.Tensor) -> torch.Tensor:
+    """int32 ``[256]``: byte ``b`` -> fp16 bits of ``code[b >> 4]`` (high) and ``code[b & 15]``."""
+    key = (str(code.device), code.data_ptr())
+    table = _PAIR_TABLES.get(key)
+    if table is None:
+        bits = code.to(torch.float16).view(torch.int16).to(torch.int32) & 0xFFFF
+        b = torch.arange(256, device=code.device)
+        table = ((bits[b >> 4] << 16) | bits[b & 15]).to(torch.int32).contiguous()
+        _PAIR_TABLES[key] = table
+    return table
+
+
+def _block_k(k: int, wanted: int) -> int:
+    if wanted and k % wanted == 0:
+        return wanted
+    return block_k_for(k)
 
 
 def moe_one_token(
@@ -236,6 +336,7 @@ def moe_one_token(
     hbuf = torch.empty(top_k, f, dtype=x.dtype, device=x.device)
     y = torch.empty(1, h, dtype=x.dtype, device=x.device)
     gu, dn = TUNING["gate_up"], TUNING["down"]
+    pairs = pair_table(nf4_code) if (gu.get("pairs") or dn.get("pairs")) else None
     _gate_up_kernel[(triton.cdiv(f, gu["BLOCK_N"]), top_k)](
         x,
         w,
@@ -243,7 +344,7 @@ def moe_one_token(
         a2,
         bank.offset,
         bank.code2,
-        nf4_code,
+        pairs if gu.get("pairs") else nf4_code,
         selected,
         hbuf,
         f,
@@ -255,8 +356,9 @@ def moe_one_token(
         a2.stride(0),
         a2.stride(1),
         BF16=bf16,
+        PAIRS=bool(gu.get("pairs")),
         BLOCK_N=gu["BLOCK_N"],
-        BLOCK_K=block_k_for(h),
+        BLOCK_K=_block_k(h, gu.get("block_k", 0)),
         num_warps=gu["num_warps"],
     )
     _down_kernel[(triton.cdiv(h, dn["BLOCK_N"]),)](
@@ -266,7 +368,7 @@ def moe_one_token(
         a2,
         bank.offset,
         bank.code2,
-        nf4_code,
+        pairs if dn.get("pairs") else nf4_code,
         selected,
         routing,
         y,
@@ -280,8 +382,9 @@ def moe_one_token(
         a2.stride(1),
         TOP_K=top_k,
         BF16=bf16,
+        PAIRS=bool(dn.get("pairs")),
         BLOCK_N=dn["BLOCK_N"],
-        BLOCK_K=block_k_for(f),
+        BLOCK_K=_block_k(f, dn.get("block_k", 0)),
         num_warps=dn["num_warps"],
     )
     return y

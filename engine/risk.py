@@ -121,7 +121,8 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         "en.end_it",
         "suicide_self_harm",
         "high",
-        r"\bend(?:ing)?\s+it\s+all\b|\bend(?:ing)?\s+(?:it|things)\s+(?:tonight|soon|for good|now)\b",
+        r"\bend(?:ing)?\s+it\s+all\b|"
+        r"\bend(?:ing)?\s+(?:it|things)\s+(?:tonight|soon|for good|now)\b",
         True,
     ),
     (
@@ -313,7 +314,10 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
 
 # --- Chinese -------------------------------------------------------------------------------
 
-_ZH_PEOPLE = r"(?:他们|她们|他|她|你们|你|人|别人|全家|老板|同事|老公|老婆|丈夫|妻子|父亲|爸爸|他爸|她妈|同学|室友)"
+_ZH_PEOPLE = (
+    r"(?:他们|她们|他|她|你们|你|人|别人|全家|老板|同事|老公|老婆|丈夫|妻子|父亲|爸爸|他爸|她妈|"
+    r"同学|室友)"
+)
 _ZH_ABUSER = (
     r"(?:他|她|他们|爸爸|爸|父亲|妈妈|妈|母亲|继父|继母|后妈|丈夫|老公|男朋友|男友|女朋友|前夫|"
     r"哥哥|姐姐|叔叔|舅舅|爷爷|老师|教练|上司)"
@@ -436,10 +440,10 @@ _SENTENCE_BREAK = re.compile(r"[.!?。！？\n]+")
 
 def _clause_prefix(text: str, start: int) -> str:
     window = text[max(0, start - 120) : start]
-    last = None
-    for last in _CLAUSE_BREAK.finditer(window):
-        pass
-    return window[last.end() :] if last else window
+    cut = 0
+    for m in _CLAUSE_BREAK.finditer(window):
+        cut = m.end()
+    return window[cut:]
 
 
 def _negated(rule: _Rule, text: str, start: int) -> bool:

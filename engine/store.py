@@ -115,6 +115,10 @@ def _stamp_of(envelope: bytes) -> Stamp:
     return envelope[crypto.NONCE_OFFSET : crypto.HEADER_BYTES].hex()
 
 
+def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    return data if isinstance(data, bytes) else bytes(data)
+
+
 def _aad(patient_id: str, kind: str) -> bytes:
     return f"{patient_id}\x00{kind}".encode()
 
@@ -697,7 +701,7 @@ class Store:
             path = self._blob_path(patient_id, kind)
             key = self._data_key(patient_id)
             ensure_dir(path.parent)
-            self._write_encrypted(path, key, bytes(data), _aad(patient_id, f"blob:{kind}"))
+            self._write_encrypted(path, key, _as_bytes(data), _aad(patient_id, f"blob:{kind}"))
 
     def read_blob(self, patient_id: str, kind: str) -> bytes | None:
         """The blob's bytes, or None if never written. Raises TamperedFile, PatientNotFound."""
@@ -748,7 +752,9 @@ class Store:
             self._require_writer()
             path = self._vault_blob_path(kind)
             ensure_dir(path.parent)
-            self._write_encrypted(path, self._key(), bytes(data), _aad("", f"vault-blob:{kind}"))
+            self._write_encrypted(
+                path, self._key(), _as_bytes(data), _aad("", f"vault-blob:{kind}")
+            )
 
     def read_vault_blob(self, kind: str) -> bytes | None:
         with self._mutex:

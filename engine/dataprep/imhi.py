@@ -45,7 +45,7 @@ def _task_name(name: str) -> str | None:
     return lowered.get(name.lower())
 
 
-def train_files(root: Path) -> list[tuple[str, str, Path]]:
+def find_train_csvs(root: Path) -> list[tuple[str, str, Path]]:
     """``(task, split_file_stem, path)`` for every IMHI training CSV under ``root``."""
     root = Path(root)
     base = root / "train" if (root / "train").is_dir() else root
@@ -59,7 +59,7 @@ def train_files(root: Path) -> list[tuple[str, str, Path]]:
     return found
 
 
-def test_files(root: Path) -> dict[str, Path]:
+def find_test_csvs(root: Path) -> dict[str, Path]:
     """``task -> path`` of the IMHI test CSVs under ``root`` (``root/test`` or ``root``)."""
     root = Path(root)
     base = root / "test" if (root / "test").is_dir() else root
@@ -73,7 +73,7 @@ def test_files(root: Path) -> dict[str, Path]:
 
 def read_train(root: Path) -> list[Example]:
     """Every IMHI training row as an Example (all go to the training pool; see pipeline)."""
-    files = train_files(root)
+    files = find_train_csvs(root)
     if not files:
         raise InputRejected(
             f"{root}: no IMHI training CSVs found (expected train/<TASK>/*.csv, TASK in "
@@ -89,15 +89,15 @@ def read_train(root: Path) -> list[Example]:
 
 
 def read_test(root: Path, task: str) -> list[ImhiRow]:
-    files = test_files(root)
+    files = find_test_csvs(root)
     if task not in files:
         raise InputRejected(f"{root}: no IMHI test CSV for task {task!r}")
     return read_csv_rows(files[task], task)
 
 
-def test_queries(root: Path) -> list[str]:
+def all_test_queries(root: Path) -> list[str]:
     """All test-set questions under ``root`` (empty when there is no test folder)."""
     root = Path(root)
     if not (root / "test").is_dir():
         return []
-    return [r.query for task in test_files(root) for r in read_test(root, task)]
+    return [r.query for task in find_test_csvs(root) for r in read_test(root, task)]

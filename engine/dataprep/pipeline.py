@@ -71,7 +71,7 @@ def prepare(
         rules = default_rules(
             max_chars=max_chars,
             best_answer_only=False,
-            test_prompts=imhi.test_queries(Path(imhi_dir)),
+            test_prompts=imhi.all_test_queries(Path(imhi_dir)),
         )
         rows, reports["imhi"] = clean(rows, rules)
         kept.extend(

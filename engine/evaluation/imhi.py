@@ -173,7 +173,7 @@ def evaluate_imhi(
 ) -> EvalRun:
     """Generate an answer for each sampled test row and score every task."""
     progress = progress or (lambda _msg: None)
-    files = imhi_data.test_files(Path(data_dir))
+    files = imhi_data.find_test_csvs(Path(data_dir))
     if not files:
         raise InputRejected(f"{data_dir}: no IMHI test CSVs found (expected test/<TASK>.csv)")
     wanted = list(tasks) if tasks else [t for t in imhi_data.TASKS if t in files]

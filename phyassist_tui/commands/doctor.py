@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="set directories to 0700 and files to 0600 under the data directory first",
     )
-    doctor.add_argument("--no-gpu", action="store_true", help="skip the GPU check (no torch import)")
+    doctor.add_argument(
+        "--no-gpu", action="store_true", help="skip the GPU check (no torch import)"
+    )
     doctor.add_argument("--json", action="store_true", help="findings as JSON")
     doctor.set_defaults(handler=_cmd_doctor)
 

@@ -16,6 +16,7 @@ import unicodedata
 from typing import TYPE_CHECKING
 
 from engine.errors import InputRejected, PatientNotFound
+from engine.sanitize import safe_terminal_text as _safe
 
 if TYPE_CHECKING:
     from engine.records import Patient, PatientSummary
@@ -129,19 +130,31 @@ def _open(writer: bool) -> Store:
     return open_store(writer=writer)
 
 
+def _json_for_terminal(value: object) -> str:
+    """Readable JSON (Chinese as is) with every control character escaped, never raw."""
+    text = json.dumps(value, ensure_ascii=False, indent=2)
+    return "".join(
+        f"\\u{ord(ch):04x}"
+        if ch != "\n" and unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")
+        else ch
+        for ch in text
+    )
+
+
 def _print_summaries(rows: list[PatientSummary], as_json: bool) -> None:
     if as_json:
-        print(json.dumps([r.model_dump(mode="json") for r in rows], ensure_ascii=False, indent=2))
+        print(_json_for_terminal([r.model_dump(mode="json") for r in rows]))
         return
     if not rows:
         print("No patients.")
         return
-    width = max(12, *(_display_width(r.name) for r in rows))
+    width = max(12, *(_display_width(_safe(r.name)) for r in rows))
     print(f"{'ID':<10}{_pad('NAME', width)}  {'UPDATED':<16}  NOTES  ADAPTER")
     for r in rows:
         updated = r.updated.astimezone().strftime("%Y-%m-%d %H:%M")
         adapter = "yes" if r.has_adapter else "-"
-        print(f"{r.id[:8]:<10}{_pad(r.name, width)}  {updated:<16}  {r.note_count:>5}  {adapter}")
+        name = _pad(_safe(r.name), width)
+        print(f"{r.id[:8]:<10}{name}  {updated:<16}  {r.note_count:>5}  {adapter}")
 
 
 def _display_width(text: str) -> int:
@@ -178,7 +191,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     with _open(writer=False) as store:
         patient = store.load_patient(_resolve(store, args.id))
     if args.json:
-        print(json.dumps(patient.model_dump(mode="json"), ensure_ascii=False, indent=2))
+        print(_json_for_terminal(patient.model_dump(mode="json")))
     else:
         print(_format_patient(patient))
     return 0
@@ -187,29 +200,29 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _format_patient(patient: Patient) -> str:
     from engine.records import BASIC_FIELDS
 
-    lines = [f"# {patient.name}", f"id: {patient.id}"]
+    lines = [f"# {_safe(patient.name)}", f"id: {patient.id}"]
     lines.append(f"created: {patient.created.astimezone():%Y-%m-%d %H:%M}")
     lines.append(f"updated: {patient.updated.astimezone():%Y-%m-%d %H:%M}")
     for field, (label, zh) in BASIC_FIELDS.items():
         value = getattr(patient.basic, field)
         if value.strip():
-            lines.append(f"{label} / {zh}: {value}")
+            lines.append(f"{label} / {zh}: {_safe(value)}")
     for number, note in enumerate(patient.notes_newest_first(), start=1):
         lines.append("")
         lines.append(f"## Note {number} — {note.created.astimezone():%Y-%m-%d %H:%M}")
-        lines.append(f"Question: {note.question}")
+        lines.append(f"Question: {_safe(note.question)}")
         if note.observed_state:
-            lines.append(f"Observed state: {note.observed_state}")
+            lines.append(f"Observed state: {_safe(note.observed_state)}")
         analysis = note.analysis
         if analysis.symptom_type.text:
-            lines.append(f"Symptom type: {analysis.symptom_type.text}")
+            lines.append(f"Symptom type: {_safe(analysis.symptom_type.text)}")
         for title, items in (
             ("Reasons", analysis.live("reasons")),
             ("Advice", analysis.live("advice")),
         ):
             if items:
                 lines.append(f"{title}:")
-                lines.extend(f"  {i}. {item.text}" for i, item in enumerate(items, start=1))
+                lines.extend(f"  {i}. {_safe(item.text)}" for i, item in enumerate(items, start=1))
     return "\n".join(lines)
 
 
@@ -223,7 +236,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 def _cmd_delete(args: argparse.Namespace) -> int:
     with _open(writer=True) as store:
         patient_id = _resolve(store, args.id)
-        name = store.get_summary(patient_id).name
+        name = _safe(store.get_summary(patient_id).name)
         if not args.yes:
             if not sys.stdin.isatty():
                 raise InputRejected("Refusing to delete without --yes when not on a terminal.")

@@ -87,7 +87,7 @@ def test_bf16_fast_path_matches_generate_step_by_step(model_bf16, kernel):
     ours = dec.forced_logits(ids, base_tokens[:-1])  # predicts base_tokens[1:]
     want = base_logits[1:]
     rel = (ours - want).norm(dim=-1) / want.norm(dim=-1)
-    assert rel.max() < 2e-2, rel
+    assert rel.max() < 4e-2, rel  # typical 1e-2: 4-bit weights, bf16 activations
     top2 = want.topk(2, dim=-1).values
     margin = top2[:, 0] - top2[:, 1]
     slack = (ours - want).abs().max(dim=-1).values

@@ -99,3 +99,59 @@ def test_no_vault_yet(monkeypatch, capsys):
     monkeypatch.setenv("PHYASSIST_PASSPHRASE", "clinic passphrase")
     assert main(["patients", "list"]) == 1
     assert "phyassist init" in capsys.readouterr().err
+
+
+def test_console_entry_point_end_to_end(isolated_home):
+    """The real process: `python -m phyassist_tui init`, `patients add`, `patients list`."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(repo),
+        PHYASSIST_PASSPHRASE="clinic passphrase",
+        PHYASSIST_STORE__SCRYPT_LOG2_N="10",
+    )
+
+    def phyassist(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "phyassist_tui", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    assert phyassist("init").returncode == 0
+    added = phyassist("patients", "add", "孙某")
+    assert added.returncode == 0, added.stderr
+    listed = phyassist("patients", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "孙某" in listed.stdout
+    assert (isolated_home / "data" / "vault" / "vault.json").is_file()
+
+
+def test_show_never_prints_control_characters(monkeypatch, capsys):
+    """Pasted statements keep their bytes in the vault but never reach the terminal raw."""
+    from engine.records import Note
+    from engine.settings import load_settings
+    from engine.store import Store
+
+    monkeypatch.setenv("PHYASSIST_PASSPHRASE", "clinic passphrase")
+    evil = "前\x1b]0;pwned\x07\x1b[2J\x9b31m\r后\u202e我很难过"
+    settings = load_settings()
+    with Store.create(settings.vault_dir, "clinic passphrase", settings=settings) as store:
+        patient = store.create_patient("周某")
+        store.add_note(patient.id, Note(question=evil))
+    for args in (["patients", "show", patient.id], ["patients", "show", patient.id, "--json"]):
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "我很难过" in out
+        for bad in ("\x1b", "\x07", "\x9b", "\r", "\u202e"):
+            assert bad not in out
+    assert main(["patients", "show", patient.id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"][0]["question"] == evil

@@ -503,3 +503,30 @@ def test_every_vault_file_is_an_encrypted_envelope(store, vault_dir, files_under
         if path.name in ("vault.json", "vault.lock"):
             continue
         assert path.read_bytes()[:4] == b"PHYA", path
+
+
+def test_threads_share_one_store(store):
+    """The TUI saves from worker threads: concurrent saves neither fail nor lose notes."""
+    import threading
+
+    patients = [store.create_patient(f"来访者{i}") for i in range(4)]
+    errors: list[BaseException] = []
+
+    def work(patient_id: str) -> None:
+        try:
+            for i in range(10):
+                store.add_note(patient_id, Note(question=f"第{i}次"))
+                store.write_blob(patient_id, "draft", str(i).encode())
+                store.search("来访")
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(p.id,)) for p in patients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    for p in patients:
+        assert len(store.load_patient(p.id).notes) == 10
+        assert store.get_summary(p.id).note_count == 10

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
 
 from engine import audit as audit_mod
-from engine.audit import GENESIS_HASH, SEGMENT_ENTRIES, AuditEntry, AuditLog, current_os_user
+from engine.audit import GENESIS_HASH, AuditEntry, AuditLog, current_os_user
 from engine.errors import InputRejected, ReadOnlyVault, TamperedFile
 
 
 def _fill(log: AuditLog, n: int, pid: str = "ab" * 16) -> list[AuditEntry]:
     actions = ["unlock", "patient_opened", "note_saved", "adapter_trained", "export"]
-    return [log.append(actions[i % len(actions)], pid if i % 2 else None, f"#{i}") for i in range(n)]
+    return [
+        log.append(actions[i % len(actions)], pid if i % 2 else None, f"#{i}") for i in range(n)
+    ]
 
 
 def _seg(store, index: int) -> list[dict]:
@@ -31,7 +34,7 @@ def test_append_and_verify(store) -> None:
     assert log.verify().ok and log.verify().count == 0
     written = _fill(log, 7)
     assert written[0].prev_hash == GENESIS_HASH
-    assert all(b.prev_hash == a.hash for a, b in zip(written, written[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(written))
     entries = log.entries()
     assert entries == written
     assert entries[0].os_user == current_os_user()

@@ -18,7 +18,21 @@ _CN_NUMERALS = set("一二三四五六七八九十")
 
 _headings = st.sampled_from(sorted({w for words in HEADING_WORDS.values() for w in words}))
 _markers = st.sampled_from(
-    ["1. ", "2) ", "3、", "(4) ", "（5）", "① ", "一、", "(二)", "- ", "* ", "• ", "**1.** ", "10. "]
+    [
+        "1. ",
+        "2) ",
+        "3、",
+        "(4) ",
+        "（5）",
+        "① ",
+        "一、",
+        "(二)",
+        "- ",
+        "* ",
+        "• ",
+        "**1.** ",
+        "10. ",
+    ]
 )
 _words = st.one_of(
     st.text(alphabet=st.characters(codec="utf-8", categories=("L", "N")), min_size=1, max_size=12),

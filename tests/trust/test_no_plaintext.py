@@ -61,8 +61,14 @@ def _use_patient(store, s: dict[str, str]) -> str:
         raw_output=f"原因：1. {s['reason']}\n建议：1. {s['advice']}",
         model_name="test",
     )
-    store.add_note(p.id, Note(question=s["statement"], observed_state=s["basic"], analysis=analysis))
-    payload = {"question": s["statement"], "draft": analysis.model_dump(mode="json"), "x": s["draft"]}
+    store.add_note(
+        p.id, Note(question=s["statement"], observed_state=s["basic"], analysis=analysis)
+    )
+    payload = {
+        "question": s["statement"],
+        "draft": analysis.model_dump(mode="json"),
+        "x": s["draft"],
+    }
     store.write_blob(p.id, "draft", json.dumps(payload, ensure_ascii=False).encode())
     append_turn(store, p.id, s["chat"], "assistant reply " + s["chat"])
     weights = torch.tensor(list(s["adapter"].encode()), dtype=torch.uint8)

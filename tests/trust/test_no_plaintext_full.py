@@ -19,7 +19,7 @@ from engine.audit import AuditLog
 from engine.chat import append_turn
 from engine.doctor import _bad_modes
 from engine.errors import TrainingError
-from engine.records import BasicInfo, Note
+from engine.records import BasicInfo, Item, Note
 from engine.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
@@ -51,6 +51,10 @@ def test_no_plaintext_after_analysis_chat_training_and_crash(
         cancel = threading.Event()
         text = "".join(assistant.stream_analysis(patient, secrets["statement"], cancel=cancel))
         draft = assistant.parse_analysis(text)
+        # the counselor completes and edits the draft (a 48-token draft is often partial)
+        draft.symptom_type = Item(text=f"睡眠问题{u}", draft=draft.symptom_type.text or None)
+        draft.reasons.append(Item(text=f"学业压力{u}"))
+        draft.advice.append(Item(text=f"规律作息{u}"))
         patient = store.add_note(patient.id, Note(question=secrets["statement"], analysis=draft))
         log.append("note_saved", patient.id)
         reply = "".join(assistant.stream_chat(patient, [], secrets["chat"], cancel=cancel))

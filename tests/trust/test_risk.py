@@ -135,7 +135,10 @@ def test_positives(text: str, category: str, severity: str) -> None:
 
 
 def test_evidence_is_the_quoted_sentence() -> None:
-    text = "We talked about work.\nLast night I wrote a goodbye note. Then I slept.\n他说他想杀了他老板。"
+    text = (
+        "We talked about work.\nLast night I wrote a goodbye note. Then I slept.\n"
+        "他说他想杀了他老板。"
+    )
     flags = assess(text)
     assert {f.category for f in flags} == {"suicide_self_harm", "violence"}
     for f in flags:

@@ -1,0 +1,154 @@
+"""Streaming through the Assistant on the real embedded model: text, stats, cancel, prefix cache."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from engine.errors import InputRejected
+from engine.generation import GenerationRun
+from engine.records import BasicInfo, ChatMessage, Note, Patient
+
+pytestmark = pytest.mark.model
+
+QUESTION = "I cannot sleep before exams and my parents expect me to be the best."
+
+
+@pytest.fixture
+def patient() -> Patient:
+    return Patient(
+        name="Anna",
+        basic=BasicInfo(demographics="F, 19, student", mental_state="anxious, tired"),
+        notes=[Note(question="Worried about the maths exam.")],
+    )
+
+
+def test_stream_analysis_yields_text_and_stats(assistant, patient, cancel) -> None:
+    chunks = list(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
+    assert chunks and all(isinstance(c, str) and c for c in chunks)
+    text = "".join(chunks)
+    assert text.strip()
+    stats = assistant.last_stats
+    assert stats is not None and not stats.cancelled
+    assert 1 <= stats.tokens <= assistant.settings.generation.max_new_tokens
+    assert 0 < stats.ttft_s <= stats.total_s
+    assert stats.prompt_tokens > 50
+    if stats.tokens > 1:
+        assert stats.tokens_per_s > 0
+    assert assistant.context_report == "1 of 1 notes fit"
+    draft = assistant.parse_analysis(text)
+    assert draft.raw_output == text
+    assert draft.model_name == assistant.model_label
+
+
+def test_cancel_stops_within_a_token_or_two(assistant, patient) -> None:
+    cancel = threading.Event()
+    seen = 0
+    stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
+    for _chunk in stream:
+        seen += 1
+        if seen == 1:
+            tokens_at_cancel = assistant_tokens_so_far(stream)
+            cancel.set()
+    stats = assistant.last_stats
+    assert stats.cancelled
+    assert stats.tokens <= tokens_at_cancel + 2
+    assert stats.tokens < assistant.settings.generation.max_new_tokens
+
+
+def assistant_tokens_so_far(stream) -> int:
+    run = stream.gi_frame.f_locals["self"] if hasattr(stream, "gi_frame") else None
+    assert isinstance(run, GenerationRun)
+    return run.clock.tokens
+
+
+def test_cancel_before_the_first_token_ends_cleanly(assistant, patient) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    text = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
+    assert assistant.last_stats.cancelled
+    assert assistant.last_stats.tokens <= 1
+    assert len(text) < 40
+
+
+def test_walking_away_from_the_iterator_stops_the_worker(assistant, patient, cancel) -> None:
+    stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
+    next(stream)
+    stream.close()  # the consumer is gone: generation must not run on in the background
+    assert assistant.last_stats.cancelled
+    assert assistant.last_stats.tokens < assistant.settings.generation.max_new_tokens
+    assert not [t for t in threading.enumerate() if t.name == "phyassist-generate"]
+
+
+def test_bad_input_is_rejected_before_generation(assistant, patient, cancel) -> None:
+    with pytest.raises(InputRejected, match="empty"):
+        assistant.stream_analysis(patient, "   ", cancel=cancel)
+    with pytest.raises(InputRejected, match="characters"):
+        assistant.stream_analysis(patient, "x" * 25_000, cancel=cancel)
+
+
+def test_prefix_cache_gives_identical_greedy_output(assistant, patient, cancel) -> None:
+    assistant.prefix_cache.clear()
+    assistant.prefix_cache.enabled = False
+    try:
+        plain = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
+        assert assistant.last_stats.cached_prefix_tokens == 0
+    finally:
+        assistant.prefix_cache.enabled = True
+    first = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
+    assert assistant.last_stats.cached_prefix_tokens == 0
+    again = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
+    prompt_tokens = assistant.last_stats.prompt_tokens
+    assert assistant.last_stats.cached_prefix_tokens == prompt_tokens - 1
+    assert plain == first == again
+
+    # Regenerate and chat share the patient's system prefix (role + record).
+    draft = assistant.parse_analysis(again + "\nReasons:\n1. Exams")
+    item = draft.reasons[-1]
+    item.comments.append("more specific")
+    regen = "".join(
+        assistant.stream_regenerate_item(patient, QUESTION, draft, "reasons", item.id, cancel=cancel)
+    )
+    assert regen.strip()
+    shared = assistant.last_stats.cached_prefix_tokens
+    assert shared > 50
+    list(assistant.stream_chat(patient, [], "What should I ask next time?", cancel=cancel))
+    ids = assistant.last_prompt_ids
+    im_start = assistant.model.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    system_turn = [i for i, t in enumerate(ids) if t == im_start][1]  # where the user turn starts
+    assert system_turn > 50
+    assert assistant.last_stats.cached_prefix_tokens >= system_turn
+
+
+def test_chat_with_history_and_without_patient(assistant, patient, cancel) -> None:
+    history = [
+        ChatMessage(role="user", content="She failed the exam twice."),
+        ChatMessage(role="assistant", content="That must weigh on her."),
+    ]
+    text = "".join(assistant.stream_chat(patient, history, "What now?", cancel=cancel))
+    assert text.strip()
+    assert assistant.context_report == "1 of 1 notes fit"
+    text = "".join(assistant.stream_chat(None, [], "What is CBT?", cancel=cancel))
+    assert text.strip()
+    assert assistant.context_report == "no patient record"
+
+
+def test_chinese_statement_streams(assistant, seed_case_zh, cancel) -> None:
+    patient = Patient(name="孙某", basic=BasicInfo(**seed_case_zh["basic_info"]))
+    statement = seed_case_zh["counseling_question"]["statement"]
+    text = "".join(assistant.stream_analysis(patient, statement, cancel=cancel))
+    assert text.strip()
+    assert assistant.last_stats.prompt_tokens > 500
+
+
+def test_long_history_is_fitted_and_reported(assistant, cancel) -> None:
+    small = assistant.model.context_window
+    patient = Patient(
+        name="Long",
+        notes=[Note(question=f"Session {i}. " + "She talks about work. " * 120) for i in range(40)],
+    )
+    list(assistant.stream_chat(patient, [], "Summarise.", cancel=cancel))
+    report = assistant.context_report
+    assert "of 40 notes fit" in report and "older notes left out" in report
+    assert assistant.last_stats.prompt_tokens + 24 <= small

@@ -1,0 +1,218 @@
+"""Fixtures for the training tests: a shared model cache, a tiny model, a vault, patients.
+
+The embedded model is dequantized once per session into a session-wide cache
+(``PHYASSIST_CACHE_DIR``); the tiny model (2 layers, hidden 64, random weights) reuses the
+embedded tokenizer so the worker, the runner and the CLI can be exercised in seconds.
+Module files run with ``--import-mode=importlib``, so helpers here are fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient
+from engine.settings import EMBEDDED_MODEL, ModelSettings, Settings, StoreSettings, load_settings
+from engine.store import Store
+
+PASSPHRASE = "training tests passphrase"
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("phyassist-train-cache")
+
+
+@pytest.fixture(autouse=True)
+def shared_model_cache(
+    isolated_home: Path, session_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every training test (and its worker subprocess) shares one model cache."""
+    monkeypatch.setenv("PHYASSIST_CACHE_DIR", str(session_cache))
+    return session_cache
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir(session_cache: Path) -> Path:
+    """The dequantized embedded model (HF directory), built once per session."""
+    import engine.llm as llm
+
+    settings = load_settings(cache_dir=session_cache)
+    llm.load_model(settings)
+    source = llm.resolve_spec(settings)
+    path = llm.gguf_cache_dir(settings, source)
+    assert (path / "config.json").is_file()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with random weights and the embedded model's tokenizer and template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir, local_files_only=True)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def _settings(spec: str) -> Settings:
+    return load_settings(
+        store=StoreSettings(scrypt_log2_n=10), model=ModelSettings(spec=spec, device="cpu")
+    )
+
+
+@pytest.fixture
+def tiny_settings(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings (env too, for subprocesses and the CLI) pointing at the tiny model."""
+    monkeypatch.setenv("PHYASSIST_MODEL__SPEC", str(tiny_model_dir))
+    monkeypatch.setenv("PHYASSIST_MODEL__DEVICE", "cpu")
+    return _settings(str(tiny_model_dir))
+
+
+@pytest.fixture
+def embedded_settings(embedded_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("PHYASSIST_MODEL__SPEC", EMBEDDED_MODEL)
+    monkeypatch.setenv("PHYASSIST_MODEL__DEVICE", "cpu")
+    return _settings(EMBEDDED_MODEL)
+
+
+@pytest.fixture
+def open_vault() -> Callable[[Settings], Store]:
+    """Create (first call) or reopen the test vault for ``settings``; the caller closes it."""
+
+    def _open(settings: Settings) -> Store:
+        if Store.exists(settings.vault_dir):
+            return Store.open(settings.vault_dir, PASSPHRASE, settings=settings)
+        return Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+
+    return _open
+
+
+@pytest.fixture
+def marker() -> str:
+    """A string that appears in the test patient's notes and nowhere else."""
+    return "Qx" + uuid.uuid4().hex[:10]
+
+
+def dog_notes(dog: str, n: int = 3, *, edits: bool = True) -> list[Note]:
+    """Notes that keep coming back to the client's dog, named ``dog``."""
+    topics = [
+        "I cannot sleep because I keep thinking about my dog",
+        "Work is stressful and I only relax when I walk my dog",
+        "My sister says I spend too much time worrying about my dog",
+        "I cancelled a trip because I did not want to leave my dog",
+        "The vet said my dog is getting old and I panicked",
+        "I argued with my neighbour about my dog barking",
+    ]
+    notes = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        notes.append(
+            Note(
+                question=f"{topic} {dog}. Session {i + 1}.",
+                analysis=AnalysisDraft(
+                    symptom_type=Item(
+                        text=f"Anxiety centred on the dog {dog}",
+                        draft="Generalized anxiety" if edits else None,
+                    ),
+                    reasons=[
+                        Item(
+                            text=f"The client's attachment to {dog} replaces social contact",
+                            draft="The client is lonely" if edits else None,
+                        ),
+                        Item(text=f"{dog} is ageing, which the client dreads"),
+                    ],
+                    advice=[
+                        Item(
+                            text=f"Plan care for {dog} together with the client",
+                            draft="Practise relaxation" if edits else None,
+                        ),
+                        Item(text="Buy a new dog", draft="Buy a new dog", deleted=edits),
+                    ],
+                ),
+            )
+        )
+    return notes
+
+
+@pytest.fixture
+def make_patient() -> Callable[..., str]:
+    """Add a patient with ``dog_notes`` to an open store; returns the id."""
+
+    def _make(store: Store, dog: str, n: int = 3, *, edits: bool = True) -> str:
+        patient = store.create_patient(
+            "Test Client", BasicInfo(demographics=f"Man, 41, lives alone with his dog {dog}")
+        )
+        for note in dog_notes(dog, n, edits=edits):
+            store.add_note(patient.id, note)
+        return patient.id
+
+    return _make
+
+
+class PlaintextScan:
+    """Finds files under some roots that contain a string (UTF-8 or UTF-16)."""
+
+    def __init__(self, secret: str) -> None:
+        self.needles = [secret.encode("utf-8"), secret.encode("utf-16-le")]
+
+    def scan(self, *roots: Path, newer_than: float | None = None) -> list[Path]:
+        hits: list[Path] = []
+        for root in roots:
+            for dirpath, _dirs, files in os.walk(root):
+                for name in files:
+                    path = Path(dirpath) / name
+                    try:
+                        if newer_than is not None and path.stat().st_mtime < newer_than:
+                            continue
+                        data = path.read_bytes()
+                    except OSError:
+                        continue
+                    if any(n in data for n in self.needles):
+                        hits.append(path)
+        return hits
+
+
+@pytest.fixture
+def plaintext_scan() -> Callable[[str], PlaintextScan]:
+    return PlaintextScan
+
+
+@pytest.fixture
+def test_start() -> float:
+    return time.time() - 1
+
+
+@pytest.fixture
+def patient_record() -> Callable[..., Patient]:
+    """An unsaved Patient with dog notes, for data tests."""
+
+    def _make(dog: str = "Zorblax", n: int = 3, *, edits: bool = True) -> Patient:
+        return Patient(
+            name="Test Client",
+            basic=BasicInfo(demographics=f"Man, 41, lives alone with his dog {dog}"),
+            notes=dog_notes(dog, n, edits=edits),
+        )
+
+    return _make

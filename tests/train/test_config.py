@@ -1,0 +1,81 @@
+"""The recipe and its scaling, the limits."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from engine.errors import TrainingLimitExceeded
+from engine.training.config import (
+    MIXTRAL_ROUTER,
+    Hyperparameters,
+    check_token_limit,
+    epochs_for,
+    recipe_for,
+)
+
+
+def test_defaults_are_the_briefs_recipe():
+    hp = Hyperparameters()
+    assert (hp.lora_r, hp.lora_alpha, hp.lora_dropout) == (32, 32, 0.05)
+    assert hp.learning_rate == 2e-4
+    assert hp.max_grad_norm == 0.3
+    assert hp.warmup_ratio == 0.03
+    assert hp.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def test_gpu_uses_qlora_and_paged_adamw_cpu_full_precision():
+    gpu = recipe_for(n_examples=10, n_tokens=5000, device="cuda", model_type="llama")
+    cpu = recipe_for(n_examples=10, n_tokens=5000, device="cpu", model_type="llama")
+    assert gpu.load_in_4bit and gpu.bf16 and gpu.optim.startswith("paged_adamw")
+    assert gpu.gradient_checkpointing
+    assert not cpu.load_in_4bit and not cpu.bf16 and cpu.optim == "adamw_torch"
+
+
+def test_mixtral_also_adapts_the_router():
+    hp = recipe_for(n_examples=10, n_tokens=5000, device="cuda", model_type="mixtral")
+    assert MIXTRAL_ROUTER in hp.target_modules
+    assert "q_proj" in hp.target_modules
+    llama = recipe_for(n_examples=10, n_tokens=5000, device="cuda", model_type="llama")
+    assert MIXTRAL_ROUTER not in llama.target_modules
+
+
+def test_few_notes_get_more_passes_and_cpu_stays_within_budget():
+    assert epochs_for(1) == 8
+    assert epochs_for(5) == 6
+    assert epochs_for(10) == 3
+    assert epochs_for(200) == 3
+    small = recipe_for(n_examples=2, n_tokens=600, device="cpu", model_type="llama")
+    assert small.num_train_epochs == 8
+    big = recipe_for(
+        n_examples=10, n_tokens=6000, device="cpu", model_type="llama", cpu_token_budget=12_000
+    )
+    assert big.num_train_epochs == 2  # 3 passes would be 18k tokens
+    gpu = recipe_for(n_examples=10, n_tokens=6000, device="cuda", model_type="llama")
+    assert gpu.num_train_epochs == 3  # no CPU budget on a GPU
+
+
+def test_overrides_win_and_unknown_keys_are_rejected():
+    hp = recipe_for(
+        n_examples=3, n_tokens=100, device="cpu", model_type="llama", overrides={"max_steps": 2}
+    )
+    assert hp.max_steps == 2
+    with pytest.raises(ValidationError):
+        recipe_for(
+            n_examples=3, n_tokens=100, device="cpu", model_type="llama", overrides={"lr": 1}
+        )
+
+
+def test_preference_step_needs_enough_pairs():
+    hp = Hyperparameters()
+    assert not hp.use_preference_step(3)
+    assert hp.use_preference_step(4)
+    assert not Hyperparameters(preference_method="none").use_preference_step(100)
+
+
+def test_token_limit_message_says_what_to_do():
+    check_token_limit(1000, 1000)
+    with pytest.raises(TrainingLimitExceeded) as err:
+        check_token_limit(1001, 1000)
+    assert "limits.max_training_tokens" in str(err.value)
+    assert "1,001" in str(err.value)

@@ -1,0 +1,168 @@
+"""The training subprocess end to end on a tiny model: versions, cards, kill, cancel, limits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import threading
+
+import pytest
+
+from engine.errors import TrainingCancelled, TrainingError, TrainingLimitExceeded
+from engine.settings import Limits
+from engine.training.runner import TrainingRun, runs_dir
+from engine.training.versions import active_version, export_adapter, list_versions, rollback
+
+pytestmark = pytest.mark.model
+
+QUICK = {"max_steps": 2, "preference_method": "none"}
+
+
+def _train(store, pid, settings, overrides=QUICK):
+    run = TrainingRun(store, pid, settings, overrides=dict(overrides))
+    events = list(run.events())
+    return run, events
+
+
+def test_run_streams_progress_and_stores_a_sealed_version(
+    tiny_settings, open_vault, make_patient, marker, plaintext_scan, test_start
+):
+    with open_vault(tiny_settings) as store:
+        pid = make_patient(store, marker)
+        run, events = _train(store, pid, tiny_settings, {"max_steps": 3, "preference_epochs": 0.5})
+        phases = [e.phase for e in events]
+        assert phases[0] == "loading"
+        assert "prepared" in phases and phases[-2:] == ["done", "stored"]
+        sft = [e for e in events if e.phase == "sft" and e.step > 0]
+        assert [e.step for e in sft] == [1, 2, 3]
+        assert all(e.total_steps == 3 and e.loss is not None and e.loss > 0 for e in sft)
+        assert all(e.tokens_per_s and e.tokens_per_s > 0 for e in sft)
+        assert sft[-1].eta_s == 0
+        # 3 notes x 4 edits = 12 pairs >= 4: the DPO step ran after SFT
+        dpo = [e for e in events if e.phase == "dpo" and e.step > 0]
+        assert dpo and phases.index("dpo") > phases.index("sft")
+
+        versions = list_versions(store, pid)
+        assert [(v.version, v.active) for v in versions] == [(1, True)]
+        card = versions[0].card
+        assert card["examples"] == 3 and card["preference_pairs"] == 12
+        assert card["steps"] == 3 and card["final_loss"] == pytest.approx(sft[-1].loss)
+        assert card["preference_steps"] == len(dpo)
+        assert card["hyperparameters"]["lora_r"] == 32
+        assert card["base_model"] and card["date"]
+        assert store.get_summary(pid).has_adapter
+        assert not run.work_dir.exists()
+    # nothing readable left behind: vault, caches, run folders, temp dir
+    scan = plaintext_scan(marker)
+    home = tiny_settings.data_dir.parent
+    assert scan.scan(home) == []
+    assert scan.scan(tempfile.gettempdir(), newer_than=test_start) == []
+
+
+def test_versions_prune_roll_back_and_export(
+    tiny_settings, tiny_model_dir, open_vault, make_patient, marker, tmp_path
+):
+    settings = tiny_settings.model_copy(update={"limits": Limits(max_adapters_per_patient=2)})
+    with open_vault(settings) as store:
+        pid = make_patient(store, marker, 1)
+        for _ in range(3):
+            run, events = _train(store, pid, settings)
+        assert run.result.version == 3 and run.result.pruned == [1]
+        assert "removed old version(s) v1" in events[-1].message
+        assert [v.version for v in list_versions(store, pid)] == [2, 3]
+        assert active_version(store, pid) == 3
+
+        assert rollback(store, pid) == 2
+        assert active_version(store, pid) == 2
+        assert [v.active for v in list_versions(store, pid)] == [True, False]
+
+        out = export_adapter(store, pid, tmp_path / "export")
+        assert sorted(p.name for p in out.iterdir()) == [
+            "adapter_config.json",
+            "adapter_model.safetensors",
+            "phyassist_card.json",
+        ]
+        # a new version becomes active again
+        _train(store, pid, settings)
+        assert active_version(store, pid) == 4
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(base, out)
+    lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
+    assert lora and any(v.abs().sum() > 0 for v in lora.values())  # trained, not the zero init
+    assert any("q_proj" in k for k in lora)
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[1, 2, 3]]))
+
+
+def test_sigkill_mid_training_keeps_previous_adapter_and_leaves_no_plaintext(
+    tiny_settings, open_vault, make_patient, marker, plaintext_scan, test_start
+):
+    with open_vault(tiny_settings) as store:
+        pid = make_patient(store, marker)
+        _train(store, pid, tiny_settings)
+        run = TrainingRun(store, pid, tiny_settings, overrides={"max_steps": 500})
+        killed = False
+        with pytest.raises(TrainingError) as err:
+            for event in run.events():
+                if event.phase == "sft" and event.step >= 1 and not killed:
+                    os.kill(run.pid, signal.SIGKILL)
+                    killed = True
+        assert killed
+        assert "previous adapter stays active" in str(err.value)
+        assert [v.version for v in list_versions(store, pid)] == [1]
+        assert active_version(store, pid) == 1
+        assert not run.work_dir.exists()
+        assert list(runs_dir(tiny_settings).iterdir()) == []
+    scan = plaintext_scan(marker)
+    assert scan.scan(tiny_settings.data_dir.parent) == []
+    assert scan.scan(tempfile.gettempdir(), newer_than=test_start) == []
+
+
+def test_cancel_stops_the_worker_and_stores_nothing(tiny_settings, open_vault, make_patient):
+    with open_vault(tiny_settings) as store:
+        pid = make_patient(store, "Rex")
+        run = TrainingRun(store, pid, tiny_settings, overrides={"max_steps": 500})
+        with pytest.raises(TrainingCancelled):
+            for event in run.events():
+                if event.phase == "sft" and event.step >= 1:
+                    threading.Thread(target=run.cancel).start()
+        assert run.pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(run.pid, 0)  # reaped
+        assert list_versions(store, pid) == []
+        assert not store.get_summary(pid).has_adapter
+
+
+def test_token_limit_is_enforced_with_a_clear_message(tiny_settings, open_vault, make_patient):
+    settings = tiny_settings.model_copy(update={"limits": Limits(max_training_tokens=1000)})
+    with open_vault(settings) as store:
+        pid = make_patient(store, "Rex", 6)
+        with pytest.raises(TrainingLimitExceeded) as err:
+            _train(store, pid, settings)
+        assert "over the training limit of 1,000" in str(err.value)
+        assert list_versions(store, pid) == []
+
+
+def test_no_notes_and_bad_model_fail_cleanly(tiny_settings, open_vault, tmp_path):
+    with open_vault(tiny_settings) as store:
+        empty = store.create_patient("Nobody")
+        with pytest.raises(TrainingError, match="no saved notes"):
+            _train(store, empty.id, tiny_settings)
+        from engine.records import AnalysisDraft, Item, Note
+
+        store.add_note(
+            empty.id,
+            Note(question="q", analysis=AnalysisDraft(symptom_type=Item(text="s"))),
+        )
+        bad = tiny_settings.model_copy(
+            update={"model": tiny_settings.model.model_copy(update={"spec": str(tmp_path / "x")})}
+        )
+        with pytest.raises(TrainingError, match="Model path not found"):
+            _train(store, empty.id, bad)
+        assert list_versions(store, empty.id) == []
