@@ -183,7 +183,7 @@ def _parse_entry(line: str, label: str) -> AuditEntry:
             prev_hash=str(doc["prev_hash"]),
             hash=str(doc["hash"]),
         )
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise TamperedFile(label, f"unreadable audit entry: {type(exc).__name__}") from None
     return entry
 
@@ -210,7 +210,7 @@ class AuditLog:
             if head.get("version") != AUDIT_VERSION:
                 raise UnknownSchema(HEAD_KIND, head.get("version"))
             return {"count": int(head["count"]), "head_hash": str(head["head_hash"])}
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise TamperedFile(HEAD_KIND, "unreadable audit head") from None
 
     def _segment(self, index: int) -> list[AuditEntry] | None:

@@ -96,3 +96,7 @@ class AdapterNotFound(PhyAssistError):
 
 class AdapterLoadError(PhyAssistError):
     """An adapter could not be read or applied (corrupt container, wrong base model)."""
+
+
+class StorageError(PhyAssistError):
+    """The disk refused a read or write (full, read-only, I/O error); nothing was half-written."""

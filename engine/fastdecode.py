@@ -177,7 +177,11 @@ def _fast_moe_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any
     output times its weight, summed), so the result is the eager block's bit for bit.
     """
     batch, seq, hidden = hidden_states.shape
-    if batch * seq != 1 or not self._phyassist_fast or self.training:
+    if self.training:
+        return self._phyassist_eager_forward(hidden_states)
+    if batch * seq > 1 and batch * seq <= self._phyassist_dense_max_tokens:
+        return _dense_few_tokens_forward(self, hidden_states)
+    if batch * seq != 1 or not self._phyassist_fast:
         return self._phyassist_eager_forward(hidden_states)
     bank: ExpertBank = self._phyassist_bank
     x = hidden_states.view(-1, hidden)
@@ -206,6 +210,31 @@ def _fast_moe_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any
     return out.view(batch, seq, hidden), router_logits
 
 
+def _dense_few_tokens_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any:
+    """The MoE block for a few tokens (a suffix after a cached prefix) with no host syncs.
+
+    The eager block asks the host which experts were hit (``nonzero``, then ``where`` per
+    expert): with 32 layers that is hundreds of GPU-draining syncs for a 32-token suffix, which
+    all hit every expert anyway. Here every expert runs on all the tokens, weighted by a routing
+    matrix that is zero where a token did not pick the expert: each expert's weights are still
+    read once, the extra rows cost nothing at this size, and the sums keep the eager order
+    (ascending expert index; adding the zeros changes no bits).
+    """
+    batch, seq, hidden = hidden_states.shape
+    x = hidden_states.view(-1, hidden)
+    router_logits = self.gate(x)
+    routing = F.softmax(router_logits, dim=1, dtype=torch.float)
+    routing, selected = torch.topk(routing, self.top_k, dim=-1)
+    routing /= routing.sum(dim=-1, keepdim=True)
+    routing = routing.to(x.dtype)
+    weights = torch.zeros(x.shape[0], self.num_experts, dtype=x.dtype, device=x.device)
+    weights.scatter_(1, selected, routing)
+    out = torch.zeros_like(x)
+    for e, expert in enumerate(self.experts):
+        out = out + expert(x) * weights[:, e, None]
+    return out.view(batch, seq, hidden), router_logits
+
+
 def install_fast_moe(model: torch.nn.Module) -> list[ExpertBank]:
     """Stack each MoE block's experts and give the block a device-side routing path.
 
@@ -230,6 +259,7 @@ def install_fast_moe(model: torch.nn.Module) -> list[ExpertBank]:
         module._phyassist_bank = bank
         module._phyassist_fast = False
         module._phyassist_kernel = "gather"
+        module._phyassist_dense_max_tokens = 0  # set only while a cached-prefix suffix runs
         module._phyassist_eager_forward = module.forward
         module.forward = types.MethodType(_fast_moe_forward, module)
         banks.append(bank)
@@ -240,6 +270,12 @@ def _set_fast(model: torch.nn.Module, on: bool) -> None:
     for module in model.modules():
         if hasattr(module, "_phyassist_bank"):
             module._phyassist_fast = on
+
+
+def _set_dense_prefill(model: torch.nn.Module, max_tokens: int) -> None:
+    for module in model.modules():
+        if hasattr(module, "_phyassist_bank"):
+            module._phyassist_dense_max_tokens = max_tokens
 
 
 def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
@@ -255,6 +291,9 @@ def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
 GQA_DECODE = "phyassist_gqa_decode"
 #: SDPA backends tried for the one-token decode attention (None: PyTorch's own choice).
 DECODE_SDPA_BACKENDS: list[Any] | None = None
+#: "sdpa" (grouped query heads through PyTorch's SDPA) or "triton" (engine.nf4_moe's
+#: split-K decode kernel).
+DECODE_ATTENTION = "sdpa"
 
 
 def _gqa_decode_attention(
@@ -283,8 +322,18 @@ def _gqa_decode_attention(
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
         )
-    q = query.reshape(b, hkv, hq // hkv, d)
     mask = attention_mask[:, :, :, : key.shape[-2]]
+    if (
+        DECODE_ATTENTION == "triton"
+        and query.is_cuda
+        and b == 1
+        and query.dtype in (torch.bfloat16, torch.float16)
+    ):
+        from engine import nf4_moe
+
+        scale = scaling if scaling is not None else d**-0.5
+        return nf4_moe.decode_attention(query, key, value, mask, scale), None
+    q = query.reshape(b, hkv, hq // hkv, d)
     if DECODE_SDPA_BACKENDS:
         from torch.nn.attention import sdpa_kernel
 
@@ -365,6 +414,7 @@ class FastDecoder:
         use_cuda_graph: bool | None = None,
         kernel: str = "auto",
         gqa_attention: bool = True,
+        dense_suffix_tokens: int = 256,
     ) -> None:
         from transformers import StaticCache
 
@@ -392,6 +442,8 @@ class FastDecoder:
         self.kernel = kernel
         _set_kernel(self.lm, kernel)
         self.gqa_attention = gqa_attention
+        # A suffix after a cached prefix up to this many tokens runs the sync-free MoE.
+        self.dense_suffix_tokens = dense_suffix_tokens
         if gqa_attention:
             _register_attention()
         config = self.lm.config
@@ -483,6 +535,12 @@ class FastDecoder:
         graph = self._graphs.get(key)
         if graph is not None:
             return graph
+        training = [name for name, m in self.lm.named_modules() if m.training]
+        if training:
+            raise ValueError(
+                f"{len(training)} modules are in training mode (e.g. {training[0]!r}: dropout "
+                "would be active and frozen into the graph); call model.eval() first"
+            )
         saved_tok, saved_pos = self._tok.clone(), self._pos.clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -562,9 +620,12 @@ class FastDecoder:
             n = 0
             dyn = DynamicCache(config=self.lm.config)
         try:
+            if prefix is not None:
+                _set_dense_prefill(self.lm, self.dense_suffix_tokens)
             first = self._prefill(input_ids, dyn)
             self._load_static(dyn, prompt_len)
         finally:
+            _set_dense_prefill(self.lm, 0)
             if prefix is not None:
                 dyn.crop(n)
         first_tok = int(first.item())

@@ -4,7 +4,9 @@ The index is a cache for listing and searching without decrypting every patient 
 the per-patient record files are the truth and :meth:`Store.rebuild_index` can always
 recreate it. tinydb's own ``JSONStorage`` rewrites its file in place (a kill mid-write
 leaves it unparseable), so :class:`EncryptedStorage` keeps the decrypted tables in memory
-and persists each change as one encrypted, atomically replaced file.
+and writes the whole database as one encrypted, atomically replaced file: at once, or, for
+changes made inside :meth:`EncryptedStorage.deferred`, at the next :meth:`~EncryptedStorage.flush`
+(the store makes that safe with its ``index.pending`` marker).
 """
 
 from __future__ import annotations

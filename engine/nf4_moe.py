@@ -289,9 +289,11 @@ if triton is not None:
 # Tile sizes picked on an H100 with bench/gpu_profile.py; overridable for other cards.
 # "pairs": one 256-entry table load a byte (both fp16 NF4 levels) instead of two 16-entry ones;
 # "block_k": weights a row per loop step (0 = the largest of 512/256/128/64 dividing K).
+# Measured (bench/results/profile-h100-run3.json): 0.21 ms for both kernels on two experts,
+# against 0.33 ms for the two-lookup version with its best tiles.
 TUNING: dict[str, dict[str, int]] = {
-    "gate_up": {"BLOCK_N": 8, "num_warps": 2, "pairs": 0, "block_k": 0},
-    "down": {"BLOCK_N": 8, "num_warps": 2, "pairs": 0, "block_k": 0},
+    "gate_up": {"BLOCK_N": 16, "num_warps": 4, "pairs": 1, "block_k": 512},
+    "down": {"BLOCK_N": 16, "num_warps": 4, "pairs": 1, "block_k": 1024},
 }
 
 _PAIR_TABLES: dict[tuple[str, int], torch.Tensor] = {}
@@ -388,3 +390,139 @@ def moe_one_token(
         num_warps=dn["num_warps"],
     )
     return y
+
+
+# ---------------------------------------------------------------------------------------------
+# One-token attention over a static KV cache (split-K "flash decoding")
+# ---------------------------------------------------------------------------------------------
+
+if triton is not None:
+
+    @triton.jit
+    def _decode_attn_partial(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        mask_ptr,
+        m_ptr,
+        l_ptr,
+        acc_ptr,
+        scale,
+        L,
+        stride_kh,
+        stride_kl,
+        NSPLIT,
+        G: tl.constexpr,
+        GP: tl.constexpr,
+        D: tl.constexpr,
+        CHUNK: tl.constexpr,
+        BLOCK_L: tl.constexpr,
+    ):
+        """Partial softmax(q K^T) V of one KV head's ``G`` query heads over one key chunk."""
+        h = tl.program_id(0)
+        s = tl.program_id(1)
+        g = tl.arange(0, GP)
+        d = tl.arange(0, D)
+        q = tl.load(q_ptr + (h * G + g)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
+        m = tl.full([GP], float("-inf"), dtype=tl.float32)
+        lsum = tl.zeros([GP], dtype=tl.float32)
+        acc = tl.zeros([GP, D], dtype=tl.float32)
+        for start in range(s * CHUNK, s * CHUNK + CHUNK, BLOCK_L):
+            keys = start + tl.arange(0, BLOCK_L)
+            inside = keys < L
+            valid = tl.load(mask_ptr + keys, mask=inside, other=0) != 0
+            kv_off = h * stride_kh + keys[:, None] * stride_kl + d[None, :]
+            k = tl.load(k_ptr + kv_off, mask=inside[:, None], other=0.0)
+            v = tl.load(v_ptr + kv_off, mask=inside[:, None], other=0.0)
+            scores = tl.dot(q, tl.trans(k)) * scale
+            scores = tl.where(valid[None, :], scores, float("-inf"))
+            m_new = tl.maximum(m, tl.max(scores, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            p = tl.exp(scores - m_safe[:, None])
+            alpha = tl.exp(m - m_safe)
+            lsum = lsum * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m = m_new
+        base = h * NSPLIT + s
+        tl.store(m_ptr + base * GP + g, m)
+        tl.store(l_ptr + base * GP + g, lsum)
+        tl.store(acc_ptr + (base * GP + g)[:, None] * D + d[None, :], acc)
+
+    @triton.jit
+    def _decode_attn_combine(
+        m_ptr,
+        l_ptr,
+        acc_ptr,
+        out_ptr,
+        NSPLIT,
+        G: tl.constexpr,
+        GP: tl.constexpr,
+        D: tl.constexpr,
+        SP: tl.constexpr,
+    ):
+        hq = tl.program_id(0)
+        h = hq // G
+        g = hq % G
+        sp = tl.arange(0, SP)
+        d = tl.arange(0, D)
+        ok = sp < NSPLIT
+        idx = (h * NSPLIT + sp) * GP + g
+        m = tl.load(m_ptr + idx, mask=ok, other=float("-inf"))
+        big = tl.max(m, axis=0)
+        w = tl.where(ok, tl.exp(m - big), 0.0)
+        lsum = tl.sum(w * tl.load(l_ptr + idx, mask=ok, other=0.0), axis=0)
+        acc = tl.load(acc_ptr + idx[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+        out = tl.sum(acc * w[:, None], axis=0) / lsum
+        tl.store(out_ptr + hq * D + d, out.to(out_ptr.dtype.element_ty))
+
+
+ATTN_TUNING = {"CHUNK": 256, "BLOCK_L": 64, "num_warps": 4}
+
+
+def decode_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """``softmax(q K^T * scale + mask) V`` for one token; returns ``[b, 1, heads, d]``.
+
+    ``query [1, heads, 1, d]``, ``key``/``value [1, kv_heads, L, d]`` (a static cache, rows
+    contiguous), ``mask`` boolean, last dimension ``>= L``; masked keys get no weight.
+    """
+    _, hq, _, dim = query.shape
+    hkv, length = key.shape[1], key.shape[2]
+    if key.stride(-1) != 1 or key.stride() != value.stride():
+        raise ValueError("decode_attention needs matching, row-contiguous K and V")
+    group = hq // hkv
+    gp = max(16, triton.next_power_of_2(group))
+    chunk, block_l = ATTN_TUNING["CHUNK"], ATTN_TUNING["BLOCK_L"]
+    nsplit = triton.cdiv(length, chunk)
+    dev = query.device
+    m = torch.empty(hkv * nsplit * gp, dtype=torch.float32, device=dev)
+    lsum = torch.empty_like(m)
+    acc = torch.empty(hkv * nsplit * gp, dim, dtype=torch.float32, device=dev)
+    q = query.reshape(hq, dim).contiguous()
+    mask_row = mask.reshape(-1)[:length].to(torch.int8)
+    _decode_attn_partial[(hkv, nsplit)](
+        q,
+        key,
+        value,
+        mask_row,
+        m,
+        lsum,
+        acc,
+        scale,
+        length,
+        key.stride(1),
+        key.stride(2),
+        nsplit,
+        G=group,
+        GP=gp,
+        D=dim,
+        CHUNK=chunk,
+        BLOCK_L=block_l,
+        num_warps=ATTN_TUNING["num_warps"],
+    )
+    out = torch.empty(hq, dim, dtype=query.dtype, device=dev)
+    _decode_attn_combine[(hq,)](
+        m, lsum, acc, out, nsplit, G=group, GP=gp, D=dim, SP=triton.next_power_of_2(nsplit)
+    )
+    return out.view(1, 1, hq, dim)

@@ -224,6 +224,7 @@ def load_quantized(
         raise QuantizationError(f"Could not load {source_dir} in 4-bit: {exc}") from exc
     _sync_all()
     seconds = time.perf_counter() - start
+    torch.cuda.empty_cache()  # hand back the loader's transient buffers
 
     quant = quantization_report(model)
     if quant["unquantized_expert_params"]:
@@ -261,7 +262,8 @@ def save_quantized(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        model.save_pretrained(tmp, safe_serialization=True, max_shard_size="4GB")
+        # Small shards: loading materialises a shard at a time, which sets the load's peak.
+        model.save_pretrained(tmp, safe_serialization=True, max_shard_size="2GB")
         marker = {
             "source": str(source) if source else None,
             "spec": (spec or QuantSpec()).fingerprint(),

@@ -1,11 +1,12 @@
 """The encrypted patient store: the one object the TUI, the engine and training talk to.
 
-Layout of a vault directory (every file but ``vault.json`` is AES-GCM encrypted; no file
-name carries patient text; ids are random)::
+Layout of a vault directory (every file but ``vault.json`` and the lock file is AES-GCM
+encrypted; no file name carries patient text; ids are random)::
 
     vault.json                  header: scrypt params + master key wrapped by the passphrase
     vault.lock                  flock'ed by the one writer process
     index.bin                   tinydb index of PatientSummary rows (master key)
+    index.pending               present while index.bin may lag the records (master key)
     tmp/                        temp files of in-flight atomic writes
     vault-blobs/<kind>.bin      vault-level blobs (audit log, registries) (master key)
     patients/<id>/key.bin       the patient's random data key, wrapped by the master key
@@ -19,7 +20,7 @@ the wrapped data key first (cryptographic erase), then removes the files.
 The index is a cache of the record files, kept decrypted in memory. Creating, deleting
 and flagging a patient write it at once; saving a record (the frequent, latency-sensitive
 path) updates it in memory and writes it at most ``INDEX_FLUSH_DELAY_S`` later and on
-close. Before any record changes, an empty ``index.pending`` marker is made durable; it is
+close. Before any record changes, an ``index.pending`` marker is made durable; it is
 removed once the index on disk matches again. Opening a vault that has the marker (a
 writer died) checks every record's nonce against the index and refreshes what differs,
 and a missing or unreadable index is rebuilt from the record files: nothing a save
@@ -57,6 +58,7 @@ from engine.errors import (
     PatientNotFound,
     PhyAssistError,
     ReadOnlyVault,
+    StorageError,
     TamperedFile,
     UnknownSchema,
     VaultClosed,
@@ -425,12 +427,28 @@ class Store:
 
     def _write_encrypted(self, path: Path, key: bytes, data: bytes, aad: bytes) -> bytes:
         envelope = crypto.encrypt(key, data, aad)
-        atomic_write(path, envelope, temp_dir=self.vault_dir / TMP_DIR)
+        try:
+            atomic_write(path, envelope, temp_dir=self.vault_dir / TMP_DIR)
+        except OSError as exc:
+            raise StorageError(
+                f"Could not write {path}: {exc.strerror or exc}. "
+                "The previous version is intact; free some space or check the disk, then retry."
+            ) from exc
         return envelope
 
     @staticmethod
-    def _read_encrypted(path: Path, key: bytes, aad: bytes) -> bytes:
-        return crypto.decrypt(key, path.read_bytes(), aad, label=path)
+    def _read_file(path: Path) -> bytes:
+        """The file's bytes; FileNotFoundError passes, other OS errors become StorageError."""
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StorageError(f"Could not read {path}: {exc.strerror or exc}.") from exc
+
+    @classmethod
+    def _read_encrypted(cls, path: Path, key: bytes, aad: bytes) -> bytes:
+        return crypto.decrypt(key, cls._read_file(path), aad, label=path)
 
     def _data_key(self, patient_id: str) -> bytes:
         cached = self._data_keys.get(patient_id)
@@ -453,7 +471,7 @@ class Store:
         path = self._patient_dir(patient_id) / RECORD_FILE
         key = self._data_key(patient_id)
         try:
-            blob = path.read_bytes()
+            blob = self._read_file(path)
         except FileNotFoundError:
             raise PatientNotFound(f"No patient with id {patient_id!r}.") from None
         plain = crypto.decrypt(key, blob, _aad(patient_id, "record"), label=path)

@@ -192,12 +192,13 @@ def _extract_binary(answer: str, target: Target) -> str | None:
 
 
 def _sad_in(text: str, *, loose: bool) -> str | None:
-    canonical = _SAD_CANONICAL.search(text)
-    if canonical:
-        phrase = (canonical.group(1) or canonical.group(2)).lower()
-        for cause in SAD_CAUSES:
-            if phrase.startswith(cause.split()[0]):
-                return cause
+    for clause in _CLAUSE_SPLIT.split(text):
+        canonical = _SAD_CANONICAL.search(clause)
+        if canonical and not _NEGATION.search(clause[: canonical.start()]):
+            phrase = (canonical.group(1) or canonical.group(2)).lower()
+            for cause in SAD_CAUSES:
+                if phrase.startswith(cause.split()[0]):
+                    return cause
     if not loose:
         return None
     best: tuple[int, str] | None = None

@@ -82,6 +82,15 @@ class StoredAdapter:
     card: dict[str, Any]
     pruned: list[int]
 
+    def message(self, limit: int) -> str:
+        msg = f"Saved adapter v{self.version}"
+        if self.pruned:
+            msg += (
+                f"; removed old version(s) {', '.join(f'v{v}' for v in self.pruned)} "
+                f"(limits.max_adapters_per_patient = {limit})"
+            )
+        return msg
+
 
 def runs_dir(settings: Settings) -> Path:
     return settings.data_dir / RUNS_DIR_NAME
@@ -283,13 +292,7 @@ class TrainingRun:
         self.summary = done
         stored = self._store_result(done, key)
         self.result = stored
-        msg = f"Saved adapter v{stored.version}"
-        if stored.pruned:
-            msg += (
-                f"; removed old version(s) {', '.join(f'v{v}' for v in stored.pruned)} "
-                f"(limits.max_adapters_per_patient = "
-                f"{self.settings.limits.max_adapters_per_patient})"
-            )
+        msg = stored.message(self.settings.limits.max_adapters_per_patient)
         yield TrainingEvent(
             phase="stored",
             step=int(done.get("steps") or 0),
@@ -340,14 +343,26 @@ class TrainingRun:
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "hyperparameters": done.get("hyperparameters"),
         }
-        registry = AdapterRegistry(self.store)
-        before = set(registry.versions(self.patient_id))
-        keep = self.settings.limits.max_adapters_per_patient
-        version = registry.save(self.patient_id, config, state, card, keep=keep)
-        self.store.write_blob(self.patient_id, ACTIVE_KIND, str(version).encode("ascii"))
-        after = set(registry.versions(self.patient_id))
-        card = registry.card(self.patient_id, version) or card
-        return StoredAdapter(version=version, card=card, pruned=sorted(before - after))
+        return store_adapter(self.store, self.patient_id, config, state, card, self.settings)
+
+
+def store_adapter(
+    store: Any,
+    patient_id: str,
+    config: dict[str, Any],
+    state_dict: dict[str, Any],
+    card: dict[str, Any],
+    settings: Settings,
+) -> StoredAdapter:
+    """Save as the next version, make it active, prune beyond the per-patient limit."""
+    registry = AdapterRegistry(store)
+    before = set(registry.versions(patient_id))
+    keep = settings.limits.max_adapters_per_patient
+    version = registry.save(patient_id, config, state_dict, card, keep=keep)
+    store.write_blob(patient_id, ACTIVE_KIND, str(version).encode("ascii"))
+    after = set(registry.versions(patient_id))
+    card = registry.card(patient_id, version) or card
+    return StoredAdapter(version=version, card=card, pruned=sorted(before - after))
 
 
 def train_patient(

@@ -204,8 +204,7 @@ def _ideographs(text: str) -> list[str]:
 
 def assert_nothing_lost(text: str, draft) -> None:
     parsed = " ".join(
-        [draft.symptom_type.text]
-        + [i.text for i in draft.reasons + draft.advice + draft.unplaced]
+        [draft.symptom_type.text] + [i.text for i in draft.reasons + draft.advice + draft.unplaced]
     )
     parsed_words = set(_latin_words(parsed))
     markup_latin = {w for phrase in _MARKUP_WORDS for w in _latin_words(phrase)}

@@ -115,7 +115,9 @@ def test_chinese_patient_prompts_render(seed_case_zh: dict) -> None:
     assert "精神状态：" + info["mental_state"] in system
     statement = seed_case_zh["counseling_question"]["statement"]
     assert detect_language(statement) == "zh"
-    user = analysis_request(statement, "zh", observed=seed_case_zh["counseling_question"]["observed_state"])
+    user = analysis_request(
+        statement, "zh", observed=seed_case_zh["counseling_question"]["observed_state"]
+    )
     assert statement in user
     for heading in ("症状类型：", "原因：", "建议："):
         assert heading in user

@@ -39,6 +39,22 @@ def test_device_routed_moe_block_matches_eager_bit_for_bit():
     assert torch.equal(fast_many, block(xs)[0])
 
 
+def test_sync_free_few_token_moe_matches_eager():
+    model = tiny_mixtral()
+    block = model.model.layers[0].block_sparse_moe
+    xs = torch.randn(1, 12, 64)
+    want, want_logits = block(xs)
+    install_fast_moe(model)
+    block._phyassist_dense_max_tokens = 16
+    got, got_logits = block(xs)
+    block._phyassist_dense_max_tokens = 0
+    assert torch.equal(got_logits, want_logits)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # Longer inputs keep the eager path.
+    block._phyassist_dense_max_tokens = 4
+    assert torch.equal(block(xs)[0], want)
+
+
 def test_stacking_experts_keeps_their_weights_and_costs_no_copy():
     model = tiny_mixtral()
     w = model.model.layers[1].block_sparse_moe.experts[3].w2.weight.detach().clone()

@@ -66,8 +66,20 @@ def test_fp32_graph_decode_equals_generate(model_fp32, kernel):
         assert stats.tokens == want
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_bf16_fast_path_matches_generate_step_by_step(model_bf16, kernel):
+@pytest.fixture
+def decode_attention(request, monkeypatch):
+    from engine import fastdecode
+
+    monkeypatch.setattr(fastdecode, "DECODE_ATTENTION", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize(
+    ("kernel", "decode_attention"),
+    [("triton", "sdpa"), ("gather", "sdpa"), ("triton", "triton")],
+    indirect=["decode_attention"],
+)
+def test_bf16_fast_path_matches_generate_step_by_step(model_bf16, kernel, decode_attention):
     ids = prompt_ids(100, seed=4).cuda()
     with torch.no_grad():
         ref = model_bf16.generate(
@@ -105,3 +117,22 @@ def test_graph_decode_with_prefix_cache(model_fp32):
     assert again.reused_prefix_tokens == 256 and again.graph
     assert again.tokens == plain
     assert prefix.cache.get_seq_length() == 256
+
+
+@pytest.mark.parametrize(("length", "valid"), [(256, 200), (1088, 1000), (256, 1)])
+def test_triton_decode_attention_matches_sdpa(cuda_bnb, length, valid):
+    import torch.nn.functional as F
+
+    from engine import nf4_moe
+
+    q = torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 8, length, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(1, 8, length, 128, device="cuda", dtype=torch.bfloat16)
+    mask = (torch.arange(length, device="cuda") < valid).view(1, 1, 1, -1)
+    ref = F.scaled_dot_product_attention(
+        q.float().view(1, 8, 4, 128), k.float(), v.float(), attn_mask=mask, scale=128**-0.5
+    )
+    ref = ref.view(1, 32, 1, 128).transpose(1, 2)
+    got = nf4_moe.decode_attention(q, k, v, mask, 128**-0.5).float()
+    assert torch.isfinite(got).all()
+    assert (got - ref).norm() / ref.norm() < 1e-2

@@ -63,3 +63,13 @@ def test_fast_path_follows_the_active_adapter(peft_model):
     assert got_off == want_off
     assert got_on != got_off
     assert len(dec._graphs) == 2  # one graph per adapter state, kept for instant switching
+
+
+def test_training_mode_is_refused_before_capture(peft_model):
+    dec = FastDecoder(peft_model, max_cache_len=128)
+    peft_model.train()  # dropout on: it would be frozen into the captured graph
+    try:
+        with pytest.raises(ValueError, match="training mode"):
+            dec.generate(prompt_ids(16).cuda(), 4)
+    finally:
+        peft_model.eval()

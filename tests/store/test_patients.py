@@ -530,3 +530,33 @@ def test_threads_share_one_store(store):
     for p in patients:
         assert len(store.load_patient(p.id).notes) == 10
         assert store.get_summary(p.id).note_count == 10
+
+
+def test_disk_full_keeps_previous_version(store, vault_dir, monkeypatch):
+    """A failed write (ENOSPC) is a clear StorageError; the old record and index stay."""
+    import errno
+
+    from engine import atomicio
+    from engine.errors import StorageError
+
+    patient = store.create_patient("王伟")
+    store.add_note(patient.id, Note(question="第一次"))
+    store.flush()
+    real_write = atomicio.os.write
+
+    def full_disk(fd, data):
+        if len(data) > 300:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(atomicio.os, "write", full_disk)
+    try:
+        with pytest.raises(StorageError, match="No space left"):
+            store.add_note(patient.id, Note(question="第二次" * 100))
+    finally:
+        monkeypatch.undo()
+    assert [n.question for n in store.load_patient(patient.id).notes] == ["第一次"]
+    assert store.get_summary(patient.id).note_count == 1
+    assert list((vault_dir / "tmp").iterdir()) == []
+    store.add_note(patient.id, Note(question="第二次"))
+    assert store.get_summary(patient.id).note_count == 2

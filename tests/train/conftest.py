@@ -98,6 +98,11 @@ def embedded_settings(embedded_model_dir: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
+def passphrase() -> str:
+    return PASSPHRASE
+
+
+@pytest.fixture
 def open_vault() -> Callable[[Settings], Store]:
     """Create (first call) or reopen the test vault for ``settings``; the caller closes it."""
 

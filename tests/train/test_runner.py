@@ -9,9 +9,15 @@ import threading
 
 import pytest
 
-from engine.errors import TrainingCancelled, TrainingError, TrainingLimitExceeded
+from engine.errors import (
+    AdapterNotFound,
+    InputRejected,
+    TrainingCancelled,
+    TrainingError,
+    TrainingLimitExceeded,
+)
 from engine.settings import Limits
-from engine.training.runner import TrainingRun, runs_dir
+from engine.training.runner import TrainingRun, runs_dir, store_adapter
 from engine.training.versions import active_version, export_adapter, list_versions, rollback
 
 pytestmark = pytest.mark.model
@@ -60,31 +66,60 @@ def test_run_streams_progress_and_stores_a_sealed_version(
     assert scan.scan(tempfile.gettempdir(), newer_than=test_start) == []
 
 
-def test_versions_prune_roll_back_and_export(
-    tiny_settings, tiny_model_dir, open_vault, make_patient, marker, tmp_path
-):
+def _tiny_adapter(tiny_model_dir, seed: int):
+    """A LoRA adapter (config, state) on the tiny model, as the worker hands it back."""
+    import torch
+    from peft import get_peft_model, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from engine.training.config import Hyperparameters
+    from engine.training.worker import adapter_config_dict, lora_config_for
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), lora_config_for(Hyperparameters())
+    )
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)  # as if trained: B starts at zero
+    state = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
+    return adapter_config_dict(model, "tiny"), state
+
+
+def test_versions_prune_roll_back_and_export(tiny_settings, tiny_model_dir, open_vault, tmp_path):
     settings = tiny_settings.model_copy(update={"limits": Limits(max_adapters_per_patient=2)})
     with open_vault(settings) as store:
-        pid = make_patient(store, marker, 1)
-        for _ in range(3):
-            run, events = _train(store, pid, settings)
-        assert run.result.version == 3 and run.result.pruned == [1]
-        assert "removed old version(s) v1" in events[-1].message
-        assert [v.version for v in list_versions(store, pid)] == [2, 3]
+        pid = store.create_patient("Versions").id
+        states = {}
+        for seed in (1, 2, 3):
+            config, state = _tiny_adapter(tiny_model_dir, seed)
+            stored = store_adapter(store, pid, config, state, {"steps": seed}, settings)
+            states[stored.version] = state
+        assert stored.version == 3 and stored.pruned == [1]
+        assert "removed old version(s) v1" in stored.message(2)
+        assert [(v.version, v.card["steps"]) for v in list_versions(store, pid)] == [(2, 2), (3, 3)]
         assert active_version(store, pid) == 3
 
         assert rollback(store, pid) == 2
         assert active_version(store, pid) == 2
         assert [v.active for v in list_versions(store, pid)] == [True, False]
+        with pytest.raises(AdapterNotFound):
+            rollback(store, pid)  # v2 is the oldest kept
+        with pytest.raises(AdapterNotFound):
+            rollback(store, pid, 1)  # pruned
 
-        out = export_adapter(store, pid, tmp_path / "export")
+        out = export_adapter(store, pid, tmp_path / "export")  # the active one: v2
         assert sorted(p.name for p in out.iterdir()) == [
             "adapter_config.json",
             "adapter_model.safetensors",
             "phyassist_card.json",
         ]
+        with pytest.raises(InputRejected):
+            export_adapter(store, pid, out)  # never into a non-empty folder
         # a new version becomes active again
-        _train(store, pid, settings)
+        config, state = _tiny_adapter(tiny_model_dir, 4)
+        assert store_adapter(store, pid, config, state, {}, settings).version == 4
         assert active_version(store, pid) == 4
 
     import torch
@@ -93,9 +128,12 @@ def test_versions_prune_roll_back_and_export(
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = PeftModel.from_pretrained(base, out)
-    lora = {k: v for k, v in model.state_dict().items() if "lora_B" in k}
-    assert lora and any(v.abs().sum() > 0 for v in lora.values())  # trained, not the zero init
-    assert any("q_proj" in k for k in lora)
+    loaded = model.state_dict()
+    for key, value in states[2].items():
+        peft_key = key.replace(".lora_A.weight", ".lora_A.default.weight").replace(
+            ".lora_B.weight", ".lora_B.default.weight"
+        )
+        assert torch.equal(loaded[peft_key], value), key
     with torch.no_grad():
         model(input_ids=torch.tensor([[1, 2, 3]]))
 

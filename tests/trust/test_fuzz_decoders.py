@@ -192,3 +192,42 @@ def test_copied_vault_with_other_passphrase_does_not_mix(store, tmp_path, settin
         )
         with pytest.raises(TamperedFile):
             other.load_patient(q.id)
+
+
+# Deeply nested JSON makes json.loads raise RecursionError, which is not a documented error.
+# vault.json is plaintext (read before anything is authenticated), so anyone who can write
+# to the data directory can make an open crash with a traceback instead of a clear message.
+DEEP = [b"[" * 100_000, b'{"a":' * 100_000]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RecursionError,
+    reason="defect (owner: engine/vault.py VaultHeader.parse): RecursionError is not "
+    "caught; it should be reported as TamperedFile",
+)
+@pytest.mark.parametrize("raw", DEEP, ids=["lists", "objects"])
+def test_vault_header_deeply_nested(raw: bytes, tmp_path) -> None:
+    with pytest.raises(DOCUMENTED):
+        vault.VaultHeader.parse(raw, tmp_path / "vault.json")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RecursionError,
+    reason="defect (owner: engine/chat.py decode_history): RecursionError is not caught; "
+    "it should be reported as TamperedFile (reachable only with the key: the blob is sealed)",
+)
+@pytest.mark.parametrize("raw", DEEP, ids=["lists", "objects"])
+def test_chat_history_deeply_nested(raw: bytes) -> None:
+    with pytest.raises(TamperedFile):
+        decode_history(raw)
+
+
+@pytest.mark.parametrize("raw", DEEP, ids=["lists", "objects"])
+def test_audit_deeply_nested(raw: bytes, store) -> None:
+    log = AuditLog(store)
+    log.append("unlock")
+    store.write_vault_blob("audit/seg-000000", raw)
+    result = log.verify()
+    assert not result.ok and "cannot be read" in result.summary()

@@ -41,11 +41,6 @@ def test_audit_show_is_sanitized(store, monkeypatch, capsys, passphrase) -> None
     assert "before" in out and "我很难过" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect (owner: phyassist_tui/commands/patients.py): `patients show` prints note "
-    "text raw; it must pass it through engine.sanitize.safe_terminal_text",
-)
 def test_patients_show_is_sanitized(store, monkeypatch, capsys, passphrase) -> None:
     p = store.create_patient("周某")
     store.add_note(p.id, Note(question=EVIL))
