@@ -299,7 +299,8 @@ def main() -> None:
         root = Path(tmp)
         if not args.skip_cold:
             out["load"] = bench_load(root, args.max_new_tokens)
-        cache_dir = Path(os.environ.get("PHYASSIST_BENCH_CACHE", root / "warm-cache"))
+        # The cold run left a fresh cache; with --skip-cold use the user's (public weights).
+        cache_dir = root / "cold-cache" if not args.skip_cold else Settings().cache_dir
         settings = settings_in(root, cache_dir, args.max_new_tokens)
         load_model(settings)
         assistant = Assistant(settings)

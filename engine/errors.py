@@ -100,3 +100,7 @@ class AdapterLoadError(PhyAssistError):
 
 class StorageError(PhyAssistError):
     """The disk refused a read or write (full, read-only, I/O error); nothing was half-written."""
+
+
+class GenerationFailed(PhyAssistError):
+    """The model failed while generating (out of memory, a broken model); partial text stays."""

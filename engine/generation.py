@@ -20,6 +20,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 from transformers.generation.streamers import BaseStreamer
 
+from engine.errors import GenerationFailed, PhyAssistError
 from engine.settings import GenerationSettings
 
 
@@ -231,6 +232,8 @@ class GenerationRun:
             worker.join()
             self._finish()
         if self.error is not None:
+            if isinstance(self.error, Exception) and not isinstance(self.error, PhyAssistError):
+                raise GenerationFailed(_failure_message(self.error)) from self.error
             raise self.error
 
     def _finish(self) -> None:
@@ -247,6 +250,16 @@ class GenerationRun:
         )
         if self.on_end is not None:
             self.on_end(self)
+
+
+def _failure_message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text.lower():
+        return (
+            "The model ran out of memory while generating. Shorten the statement, lower "
+            "generation.max_new_tokens, or use a smaller / 4-bit model."
+        )
+    return f"Generation failed: {text}"
 
 
 def stream_generate(

@@ -30,7 +30,7 @@ def engine_settings(root: Path, **model: object) -> Settings:
         config_dir=root / "config",
         cache_dir=model_cache_root(),
         model=ModelSettings(**model),
-        generation=GenerationSettings(max_new_tokens=24, do_sample=False, repetition_penalty=1.1),
+        generation=GenerationSettings(max_new_tokens=16, do_sample=False, repetition_penalty=1.1),
         store=StoreSettings(scrypt_log2_n=10),
     )
 

@@ -26,7 +26,8 @@ CORPUS: list[tuple[str, str, str, list[str], list[str], list[str]]] = [
     ),
     (
         "exact-zh",
-        "症状类型：学业焦虑\n原因：\n1. 学业压力大\n2. 父母期望高\n建议：\n1. 认知行为疗法\n2. 调整作息",
+        "症状类型：学业焦虑\n原因：\n1. 学业压力大\n2. 父母期望高\n"
+        "建议：\n1. 认知行为疗法\n2. 调整作息",
         "学业焦虑",
         ["学业压力大", "父母期望高"],
         ["认知行为疗法", "调整作息"],
@@ -43,7 +44,8 @@ CORPUS: list[tuple[str, str, str, list[str], list[str], list[str]]] = [
     ),
     (
         "bracketed-and-circled-zh",
-        "症状类型：抑郁情绪\n原因：\n(1) 失业\n（2）人际关系紧张\n建议：\n① 规律运动\n② 寻求社会支持\n③ 心理治疗",
+        "症状类型：抑郁情绪\n原因：\n(1) 失业\n（2）人际关系紧张\n"
+        "建议：\n① 规律运动\n② 寻求社会支持\n③ 心理治疗",
         "抑郁情绪",
         ["失业", "人际关系紧张"],
         ["规律运动", "寻求社会支持", "心理治疗"],
@@ -60,7 +62,8 @@ CORPUS: list[tuple[str, str, str, list[str], list[str], list[str]]] = [
     ),
     (
         "markdown-hash-headings-zh",
-        "### 症状类型\n社交焦虑\n### 分析\n• 性格内向\n• 缺乏社交经验\n### 建议\n• 社交技能训练\n• 逐步暴露",
+        "### 症状类型\n社交焦虑\n### 分析\n• 性格内向\n• 缺乏社交经验\n"
+        "### 建议\n• 社交技能训练\n• 逐步暴露",
         "社交焦虑",
         ["性格内向", "缺乏社交经验"],
         ["社交技能训练", "逐步暴露"],
@@ -123,7 +126,8 @@ CORPUS: list[tuple[str, str, str, list[str], list[str], list[str]]] = [
     ),
     (
         "prose-inside-section",
-        "Symptom type: Burnout\nReasons:\nThere are several reasons.\n1. Overwork\n2. No holidays\n\n"
+        "Symptom type: Burnout\nReasons:\nThere are several reasons.\n"
+        "1. Overwork\n2. No holidays\n\n"
         "These reasons interact.\nAdvice:\n1. Take leave",
         "Burnout",
         ["Overwork", "No holidays"],
@@ -141,7 +145,8 @@ CORPUS: list[tuple[str, str, str, list[str], list[str], list[str]]] = [
     ),
     (
         "numbered-sections-zh",
-        "一、症状类型：睡眠障碍\n二、原因分析\n1. 工作压力\n2. 作息不规律\n三、咨询建议\n1. 睡眠卫生教育",
+        "一、症状类型：睡眠障碍\n二、原因分析\n1. 工作压力\n2. 作息不规律\n"
+        "三、咨询建议\n1. 睡眠卫生教育",
         "睡眠障碍",
         ["工作压力", "作息不规律"],
         ["睡眠卫生教育"],
@@ -166,7 +171,8 @@ CORPUS: list[tuple[str, str, str, list[str], list[str], list[str]]] = [
     ),
     (
         "mixed-language-and-extra-symptom",
-        "Symptom type: 学业焦虑\nSymptom type: exam stress\nReasons:\n1. 复读压力\nAdvice:\n1. 放松训练",
+        "Symptom type: 学业焦虑\nSymptom type: exam stress\n"
+        "Reasons:\n1. 复读压力\nAdvice:\n1. 放松训练",
         "学业焦虑",
         ["复读压力"],
         ["放松训练"],

@@ -48,8 +48,10 @@ def test_newest_notes_fit_first_and_the_rest_is_reported() -> None:
     fitted = fit_record(patient, "en", budget=40 + 12 * one_note, count=words)
     assert 0 < fitted.notes_included < 40
     assert fitted.tokens <= 40 + 12 * one_note
-    assert fitted.report() == (
-        f"{fitted.notes_included} of 40 notes fit; {40 - fitted.notes_included} older notes left out"
+    left_out = 40 - fitted.notes_included
+    assert (
+        fitted.report()
+        == f"{fitted.notes_included} of 40 notes fit; {left_out} older notes left out"
     )
     # The newest sessions are in, oldest first; the oldest sessions are out.
     included = [n for n in range(40) if f"Session {n}:" in fitted.text]
@@ -78,6 +80,7 @@ def test_enormous_basic_info_is_trimmed_not_dropped() -> None:
 def test_new_note_keeps_the_old_record_text_as_prefix() -> None:
     patient = long_patient(3)
     before = fit_record(patient, "en", budget=10_000, count=words).text
+    assert render_note(patient.notes[2], "en") in before
     patient.notes.append(Note(question="A new session", created=datetime(2030, 1, 1, tzinfo=UTC)))
     after = fit_record(patient, "en", budget=10_000, count=words).text
     # Only the header line mentions counts; the notes themselves are appended.
@@ -158,13 +161,13 @@ def test_prefix_cache_bookkeeping() -> None:
     cache = PrefixCache(max_entries=2, min_reuse=4)
     assert common_prefix_len([1, 2, 3, 4], [1, 2, 9]) == 2
     cache.checkin(("p1", "base"), list(range(20)), FakeKV(30))
-    kv, reused = cache.checkout(("p1", "base"), list(range(12)) + [99, 98], model=None)
+    kv, reused = cache.checkout(("p1", "base"), [*range(12), 99, 98], model=None)
     assert reused == 12 and kv.n == 12
     kv.n = 14 + 5  # generate appended the rest of the prompt and 5 new tokens
-    cache.checkin(("p1", "base"), list(range(12)) + [99, 98], kv)
+    cache.checkin(("p1", "base"), [*range(12), 99, 98], kv)
     assert kv.n == 14  # kept: the prompt only
     # A whole-prompt repeat reuses all but the last token (generate needs one to compute).
-    kv, reused = cache.checkout(("p1", "base"), list(range(12)) + [99, 98], model=None)
+    kv, reused = cache.checkout(("p1", "base"), [*range(12), 99, 98], model=None)
     assert reused == 13
     # A cache that never reached the prompt's end (failed run) is not kept.
     cache.checkin(("p1", "base"), list(range(40)), kv)

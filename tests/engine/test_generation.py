@@ -44,11 +44,10 @@ def test_stream_analysis_yields_text_and_stats(assistant, patient, cancel) -> No
 
 def test_cancel_stops_within_a_token_or_two(assistant, patient) -> None:
     cancel = threading.Event()
-    seen = 0
+    tokens_at_cancel = None
     stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
     for _chunk in stream:
-        seen += 1
-        if seen == 1:
+        if tokens_at_cancel is None:
             tokens_at_cancel = assistant_tokens_so_far(stream)
             cancel.set()
     stats = assistant.last_stats
@@ -154,4 +153,28 @@ def test_long_history_is_fitted_and_reported(assistant, cancel, monkeypatch) -> 
     list(assistant.stream_chat(patient, [], "Summarise.", cancel=cancel))
     report = assistant.context_report
     assert "of 40 notes fit" in report and "older notes left out" in report
-    assert assistant.last_stats.prompt_tokens + 24 <= small
+    assert assistant.last_stats.prompt_tokens + 16 <= small
+
+
+def test_a_failing_model_raises_a_clear_error(real_model, cancel) -> None:
+    from engine.errors import GenerationFailed
+    from engine.settings import GenerationSettings
+
+    class Broken:
+        device = "cpu"
+        generation_config = real_model.model.generation_config
+
+        def generate(self, **kwargs):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    run = GenerationRun(
+        Broken(),
+        real_model.tokenizer,
+        [1, 2, 3],
+        cancel=cancel,
+        gen=GenerationSettings(),
+        max_new_tokens=4,
+    )
+    with pytest.raises(GenerationFailed, match="ran out of memory"):
+        list(run)
+    assert run.stats is not None and run.stats.tokens == 0

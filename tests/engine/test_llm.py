@@ -38,13 +38,13 @@ def test_missing_path_is_a_clear_error(tmp_path: Path, settings_for) -> None:
 def test_a_file_that_is_not_gguf_is_rejected(tmp_path: Path, settings_for) -> None:
     bogus = tmp_path / "weights.bin"
     bogus.write_bytes(b"\0" * 16)
-    with pytest.raises(ModelLoadError, match="not a .gguf"):
+    with pytest.raises(ModelLoadError, match=r"not a \.gguf"):
         resolve_spec(settings_for(tmp_path, spec=str(bogus)))
 
 
 def test_a_directory_without_config_is_rejected(tmp_path: Path, settings_for) -> None:
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="no config.json"):
+    with pytest.raises(ModelLoadError, match=r"no config\.json"):
         load_model(settings_for(tmp_path, spec=str(tmp_path / "empty")))
 
 
