@@ -136,7 +136,7 @@ def check_attention(out: dict[str, Any]) -> None:
             F.scaled_dot_product_attention(
                 q.float().view(1, 8, 4, 128), k.float(), v.float(), attn_mask=mask, scale=128**-0.5
             )
-            .view(1, 32, 1, 128)
+            .reshape(1, 32, 1, 128)
             .transpose(1, 2)
         )
         got = nf4_moe.decode_attention(q, k, v, mask, 128**-0.5).float()
@@ -280,19 +280,23 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--base-tokens", type=int, default=24)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--steps", default="kernels,attention,variants,profile")
     args = parser.parse_args()
+    wanted = set(args.steps.split(","))
     out: dict[str, Any] = {"device": torch.cuda.get_device_name()}
     t0 = time.perf_counter()
     model = build_random_4bit(mixtral_config(args.layers), QuantSpec())
     out["build_s"] = round(time.perf_counter() - t0, 1)
     FastDecoder(model, max_cache_len=256)  # stacks the experts
     steps = {
-        check_kernels: lambda: check_kernels(model, out),
-        check_attention: lambda: check_attention(out),
-        decode_variants: lambda: decode_variants(model, args, out),
-        profile_step: lambda: profile_step(model, args, out),
+        check_kernels: ("kernels", lambda: check_kernels(model, out)),
+        check_attention: ("attention", lambda: check_attention(out)),
+        decode_variants: ("variants", lambda: decode_variants(model, args, out)),
+        profile_step: ("profile", lambda: profile_step(model, args, out)),
     }
-    for step, call in steps.items():
+    for step, (key, call) in steps.items():
+        if key not in wanted:
+            continue
         t0 = time.perf_counter()
         try:
             call()

@@ -28,6 +28,7 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 MAX_ADAPTER_BYTES = 4 << 30  # a LoRA of a 47B model at r=64 is well under this
 SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
 
+ACTIVE_KIND = "adapter/active"  # optional: the version number chosen by a rollback
 _VERSION_KIND = re.compile(r"^adapter/v(\d+)$")
 
 
@@ -156,6 +157,22 @@ class AdapterRegistry:
     def newest(self, patient_id: str) -> int | None:
         versions = self.versions(patient_id)
         return versions[-1] if versions else None
+
+    def active(self, patient_id: str) -> int | None:
+        """The version to apply: the one ``adapter/active`` names (a rollback), else the
+        newest; None when the patient has no adapter."""
+        versions = self.versions(patient_id)
+        if not versions:
+            return None
+        raw = self.store.read_blob(patient_id, ACTIVE_KIND)
+        if raw is not None:
+            try:
+                chosen = int(raw.decode("ascii").strip())
+            except (UnicodeDecodeError, ValueError):
+                chosen = None
+            if chosen in versions:
+                return chosen
+        return versions[-1]
 
     def read(self, patient_id: str, version: int) -> tuple[dict[str, Any], dict[str, Any]]:
         data = self.store.read_blob(patient_id, self.kind(version))

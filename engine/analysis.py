@@ -155,6 +155,12 @@ def match_heading(line: str) -> _Heading | None:
             return _Heading(section, rest[sep.end() :].strip(), numbered)
         if not rest.strip():
             return _Heading(section, "", numbered)
+        if (
+            rest.rstrip().endswith((":", "："))
+            and len(body) <= 48
+            and not re.search(r"[.。!?！？;；]", rest)
+        ):
+            return _Heading(section, "", numbered)  # "Reasons for her anxiety:"
         if rest.strip().startswith(("（", "(")) and rest.strip().endswith((")", "）", ":", "：")):
             # "Reasons (原因):" style bilingual headings
             inner_end = rest.find(")") if ")" in rest else rest.find("）")

@@ -101,7 +101,8 @@ class Assistant:
     # Adapters ------------------------------------------------------------------------------
 
     def use_patient(self, patient: Patient | None, store: Any | None = None) -> str:
-        """Activate the patient's newest adapter, else the domain adapter, else the base.
+        """Activate the patient's adapter (the newest, or the one a rollback chose), else the
+        domain adapter, else the base.
 
         A damaged or mismatched adapter never leaves the previous patient's adapter active:
         it falls back and says so in the label (and ``last_adapter_error``).
@@ -116,9 +117,10 @@ class Assistant:
                 registry = AdapterRegistry(store)
                 version: int | None = None
                 try:
-                    version = registry.newest(patient.id)
+                    version = registry.active(patient.id)
                 except PhyAssistError as exc:
-                    problem = str(exc)
+                    problem = "adapters unreadable"
+                    self.last_adapter_error = str(exc)
                 if version is not None:
                     name = f"patient-{patient.id[:16]}-v{version}"
                     try:

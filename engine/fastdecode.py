@@ -266,22 +266,28 @@ def install_fast_moe(model: torch.nn.Module) -> list[ExpertBank]:
     return banks
 
 
+def _moe_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    blocks = getattr(model, "_phyassist_blocks", None)
+    if blocks is None:
+        blocks = [m for m in model.modules() if hasattr(m, "_phyassist_bank")]
+        if blocks:
+            model._phyassist_blocks = blocks
+    return blocks
+
+
 def _set_fast(model: torch.nn.Module, on: bool) -> None:
-    for module in model.modules():
-        if hasattr(module, "_phyassist_bank"):
-            module._phyassist_fast = on
+    for module in _moe_blocks(model):
+        module._phyassist_fast = on
 
 
 def _set_dense_prefill(model: torch.nn.Module, max_tokens: int) -> None:
-    for module in model.modules():
-        if hasattr(module, "_phyassist_bank"):
-            module._phyassist_dense_max_tokens = max_tokens
+    for module in _moe_blocks(model):
+        module._phyassist_dense_max_tokens = max_tokens
 
 
 def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
-    for module in model.modules():
-        if hasattr(module, "_phyassist_bank"):
-            module._phyassist_kernel = kernel
+    for module in _moe_blocks(model):
+        module._phyassist_kernel = kernel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -717,6 +723,39 @@ class FastDecoder:
         events[pending % 2].synchronize()
         out.append(int(host[pending]))
         return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapter weights, loaded in place
+# ---------------------------------------------------------------------------------------------
+
+
+def copy_adapter_in_place(
+    model: torch.nn.Module, adapter_name: str, state_dict: dict[str, torch.Tensor]
+) -> int:
+    """Copy a saved LoRA state dict into an already-created adapter's tensors.
+
+    Keys as ``peft.get_peft_model_state_dict`` writes them (``...q_proj.lora_A.weight``). The
+    tensors keep their storage, so CUDA graphs captured for this adapter stay valid; it also
+    skips ``load_state_dict``'s per-key bookkeeping. Returns the number of tensors copied;
+    raises KeyError naming a key with no place in the model.
+    """
+    params = dict(model.named_parameters())
+    copied = 0
+    for key, value in state_dict.items():
+        name = key
+        for part in (".lora_A.", ".lora_B.", ".lora_embedding_A.", ".lora_embedding_B."):
+            if part in key:
+                name = key.replace(part, f"{part}{adapter_name}.")
+                break
+        target = params.get(name)
+        if target is None:
+            raise KeyError(f"adapter tensor {key!r} has no place in the model ({name!r})")
+        if target.shape != value.shape:
+            raise ValueError(f"{key}: shape {tuple(value.shape)} != {tuple(target.shape)}")
+        target.data.copy_(value, non_blocking=True)
+        copied += 1
+    return copied
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,8 +16,13 @@ from engine.records import BASIC_FIELDS, AnalysisDraft, Item, Note, Patient
 Lang = Literal["en", "zh"]
 
 SECTION_TITLES: dict[Lang, dict[str, str]] = {
-    "en": {"symptom_type": "Symptom type", "reasons": "Reasons", "advice": "Advice"},
-    "zh": {"symptom_type": "症状类型", "reasons": "原因", "advice": "建议"},
+    "en": {
+        "symptom_type": "Symptom type",
+        "reasons": "Reasons",
+        "advice": "Advice",
+        "unplaced": "Other notes",
+    },
+    "zh": {"symptom_type": "症状类型", "reasons": "原因", "advice": "建议", "unplaced": "其他"},
 }
 
 
@@ -260,6 +265,8 @@ def regenerate_item_request(
     t = SECTION_TITLES[lang]
     items = draft.live(section)  # type: ignore[arg-type]
     position = next((n for n, i in enumerate(items, 1) if i.id == item.id), None)
+    if section == "symptom_type":
+        position = None
     comments = "\n".join(f"- {c}" for c in item.comments)
     current = item.text.strip() or (item.draft or "").strip()
     parts = [_statement_block(question, observed, lang)]
@@ -271,7 +278,7 @@ def regenerate_item_request(
             ask += f"\n咨询师对这一条的意见：\n{comments}"
         ask += "\n只输出这一条的新内容，一行，不要编号，不要重复其他条目。"
     else:
-        label = t[section].lower().rstrip("s") if section != "symptom_type" else "symptom type"
+        label = t[section].lower().rstrip("s") if section != "symptom_type" else "the symptom type"
         which = label if position is None else f"{label} {position}"
         parts.append("The current draft:\n" + render_draft(draft, lang, with_comments=False))
         ask = f"Rewrite only {which} (now: {current or 'empty'})."

@@ -112,9 +112,13 @@ def _chat_ids(tokenizer: Any, text: str) -> list[int]:
 
 def stop_ids(model: Any, tokenizer: Any) -> list[int]:
     """Ids that end an answer: the model's/tokenizer's EOS and the chat end-of-turn token."""
-    from engine.generation import eos_ids
-
-    ids = eos_ids(model, tokenizer)
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in gen_eos if isinstance(gen_eos, list | tuple) else [gen_eos]:
+        if isinstance(value, int) and value not in ids:
+            ids.append(value)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(int(tokenizer.eos_token_id))
     for token in ("<|im_end|>", "<|eot_id|>", "</s>", "<|endoftext|>"):
         tid = tokenizer.convert_tokens_to_ids(token)
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid not in ids:

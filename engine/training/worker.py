@@ -43,6 +43,7 @@ class TrainResult:
     tokens_seen: int = 0
     train_s: float = 0.0
     losses: list[float] = field(default_factory=list)
+    peft_model: Any = None  # the trained PeftModel, for in-process callers (bench, tests)
 
 
 def transfer_aad(run_id: str, patient_id: str) -> bytes:
@@ -234,6 +235,7 @@ def train_adapter(
     }
     result.config = adapter_config_dict(peft_model, base_name or _model_name(model))
     result.train_s = time.perf_counter() - started
+    result.peft_model = peft_model
     return result
 
 

@@ -96,6 +96,10 @@ class WorkspaceScreen(Screen):
         self.watch(self.app, "model_label", self._label_changed, init=False)
         self.patients.refresh_list()
 
+    def on_unmount(self) -> None:
+        if self._cancel is not None:  # a stream must not outlive its screen
+            self._cancel.set()
+
     # -- handy handles ------------------------------------------------------------------------
     @property
     def patients(self) -> PatientsPane:

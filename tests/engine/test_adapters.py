@@ -97,6 +97,11 @@ def test_registry_versions_cards_and_pruning(fake_store) -> None:
     assert registry.card("p1", 2) == {"loss": 1.2, "version": 2}
     assert fake_store.has_adapter["p1"] is True
     assert registry.read("p1", 1)[0] == config
+    assert registry.active("p1") == 2
+    fake_store.write_blob("p1", "adapter/active", b"1")  # a rollback
+    assert registry.active("p1") == 1
+    fake_store.write_blob("p1", "adapter/active", b"7")  # gone: fall back to the newest
+    assert registry.active("p1") == 2
     registry.save("p1", config, state, keep=2)
     assert registry.versions("p1") == [2, 3]
     assert registry.versions("other") == []
@@ -172,14 +177,14 @@ def test_use_patient_switches_adapters_on_the_real_model(assistant, real_store, 
     v2_text = answer()
     assert v2_text != base_text
 
-    # Back to v1 (still resident): a switch, not a reload, and the same output as before.
-    real_store.delete_blob(patient.id, "adapter/v2")
-    real_store.delete_blob(patient.id, "adapter/v2.card")
+    # Rolled back to v1 (still resident): a switch, not a reload, and the same output.
+    real_store.write_blob(patient.id, "adapter/active", b"1")  # a rollback to v1
     assert assistant.adapters.is_loaded(f"patient-{patient.id[:16]}-v1")
     assert assistant.use_patient(patient, real_store).endswith("adapter v1")
     assert answer() == v1_text
 
     # A damaged adapter never leaves another adapter active: base, and the label says why.
+    real_store.delete_blob(patient.id, "adapter/active")
     real_store.write_blob(patient.id, "adapter/v3", b"garbage")
     label = assistant.use_patient(patient, real_store)
     assert label == "SmolLM2-135M-Instruct · base (adapter v3 unusable)"
@@ -210,3 +215,14 @@ def test_domain_adapter_from_a_plain_peft_dir(assistant, real_store, tmp_path, c
     finally:
         assistant.settings.model.domain_adapter = original
         assistant.use_patient(None)
+
+
+@pytest.mark.model
+def test_unknown_patient_in_the_store_falls_back_to_base(assistant, real_store) -> None:
+    from engine.records import Patient
+
+    stranger = Patient(name="Not in this vault")
+    label = assistant.use_patient(stranger, real_store)
+    assert label == "SmolLM2-135M-Instruct · base (adapters unreadable)"
+    assert "No patient" in (assistant.last_adapter_error or "")
+    assert assistant.use_patient(stranger) == "SmolLM2-135M-Instruct · base"

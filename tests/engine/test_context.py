@@ -145,6 +145,11 @@ def test_guidance_and_regenerate_prompts_carry_comments() -> None:
     assert "CBT" in one  # the rest of the draft is guidance
     zh = regenerate_item_request("我每次都考不好", draft, "advice", draft.advice[0], "zh")
     assert "只重写建议第 1 条" in zh
+    symptom = regenerate_item_request("x", draft, "symptom_type", draft.symptom_type, "en")
+    assert "Rewrite only the symptom type (now: Exam anxiety)" in symptom
+    draft.unplaced.append(Item(text="stray prose", draft="stray prose"))
+    other = regenerate_item_request("x", draft, "unplaced", draft.unplaced[0], "en")
+    assert "Rewrite only other note 1 (now: stray prose)" in other
 
 
 def test_prefix_cache_bookkeeping() -> None:

@@ -113,3 +113,29 @@ def test_rejects_what_it_cannot_do():
         dec.generate(torch.zeros(2, 4, dtype=torch.long), 2)
     with pytest.raises(FastDecodeUnsupported):
         FastDecoder(model, use_cuda_graph=True)
+
+
+def test_adapter_weights_are_copied_in_place():
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    from engine.fastdecode import copy_adapter_in_place
+
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "block_sparse_moe.gate"]
+    cfg = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
+    model = get_peft_model(tiny_mixtral(), cfg, adapter_name="p1").eval()
+    ids = prompt_ids(16)
+    with torch.no_grad():
+        want = model(ids).logits
+    saved = {k: v.clone() for k, v in get_peft_model_state_dict(model, adapter_name="p1").items()}
+    ptrs = {n: p.data_ptr() for n, p in model.named_parameters() if ".lora_" in n}
+    for n, p in model.named_parameters():
+        if ".lora_" in n:
+            p.data.normal_()
+    with torch.no_grad():
+        assert not torch.allclose(model(ids).logits, want)
+    assert copy_adapter_in_place(model, "p1", saved) == len(saved)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, want)
+    assert all(p.data_ptr() == ptrs[n] for n, p in model.named_parameters() if n in ptrs)
+    with pytest.raises(KeyError):
+        copy_adapter_in_place(model, "p1", {"nope.lora_A.weight": torch.zeros(1)})

@@ -132,7 +132,7 @@ def test_triton_decode_attention_matches_sdpa(cuda_bnb, length, valid):
     ref = F.scaled_dot_product_attention(
         q.float().view(1, 8, 4, 128), k.float(), v.float(), attn_mask=mask, scale=128**-0.5
     )
-    ref = ref.view(1, 32, 1, 128).transpose(1, 2)
+    ref = ref.reshape(1, 32, 1, 128).transpose(1, 2)
     got = nf4_moe.decode_attention(q, k, v, mask, 128**-0.5).float()
     assert torch.isfinite(got).all()
     assert (got - ref).norm() / ref.norm() < 1e-2

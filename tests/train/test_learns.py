@@ -19,7 +19,8 @@ import pytest
 from engine.training.data import build_training_data
 from engine.training.metrics import completion_loss
 
-pytestmark = pytest.mark.model
+# ~1-4 min on 2 CPU cores (24 optimizer steps on the 135M model): not in the default run.
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
 DOG = "Zorblax"

@@ -36,7 +36,7 @@ def test_run_streams_progress_and_stores_a_sealed_version(
 ):
     with open_vault(tiny_settings) as store:
         pid = make_patient(store, marker)
-        run, events = _train(store, pid, tiny_settings, {"max_steps": 3, "preference_epochs": 0.5})
+        run, events = _train(store, pid, tiny_settings, {"max_steps": 3, "preference_epochs": 0.25})
         phases = [e.phase for e in events]
         assert phases[0] == "loading"
         assert "prepared" in phases and phases[-2:] == ["done", "stored"]
