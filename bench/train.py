@@ -359,8 +359,13 @@ def random_mixtral(tiny: bool, device: str, vocab: int, four_bit: bool) -> Any:
                 0, 0.02, generator=gen
             )
             module.weight = bnb.nn.Params4bit(
-                w, requires_grad=False, quant_type="nf4", compress_statistics=True
-            ).to("cuda")
+                w,
+                requires_grad=False,
+                quant_type="nf4",
+                compress_statistics=True,
+                quant_storage=torch.uint8,
+                module=module,
+            ).to("cuda")  # quantized here: only the NF4 copy stays
             del w
             continue
         for name, param in list(module.named_parameters(recurse=False)):

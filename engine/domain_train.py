@@ -121,6 +121,8 @@ def _progress_callback(printer: Printer) -> Any:
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
+            if "loss" not in logs and "eval_loss" not in logs:
+                return  # the end-of-run summary; train_domain reports that itself
             now = time.perf_counter()
             tokens = float(logs.get("num_tokens", self.last_tokens))
             dt = max(now - self.last_t, 1e-9)
@@ -205,7 +207,7 @@ def train_domain(
     train = dataset["train"]
     if max_train_rows is not None and max_train_rows < len(train):
         train = train.shuffle(seed=recipe.seed).select(range(max_train_rows))
-    evaluation = dataset["validation"] if "validation" in dataset else None
+    evaluation = dataset.get("validation")
     if len(train) == 0:
         raise InputRejected(f"{data_dir}: the training split is empty")
 

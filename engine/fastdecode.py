@@ -297,9 +297,9 @@ def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
 GQA_DECODE = "phyassist_gqa_decode"
 #: SDPA backends tried for the one-token decode attention (None: PyTorch's own choice).
 DECODE_SDPA_BACKENDS: list[Any] | None = None
-#: "sdpa" (grouped query heads through PyTorch's SDPA) or "triton" (engine.nf4_moe's
-#: split-K decode kernel).
-DECODE_ATTENTION = "sdpa"
+#: "triton" (engine.nf4_moe's split-K decode kernel, bf16/fp16 on CUDA; 90 against 80 tokens/s
+#: in bench/results/profile-h100-run6.json) or "sdpa" (grouped query heads through SDPA).
+DECODE_ATTENTION = "triton"
 
 
 def _gqa_decode_attention(
@@ -329,14 +329,15 @@ def _gqa_decode_attention(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
         )
     mask = attention_mask[:, :, :, : key.shape[-2]]
+    from engine import nf4_moe
+
     if (
         DECODE_ATTENTION == "triton"
         and query.is_cuda
         and b == 1
         and query.dtype in (torch.bfloat16, torch.float16)
+        and nf4_moe.available()
     ):
-        from engine import nf4_moe
-
         scale = scaling if scaling is not None else d**-0.5
         return nf4_moe.decode_attention(query, key, value, mask, scale), None
     q = query.reshape(b, hkv, hq // hkv, d)

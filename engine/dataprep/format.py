@@ -17,7 +17,7 @@ COLUMNS = ("prompt", "completion", "source", "task")
 
 
 def prompt_messages(question: str) -> list[dict[str, str]]:
-    """The messages a model sees for one question (no system message: not every template has one)."""
+    """What a model sees for one question; no system turn, as not every template has one."""
     return [{"role": "user", "content": question}]
 
 

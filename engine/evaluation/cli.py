@@ -90,9 +90,7 @@ def run(args: argparse.Namespace) -> int:
                     runs.append(
                         evaluate_imhi(model, loaded.tokenizer, args.data, name="base", **common)
                     )
-            runs.append(
-                evaluate_imhi(model, loaded.tokenizer, args.data, name="adapter", **common)
-            )
+            runs.append(evaluate_imhi(model, loaded.tokenizer, args.data, name="adapter", **common))
         finally:
             # load_model shares the model in-process: take the adapter layers out again.
             model.unload()

@@ -68,7 +68,9 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?。！？；;])\s*|\n+")
 
 # SAD: canonical phrase first, then looser words; Chinese after.
 _SAD_PATTERNS: dict[str, str] = {
-    "school": r"school|academic\w*|exam\w*|college|universit\w*|studies|homework|学校|学业|考试|学习",
+    "school": (
+        r"school|academic\w*|exam\w*|college|universit\w*|studies|homework|学校|学业|考试|学习"
+    ),
     "financial problem": r"financ\w*|money|debt\w*|rent|bills?|经济|财务|金钱|钱|债",
     "family issues": r"family|parent\w*|mother|father|家庭|家人|父母",
     "social relationships": r"social\s+relationships?|relationships?|friend\w*|人际|社交|朋友|恋爱",

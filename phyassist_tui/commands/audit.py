@@ -41,6 +41,9 @@ def _resolve_patient(entries: list, prefix: str) -> str:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
+    from engine.hardening import harden_process
+
+    harden_process(umask=False)  # decrypted data here: no core dumps, not dumpable
     from engine.audit import AuditLog
     from phyassist_tui.commands._common import open_store
 
@@ -67,6 +70,9 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from engine.hardening import harden_process
+
+    harden_process(umask=False)  # decrypted data here: no core dumps, not dumpable
     from engine.audit import AuditLog
     from phyassist_tui.commands._common import open_store
 

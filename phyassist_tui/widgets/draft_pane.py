@@ -91,6 +91,7 @@ class ItemRow(ListItem):
             return Content.assemble(("⟳ ", "$accent"), clean(self.streaming) or "…")
         text = clean(item.text) or "(empty)"
         if item.deleted:
+            prefix = "" if self.section == "symptom_type" else "✗  "
             line = Content.assemble((prefix + text, "strike $text-muted"), (" deleted", "dim"))
         else:
             marker = " +" if item.added_by_counselor else (" ✎" if item.edited else "")

@@ -7,11 +7,13 @@ import pytest
 from engine.dataprep import clean as c
 from engine.dataprep.clean import Example
 from engine.dataprep.counselchat import read_counselchat
-from engine.dataprep.imhi import read_train, all_test_queries
+from engine.dataprep.imhi import all_test_queries, read_train
 
 
 def ex(prompt: str, completion: str = "An answer.", **kw) -> Example:
-    return Example(kw.pop("source", "imhi"), kw.pop("task", "DR"), "train", prompt, completion, **kw)
+    return Example(
+        kw.pop("source", "imhi"), kw.pop("task", "DR"), "train", prompt, completion, **kw
+    )
 
 
 @pytest.fixture
@@ -95,7 +97,7 @@ def test_clean_text_not_flagged(text):
 
 def test_drop_test_overlap(imhi_rows, imhi_fixture):
     rule = c.make_drop_test_overlap(all_test_queries(imhi_fixture))
-    kept, dropped = rule(imhi_rows)
+    _, dropped = rule(imhi_rows)
     assert dropped == 1
     assert rule.__name__ == "drop_test_overlap"
 

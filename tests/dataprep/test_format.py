@@ -50,13 +50,23 @@ def test_trl_masks_the_prompt_and_trains_on_the_answer(tmp_path, embedded_tokeni
     assert completion_text == answer + "<|im_end|>\n"
 
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
     )
     trainer = SFTTrainer(
         model=LlamaForCausalLM(cfg),
-        args=SFTConfig(output_dir=str(tmp_path), report_to=[], max_length=256, use_cpu=True,
-                       eos_token="<|im_end|>"),
+        args=SFTConfig(
+            output_dir=str(tmp_path),
+            report_to=[],
+            max_length=256,
+            use_cpu=True,
+            eos_token="<|im_end|>",
+        ),
         train_dataset=Dataset.from_list([rec]),
         processing_class=tok,
     )

@@ -12,7 +12,9 @@ from engine.errors import InputRejected
 from phyassist_tui.cli import main
 
 
-def test_prepare_writes_conversational_prompt_completion(tmp_path, imhi_fixture, counselchat_fixture):
+def test_prepare_writes_conversational_prompt_completion(
+    tmp_path, imhi_fixture, counselchat_fixture
+):
     result = prepare(tmp_path / "ds", imhi_dir=imhi_fixture, counselchat_csv=counselchat_fixture)
     ds = load_prepared(tmp_path / "ds")
     assert set(ds) <= {"train", "validation"}
@@ -51,7 +53,9 @@ def test_prepare_counts_per_source(tmp_path, imhi_fixture, counselchat_fixture):
     }
 
 
-def test_cli_prints_rule_counts_and_all_answers(tmp_path, capsys, imhi_fixture, counselchat_fixture):
+def test_cli_prints_rule_counts_and_all_answers(
+    tmp_path, capsys, imhi_fixture, counselchat_fixture
+):
     argv = ["data", "prepare", "--counselchat", str(counselchat_fixture), "--out", str(tmp_path)]
     assert main([*argv, "--all-answers"]) == 0
     out = capsys.readouterr().out
@@ -78,9 +82,10 @@ def test_prepare_is_deterministic(tmp_path, imhi_fixture, counselchat_fixture):
     a = prepare(tmp_path / "a", imhi_dir=imhi_fixture, counselchat_csv=counselchat_fixture)
     b = prepare(tmp_path / "b", imhi_dir=imhi_fixture, counselchat_csv=counselchat_fixture)
     assert a.split_rows == b.split_rows
-    assert load_prepared(tmp_path / "a")["train"]["prompt"] == load_prepared(tmp_path / "b")[
-        "train"
-    ]["prompt"]
+    assert (
+        load_prepared(tmp_path / "a")["train"]["prompt"]
+        == load_prepared(tmp_path / "b")["train"]["prompt"]
+    )
 
 
 def test_real_data_prepare_counts(tmp_path, shared_data):

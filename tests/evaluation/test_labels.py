@@ -12,7 +12,7 @@ PB = 'Consider this post: "..." Question: Does the post show risk of perceived b
 
 
 def mwd(dim: str) -> str:
-    return f'Consider this post: "I pray daily." Question: Does the {dim} wellness dimension exist in the post?'
+    return f'Consider this post: "I pray." Question: Does the {dim} wellness dimension exist in the post?'  # noqa: E501
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,12 @@ def mwd(dim: str) -> str:
         # MultiWD: the dimension named in the question decides
         ("MultiWD", "Yes, this wellness dimension exists in the post.", mwd("spiritual"), "yes"),
         ("MultiWD", "No, this wellness dimension does not exist in the post.", mwd("social"), "no"),
-        ("MultiWD", "The spiritual dimension is present: the poster prays.", mwd("spiritual"), "yes"),
+        (
+            "MultiWD",
+            "The spiritual dimension is present: the poster prays.",
+            mwd("spiritual"),
+            "yes",
+        ),
         ("MultiWD", "The social wellness dimension exists in the post.", mwd("spiritual"), None),
         ("MultiWD", "The post shows emotional wellness but not physical.", mwd("physical"), "no"),
         ("MultiWD", "The post shows emotional wellness but not physical.", mwd("emotional"), "yes"),
@@ -95,7 +100,10 @@ def test_binary_extraction(task, answer, question, expected):
     [
         ("This post shows the stress cause related to work.", "work"),
         ("This post shows other stress causes.", "other causes"),
-        ("This post shows the stress cause related to emotion turmoil. Reasoning: ...", "emotion turmoil"),
+        (
+            "This post shows the stress cause related to emotion turmoil. Reasoning: ...",
+            "emotion turmoil",
+        ),
         ("The stress comes from financial problems: the rent went up.", "financial problem"),
         ("The stress is not related to school but to family issues.", "family issues"),
         ("The poster worries about her exams and grades.", "school"),
@@ -129,7 +137,10 @@ def test_targets_from_questions():
     assert target_from_question("Irf", TB).aspect == "thwarted belongingness"
     assert target_from_question("Irf", PB).aspect == "perceived burdensomeness"
     # the post itself mentioning "social" must not win over the question's dimension
-    q = 'Consider this post: "my social life is fine" Question: Does the physical wellness dimension exist in the post?'
+    q = (
+        'Consider this post: "my social life is fine" '
+        "Question: Does the physical wellness dimension exist in the post?"
+    )
     assert target_from_question("MultiWD", q).aspect == "physical"
 
 
