@@ -177,6 +177,11 @@ def bench_analysis(assistant: Assistant, patient: Patient, repeats: int, max_new
         ours(assistant.stream_analysis(patient, QUESTION, cancel=cancel), assistant)
         for _ in range(repeats)
     ]
+    build = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        assistant._build(patient, [{"role": "user", "content": QUESTION}], max_new)
+        build.append(time.perf_counter() - start)
     m, b = summary(mine), summary(base)
     return {
         "prompt_tokens": len(ids),
@@ -185,6 +190,7 @@ def bench_analysis(assistant: Assistant, patient: Patient, repeats: int, max_new
         "ttft_ratio": round(m["ttft_s"] / b["ttft_s"], 3),
         "decode_ratio": round(m["tokens_per_s"] / b["tokens_per_s"], 3),
         "same_token_count": m["tokens"] == b["tokens"],
+        "prompt_build_ms": round(statistics.median(build) * 1000, 2),
         "warm_prefix": dict(summary(warm), cached_prefix_tokens=warm[-1]["cached_prefix_tokens"]),
     }
 

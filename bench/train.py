@@ -225,29 +225,43 @@ def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
         if args.epochs:
             overrides["num_train_epochs"] = args.epochs
 
-        ours_runs, plain_runs = [], []
-        for _ in range(args.repeats):
+        ours_runs: list[dict[str, Any]] = []
+        plain_runs: list[dict[str, Any]] = []
+        hp: dict[str, Any] | None = None
+        done: dict[str, Any] = {}
+
+        def run_ours() -> dict[str, Any]:
+            nonlocal done
             run = TrainingRun(store, patient.id, settings, overrides=overrides)
             start = time.perf_counter()
             events = list(run.events())
             wall = time.perf_counter() - start
             first_step = next(e for e in events if e.phase == "sft" and e.step >= 1)
             done = run.summary
-            ours_runs.append(
-                {
-                    "wall_s": wall,
-                    "train_s": done["train_s"],
-                    "steps": done["steps"],
-                    "tokens_seen": done["tokens_seen"],
-                    "tokens_per_s": done["tokens_seen"] / done["train_s"],
-                    "final_loss": done["final_loss"],
-                    "preference_steps": done["preference_steps"],
-                    "version": run.result.version,
-                    "first_step_event_tokens_per_s": first_step.tokens_per_s,
-                }
-            )
-            hp = done["hyperparameters"]
-            plain_runs.append(_run_plain(Path(model_dir), data.sft, hp))
+            return {
+                "wall_s": wall,
+                "train_s": done["train_s"],
+                "steps": done["steps"],
+                "tokens_seen": done["tokens_seen"],
+                "tokens_per_s": done["tokens_seen"] / done["train_s"],
+                "final_loss": done["final_loss"],
+                "preference_steps": done["preference_steps"],
+                "version": run.result.version,
+                "first_step_event_tokens_per_s": first_step.tokens_per_s,
+                "load_avg_1m_after": os.getloadavg()[0],
+            }
+
+        # Alternate the order (ours first, then plain first, ...) so a change in the
+        # machine's background load does not always favour the same side.
+        for i in range(args.repeats):
+            if i % 2 == 0 or hp is None:
+                ours_runs.append(run_ours())
+                hp = done["hyperparameters"]
+                plain_runs.append(_run_plain(Path(model_dir), data.sft, hp))
+            else:
+                plain_runs.append(_run_plain(Path(model_dir), data.sft, hp))
+                ours_runs.append(run_ours())
+            plain_runs[-1]["load_avg_1m_after"] = os.getloadavg()[0]
         store.close()
     finally:
         shutil.rmtree(home, ignore_errors=True)

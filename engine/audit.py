@@ -26,6 +26,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
 import os
 import re
 import threading
@@ -47,7 +48,10 @@ __all__ = [
     "AuditLog",
     "VerifyResult",
     "current_os_user",
+    "record",
 ]
+
+logger = logging.getLogger(__name__)
 
 SEGMENT_ENTRIES = 128
 HEAD_KIND = "audit/head"
@@ -396,3 +400,60 @@ class AuditLog:
         if entry.seq // SEGMENT_ENTRIES != index:
             return f"entry #{entry.seq} sits in the wrong segment ({index})"
         return None
+
+
+# -- the hook the product calls ------------------------------------------------------------
+
+
+def record(
+    store: Store | None, action: str, patient_id: str | None = None, detail: str = ""
+) -> AuditEntry | None:
+    """Append one audit entry after an action succeeded; never raises into the caller.
+
+    The action already happened, so a failure to record it (vault closed, tampered log,
+    disk full) must not turn a success into an error: it is logged as a warning (without
+    the detail) and ``None`` is returned; ``phyassist audit verify`` then shows the gap.
+
+    A read-only handle (``writer=False``) cannot append. For it, the vault's writer lock is
+    taken just for this one append when no other process holds it; when another process
+    does (e.g. the TUI is open), the entry is not written and a warning says so.
+    """
+    if store is None:
+        return None
+    try:
+        if getattr(store, "writer", True):
+            return AuditLog(store).append(action, patient_id, detail)
+        return _append_via_temporary_lock(store, action, patient_id, detail)
+    except Exception as exc:  # by contract: never break the caller
+        logger.warning(
+            "audit entry %r not recorded: %s: %s", action, type(exc).__name__, _safe_reason(exc)
+        )
+        return None
+
+
+def _safe_reason(exc: BaseException) -> str:
+    # Our own errors carry no clinical text; anything else is summarised by type only.
+    return str(exc)[:200] if isinstance(exc, PhyAssistError) else "unexpected error"
+
+
+def _append_via_temporary_lock(
+    store: Store, action: str, patient_id: str | None, detail: str
+) -> AuditEntry:
+    """Append through a read-only handle by holding the writer lock for one append.
+
+    Raises VaultBusy when another process is the writer (its own appends would race ours).
+    """
+    from engine.atomicio import WriterLock
+    from engine.store import LOCK_NAME
+
+    lock = WriterLock(store.vault_dir / LOCK_NAME)
+    lock.acquire()  # VaultBusy when another process writes
+    try:
+        with store._mutex:  # no other thread of ours sees the handle as a writer
+            store.writer = True
+            try:
+                return AuditLog(store).append(action, patient_id, detail)
+            finally:
+                store.writer = False
+    finally:
+        lock.release()

@@ -34,7 +34,7 @@ def decode_history(data: bytes) -> list[ChatMessage]:
         payload: Any = json.loads(data.decode("utf-8"))
         raw = payload["messages"] if isinstance(payload, dict) else payload
         return [ChatMessage.model_validate(m) for m in raw]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise TamperedFile("chat history", f"not a chat history: {exc}") from exc
 
 

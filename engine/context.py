@@ -147,9 +147,12 @@ class PrefixCache:
     to the prompt and keeps it.
     """
 
-    def __init__(self, max_entries: int = 2, min_reuse: int = 16) -> None:
+    def __init__(
+        self, max_entries: int = 2, min_reuse: int = 16, max_total_tokens: int = 32_768
+    ) -> None:
         self.max_entries = max_entries
         self.min_reuse = min_reuse
+        self.max_total_tokens = max_total_tokens  # bounds memory (KV size grows per token)
         self.enabled = True
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
 
@@ -198,8 +201,13 @@ class PrefixCache:
             return
         self._entries[key] = _Entry(list(ids), cache)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
+        while len(self._entries) > self.max_entries or (
+            len(self._entries) > 1 and self.total_tokens() > self.max_total_tokens
+        ):
             self._entries.popitem(last=False)
+
+    def total_tokens(self) -> int:
+        return sum(len(e.ids) for e in self._entries.values())
 
     def drop(self, match: Callable[[tuple], bool]) -> None:
         for key in [k for k in self._entries if match(k)]:

@@ -357,6 +357,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-4bit", action="store_true", help="LoRA on a full-precision base")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--optim",
+        default=None,
+        help="optimizer (default: paged_adamw_32bit on GPU, else adamw_torch)",
+    )
 
 
 def run_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> int:
@@ -388,6 +393,7 @@ def run_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> in
         save_steps=args.save_steps,
         logging_steps=args.logging_steps,
         load_in_4bit=False if args.no_4bit else None,
+        optim=args.optim,
     )
     result = train_domain(
         args.data,

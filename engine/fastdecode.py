@@ -1,28 +1,36 @@
 """Fast single-stream greedy decoding for (4-bit) Mixtral: static KV cache + one CUDA graph a step.
 
-Where the time goes in plain ``generate`` for one stream: the weights are 4-bit, so a token only
-needs to read about 5.6 GB (two experts a layer) yet each step launches about two thousand small
+Where plain ``generate`` loses time on one stream: the weights are 4-bit, so a token only needs to
+read about 6.5 GiB (two of eight experts a layer). Yet each step launches about two thousand small
 kernels from Python, and the MoE block asks the host which experts were hit (``nonzero``), which
-synchronises the GPU 32 times a token. This module removes both:
+synchronises the GPU every layer. This module removes both problems:
 
-* the prompt is prefilled exactly as ``generate`` does it (a ``DynamicCache``, same kernels), so
-  the first token is the baseline's; its keys and values are then copied into a ``StaticCache``;
-* every later step runs one captured CUDA graph: a fixed-shape forward over the static cache
-  with the position held in a device tensor, and an MoE block that picks its two experts on the
-  device (``index_select`` of the experts' packed 4-bit weights, stacked per layer at set-up)
-  and calls the same bitsandbytes kernel (``gemm_4bit``) the baseline calls, with the same
-  inputs, so each expert's output is bit-identical;
-* tokens come back through pinned memory one step behind, so the GPU never waits for Python.
+* The prompt is prefilled exactly as ``generate`` does it (a ``DynamicCache``, the same kernels),
+  so the first token is the baseline's. Its keys and values are then copied into a
+  ``StaticCache``.
+* Every later step replays one captured CUDA graph: a fixed-shape forward over the static cache,
+  with the position held in a device tensor. The MoE block picks its two experts on the device.
+  The experts of a layer are stacked once, at set-up, into an :class:`ExpertBank`, and the MoE
+  runs one of two kernels:
 
-What can still differ from ``generate``: the decode attention runs over the static cache with a
-mask (a different SDPA kernel than the baseline's exact-length one), so logits can differ in the
-last bits and a near-tie can flip a greedy token. The tests check equality on a small model and
-the benchmark reports how many tokens matched on the full-size one.
+  * ``kernel="triton"`` (the default on CUDA): :mod:`engine.nf4_moe` reads each selected expert's
+    NF4 bytes once.
+  * ``kernel="gather"``: copies the two experts out and calls the same bitsandbytes kernel
+    (``gemm_4bit``) that the eager block calls, so the block's output is bit-identical to it.
 
-A ``PrefixCache`` keeps the keys and values of a long prefix (the patient's record) so that a
+  Decode attention folds each KV group's query heads together instead of repeating K and V. It
+  uses :func:`engine.nf4_moe.decode_attention`, a split-K kernel, for bf16/fp16 on CUDA.
+* Tokens come back through pinned memory one step behind, so the GPU never waits for Python.
+
+What can differ from ``generate``: the decode attention covers the whole static cache under a
+mask, and the Triton MoE sums in another order. In bf16 the logits can therefore differ in the
+last bits, and a near-tie can flip a greedy token. tests/gpu checks exact equality with fp32
+compute and step-by-step agreement with bf16 (see bench/RESULTS.md).
+
+A :class:`PrefixCache` keeps the keys and values of a long prefix (the patient's record), so a
 regenerate only prefills the new suffix. Graphs are kept per active adapter set, so switching
-between loaded LoRA adapters is a dictionary lookup; adapters must be loaded in place
-(``set_peft_model_state_dict``) to stay valid in a captured graph.
+between loaded LoRA adapters is a dictionary lookup. An adapter's weights must be replaced in
+place to stay valid in a captured graph (:func:`copy_adapter_in_place`).
 """
 
 from __future__ import annotations
@@ -173,15 +181,12 @@ def _bank_linear(
 def _fast_moe_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any:
     """MixtralSparseMoeBlock.forward for one token, with the experts chosen on the device.
 
-    Mirrors the eager block op for op (softmax in fp32, top-k, renormalise, cast, each expert's
-    output times its weight, summed), so the result is the eager block's bit for bit.
+    The routing mirrors the eager block op for op (softmax in fp32, top-k, renormalise, cast).
+    With the gather kernel each expert's output, times its weight and summed, is also the eager
+    block's bit for bit. The Triton kernel agrees to bf16 rounding.
     """
     batch, seq, hidden = hidden_states.shape
-    if self.training:
-        return self._phyassist_eager_forward(hidden_states)
-    if batch * seq > 1 and batch * seq <= self._phyassist_dense_max_tokens:
-        return _dense_few_tokens_forward(self, hidden_states)
-    if batch * seq != 1 or not self._phyassist_fast:
+    if batch * seq != 1 or not self._phyassist_fast or self.training:
         return self._phyassist_eager_forward(hidden_states)
     bank: ExpertBank = self._phyassist_bank
     x = hidden_states.view(-1, hidden)
@@ -210,31 +215,6 @@ def _fast_moe_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any
     return out.view(batch, seq, hidden), router_logits
 
 
-def _dense_few_tokens_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any:
-    """The MoE block for a few tokens (a suffix after a cached prefix) with no host syncs.
-
-    The eager block asks the host which experts were hit (``nonzero``, then ``where`` per
-    expert): with 32 layers that is hundreds of GPU-draining syncs for a 32-token suffix, which
-    all hit every expert anyway. Here every expert runs on all the tokens, weighted by a routing
-    matrix that is zero where a token did not pick the expert: each expert's weights are still
-    read once, the extra rows cost nothing at this size, and the sums keep the eager order
-    (ascending expert index; adding the zeros changes no bits).
-    """
-    batch, seq, hidden = hidden_states.shape
-    x = hidden_states.view(-1, hidden)
-    router_logits = self.gate(x)
-    routing = F.softmax(router_logits, dim=1, dtype=torch.float)
-    routing, selected = torch.topk(routing, self.top_k, dim=-1)
-    routing /= routing.sum(dim=-1, keepdim=True)
-    routing = routing.to(x.dtype)
-    weights = torch.zeros(x.shape[0], self.num_experts, dtype=x.dtype, device=x.device)
-    weights.scatter_(1, selected, routing)
-    out = torch.zeros_like(x)
-    for e, expert in enumerate(self.experts):
-        out = out + expert(x) * weights[:, e, None]
-    return out.view(batch, seq, hidden), router_logits
-
-
 def install_fast_moe(model: torch.nn.Module) -> list[ExpertBank]:
     """Stack each MoE block's experts and give the block a device-side routing path.
 
@@ -259,7 +239,6 @@ def install_fast_moe(model: torch.nn.Module) -> list[ExpertBank]:
         module._phyassist_bank = bank
         module._phyassist_fast = False
         module._phyassist_kernel = "gather"
-        module._phyassist_dense_max_tokens = 0  # set only while a cached-prefix suffix runs
         module._phyassist_eager_forward = module.forward
         module.forward = types.MethodType(_fast_moe_forward, module)
         banks.append(bank)
@@ -278,11 +257,6 @@ def _moe_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
 def _set_fast(model: torch.nn.Module, on: bool) -> None:
     for module in _moe_blocks(model):
         module._phyassist_fast = on
-
-
-def _set_dense_prefill(model: torch.nn.Module, max_tokens: int) -> None:
-    for module in _moe_blocks(model):
-        module._phyassist_dense_max_tokens = max_tokens
 
 
 def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
@@ -421,7 +395,6 @@ class FastDecoder:
         use_cuda_graph: bool | None = None,
         kernel: str = "auto",
         gqa_attention: bool = True,
-        dense_suffix_tokens: int = 256,
     ) -> None:
         from transformers import StaticCache
 
@@ -439,18 +412,25 @@ class FastDecoder:
         if self.use_cuda_graph and self.device.type != "cuda":
             raise FastDecodeUnsupported("CUDA graphs need a CUDA device")
         self.banks = install_fast_moe(self.lm)
-        if kernel == "auto":
-            from engine import nf4_moe
+        from engine import nf4_moe
 
-            all_nf4 = all(b.kind == "bnb4" for b in self.banks)
-            kernel = "triton" if all_nf4 and nf4_moe.available() else "gather"
+        all_nf4 = all(b.kind == "bnb4" for b in self.banks)
+        silu = all(  # the Triton kernel has SiLU built in
+            type(m.experts[0].act_fn).__name__ in ("SiLU", "SiLUActivation")
+            for m in _moe_blocks(self.lm)
+        )
+        triton_ok = all_nf4 and silu and nf4_moe.available()
+        if kernel == "auto":
+            kernel = "triton" if triton_ok else "gather"
         if kernel not in ("gather", "triton"):
             raise ValueError(f"unknown MoE kernel {kernel!r}")
+        if kernel == "triton" and not triton_ok:
+            raise FastDecodeUnsupported(
+                "the Triton MoE kernel needs NF4 experts with SiLU, on CUDA with Triton"
+            )
         self.kernel = kernel
         _set_kernel(self.lm, kernel)
         self.gqa_attention = gqa_attention
-        # A suffix after a cached prefix up to this many tokens runs the sync-free MoE.
-        self.dense_suffix_tokens = dense_suffix_tokens
         if gqa_attention:
             _register_attention()
         config = self.lm.config
@@ -627,12 +607,9 @@ class FastDecoder:
             n = 0
             dyn = DynamicCache(config=self.lm.config)
         try:
-            if prefix is not None:
-                _set_dense_prefill(self.lm, self.dense_suffix_tokens)
             first = self._prefill(input_ids, dyn)
             self._load_static(dyn, prompt_len)
         finally:
-            _set_dense_prefill(self.lm, 0)
             if prefix is not None:
                 dyn.crop(n)
         first_tok = int(first.item())

@@ -118,11 +118,14 @@ def _label_from_gguf_name(name: str) -> str:
     return head if head and tail[:1].upper() in {"Q", "F", "I", "B"} else stem
 
 
-def gguf_cache_dir(settings: Settings, source: ModelSource) -> Path:
-    """Where the dequantized copy of a GGUF lives; keyed by file identity (size + mtime)."""
+def gguf_cache_dir(settings: Settings, source: ModelSource, dtype: Any = None) -> Path:
+    """Where the dequantized copy of a GGUF lives; keyed by file identity (size + mtime)
+    and by dtype (a bf16 GPU copy must not feed a float32 CPU load)."""
     gguf = source.path / (source.gguf_file or "")
     st = gguf.stat()
-    key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    if dtype is None:
+        dtype = _pick_dtype(settings, _pick_device(settings))
+    key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{str(dtype).removeprefix('torch.')}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return settings.model_cache_dir / f"{source.name}-{digest}"
 
@@ -341,7 +344,7 @@ def _load_uncached(settings: Settings, progress: Progress, *, use_disk_cache: bo
     quant = _quantization_config(settings, device, dtype)
 
     if source.kind == "gguf":
-        cache = gguf_cache_dir(settings, source)
+        cache = gguf_cache_dir(settings, source, dtype)
         if use_disk_cache and (cache / "config.json").is_file():
             progress(f"Loading {source.name} from cache…")
             try:
@@ -362,7 +365,7 @@ def _load_uncached(settings: Settings, progress: Progress, *, use_disk_cache: bo
                 source.path, gguf_file=source.gguf_file, dtype=dtype, device=device, quant=quant
             )
             origin = "gguf"
-            if use_disk_cache:
+            if use_disk_cache and quant is None:  # never cache 4-bit weights: load-time only
                 progress("Caching the dequantized weights for faster starts…")
                 try:
                     _write_cache(cache, model, tokenizer, source)

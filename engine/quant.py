@@ -84,6 +84,7 @@ class LoadReport:
     cache_dir: str | None
     cache_written: bool = False
     cache_seconds: float = 0.0
+    cache_error: str | None = None
     quant: dict[str, Any] = field(default_factory=dict)
 
 
@@ -243,8 +244,11 @@ def load_quantized(
     )
     if cached is not None and not use_cache and write_cache:
         t0 = time.perf_counter()
-        save_quantized(model, cached, source=model_dir, spec=spec)
-        report.cache_written = True
+        try:
+            save_quantized(model, cached, source=model_dir, spec=spec)
+            report.cache_written = True
+        except OSError as exc:  # a full disk costs the next start time, not this load
+            report.cache_error = f"{type(exc).__name__}: {exc}"
         report.cache_seconds = time.perf_counter() - t0
     return model, report
 

@@ -83,7 +83,7 @@ class VaultHeader:
     def parse(cls, raw: bytes, path: Path) -> VaultHeader:
         try:
             doc = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise TamperedFile(path, "the vault header is not valid JSON") from None
         if not isinstance(doc, dict):
             raise TamperedFile(path, "the vault header is not a JSON object")
@@ -109,7 +109,7 @@ class VaultHeader:
                 created=str(doc.get("created", "")),
                 schema_version=version,
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, AttributeError, RecursionError):
             raise TamperedFile(path, "the vault header is incomplete") from None
 
 

@@ -88,6 +88,11 @@ class PhyAssistApp(App):
         self._last_activity = time.monotonic()
         self._theme_loaded = False
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "lock":
+            return self.store is not None
+        return True
+
     # -- start-up -------------------------------------------------------------------------------
     def on_mount(self) -> None:
         if self.settings.theme in self.available_themes:
@@ -138,6 +143,7 @@ class PhyAssistApp(App):
     # -- vault ----------------------------------------------------------------------------------
     def vault_unlocked(self, store: VaultStore) -> None:
         self.store = store
+        self.refresh_bindings()
         self._last_activity = time.monotonic()
         self.switch_screen(WorkspaceScreen())
 

@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # trust: harden the real process only; tests call main(argv) in-process
+        from engine.hardening import harden_process
+
+        harden_process()  # no core dumps, not ptrace-able, umask 077
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):

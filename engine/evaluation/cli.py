@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", type=Path, required=True, help="where results.{json,md} go")
+    parser.add_argument(
+        "--rescore",
+        type=Path,
+        metavar="DIR",
+        help="no generation: re-extract labels from DIR/predictions-*.jsonl with the current "
+        "rules and write a new report",
+    )
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -51,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from engine.evaluation.report import write_report
     from engine.llm import load_model
 
+    if args.rescore is not None:
+        return _rescore(args)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -97,6 +106,21 @@ def run(args: argparse.Namespace) -> int:
     md = write_report(args.out, runs, meta=meta)
     print(md.read_text(encoding="utf-8"))
     print(f"results: {args.out / 'results.json'}")
+    return 0
+
+
+def _rescore(args: argparse.Namespace) -> int:
+    from engine.errors import InputRejected
+    from engine.evaluation.imhi import rescore
+    from engine.evaluation.report import write_report
+
+    files = sorted(Path(args.rescore).glob("predictions-*.jsonl"))
+    if not files:
+        raise InputRejected(f"{args.rescore}: no predictions-*.jsonl to rescore")
+    order = {"base": 0, "adapter": 1}
+    runs = sorted((rescore(f) for f in files), key=lambda r: order.get(r.name, 2))
+    md = write_report(args.out, runs, meta={"rescored_from": str(args.rescore)})
+    print(md.read_text(encoding="utf-8"))
     return 0
 
 

@@ -161,6 +161,56 @@ def generate_batch(
     return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out.cpu()]
 
 
+def score_task(
+    task: str, preds: list[Prediction], rouge: RougeL, *, seconds: float = 0.0
+) -> TaskResult:
+    """Scores of one task's predictions; rows whose gold answer has no label are skipped."""
+    scored = [p for p in preds if p.gold_label is not None]
+    gold = [p.gold_label for p in scored]
+    pred = [p.label for p in scored]
+    return TaskResult(
+        task=task,
+        n=len(scored),
+        weighted_f1=weighted_f1(gold, pred),
+        accuracy=accuracy(gold, pred),
+        unlabeled_share=unlabeled_share(pred),
+        rougeL_f=rouge.mean(
+            [_reasoning(p.gold) for p in scored], [_reasoning(p.output) for p in scored]
+        ),
+        predicted=dict(Counter(UNLABELED if p is None else p for p in pred)),
+        seconds=seconds,
+    )
+
+
+def rescore(predictions_jsonl: Path, name: str | None = None) -> EvalRun:
+    """Re-extract labels from saved outputs with the current rules and score them again.
+
+    Generation is the slow part; this lets label rules improve without regenerating.
+    """
+    import json
+
+    path = Path(predictions_jsonl)
+    by_task: dict[str, list[Prediction]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        d = json.loads(line)
+        task = d["task"]
+        by_task.setdefault(task, []).append(
+            Prediction(
+                query=d["query"],
+                gold=d["gold"],
+                gold_label=extract_label(task, d["gold"], d["query"]),
+                output=d["output"],
+                label=extract_label(task, d["output"], d["query"]),
+            )
+        )
+    rouge = RougeL()
+    results = {t: score_task(t, preds, rouge) for t, preds in by_task.items()}
+    run_name = name or path.stem.removeprefix("predictions-")
+    return EvalRun(run_name, results, by_task, {"rescored_from": str(path)})
+
+
 def evaluate_imhi(
     model: Any,
     tokenizer: Any,
@@ -227,21 +277,7 @@ def evaluate_imhi(
                 )
                 for r, out in zip(rows, outputs, strict=True)
             ]
-            scored = [p for p in preds if p.gold_label is not None]
-            gold = [p.gold_label for p in scored]
-            pred = [p.label for p in scored]
-            results[task] = TaskResult(
-                task=task,
-                n=len(scored),
-                weighted_f1=weighted_f1(gold, pred),
-                accuracy=accuracy(gold, pred),
-                unlabeled_share=unlabeled_share(pred),
-                rougeL_f=rouge.mean(
-                    [_reasoning(p.gold) for p in scored], [_reasoning(p.output) for p in scored]
-                ),
-                predicted=dict(Counter(UNLABELED if p is None else p for p in pred)),
-                seconds=time.perf_counter() - start,
-            )
+            results[task] = score_task(task, preds, rouge, seconds=time.perf_counter() - start)
             predictions[task] = preds
     finally:
         tokenizer.padding_side = saved_side

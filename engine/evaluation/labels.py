@@ -69,16 +69,21 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?。！？；;])\s*|\n+")
 # SAD: canonical phrase first, then looser words; Chinese after.
 _SAD_PATTERNS: dict[str, str] = {
     "school": (
-        r"school|academic\w*|exam\w*|college|universit\w*|studies|homework|学校|学业|考试|学习"
+        r"\b(?:school\w*|academic\w*|exams?|examinations?|college|universit\w*|studies|"
+        r"homework|grades?|classes)\b|学校|学业|考试|学习"
     ),
-    "financial problem": r"financ\w*|money|debt\w*|rent|bills?|经济|财务|金钱|钱|债",
-    "family issues": r"family|parent\w*|mother|father|家庭|家人|父母",
-    "social relationships": r"social\s+relationships?|relationships?|friend\w*|人际|社交|朋友|恋爱",
-    "work": r"\bwork\b|\bjob\b|career|boss|workplace|employ\w*|工作|职场|上司",
-    "health issues": r"health|illness|sick\w*|medical|disease|疾病|健康|生病",
-    "emotion turmoil": r"emotion(?:al)?\s+turmoil|emotion\w*|情绪|情感",
-    "everyday decision making": r"decision[-\s]making|decision\w*|决定|决策|抉择",
-    "other causes": r"other\s+(?:stress\s+)?causes?|other\s+stress|其他",
+    "financial problem": (
+        r"\b(?:financ\w*|money|debts?|rent|bills?|afford\w*)\b|经济|财务|金钱|钱|债"
+    ),
+    "family issues": r"\b(?:family|parents?|mother|father|mom|dad)\b|家庭|家人|父母",
+    "social relationships": (
+        r"\b(?:social\s+relationships?|relationships?|friends?|friendships?)\b|人际|社交|朋友|恋爱"
+    ),
+    "work": r"\b(?:work|job|career|boss|workplace|employ\w*)\b|工作|职场|上司",
+    "health issues": r"\b(?:health|illness\w*|sick\w*|medical|disease\w*)\b|疾病|健康|生病",
+    "emotion turmoil": r"\bemotion(?:al)?\s+turmoil\b|\bemotion\w*|情绪|情感",
+    "everyday decision making": r"\bdecision[-\s]making\b|\bdecision\w*|决定|决策|抉择",
+    "other causes": r"\bother\s+(?:stress\s+)?causes?\b|\bother\s+stress\b|其他",
 }
 _SAD_CANONICAL = re.compile(
     r"(?i)related\s+to\s+(school|financial\s+problems?|family\s+issues|social\s+relationships?|"

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.adapters import AdapterRegistry, unpack_adapter
+from engine.audit import record as audit_record  # trust: audit hook
 from engine.crypto import new_key, open_sealed
 from engine.errors import (
     PhyAssistError,
@@ -295,6 +296,7 @@ class TrainingRun:
         self.summary = done
         stored = self._store_result(done, key)
         self.result = stored
+        audit_record(self.store, "adapter_trained", self.patient_id, f"v{stored.version}")  # trust
         msg = stored.message(self.settings.limits.max_adapters_per_patient)
         yield TrainingEvent(
             phase="stored",

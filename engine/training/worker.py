@@ -401,4 +401,5 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    __import__("engine.hardening").hardening.harden_process()  # trust: no core dumps, umask 077
     raise SystemExit(main())

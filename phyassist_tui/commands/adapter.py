@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from engine.audit import record as audit_record  # trust: audit hook
 from engine.errors import InputRejected
 
 
@@ -93,6 +94,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
             print("Nothing changed.")
             return 1
         version = rollback(store, patient_id, args.version)
+        audit_record(store, "adapter_activated", patient_id, f"rollback v{current}->v{version}")
     print(f"Adapter v{version} is now active.")
     return 0
 
@@ -112,5 +114,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
             print("Nothing exported.")
             return 1
         out = export_adapter(store, patient_id, args.out, args.version)
+        audit_record(store, "export", patient_id, f"adapter v{args.version or 'active'}")  # trust
     print(f"Exported to {out} (adapter_config.json + adapter_model.safetensors).")
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -24,6 +25,14 @@ def _domain_train(args: argparse.Namespace) -> int:
     if "domain" in argv and "train" in argv[argv.index("domain") :]:
         forward = argv[argv.index("train", argv.index("domain")) + 1 :]
     return run_from_args(args, forward)
+
+
+def _domain_ship(args: argparse.Namespace) -> int:
+    from engine.domain_card import ship
+
+    card = ship(args.run, args.eval, args.data, args.dest)
+    print(f"adapter and card written: {card}")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,3 +60,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_train_arguments(train)
     train.set_defaults(handler=_domain_train)
+
+    ship = domain_sub.add_parser(
+        "ship",
+        help="copy a trained adapter to adapters/ with a card built from the run's results",
+    )
+    ship.add_argument("--run", type=Path, required=True, help="the `domain train --out` dir")
+    ship.add_argument("--eval", type=Path, required=True, help="the `eval imhi --out` dir")
+    ship.add_argument("--data", type=Path, required=True, help="the `data prepare --out` dir")
+    ship.add_argument("--dest", type=Path, default=Path("adapters/domain"))
+    ship.set_defaults(handler=_domain_ship)

@@ -15,6 +15,7 @@ import sys
 import unicodedata
 from typing import TYPE_CHECKING
 
+from engine.audit import record as audit_record  # trust: audit hook
 from engine.errors import InputRejected, PatientNotFound
 from engine.sanitize import safe_terminal_text as _safe
 
@@ -120,6 +121,7 @@ def _cmd_passwd(args: argparse.Namespace) -> int:
     with Store.open(cfg.vault_dir, old, settings=cfg) as store:
         new = _ask_new_passphrase("PHYASSIST_NEW_PASSPHRASE")
         store.change_passphrase(old, new)
+        audit_record(store, "passphrase_changed", None, "cli")  # trust
     print("Passphrase changed.")
     return 0
 
@@ -190,6 +192,7 @@ def _resolve(store: Store, prefix: str) -> str:
 def _cmd_show(args: argparse.Namespace) -> int:
     with _open(writer=False) as store:
         patient = store.load_patient(_resolve(store, args.id))
+        audit_record(store, "patient_opened", patient.id, "cli show")  # trust
     if args.json:
         print(_json_for_terminal(patient.model_dump(mode="json")))
     else:
@@ -229,6 +232,7 @@ def _format_patient(patient: Patient) -> str:
 def _cmd_add(args: argparse.Namespace) -> int:
     with _open(writer=True) as store:
         patient = store.create_patient(args.name)
+        audit_record(store, "patient_created", patient.id, "cli")  # trust
     print(patient.id)
     return 0
 
@@ -245,6 +249,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
                 print("Nothing deleted.")
                 return 1
         store.delete_patient(patient_id)
+        audit_record(store, "patient_deleted", patient_id, "cli")  # trust
     print(f"Deleted {patient_id}.")
     return 0
 

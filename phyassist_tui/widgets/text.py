@@ -68,6 +68,10 @@ def draft_markdown(draft: AnalysisDraft, level: int = 3) -> str:
     parts += ["", f"{h} Advice", ""]
     advice = draft.live("advice")
     parts += [f"{i}. {md_escape(a.text)}" for i, a in enumerate(advice, 1)] or ["*(none)*"]
+    other = draft.live("unplaced")
+    if other:
+        parts += ["", "**Other model text (not placed):**", ""]
+        parts += [f"- {md_escape(o.text)}" for o in other]
     return "\n".join(parts)
 
 

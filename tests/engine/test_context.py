@@ -187,3 +187,8 @@ def test_prefix_cache_bookkeeping() -> None:
     assert len(cache) == 2
     _, reused = cache.checkout(("a", "base"), list(range(10)), model=None)
     assert reused == 0
+    # A token budget bounds memory too: a long prompt pushes older entries out.
+    cache = PrefixCache(max_entries=4, min_reuse=4, max_total_tokens=100)
+    cache.checkin(("a", "base"), list(range(60)), FakeKV(60))
+    cache.checkin(("b", "base"), list(range(60)), FakeKV(60))
+    assert len(cache) == 1 and cache.total_tokens() == 60

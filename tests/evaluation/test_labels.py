@@ -117,6 +117,9 @@ def test_binary_extraction(task, answer, question, expected):
         ("压力来源于家庭问题。", "family issues"),
         ("The poster must make a hard decision about moving.", "everyday decision making"),
         ("Hello! How can I help you today?", None),
+        # whole words only: "example" is not an exam, "current" has no rent in it
+        ("This post is a classic example of a logical fallacy.", None),
+        ("The current situation is frustrating.", None),
     ],
 )
 def test_sad_extraction(answer, expected):

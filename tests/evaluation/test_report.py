@@ -42,3 +42,21 @@ def test_limit_sample_is_seeded_and_spread():
     a, b = sample_rows(rows, 10, seed=0), sample_rows(rows, 10, seed=0)
     assert a == b and len(set(a)) == 10 and max(a) > 50
     assert sample_rows(rows, None, 0) == rows
+
+
+def test_rescore_uses_current_rules(tmp_path):
+    from phyassist_tui.cli import main
+
+    preds = {
+        "DR": [
+            Prediction("q1", "Yes, the poster suffers from depression.", "yes", "No.", "yes"),
+            Prediction("q2", "No, the poster does not suffer from depression.", "no", "?", "no"),
+        ]
+    }
+    # saved labels are stale on purpose: rescoring must re-extract them from the outputs
+    write_report(tmp_path / "old", [EvalRun("base", {}, preds)])
+    assert main(["eval", "imhi", "--data", str(tmp_path), "--rescore", str(tmp_path / "old"),
+                 "--out", str(tmp_path / "new")]) == 0  # fmt: skip
+    data = json.loads((tmp_path / "new" / "results.json").read_text(encoding="utf-8"))
+    dr = data["runs"]["base"]["tasks"]["DR"]
+    assert dr["n"] == 2 and dr["accuracy"] == 0.0 and dr["unlabeled_share"] == 0.5

@@ -39,22 +39,6 @@ def test_device_routed_moe_block_matches_eager_bit_for_bit():
     assert torch.equal(fast_many, block(xs)[0])
 
 
-def test_sync_free_few_token_moe_matches_eager():
-    model = tiny_mixtral()
-    block = model.model.layers[0].block_sparse_moe
-    xs = torch.randn(1, 12, 64)
-    want, want_logits = block(xs)
-    install_fast_moe(model)
-    block._phyassist_dense_max_tokens = 16
-    got, got_logits = block(xs)
-    block._phyassist_dense_max_tokens = 0
-    assert torch.equal(got_logits, want_logits)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    # Longer inputs keep the eager path.
-    block._phyassist_dense_max_tokens = 4
-    assert torch.equal(block(xs)[0], want)
-
-
 def test_stacking_experts_keeps_their_weights_and_costs_no_copy():
     model = tiny_mixtral()
     w = model.model.layers[1].block_sparse_moe.experts[3].w2.weight.detach().clone()
@@ -113,6 +97,10 @@ def test_rejects_what_it_cannot_do():
         dec.generate(torch.zeros(2, 4, dtype=torch.long), 2)
     with pytest.raises(FastDecodeUnsupported):
         FastDecoder(model, use_cuda_graph=True)
+    with pytest.raises(FastDecodeUnsupported, match="Triton"):
+        FastDecoder(model, kernel="triton")  # plain Linear experts, no CUDA: not possible
+    with pytest.raises(ValueError, match="unknown MoE kernel"):
+        FastDecoder(model, kernel="cutlass")
 
 
 def test_adapter_weights_are_copied_in_place():

@@ -196,28 +196,17 @@ def test_copied_vault_with_other_passphrase_does_not_mix(store, tmp_path, settin
 
 # Deeply nested JSON makes json.loads raise RecursionError, which is not a documented error.
 # vault.json is plaintext (read before anything is authenticated), so anyone who can write
-# to the data directory can make an open crash with a traceback instead of a clear message.
+# to the data directory could otherwise make an open crash with a traceback instead of a
+# clear message. Both decoders must report it as TamperedFile.
 DEEP = [b"[" * 100_000, b'{"a":' * 100_000]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="defect (owner: engine/vault.py VaultHeader.parse): RecursionError is not "
-    "caught; it should be reported as TamperedFile",
-)
 @pytest.mark.parametrize("raw", DEEP, ids=["lists", "objects"])
 def test_vault_header_deeply_nested(raw: bytes, tmp_path) -> None:
-    with pytest.raises(DOCUMENTED):
+    with pytest.raises(TamperedFile):
         vault.VaultHeader.parse(raw, tmp_path / "vault.json")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="defect (owner: engine/chat.py decode_history): RecursionError is not caught; "
-    "it should be reported as TamperedFile (reachable only with the key: the blob is sealed)",
-)
 @pytest.mark.parametrize("raw", DEEP, ids=["lists", "objects"])
 def test_chat_history_deeply_nested(raw: bytes) -> None:
     with pytest.raises(TamperedFile):

@@ -1,0 +1,190 @@
+"""Risk flags, shown before any analysis: the counselor acknowledges them or goes back.
+
+``engine.risk.assess`` runs on the raw statement (rules, no model). Each flag is shown with
+its category, severity and the quoted sentence, the matched words highlighted. The quote is
+client text: it is sanitized (no escape sequences or control characters reach the terminal)
+and escaped with ``rich.markup.escape`` before it is put in markup, so a statement cannot
+style or hide anything on this screen.
+
+Use :func:`confirm_risk` from a worker (it awaits the screen), or :func:`confirm_risk_then`
+from an event handler (it calls back). An acknowledgement is recorded in the audit log as
+``risk_acknowledged`` with categories, severities and rule ids only, never the quote.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.markup import escape
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from engine.audit import record
+from engine.risk import CATEGORY_LABELS, RiskFlag, assess, highest_severity, risk_audit_detail
+from engine.sanitize import safe_terminal_text
+
+if TYPE_CHECKING:
+    from textual.app import App
+
+__all__ = ["RiskFlagScreen", "confirm_risk", "confirm_risk_then", "evidence_text", "flag_heading"]
+
+_SEVERITY_STYLE = {
+    "high": "bold white on red",
+    "medium": "bold black on yellow",
+    "low": "bold black on cyan",
+}
+_SEVERITY_ZH = {"high": "高", "medium": "中", "low": "低"}
+_PHRASE_STYLE = "bold reverse red"
+
+
+def _clean(text: str) -> str:
+    """Sanitized for the terminal, then escaped for Rich markup."""
+    return escape(safe_terminal_text(text))
+
+
+def flag_heading(flag: RiskFlag) -> Text:
+    """``[HIGH 高] Suicide / self-harm · 自杀 / 自伤   (rule en.kill_self)``."""
+    en, zh = CATEGORY_LABELS.get(flag.category, (flag.category, flag.category))
+    style = _SEVERITY_STYLE.get(flag.severity, "bold")
+    severity = f"{flag.severity.upper()} {_SEVERITY_ZH.get(flag.severity, '')}".strip()
+    source = flag.rule or flag.source
+    markup = (
+        f"[{style}] {_clean(severity)} [/] [bold]{_clean(en)} · {_clean(zh)}[/]"
+        f"  [dim]({_clean(source)})[/]"
+    )
+    return Text.from_markup(markup)
+
+
+def evidence_text(flag: RiskFlag) -> Text:
+    """The quoted sentence with the matched words highlighted (sanitized, escaped)."""
+    evidence = flag.evidence
+    if not evidence:
+        return Text.from_markup("[dim italic](no quoted words: flagged by the model)[/]")
+    lo, hi = flag.phrase_start - flag.start, flag.phrase_end - flag.start
+    if 0 <= lo < hi <= len(evidence):
+        before, phrase, after = evidence[:lo], evidence[lo:hi], evidence[hi:]
+        markup = f"“{_clean(before)}[{_PHRASE_STYLE}]{_clean(phrase)}[/]{_clean(after)}”"
+    else:
+        markup = f"“{_clean(evidence)}”"
+    return Text.from_markup(markup)
+
+
+class RiskFlagScreen(ModalScreen[bool]):
+    """The flags of one statement; ``a`` acknowledges (True), Escape cancels (False)."""
+
+    BINDINGS: ClassVar[list[Binding]] = [
+        Binding("a", "answer(True)", "Acknowledge", id="risk.acknowledge"),
+        Binding("escape", "answer(False)", "Cancel", id="risk.cancel"),
+    ]
+    DEFAULT_CSS = """
+    RiskFlagScreen { align: center middle; }
+    RiskFlagScreen > Vertical {
+        width: 90; max-width: 100%; height: auto; max-height: 90%;
+        border: heavy $error; background: $surface; padding: 1 2;
+    }
+    RiskFlagScreen #risk-title { text-style: bold; color: $error; }
+    RiskFlagScreen #risk-flags { height: auto; max-height: 24; margin: 1 0; }
+    RiskFlagScreen .risk-flag { height: auto; margin-bottom: 1; }
+    RiskFlagScreen .risk-evidence { padding-left: 2; }
+    RiskFlagScreen #risk-hint { color: $text-muted; }
+    RiskFlagScreen Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
+    RiskFlagScreen Button { margin-left: 1; }
+    """
+
+    def __init__(self, flags: Sequence[RiskFlag]) -> None:
+        super().__init__()
+        self.flags = list(flags)
+
+    def compose(self) -> ComposeResult:
+        top = highest_severity(self.flags) or "low"
+        count = len(self.flags)
+        with Vertical():
+            yield Static(
+                Text(
+                    f"Risk flags in this statement ({count}, highest: {top}) · "
+                    f"本段陈述有风险提示（{count} 项）"
+                ),
+                id="risk-title",
+            )
+            with VerticalScroll(id="risk-flags"):
+                for number, flag in enumerate(self.flags):
+                    with Vertical(classes="risk-flag", id=f"risk-flag-{number}"):
+                        yield Static(flag_heading(flag), classes="risk-heading")
+                        yield Static(evidence_text(flag), classes="risk-evidence")
+            yield Static(
+                Text(
+                    "Read the quoted words before you continue. The rules miss paraphrased "
+                    "risk: a statement without flags is not a statement without risk. "
+                    "请先阅读引文再继续。"
+                ),
+                id="risk-hint",
+            )
+            with Horizontal():
+                yield Button("Cancel (Esc)", id="risk-cancel")
+                yield Button("Acknowledge and continue (a)", id="risk-ack", variant="error")
+
+    def on_mount(self) -> None:
+        self.query_one("#risk-cancel").focus()  # Enter alone must not acknowledge
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "risk-ack")
+
+    def action_answer(self, acknowledged: bool) -> None:
+        self.dismiss(acknowledged)
+
+
+def _acknowledged(store: Any, patient_id: str | None, flags: Sequence[RiskFlag]) -> None:
+    record(store, "risk_acknowledged", patient_id, risk_audit_detail(flags))
+
+
+async def confirm_risk(
+    app: App, store: Any, patient_id: str | None, text: str, *, flags: list[RiskFlag] | None = None
+) -> bool:
+    """True to go on with ``text``: no flags, or the counselor acknowledged them.
+
+    Must run in a worker (it awaits the modal with ``push_screen_wait``). The
+    acknowledgement is audited; cancelling records nothing and returns False.
+    """
+    flags = assess(text) if flags is None else flags
+    if not flags:
+        return True
+    acknowledged = bool(await app.push_screen_wait(RiskFlagScreen(flags)))
+    if acknowledged:
+        _acknowledged(store, patient_id, flags)
+    return acknowledged
+
+
+def confirm_risk_then(
+    app: App,
+    store: Any,
+    patient_id: str | None,
+    text: str,
+    proceed: Callable[[], Any],
+    *,
+    cancelled: Callable[[], Any] | None = None,
+) -> bool:
+    """Callback form for event handlers: runs ``proceed()`` at once when there are no flags
+    (returns True), else shows the screen (returns False) and later calls ``proceed()`` after
+    an acknowledgement (audited) or ``cancelled()`` after Escape."""
+    flags = assess(text)
+    if not flags:
+        proceed()
+        return True
+
+    def _done(acknowledged: bool | None) -> None:
+        if acknowledged:
+            _acknowledged(store, patient_id, flags)
+            proceed()
+        elif cancelled is not None:
+            cancelled()
+
+    app.push_screen(RiskFlagScreen(flags), _done)
+    return False

@@ -1,0 +1,181 @@
+"""The risk-flag modal and ``confirm_risk``, driven with Textual's Pilot in a tiny host app."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.widgets import Static
+
+from engine.audit import AuditLog
+from engine.risk import assess, risk_audit_detail
+from engine.store import Store
+from phyassist_tui.screens.risk import (
+    RiskFlagScreen,
+    confirm_risk,
+    confirm_risk_then,
+    evidence_text,
+)
+
+pytestmark = pytest.mark.anyio
+
+EN = "We talked about school. Last night I wanted to kill myself. Then I slept."
+ZH = "最近睡不好。我有时候想自杀，觉得活着没有意思。"
+CLEAN = "We talked about school and her new job; she feels better."
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Host(App):
+    """Starts ``confirm_risk`` in a worker when ``g`` is pressed; keeps the answer."""
+
+    BINDINGS: ClassVar = [("g", "go", "go"), ("c", "go_callback", "go (callback)")]
+
+    def __init__(self, store: Store, patient_id: str, text: str) -> None:
+        super().__init__()
+        self.store, self.patient_id, self.text = store, patient_id, text
+        self.answers: list[bool] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static("host")
+
+    @work(exclusive=True)
+    async def action_go(self) -> None:
+        self.answers.append(await confirm_risk(self, self.store, self.patient_id, self.text))
+
+    def action_go_callback(self) -> None:
+        confirm_risk_then(
+            self,
+            self.store,
+            self.patient_id,
+            self.text,
+            lambda: self.answers.append(True),
+            cancelled=lambda: self.answers.append(False),
+        )
+
+
+def _entries(store: Store) -> list[tuple[str, str | None, str]]:
+    return [(e.action, e.patient_id, e.detail) for e in AuditLog(store).entries()]
+
+
+def _shown(screen: RiskFlagScreen) -> list[Text]:
+    return [w.content for w in screen.query(".risk-evidence").results(Static)]
+
+
+def _highlighted(text: Text) -> list[str]:
+    return [text.plain[s.start : s.end] for s in text.spans if "reverse" in str(s.style)]
+
+
+@pytest.mark.parametrize(
+    ("text", "phrase", "category"),
+    [(EN, "kill myself", "Suicide / self-harm"), (ZH, "自杀", "自杀 / 自伤")],
+    ids=["english", "chinese"],
+)
+async def test_acknowledge_is_audited(store: Store, text: str, phrase: str, category: str) -> None:
+    pid = store.create_patient("Risk").id
+    flags = assess(text)
+    assert flags
+    app = Host(store, pid, text)
+    async with app.run_test() as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, RiskFlagScreen)
+        headings = [str(w.content) for w in screen.query(".risk-heading").results(Static)]
+        assert len(headings) == len(flags)
+        assert any(category in h and "HIGH" in h for h in headings)
+        shown = _shown(screen)
+        assert any(phrase in _highlighted(t) for t in shown)  # the matched words stand out
+        assert any(flags[0].evidence in t.plain for t in shown)  # the sentence is quoted
+        await pilot.press("a")
+        await pilot.pause()
+        assert not isinstance(app.screen, RiskFlagScreen)
+    assert app.answers == [True]
+    assert _entries(store) == [("risk_acknowledged", pid, risk_audit_detail(flags))]
+    assert text not in _entries(store)[0][2] and phrase not in _entries(store)[0][2]
+
+
+@pytest.mark.parametrize("text", [EN, ZH], ids=["english", "chinese"])
+async def test_escape_cancels_and_records_nothing(store: Store, text: str) -> None:
+    pid = store.create_patient("Risk").id
+    app = Host(store, pid, text)
+    async with app.run_test() as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        assert isinstance(app.screen, RiskFlagScreen)
+        await pilot.press("enter")  # focus starts on Cancel: Enter never acknowledges
+        await pilot.pause()
+        assert not isinstance(app.screen, RiskFlagScreen)
+    assert app.answers == [False]
+    assert _entries(store) == []
+
+
+async def test_escape_key_cancels(store: Store) -> None:
+    app = Host(store, store.create_patient("Risk").id, EN)
+    async with app.run_test() as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        await pilot.press("escape")
+        await pilot.pause()
+    assert app.answers == [False] and _entries(store) == []
+
+
+async def test_no_flags_goes_straight_on(store: Store) -> None:
+    assert assess(CLEAN) == []
+    app = Host(store, store.create_patient("Calm").id, CLEAN)
+    async with app.run_test() as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        assert not isinstance(app.screen, RiskFlagScreen)
+        await pilot.press("c")
+        await pilot.pause()
+    assert app.answers == [True, True] and _entries(store) == []
+
+
+async def test_callback_form(store: Store) -> None:
+    pid = store.create_patient("Risk").id
+    app = Host(store, pid, ZH)
+    async with app.run_test() as pilot:
+        await pilot.press("c")
+        await pilot.pause()
+        assert isinstance(app.screen, RiskFlagScreen) and app.answers == []
+        await pilot.press("escape")
+        await pilot.pause()
+        await pilot.press("c")
+        await pilot.pause()
+        await pilot.press("a")
+        await pilot.pause()
+    assert app.answers == [False, True]
+    assert [a for a, _, _ in _entries(store)] == ["risk_acknowledged"]
+
+
+async def test_hostile_evidence_is_shown_literally(store: Store) -> None:
+    """Markup and escape sequences in the client's words never style or reach the screen."""
+    text = (
+        "[bold red]note[/bold red] \x1b]0;pwned\x07\x1b[2Jhe said \\[link=x] "
+        "I want to kill myself\\ [/] \u202eok"
+    )
+    flags = assess(text)
+    assert flags
+    rendered = evidence_text(flags[0])
+    assert "[bold red]note[/bold red]" in rendered.plain and "[/]" in rendered.plain
+    assert "\x1b" not in rendered.plain and "\x07" not in rendered.plain
+    assert "\u202e" not in rendered.plain
+    assert _highlighted(rendered) == ["kill myself"]
+    assert all("red" not in str(s.style) or "reverse" in str(s.style) for s in rendered.spans)
+
+    app = Host(store, store.create_patient("Hostile").id, text)
+    async with app.run_test() as pilot:
+        await pilot.press("g")
+        await pilot.pause()
+        shown = _shown(app.screen)
+        assert any("[bold red]note[/bold red]" in t.plain for t in shown)
+        await pilot.press("a")
+        await pilot.pause()
+    assert app.answers == [True]
