@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from platformdirs import user_cache_path
 
-pytestmark = pytest.mark.model
+# Loads the real model and takes minutes on a busy 2-core box: model + slow (opt-in).
+pytestmark = [pytest.mark.model, pytest.mark.slow]
 
 PASSPHRASE = "tmux test passphrase"
 QUESTION = "Since I failed the exam I cannot sleep and I worry all day."

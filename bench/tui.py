@@ -1,0 +1,466 @@
+"""Benchmark the TUI's responsiveness and print one JSON object.
+
+Two figures, each next to a baseline measured in the same run:
+
+* **launch**: wall time from spawning the process to an interactive patient list (vault of
+  ``--patients`` patients at the production scrypt cost, passphrase submitted as soon as
+  the unlock field takes focus), while the model loads in the background (``--engine
+  real``: the embedded model, torch imported in a worker thread). Baseline: a bare Textual
+  app with the same widgets (header, search input, list of the same names, tabs with a
+  Markdown view, footer) filled from memory. Target <= 1.0 s.
+* **key_latency**: key press to repaint while a generation streams. The app runs in a real
+  pseudo-terminal; the bench types a character into the observed-state input and times
+  until the terminal output carries it (then erases it and waits before the next sample).
+  Baseline: a bare Textual app with an Input and a streaming Static fed by a thread at the
+  same chunk rate. With ``--engine real`` the stream comes from the embedded model
+  (CPU generation competing for the GIL); ``fake`` streams canned text at ``--rate``
+  chunks/s. Target p95 <= 50 ms.
+
+Usage: ``python bench/tui.py [--engine real|fake] [--patients 50] [--runs 3]
+[--samples 40] [--rate 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pty
+import select
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PASSPHRASE = "benchmark passphrase"
+QUESTION = (
+    "Since I failed the entrance exam last year I cannot sleep, I worry all day about "
+    "disappointing my parents and I cannot concentrate on my books any more."
+)
+STREAM_TEXT = " ".join(
+    ["The client describes persistent worry about exams and family expectations."] * 200
+)
+MARKERS = "§¤¶¬µ¦±÷×ßðøþæ"  # characters no stream contains; one per sample
+
+
+# -- child processes ------------------------------------------------------------------------------
+def _settings(engine: str):
+    from engine.settings import load_settings
+
+    settings = load_settings()
+    if engine == "real":
+        settings.generation.max_new_tokens = 2048
+    return settings
+
+
+class FixedRateEngine:
+    """Streams canned text at a fixed chunk rate; the bench's stand-in for a model."""
+
+    model_label = "fixed-rate stream"
+    context_report = ""
+    last_stats = None
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.loaded = False
+
+    def load(self, progress=None) -> None:
+        self.loaded = True
+
+    def use_patient(self, patient, store=None) -> str:
+        return self.model_label
+
+    def _stream(self, cancel):
+        for word in STREAM_TEXT.split(" "):
+            if cancel.is_set():
+                return
+            time.sleep(1.0 / self.rate)
+            yield word + " "
+
+    def stream_analysis(self, patient, question, *, cancel, guidance=None, observed=""):
+        return self._stream(cancel)
+
+    def parse_analysis(self, text):
+        from engine.records import AnalysisDraft
+
+        return AnalysisDraft(raw_output=text)
+
+
+def child_launch(engine: str, status_fd: int) -> None:
+    """Run the real app headless; report when the patient list is filled."""
+    import asyncio
+
+    from phyassist_tui.app import PhyAssistApp
+
+    settings = _settings(engine)
+    assistant = FixedRateEngine(20) if engine == "fake" else None
+    app = PhyAssistApp(settings, assistant=assistant)
+
+    async def run() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            while not (app.focused is not None and app.focused.id == "passphrase"):
+                await pilot.pause(0.005)
+            app.focused.value = PASSPHRASE
+            await app.focused.action_submit()
+            while True:
+                screen = app.screen
+                listing = screen.query("#patient-list")
+                if listing and len(listing.first().children) > 0:
+                    break
+                await pilot.pause(0.005)
+            os.write(status_fd, f"READY {app.model_state}\n".encode())
+            app.exit()
+
+    asyncio.run(run())
+
+
+def child_baseline_launch(names: list[str], status_fd: int) -> None:
+    import asyncio
+
+    from textual.app import App, ComposeResult
+    from textual.containers import Horizontal, Vertical
+    from textual.widgets import (
+        Footer,
+        Header,
+        Input,
+        Label,
+        ListItem,
+        ListView,
+        Markdown,
+        TabbedContent,
+        TabPane,
+    )
+
+    class Bare(App):
+        def compose(self) -> ComposeResult:
+            yield Header()
+            with Horizontal():
+                with Vertical():
+                    yield Input(placeholder="Search")
+                    yield ListView(id="patient-list")
+                with TabbedContent():
+                    with TabPane("Notes"):
+                        yield Markdown("# Notes")
+            yield Footer()
+
+        async def on_mount(self) -> None:
+            await self.query_one(ListView).extend(ListItem(Label(n)) for n in names)
+
+    app = Bare()
+
+    async def run() -> None:
+        async with app.run_test(size=(80, 24)) as pilot:
+            while len(app.query_one("#patient-list").children) == 0:
+                await pilot.pause(0.005)
+            os.write(status_fd, b"READY baseline\n")
+            app.exit()
+
+    asyncio.run(run())
+
+
+def child_latency(engine: str, rate: float, status_fd: int) -> None:
+    """The real app in this terminal: unlock, open a patient, start streaming, then idle."""
+    from phyassist_tui.app import PhyAssistApp
+    from phyassist_tui.messages import GenerationChunk, GenerationFinished
+    from phyassist_tui.screens.workspace import WorkspaceScreen
+
+    settings = _settings(engine)
+    assistant = FixedRateEngine(rate) if engine == "fake" else None
+
+    class BenchApp(PhyAssistApp):
+        def on_mount(self) -> None:
+            super().on_mount()
+            self.set_interval(0.02, self._drive)
+            self._stage = "unlock"
+            self._chunks = 0
+
+        async def _drive(self) -> None:
+            screen = self.screen
+            if self._stage == "unlock" and self.focused is not None and \
+                    self.focused.id == "passphrase":
+                self.focused.value = PASSPHRASE
+                self._stage = "unlocking"
+                await self.focused.action_submit()
+            elif self._stage == "unlocking" and isinstance(screen, WorkspaceScreen):
+                listing = screen.query_one("#patient-list")
+                if listing.children:
+                    listing.index = 0
+                    listing.action_select_cursor()
+                    self._stage = "opening"
+            elif self._stage == "opening" and isinstance(screen, WorkspaceScreen) and \
+                    screen.patient is not None and self.model_state == "ready":
+                screen.query_one("#question").load_text(QUESTION)
+                screen.action_generate()
+                screen.query_one("#observed").focus()
+                self._stage = "streaming"
+
+        def on_generation_chunk(self, message: GenerationChunk) -> None:
+            pass
+
+    app = BenchApp(settings, assistant=assistant)
+
+    original_chunk = WorkspaceScreen._generation_chunk
+    original_done = WorkspaceScreen._generation_finished
+
+    def chunk(screen, message):
+        app._chunks += 1
+        if app._chunks == 3:
+            os.write(status_fd, b"STREAMING\n")
+        return original_chunk(screen, message)
+
+    async def done(screen, message: GenerationFinished):
+        os.write(status_fd, b"END\n")
+        return await original_done(screen, message)
+
+    WorkspaceScreen._generation_chunk = chunk
+    WorkspaceScreen._generation_finished = done
+    app.run()
+
+
+def child_baseline_latency(rate: float, status_fd: int) -> None:
+    from textual.app import App, ComposeResult
+    from textual.containers import VerticalScroll
+    from textual.widgets import Footer, Header, Input, Static
+
+    class Bare(App):
+        def compose(self) -> ComposeResult:
+            yield Header()
+            yield Input(id="observed")
+            with VerticalScroll(id="stream"):
+                yield Static("", id="text")
+            yield Footer()
+
+        def on_mount(self) -> None:
+            self.text = ""
+            self.query_one("#stream").anchor()
+            self.query_one(Input).focus()
+            threading.Thread(target=self._feed, daemon=True).start()
+
+        def _feed(self) -> None:
+            for n, word in enumerate(STREAM_TEXT.split(" "), 1):
+                time.sleep(1.0 / rate)
+                self.call_from_thread(self._append, word + " ")
+                if n == 3:
+                    os.write(status_fd, b"STREAMING\n")
+            os.write(status_fd, b"END\n")
+
+        def _append(self, chunk: str) -> None:
+            self.text += chunk
+            self.query_one("#text", Static).update(self.text)
+
+    Bare().run()
+
+
+# -- parent: measurement -----------------------------------------------------------------------------
+def make_vault(home: Path, patients: int) -> list[str]:
+    os.environ["PHYASSIST_HOME"] = str(home)
+    from engine.records import AnalysisDraft, BasicInfo, Item, Note
+    from engine.settings import load_settings
+    from engine.store import Store
+
+    settings = load_settings()  # production scrypt cost
+    store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+    names = []
+    for i in range(patients):
+        name = f"Patient {i:03d} 王{i}"
+        patient = store.create_patient(name, BasicInfo(demographics=f"{20 + i % 40}, student"))
+        store.add_note(patient.id, Note(question="Exam worry and insomnia.",
+                                        analysis=AnalysisDraft(symptom_type=Item(text="anxiety"),
+                                                               reasons=[Item(text="pressure")])))
+        names.append(name)
+    store.close()
+    return names
+
+
+def child_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(PHYASSIST_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               PHYASSIST_IDLE_LOCK_MINUTES="0", TERM="xterm-256color")
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    from platformdirs import user_cache_path
+
+    shared = user_cache_path("phyassist")
+    if (shared / "models").is_dir():  # dequantized weights, not patient data
+        env["PHYASSIST_CACHE_DIR"] = str(shared)
+    return env
+
+
+def time_launch(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    read_fd, write_fd = os.pipe()
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, __file__, *args, "--status-fd", str(write_fd)],
+                            env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(write_fd)
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(read_fd, 256)
+        if not chunk:
+            raise RuntimeError(f"child failed: {proc.stderr.read().decode()[-2000:]}")
+        line += chunk
+    elapsed = time.perf_counter() - start
+    os.close(read_fd)
+    proc.wait(timeout=120)
+    return elapsed, line.decode().split(" ", 1)[1].strip()
+
+
+def measure_latency(args: list[str], env: dict[str, str], samples: int,
+                    timeout: float) -> dict:
+    """Spawn the child on a pty, wait for streaming, then time key -> repaint."""
+    status_r, status_w = os.pipe()
+    pid, master = pty.fork()
+    if pid == 0:  # child
+        os.close(status_r)
+        os.execve(sys.executable, [sys.executable, __file__, *args,
+                                   "--status-fd", str(status_w)], env)
+    os.close(status_w)
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    buffer = bytearray()
+    status = b""
+
+    def pump(wait: float) -> None:
+        nonlocal status
+        ready, _, _ = select.select([master, status_r], [], [], wait)
+        if master in ready:
+            try:
+                buffer.extend(os.read(master, 65536))
+            except OSError:
+                pass
+        if status_r in ready:
+            status += os.read(status_r, 256)
+
+    deadline = time.monotonic() + timeout
+    while b"STREAMING" not in status:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            raise RuntimeError("the stream never started; output tail: "
+                               + buffer[-500:].decode(errors="replace"))
+        pump(0.05)
+        del buffer[:-4096]
+    latencies: list[float] = []
+    dropped = 0
+    for i in range(samples):
+        if b"END" in status:
+            break
+        marker = MARKERS[i % len(MARKERS)]
+        needle = marker.encode()
+        buffer.clear()
+        sent = time.perf_counter()
+        os.write(master, needle)
+        seen = None
+        while time.perf_counter() - sent < 2.0:
+            pump(0.002)
+            if needle in buffer:
+                seen = time.perf_counter()
+                break
+        if seen is None:
+            dropped += 1
+        elif b"END" not in status:
+            latencies.append((seen - sent) * 1000)
+        os.write(master, b"\x7f")  # erase it again
+        settle = time.perf_counter()
+        while time.perf_counter() - settle < 0.15:
+            pump(0.01)
+    os.write(master, b"\x11")  # ctrl+q
+    time.sleep(0.5)
+    try:
+        os.kill(pid, 9)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)
+    os.close(master)
+    os.close(status_r)
+    if not latencies:
+        raise RuntimeError("no latency samples (stream ended too soon?)")
+    ordered = sorted(latencies)
+    return {
+        "samples": len(latencies),
+        "missed": dropped,
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--engine", choices=("real", "fake"), default="real")
+    parser.add_argument("--patients", type=int, default=50)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=20.0, help="fake/baseline chunks per s")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--status-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--names", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child == "launch":
+        return child_launch(args.engine, args.status_fd)
+    if args.child == "baseline-launch":
+        return child_baseline_launch(json.loads(args.names), args.status_fd)
+    if args.child == "latency":
+        return child_latency(args.engine, args.rate, args.status_fd)
+    if args.child == "baseline-latency":
+        return child_baseline_latency(args.rate, args.status_fd)
+
+    home = Path(tempfile.mkdtemp(prefix="phyassist-bench-tui-"))
+    try:
+        names = make_vault(home, args.patients)
+        env = child_env(home)
+        launch, baseline, states = [], [], []
+        for _ in range(args.runs):  # alternate so machine load hits both alike
+            elapsed, state = time_launch(["--child", "launch", "--engine", args.engine], env)
+            launch.append(elapsed)
+            states.append(state)
+            elapsed, _ = time_launch(["--child", "baseline-launch", "--names",
+                                      json.dumps(names)], env)
+            baseline.append(elapsed)
+        launch_median, baseline_median = statistics.median(launch), statistics.median(baseline)
+
+        latency = measure_latency(["--child", "latency", "--engine", args.engine,
+                                   "--rate", str(args.rate)], env, args.samples, 600)
+        base_latency = measure_latency(["--child", "baseline-latency", "--rate",
+                                        str(args.rate)], env, args.samples, 60)
+        result = {
+            "bench": "tui",
+            "engine": args.engine,
+            "machine": {"cpus": os.cpu_count(), "loadavg_1m": round(os.getloadavg()[0], 2)},
+            "launch_to_patient_list": {
+                "patients": args.patients,
+                "runs_s": [round(x, 3) for x in launch],
+                "median_s": round(launch_median, 3),
+                "model_state_when_ready": states,
+                "baseline_bare_textual_runs_s": [round(x, 3) for x in baseline],
+                "baseline_median_s": round(baseline_median, 3),
+                "ratio": round(launch_median / baseline_median, 2),
+                "target_s": 1.0,
+                "meets_target": launch_median <= 1.0,
+            },
+            "key_to_repaint_while_streaming": {
+                "phyassist": latency,
+                "baseline_bare_textual": base_latency,
+                "ratio_p95": round(latency["p95_ms"] / base_latency["p95_ms"], 2),
+                "target_p95_ms": 50.0,
+                "meets_target": latency["p95_ms"] <= 50.0,
+            },
+        }
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
