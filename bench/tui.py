@@ -23,6 +23,7 @@ Usage: ``python bench/tui.py [--engine real|fake] [--patients 50] [--runs 3]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pty
@@ -146,9 +147,8 @@ def child_baseline_launch(names: list[str], status_fd: int) -> None:
                 with Vertical():
                     yield Input(placeholder="Search")
                     yield ListView(id="patient-list")
-                with TabbedContent():
-                    with TabPane("Notes"):
-                        yield Markdown("# Notes")
+                with TabbedContent(), TabPane("Notes"):
+                    yield Markdown("# Notes")
             yield Footer()
 
         async def on_mount(self) -> None:
@@ -184,8 +184,11 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
 
         async def _drive(self) -> None:
             screen = self.screen
-            if self._stage == "unlock" and self.focused is not None and \
-                    self.focused.id == "passphrase":
+            if (
+                self._stage == "unlock"
+                and self.focused is not None
+                and self.focused.id == "passphrase"
+            ):
                 self.focused.value = PASSPHRASE
                 self._stage = "unlocking"
                 await self.focused.action_submit()
@@ -195,8 +198,12 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
                     listing.index = 0
                     listing.action_select_cursor()
                     self._stage = "opening"
-            elif self._stage == "opening" and isinstance(screen, WorkspaceScreen) and \
-                    screen.patient is not None and self.model_state == "ready":
+            elif (
+                self._stage == "opening"
+                and isinstance(screen, WorkspaceScreen)
+                and screen.patient is not None
+                and self.model_state == "ready"
+            ):
                 screen.query_one("#question").load_text(QUESTION)
                 screen.action_generate()
                 screen.query_one("#observed").focus()
@@ -259,7 +266,7 @@ def child_baseline_latency(rate: float, status_fd: int) -> None:
     Bare().run()
 
 
-# -- parent: measurement -----------------------------------------------------------------------------
+# -- parent: measurement ----------------------------------------------------------------
 def make_vault(home: Path, patients: int) -> list[str]:
     os.environ["PHYASSIST_HOME"] = str(home)
     from engine.records import AnalysisDraft, BasicInfo, Item, Note
@@ -272,9 +279,15 @@ def make_vault(home: Path, patients: int) -> list[str]:
     for i in range(patients):
         name = f"Patient {i:03d} 王{i}"
         patient = store.create_patient(name, BasicInfo(demographics=f"{20 + i % 40}, student"))
-        store.add_note(patient.id, Note(question="Exam worry and insomnia.",
-                                        analysis=AnalysisDraft(symptom_type=Item(text="anxiety"),
-                                                               reasons=[Item(text="pressure")])))
+        store.add_note(
+            patient.id,
+            Note(
+                question="Exam worry and insomnia.",
+                analysis=AnalysisDraft(
+                    symptom_type=Item(text="anxiety"), reasons=[Item(text="pressure")]
+                ),
+            ),
+        )
         names.append(name)
     store.close()
     return names
@@ -282,8 +295,13 @@ def make_vault(home: Path, patients: int) -> list[str]:
 
 def child_env(home: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(PHYASSIST_HOME=str(home), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               PHYASSIST_IDLE_LOCK_MINUTES="0", TERM="xterm-256color")
+    env.update(
+        PHYASSIST_HOME=str(home),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PHYASSIST_IDLE_LOCK_MINUTES="0",
+        TERM="xterm-256color",
+    )
     env.pop("COLUMNS", None)
     env.pop("LINES", None)
     from platformdirs import user_cache_path
@@ -297,9 +315,14 @@ def child_env(home: Path) -> dict[str, str]:
 def time_launch(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     read_fd, write_fd = os.pipe()
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, *args, "--status-fd", str(write_fd)],
-                            env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, __file__, *args, "--status-fd", str(write_fd)],
+        env=env,
+        pass_fds=(write_fd,),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     os.close(write_fd)
     line = b""
     while not line.endswith(b"\n"):
@@ -313,15 +336,15 @@ def time_launch(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     return elapsed, line.decode().split(" ", 1)[1].strip()
 
 
-def measure_latency(args: list[str], env: dict[str, str], samples: int,
-                    timeout: float) -> dict:
+def measure_latency(args: list[str], env: dict[str, str], samples: int, timeout: float) -> dict:
     """Spawn the child on a pty, wait for streaming, then time key -> repaint."""
     status_r, status_w = os.pipe()
     pid, master = pty.fork()
     if pid == 0:  # child
         os.close(status_r)
-        os.execve(sys.executable, [sys.executable, __file__, *args,
-                                   "--status-fd", str(status_w)], env)
+        os.execve(
+            sys.executable, [sys.executable, __file__, *args, "--status-fd", str(status_w)], env
+        )
     os.close(status_w)
     import fcntl
     import struct
@@ -335,10 +358,8 @@ def measure_latency(args: list[str], env: dict[str, str], samples: int,
         nonlocal status
         ready, _, _ = select.select([master, status_r], [], [], wait)
         if master in ready:
-            try:
+            with contextlib.suppress(OSError):
                 buffer.extend(os.read(master, 65536))
-            except OSError:
-                pass
         if status_r in ready:
             status += os.read(status_r, 256)
 
@@ -346,8 +367,9 @@ def measure_latency(args: list[str], env: dict[str, str], samples: int,
     while b"STREAMING" not in status:
         if time.monotonic() > deadline:
             os.kill(pid, 9)
-            raise RuntimeError("the stream never started; output tail: "
-                               + buffer[-500:].decode(errors="replace"))
+            raise RuntimeError(
+                "the stream never started; output tail: " + buffer[-500:].decode(errors="replace")
+            )
         pump(0.05)
         del buffer[:-4096]
     latencies: list[float] = []
@@ -376,10 +398,8 @@ def measure_latency(args: list[str], env: dict[str, str], samples: int,
             pump(0.01)
     os.write(master, b"\x11")  # ctrl+q
     time.sleep(0.5)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, 9)
-    except ProcessLookupError:
-        pass
     os.waitpid(pid, 0)
     os.close(master)
     os.close(status_r)
@@ -425,15 +445,21 @@ def main() -> None:
             elapsed, state = time_launch(["--child", "launch", "--engine", args.engine], env)
             launch.append(elapsed)
             states.append(state)
-            elapsed, _ = time_launch(["--child", "baseline-launch", "--names",
-                                      json.dumps(names)], env)
+            elapsed, _ = time_launch(
+                ["--child", "baseline-launch", "--names", json.dumps(names)], env
+            )
             baseline.append(elapsed)
         launch_median, baseline_median = statistics.median(launch), statistics.median(baseline)
 
-        latency = measure_latency(["--child", "latency", "--engine", args.engine,
-                                   "--rate", str(args.rate)], env, args.samples, 600)
-        base_latency = measure_latency(["--child", "baseline-latency", "--rate",
-                                        str(args.rate)], env, args.samples, 60)
+        latency = measure_latency(
+            ["--child", "latency", "--engine", args.engine, "--rate", str(args.rate)],
+            env,
+            args.samples,
+            600,
+        )
+        base_latency = measure_latency(
+            ["--child", "baseline-latency", "--rate", str(args.rate)], env, args.samples, 60
+        )
         result = {
             "bench": "tui",
             "engine": args.engine,

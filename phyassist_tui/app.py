@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 from textual import events
@@ -42,8 +43,13 @@ from phyassist_tui.widgets.text import clean
 
 T = TypeVar("T")
 
-ACTIVITY_EVENTS = (events.Key, events.MouseDown, events.MouseScrollDown, events.MouseScrollUp,
-                   events.Paste)
+ACTIVITY_EVENTS = (
+    events.Key,
+    events.MouseDown,
+    events.MouseScrollDown,
+    events.MouseScrollUp,
+    events.Paste,
+)
 
 
 class VaultLocked(PhyAssistError):
@@ -57,7 +63,7 @@ class PhyAssistApp(App):
     """Keyboard-first workspace for counselors; every action has a key and a palette entry."""
 
     TITLE = "PhyAssist"
-    CSS_PATH = "styles/app.tcss"
+    CSS_PATH = Path(__file__).parent / "styles" / "app.tcss"  # absolute: subclasses live elsewhere
     BINDINGS = bindings_for("app")
 
     model_state: reactive[str] = reactive("loading")
@@ -127,7 +133,9 @@ class PhyAssistApp(App):
                 self.assistant.load(progress=progress)
         except Exception as exc:
             self.model_failed.set()
-            message = str(exc) if isinstance(exc, PhyAssistError) else f"{type(exc).__name__}: {exc}"
+            message = (
+                str(exc) if isinstance(exc, PhyAssistError) else f"{type(exc).__name__}: {exc}"
+            )
             self.call_from_thread(self._model_loaded, "failed", "", clean(message))
             return
         self.model_ready.set()
@@ -208,8 +216,7 @@ class PhyAssistApp(App):
             self.notify("Training is not available in this build.", severity="warning")
             return
         if not patient.notes:
-            self.notify("Save at least one note before training an adapter.",
-                        severity="warning")
+            self.notify("Save at least one note before training an adapter.", severity="warning")
             return
         settings = self.settings
 
@@ -218,8 +225,12 @@ class PhyAssistApp(App):
 
         def finished(ok: bool | None) -> None:
             if ok:
-                self.run_worker(partial(self._after_training, patient), thread=True,
-                                name="use-new-adapter", exit_on_error=False)
+                self.run_worker(
+                    partial(self._after_training, patient),
+                    thread=True,
+                    name="use-new-adapter",
+                    exit_on_error=False,
+                )
 
         self.push_screen(TrainScreen(patient.name, start), finished)
 
@@ -248,8 +259,12 @@ class PhyAssistApp(App):
             return
         idle = time.monotonic() - self._last_activity
         if idle >= self.settings.idle_lock_minutes * 60:
-            self.run_worker(self.lock(reason="Locked after inactivity."), name="idle-lock",
-                            exclusive=True, group="lock")
+            self.run_worker(
+                self.lock(reason="Locked after inactivity."),
+                name="idle-lock",
+                exclusive=True,
+                group="lock",
+            )
 
     async def lock(self, reason: str = "") -> None:
         """Save what is unsaved (encrypted), close the vault, forget the patients."""
@@ -283,8 +298,12 @@ class PhyAssistApp(App):
     # -- theme and palette ------------------------------------------------------------------------
     def watch_theme(self, theme: str) -> None:
         if self._theme_loaded and theme != self.settings.theme:
-            self.run_worker(partial(self.settings.save_preferences, theme=theme),
-                            name="save-theme", thread=True, exit_on_error=False)
+            self.run_worker(
+                partial(self.settings.save_preferences, theme=theme),
+                name="save-theme",
+                thread=True,
+                exit_on_error=False,
+            )
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every action of the table in ``bindings.py``, for the screen it was opened on."""

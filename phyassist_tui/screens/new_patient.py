@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
@@ -16,7 +18,7 @@ from phyassist_tui.widgets.text import clean
 class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
     """Returns ``(name, BasicInfo)`` or ``None`` when cancelled; saving is the caller's job."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "create", "Create", id="new_patient.create"),
         Binding("escape", "cancel", "Cancel", id="new_patient.cancel"),
     ]

@@ -29,7 +29,7 @@ TrainingStart = Callable[[threading.Event], Iterator[dict[str, Any]]]
 def format_eta(seconds: float | None) -> str:
     if seconds is None or seconds < 0:
         return "ETA --"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
     return f"ETA {hours}:{minutes:02d}:{secs:02d}" if hours else f"ETA {minutes}:{secs:02d}"

@@ -100,7 +100,7 @@ class WorkspaceScreen(Screen):
         if self._cancel is not None:  # a stream must not outlive its screen
             self._cancel.set()
 
-    # -- handy handles ------------------------------------------------------------------------
+    # -- handy handles -------------------------------------------------------------------------
     @property
     def patients(self) -> PatientsPane:
         return self.query_one(PatientsPane)
@@ -133,7 +133,7 @@ class WorkspaceScreen(Screen):
         if app.model_state == "ready" and self.patient is not None:
             self._use_patient(self.patient)
 
-    # -- actions --------------------------------------------------------------------------------
+    # -- actions -------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_generation":
             return self.generating is not None
@@ -230,7 +230,7 @@ class WorkspaceScreen(Screen):
         self.run_worker(self.chat.show_history([]), exclusive=False)
         self._save_chat()
 
-    # -- patients -------------------------------------------------------------------------------
+    # -- patients ------------------------------------------------------------------------------
     @on(PatientChosen)
     def _patient_chosen(self, message: PatientChosen) -> None:
         if self.generating is not None:
@@ -256,8 +256,14 @@ class WorkspaceScreen(Screen):
                     autosave = None
             self.post_message(PatientLoaded(patient, autosave))
 
-        self.run_worker(load, name="load-patient", group="patient", thread=True,
-                        exclusive=True, exit_on_error=False)
+        self.run_worker(
+            load,
+            name="load-patient",
+            group="patient",
+            thread=True,
+            exclusive=True,
+            exit_on_error=False,
+        )
 
     @on(PatientLoaded)
     async def _patient_loaded(self, message: PatientLoaded) -> None:
@@ -302,10 +308,16 @@ class WorkspaceScreen(Screen):
             if label:
                 self.app.call_from_thread(setattr, self.app, "model_label", label)
 
-        self.run_worker(use, name="use-patient", group="use-patient", thread=True,
-                        exclusive=True, exit_on_error=False)
+        self.run_worker(
+            use,
+            name="use-patient",
+            group="use-patient",
+            thread=True,
+            exclusive=True,
+            exit_on_error=False,
+        )
 
-    # -- generation -----------------------------------------------------------------------------
+    # -- generation ----------------------------------------------------------------------------
     def _start(self, kind: GenerationKind, producer: Producer, **meta: Any) -> bool:
         if self.generating is not None:
             self.notify("A generation is already running (Esc stops it).", severity="warning")
@@ -339,8 +351,9 @@ class WorkspaceScreen(Screen):
         assistant = app.wait_for_model(cancel)
         if assistant is None:
             error = None if cancel.is_set() else f"The model is not available: {app.model_detail}"
-            self.post_message(GenerationFinished(kind, "", cancelled=cancel.is_set(),
-                                                 error=error, **meta))
+            self.post_message(
+                GenerationFinished(kind, "", cancelled=cancel.is_set(), error=error, **meta)
+            )
             return
         if patient is not None:
             app.use_patient_model(patient)
@@ -522,7 +535,7 @@ class WorkspaceScreen(Screen):
             self.analysis.stream.set_text("")
             self.query_one(TabbedContent).active = "analysis"
 
-    # -- saving ----------------------------------------------------------------------------------
+    # -- saving --------------------------------------------------------------------------------
     @on(SaveNoteRequested)
     def _save_note(self, message: SaveNoteRequested) -> None:
         patient = self.patient
@@ -553,8 +566,9 @@ class WorkspaceScreen(Screen):
             self.post_message(PatientSaved(updated))
             self.app.call_from_thread(self._note_saved, updated)
 
-        self.run_worker(save, name="save-note", group="store-write", thread=True,
-                        exit_on_error=False)
+        self.run_worker(
+            save, name="save-note", group="store-write", thread=True, exit_on_error=False
+        )
 
     async def _note_saved(self, patient: Patient) -> None:
         if self.patient is None or self.patient.id != patient.id:
@@ -570,7 +584,7 @@ class WorkspaceScreen(Screen):
         self.action_show_tab("notes")
         self.notify("Note saved.")
 
-    # -- encrypted draft autosave -------------------------------------------------------------
+    # -- encrypted draft autosave --------------------------------------------------------------
     @on(DraftChanged)
     def _draft_changed(self) -> None:
         self._schedule_autosave()
@@ -633,12 +647,18 @@ class WorkspaceScreen(Screen):
             self.app.call_from_thread(self.notify, f"Autosave failed: {exc}", severity="error")
 
     def _delete_autosave(self, patient_id: str) -> None:
-        self.run_worker(partial(self.write_autosave, patient_id, None), name="discard-draft",
-                        group="store-write", thread=True, exit_on_error=False)
+        self.run_worker(
+            partial(self.write_autosave, patient_id, None),
+            name="discard-draft",
+            group="store-write",
+            thread=True,
+            exit_on_error=False,
+        )
 
     async def _restore_autosave(self, payload: dict[str, Any]) -> None:
-        self.analysis.set_inputs(str(payload.get("question", "")),
-                                 str(payload.get("observed_state", "")))
+        self.analysis.set_inputs(
+            str(payload.get("question", "")), str(payload.get("observed_state", ""))
+        )
         self.analysis.stream.set_text(str(payload.get("stream_text", "")))
         self.draft_question = str(payload.get("draft_question", ""))
         draft = payload.get("draft")
@@ -646,8 +666,9 @@ class WorkspaceScreen(Screen):
             try:
                 await self.draft_pane.load(AnalysisDraft.model_validate(draft))
             except ValueError:
-                self.notify("The kept draft could not be read; its text is shown above.",
-                            severity="warning")
+                self.notify(
+                    "The kept draft could not be read; its text is shown above.", severity="warning"
+                )
             else:
                 self.action_show_tab("draft")
                 return
@@ -664,14 +685,20 @@ class WorkspaceScreen(Screen):
 
             await asyncio.to_thread(self.write_autosave, self.patient.id, self.autosave_payload())
 
-    # -- chat --------------------------------------------------------------------------------------
+    # -- chat ----------------------------------------------------------------------------------
     def _load_chat(self, patient: Patient) -> None:
         def load() -> None:
             history = self.app.store_call(partial(self.app.load_chat_history, patient.id))
             self.app.call_from_thread(self._chat_loaded, patient.id, history)
 
-        self.run_worker(load, name="load-chat", group="chat-io", thread=True,
-                        exclusive=True, exit_on_error=False)
+        self.run_worker(
+            load,
+            name="load-chat",
+            group="chat-io",
+            thread=True,
+            exclusive=True,
+            exit_on_error=False,
+        )
 
     async def _chat_loaded(self, patient_id: str, history: list[ChatMessage]) -> None:
         if self.patient is not None and self.patient.id == patient_id:
@@ -687,11 +714,11 @@ class WorkspaceScreen(Screen):
             try:
                 self.app.store_call(partial(self.app.save_chat_history, patient_id, history))
             except PhyAssistError as exc:
-                self.app.call_from_thread(self.notify, f"Chat not saved: {exc}",
-                                          severity="error")
+                self.app.call_from_thread(self.notify, f"Chat not saved: {exc}", severity="error")
 
-        self.run_worker(save, name="save-chat", group="store-write", thread=True,
-                        exit_on_error=False)
+        self.run_worker(
+            save, name="save-chat", group="store-write", thread=True, exit_on_error=False
+        )
 
     @on(ChatSubmitted)
     async def _chat_submitted(self, message: ChatSubmitted) -> None:

@@ -45,8 +45,7 @@ class ChatPane(Vertical):
     """
 
     def compose(self) -> ComposeResult:
-        yield Static("Ask anything about this patient; the record is the context.",
-                     id="chat-empty")
+        yield Static("Ask anything about this patient; the record is the context.", id="chat-empty")
         yield VerticalScroll(id="chat-log")
         yield Input(placeholder="Message (Enter sends, Esc stops the reply)", id="chat-input")
 
@@ -56,9 +55,7 @@ class ChatPane(Vertical):
     async def show_history(self, history: list[ChatMessage]) -> None:
         log = self.query_one("#chat-log", VerticalScroll)
         await log.remove_children()
-        await log.mount_all(
-            [ChatBubble(m.role, m.content) for m in history if m.role != "system"]
-        )
+        await log.mount_all([ChatBubble(m.role, m.content) for m in history if m.role != "system"])
         self.query_one("#chat-empty").display = not history
         log.anchor()
 

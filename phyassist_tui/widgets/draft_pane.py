@@ -9,11 +9,11 @@ which owns the model and the vault.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.content import Content
 from textual.message import Message
@@ -51,7 +51,9 @@ class SectionHeader(ListItem):
 class ItemEditor(Input):
     """The in-place editor; Enter keeps, Esc abandons."""
 
-    BINDINGS = [Binding("escape", "abandon", "Cancel edit", id="draft.editor_cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "abandon", "Cancel edit", id="draft.editor_cancel")
+    ]
 
     def __init__(self, mode: EditMode, value: str) -> None:
         placeholder = "Comment to guide regeneration" if mode == "comment" else "Item text"
@@ -99,7 +101,9 @@ class ItemRow(ListItem):
         lines = [line]
         if item.edited and not item.deleted and item.draft is not None:
             lines.append(Content.assemble(("   Δ ", "dim"), word_diff(item.draft, item.text)))
-        lines.extend(Content.assemble(("   » ", "$accent"), (clean(c), "italic")) for c in item.comments)
+        lines.extend(
+            Content.assemble(("   » ", "$accent"), (clean(c), "italic")) for c in item.comments
+        )
         return Content("\n").join(lines)
 
     def refresh_body(self) -> None:
@@ -142,7 +146,7 @@ class DraftPane(Vertical):
     def on_mount(self) -> None:
         self.query_one(ListView).display = False
 
-    # -- building -------------------------------------------------------------------------
+    # -- building ------------------------------------------------------------------------------
     async def load(self, draft: AnalysisDraft | None, focus_item: str | None = None) -> None:
         """Show ``draft`` (or the empty hint); keeps the cursor on ``focus_item`` if given."""
         self.draft = draft
@@ -194,12 +198,11 @@ class DraftPane(Vertical):
             self.post_message(DraftChanged(self.draft))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in _DRAFT_ACTIONS:
-            if self.draft is None or self.busy:
-                return None
+        if action in _DRAFT_ACTIONS and (self.draft is None or self.busy):
+            return None
         return True
 
-    # -- actions --------------------------------------------------------------------------
+    # -- actions -------------------------------------------------------------------------------
     def action_edit_item(self) -> None:
         row = self.selected_row
         if row is None or row.editing:
@@ -235,8 +238,9 @@ class DraftPane(Vertical):
         if row is None or self.draft is None:
             return
         if row.section == "symptom_type":
-            self.notify("The symptom type cannot be deleted; edit it instead (e).",
-                        severity="warning")
+            self.notify(
+                "The symptom type cannot be deleted; edit it instead (e).", severity="warning"
+            )
             return
         items: list[Item] = getattr(self.draft, row.section)
         if row.item.added_by_counselor:
@@ -262,7 +266,7 @@ class DraftPane(Vertical):
         if self.draft is not None:
             self.post_message(SaveNoteRequested(self.draft))
 
-    # -- in-place editor --------------------------------------------------------------------
+    # -- in-place editor -----------------------------------------------------------------------
     @on(Input.Submitted, "ItemEditor")
     async def _editor_done(self, event: Input.Submitted) -> None:
         event.stop()

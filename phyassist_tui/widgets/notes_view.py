@@ -9,7 +9,9 @@ from textual.widgets import Markdown
 from engine.records import Patient
 from phyassist_tui.widgets.text import patient_markdown
 
-EMPTY = "# No patient open\n\nPick a patient on the left and press **Enter**, or **Ctrl+N** to add one."
+EMPTY = (
+    "# No patient open\n\nPick a patient on the left and press **Enter**, or **Ctrl+N** to add one."
+)
 
 
 class NotesView(VerticalScroll):

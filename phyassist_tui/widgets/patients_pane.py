@@ -68,8 +68,14 @@ class PatientsPane(Vertical):
             )
             self.post_message(PatientsListed(patients, query))
 
-        self.run_worker(fetch, name="search-patients", group="search", thread=True,
-                        exclusive=True, exit_on_error=False)
+        self.run_worker(
+            fetch,
+            name="search-patients",
+            group="search",
+            thread=True,
+            exclusive=True,
+            exit_on_error=False,
+        )
 
     @on(Input.Changed, "#search")
     def _search_changed(self) -> None:

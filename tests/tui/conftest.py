@@ -93,4 +93,3 @@ def vault(settings: Settings):
     store.add_note(sun.id, note)
     store.close()
     return settings.vault_dir
-

@@ -125,8 +125,9 @@ class FakeAssistant:
             first = first or time.perf_counter() - start
             yield token
         total = time.perf_counter() - start
-        self.last_stats = FakeStats(first or 0.0, count, count / total if total else 0.0, total,
-                                    cancel.is_set())
+        self.last_stats = FakeStats(
+            first or 0.0, count, count / total if total else 0.0, total, cancel.is_set()
+        )
 
     def stream_analysis(self, patient, question, *, cancel, guidance=None):
         self.calls.append(Call("stream_analysis", {"question": question, "guidance": guidance}))
@@ -137,9 +138,12 @@ class FakeAssistant:
 
     def stream_regenerate_item(self, patient, question, draft, section, item_id, *, cancel):
         item = next(i for i in draft.live(section) if i.id == item_id)
-        self.calls.append(Call("stream_regenerate_item",
-                               {"section": section, "item_id": item_id,
-                                "comments": list(item.comments)}))
+        self.calls.append(
+            Call(
+                "stream_regenerate_item",
+                {"section": section, "item_id": item_id, "comments": list(item.comments)},
+            )
+        )
         return self._stream(f"Regenerated {section} item", cancel)
 
     def stream_chat(self, patient, history: list[ChatMessage], message, *, cancel):
@@ -154,15 +158,24 @@ def screen_text(app) -> str:
     from rich.console import Console
 
     width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=False,
-                      color_system=None, record=True, legacy_windows=False)
-    console.print(app.screen._compositor.render_update(full=True,
-                                                        screen_stack=app._background_screens))
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=False,
+        color_system=None,
+        record=True,
+        legacy_windows=False,
+    )
+    console.print(
+        app.screen._compositor.render_update(full=True, screen_stack=app._background_screens)
+    )
     return console.export_text(styles=False)
 
 
-async def wait_for(pilot, predicate: Callable[[], object], timeout: float = 5.0,
-                   what: str = "condition"):
+async def wait_for(
+    pilot, predicate: Callable[[], object], timeout: float = 5.0, what: str = "condition"
+):
     """Let the app run until ``predicate()`` is true (workers are real threads)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,7 +200,7 @@ async def type_text(pilot, text: str) -> None:
     await pilot.pause()
 
 
-# -- Pilot helpers shared by the flow and snapshot tests -------------------------------------------
+# -- Pilot helpers shared by the flow and snapshot tests --------------------------------------
 def read_only(settings):
     """A second, read-only handle: sees what the app wrote without taking its lock."""
     from engine.store import Store
@@ -199,9 +212,15 @@ async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
     from phyassist_tui.screens.unlock import UnlockScreen
 
     app = pilot.app
-    await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen)
-                   and app.focused is not None and app.focused.id == "passphrase",
-                   what="unlock screen")
+    await wait_for(
+        pilot,
+        lambda: (
+            isinstance(app.screen, UnlockScreen)
+            and app.focused is not None
+            and app.focused.id == "passphrase"
+        ),
+        what="unlock screen",
+    )
     await type_text(pilot, passphrase)
     await pilot.press("enter")
 
@@ -214,8 +233,11 @@ async def open_workspace(pilot):
     await unlock(pilot)
     app = pilot.app
     await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
-    await wait_for(pilot, lambda: len(app.screen.query_one("#patient-list", ListView).children),
-                   what="patient list")
+    await wait_for(
+        pilot,
+        lambda: len(app.screen.query_one("#patient-list", ListView).children),
+        what="patient list",
+    )
     return app.screen
 
 
@@ -228,8 +250,11 @@ async def open_patient(pilot, name: str):
     listing.index = names.index(name)
     listing.focus()
     await pilot.press("enter")
-    await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == name,
-                   what=f"patient {name}")
+    await wait_for(
+        pilot,
+        lambda: screen.patient is not None and screen.patient.name == name,
+        what=f"patient {name}",
+    )
     return screen
 
 
@@ -239,5 +264,3 @@ async def generate(pilot, screen, question: str) -> None:
     await pilot.press("f3")
     screen.query_one("#question", TextArea).load_text(question)
     await pilot.press("ctrl+g")
-
-

@@ -31,12 +31,33 @@ class Tmux:
     def start(self, command: str, env: dict[str, str]) -> None:
         exports = " ".join(f"{k}={v}" for k, v in env.items())
         subprocess.run(
-            ["tmux", "new-session", "-d", "-s", self.session, "-x", str(self.width),
-             "-y", str(self.height), f"env -u COLUMNS -u LINES {exports} {command}; sleep 120"],
+            [
+                "tmux",
+                "new-session",
+                "-d",
+                "-s",
+                self.session,
+                "-x",
+                str(self.width),
+                "-y",
+                str(self.height),
+                f"env -u COLUMNS -u LINES {exports} {command}; sleep 120",
+            ],
             check=True,
         )
-        subprocess.run(["tmux", "resize-window", "-t", self.session, "-x", str(self.width),
-                        "-y", str(self.height)], capture_output=True)
+        subprocess.run(
+            [
+                "tmux",
+                "resize-window",
+                "-t",
+                self.session,
+                "-x",
+                str(self.width),
+                "-y",
+                str(self.height),
+            ],
+            capture_output=True,
+        )
 
     def keys(self, *keys: str, literal: bool = False) -> None:
         args = ["tmux", "send-keys", "-t", self.session]
@@ -44,8 +65,12 @@ class Tmux:
         time.sleep(0.3)
 
     def text(self) -> str:
-        return subprocess.run(["tmux", "capture-pane", "-p", "-t", self.session],
-                              capture_output=True, text=True, check=True).stdout
+        return subprocess.run(
+            ["tmux", "capture-pane", "-p", "-t", self.session],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
 
     def wait(self, needle: str, timeout: float = 60.0) -> str:
         deadline = time.monotonic() + timeout

@@ -34,12 +34,15 @@ from phyassist_tui.widgets.draft_pane import DraftPane
 pytestmark = pytest.mark.anyio
 
 
-# -- unlock --------------------------------------------------------------------------------------
+# -- unlock -----------------------------------------------------------------------------------
 async def test_first_run_creates_vault_with_confirmation(make_app, settings):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen)
-                       and app.screen.creating is True, what="create mode")
+        await wait_for(
+            pilot,
+            lambda: isinstance(app.screen, UnlockScreen) and app.screen.creating is True,
+            what="create mode",
+        )
         error = app.screen.query_one("#unlock-error")
         await type_text(pilot, "short")
         await pilot.press("enter")
@@ -66,25 +69,30 @@ async def test_wrong_passphrase_says_so_and_keeps_screen(make_app, vault):
     async with app.run_test(size=(80, 24)) as pilot:
         await unlock(pilot, "not the passphrase")
         error = app.screen.query_one("#unlock-error")
-        await wait_for(pilot, lambda: "Wrong passphrase" in str(error.render()),
-                       what="wrong passphrase message")
+        await wait_for(
+            pilot,
+            lambda: "Wrong passphrase" in str(error.render()),
+            what="wrong passphrase message",
+        )
         assert isinstance(app.screen, UnlockScreen)
         assert app.screen.query_one("#passphrase", Input).value == ""
         await type_text(pilot, PASSPHRASE)
         await pilot.press("enter")
-        screen = await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen)
-                                and app.screen)
+        screen = await wait_for(
+            pilot, lambda: isinstance(app.screen, WorkspaceScreen) and app.screen
+        )
         await wait_for(pilot, lambda: len(screen.query_one("#patient-list").children) == 2)
 
 
-# -- patients --------------------------------------------------------------------------------------
+# -- patients ---------------------------------------------------------------------------------
 async def test_create_patient_validates_then_saves(make_app, vault, settings):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_workspace(pilot)
         await pilot.press("ctrl+n")
-        form = await wait_for(pilot, lambda: isinstance(app.screen, NewPatientScreen)
-                              and app.screen)
+        form = await wait_for(
+            pilot, lambda: isinstance(app.screen, NewPatientScreen) and app.screen
+        )
         await pilot.press("ctrl+s")
         assert "name" in str(form.query_one("#form-error").render()).lower()
         await type_text(pilot, "Wang")
@@ -113,23 +121,33 @@ async def test_incremental_search_filters_list(make_app, vault):
         await pilot.press("ctrl+f")
         await type_text(pilot, "Su")
         listing = screen.query_one("#patient-list", ListView)
-        await wait_for(pilot, lambda: [r.summary.name for r in listing.children] == ["Sun"],
-                       what="search result")
+        await wait_for(
+            pilot,
+            lambda: [r.summary.name for r in listing.children] == ["Sun"],
+            what="search result",
+        )
         await pilot.press("enter", "enter")
         await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Sun")
 
 
-# -- analysis, draft, note ------------------------------------------------------------------------
+# -- analysis, draft, note --------------------------------------------------------------------
 async def test_analysis_streams_edit_comment_regenerate_save(make_app, vault, settings, fake):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Since the exam I cannot focus at all.")
         pane = screen.query_one(DraftPane)
-        await wait_for(pilot, lambda: pane.draft is not None and app.focused is not None
-                       and app.focused.id == "draft-items", what="draft")
+        await wait_for(
+            pilot,
+            lambda: (
+                pane.draft is not None
+                and app.focused is not None
+                and app.focused.id == "draft-items"
+            ),
+            what="draft",
+        )
         assert screen.analysis.stream.text == ANALYSIS_TEXT
-        assert [i.text for i in pane.draft.reasons][0] == "High expectations from the family"
+        assert pane.draft.reasons[0].text == "High expectations from the family"
         assert "tok/s" in str(screen.status.render())
 
         # edit the first reason in place
@@ -149,8 +167,11 @@ async def test_analysis_streams_edit_comment_regenerate_save(make_app, vault, se
         second = pane.draft.reasons[1]
         assert second.comments == ["mention sleep"]
         await pilot.press("r")
-        await wait_for(pilot, lambda: second.text == "Regenerated reasons item" and
-                       screen.generating is None, what="regenerated item")
+        await wait_for(
+            pilot,
+            lambda: second.text == "Regenerated reasons item" and screen.generating is None,
+            what="regenerated item",
+        )
         call = fake.calls[-1]
         assert call.name == "stream_regenerate_item" and call.args["comments"] == ["mention sleep"]
 
@@ -191,8 +212,14 @@ async def test_regenerate_all_passes_comments_as_guidance(make_app, vault, fake)
         await pilot.press("c")
         await type_text(pilot, "shorter")
         await pilot.press("enter", "R")
-        await wait_for(pilot, lambda: len(fake.calls) >= 2 and screen.generating is None
-                       and fake.calls[-1].name == "stream_analysis")
+        await wait_for(
+            pilot,
+            lambda: (
+                len(fake.calls) >= 2
+                and screen.generating is None
+                and fake.calls[-1].name == "stream_analysis"
+            ),
+        )
         guidance = fake.calls[-1].args["guidance"]
         assert guidance.symptom_type.comments == ["shorter"]
 
@@ -238,7 +265,7 @@ async def test_model_load_failure_is_reported(make_app, vault):
         assert screen.query_one("#question", TextArea).text == "Question"
 
 
-# -- autosave, lock ----------------------------------------------------------------------------------
+# -- autosave, lock ---------------------------------------------------------------------------
 async def test_lock_keeps_encrypted_draft_and_offers_it_back(make_app, vault, settings):
     app = make_app()
     secret = "UNIQUE-QUESTION-TEXT-1234"
@@ -258,8 +285,9 @@ async def test_lock_keeps_encrypted_draft_and_offers_it_back(make_app, vault, se
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
         screen = await open_patient(pilot, "Sun")
-        confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen)
-                                 and app.screen)
+        confirm = await wait_for(
+            pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen
+        )
         assert "unsaved draft" in confirm.question
         await pilot.press("y")
         pane = screen.query_one(DraftPane)
@@ -276,15 +304,17 @@ async def test_idle_auto_lock(make_app, vault, settings):
         await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
         await wait_for(
             pilot,
-            lambda: isinstance(app.screen, UnlockScreen)
-            and "inactivity" in str(app.screen.query_one("#unlock-error").render()),
+            lambda: (
+                isinstance(app.screen, UnlockScreen)
+                and "inactivity" in str(app.screen.query_one("#unlock-error").render())
+            ),
             timeout=8,
             what="idle lock",
         )
         assert app.store is None
 
 
-# -- chat ------------------------------------------------------------------------------------------
+# -- chat -------------------------------------------------------------------------------------
 async def test_chat_streams_copies_and_persists(make_app, vault, settings, fake):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -292,8 +322,9 @@ async def test_chat_streams_copies_and_persists(make_app, vault, settings, fake)
         await pilot.press("f5")
         await type_text(pilot, "How to start?")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: screen.generating is None and
-                       len(screen.history) == 2, what="chat reply")
+        await wait_for(
+            pilot, lambda: screen.generating is None and len(screen.history) == 2, what="chat reply"
+        )
         bubbles = list(screen.query(ChatBubble))
         assert [b.role for b in bubbles] == ["user", "assistant"]
         assert bubbles[1].text == CHAT_REPLY
@@ -330,7 +361,7 @@ async def test_chat_escape_stops_reply(make_app, vault):
         assert reply.startswith("Consider asking") and reply.endswith("[stopped]")
 
 
-# -- conventions --------------------------------------------------------------------------------------
+# -- conventions ------------------------------------------------------------------------------
 async def test_keymap_from_settings_rebinds(make_app, vault, settings):
     settings.keymap = {"workspace.new_patient": "ctrl+o", "no.such.binding": "x"}
     app = make_app(settings=settings)
@@ -379,8 +410,9 @@ async def test_theme_is_persisted(make_app, vault, settings):
 
 async def test_control_characters_and_markup_never_reach_terminal(make_app, settings):
     store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
-    store.create_patient("Evil[b]bold[/b]",
-                         BasicInfo(demographics="line\x1b[2Jclear\x9b31m [red]x[/red] # title"))
+    store.create_patient(
+        "Evil[b]bold[/b]", BasicInfo(demographics="line\x1b[2Jclear\x9b31m [red]x[/red] # title")
+    )
     store.close()
     app = make_app()
     async with app.run_test(size=(100, 30)) as pilot:
@@ -394,7 +426,7 @@ async def test_control_characters_and_markup_never_reach_terminal(make_app, sett
         assert "lineclear [red]x[/red] # title" in text
 
 
-# -- training ---------------------------------------------------------------------------------------
+# -- training ---------------------------------------------------------------------------------
 async def test_train_reports_unavailable_or_needs_notes(make_app, vault, monkeypatch):
     import phyassist_tui.app as app_module
 
@@ -423,8 +455,14 @@ async def test_train_screen_shows_progress_and_cancels(make_app, vault):
             if cancel.is_set():
                 seen["cancelled_at"] = step
                 return
-            yield {"phase": "training", "step": step, "total_steps": 100,
-                   "loss": 2.0 / step, "tokens_per_s": 900.0, "eta_s": 100 - step}
+            yield {
+                "phase": "training",
+                "step": step,
+                "total_steps": 100,
+                "loss": 2.0 / step,
+                "tokens_per_s": 900.0,
+                "eta_s": 100 - step,
+            }
             cancel.wait(0.05)  # 100 steps take 5 s unless stopped
 
     app = make_app(training_runner=runner)
@@ -444,22 +482,25 @@ async def test_train_screen_shows_progress_and_cancels(make_app, vault):
         await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen))
 
 
-# -- Chinese ------------------------------------------------------------------------------------------
+# -- Chinese ----------------------------------------------------------------------------------
 async def test_chinese_seed_case_shows_in_notes(make_app, settings, seed_case_zh):
     from engine.records import AnalysisDraft, Item, Note
 
     store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
     ref = seed_case_zh["reference_analysis"]
     patient = store.create_patient("孙某", BasicInfo(**seed_case_zh["basic_info"]))
-    store.add_note(patient.id, Note(
-        question=seed_case_zh["counseling_question"]["statement"],
-        observed_state=seed_case_zh["counseling_question"]["observed_state"],
-        analysis=AnalysisDraft(
-            symptom_type=Item(text=ref["symptom_type"], draft=ref["symptom_type"]),
-            reasons=[Item(text=r, draft=r) for r in ref["reasons"]],
-            advice=[Item(text=a, draft=a) for a in ref["advice"]],
+    store.add_note(
+        patient.id,
+        Note(
+            question=seed_case_zh["counseling_question"]["statement"],
+            observed_state=seed_case_zh["counseling_question"]["observed_state"],
+            analysis=AnalysisDraft(
+                symptom_type=Item(text=ref["symptom_type"], draft=ref["symptom_type"]),
+                reasons=[Item(text=r, draft=r) for r in ref["reasons"]],
+                advice=[Item(text=a, draft=a) for a in ref["advice"]],
+            ),
         ),
-    ))
+    )
     store.close()
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
@@ -479,8 +520,10 @@ async def test_chinese_seed_case_shows_in_notes(make_app, settings, seed_case_zh
         assert found, "symptom type in Chinese not visible in the notes"
         # and the Chinese question goes to the model unchanged
         await generate(pilot, screen, seed_case_zh["counseling_question"]["statement"])
-        await wait_for(pilot, lambda: screen.generating is None and
-                       screen.query_one(DraftPane).draft is not None)
+        await wait_for(
+            pilot,
+            lambda: screen.generating is None and screen.query_one(DraftPane).draft is not None,
+        )
         assert app.assistant.calls[-1].args["question"].startswith("我是一名复读生")
 
 

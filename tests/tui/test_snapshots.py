@@ -38,8 +38,9 @@ def test_unlock_first_run(snap_compare, make_app, size):
     app = make_app()
 
     async def run_before(pilot):
-        await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen)
-                       and app.screen.creating is True)
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, UnlockScreen) and app.screen.creating is True
+        )
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
@@ -50,12 +51,19 @@ def test_unlock_wrong_passphrase(snap_compare, make_app, vault, size):
     app = make_app()
 
     async def run_before(pilot):
-        await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen)
-                       and app.screen.creating is False and app.focused is not None)
+        await wait_for(
+            pilot,
+            lambda: (
+                isinstance(app.screen, UnlockScreen)
+                and app.screen.creating is False
+                and app.focused is not None
+            ),
+        )
         await type_text(pilot, "wrong passphrase")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "Wrong" in str(app.screen.query_one("#unlock-error")
-                                                     .render()))
+        await wait_for(
+            pilot, lambda: "Wrong" in str(app.screen.query_one("#unlock-error").render())
+        )
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
@@ -143,9 +151,14 @@ def test_train_progress(snap_compare, make_app, vault, size):
 
     def runner(*, patient, store, settings, cancel):
         for step in range(1, 31):
-            yield {"phase": "sft", "step": step, "total_steps": 60,
-                   "loss": 2.5 - step * 0.05 + (step % 3) * 0.02,
-                   "tokens_per_s": 850.0, "eta_s": 90 - step}
+            yield {
+                "phase": "sft",
+                "step": step,
+                "total_steps": 60,
+                "loss": 2.5 - step * 0.05 + (step % 3) * 0.02,
+                "tokens_per_s": 850.0,
+                "eta_s": 90 - step,
+            }
         while not (cancel.is_set() or released.is_set()):
             cancel.wait(0.05)
 
@@ -164,4 +177,3 @@ def test_train_progress(snap_compare, make_app, vault, size):
         assert snap_compare(app, terminal_size=size, run_before=run_before)
     finally:
         released.set()
-
