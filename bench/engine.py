@@ -7,9 +7,10 @@ Measured in one run, each next to its baseline:
 * ``analysis``: time to first token and decode tokens/s of an Analysis through the
   ``Assistant`` (prompt building, worker thread, streamer, cancel check; prefix cache off so
   both sides do the same work) vs a plain ``model.generate`` on the very same token ids with
-  the same generation arguments. Runs alternate (ours, plain, ours, plain …) and medians are
-  compared: ``ttft_ratio`` = ours / plain (lower is better), ``decode_ratio`` = ours / plain
-  tokens/s (higher is better). The target is overhead within 5%.
+  the same generation arguments. Runs alternate (ours first, then plain first, …) and medians
+  are compared: ``ttft_ratio`` = ours / plain (lower is better), ``decode_ratio`` = ours /
+  plain tokens/s (higher is better); ``*_best`` compare the best runs. The target is
+  overhead within 5%.
 * ``analysis_warm_prefix``: the same Analysis when the patient's prompt is already cached.
 * ``regenerate``: time to first token of a regenerate-one-item on a patient with a long
   record, with the patient's cached prefix vs without (``speedup`` = without / with).
@@ -166,10 +167,15 @@ def bench_analysis(assistant: Assistant, patient: Patient, repeats: int, max_new
     ids = list(assistant.last_prompt_ids)
     plain_generate(loaded, ids, gen, max_new)
     mine, base = [], []
-    for _ in range(repeats):
-        mine.append(ours(assistant.stream_analysis(patient, QUESTION, cancel=cancel), assistant))
-        assert assistant.last_prompt_ids == ids
-        base.append(plain_generate(loaded, ids, gen, max_new))
+    for i in range(repeats):
+        # Alternate which side goes first, so drift in the machine's load hits both alike.
+        for side in ("ours", "plain") if i % 2 == 0 else ("plain", "ours"):
+            if side == "ours":
+                stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
+                mine.append(ours(stream, assistant))
+                assert assistant.last_prompt_ids == ids
+            else:
+                base.append(plain_generate(loaded, ids, gen, max_new))
     assistant.prefix_cache.enabled = True
     assistant.prefix_cache.clear()
     ours(assistant.stream_analysis(patient, QUESTION, cancel=cancel), assistant)  # fill
@@ -189,6 +195,13 @@ def bench_analysis(assistant: Assistant, patient: Patient, repeats: int, max_new
         "plain_generate": b,
         "ttft_ratio": round(m["ttft_s"] / b["ttft_s"], 3),
         "decode_ratio": round(m["tokens_per_s"] / b["tokens_per_s"], 3),
+        # Best-of-N: on a shared machine noise only adds time, so minima compare the code.
+        "ttft_ratio_best": round(
+            min(r["ttft_s"] for r in mine) / min(r["ttft_s"] for r in base), 3
+        ),
+        "decode_ratio_best": round(
+            max(r["tokens_per_s"] for r in mine) / max(r["tokens_per_s"] for r in base), 3
+        ),
         "same_token_count": m["tokens"] == b["tokens"],
         "prompt_build_ms": round(statistics.median(build) * 1000, 2),
         "warm_prefix": dict(summary(warm), cached_prefix_tokens=warm[-1]["cached_prefix_tokens"]),

@@ -252,7 +252,6 @@ def _preference_trainer(peft_model, tokenizer, pairs, hp: Hyperparameters, emit,
         learning_rate=hp.preference_learning_rate,
         num_train_epochs=hp.preference_epochs,
         beta=hp.preference_beta,
-        gradient_checkpointing=False,
     )
     dataset = datasets.Dataset.from_list(pairs)
     if hp.preference_method == "orpo":
