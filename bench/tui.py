@@ -169,7 +169,7 @@ def child_baseline_launch(names: list[str], status_fd: int) -> None:
 def child_latency(engine: str, rate: float, status_fd: int) -> None:
     """The real app in this terminal: unlock, open a patient, start streaming, then idle."""
     from phyassist_tui.app import PhyAssistApp
-    from phyassist_tui.messages import GenerationChunk, GenerationFinished
+    from phyassist_tui.messages import GenerationFinished
     from phyassist_tui.screens.workspace import WorkspaceScreen
 
     settings = _settings(engine)
@@ -193,8 +193,9 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
                 self._stage = "unlocking"
                 await self.focused.action_submit()
             elif self._stage == "unlocking" and isinstance(screen, WorkspaceScreen):
-                listing = screen.query_one("#patient-list")
-                if listing.children:
+                found = screen.query("#patient-list")
+                listing = found.first() if found else None
+                if listing is not None and listing.children:
                     listing.index = 0
                     listing.action_select_cursor()
                     self._stage = "opening"
@@ -208,9 +209,6 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
                 screen.action_generate()
                 screen.query_one("#observed").focus()
                 self._stage = "streaming"
-
-        def on_generation_chunk(self, message: GenerationChunk) -> None:
-            pass
 
     app = BenchApp(settings, assistant=assistant)
 

@@ -21,6 +21,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 
+from engine.audit import record as audit_record  # trust: audit hook
 from engine.errors import GenerationCancelled, PhyAssistError
 from engine.records import AnalysisDraft, ChatMessage, Note, Patient
 from phyassist_tui.bindings import bindings_for
@@ -41,6 +42,7 @@ from phyassist_tui.messages import (
 from phyassist_tui.ports import AssistantLike, stats_dict
 from phyassist_tui.screens.confirm import ConfirmScreen
 from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.screens.risk import confirm_risk_then  # trust: risk flags first
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
 from phyassist_tui.widgets.draft_pane import DraftPane
@@ -204,15 +206,19 @@ class WorkspaceScreen(Screen):
             )
             return
         patient, observed = self.patient, self.analysis.observed
-        self.draft_question = question
-        self.analysis.stream.set_text("")
-        self.query_one(TabbedContent).active = "analysis"
-        self._start(
-            "analysis",
-            lambda a, cancel: a.stream_analysis(
-                patient, question, cancel=cancel, **({"observed": observed} if observed else {})
-            ),
-        )
+
+        def start() -> None:  # trust: runs after the risk flags (if any) were acknowledged
+            self.draft_question = question
+            self.analysis.stream.set_text("")
+            self.query_one(TabbedContent).active = "analysis"
+            self._start(
+                "analysis",
+                lambda a, cancel: a.stream_analysis(
+                    patient, question, cancel=cancel, **({"observed": observed} if observed else {})
+                ),
+            )
+
+        confirm_risk_then(self.app, self.app.store, patient.id, question, start)  # trust
 
     def action_cancel_generation(self) -> None:
         if self._cancel is not None and self.generating is not None:
@@ -248,6 +254,7 @@ class WorkspaceScreen(Screen):
             except PhyAssistError as exc:
                 self.app.call_from_thread(self.notify, str(exc), severity="error")
                 return
+            audit_record(self.app.store, "patient_opened", patient_id, "tui")  # trust
             autosave = None
             if blob:
                 try:
@@ -555,6 +562,7 @@ class WorkspaceScreen(Screen):
         def save() -> None:
             def write(store: Any) -> Patient:
                 updated = store.add_note(patient_id, note)
+                audit_record(store, "note_saved", patient_id, "tui")  # trust
                 store.delete_blob(patient_id, DRAFT_BLOB)
                 return updated
 

@@ -204,3 +204,28 @@ def test_no_notes_and_bad_model_fail_cleanly(tiny_settings, open_vault, tmp_path
         with pytest.raises(TrainingError, match="Model path not found"):
             _train(store, empty.id, bad)
         assert list_versions(store, empty.id) == []
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo"])
+def test_preference_step_trains_the_same_adapter(tiny_model_dir, patient_record, tmp_path, method):
+    """In process: SFT, then DPO or ORPO on the edit pairs; one adapter ("default") results."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.training.config import Hyperparameters
+    from engine.training.data import build_training_data
+    from engine.training.worker import train_adapter
+
+    data = build_training_data(patient_record("Rex", 1))
+    assert len(data.pairs) == 4
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    events: list[dict] = []
+    hp = Hyperparameters(max_steps=1, preference_method=method, preference_epochs=0.5)
+    result = train_adapter(model, tokenizer, data.sft, data.pairs, hp, events.append, tmp_path)
+    phases = [e["phase"] for e in events]
+    assert phases.index(method) > phases.index("sft")
+    assert result.preference_steps == 2 and result.preference_loss is not None  # 4 pairs x 0.5
+    assert list(result.peft_model.peft_config) == ["default"]
+    assert result.state_dict and all("ref" not in k for k in result.state_dict)
+    assert result.config["r"] == 32 and result.config["peft_type"] == "LORA"
