@@ -169,7 +169,6 @@ def child_baseline_launch(names: list[str], status_fd: int) -> None:
 def child_latency(engine: str, rate: float, status_fd: int) -> None:
     """The real app in this terminal: unlock, open a patient, start streaming, then idle."""
     from phyassist_tui.app import PhyAssistApp
-    from phyassist_tui.messages import GenerationFinished
     from phyassist_tui.screens.workspace import WorkspaceScreen
 
     settings = _settings(engine)
@@ -180,7 +179,6 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
             super().on_mount()
             self.set_interval(0.02, self._drive)
             self._stage = "unlock"
-            self._chunks = 0
 
         async def _drive(self) -> None:
             screen = self.screen
@@ -208,26 +206,15 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
                 screen.query_one("#question").load_text(QUESTION)
                 screen.action_generate()
                 screen.query_one("#observed").focus()
+                self._stage = "starting"
+            elif self._stage == "starting" and screen.analysis.stream.text.count(" ") >= 3:
+                os.write(status_fd, b"STREAMING\n")
                 self._stage = "streaming"
+            elif self._stage == "streaming" and screen.generating is None:
+                os.write(status_fd, b"END\n")
+                self._stage = "ended"
 
-    app = BenchApp(settings, assistant=assistant)
-
-    original_chunk = WorkspaceScreen._generation_chunk
-    original_done = WorkspaceScreen._generation_finished
-
-    def chunk(screen, message):
-        app._chunks += 1
-        if app._chunks == 3:
-            os.write(status_fd, b"STREAMING\n")
-        return original_chunk(screen, message)
-
-    async def done(screen, message: GenerationFinished):
-        os.write(status_fd, b"END\n")
-        return await original_done(screen, message)
-
-    WorkspaceScreen._generation_chunk = chunk
-    WorkspaceScreen._generation_finished = done
-    app.run()
+    BenchApp(settings, assistant=assistant).run()
 
 
 def child_baseline_latency(rate: float, status_fd: int) -> None:

@@ -46,6 +46,11 @@ def embedded_model_dir(session_cache: Path) -> Path:
     llm.load_model(settings)
     source = llm.resolve_spec(settings)
     path = llm.gguf_cache_dir(settings, source)
+    if not (path / "config.json").is_file():
+        # Another test area loaded the model first, so the in-process cache answered and
+        # nothing was written under this session's cache dir (and that in-memory model may
+        # carry adapters). Build this cache from the GGUF itself.
+        llm._load_uncached(settings, lambda _msg: None, use_disk_cache=True)
     assert (path / "config.json").is_file()
     return path
 

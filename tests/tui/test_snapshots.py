@@ -6,18 +6,36 @@ Update after an intended visual change with ``pytest tests/tui/test_snapshots.py
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 
 import pytest
 from textual.widgets import Input
 from tui_fakes import FakeAssistant, generate, open_patient, open_workspace, type_text, wait_for
 
+from engine.settings import Settings, StoreSettings
 from phyassist_tui.screens.new_patient import NewPatientScreen
 from phyassist_tui.screens.train import TrainScreen
 from phyassist_tui.screens.unlock import UnlockScreen
 from phyassist_tui.widgets.draft_pane import DraftPane
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+SNAPSHOT_HOME = Path(tempfile.gettempdir()) / "phyassist-snapshots"
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Settings with a fixed data directory: the unlock screen shows the vault's path."""
+    shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
+    yield Settings(
+        store=StoreSettings(scrypt_log2_n=10),
+        idle_lock_minutes=0,
+        data_dir=SNAPSHOT_HOME / "data",
+        cache_dir=SNAPSHOT_HOME / "cache",
+    )
+    shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
 
 
 async def settle(pilot) -> None:
