@@ -1,12 +1,14 @@
 """Where decode time goes on the Mixtral-8x7B-shaped 4-bit model, and which MoE kernel to use.
 
-Builds the random 4-bit model (bench/gpu.py), then in one run: checks the Triton NF4 MoE kernels
-against the bitsandbytes path, times kernel tile sizes, times bitsandbytes' one-token
+Builds the random 4-bit model (bench/gpu.py), then in one run: checks the few-token (suffix
+prefill) NF4 MoE kernel against the eager block and sweeps its tiles, checks the Triton NF4 MoE
+kernels against the bitsandbytes path, times kernel tile sizes, times bitsandbytes' one-token
 ``gemm_4bit`` and checks it is deterministic, times every FastDecoder variant at a 2k context
 (same prompt, tokens compared across variants and repeats), checks plain ``generate`` repeats
 itself, and profiles one eager decode step. Prints JSON (and writes ``--out``)::
 
     python bench/gpu_profile.py --out profile.json
+    python bench/gpu_profile.py --layers 2 --steps few --out few.json   # the suffix kernel only
 """
 
 from __future__ import annotations
@@ -120,6 +122,91 @@ def check_kernels(model: Any, out: dict[str, Any]) -> None:
     gathered = bank.weights.index_select(0, sel)
     out["index_select_2_experts_ms"] = bench_ms(lambda: bank.weights.index_select(0, sel))
     del gathered
+
+
+def check_few(model: Any, out: dict[str, Any]) -> None:
+    """The few-token NF4 MoE kernel (suffix prefill) against the eager bitsandbytes block.
+
+    Sweeps its tiles at 32 tokens, keeps the best in ``nf4_moe.FEW_TUNING``, then checks and
+    times it at several token counts against the eager block on the same (fresh) inputs.
+    """
+    block = model.model.layers[1].block_sparse_moe
+    bank = block._phyassist_bank
+    hidden = bank.shapes[0][1]
+
+    def inputs(m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = torch.randn(m, hidden, device="cuda", dtype=torch.bfloat16)
+        routing = torch.softmax(block.gate(x), dim=1, dtype=torch.float)
+        routing, selected = torch.topk(routing, block.top_k, dim=-1)
+        return x, selected, (routing / routing.sum(dim=-1, keepdim=True)).to(x.dtype)
+
+    sweep = []
+    x, sel, rw = inputs(32)
+    for name in ("gate_up", "down"):
+        best_ms, best_cfg = float("inf"), dict(nf4_moe.FEW_TUNING[name])
+        best = best_cfg
+        for bn in (64, 128, 256):
+            for stages in (2, 4):
+                for warps in (4, 8):
+                    cfg = {**best_cfg, "BLOCK_N": bn, "num_stages": stages, "num_warps": warps}
+                    saved = nf4_moe.FEW_TUNING[name]
+                    nf4_moe.FEW_TUNING[name] = cfg
+                    try:
+                        ms = bench_ms(lambda: nf4_moe.moe_few_tokens(bank, x, sel, rw, bank.code))
+                        sweep.append({"kernel": name, **cfg, "ms_both": ms})
+                        if ms < best_ms:
+                            best_ms, best = ms, cfg
+                    except Exception as exc:
+                        sweep.append({"kernel": name, **cfg, "error": str(exc)[:300]})
+                    nf4_moe.FEW_TUNING[name] = saved
+        nf4_moe.FEW_TUNING[name] = best
+    out["few_tuning"] = sweep
+    out["few_tuning_best"] = {k: dict(v) for k, v in nf4_moe.FEW_TUNING.items()}
+
+    packed_per_expert = 3 * bank.weights.shape[-1] * (1 + 1 / 32)  # NF4 bytes + uint8 scales
+    rows = []
+    for m in (2, 8, 32, 128, 256):
+        x, sel, rw = inputs(m)
+        with torch.no_grad():
+            want = block(x[None])[0][0]
+        got = nf4_moe.moe_few_tokens(bank, x, sel, rw, bank.code)
+        hit = int(torch.unique(sel).numel())
+        few_ms = bench_ms(
+            lambda x=x, sel=sel, rw=rw: nf4_moe.moe_few_tokens(bank, x, sel, rw, bank.code)
+        )
+        eager_ms = bench_ms(lambda x=x: block(x[None]))
+        rows.append(
+            {
+                "tokens": m,
+                "experts_hit": hit,
+                "rel_err_vs_eager": float(
+                    (got.float() - want.float()).norm() / want.float().norm()
+                ),
+                "bit_equal_fraction": float((got == want).float().mean()),
+                "few_ms": few_ms,
+                "eager_ms": eager_ms,
+                "speedup": eager_ms / few_ms,
+                "few_TBps": hit * packed_per_expert / (few_ms * 1e-3) / 1e12,
+            }
+        )
+    out["few_check"] = rows
+
+    # Which kernels the 32-token call spends its time in (CUDA time per call, microseconds).
+    from torch.profiler import ProfilerActivity, profile
+
+    x, sel, rw = inputs(32)
+    nf4_moe.moe_few_tokens(bank, x, sel, rw, bank.code)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(10):
+            nf4_moe.moe_few_tokens(bank, x, sel, rw, bank.code)
+        torch.cuda.synchronize()
+    kernels = []
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if us:
+            kernels.append({"name": ev.key[:80], "us_per_call": round(us / 10, 1)})
+    out["few_kernels_32_tokens"] = sorted(kernels, key=lambda k: -k["us_per_call"])[:12]
 
 
 def check_attention(out: dict[str, Any]) -> None:
@@ -280,7 +367,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--base-tokens", type=int, default=24)
     parser.add_argument("--out", default=None)
-    parser.add_argument("--steps", default="kernels,attention,variants,profile")
+    parser.add_argument("--steps", default="few,kernels,attention,variants,profile")
     args = parser.parse_args()
     wanted = set(args.steps.split(","))
     out: dict[str, Any] = {"device": torch.cuda.get_device_name()}
@@ -289,6 +376,7 @@ def main() -> None:
     out["build_s"] = round(time.perf_counter() - t0, 1)
     FastDecoder(model, max_cache_len=256)  # stacks the experts
     steps = {
+        check_few: ("few", lambda: check_few(model, out)),
         check_kernels: ("kernels", lambda: check_kernels(model, out)),
         check_attention: ("attention", lambda: check_attention(out)),
         decode_variants: ("variants", lambda: decode_variants(model, args, out)),
@@ -309,7 +397,8 @@ def main() -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
         print(f"[profile] {step.__name__} {out['seconds'][step.__name__]} s", file=sys.stderr)
-    out["tuning_best"] = dict(nf4_moe.TUNING)
+    if "kernels" in wanted:
+        out["tuning_best"] = dict(nf4_moe.TUNING)
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1), encoding="utf-8")
     summary = {k: v for k, v in out.items() if k not in ("tuning",)}

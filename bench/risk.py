@@ -3,9 +3,13 @@
 Datasets:
 
 * ``fixtures``: data/fixtures/risk_cases.jsonl, hand-labelled English and Chinese cases per
-  category (positives and tricky negatives), written for this project. ``dev`` cases were
-  written first and the rules were then tuned on their errors; ``heldout`` cases were written
-  after that tuning and never used to change a rule, so their numbers are the honest ones.
+  category (positives and hard negatives), written for this project. Tuning splits: ``dev``,
+  ``dev2`` (session 1) and ``dev3`` (session 2); the rules were tuned on their errors (and on
+  the IMHI *val* posts). Held-out splits: ``heldout`` (40 cases, written after session 1's
+  tuning) and ``heldout2`` (100 cases, written before session 2 changed any rule); neither was
+  ever used to change a rule, and ``--errors`` lists tuning-split errors only, so the
+  held-out numbers are the honest ones. Slices: per split, ``tuning``, ``heldout_all``,
+  ``heldout_en``, ``heldout_zh``, ``en``, ``zh``, ``all``.
 * ``imhi_irf_pbu``: IMHI Irf test posts (../shared/data/imhi/test/Irf.csv, one row per post),
   gold = "shows risk of perceived burdensomeness" (a suicide risk factor in the
   interpersonal theory of suicide), predicted = any suicide/self-harm flag. A proxy: PBu is
@@ -19,7 +23,8 @@ IMHI has no violence or abuse labels; those categories are measured on the fixtu
 A naive keyword matcher (no negation, no idiom exclusions) is measured in the same run as
 the baseline; ``ratio_f1`` = rules F1 / baseline F1.
 
-    python bench/risk.py [--shared ../shared/data] [--model SPEC --model-limit N]
+    python bench/risk.py [--shared ../shared/data] [--errors]
+    python bench/risk.py --model embedded:smollm2-135m-instruct [--model-splits heldout2]
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.risk import CATEGORIES, assess, assess_with_model  # noqa: E402
+from engine.risk import CATEGORIES, assess, assess_with_model, model_verdict  # noqa: E402
 
 FIXTURES = ROOT / "data" / "fixtures" / "risk_cases.jsonl"
 DEFAULT_SHARED = ROOT.parent / "shared" / "data"
@@ -89,14 +94,31 @@ def load_fixtures(path: Path = FIXTURES) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+TUNING = ("dev", "dev2", "dev3")
+HELDOUT = ("heldout", "heldout2")
+SLICES = ("all", "en", "zh", *TUNING, "tuning", *HELDOUT, "heldout_all", "heldout_en", "heldout_zh")
+
+
+def _in_slice(case: dict, name: str) -> bool:
+    if name == "all":
+        return True
+    if name == "tuning":
+        return case["split"] in TUNING
+    if name == "heldout_all":
+        return case["split"] in HELDOUT
+    if name.startswith("heldout_"):
+        return case["split"] in HELDOUT and case["lang"] == name.split("_")[1]
+    return name in (case["lang"], case["split"])
+
+
 def fixture_metrics(
     cases: list[dict], predict: Callable[[str], set[str]]
 ) -> dict[str, dict[str, dict]]:
     """Per slice (all, en, zh, dev, dev2, heldout) and category, plus "any"."""
     preds = [predict(c["text"]) for c in cases]
     out: dict[str, dict[str, dict]] = {}
-    for lang in ("all", "en", "zh", "dev", "dev2", "heldout"):
-        idx = [i for i, c in enumerate(cases) if lang in ("all", c["lang"], c["split"])]
+    for lang in SLICES:
+        idx = [i for i, c in enumerate(cases) if _in_slice(c, lang)]
         if not idx:
             continue
         out[lang] = {
@@ -110,8 +132,12 @@ def fixture_metrics(
 
 
 def fixture_errors(cases: list[dict]) -> list[dict]:
+    """Cases the rules get wrong, from the tuning splits only: looking at held-out errors
+    would turn them into tuning data."""
     errs = []
     for c in cases:
+        if c["split"] not in TUNING:
+            continue
         got = rules(c["text"])
         if got != set(c["labels"]):
             errs.append(
@@ -163,8 +189,17 @@ def imhi_metrics(shared: Path) -> dict[str, dict]:
     return out
 
 
-def model_metrics(cases: list[dict], spec: str, limit: int, ask_unflagged: bool = False) -> dict:
-    """Rules + the model's yes/no check on the fixtures (slow: one generation per question)."""
+def model_metrics(cases: list[dict], spec: str, limit: int, splits: tuple[str, ...]) -> dict:
+    """Rules, the model alone, and the two ways of combining them, on ``splits`` (slow: one
+    short generation per case and category; every answer is cached, so the four columns
+    come from the same answers).
+
+    * ``rules+model``: the default policy of ``assess_with_model``: the model confirms or
+      denies the rules' flags (a denial drops medium and low flags, never high ones);
+    * ``rules+model_adds``: ``ask_unflagged=True``: the model may also add categories the
+      rules missed;
+    * ``model``: the model's own yes/no per category, no rules.
+    """
     from engine.llm import load_model
     from engine.settings import load_settings
 
@@ -172,8 +207,11 @@ def model_metrics(cases: list[dict], spec: str, limit: int, ask_unflagged: bool 
     cfg.model.spec = spec
     loaded = load_model(cfg)
     tok, model = loaded.tokenizer, loaded.model
+    answers: dict[str, str] = {}
 
     def generate(prompt: str) -> str:
+        if prompt in answers:
+            return answers[prompt]
         import torch
 
         msgs = [{"role": "user", "content": prompt}]
@@ -181,23 +219,33 @@ def model_metrics(cases: list[dict], spec: str, limit: int, ask_unflagged: bool 
         ids = ids.to(model.device)
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=3, do_sample=False)
-        return tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        answers[prompt] = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        return answers[prompt]
 
-    subset = cases[:limit] if limit else cases
+    subset = [c for c in cases if c["split"] in splits] if splits else cases
+    subset = subset[:limit] if limit else subset
     t0 = time.perf_counter()
-    with_model = fixture_metrics(
-        subset,
-        lambda t: {f.category for f in assess_with_model(t, generate, ask_unflagged=ask_unflagged)},
+    adds = fixture_metrics(
+        subset, lambda t: {f.category for f in assess_with_model(t, generate, ask_unflagged=True)}
     )
     elapsed = time.perf_counter() - t0
+    confirm = fixture_metrics(
+        subset, lambda t: {f.category for f in assess_with_model(t, generate)}
+    )
+    alone = fixture_metrics(
+        subset, lambda t: {c for c in CATEGORIES if model_verdict(t, c, generate) is True}
+    )
     rules_only = fixture_metrics(subset, rules)
     return {
-        "model": loaded.name,
-        "ask_unflagged": ask_unflagged,
+        "model_name": loaded.name,
+        "splits": list(splits),
         "cases": len(subset),
+        "generations": len(answers),
         "seconds": round(elapsed, 2),
         "rules": rules_only["all"],
-        "rules+model": with_model["all"],
+        "rules+model": confirm["all"],
+        "rules+model_adds": adds["all"],
+        "model_alone": alone["all"],
     }
 
 
@@ -208,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="also measure rules+model with this spec")
     ap.add_argument("--model-limit", type=int, default=0)
     ap.add_argument(
-        "--ask-unflagged", action="store_true", help="let the model add flags the rules missed"
+        "--model-splits",
+        default=",".join(HELDOUT),
+        help="fixture splits for the model check (comma-separated; empty = all)",
     )
     ap.add_argument("--errors", action="store_true", help="list fixture cases the rules miss")
     args = ap.parse_args(argv)
@@ -236,9 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["imhi"] = f"skipped: {args.shared} not present"
     if args.model:
-        report["model_check"] = model_metrics(
-            cases, args.model, args.model_limit, args.ask_unflagged
-        )
+        splits = tuple(x for x in args.model_splits.split(",") if x)
+        report["model_check"] = model_metrics(cases, args.model, args.model_limit, splits)
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 

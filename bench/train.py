@@ -1,23 +1,29 @@
 """Benchmark per-patient adapter training; prints one JSON object.
 
 CPU (default), on the embedded model: a patient with 10 notes -> a stored adapter through
-``TrainingRun`` (subprocess start, imports, model load from the dequantized cache, data
-building, training, sealing, encrypted storage), next to a plain TRL ``SFTTrainer`` run of the
-same recipe (the hyperparameters our run resolved) on the same examples, also in a fresh
-subprocess that imports, loads the same cached model and trains (no store, no sealing).
-``ratio`` = ours / plain wall time (1.0 = no overhead). Target: ours <= 60 s.
+``TrainingRun``. That covers the subprocess start, the imports, the model load from the
+dequantized cache, building the data, training, sealing and encrypted storage. Next to it, in
+the same run, a plain TRL ``SFTTrainer`` does the same recipe (the hyperparameters our run
+resolved) on the same examples. It also runs in a fresh subprocess that imports, loads the same
+cached model, trains and saves the adapter, with no store and no sealing. Both report phases
+(startup, load, train, save), tokens/s and CPU seconds; ``wall_ratio`` = ours / plain
+(< 1 = faster). It also scores the answer loss of the base model and of both adapters on the
+notes, outside the timings, to show that the faster recipe still learns. Target: ours <= 60 s
+wall. On a shared machine the wall time grows with the load, so the load average is printed too.
 
     python bench/train.py [--notes 10] [--repeats 1] [--preference none|dpo]
 
-GPU, ``--mixtral-random``: a Mixtral-8x7B-shaped model with random weights, built directly
-in 4-bit NF4 on the GPU (no download, no 90 GB checkpoint), ~20k tokens of examples x 3
-epochs through ``engine.training.worker.train_adapter`` (our recipe: QLoRA, paged AdamW,
-attention + router LoRA) vs a plain ``SFTTrainer`` with the brief's recipe on the same model
-and data; wall time after the model is loaded and peak GPU memory for each. Targets:
-<= 120 s, <= 40 GB. ``--tiny --device cpu`` runs the same code path on a tiny Mixtral in
-full precision (a quick check that the path works without a GPU).
+GPU, ``--mixtral-random``: a model with Mixtral-8x7B's shape and random weights, built
+directly in 4-bit NF4 on the GPU, so nothing is downloaded and no 90 GB checkpoint is needed.
+About 20k tokens of examples x 3 epochs go through ``engine.training.worker.train_adapter``
+(our recipe: QLoRA, paged AdamW, LoRA on attention + router). Next to it runs a plain
+``SFTTrainer`` with stock TRL defaults plus the brief's recipe, on the same model and data.
+Both report wall time after the model is loaded and peak GPU memory. Targets: <= 120 s,
+<= 40 GB. ``--tiny --device cpu --no-4bit`` runs the same code path on a tiny Mixtral in full
+precision, a quick check that works without a GPU. ``--layers N`` builds only N of the 32
+layers; the output then says it is an extrapolation.
 
-    python bench/train.py --mixtral-random [--tokens 20000] [--epochs 3]
+    python bench/train.py --mixtral-random [--tokens 20000] [--epochs 3] [--tokenizer DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,6 +51,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 PASSPHRASE = "bench passphrase, not a secret"
+LORA_TARGETS_MIXTRAL = ["q_proj", "k_proj", "v_proj", "o_proj", "block_sparse_moe.gate"]
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages, as ``/proc/loadavg`` prints them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
 
 TOPICS = [
     ("exam anxiety", "my hands shake before every test and I think I will fail"),
@@ -100,24 +124,27 @@ def bench_notes(n: int, *, edits: bool = True) -> list[Any]:
 
 
 def _plain_child() -> None:
-    """Plain TRL: read {model_dir, sft, hyperparameters} on stdin; print timings as JSON."""
-    t0 = time.perf_counter()
+    """Plain TRL: read {model_dir, sft, hyperparameters, started_at} on stdin; print JSON."""
     job = json.loads(sys.stdin.read())
+    timings = {"startup_s": max(0.0, time.time() - job["started_at"])}
+    t = time.perf_counter()
     import datasets
     import torch
-    from peft import LoraConfig, get_peft_model_state_dict
+    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    t_import = time.perf_counter()
+    timings["imports_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     hp = job["hyperparameters"]
     torch.manual_seed(hp["seed"])
     tokenizer = AutoTokenizer.from_pretrained(job["model_dir"])
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(job["model_dir"], dtype=torch.float32)
-    t_load = time.perf_counter()
+    timings["load_s"] = time.perf_counter() - t
     with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
         trainer = SFTTrainer(
             model=model,
             args=SFTConfig(
@@ -152,59 +179,137 @@ def _plain_child() -> None:
                 task_type="CAUSAL_LM",
             ),
         )
-        t_ready = time.perf_counter()
+        timings["setup_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         trainer.train()
-        state = get_peft_model_state_dict(trainer.model)
-    t_end = time.perf_counter()
-    print(
-        json.dumps(
-            {
-                "import_s": t_import - t0,
-                "load_s": t_load - t_import,
-                "prepare_s": t_ready - t_load,
-                "train_s": t_end - t_ready,
-                "steps": trainer.state.global_step,
-                "tokens_seen": int(trainer.state.num_input_tokens_seen),
-                "final_loss": next(
-                    (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
-                ),
-                "adapter_tensors": len(state),
-            }
-        )
-    )
+        timings["fit_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        trainer.save_model(str(Path(out) / "adapter"))  # plain TRL's way out: a PEFT folder
+        timings["save_s"] = time.perf_counter() - t
+    result: dict[str, Any] = {
+        "timings": timings,
+        "cpu_s": time.process_time(),  # this process's CPU seconds, all threads, until here
+        "steps": trainer.state.global_step,
+        "tokens_seen": int(trainer.state.num_input_tokens_seen),
+        "final_loss": next(
+            (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
+        ),
+    }
+    if job.get("score"):  # after the timings: the answer loss this adapter reaches
+        from engine.training.metrics import completion_loss
+
+        result["answer_loss"] = completion_loss(trainer.model, tokenizer, job["sft"])
+    print(json.dumps(result))
 
 
-def _run_plain(model_dir: Path, sft: list, hp: dict) -> dict[str, Any]:
-    job = json.dumps({"model_dir": str(model_dir), "sft": sft, "hyperparameters": hp})
+def _phases(timings: dict[str, float], wall: float, store_s: float = 0.0) -> dict[str, float]:
+    """startup (process + imports), load, train (prepare + trainer setup + steps), save."""
+    phases = {
+        "startup_s": timings.get("startup_s", 0.0) + timings["imports_s"],
+        "load_s": timings["load_s"],
+        "train_s": timings.get("prepare_s", 0.0) + timings["setup_s"] + timings["fit_s"],
+        "save_s": timings["save_s"] + store_s,
+    }
+    phases["other_s"] = wall - sum(phases.values())  # pipes, process exit
+    return {k: round(v, 2) for k, v in phases.items()}
+
+
+def _run_plain(model_dir: Path, sft: list, hp: dict, *, score: bool) -> dict[str, Any]:
     start = time.perf_counter()
+    job = {"model_dir": str(model_dir), "sft": sft, "hyperparameters": hp, "score": score}
+    job["started_at"] = time.time()
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--plain-child"],
-        input=job,
+        input=json.dumps(job),
         capture_output=True,
         text=True,
         check=False,
     )
-    wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"plain TRL run failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["wall_s"] = wall
-    result["tokens_per_s"] = result["tokens_seen"] / result["train_s"]
+    timings = result.pop("timings")
+    scoring_s = 0.0
+    if score:  # the child scored after its timings; keep that out of the wall time
+        scoring_s = time.perf_counter() - start - sum(timings.values())
+    wall = time.perf_counter() - start - max(0.0, scoring_s)
+    result.update(
+        wall_s=round(wall, 2),
+        cpu_s=round(result["cpu_s"], 1),
+        phases=_phases(timings, wall),
+        fit_s=round(timings["fit_s"], 2),
+        tokens_per_s=round(result["tokens_seen"] / timings["fit_s"], 1),
+        load_avg_after=load_average(),
+    )
     return result
+
+
+def _run_ours(store: Any, patient_id: str, settings: Any, overrides: dict) -> dict[str, Any]:
+    from engine.training.runner import TrainingRun
+
+    run = TrainingRun(store, patient_id, settings, overrides=overrides)
+    cpu0 = _cpu_seconds()
+    start = time.perf_counter()
+    seen: dict[str, float] = {}
+    for event in run.events():
+        seen.setdefault(event.phase, time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    done = run.summary
+    timings = done["timings"]
+    store_s = seen["stored"] - seen["done"]  # open the sealed adapter, encrypt, store
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(_cpu_seconds() - cpu0, 1),
+        "phases": _phases(timings, wall, store_s),
+        "worker_timings": timings,
+        "fit_s": round(timings["fit_s"], 2),
+        "steps": done["steps"],
+        "tokens_per_epoch": done["tokens"],
+        "tokens_seen": done["tokens_seen"],
+        "tokens_per_s": round(done["tokens_seen"] / timings["fit_s"], 1),
+        "final_loss": done["final_loss"],
+        "preference_steps": done["preference_steps"],
+        "torch_threads": done.get("cpu_threads"),
+        "version": run.result.version if run.result else None,
+        "hyperparameters": done["hyperparameters"],
+        "load_avg_after": load_average(),
+    }
+
+
+def _answer_losses(model_dir: Path, sft: list, adapter: tuple[dict, dict]) -> dict[str, float]:
+    """Answer-only loss on the notes: base model, and base + our stored adapter."""
+    import torch
+    from peft import get_peft_config, get_peft_model, set_peft_model_state_dict
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.training.metrics import completion_loss
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    losses = {"base": completion_loss(model, tokenizer, sft)}
+    config, state = adapter
+    peft_model = get_peft_model(model, get_peft_config(dict(config)))
+    loaded = set_peft_model_state_dict(peft_model, {k: v.float() for k, v in state.items()})
+    if loaded.unexpected_keys:
+        raise SystemExit(f"adapter keys do not fit the model: {loaded.unexpected_keys[:3]}")
+    losses["ours"] = completion_loss(peft_model, tokenizer, sft)
+    return losses
 
 
 def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
     import engine.llm as llm
+    from engine.adapters import AdapterRegistry
     from engine.settings import ModelSettings, StoreSettings, load_settings
     from engine.store import Store
     from engine.training.data import build_training_data
-    from engine.training.runner import TrainingRun
 
+    load_start = load_average()
+    # The user's model cache (dequantized weights), so only the first run ever builds it; the
+    # vault, the adapters and everything else live in a throw-away home.
+    cache = Path(args.cache_dir).expanduser() if args.cache_dir else load_settings().cache_dir
     home = Path(tempfile.mkdtemp(prefix="phyassist-bench-train-"))
-    cache = Path(args.cache_dir).expanduser() if args.cache_dir else None
     os.environ["PHYASSIST_HOME"] = str(home)
-    if cache:
-        os.environ["PHYASSIST_CACHE_DIR"] = str(cache)
+    os.environ["PHYASSIST_CACHE_DIR"] = str(cache)
     try:
         settings = load_settings(
             store=StoreSettings(scrypt_log2_n=12),
@@ -213,6 +318,7 @@ def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
         t = time.perf_counter()
         llm.load_model(settings)  # builds the dequantized cache once; not part of the timing
         prepare_s = time.perf_counter() - t
+        llm.forget_loaded_models()
         source = llm.resolve_spec(settings)
         model_dir = llm.gguf_cache_dir(settings, source) if source.kind == "gguf" else source.path
 
@@ -227,49 +333,37 @@ def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
 
         ours_runs: list[dict[str, Any]] = []
         plain_runs: list[dict[str, Any]] = []
-        hp: dict[str, Any] | None = None
-        done: dict[str, Any] = {}
-
-        def run_ours() -> dict[str, Any]:
-            nonlocal done
-            run = TrainingRun(store, patient.id, settings, overrides=overrides)
-            start = time.perf_counter()
-            events = list(run.events())
-            wall = time.perf_counter() - start
-            first_step = next(e for e in events if e.phase == "sft" and e.step >= 1)
-            done = run.summary
-            return {
-                "wall_s": wall,
-                "train_s": done["train_s"],
-                "steps": done["steps"],
-                "tokens_seen": done["tokens_seen"],
-                "tokens_per_s": done["tokens_seen"] / done["train_s"],
-                "final_loss": done["final_loss"],
-                "preference_steps": done["preference_steps"],
-                "version": run.result.version,
-                "first_step_event_tokens_per_s": first_step.tokens_per_s,
-                "load_avg_1m_after": os.getloadavg()[0],
-            }
-
         # Alternate the order (ours first, then plain first, ...) so a change in the
         # machine's background load does not always favour the same side.
         for i in range(args.repeats):
-            if i % 2 == 0 or hp is None:
-                ours_runs.append(run_ours())
-                hp = done["hyperparameters"]
-                plain_runs.append(_run_plain(Path(model_dir), data.sft, hp))
+            score = i == args.repeats - 1 and not args.no_score
+            if i % 2 == 0 or not ours_runs:
+                ours_runs.append(_run_ours(store, patient.id, settings, overrides))
+                hp = ours_runs[-1]["hyperparameters"]
+                plain_runs.append(_run_plain(Path(model_dir), data.sft, hp, score=score))
             else:
-                plain_runs.append(_run_plain(Path(model_dir), data.sft, hp))
-                ours_runs.append(run_ours())
-            plain_runs[-1]["load_avg_1m_after"] = os.getloadavg()[0]
+                plain_runs.append(_run_plain(Path(model_dir), data.sft, hp, score=score))
+                ours_runs.append(_run_ours(store, patient.id, settings, overrides))
+        answer_loss: dict[str, float] = {}
+        if not args.no_score:
+            registry = AdapterRegistry(store)
+            adapter = registry.read(patient.id, ours_runs[-1]["version"])
+            answer_loss = _answer_losses(Path(model_dir), data.sft, adapter)
+            answer_loss["plain_trl"] = plain_runs[-1]["answer_loss"]
         store.close()
     finally:
         shutil.rmtree(home, ignore_errors=True)
 
-    ours_wall = statistics.median(r["wall_s"] for r in ours_runs)
-    plain_wall = statistics.median(r["wall_s"] for r in plain_runs)
-    ours_train = statistics.median(r["train_s"] for r in ours_runs)
-    plain_train = statistics.median(r["train_s"] for r in plain_runs)
+    def median(runs: list[dict[str, Any]], key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    hp = ours_runs[-1]["hyperparameters"]
+    ours_wall, plain_wall = median(ours_runs, "wall_s"), median(plain_runs, "wall_s")
+    ours_cpu, plain_cpu = median(ours_runs, "cpu_s"), median(plain_runs, "cpu_s")
+    ours_tps = median(ours_runs, "tokens_per_s")
+    plain_tps = median(plain_runs, "tokens_per_s")
+    for run in ours_runs:
+        run.pop("hyperparameters")
     return {
         "bench": "train-cpu",
         "model": args.model,
@@ -277,23 +371,39 @@ def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
         "examples": len(data.sft),
         "preference_pairs": len(data.pairs),
         "preference": args.preference,
-        "tokens_per_epoch": done["tokens"],
-        "hyperparameters": {
-            k: hp[k] for k in ("num_train_epochs", "per_device_train_batch_size", "lora_r", "optim")
+        "tokens_per_epoch": ours_runs[-1]["tokens_per_epoch"],
+        "recipe": {
+            k: hp[k]
+            for k in (
+                "num_train_epochs",
+                "per_device_train_batch_size",
+                "gradient_accumulation_steps",
+                "learning_rate",
+                "lora_r",
+                "lora_alpha",
+                "lora_dropout",
+                "target_modules",
+                "optim",
+                "max_length",
+                "bf16",
+            )
         },
-        "cpu_threads": __import__("torch").get_num_threads(),
-        "load_avg_1m": os.getloadavg()[0],
+        "cpu_count": os.cpu_count(),
+        "load_avg_start": load_start,
+        "load_avg_end": load_average(),
         "model_cache_build_s": round(prepare_s, 2),
         "ours": ours_runs,
         "plain_trl": plain_runs,
-        "ours_wall_s": round(ours_wall, 2),
-        "plain_wall_s": round(plain_wall, 2),
+        "ours_wall_s": ours_wall,
+        "plain_wall_s": plain_wall,
         "wall_ratio": round(ours_wall / plain_wall, 3),
-        "ours_train_s": round(ours_train, 2),
-        "plain_train_s": round(plain_train, 2),
-        "train_ratio": round(ours_train / plain_train, 3),
-        "ours_tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in ours_runs), 1),
-        "plain_tokens_per_s": round(statistics.median(r["tokens_per_s"] for r in plain_runs), 1),
+        "ours_cpu_s": ours_cpu,
+        "plain_cpu_s": plain_cpu,
+        "cpu_ratio": round(ours_cpu / plain_cpu, 3),
+        "ours_tokens_per_s": ours_tps,
+        "plain_tokens_per_s": plain_tps,
+        "tokens_per_s_ratio": round(ours_tps / plain_tps, 3),
+        "answer_loss": {k: round(v, 4) for k, v in answer_loss.items()},
         "target_wall_s": 60,
         "meets_target": ours_wall <= 60,
     }
@@ -302,11 +412,11 @@ def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
 # -- GPU: Mixtral-8x7B-shaped random weights in 4-bit --------------------------------------------
 
 
-def _mixtral_config(tiny: bool, vocab: int) -> Any:
+def _mixtral_config(tiny: bool, vocab: int, layers: int) -> Any:
     from transformers import MixtralConfig
 
     if tiny:
-        return MixtralConfig(
+        config = MixtralConfig(
             vocab_size=vocab,
             hidden_size=64,
             intermediate_size=128,
@@ -317,86 +427,80 @@ def _mixtral_config(tiny: bool, vocab: int) -> Any:
             num_experts_per_tok=2,
             max_position_embeddings=4096,
         )
-    return MixtralConfig(  # Mixtral-8x7B-Instruct-v0.1's shape
-        vocab_size=vocab,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        num_local_experts=8,
-        num_experts_per_tok=2,
-        max_position_embeddings=32768,
-        rope_theta=1e6,
-        rms_norm_eps=1e-5,
-        router_aux_loss_coef=0.02,
-    )
+    else:
+        config = MixtralConfig(  # Mixtral-8x7B-Instruct-v0.1's shape (the vocab: our tokenizer's)
+            vocab_size=vocab,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=layers,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            max_position_embeddings=32768,
+            rope_theta=1e6,
+            sliding_window=None,
+            rms_norm_eps=1e-5,
+        )
+    config._attn_implementation = "sdpa"
+    return config
 
 
-def random_mixtral(tiny: bool, device: str, vocab: int, four_bit: bool) -> Any:
-    """Random weights, materialised module by module; Linear layers as NF4 when ``four_bit``.
+def random_mixtral(config: Any, device: str, four_bit: bool) -> Any:
+    """Random weights; with ``four_bit`` every Linear but ``lm_head`` is NF4, quantized on the GPU.
 
-    Built on the meta device first so the 47B parameters never exist in bf16 anywhere; each
-    expert/attention weight is drawn on the GPU and quantized at once.
+    Built on the meta device first, so the 47B parameters never exist in bf16 all at once: each
+    weight is drawn on the GPU and quantized at once, as ``from_pretrained`` with a
+    ``BitsAndBytesConfig`` would do it (the same steps as ``bench/gpu.py``).
     """
     import torch
-    from accelerate import init_empty_weights
     from transformers import MixtralForCausalLM
 
-    config = _mixtral_config(tiny, vocab)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if not four_bit:
         torch.manual_seed(0)
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
         return MixtralForCausalLM(config).to(device=device, dtype=dtype)
 
     import bitsandbytes as bnb
-    from transformers import BitsAndBytesConfig
-    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+    from accelerate import init_empty_weights
     from transformers.quantizers import AutoHfQuantizer
 
-    quant = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-        llm_int8_skip_modules=["lm_head", "block_sparse_moe.gate"],
-    )
+    from engine.quant import QuantSpec
+
+    quant_config = QuantSpec().to_bnb_config()
+    cuda = torch.device("cuda", torch.cuda.current_device())
+    quantizer = AutoHfQuantizer.from_config(quant_config, pre_quantized=False)
     with init_empty_weights():
         model = MixtralForCausalLM(config)
-    skip = ["lm_head", "block_sparse_moe.gate"]
-    model = replace_with_bnb_linear(model, modules_to_not_convert=skip, quantization_config=quant)
-    gen = torch.Generator(device="cuda").manual_seed(0)
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            out_f, in_f = module.out_features, module.in_features
-            w = torch.empty(out_f, in_f, dtype=torch.bfloat16, device="cuda").normal_(
-                0, 0.02, generator=gen
-            )
-            module.weight = bnb.nn.Params4bit(
-                w,
-                requires_grad=False,
-                quant_type="nf4",
-                compress_statistics=True,
-                quant_storage=torch.uint8,
-                module=module,
-            ).to("cuda")  # quantized here: only the NF4 copy stays
-            del w
-            continue
-        for name, param in list(module.named_parameters(recurse=False)):
-            if "norm" in type(module).__name__.lower():
-                data = torch.ones(param.shape, dtype=torch.bfloat16, device="cuda")
-            else:
-                data = torch.empty(param.shape, dtype=torch.bfloat16, device="cuda").normal_(
-                    0, 0.02, generator=gen
-                )
-            setattr(module, name, torch.nn.Parameter(data, requires_grad=False))
-        for name, buf in list(module.named_buffers(recurse=False)):
-            module.register_buffer(name, buf.to("cuda"), persistent=False)
-    model.config.quantization_config = quant
-    model.hf_quantizer = AutoHfQuantizer.from_config(quant, pre_quantized=False)
-    model.is_quantized = True
-    model.is_loaded_in_4bit = True
-    model.quantization_method = "bitsandbytes"
+    quantizer.preprocess_model(model=model, device_map={"": cuda.index}, keep_in_fp32_modules=[])
+    gen = torch.Generator(cuda).manual_seed(0)
+    std = config.initializer_range
+    with torch.no_grad():
+        for mod_name, module in model.named_modules():
+            for pname, param in list(module.named_parameters(recurse=False)):
+                if isinstance(module, bnb.nn.Linear4bit) and pname == "weight":
+                    w = torch.randn(param.shape, generator=gen, device=cuda, dtype=torch.bfloat16)
+                    kwargs = dict(param.__dict__)
+                    kwargs.pop("_is_hf_initialized", None)
+                    module._parameters[pname] = bnb.nn.Params4bit(
+                        w.mul_(std), requires_grad=False, **kwargs
+                    ).to(cuda)
+                    del w
+                elif "norm" in mod_name:
+                    module._parameters[pname] = torch.nn.Parameter(
+                        torch.ones(param.shape, device=cuda, dtype=torch.bfloat16),
+                        requires_grad=False,
+                    )
+                else:
+                    t = torch.randn(param.shape, generator=gen, device=cuda, dtype=torch.bfloat16)
+                    module._parameters[pname] = torch.nn.Parameter(t.mul_(std), requires_grad=False)
+            for bname, buf in list(module.named_buffers(recurse=False)):
+                module._buffers[bname] = buf.to(cuda)
+    config._pre_quantization_dtype = torch.bfloat16
+    config.quantization_config = quant_config
+    model.config.dtype = torch.bfloat16
+    model.hf_quantizer = quantizer
+    quantizer.postprocess_model(model)
     torch.cuda.empty_cache()
     return model
 
@@ -424,35 +528,45 @@ def _examples_for_tokens(tokenizer: Any, target_tokens: int) -> tuple[list, int]
     return sft, total
 
 
+def _tokenizer_for_mixtral(args: argparse.Namespace) -> Any:
+    """``--tokenizer DIR`` (any local HF tokenizer), else the embedded model's (local cache)."""
+    from transformers import AutoTokenizer
+
+    if args.tokenizer:
+        path = Path(args.tokenizer)
+    else:
+        import engine.llm as llm
+        from engine.settings import load_settings
+
+        settings = load_settings()
+        source = llm.resolve_spec(settings)
+        path = llm.gguf_cache_dir(settings, source) if source.kind == "gguf" else source.path
+        if not (path / "tokenizer_config.json").is_file():
+            llm.load_model(settings)  # writes the dequantized cache, tokenizer included
+            llm.forget_loaded_models()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def bench_mixtral(args: argparse.Namespace) -> dict[str, Any]:
     import gc
 
     import torch
-    from transformers import AutoTokenizer
 
-    import engine.llm as llm
-    from engine.settings import load_settings
     from engine.training.config import recipe_for
     from engine.training.worker import train_adapter
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    four_bit = device == "cuda" and not args.no_4bit
-    settings = load_settings()
-    loaded = llm.load_model(settings)  # only for its tokenizer and chat template
-    tokenizer = AutoTokenizer.from_pretrained(
-        llm.gguf_cache_dir(settings, llm.resolve_spec(settings))
-    )
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    del loaded
-    llm.forget_loaded_models()
-    gc.collect()
-
+    on_gpu = device == "cuda"
+    four_bit = on_gpu and not args.no_4bit
+    layers = 2 if args.tiny else args.layers
+    tokenizer = _tokenizer_for_mixtral(args)
     sft, n_tokens = _examples_for_tokens(tokenizer, args.tokens)
     t = time.perf_counter()
-    model = random_mixtral(args.tiny, device, len(tokenizer), four_bit)
+    model = random_mixtral(_mixtral_config(args.tiny, len(tokenizer), layers), device, four_bit)
     build_s = time.perf_counter() - t
-    on_gpu = device == "cuda"
     hp = recipe_for(
         n_examples=len(sft),
         n_tokens=n_tokens,
@@ -461,8 +575,9 @@ def bench_mixtral(args: argparse.Namespace) -> dict[str, Any]:
         overrides={"num_train_epochs": args.epochs, "load_in_4bit": four_bit, "bf16": on_gpu},
     )
     mem_after_load = torch.cuda.memory_allocated() / 2**30 if on_gpu else None
-    results: dict[str, Any] = {}
-    events: list[dict] = []
+    with torch.no_grad():  # first-call costs (CUDA context, kernels) outside both timings
+        model(input_ids=torch.ones(1, 256, dtype=torch.long, device=device))
+    results: dict[str, dict[str, Any]] = {}
 
     def measure(name: str, fn) -> Any:
         if on_gpu:
@@ -475,40 +590,60 @@ def bench_mixtral(args: argparse.Namespace) -> dict[str, Any]:
         results[name] = {
             "wall_s": round(time.perf_counter() - start, 2),
             "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if on_gpu else None,
-            "peak_gpu_reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 2)
-            if on_gpu
-            else None,
+            "peak_gpu_reserved_gib": (
+                round(torch.cuda.max_memory_reserved() / 2**30, 2) if on_gpu else None
+            ),
+            "load_avg_after": load_average(),
         }
         return value
 
+    events: list[dict] = []
     with tempfile.TemporaryDirectory() as out:
+        # One untimed optimizer step first (Triton kernels of TRL's LM head, bitsandbytes'
+        # backward, the paged optimizer), so neither timed run pays the first-call costs.
+        warm_hp = hp.model_copy(update={"max_steps": 1})
+        warm = train_adapter(model, tokenizer, sft[:8], [], warm_hp, lambda _e: None, Path(out))
+        model = warm.peft_model.unload()
+        del warm
+        gc.collect()
         ours = measure(
             "ours",
             lambda: train_adapter(model, tokenizer, sft, [], hp, events.append, Path(out)),
         )
         results["ours"].update(
+            setup_s=round(ours.setup_s, 2),
+            fit_s=round(ours.fit_s, 2),
             steps=ours.steps,
             tokens_seen=ours.tokens_seen,
-            tokens_per_s=round(ours.tokens_seen / ours.train_s, 1),
+            tokens_per_s=round(ours.tokens_seen / ours.fit_s, 1),
             final_loss=ours.final_loss,
+            first_loss=ours.losses[0] if ours.losses else None,
             adapter_tensors=len(ours.state_dict),
             router_lora=any("block_sparse_moe.gate" in k for k in ours.state_dict),
         )
+        if args.out:  # a partial result survives a run cut short by a time limit
+            partial = {"partial": True, "model_build_s": build_s, "ours": results["ours"]}
+            Path(args.out).write_text(json.dumps(partial, indent=2, default=str) + "\n")
         # Remove our LoRA layers so the plain run starts from the same bare base.
         base = ours.peft_model.unload()
         del ours
         gc.collect()
         if on_gpu:
             torch.cuda.empty_cache()
-        plain = measure("plain_trl", lambda: _plain_sft(base, tokenizer, sft, hp, Path(out)))
+        plain = measure(
+            "plain_trl", lambda: _plain_sft(base, tokenizer, sft, args.epochs, Path(out))
+        )
         results["plain_trl"].update(plain)
 
     ratio = results["ours"]["wall_s"] / results["plain_trl"]["wall_s"]
-    return {
+    result: dict[str, Any] = {
         "bench": "train-mixtral-random",
         "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+        "versions": _versions(),
         "tiny": args.tiny,
+        "layers": layers,
         "four_bit": four_bit,
+        "vocab": len(tokenizer),
         "examples": len(sft),
         "tokens_per_epoch": n_tokens,
         "epochs": args.epochs,
@@ -519,11 +654,47 @@ def bench_mixtral(args: argparse.Namespace) -> dict[str, Any]:
         "plain_trl": results["plain_trl"],
         "wall_ratio": round(ratio, 3),
         "targets": {"wall_s": 120, "peak_gpu_gib": 40},
+        "load_avg": load_average(),
+    }
+    if on_gpu and not args.tiny:
+        result["meets_targets"] = {
+            "wall": results["ours"]["wall_s"] <= 120,
+            "peak_gpu": results["ours"]["peak_gpu_gib"] * 2**30 / 1e9 <= 40,
+        }
+        if layers < 32:
+            result["extrapolated_to_32_layers"] = _extrapolate(results, mem_after_load, layers)
+    return result
+
+
+def _extrapolate(results: dict, mem_after_load: float, layers: int) -> dict[str, Any]:
+    """Linear in the layer count (the per-layer work and weights dominate); an estimate."""
+    scale = 32 / layers
+    weights_32 = mem_after_load * scale  # embeddings/lm_head make this a slight over-estimate
+    return {
+        "method": f"measured with {layers} layers; time x{scale:.1f}, weights x{scale:.1f}",
+        "ours_wall_s": round(results["ours"]["wall_s"] * scale, 1),
+        "plain_wall_s": round(results["plain_trl"]["wall_s"] * scale, 1),
+        "ours_peak_gpu_gib": round(
+            weights_32 + (results["ours"]["peak_gpu_gib"] - mem_after_load) * scale, 1
+        ),
     }
 
 
-def _plain_sft(model: Any, tokenizer: Any, sft: list, hp: Any, out: Path) -> dict[str, Any]:
-    """The brief's recipe with stock TRL/PEFT calls only."""
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("torch", "transformers", "trl", "peft", "bitsandbytes", "accelerate", "datasets"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def _plain_sft(model: Any, tokenizer: Any, sft: list, epochs: float, out: Path) -> dict[str, Any]:
+    """Stock TRL defaults plus the brief's recipe (QLoRA, r/alpha 32, dropout 0.05, attention
+    + router, paged AdamW, lr 2e-4, clip 0.3, 3 % warm-up), with the classic QLoRA preparation."""
     import datasets
     from peft import LoraConfig, prepare_model_for_kbit_training
     from trl import SFTConfig, SFTTrainer
@@ -537,19 +708,15 @@ def _plain_sft(model: Any, tokenizer: Any, sft: list, hp: Any, out: Path) -> dic
             output_dir=str(out / "plain"),
             save_strategy="no",
             report_to=[],
-            logging_steps=10,
+            logging_steps=1,  # as ours, so both report the final step's loss
             disable_tqdm=True,
             use_cpu=not on_gpu,
             bf16=on_gpu,
             learning_rate=2e-4,
-            num_train_epochs=hp.num_train_epochs,
-            per_device_train_batch_size=hp.per_device_train_batch_size,
-            gradient_accumulation_steps=hp.gradient_accumulation_steps,
+            num_train_epochs=epochs,
             max_grad_norm=0.3,
             warmup_ratio=0.03,
             optim="paged_adamw_32bit" if on_gpu else "adamw_torch",
-            gradient_checkpointing=on_gpu,
-            max_length=hp.max_length,
             include_num_input_tokens_seen="non_padding",
         ),
         train_dataset=datasets.Dataset.from_list(sft),
@@ -558,21 +725,26 @@ def _plain_sft(model: Any, tokenizer: Any, sft: list, hp: Any, out: Path) -> dic
             r=32,
             lora_alpha=32,
             lora_dropout=0.05,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "block_sparse_moe.gate"],
+            target_modules=LORA_TARGETS_MIXTRAL,
             task_type="CAUSAL_LM",
         ),
     )
     start = time.perf_counter()
     trainer.train()
-    train_s = time.perf_counter() - start
+    fit_s = time.perf_counter() - start
     tokens = int(trainer.state.num_input_tokens_seen)
+    args = trainer.args
     return {
+        "fit_s": round(fit_s, 2),
         "steps": trainer.state.global_step,
         "tokens_seen": tokens,
-        "tokens_per_s": round(tokens / train_s, 1),
+        "tokens_per_s": round(tokens / fit_s, 1),
         "final_loss": next(
             (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
         ),
+        "per_device_train_batch_size": args.per_device_train_batch_size,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "max_length": args.max_length,
     }
 
 
@@ -585,8 +757,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, help="override the scaled number of epochs")
     parser.add_argument("--model", default="embedded:smollm2-135m-instruct")
     parser.add_argument("--cache-dir", help="model cache (default: the settings' cache dir)")
+    parser.add_argument("--no-score", action="store_true", help="skip the answer-loss check")
+    parser.add_argument("--out", help="also write the JSON here")
     parser.add_argument("--mixtral-random", action="store_true")
     parser.add_argument("--tokens", type=int, default=20_000)
+    parser.add_argument("--layers", type=int, default=32, help="Mixtral layers to build")
+    parser.add_argument("--tokenizer", help="local tokenizer dir for --mixtral-random")
     parser.add_argument("--tiny", action="store_true", help="tiny Mixtral (path check)")
     parser.add_argument("--device", choices=("cuda", "cpu"))
     parser.add_argument("--no-4bit", action="store_true")
@@ -600,7 +776,10 @@ def main() -> None:
         result = bench_mixtral(args)
     else:
         result = bench_cpu(args)
-    print(json.dumps(result, indent=2, default=str))
+    text = json.dumps(result, indent=2, default=str)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    print(text)
 
 
 if __name__ == "__main__":

@@ -44,13 +44,49 @@ class BlobStore(Protocol):
 # The container --------------------------------------------------------------------------------
 
 
-def pack_adapter(config: dict[str, Any], state_dict: dict[str, Any]) -> bytes:
-    """A PEFT adapter as bytes: a tar with the two files ``save_pretrained`` would write."""
+#: Adapter weights are stored at rest in this dtype (half the bytes of fp32: half the decryption
+#: and unpacking time on a switch, bench/RESULTS.md). Version 1 containers (fp32 weights, no
+#: ``phyassist_adapter`` metadata) still load.
+STORAGE_DTYPE = "bfloat16"
+CONTAINER_VERSION = 2
+_VERSION_KEY = "phyassist_adapter"
+_ST_DTYPES = {  # safetensors dtype codes -> torch dtype names
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def pack_adapter(
+    config: dict[str, Any], state_dict: dict[str, Any], *, dtype: str | None = None
+) -> bytes:
+    """A PEFT adapter as bytes: a tar with the two files ``save_pretrained`` would write.
+
+    ``dtype`` (a torch dtype name such as ``"bfloat16"``) converts every floating-point tensor;
+    None keeps them as they are. The safetensors metadata records the container version.
+    """
+    import torch
     from safetensors.torch import save
 
+    target = getattr(torch, dtype) if dtype else None
     config_bytes = json.dumps(_jsonable(config), ensure_ascii=False, indent=2).encode("utf-8")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    weights = save(tensors, metadata={"format": "pt"})
+    tensors = {}
+    for key, value in state_dict.items():
+        value = value.detach().to("cpu")
+        if target is not None and value.is_floating_point():
+            value = value.to(target)
+        tensors[key] = value.contiguous()
+    metadata = {"format": "pt", _VERSION_KEY: str(CONTAINER_VERSION)}
+    if dtype:
+        metadata["stored_dtype"] = dtype
+    weights = save(tensors, metadata=metadata)
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, data in ((CONFIG_NAME, config_bytes), (WEIGHTS_NAME, weights)):
@@ -61,35 +97,137 @@ def pack_adapter(config: dict[str, Any], state_dict: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def unpack_adapter(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(config_dict, state_dict)`` from ``pack_adapter`` bytes; AdapterLoadError if bad."""
-    from safetensors.torch import load
+def unpack_adapter(
+    data: bytes | bytearray | memoryview, *, device: Any = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(config_dict, state_dict)`` from ``pack_adapter`` bytes; AdapterLoadError if bad.
 
+    No copy of the weights is made on the host: the tensors are read-only views of ``data``
+    (callers copy them into the model). With ``device`` the weights go there in one transfer
+    and the tensors are views of that one device buffer.
+    """
     if len(data) > MAX_ADAPTER_BYTES:
         raise AdapterLoadError("The adapter is larger than any LoRA adapter should be.")
-    files: dict[str, bytes] = {}
+    view = memoryview(data).cast("B")
+    files: dict[str, memoryview] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        with tarfile.open(fileobj=_ViewFile(view), mode="r:") as tar:
             for member in tar.getmembers():
                 if not member.isfile() or member.name not in (CONFIG_NAME, WEIGHTS_NAME):
                     raise AdapterLoadError(f"Unexpected entry {member.name!r} in the adapter.")
-                extracted = tar.extractfile(member)
-                if extracted is None:
+                start, size = member.offset_data, member.size
+                if start < 0 or size < 0 or start + size > len(view):
                     raise AdapterLoadError(f"Unreadable entry {member.name!r} in the adapter.")
-                files[member.name] = extracted.read()
+                files[member.name] = view[start : start + size]
     except tarfile.TarError as exc:
         raise AdapterLoadError(f"The adapter container is damaged: {exc}") from exc
     missing = {CONFIG_NAME, WEIGHTS_NAME} - files.keys()
     if missing:
         raise AdapterLoadError(f"The adapter lacks {', '.join(sorted(missing))}.")
     try:
-        config = json.loads(files[CONFIG_NAME].decode("utf-8"))
-        state = load(files[WEIGHTS_NAME])
+        config = json.loads(bytes(files[CONFIG_NAME]).decode("utf-8"))
+        state = _read_safetensors(files[WEIGHTS_NAME], device)
+    except AdapterLoadError:
+        raise
     except Exception as exc:
         raise AdapterLoadError(f"The adapter files cannot be read: {exc}") from exc
     if not isinstance(config, dict):
         raise AdapterLoadError("The adapter configuration is not a JSON object.")
     return config, state
+
+
+class _ViewFile(io.RawIOBase):
+    """A read-only file over a memoryview (``io.BytesIO`` would copy anything but ``bytes``)."""
+
+    def __init__(self, view: memoryview) -> None:
+        self._view = view
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self._view[self._pos : self._pos + len(buffer)]
+        buffer[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        return len(chunk)
+
+
+def _read_safetensors(buf: memoryview, device: Any = None) -> dict[str, Any]:
+    """Tensors of a safetensors buffer as views of it (the format: u64 header length, JSON
+    header of dtype/shape/byte offsets, then the data). ``safetensors.torch.load`` copies every
+    tensor twice, and ``safe_open`` needs a file, which patient data must never become."""
+    import warnings
+
+    import torch
+
+    if len(buf) < 8:
+        raise ValueError("truncated safetensors header")
+    n = int.from_bytes(buf[:8], "little")
+    if n > len(buf) - 8:
+        raise ValueError("safetensors header longer than the file")
+    header = json.loads(bytes(buf[8 : 8 + n]).decode("utf-8"))
+    if not isinstance(header, dict):
+        raise ValueError("safetensors header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        raise ValueError("safetensors metadata is not a JSON object")
+    version = meta.get(_VERSION_KEY, "1")
+    if not str(version).isdigit() or int(version) > CONTAINER_VERSION:
+        raise AdapterLoadError(
+            f"The adapter was written by a newer PhyAssist (format {version}); update PhyAssist."
+        )
+    body = buf[8 + n :]
+    flat = None
+    if device is not None and len(body):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # read-only buffer: we never write it
+            flat = torch.frombuffer(body, dtype=torch.uint8).to(device)
+    state: dict[str, Any] = {}
+    for key, entry in header.items():
+        if not isinstance(entry, dict) or entry.get("dtype") not in _ST_DTYPES:
+            raise ValueError(f"tensor {key!r}: unknown dtype {entry!r:.80}")
+        dtype = getattr(torch, _ST_DTYPES[entry["dtype"]])
+        shape = entry.get("shape")
+        offsets = entry.get("data_offsets")
+        if not (
+            isinstance(shape, list)
+            and all(isinstance(d, int) and d >= 0 for d in shape)
+            and isinstance(offsets, list)
+            and len(offsets) == 2
+            and all(isinstance(o, int) for o in offsets)
+        ):
+            raise ValueError(f"tensor {key!r}: malformed entry")
+        begin, end = offsets
+        numel = 1
+        for d in shape:
+            numel *= d
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        if not 0 <= begin <= end <= len(body) or end - begin != numel * itemsize:
+            raise ValueError(f"tensor {key!r}: byte range does not match its shape")
+        if numel == 0:
+            tensor = torch.empty(shape, dtype=dtype, device=device or "cpu")
+        elif flat is not None:
+            part = flat[begin:end]
+            tensor = (part if begin % itemsize == 0 else part.clone()).view(dtype).view(shape)
+        else:
+            raw = body[begin:end] if begin % itemsize == 0 else bytearray(body[begin:end])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                tensor = torch.frombuffer(raw, dtype=dtype).view(shape)
+        state[key] = tensor
+    return state
 
 
 def read_adapter_dir(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -117,24 +255,45 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def resolve_domain_adapter(setting: str | None) -> Path | None:
-    """``settings.model.domain_adapter`` as a directory: a path, "auto" (the shipped one)
-    or None. "auto" picks ``adapters/domain`` or else the first shipped adapter dir."""
+def resolve_domain_adapter(setting: str | None, model_spec: str | None = None) -> Path | None:
+    """``settings.model.domain_adapter`` as a directory: a path, "auto" (the shipped one made
+    for ``model_spec``, see ``shipped_domain_adapter``) or None/"" (no domain adapter)."""
     if not setting:
         return None
     if setting == "auto":
-        preferred = SHIPPED_ADAPTERS_DIR / "domain"
-        if (preferred / CONFIG_NAME).is_file():
-            return preferred
-        if SHIPPED_ADAPTERS_DIR.is_dir():
-            for candidate in sorted(SHIPPED_ADAPTERS_DIR.iterdir()):
-                if (candidate / CONFIG_NAME).is_file():
-                    return candidate
-        return None
+        return shipped_domain_adapter(model_spec)
     path = Path(setting).expanduser()
     if not path.is_dir():
         raise AdapterLoadError(f"Domain adapter not found: {path}")
     return path
+
+
+def shipped_domain_adapter(model_spec: str | None = None) -> Path | None:
+    """The adapter under ``adapters/`` whose ``base_model_name_or_path`` is ``model_spec``
+    (``adapters/domain`` first, then by name); with no spec, the first one.
+
+    A shipped adapter is trained for one base model: loading it onto another one (a local
+    Mixtral, say) would fail or, worse, silently change its answers.
+    """
+    if not SHIPPED_ADAPTERS_DIR.is_dir():
+        return None
+    preferred = SHIPPED_ADAPTERS_DIR / "domain"
+    others = sorted(p for p in SHIPPED_ADAPTERS_DIR.iterdir() if p != preferred)
+    for candidate in [preferred, *others]:
+        config_path = candidate / CONFIG_NAME
+        if not config_path.is_file():
+            continue
+        if model_spec is None:
+            return candidate
+        try:
+            base = json.loads(config_path.read_text(encoding="utf-8")).get(
+                "base_model_name_or_path"
+            )
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(base, str) and base.strip().lower() == model_spec.strip().lower():
+            return candidate
+    return None
 
 
 # The registry (encrypted store blobs) ---------------------------------------------------------
@@ -204,13 +363,17 @@ class AdapterRegistry:
         card: dict[str, Any] | None = None,
         *,
         keep: int | None = None,
+        dtype: str | None = STORAGE_DTYPE,
     ) -> int:
         """Store a new version (weights first, card second) and return its number.
 
         ``keep`` bounds how many versions stay; older ones are deleted when the store can.
+        Floating-point weights are stored as ``dtype`` (bf16 by default; None keeps them).
         """
         version = (self.newest(patient_id) or 0) + 1
-        self.store.write_blob(patient_id, self.kind(version), pack_adapter(config, state_dict))
+        self.store.write_blob(
+            patient_id, self.kind(version), pack_adapter(config, state_dict, dtype=dtype)
+        )
         card = dict(card or {}, version=version)
         self.store.write_blob(
             patient_id,

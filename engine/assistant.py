@@ -144,7 +144,8 @@ class Assistant:
 
     def _activate_domain(self) -> bool:
         try:
-            path = resolve_domain_adapter(self.settings.model.domain_adapter)
+            model = self.settings.model
+            path = resolve_domain_adapter(model.domain_adapter, model.spec)
         except PhyAssistError as exc:
             self.last_adapter_error = str(exc)
             return False

@@ -57,6 +57,7 @@ class DomainRecipe:
     save_total_limit: int = 2
     logging_steps: int = 10
     eval_steps: int = 0  # 0: evaluate the validation split only at the end
+    time_budget_s: float | None = None  # stop cleanly (and save) once training took this long
     seed: int = 42
 
     def resolved(self, on_cuda: bool) -> DomainRecipe:
@@ -139,6 +140,31 @@ def _progress_callback(printer: Printer) -> Any:
             self.last_t, self.last_tokens = now, tokens
 
     return ProgressLines()
+
+
+def _time_budget_callback(seconds: float, printer: Printer) -> Any:
+    from transformers import TrainerCallback
+
+    class TimeBudget(TrainerCallback):
+        """Ends training after ``seconds`` of wall time; the adapter is still saved.
+
+        For runs on a rented GPU with a hard time limit: a killed run saves nothing.
+        """
+
+        def __init__(self) -> None:
+            self.start = time.perf_counter()
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.perf_counter() - self.start >= seconds and not control.should_training_stop:
+                printer(f"time budget of {seconds:.0f} s reached at step {state.global_step}")
+                control.should_training_stop = True
+                control.should_save = True
+            return control
+
+    return TimeBudget()
 
 
 def latest_checkpoint(out_dir: Path) -> str | None:
@@ -262,7 +288,8 @@ def train_domain(
         eval_dataset=evaluation.remove_columns(columns) if evaluation is not None else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_progress_callback(printer)],
+        callbacks=[_progress_callback(printer)]
+        + ([_time_budget_callback(recipe.time_budget_s, printer)] if recipe.time_budget_s else []),
     )
     checkpoint = latest_checkpoint(out_dir) if resume else None
     if checkpoint:
@@ -354,9 +381,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-steps", type=int, default=d.save_steps)
     parser.add_argument("--logging-steps", type=int, default=d.logging_steps)
     parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop training after this many seconds (the adapter is saved as usual)",
+    )
     parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
     parser.add_argument("--no-4bit", action="store_true", help="LoRA on a full-precision base")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute activations to save memory (default: on with CUDA); a small model "
+        "trains faster without it",
+    )
     parser.add_argument(
         "--optim",
         default=None,
@@ -394,6 +435,8 @@ def run_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> in
         logging_steps=args.logging_steps,
         load_in_4bit=False if args.no_4bit else None,
         optim=args.optim,
+        gradient_checkpointing=args.gradient_checkpointing,
+        time_budget_s=args.time_budget,
     )
     result = train_domain(
         args.data,

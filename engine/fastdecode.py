@@ -28,8 +28,14 @@ last bits, and a near-tie can flip a greedy token. tests/gpu checks exact equali
 compute and step-by-step agreement with bf16 (see bench/RESULTS.md).
 
 A :class:`PrefixCache` keeps the keys and values of a long prefix (the patient's record), so a
-regenerate only prefills the new suffix. Graphs are kept per active adapter set, so switching
-between loaded LoRA adapters is a dictionary lookup. An adapter's weights must be replaced in
+regenerate only prefills the new suffix. A suffix of at most :data:`FEW_TOKENS_MAX` tokens runs
+its MoE through :func:`engine.nf4_moe.moe_few_tokens` (the NF4 experts read once, no host sync)
+and attends to the cached prefix with lower-right causal flash attention
+(:func:`_suffix_prefill_attention`); the first token then comes from these kernels, which agree
+with the eager path to rounding (exactly, to fp32 rounding, with fp32 compute).
+
+Graphs are kept per active adapter set, so switching between loaded LoRA adapters is a
+dictionary lookup. An adapter's weights must be replaced in
 place to stay valid in a captured graph (:func:`copy_adapter_in_place`).
 """
 
@@ -43,6 +49,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+#: The longest suffix (new tokens after a cached prefix) prefilled with the few-token NF4 MoE
+#: kernel and lower-right causal attention; longer ones take ``generate``'s own prefill.
+FEW_TOKENS_MAX = 256
 
 # Packed order of an expert's projections inside a stacked bank.
 _W1, _W2, _W3 = 0, 1, 2
@@ -186,15 +196,27 @@ def _fast_moe_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any
     block's bit for bit. The Triton kernel agrees to bf16 rounding.
     """
     batch, seq, hidden = hidden_states.shape
-    if batch * seq != 1 or not self._phyassist_fast or self.training:
-        return self._phyassist_eager_forward(hidden_states)
+    n = batch * seq
     bank: ExpertBank = self._phyassist_bank
+    few = (
+        self._phyassist_few
+        and 1 < n <= FEW_TOKENS_MAX
+        and bank.kind == "bnb4"
+        and self._phyassist_kernel == "triton"
+    )
+    if self.training or not (few or (n == 1 and self._phyassist_fast)):
+        return self._phyassist_eager_forward(hidden_states)
     x = hidden_states.view(-1, hidden)
     router_logits = self.gate(x)
     routing = F.softmax(router_logits, dim=1, dtype=torch.float)
     routing, selected = torch.topk(routing, self.top_k, dim=-1)
     routing /= routing.sum(dim=-1, keepdim=True)
     routing = routing.to(x.dtype)
+    if few:
+        from engine import nf4_moe
+
+        y = nf4_moe.moe_few_tokens(bank, x, selected, routing, bank.code)
+        return y.view(batch, seq, hidden), router_logits
     sel = selected[0]
     if bank.kind == "bnb4" and self._phyassist_kernel == "triton":
         from engine import nf4_moe
@@ -238,6 +260,7 @@ def install_fast_moe(model: torch.nn.Module) -> list[ExpertBank]:
             )
         module._phyassist_bank = bank
         module._phyassist_fast = False
+        module._phyassist_few = False
         module._phyassist_kernel = "gather"
         module._phyassist_eager_forward = module.forward
         module.forward = types.MethodType(_fast_moe_forward, module)
@@ -257,6 +280,11 @@ def _moe_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
 def _set_fast(model: torch.nn.Module, on: bool) -> None:
     for module in _moe_blocks(model):
         module._phyassist_fast = on
+
+
+def _set_few(model: torch.nn.Module, on: bool) -> None:
+    for module in _moe_blocks(model):
+        module._phyassist_few = on
 
 
 def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
@@ -325,10 +353,66 @@ def _gqa_decode_attention(
     return out.reshape(b, hq, 1, d).transpose(1, 2).contiguous(), None
 
 
+SUFFIX_PREFILL = "phyassist_suffix_prefill"
+
+
+def _suffix_prefill_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """New tokens after a cached prefix, one unpadded sequence: lower-right causal attention.
+
+    HF's SDPA path gives such a query a materialised mask, which rules out the flash kernel, and
+    therefore repeats K and V to every query head: 4x the whole cache (8k tokens) written and
+    read again in every layer. The mask of a single unpadded sequence whose queries are the last
+    ``q_len`` positions is exactly ``causal_lower_right``, which SDPA runs on the flash kernel
+    with grouped K/V. Otherwise (fp32, CPU) HF's SDPA path gets that mask materialised. Only
+    :meth:`FastDecoder._prefill` selects this function, for one unpadded sequence.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, hq, q_len, _ = query.shape
+    kv_len = key.shape[-2]
+    if (
+        query.is_cuda
+        and b == 1
+        and 1 < q_len < kv_len
+        and query.dtype in (torch.bfloat16, torch.float16)
+        and hq % key.shape[1] == 0
+        and not dropout
+    ):
+        from torch.nn.attention.bias import causal_lower_right
+
+        out = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=causal_lower_right(q_len, kv_len),
+            scale=scaling,
+            enable_gqa=hq != key.shape[1],
+        )
+        return out.transpose(1, 2).contiguous(), None
+    if attention_mask is None and q_len > 1:
+        # transformers builds no mask for a custom attention function: make the lower-right one.
+        rows = torch.arange(q_len, device=query.device)[:, None] + (kv_len - q_len)
+        attention_mask = (torch.arange(kv_len, device=query.device)[None, :] <= rows)[None, None]
+    return sdpa_attention_forward(
+        module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
+    )
+
+
 def _register_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(GQA_DECODE, _gqa_decode_attention)
+    AttentionInterface.register(SUFFIX_PREFILL, _suffix_prefill_attention)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,6 +479,7 @@ class FastDecoder:
         use_cuda_graph: bool | None = None,
         kernel: str = "auto",
         gqa_attention: bool = True,
+        few_token_prefill: bool = True,
     ) -> None:
         from transformers import StaticCache
 
@@ -431,8 +516,10 @@ class FastDecoder:
         self.kernel = kernel
         _set_kernel(self.lm, kernel)
         self.gqa_attention = gqa_attention
-        if gqa_attention:
-            _register_attention()
+        # A suffix after a cached prefix: the few-token NF4 kernel + lower-right causal attention.
+        self.few_token_prefill = few_token_prefill and kernel == "triton"
+        self.suffix_attention = True  # with few_token_prefill: lower-right causal flash attention
+        _register_attention()
         config = self.lm.config
         max_cache_len = -(-max_cache_len // 64) * 64  # aligned rows for the attention kernels
         self.max_cache_len = max_cache_len
@@ -456,22 +543,45 @@ class FastDecoder:
 
     # -- prefill -------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def _prefill(self, input_ids: torch.Tensor, past: Any) -> torch.Tensor:
-        """Run the prompt (or the part after ``past``) exactly as ``generate``'s first step."""
+        """The greedy first token after ``input_ids`` (see :meth:`prefill_logits`)."""
+        return self.prefill_logits(input_ids, past).argmax(-1)
+
+    @torch.inference_mode()
+    def prefill_logits(self, input_ids: torch.Tensor, past: Any) -> torch.Tensor:
+        """Run the prompt (or the part after ``past``) as ``generate``'s first step.
+
+        Returns the last position's logits (float32, ``[1, vocab]``) and extends ``past``.
+
+        A short suffix after a cached prefix (at most :data:`FEW_TOKENS_MAX` tokens, Triton MoE
+        kernel) runs the MoE through :func:`engine.nf4_moe.moe_few_tokens` and attends with
+        :func:`_suffix_prefill_attention`; the same function as the eager path, to rounding.
+        """
         start = past.get_seq_length()
         total = input_ids.shape[1]
+        few = self.few_token_prefill and start > 0 and total - start <= FEW_TOKENS_MAX
         cache_position = torch.arange(start, total, device=self.device)
-        out = self.lm(
-            input_ids=input_ids[:, start:],
-            attention_mask=torch.ones(1, total, dtype=torch.long, device=self.device),
-            position_ids=cache_position.unsqueeze(0),
-            cache_position=cache_position,
-            past_key_values=past,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        return out.logits[:, -1, :].float().argmax(-1)
+        config = self.lm.config
+        saved_attn = config._attn_implementation_internal
+        if few:
+            _set_few(self.lm, True)
+            if saved_attn == "sdpa" and self.suffix_attention:
+                config._attn_implementation_internal = SUFFIX_PREFILL
+        try:
+            out = self.lm(
+                input_ids=input_ids[:, start:],
+                attention_mask=torch.ones(1, total, dtype=torch.long, device=self.device),
+                position_ids=cache_position.unsqueeze(0),
+                cache_position=cache_position,
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        finally:
+            if few:
+                _set_few(self.lm, False)
+                config._attn_implementation_internal = saved_attn
+        return out.logits[:, -1, :].float()
 
     def build_prefix(self, token_ids: Iterable[int]) -> PrefixCache:
         """Prefill a prefix once; later :meth:`generate` calls that start with it reuse it."""

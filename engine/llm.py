@@ -191,6 +191,15 @@ def _check_causal_lm(path: Path, gguf_file: str | None) -> None:
         )
 
 
+def quantized_placement(settings: Settings) -> Any:
+    """Where a 4-bit model goes: ``engine.quant``'s decision (one GPU, or spread over several
+    with ``device_map="auto"`` + ``max_memory``), from the GPUs visible and the optional
+    ``model.device_map`` setting."""
+    from engine.quant import placement_for
+
+    return placement_for(getattr(settings.model, "device_map", None))
+
+
 def _from_pretrained(
     path: Path,
     *,
@@ -198,6 +207,7 @@ def _from_pretrained(
     dtype: Any,
     device: str,
     quant: Any | None,
+    settings: Settings | None = None,
 ) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -207,9 +217,27 @@ def _from_pretrained(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model_kwargs = dict(kwargs, dtype=dtype, low_cpu_mem_usage=True)
-        if quant is not None:
+        if quant is not None and gguf_file is None:
+            # A Hugging Face directory in 4-bit: engine.quant's loader (experts checked to be
+            # quantized, a pre-quantized cache for the next start, several GPUs when present).
+            from engine.quant import QuantSpec, load_quantized
+
+            placement = quantized_placement(settings or Settings())
+            cache_root = (settings or Settings()).model_cache_dir / "quantized"
+            model, _ = load_quantized(
+                path,
+                cache_root=cache_root,
+                spec=QuantSpec(compute_dtype=dtype),
+                device_map=placement.device_map,
+                max_memory=placement.max_memory,
+            )
+            return model, tokenizer
+        if quant is not None:  # a GGUF file, quantized while loading
+            placement = quantized_placement(settings or Settings())
             model_kwargs["quantization_config"] = quant
-            model_kwargs["device_map"] = {"": 0}
+            model_kwargs["device_map"] = placement.device_map
+            if placement.max_memory is not None:
+                model_kwargs["max_memory"] = placement.max_memory
         model = AutoModelForCausalLM.from_pretrained(path, **model_kwargs)
     except ModelLoadError:
         raise
@@ -349,7 +377,12 @@ def _load_uncached(settings: Settings, progress: Progress, *, use_disk_cache: bo
             progress(f"Loading {source.name} from cache…")
             try:
                 model, tokenizer = _from_pretrained(
-                    cache, gguf_file=None, dtype=dtype, device=device, quant=quant
+                    cache,
+                    gguf_file=None,
+                    dtype=dtype,
+                    device=device,
+                    quant=quant,
+                    settings=settings,
                 )
                 origin = "cache"
             except ModelLoadError:
@@ -362,7 +395,12 @@ def _load_uncached(settings: Settings, progress: Progress, *, use_disk_cache: bo
             _check_causal_lm(source.path, source.gguf_file)
             progress(f"Dequantizing {source.gguf_file} (first start only, ~20 s)…")
             model, tokenizer = _from_pretrained(
-                source.path, gguf_file=source.gguf_file, dtype=dtype, device=device, quant=quant
+                source.path,
+                gguf_file=source.gguf_file,
+                dtype=dtype,
+                device=device,
+                quant=quant,
+                settings=settings,
             )
             origin = "gguf"
             if use_disk_cache and quant is None:  # never cache 4-bit weights: load-time only
@@ -375,7 +413,7 @@ def _load_uncached(settings: Settings, progress: Progress, *, use_disk_cache: bo
         _check_causal_lm(source.path, None)
         progress(f"Loading {source.name}…")
         model, tokenizer = _from_pretrained(
-            source.path, gguf_file=None, dtype=dtype, device=device, quant=quant
+            source.path, gguf_file=None, dtype=dtype, device=device, quant=quant, settings=settings
         )
         origin = "hf-dir"
 

@@ -526,3 +526,337 @@ def decode_attention(
         m, lsum, acc, out, nsplit, G=group, GP=gp, D=dim, SP=triton.next_power_of_2(nsplit)
     )
     return out.view(1, 1, hq, dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# A few tokens at once (a suffix prefill after a cached prefix): grouped small-M NF4 GEMM
+# ---------------------------------------------------------------------------------------------
+#
+# Why: bitsandbytes runs several tokens through a Linear4bit by dequantizing the whole weight to
+# bf16 first (writing and re-reading 4x the packed bytes), and the eager MoE block asks the host
+# which experts were hit (a sync a layer). For a 32-token suffix that costs about as much as a
+# 512-token prefill. Here the (token, slot) pairs are sorted by expert on the device; one program
+# per (expert, N-tile) dequantizes its NF4 tile in registers, exactly as bitsandbytes does
+# (``code[nibble] * absmax`` in fp32, rounded to the compute dtype), and multiplies it with the
+# tokens that chose that expert on the tensor cores. Every later rounding (each projection, SiLU,
+# the product, the routing weight, the sum of the top-k outputs) follows the eager block, so the
+# two differ only in the order the dot products are summed.
+
+if triton is not None:
+
+    @triton.jit
+    def _nf4_tile(
+        w_ptr,
+        a8_ptr,
+        a2_ptr,
+        off,
+        code2_ptr,
+        nf4_ptr,
+        row_bytes,
+        row_blocks,
+        nmask,
+        k0,
+        OUT: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
+        """``W[rows, k0 : k0 + 64]`` (one NF4 scale block) dequantized, split by nibble.
+
+        Returns ``(hi, lo)``, each ``[BLOCK_N, 32]`` in dtype ``OUT``: column ``j`` of ``hi`` is
+        weight ``k0 + 2j``, of ``lo`` weight ``k0 + 2j + 1`` (the two nibbles of byte ``j``).
+        One block per step keeps every tile 2-D with one scale per row (no reshapes).
+        """
+        t = tl.arange(0, 32)
+        packed = tl.load(
+            w_ptr + row_bytes[:, None] + (k0 // 2 + t)[None, :], mask=nmask[:, None], other=0
+        )
+        blk = row_blocks + k0 // 64
+        a8 = tl.load(a8_ptr + blk, mask=nmask, other=0).to(tl.int32)
+        a2 = tl.load(a2_ptr + blk // 256, mask=nmask, other=0.0)
+        scale = tl.load(code2_ptr + a8) * a2 + off  # launched without FMA contraction
+        hi = tl.load(nf4_ptr + (packed >> 4).to(tl.int32))
+        lo = tl.load(nf4_ptr + (packed & 15).to(tl.int32))
+        return (hi * scale[:, None]).to(OUT), (lo * scale[:, None]).to(OUT)
+
+    @triton.jit
+    def _mma(a, b, acc, IEEE: tl.constexpr):
+        if IEEE:
+            return tl.dot(a, b, acc, input_precision="ieee")
+        else:
+            return tl.dot(a, b, acc)
+
+    @triton.jit
+    def _few_gate_up_kernel(
+        x_ptr,
+        pair_tok_ptr,
+        counts_ptr,
+        starts_ptr,
+        w_ptr,
+        a8_ptr,
+        a2_ptr,
+        off_ptr,
+        code2_ptr,
+        nf4_ptr,
+        h_ptr,
+        F,
+        H,
+        w_se,
+        w_sp,
+        a8_se,
+        a8_sp,
+        a2_se,
+        a2_sp,
+        max_pairs,
+        ROUND: tl.constexpr,
+        IEEE: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
+        """``h[p] = silu(W1[e] x[t]) * (W3[e] x[t])`` for each pair ``p = (t, slot)`` of ``e``."""
+        e = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        count = tl.load(counts_ptr + e)
+        start = tl.load(starts_ptr + e)
+        dt = x_ptr.dtype.element_ty
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = rows < F
+        row_bytes = rows.to(tl.int64) * (H // 2)
+        row_blocks = rows.to(tl.int64) * (H // 64)
+        e64 = e.to(tl.int64)
+        w1 = w_ptr + e64 * w_se
+        w3 = w1 + 2 * w_sp
+        a8_1 = a8_ptr + e64 * a8_se
+        a8_3 = a8_1 + 2 * a8_sp
+        a2_1 = a2_ptr + e64 * a2_se
+        a2_3 = a2_1 + 2 * a2_sp
+        off1 = tl.load(off_ptr + e64 * 3)
+        off3 = tl.load(off_ptr + e64 * 3 + 2)
+        kk = tl.arange(0, 32)
+        for m0 in range(0, max_pairs, BLOCK_M):  # bounded by the host-known pair count
+            if m0 < count:
+                mm = m0 + tl.arange(0, BLOCK_M)
+                mmask = mm < count
+                tok = tl.load(pair_tok_ptr + start + mm, mask=mmask, other=0).to(tl.int64)
+                acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                for k0 in range(0, H, 64):
+                    xrow = x_ptr + tok[:, None] * H + k0 + 2 * kk[None, :]
+                    xe = tl.load(xrow, mask=mmask[:, None], other=0.0)
+                    xo = tl.load(xrow + 1, mask=mmask[:, None], other=0.0)
+                    g_hi, g_lo = _nf4_tile(
+                        w1, a8_1, a2_1, off1, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask, k0,
+                        dt, BLOCK_N,
+                    )  # fmt: skip
+                    acc_g = _mma(xe, tl.trans(g_hi), acc_g, IEEE)
+                    acc_g = _mma(xo, tl.trans(g_lo), acc_g, IEEE)
+                    u_hi, u_lo = _nf4_tile(
+                        w3, a8_3, a2_3, off3, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask, k0,
+                        dt, BLOCK_N,
+                    )  # fmt: skip
+                    acc_u = _mma(xe, tl.trans(u_hi), acc_u, IEEE)
+                    acc_u = _mma(xo, tl.trans(u_lo), acc_u, IEEE)
+                if ROUND:  # as the eager module: each projection, SiLU and the product rounded
+                    g = acc_g.to(dt).to(tl.float32)
+                    u = acc_u.to(dt).to(tl.float32)
+                    act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
+                    h = (act * u).to(dt)
+                else:
+                    h = (acc_g / (1.0 + tl.exp(-acc_g)) * acc_u).to(dt)
+                dst = h_ptr + (start + mm).to(tl.int64)[:, None] * F + rows[None, :]
+                tl.store(dst, h, mask=mmask[:, None] & nmask[None, :])
+
+    @triton.jit
+    def _few_down_kernel(
+        h_ptr,
+        pair_idx_ptr,
+        rw_ptr,
+        counts_ptr,
+        starts_ptr,
+        w_ptr,
+        a8_ptr,
+        a2_ptr,
+        off_ptr,
+        code2_ptr,
+        nf4_ptr,
+        y_ptr,
+        H,
+        F,
+        w_se,
+        w_sp,
+        a8_se,
+        a8_sp,
+        a2_se,
+        a2_sp,
+        max_pairs,
+        ROUND: tl.constexpr,
+        IEEE: tl.constexpr,
+        BLOCK_M: tl.constexpr,
+        BLOCK_N: tl.constexpr,
+    ):
+        """``y[pair] = r[pair] * (W2[e] h[p])``, written at the pair's own (token, slot) row."""
+        e = tl.program_id(0)
+        pid_n = tl.program_id(1)
+        count = tl.load(counts_ptr + e)
+        start = tl.load(starts_ptr + e)
+        dt = h_ptr.dtype.element_ty
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        nmask = rows < H
+        row_bytes = rows.to(tl.int64) * (F // 2)
+        row_blocks = rows.to(tl.int64) * (F // 64)
+        e64 = e.to(tl.int64)
+        w2 = w_ptr + e64 * w_se + w_sp
+        a8_2 = a8_ptr + e64 * a8_se + a8_sp
+        a2_2 = a2_ptr + e64 * a2_se + a2_sp
+        off2 = tl.load(off_ptr + e64 * 3 + 1)
+        kk = tl.arange(0, 32)
+        for m0 in range(0, max_pairs, BLOCK_M):  # bounded by the host-known pair count
+            if m0 < count:
+                mm = m0 + tl.arange(0, BLOCK_M)
+                mmask = mm < count
+                src = (start + mm).to(tl.int64)
+                acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                for k0 in range(0, F, 64):
+                    hrow = h_ptr + src[:, None] * F + k0 + 2 * kk[None, :]
+                    he = tl.load(hrow, mask=mmask[:, None], other=0.0)
+                    ho = tl.load(hrow + 1, mask=mmask[:, None], other=0.0)
+                    w_hi, w_lo = _nf4_tile(
+                        w2, a8_2, a2_2, off2, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask, k0,
+                        dt, BLOCK_N,
+                    )  # fmt: skip
+                    acc = _mma(he, tl.trans(w_hi), acc, IEEE)
+                    acc = _mma(ho, tl.trans(w_lo), acc, IEEE)
+                pair = tl.load(pair_idx_ptr + start + mm, mask=mmask, other=0).to(tl.int64)
+                r = tl.load(rw_ptr + pair, mask=mmask, other=0.0).to(tl.float32)
+                if ROUND:
+                    y = (acc.to(dt).to(tl.float32) * r[:, None]).to(dt)
+                else:
+                    y = (acc * r[:, None]).to(dt)
+                tl.store(
+                    y_ptr + pair[:, None] * H + rows[None, :],
+                    y,
+                    mask=mmask[:, None] & nmask[None, :],
+                )
+
+
+# Tiles for the few-token kernels (bench/gpu_profile.py --steps few sweeps them on the card).
+# BLOCK_M is the token chunk an expert's tile is applied to; None: picked from the token count.
+FEW_TUNING: dict[str, dict[str, int | None]] = {
+    "gate_up": {"BLOCK_M": None, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+    "down": {"BLOCK_M": None, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
+}
+
+
+def _few_block_m(pairs: int, experts: int, wanted: int | None) -> int:
+    if wanted:
+        return int(wanted)
+    per_expert = -(-pairs // experts)
+    return min(64, max(16, triton.next_power_of_2(per_expert)))
+
+
+def route_pairs(selected: torch.Tensor, num_experts: int) -> dict[str, torch.Tensor]:
+    """(token, slot) pairs grouped by expert, computed on the device (no host sync).
+
+    ``selected [M, top_k]``. Returns ``pair_idx`` (flat ``token * top_k + slot``, sorted by
+    expert, stable), ``pair_tok`` (the token of each), and per expert ``counts``/``starts``.
+    """
+    top_k = selected.shape[1]
+    flat = selected.reshape(-1)
+    _, order = torch.sort(flat, stable=True)
+    experts = torch.arange(num_experts, device=flat.device)
+    counts = (flat[:, None] == experts[None, :]).sum(0).to(torch.int32)
+    starts = (torch.cumsum(counts, 0, dtype=torch.int32) - counts).to(torch.int32)
+    return {
+        "pair_idx": order.to(torch.int32),
+        "pair_tok": torch.div(order, top_k, rounding_mode="floor").to(torch.int32),
+        "counts": counts,
+        "starts": starts,
+    }
+
+
+def moe_few_tokens(
+    bank: Any,
+    x: torch.Tensor,
+    selected: torch.Tensor,
+    routing: torch.Tensor,
+    nf4_code: torch.Tensor,
+) -> torch.Tensor:
+    """The MoE block's output for ``x [M, H]``: ``sum_s routing[:, s] * expert_{selected[:, s]}``.
+
+    ``selected``/``routing`` are ``[M, top_k]`` as the eager block computes them (routing in the
+    compute dtype). bf16/fp16 activations are rounded like the eager module; float32 ones use
+    IEEE fp32 dot products (no TF32), so the result is the eager one to fp32 rounding.
+    """
+    if x.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"unsupported activation dtype {x.dtype}")
+    m, hidden = x.shape
+    f, h = bank.shapes[0]
+    if h != hidden:
+        raise ValueError(f"hidden size {hidden} != the experts' {h}")
+    if getattr(bank, "blocksize", 64) != 64 or h % 64 or f % 64:
+        raise ValueError("the few-token kernel needs NF4 blocks of 64 and sizes divisible by 64")
+    num_experts = bank.weights.shape[0]
+    top_k = selected.shape[1]
+    fp32 = x.dtype == torch.float32
+    x = x.contiguous()
+    routes = route_pairs(selected, num_experts)
+    rw = routing.to(x.dtype).contiguous().view(-1)
+    w, a8, a2 = bank.weights, bank.absmax8, bank.absmax2
+    code = nf4_code.float().contiguous()
+    strides = (w.stride(0), w.stride(1), a8.stride(0), a8.stride(1), a2.stride(0), a2.stride(1))
+    pairs = m * top_k
+    hbuf = torch.empty(pairs, f, dtype=x.dtype, device=x.device)
+    ypair = torch.empty(pairs, h, dtype=x.dtype, device=x.device)
+    gu, dn = FEW_TUNING["gate_up"], FEW_TUNING["down"]
+    bm = _few_block_m(pairs, num_experts, gu.get("BLOCK_M"))
+    _few_gate_up_kernel[(num_experts, triton.cdiv(f, gu["BLOCK_N"]))](
+        x,
+        routes["pair_tok"],
+        routes["counts"],
+        routes["starts"],
+        w,
+        a8,
+        a2,
+        bank.offset,
+        bank.code2,
+        code,
+        hbuf,
+        f,
+        h,
+        *strides,
+        pairs,
+        ROUND=not fp32,
+        IEEE=fp32,
+        BLOCK_M=bm,
+        BLOCK_N=gu["BLOCK_N"],
+        num_warps=gu["num_warps"],
+        num_stages=gu["num_stages"],
+        enable_fp_fusion=False,
+    )
+    bm = _few_block_m(pairs, num_experts, dn.get("BLOCK_M"))
+    _few_down_kernel[(num_experts, triton.cdiv(h, dn["BLOCK_N"]))](
+        hbuf,
+        routes["pair_idx"],
+        rw,
+        routes["counts"],
+        routes["starts"],
+        w,
+        a8,
+        a2,
+        bank.offset,
+        bank.code2,
+        code,
+        ypair,
+        h,
+        f,
+        *strides,
+        pairs,
+        ROUND=not fp32,
+        IEEE=fp32,
+        BLOCK_M=bm,
+        BLOCK_N=dn["BLOCK_N"],
+        num_warps=dn["num_warps"],
+        num_stages=dn["num_stages"],
+        enable_fp_fusion=False,
+    )
+    # The eager block adds each expert's weighted output into zeros in the compute dtype; for two
+    # experts that is one rounding of their exact sum, which this is.
+    return ypair.view(m, top_k, h).sum(dim=1, dtype=torch.float32).to(x.dtype)

@@ -153,6 +153,84 @@ def is_complete_cache(path: Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Placement: one GPU, or the layers spread over several
+# ---------------------------------------------------------------------------------------------
+
+#: accelerate's strategies for spreading the layers over the visible GPUs.
+SPREAD_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+#: Kept free on every GPU when the layers are spread: KV cache, activations, CUDA graphs.
+HEADROOM_BYTES = 6 << 30
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where ``from_pretrained`` puts the weights (``device_map`` / ``max_memory``) and why."""
+
+    device_map: str | dict[str, Any]
+    max_memory: dict[Any, str] | None
+    reason: str
+
+    @property
+    def single_device(self) -> bool:
+        return isinstance(self.device_map, dict) and set(self.device_map) == {""}
+
+
+def plan_placement(
+    setting: str | None, gpu_bytes: list[int], *, headroom: int = HEADROOM_BYTES
+) -> Placement:
+    """Decide the device map from the setting and the visible GPUs' memory (pure: CPU-testable).
+
+    ``setting``: None or ``"auto-select"`` (one GPU: all on it; several: spread with
+    ``"auto"``), ``"single"`` (all on GPU 0), ``"cuda:N"`` (all on GPU N), or one of
+    :data:`SPREAD_STRATEGIES` (spread even on one GPU, which is then plain placement). A spread
+    gets ``max_memory`` of each GPU's size less ``headroom``, so the layers leave room for the
+    KV cache. bitsandbytes 4-bit weights cannot be offloaded to the CPU, so no "cpu" entry.
+    """
+    n = len(gpu_bytes)
+    if n == 0:
+        raise QuantizationError("4-bit loading needs a CUDA GPU; none is visible.")
+    choice = (setting or "auto-select").strip().lower()
+    if choice == "auto-select":
+        if n == 1:
+            return Placement({"": 0}, None, "one GPU visible")
+        choice, why = "auto", f"{n} GPUs visible"
+    else:
+        why = f"model.device_map = {setting!r}"
+    if choice == "single":
+        return Placement({"": 0}, None, why)
+    if choice.startswith("cuda:") or choice.isdigit():
+        index_text = choice.removeprefix("cuda:")
+        if not index_text.isdigit() or int(index_text) >= n:
+            raise QuantizationError(
+                f"model.device_map {setting!r} names a GPU that is not visible ({n} visible)."
+            )
+        return Placement({"": int(index_text)}, None, why)
+    if choice not in SPREAD_STRATEGIES:
+        raise QuantizationError(
+            f"Unknown model.device_map {setting!r}: use auto-select, single, cuda:N or one of "
+            f"{', '.join(SPREAD_STRATEGIES)}."
+        )
+    max_memory = {
+        i: f"{max(total - headroom, total // 2) // 2**20}MiB" for i, total in enumerate(gpu_bytes)
+    }
+    return Placement(choice, max_memory, why)
+
+
+def visible_gpu_bytes() -> list[int]:
+    """Total memory of each visible GPU (empty without CUDA)."""
+    if not torch.cuda.is_available():
+        return []
+    return [
+        torch.cuda.get_device_properties(i).total_memory for i in range(torch.cuda.device_count())
+    ]
+
+
+def placement_for(setting: str | None = None) -> Placement:
+    """:func:`plan_placement` for the GPUs of this process."""
+    return plan_placement(setting, visible_gpu_bytes())
+
+
+# ---------------------------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------------------------
 
@@ -181,8 +259,9 @@ def load_quantized(
     """Load ``model_dir`` in 4-bit (or its cached 4-bit copy) and check the experts are quantized.
 
     ``device_map`` is passed to ``from_pretrained``: ``None`` puts everything on the current GPU,
-    ``"auto"``/``"balanced"`` (with ``max_memory``) spreads the layers over several GPUs.
-    Nothing is downloaded: every read is ``local_files_only``.
+    ``"auto"``/``"balanced"`` (with ``max_memory``) spreads the layers over several GPUs; see
+    :func:`placement_for` for the engine's choice. Nothing is downloaded: every read is
+    ``local_files_only``.
     """
     require_bitsandbytes()
     from transformers import AutoModelForCausalLM
@@ -194,6 +273,8 @@ def load_quantized(
         raise QuantizationError(f"{model_dir} is not a model directory (no config.json).")
     if device_map is None:
         device_map = {"": torch.cuda.current_device()}
+    elif isinstance(device_map, str) and max_memory is None and torch.cuda.device_count() > 1:
+        max_memory = plan_placement(device_map, visible_gpu_bytes()).max_memory
 
     try:
         prequantized = "quantization_config" in json.loads(

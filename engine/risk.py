@@ -7,9 +7,14 @@ each flagged category. The model may drop a medium or low flag it disagrees with
 high one: a client's text can carry instructions aimed at the model (prompt injection), so
 the model alone must not be able to silence an explicit statement of intent.
 
-English and Chinese phrase rules, with negation handling ("I would never kill myself",
-"他没有想过自杀") and exclusions for idioms ("I'd kill for a coffee", "想死你了",
-"substance abuse").
+English and Chinese phrase rules for ideation (C-SSRS: wish to be dead, thoughts, method,
+intent, plan, preparation), means and rehearsal, farewell, perceived burdensomeness,
+self-harm, threats and fantasies of violence, and abuse suffered or done (physical, sexual,
+coercive control, hitting one's own child), plus counselor shorthand ("passive SI", "reports
+HI"). Negation: a cue right before the phrase ("I would never kill myself", "他没有想过自杀")
+or a clinical denial over a list ("denies SI, HI or self-harm", "否认自杀、自伤及伤人想法").
+Idioms are excluded ("I'd kill for a coffee", "die of embarrassment", "想死你了",
+"substance abuse"). Measured in bench/risk.py and SECURITY.md.
 """
 
 from __future__ import annotations
@@ -85,10 +90,14 @@ _PEOPLE = (
     r"child|baby|family|friend|classmates?|bully|manager|guy|girl|man|woman))"
 )
 _ABUSER = (
-    r"(?:he|she|they|grandpa|grandma|dad|mom|mum|stepdad|stepmom|(?:my|his|her|our)\s+(?:\w+\s+)?(?:dad|father|mom|mum|mother|parents?|"
-    r"step-?(?:dad|father|mom|mother)|husband|wife|boyfriend|girlfriend|partner|ex|uncle|aunt|"
-    r"brother|sister|cousin|grandfather|grandpa|teacher|coach|boss|priest))"
+    r"(?:he|she|they|grandpa|grandma|dad|mom|mum|stepdad|stepmom|(?:my|his|her|our)\s+(?:\w+\s+)?"
+    r"(?:mother-in-law|father-in-law|in-laws|dad|father|mom|mum|mother|parents?|"
+    r"step-?(?:dad|father|mom|mother|brother|sister)|husband|wife|boyfriend|girlfriend|partner|ex|"
+    r"uncle|aunt|brother|sister|cousin|grandfather|grandpa|grandmother|grandma|teacher|coach|boss|"
+    r"priest|babysitter|nanny|tutor|fianc[eé]e?))"
 )
+# hitting one's own child is abuse, not "violence toward others"
+_OWN_CHILD = r"(?:my|our)\s+(?:\w+\s+)?(?:kids?|children|child|son|daughter|baby|toddler|boy|girl)"
 _VICTIM = (
     r"(?:me|us|her|him|them|my\s+(?:\w+\s+)?(?:mom|mum|mother|dad|father|sister|brother|kids?|children|"
     r"son|daughter|baby|wife|husband|siblings?|family))"
@@ -100,7 +109,7 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         "en.kill_self",
         "suicide_self_harm",
         "high",
-        r"\b(?:kill(?:ed|ing|s)?|unaliv(?:e|ed|ing))\s+(?:my|him|her|them)\s?sel(?:f|ves)\b",
+        r"\b(?:kill(?:ed|ing|s)?|unaliv(?:e|ed|ing)|off(?:ed|ing)?)\s+(?:my|him|her|them)\s?sel(?:f|ves)\b",
         True,
     ),
     (
@@ -129,7 +138,14 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         "en.want_die",
         "suicide_self_harm",
         "high",
-        r"\b(?:want|wanted|wanting|wanna|going|plan|planning|ready|deserve)\s+(?:to\s+)?die\b",
+        r"\b(?:(?:want|wanted|wanting|wanna|going|plan|planning|ready|deserve)\s+(?:to\s+)?die|"
+        r"(?:want|wanted|wish|wished)\s+(?:to\s+be|i\s+(?:was|were))\s+dead|"
+        r"wish(?:ed)?\s+i\s+could\s+(?:just\s+)?die|(?:should|could)\s+just\s+die|"
+        r"(?:rather|prefer\s+to)\s+be\s+dead|"
+        r"(?:one|only)\s+way\s+out\s+(?:is|would\s+be)\s+(?:to\s+die|death|dying|suicide)|"
+        r"no\s+way\s+out\s+(?:of\s+this\s+)?(?:except|but|other\s+than)\s+(?:to\s+die|death|dying|suicide))\b"
+        r"(?!\s+(?:of|from)\s+(?:embarrassment|shame|laughter|laughing|boredom|cringe|curiosity))"
+        r"(?!\s+laughing)",
         True,
     ),
     (
@@ -185,7 +201,8 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         "en.passive",
         "suicide_self_harm",
         "medium",
-        r"\b(?:wish(?:es|ed)?\s+(?:i|she|he|they)\s+(?:was|were|could\s+be)\s+dead|death\s+wish(?:es)?|"
+        r"\b(?:wish(?:es|ed)?\s+(?:i|she|he|they)\s+(?:was|were|could\s+be)\s+(?:just\s+|already\s+)?dead|"
+        r"death\s+wish(?:es)?|wake\s+up\s+dead|"
         r"wish(?:ed)?\s+i\s+(?:had\s+never\s+been|was\s+never|were\s+never|wasn'?t)\s+born|"
         r"better\s+off\s+dead|"
         r"(?:don'?t|doesn'?t|do\s+not|does\s+not|no\s+longer)\s+want\s+to\s+(?:live|be\s+alive|exist|wake\s+up|"
@@ -223,8 +240,8 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         "suicide_self_harm",
         "low",
         r"\b(?:i'?m|i\s+am|i\s+feel\s+like|feel\s+like\s+i'?m)\s+(?:just\s+|such\s+|only\s+)?"
-        r"(?:a|an)\s+(?:\w+\s+)?burden\b|\bburden\s+(?:to|on)\s+(?:everyone|everybody|my\s+\w+|"
-        r"them|others|people)\b",
+        r"(?:a|an)\s+(?:\w+\s+)?burden\b(?!\s+(?:sometimes|occasionally|at\s+times)\b)|"
+        r"\bburden\s+(?:to|on)\s+(?:everyone|everybody|my\s+\w+|them|others|people)\b",
         True,
     ),
     (
@@ -248,7 +265,7 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         "en.hurt_other",
         "violence",
         "medium",
-        rf"\b(?:hurt(?:ing)?|beat(?:ing)?|attack(?:ing)?|punch(?:ing)?|hit(?:ting)?)\s+{_PEOPLE}"
+        rf"\b(?:hurt(?:ing)?|beat(?:ing)?|attack(?:ing)?|punch(?:ing)?|hit(?:ting)?)\s+(?!{_OWN_CHILD}){_PEOPLE}"
         rf"(?:\s+up)?\b|\bbeat\s+(?:the\s+(?:shit|crap|hell)\s+out\s+of\s+){_PEOPLE}\b|"
         rf"\bmake\s+(?:him|her|them)\s+pay\b|\bthoughts?\s+(?:of|about)\s+(?:hurting|killing)\s+"
         rf"(?:others|people|someone)\b|\bviolent\s+(?:thoughts?|urges?|fantasies)\b",
@@ -271,7 +288,7 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         "violence",
         "medium",
         rf"\bi\s+(?:\w+\s+)?(?:hit|punched|slapped|kicked|choked|attacked|stabbed|shoved|pushed|"
-        rf"strangled)\s+{_PEOPLE}\b",
+        rf"strangled)\s+(?!{_OWN_CHILD}){_PEOPLE}\b",
         True,
     ),
     (
@@ -310,6 +327,150 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         r"us|the\s+kids))\b)",
         True,
     ),
+    # --- counselor shorthand: "passive SI", "SI with plan", "endorses HI" (case-sensitive) ----
+    (
+        "en.si_abbrev",
+        "suicide_self_harm",
+        "high",
+        r"\b(?:passive|active|current|recurrent|chronic|intermittent)\s+(?-i:SI)\b|"
+        r"(?-i:\bSI\b)\s+(?:with|w/)\s+(?:a\s+)?(?:plan|intent)|"
+        r"\b(?:reports?|reported|reporting|endorses?|endorsed|endorsing|disclosed|discloses|"
+        r"expresse[sd]|admits?|admitted)\s+(?:\w+\s+){0,2}(?-i:SI)\b",
+        True,
+    ),
+    (
+        "en.hi_abbrev",
+        "violence",
+        "high",
+        r"\b(?:passive|active|current)\s+(?-i:HI)\b|(?-i:\bHI\b)\s+(?:with|w/)\s+(?:a\s+)?"
+        r"(?:plan|intent|target)|\b(?:reports?|reported|endorses?|endorsed|disclosed|expresse[sd]|"
+        r"admits?|admitted)\s+(?:\w+\s+){0,2}(?-i:HI)\b",
+        True,
+    ),
+    # --- wish to be dead, death as the way out, tired of living (C-SSRS items 1-2) ----------
+    (
+        "en.wish_dead",
+        "suicide_self_harm",
+        "medium",
+        r"\b(?:(?:go\s+to\s+sleep|fall\s+asleep|sleep)\s+(?:and\s+)?(?:never|not)\s+wake\s+up|"
+        r"(?:fall\s+asleep|sleep|disappear)\s+forever|"
+        r"(?:don'?t|do\s+not|never)\s+want\s+to\s+wake\s+up(?:\s+again)?|"
+        r"(?:tired|sick)\s+of\s+(?:being\s+alive|living|life|existing|being\s+here)"
+        r"(?!\s+(?:in|with|like|under|at|on|from|paycheck|situations?)\b)|"
+        r"done\s+with\s+(?:life|living|everything|it\s+all|this\s+life)|"
+        r"(?:want|need)\s+(?:it|this|everything)\s+(?:all\s+)?to\s+(?:be\s+over|end|stop)"
+        r"(?:\s+(?:for\s+good|forever|permanently))?|"
+        r"nothing\s+(?:left\s+)?to\s+live\s+for|no\s+reason\s+to\s+(?:keep\s+going|stay\s+alive|be\s+alive)|"
+        r"(?:can'?t|cannot|don'?t)\s+see\s+(?:a|any)\s+future|"
+        r"(?:what'?s|what\s+is)\s+the\s+point\s+(?:of|in)\s+(?:living|being\s+alive|going\s+on|life)|"
+        r"(?:picturing|imagining|imagine|picture|planning|plan)\s+my\s+(?:own\s+)?funeral)\b",
+        False,
+    ),
+    # --- means and rehearsal ---------------------------------------------------------------
+    (
+        "en.method2",
+        "suicide_self_harm",
+        "high",
+        r"\b(?:step(?:ping)?|jump(?:ing)?|throw(?:ing)?\s+myself|walk(?:ing)?\s+(?:out\s+)?)\s+"
+        r"(?:in\s+front\s+of|under)\s+(?:a|the)\s+(?:bus|train|car|truck|subway|tram)|"
+        r"\bthrow(?:ing)?\s+myself\s+(?:off|from)\s+|"
+        r"\b(?:driv(?:e|ing)|crash(?:ing)?|steer(?:ing)?)\s+(?:my\s+car\s+|the\s+car\s+)?"
+        r"(?:into|off)\s+(?:a|the)\s+(?:wall|tree|bridge|cliff|pole|river|oncoming\s+traffic)|"
+        r"\b(?:took|take|swallowed|swallow|downed)\s+(?:a|an|the)\s+(?:whole|entire|full)\s+"
+        r"(?:bottle|box|pack|packet|strip)\s+of|"
+        r"\b(?:took|swallowed|downed)\s+(?:about\s+|around\s+|like\s+)?\d+\s+(?:of\s+(?:my|her|his)\s+)?"
+        r"(?:\w+\s+)?(?:pills|tablets|capsules)|"
+        r"\bstomach\s+pumped\b|\blethal\s+dose\b|"
+        r"\b(?:look(?:ed|ing)?\s+up|googl\w*|search\w*|research\w*)\b[^.!?]{0,40}\b(?:"
+        r"(?:highest|tallest)\s+(?:bridge|building|cliff)|lethal|how\s+to\s+(?:die|hang)|"
+        r"(?:bridge|building|cliff|roof)[^.!?]{0,25}\b(?:highest|tallest))|"
+        r"\b(?:razor|blade|knife)\b[^.!?]{0,40}\bwrists?\b|"
+        r"\b(?:made|have|had|got)\s+a\s+(?:suicide\s+)?plan\s*(?::|$|to\s+(?:die|end\s+it|kill\s+myself))",
+        True,
+    ),
+    # --- farewell and preparations (warning signs) ------------------------------------------
+    (
+        "en.farewell",
+        "suicide_self_harm",
+        "medium",
+        r"\b(?:say(?:ing)?|said)\s+(?:my\s+)?goodbyes\b|"
+        r"\bgoodbye\s+to\s+(?:everyone|everybody|all\s+of\s+you|the\s+world)\b|"
+        r"\b(?:this\s+is\s+(?:my\s+)?(?:goodbye|farewell))\b|"
+        r"\b(?:better\s+off|benefit)\b[^.!?]{0,30}\b(?:life\s+)?insurance\b",
+        False,
+    ),
+    # --- perceived burdensomeness (interpersonal theory of suicide) -------------------------
+    (
+        "en.burden2",
+        "suicide_self_harm",
+        "medium",
+        r"\b(?:would|will|'d)\s+be\s+(?:so\s+much\s+|much\s+|a\s+lot\s+)?(?:better\s+off|happier|"
+        r"easier|fine|okay|ok)\s+without\s+me\b|"
+        r"\b(?:a\s+)?waste\s+of\s+(?:space|oxygen|air|skin|life)\b|\bdead\s+weight\b|"
+        r"\bdrain\s+on\s+(?:everyone|everybody|my\s+\w+|them|others)\b|"
+        r"\bi\s+(?:ruin|destroy)\s+everything\s+for\s+everyone\b",
+        False,
+    ),
+    # --- self-harm, further forms ----------------------------------------------------------
+    (
+        "en.self_harm2",
+        "suicide_self_harm",
+        "medium",
+        r"\b(?:relaps(?:e|ed|ing)|slipped)\s+(?:on|into|with)?\s*(?:self[-\s]?harm\w*|cutting|"
+        r"burning)\b|"
+        r"\b(?:days?|weeks?|months?)\s+clean\s+(?:from|of)\s+(?:self[-\s]?harm\w*|cutting)\b|"
+        r"\b(?:scratch|pick|bite|hit|punch)(?:es|ed|ing)?\s+(?:my\s+skin|myself|my\s+arms?)\s+"
+        r"until\s+(?:it|they|i)\s+bleeds?\b|"
+        r"\burges?\s+to\s+(?:cut|self[-\s]?harm|hurt\s+myself|burn\s+myself)\b",
+        True,
+    ),
+    # --- violence: threats and fantasies ---------------------------------------------------
+    (
+        "en.violence2",
+        "violence",
+        "high",
+        rf"\bput\s+a\s+bullet\s+(?:in|through)\s+(?:him|her|them|{_PEOPLE}|\w+(?:'s)?\s+\w+(?:'s)?)|"
+        rf"\bput\s+(?:him|her|them)\s+in\s+(?:the\s+ground|a\s+grave|the\s+hospital)\b|"
+        rf"\b(?:smash|bash|cave|kick)\s+(?:his|her|their)\s+(?:face|head|skull|teeth)\s+in\b|"
+        rf"\bmake\s+(?:him|her|them|{_PEOPLE})\s+(?:suffer|bleed)\b|"
+        rf"\b(?:get|take|have)\s+(?:my\s+)?revenge\s+on\b|"
+        rf"\b(?:urges?|want|wanting|tempted)\s+to\s+(?:hurt|kill|attack|stab)\s+(?:people|others|"
+        rf"someone|somebody|everyone)\b|"
+        rf"\b(?:imagin|fantasi[sz]|picture|dream)\w*\s+(?:about\s+)?(?:stabbing|killing|strangling|"
+        rf"shooting|hurting|beating|choking|poisoning)\s+(?:him|her|them|{_PEOPLE})",
+        True,
+    ),
+    # --- abuse: further forms (physical, sexual, coercive control, hitting one's child) -----
+    (
+        "en.abuse2",
+        "abuse",
+        "high",
+        rf"\b{_ABUSER}\s+(?:(?!never\b|not\b|\w+n't\b)[\w']+\s+){{0,2}}(?:throws?|threw)\s+"
+        rf"(?:\w+\s+){{0,2}}at\s+{_VICTIM}\b|"
+        rf"\bforc(?:ed|es|ing)\s+(?:me|her|him|us)\s+(?:to\s+(?:have\s+sex|do\s+(?:sexual\s+)?things|"
+        rf"touch)|into\s+(?:sex|bed))|\bforced\s+(?:himself|herself)\s+on\s+(?:me|her)\b|"
+        rf"\bmade\s+me\s+(?:do\s+(?:sexual\s+)?things\s+to\s+(?:him|her)|touch\s+(?:him|her))\b|"
+        rf"\bgrab(?:s|bed)?\s+me\s+by\s+(?:the|my)\s+(?:throat|neck|hair)\b|"
+        rf"\bi\s+(?:\w+\s+){{0,2}}(?:hit|beat|slap|smack|punch|kick|whip|spank|choke)(?:s|ed|ped)?\s+"
+        rf"{_OWN_CHILD}\b[^.!?]{{0,60}}\b(?:mark|bruise|bled|bleed|blood|hate\s+myself|again|"
+        rf"every|whenever|when\s+i'?m\s+angry)|"
+        rf"\bi\s+(?:get\s+so\s+angry|lose\s+it|snap)\b[^.!?]{{0,30}}\b(?:hit|beat|slap)\s+{_OWN_CHILD}",
+        True,
+    ),
+    (
+        "en.control",
+        "abuse",
+        "medium",
+        r"\bcontrols?\s+(?:all\s+)?(?:of\s+)?(?:my|the|our)\s+(?:money|finances|bank\s+account|"
+        r"paycheck)\b|\btracks?\s+my\s+(?:location|phone|car)\b|"
+        r"\b(?:go(?:es)?\s+through|checks?|reads?)\s+my\s+(?:phone|messages|texts|emails)\b|"
+        r"\b(?:takes?|took)\s+(?:all\s+)?my\s+(?:paychecks?|salary|wages|passport)\b|"
+        r"\bnot\s+allowed\s+to\s+(?:leave\s+the\s+house|go\s+out|see\s+my\s+(?:friends|family)|"
+        r"have\s+(?:my\s+own\s+)?money|work)\b|"
+        r"\bwon'?t\s+let\s+me\s+(?:leave\s+the\s+house|see\s+my\s+(?:friends|family)|"
+        r"have\s+(?:my\s+own\s+)?money|work|talk\s+to\s+anyone)\b",
+        True,
+    ),
 ]
 
 # --- Chinese -------------------------------------------------------------------------------
@@ -319,8 +480,9 @@ _ZH_PEOPLE = (
     r"同学|室友)"
 )
 _ZH_ABUSER = (
-    r"(?:他|她|他们|爸爸|爸|父亲|妈妈|妈|母亲|继父|继母|后妈|丈夫|老公|男朋友|男友|女朋友|前夫|"
-    r"哥哥|姐姐|叔叔|舅舅|爷爷|老师|教练|上司)"
+    r"(?:他|她|他们|爸爸|爸|父亲|妈妈|妈|母亲|继父|继母|后妈|后爸|丈夫|老公|男朋友|男友|女朋友|女友|"
+    r"前夫|前妻|前男友|前女友|老婆|妻子|哥哥|姐姐|叔叔|舅舅|姑父|姨父|伯伯|爷爷|奶奶|外公|外婆|姥姥|"
+    r"姥爷|婆婆|公公|岳母|岳父|老师|教练|上司|领导|老板|同学)"
 )
 _ZH: list[tuple[str, Category, Severity, str, bool]] = [
     (
@@ -404,6 +566,61 @@ _ZH: list[tuple[str, Category, Severity, str, bool]] = [
         r"把(?:我|孩子|他|她|我们)(?:锁|关)在|霸凌|被欺负|威胁(?:要)?(?:杀|打)(?:了)?我|不敢回家|怕(?:他|我爸|我老公|我丈夫)打我",
         True,
     ),
+    (
+        "zh.plan",
+        "suicide_self_harm",
+        "high",
+        r"一死了之|一死百了|想好了?(?:要)?(?:怎么|怎样|如何|用什么方式|用什么办法)(?:去)?死|"
+        r"(?:自杀|轻生|死)的(?:方法|方式|办法|计划)|"
+        r"(?:查|搜|问|百度)(?:了|过)?[^，。！？]{0,10}(?:会死|致死|能死|死得快|致命)|"
+        r"(?:从|在)[^，。！？]{1,8}(?:跳下去|跳下来|跳了下去)|往下跳|"
+        r"(?:交代|安排|准备)(?:好|了)?(?:一下)?后事|"
+        r"站在(?:天台|楼顶|阳台|桥|窗台|屋顶)[^，。！？]{0,2}(?:边上|边缘|边|栏杆外)|"
+        r"(?:安眠药|药片|药)[^，。]{0,2}(?:攒|囤|存)着|一次(?:性)?(?:吃|吞)(?:完|光|掉|下去)|"
+        r"(?:准备|买|备)(?:好|了)(?:了)?(?:绳子|炭|木炭|刀片)|"
+        r"死了(?:对谁都好|(?:也)?没(?:有)?人(?:会)?(?:在意|在乎|难过|发现))",
+        True,
+    ),
+    (
+        "zh.passive2",
+        "suicide_self_harm",
+        "medium",
+        r"(?:不如|还不如)(?:早点|早日|直接|干脆)?(?:解脱|走了算了|消失)|早点解脱|彻底解脱|"
+        r"活着(?:好|太|真)(?:累|痛苦|没意思)|不想(?:再)?醒(?:过来|来)|"
+        r"活着(?:就是|只会|只是)?(?:给|让)[^，。]{0,6}(?:添麻烦|丢脸|受累|负担)",
+        False,
+    ),
+    (
+        "zh.self_harm2",
+        "suicide_self_harm",
+        "medium",
+        r"(?:砸|捶|扇|抽|撞)(?:伤)?自己|(?:用拳头|用头)(?:砸|撞|打|捶)|割自己|划自己",
+        True,
+    ),
+    (
+        "zh.violence2",
+        "violence",
+        "high",
+        r"把[^，。！？]{1,12}?(?:砍|捅|掐|勒|打|弄|毒|杀)死|"
+        r"(?:砍|捅|掐|勒|毒)死(?:他|她|他们|那个|这个|我的?(?:室友|同事|老板|老公|老婆|前夫|前妻|同学))|"
+        r"不得好死|陪葬|"
+        r"(?:炸|烧)(?:了|掉|毁)(?:他家|她家|公司|学校|大楼|商场|整栋楼)|"
+        r"(?:买|带|拿|准备)(?:了|好)?(?:一把)?(?:刀|枪|斧头|汽油)[^。！？]{0,10}(?:找|去|堵)",
+        True,
+    ),
+    (
+        "zh.abuse2",
+        "abuse",
+        "high",
+        r"拳打脚踢|打(?:了|过)?我[^，。]{0,4}耳光|扇(?:了|过)?我[^，。]{0,4}(?:耳光|巴掌)?|"
+        r"摸(?:我|她|他|孩子)的?(?:身体|胸|屁股|私处|下体|下面|隐私部位)|"
+        r"强迫[^，。]{0,8}(?:发生(?:了)?(?:性)?关系|性行为|做爱|上床)|"
+        r"(?:打|揍)得[^，。]{0,4}(?:流血|出血|住院|骨折|肿了|青一块紫一块)|"
+        r"(?:一生气就|忍不住|控制不住)[^，。]{0,4}(?:打|揍)(?:儿子|女儿|孩子)|罚(?:我|孩子)?跪|"
+        r"(?:把|将)我的?(?:手机|身份证|护照|钱|工资卡|银行卡)[^，。]{0,8}(?:收走|拿走|没收|扣)|"
+        r"不让我(?:出门|出去|上班|工作|见(?:朋友|家人|父母))",
+        True,
+    ),
 ]
 
 _RULES: tuple[_Rule, ...] = tuple(
@@ -446,13 +663,27 @@ def _clause_prefix(text: str, start: int) -> str:
     return window[cut:]
 
 
+# A clinical denial covers the list that follows it, up to the end of the sentence or a
+# contrast: "denies suicidal ideation, homicidal ideation or self-harm", "否认自杀、自伤及伤人想法".
+_EN_LIST_NEG = re.compile(
+    r"\b(?:denies|denied|denying|deny|negative\s+for|ruled\s+out)\b"
+    r"(?:(?!\b(?:but|however|though|although|except|yet|reports?|reported|endorses?|endorsed|"
+    r"admits?|admitted|states?|stated|says|said)\b)[^.!?;\n]){0,100}$",
+    re.IGNORECASE,
+)
+_ZH_LIST_NEG = re.compile(
+    r"(?:否认|未诉|未见|无明显)(?:(?!但|但是|可是|不过|然而|承认|表示|称)[^。！？；\n]){0,40}$"
+)
+
+
 def _negated(rule: _Rule, text: str, start: int) -> bool:
     if not rule.negatable:
         return False
     prefix = _clause_prefix(text, start)
+    sentence = text[max(0, start - 160) : start]
     if rule.lang == "zh":
-        return _ZH_NEG.search(prefix) is not None
-    return _EN_NEG.search(prefix) is not None
+        return _ZH_NEG.search(prefix) is not None or _ZH_LIST_NEG.search(sentence) is not None
+    return _EN_NEG.search(prefix) is not None or _EN_LIST_NEG.search(sentence) is not None
 
 
 def _sentence_span(text: str, start: int, end: int, limit: int = 240) -> tuple[int, int]:

@@ -68,7 +68,9 @@ class ModelSettings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     load_in_4bit: bool = False
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    domain_adapter: str | None = None  # path to a PEFT adapter dir; "auto" = the shipped one
+    # A PEFT adapter dir; "auto" = the one under adapters/ made for ``spec`` (the embedded model
+    # ships one: adapters/smollm2-135m-imhi-counselchat); None or "" = no domain adapter.
+    domain_adapter: str | None = "auto"
     context_window: int | None = None  # override the model's own limit
 
 

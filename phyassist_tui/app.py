@@ -9,6 +9,7 @@ helpers here (``store_call``, ``wait_for_model``, ``use_patient_model``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from textual import events
 from textual.app import App, SystemCommand
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 
 from engine.errors import PhyAssistError
 from engine.records import ChatMessage, Patient
@@ -36,12 +38,13 @@ from phyassist_tui.ports import (
     real_assistant,
     real_store_class,
 )
-from phyassist_tui.screens.train import TrainScreen
 from phyassist_tui.screens.unlock import UnlockScreen
 from phyassist_tui.screens.workspace import CHAT_BLOB, WorkspaceScreen
 from phyassist_tui.widgets.text import clean
 
 T = TypeVar("T")
+
+MODEL_LOAD_GRACE_S = 2.0  # the model starts loading this long after launch at the latest
 
 ACTIVITY_EVENTS = (
     events.Key,
@@ -93,6 +96,8 @@ class PhyAssistApp(App):
         self._patient_in_model: str | None = None
         self._last_activity = time.monotonic()
         self._theme_loaded = False
+        self._model_load_started = False
+        self._model_timer: Timer | None = None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "lock":
@@ -113,10 +118,23 @@ class PhyAssistApp(App):
                 severity="warning",
             )
         self.push_screen(UnlockScreen())
-        self.run_worker(self._load_model, name="load-model", thread=True, exit_on_error=False)
+        self.call_after_refresh(freeze_heap)
+        # The model loads in the background from the moment the patient list is up, or
+        # after a grace period while the counselor types the passphrase; importing torch
+        # holds the GIL for seconds and would otherwise slow the unlock and the first list.
+        self._model_timer = self.set_timer(MODEL_LOAD_GRACE_S, self.start_model_load)
         minutes = self.settings.idle_lock_minutes
         if minutes > 0:
             self.set_interval(min(5.0, max(0.2, minutes * 60 / 4)), self._check_idle)
+
+    def start_model_load(self) -> None:
+        """Start loading the model in a worker (once; later calls do nothing)."""
+        if self._model_load_started:
+            return
+        self._model_load_started = True
+        if self._model_timer is not None:
+            self._model_timer.stop()
+        self.run_worker(self._load_model, name="load-model", thread=True, exit_on_error=False)
 
     def _load_model(self) -> None:
         """Background: build and load the assistant; the UI shows progress meanwhile."""
@@ -142,6 +160,7 @@ class PhyAssistApp(App):
         self.call_from_thread(self._model_loaded, "ready", self.assistant.model_label, "")
 
     def _model_loaded(self, state: str, label: str, detail: str) -> None:
+        freeze_heap()  # torch and the weights' Python objects: never scanned again
         self.model_label = label
         self.model_detail = detail
         self.model_state = state
@@ -154,6 +173,7 @@ class PhyAssistApp(App):
         self.refresh_bindings()
         self._last_activity = time.monotonic()
         self.switch_screen(WorkspaceScreen())
+        self.call_after_refresh(freeze_heap)
 
     def store_call(self, fn: Callable[[VaultStore], T]) -> T:
         """Run ``fn(store)`` (from a worker thread), one vault call at a time."""
@@ -232,6 +252,8 @@ class PhyAssistApp(App):
                     exit_on_error=False,
                 )
 
+        from phyassist_tui.screens.train import TrainScreen  # plotext: off the launch path
+
         self.push_screen(TrainScreen(patient.name, start), finished)
 
     def _after_training(self, patient: Patient) -> None:
@@ -248,6 +270,24 @@ class PhyAssistApp(App):
             if isinstance(screen, WorkspaceScreen):
                 return screen
         return None
+
+    def on_key(self, event: events.Key) -> None:
+        """Type-ahead: a printable key aimed at a widget that lost focus before it was handled.
+
+        Keys arrive in bursts over SSH or on a busy machine: after ``e`` opens an editor, the
+        next letters may already be queued for the list. A printable key only reaches the app
+        unhandled while a text field is focused in that case (fields consume their own keys),
+        so it is typed into the field rather than lost.
+        """
+        from textual.widgets import Input, TextArea
+
+        focused = self.focused
+        if not (event.is_forwarded and event.is_printable and event.character):
+            return
+        if isinstance(focused, Input):
+            focused.insert_text_at_cursor(event.character)
+        elif isinstance(focused, TextArea) and not focused.read_only:
+            focused.insert(event.character)
 
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, ACTIVITY_EVENTS):
@@ -331,6 +371,18 @@ class PhyAssistApp(App):
             return
         await screen.run_action(f"show_tab('{scope}')")
         await screen.query_one(f"#{scope}-pane").run_action(action)
+
+
+def freeze_heap() -> None:
+    """Move every object alive now out of the cyclic garbage collector's sight.
+
+    A full collection scans every tracked object: with Textual, pydantic's schemas and
+    (once loaded) torch, one took 120+ ms on the test box and stalled whatever key was
+    pressed meanwhile. The app's long-lived objects are made at start-up, on unlock and
+    when the model loads; freezing them after each keeps later collections to the
+    objects made since. Memory freed by reference counting is unaffected.
+    """
+    gc.freeze()
 
 
 def real_store_class_lazy() -> VaultOpener:

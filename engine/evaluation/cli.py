@@ -92,16 +92,22 @@ def run(args: argparse.Namespace) -> int:
         from peft import PeftModel
 
         meta["adapter"] = str(args.adapter)
+        if args.compare_base:  # before any LoRA layer exists: the base at full speed
+            runs.append(
+                evaluate_imhi(loaded.model, loaded.tokenizer, args.data, name="base", **common)
+            )
         model = PeftModel.from_pretrained(loaded.model, str(args.adapter))
+        # Merged LoRA weights generate as fast as the base; a quantized base cannot merge.
+        merge = not getattr(loaded.model, "is_loaded_in_4bit", False)
+        meta["adapter_merged"] = merge
         try:
-            if args.compare_base:
-                with model.disable_adapter():
-                    runs.append(
-                        evaluate_imhi(model, loaded.tokenizer, args.data, name="base", **common)
-                    )
+            if merge:
+                model.merge_adapter()
             runs.append(evaluate_imhi(model, loaded.tokenizer, args.data, name="adapter", **common))
         finally:
-            # load_model shares the model in-process: take the adapter layers out again.
+            # load_model shares the model in-process: restore the weights, drop the layers.
+            if merge:
+                model.unmerge_adapter()
             model.unload()
     md = write_report(args.out, runs, meta=meta)
     print(md.read_text(encoding="utf-8"))

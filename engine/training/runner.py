@@ -240,7 +240,9 @@ class TrainingRun:
     def _run(self, data: TrainingData, key: bytes) -> Iterator[TrainingEvent]:
         if self.cancelled:
             raise TrainingCancelled("Training was cancelled; the previous adapter stays active.")
-        job = json.dumps(self._job(data, key), ensure_ascii=False).encode("utf-8")
+        job_data = self._job(data, key)
+        job_data["started_at"] = time.time()  # the worker reports its startup time from here
+        job = json.dumps(job_data, ensure_ascii=False).encode("utf-8")
         with self._lock:
             self._proc = subprocess.Popen(
                 [self.python, "-m", "engine.training.worker"],

@@ -38,6 +38,8 @@ class TrainResult:
     state_dict: dict[str, Any]
     steps: int = 0
     final_loss: float | None = None
+    setup_s: float = 0.0  # building the trainers (tokenizing the examples, wrapping in LoRA)
+    fit_s: float = 0.0  # inside ``trainer.train()``: the optimizer steps themselves
     preference_steps: int = 0
     preference_loss: float | None = None
     tokens_seen: int = 0
@@ -135,6 +137,35 @@ def _common_args(hp: Hyperparameters, output_dir: Path, use_cpu: bool) -> dict[s
     }
 
 
+def score_answer_tokens_only() -> bool:
+    """Make TRL's fused LM head project only the labelled (answer) positions on the CPU too.
+
+    TRL computes the loss through a chunked LM head. On Triton devices it projects only the
+    positions that carry a label; elsewhere it projects every position so that tile shapes stay
+    fixed for graph compilers (Neuron). Eager CPU code has no such concern, and with answer-only
+    loss about 70 % of a note's tokens are prompt: projecting them onto the 49k-word vocabulary
+    cost ~20 % of each CPU step for nothing. The loss and gradients are the same either way
+    (``tests/train/test_speed.py``). Returns whether TRL's switch was found.
+    """
+    try:
+        import trl.trainer.utils as trl_utils
+    except ImportError:  # pragma: no cover - TRL is a dependency
+        return False
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None:
+        return False
+    if getattr(original, "phyassist_compact", False):
+        return True
+
+    def compact_on_cpu_too(device: Any) -> bool:
+        return device.type == "cpu" or original(device)
+
+    compact_on_cpu_too.phyassist_compact = True  # type: ignore[attr-defined]
+    compact_on_cpu_too.original = original  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact_on_cpu_too
+    return True
+
+
 def lora_config_for(hp: Hyperparameters):
     from peft import LoraConfig
 
@@ -180,6 +211,7 @@ def train_adapter(
     datasets.disable_caching()
     if not sft:
         raise TrainingError("There are no saved notes with an Analysis to train on.")
+    score_answer_tokens_only()
     use_cpu = next(model.parameters()).device.type == "cpu"
     if getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(
@@ -204,7 +236,10 @@ def train_adapter(
         callbacks=[_make_callback("sft", emit, sft_losses)],
     )
     _quiet_trainer(trainer)
+    setup_s = time.perf_counter() - started
+    fit_started = time.perf_counter()
     trainer.train()
+    fit_s = time.perf_counter() - fit_started
     peft_model = trainer.model
     result = TrainResult(
         config={},
@@ -218,10 +253,14 @@ def train_adapter(
 
     if hp.use_preference_step(len(pairs)):
         pref_losses: list[float] = []
+        t = time.perf_counter()
         pref_trainer = _preference_trainer(peft_model, tokenizer, pairs, hp, emit, output_dir)
         pref_trainer.add_callback(_make_callback(hp.preference_method, emit, pref_losses))
         _quiet_trainer(pref_trainer)
+        setup_s += time.perf_counter() - t
+        t = time.perf_counter()
         pref_trainer.train()
+        fit_s += time.perf_counter() - t
         result.preference_steps = pref_trainer.state.global_step
         result.preference_loss = pref_losses[-1] if pref_losses else None
         del pref_trainer
@@ -235,6 +274,7 @@ def train_adapter(
     }
     result.config = adapter_config_dict(peft_model, base_name or _model_name(model))
     result.train_s = time.perf_counter() - started
+    result.setup_s, result.fit_s = setup_s, fit_s
     result.peft_model = peft_model
     return result
 
@@ -300,25 +340,50 @@ def _write_staging(path: Path, data: bytes) -> None:
         raise
 
 
+def _import_training_libraries() -> None:
+    """The heavy imports, up front, so the startup cost is measured as one phase."""
+    import datasets  # noqa: F401
+    import peft  # noqa: F401
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+    from trl import SFTConfig, SFTTrainer  # noqa: F401
+
+
 def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
-    """Load the base, train, seal the adapter to the staging path; returns the summary."""
+    """Load the base, train, seal the adapter to the staging path; returns the summary.
+
+    The summary's ``timings`` split the worker's life into phases (seconds): ``startup``
+    (interpreter, this module, reading the job: from the parent's ``started_at``), ``imports``
+    (torch, transformers, PEFT, TRL, datasets), ``load`` (the base model), ``prepare`` (tokens,
+    recipe), ``setup`` (trainers, tokenized datasets), ``fit`` (the optimizer steps) and
+    ``save`` (adapter state, packing, sealing, the staging file).
+    """
+    if job.get("version") != JOB_VERSION:
+        raise TrainingError(f"Unknown training job version {job.get('version')!r}.")
+    timings: dict[str, float] = {}
+    if isinstance(job.get("started_at"), int | float):
+        timings["startup_s"] = max(0.0, time.time() - float(job["started_at"]))
+    key = base64.b64decode(job["transfer_key"])
+    work_dir = Path(job["work_dir"])
+    staging = Path(job["staging_path"])
+    overrides = dict(job.get("overrides") or {})
+    settings_data = job["settings"]
+
+    t = time.perf_counter()
+    _import_training_libraries()
+    import torch
+
     from engine.adapters import pack_adapter
     from engine.crypto import seal
     from engine.llm import load_model
     from engine.settings import Settings
     from engine.training.metrics import count_tokens
 
-    if job.get("version") != JOB_VERSION:
-        raise TrainingError(f"Unknown training job version {job.get('version')!r}.")
-    key = base64.b64decode(job["transfer_key"])
-    work_dir = Path(job["work_dir"])
-    staging = Path(job["staging_path"])
-    overrides = dict(job.get("overrides") or {})
+    timings["imports_s"] = time.perf_counter() - t
 
-    import torch
-
+    t = time.perf_counter()
     torch.manual_seed(int(overrides.get("seed", 42)))
-    settings = Settings(**job["settings"])
+    settings = Settings(**settings_data)
     device = settings.model.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -327,7 +392,9 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     emit({"phase": "loading", "step": 0, "total_steps": 0, "device": device})
     loaded = load_model(settings)
     model, tokenizer = loaded.model, loaded.tokenizer
+    timings["load_s"] = time.perf_counter() - t
 
+    t = time.perf_counter()
     sft, pairs = job["sft"], job.get("pairs") or []
     n_tokens = count_tokens(tokenizer, sft)
     check_token_limit(n_tokens, int(job["max_training_tokens"]))
@@ -338,6 +405,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         model_type=model.config.model_type,
         overrides=overrides,
     )
+    timings["prepare_s"] = time.perf_counter() - t
     emit(
         {
             "phase": "prepared",
@@ -350,9 +418,13 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     result = train_adapter(
         model, tokenizer, sft, pairs, hp, emit, work_dir / "trainer", base_name=loaded.name
     )
+    timings["setup_s"] = result.setup_s
+    timings["fit_s"] = result.fit_s
     emit({"phase": "saving", "step": result.steps, "total_steps": result.steps})
+    t = time.perf_counter()
     packed = pack_adapter(result.config, result.state_dict)
     _write_staging(staging, seal(key, packed, transfer_aad(job["run_id"], job["patient_id"])))
+    timings["save_s"] = time.perf_counter() - t
     return {
         "phase": "done",
         "base_model": loaded.name,
@@ -366,6 +438,8 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         "preference_steps": result.preference_steps,
         "preference_loss": result.preference_loss,
         "train_s": round(result.train_s, 3),
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "cpu_threads": torch.get_num_threads(),
         "hyperparameters": hp.model_dump(),
     }
 

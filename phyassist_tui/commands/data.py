@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.settings import EMBEDDED_MODEL
+
 
 def _prepare(args: argparse.Namespace) -> int:
     from engine.dataprep.cli import run
@@ -30,7 +32,17 @@ def _domain_train(args: argparse.Namespace) -> int:
 def _domain_ship(args: argparse.Namespace) -> int:
     from engine.domain_card import ship
 
-    card = ship(args.run, args.eval, args.data, args.dest)
+    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    card = ship(
+        args.run,
+        args.eval,
+        args.data,
+        args.dest,
+        base_spec=args.base_spec,
+        bf16=args.bf16,
+        notes=notes,
+        command=args.command,
+    )
     print(f"adapter and card written: {card}")
     return 0
 
@@ -69,4 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ship.add_argument("--eval", type=Path, required=True, help="the `eval imhi --out` dir")
     ship.add_argument("--data", type=Path, required=True, help="the `data prepare --out` dir")
     ship.add_argument("--dest", type=Path, default=Path("adapters/domain"))
+    ship.add_argument(
+        "--base-spec",
+        default=EMBEDDED_MODEL,
+        help="model spec the adapter belongs to (recorded in adapter_config.json)",
+    )
+    ship.add_argument(
+        "--bf16", action="store_true", help="store the LoRA weights as bfloat16 (half the size)"
+    )
+    ship.add_argument("--notes", type=Path, help="Markdown file appended to the card")
+    ship.add_argument("--command", help="the command to reproduce, shown on the card")
     ship.set_defaults(handler=_domain_ship)

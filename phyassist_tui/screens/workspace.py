@@ -42,7 +42,6 @@ from phyassist_tui.messages import (
 from phyassist_tui.ports import AssistantLike, stats_dict
 from phyassist_tui.screens.confirm import ConfirmScreen
 from phyassist_tui.screens.new_patient import NewPatientScreen
-from phyassist_tui.screens.risk import confirm_risk_then  # trust: risk flags first
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
 from phyassist_tui.widgets.draft_pane import DraftPane
@@ -54,6 +53,7 @@ from phyassist_tui.widgets.text import clean
 DRAFT_BLOB = "draft"  # encrypted autosave of the unsaved draft, one per patient
 CHAT_BLOB = "chat"
 AUTOSAVE_DELAY_S = 1.0
+STREAM_FLUSH_S = 0.1  # streamed text is shown at most ten times a second
 TABS = ("notes", "analysis", "draft", "chat")
 
 Producer = Callable[[AssistantLike, threading.Event], Iterator[str]]
@@ -73,6 +73,10 @@ class WorkspaceScreen(Screen):
         self._regen_backup: tuple[str, str] | None = None  # item id, text before regeneration
         self._autosave_timer: Timer | None = None
         self._gen_started = 0.0
+        self._pending: list[str] = []  # streamed text not shown yet (see _generation_chunk)
+        self._pending_kind: GenerationKind | None = None
+        self._pending_rate: float | None = None
+        self._flush_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="✚")
@@ -218,6 +222,9 @@ class WorkspaceScreen(Screen):
                 ),
             )
 
+        # trust: risk flags first (imported here: its patterns are off the launch path)
+        from phyassist_tui.screens.risk import confirm_risk_then
+
         confirm_risk_then(self.app, self.app.store, patient.id, question, start)  # trust
 
     def action_cancel_generation(self) -> None:
@@ -274,14 +281,20 @@ class WorkspaceScreen(Screen):
 
     @on(PatientLoaded)
     async def _patient_loaded(self, message: PatientLoaded) -> None:
-        patient = self.patient = message.patient
+        patient = message.patient
         self.sub_title = clean(patient.name)
         self.draft_question = ""
+        # reset every view before the patient becomes current, so nothing started in
+        # between (a generation, an autosave) can mix two patients
         await self.query_one(NotesView).show_patient(patient)
         self.analysis.set_inputs("", "")
         self.analysis.stream.set_text("")
         await self.draft_pane.load(None)
         self.query_one(TabbedContent).active = "notes"
+        if self._autosave_timer is not None:
+            self._autosave_timer.stop()
+            self._autosave_timer = None
+        self.patient = patient
         self.refresh_bindings()
         self._load_chat(patient)
         if self.app.model_state == "ready":
@@ -416,21 +429,47 @@ class WorkspaceScreen(Screen):
 
     @on(GenerationChunk)
     def _generation_chunk(self, message: GenerationChunk) -> None:
-        self.status.tokens_per_s = message.tokens_per_s
-        if message.kind in ("analysis", "regenerate_all"):
-            self.analysis.stream.append(message.text)
-        elif message.kind == "regenerate_item":
+        """Buffer the chunk; ``_flush_stream`` shows what came at most STREAM_FLUSH_S apart.
+
+        Every update of the streamed text changes its height, which makes Textual lay out
+        the whole screen; at one layout per token the keys typed meanwhile wait behind
+        them. A few repaints a second read just as live and leave the loop free for keys.
+        """
+        if self._pending_kind is not None and self._pending_kind != message.kind:
+            self._flush_stream()
+        self._pending_kind = message.kind
+        self._pending.append(message.text)
+        self._pending_rate = message.tokens_per_s
+        if self._flush_timer is None:
+            self._flush_timer = self.set_timer(STREAM_FLUSH_S, self._flush_stream)
+
+    def _flush_stream(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
+        kind, text = self._pending_kind, "".join(self._pending)
+        self._pending.clear()
+        self._pending_kind = None
+        if kind is None:
+            return
+        self.status.tokens_per_s = self._pending_rate
+        if not text:
+            return
+        if kind in ("analysis", "regenerate_all"):
+            self.analysis.stream.append(text)
+        elif kind == "regenerate_item":
             row = self.draft_pane.row_for(self._regen_backup[0]) if self._regen_backup else None
             if row is not None:
-                row.streaming = (row.streaming or "") + message.text
+                row.streaming = (row.streaming or "") + text
                 row.refresh_body()
-        elif message.kind == "chat":
+        elif kind == "chat":
             bubble = self.chat.last_bubble
             if bubble is not None and bubble.role == "assistant":
-                bubble.set_text(bubble.text + message.text)
+                bubble.set_text(bubble.text + text)
 
     @on(GenerationFinished)
     async def _generation_finished(self, message: GenerationFinished) -> None:
+        self._flush_stream()  # what came before the end, in order
         self.generating = None
         self._cancel = None
         self.draft_pane.busy = False
@@ -631,6 +670,10 @@ class WorkspaceScreen(Screen):
         if self.patient is None:
             return
         patient_id, payload = self.patient.id, self.autosave_payload()
+        if payload is None:
+            # nothing typed yet (e.g. views just reset for a newly opened patient): keep any
+            # earlier autosave; only Save and Discard remove it
+            return
         self.run_worker(
             partial(self.write_autosave, patient_id, payload),
             name="autosave-draft",
@@ -688,10 +731,11 @@ class WorkspaceScreen(Screen):
             self._cancel.set()
         if self._autosave_timer is not None:
             self._autosave_timer.stop()
-        if self.patient is not None:
+        payload = self.autosave_payload()
+        if self.patient is not None and payload is not None:
             import asyncio
 
-            await asyncio.to_thread(self.write_autosave, self.patient.id, self.autosave_payload())
+            await asyncio.to_thread(self.write_autosave, self.patient.id, payload)
 
     # -- chat ----------------------------------------------------------------------------------
     def _load_chat(self, patient: Patient) -> None:
@@ -738,7 +782,15 @@ class WorkspaceScreen(Screen):
             self.notify("A generation is running (Esc stops it).", severity="warning")
             return
         history = list(self.history)
-        text = message.text[: self.app.settings.limits.max_statement_chars]
+        text = message.text
+        limit = self.app.settings.limits.max_statement_chars
+        if len(text) > limit:
+            self.query_one("#chat-input", Input).value = text  # give it back, nothing lost
+            self.notify(
+                f"The message is {len(text):,} characters; the limit is {limit:,}.",
+                severity="error",
+            )
+            return
         self.history.append(ChatMessage(role="user", content=text))
         await self.chat.add_bubble("user", text)
         bubble: ChatBubble = await self.chat.add_bubble("assistant", "")

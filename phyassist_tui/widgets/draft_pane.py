@@ -109,11 +109,17 @@ class ItemRow(ListItem):
     def refresh_body(self) -> None:
         self.query_one(".item-body", Static).update(self.body())
 
-    def start_edit(self, mode: EditMode) -> ItemEditor:
+    async def start_edit(self, mode: EditMode) -> ItemEditor:
+        """Open the editor and focus it before the next key is handled.
+
+        Awaiting the mount and focusing directly (not via ``focus()``'s deferred call) means
+        keys typed right after ``e``/``c``/``a`` land in the editor, not on the list's
+        one-letter bindings, even when the terminal delivers them in one burst.
+        """
         self.editing = True
         editor = ItemEditor(mode, self.item.text if mode == "edit" else "")
-        self.mount(editor)
-        editor.focus()
+        await self.mount(editor)
+        self.screen.set_focus(editor)
         return editor
 
 
@@ -197,25 +203,31 @@ class DraftPane(Vertical):
         if self.draft is not None:
             self.post_message(DraftChanged(self.draft))
 
+    @property
+    def editing(self) -> bool:
+        return any(row.editing for row in self.query(ItemRow))
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in _DRAFT_ACTIONS and (self.draft is None or self.busy):
+        if action in _DRAFT_ACTIONS and (self.draft is None or self.busy or self.editing):
+            # while an editor is open its letters are text, never list commands (keys typed
+            # in a burst right after 'e' may still be on their way through the list)
             return None
         return True
 
     # -- actions -------------------------------------------------------------------------------
-    def action_edit_item(self) -> None:
+    async def action_edit_item(self) -> None:
         row = self.selected_row
         if row is None or row.editing:
             return
         if row.item.deleted:
             self.notify("Restore the item (d) before editing it.", severity="warning")
             return
-        row.start_edit("edit")
+        await row.start_edit("edit")
 
-    def action_comment_item(self) -> None:
+    async def action_comment_item(self) -> None:
         row = self.selected_row
         if row is not None and not row.editing:
-            row.start_edit("comment")
+            await row.start_edit("comment")
 
     async def action_add_item(self) -> None:
         if self.draft is None:
@@ -231,7 +243,7 @@ class DraftPane(Vertical):
         await self.load(self.draft, focus_item=new.id)
         added = self.row_for(new.id)
         if added is not None:
-            added.start_edit("edit")
+            await added.start_edit("edit")
 
     async def action_delete_item(self) -> None:
         row = self.selected_row
@@ -281,6 +293,11 @@ class DraftPane(Vertical):
                 row.item.comments.append(value)
         elif value:
             row.item.text = value
+        elif row.section == "symptom_type":
+            if row.item.text:
+                self.notify(
+                    "The symptom type cannot be empty; it is unchanged.", severity="warning"
+                )
         elif row.item.added_by_counselor and not row.item.text:
             await self._drop_empty(row)
             return
@@ -296,7 +313,12 @@ class DraftPane(Vertical):
     async def _editor_abandoned(self, event: ItemRow.EditAbandoned) -> None:
         event.stop()
         row = event.row
-        if row and row.item.added_by_counselor and not row.item.text:
+        if (
+            row
+            and row.section != "symptom_type"  # one fixed item, never dropped
+            and row.item.added_by_counselor
+            and not row.item.text
+        ):
             await self._drop_empty(row)
         self.focus_list()
 

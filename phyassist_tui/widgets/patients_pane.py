@@ -17,18 +17,26 @@ ADAPTER_MARK = "◆"
 
 
 class PatientRow(ListItem):
+    """One patient, drawn by the row itself (no child widgets).
+
+    Every key typed into an ``Input`` makes Textual lay out the whole screen, at a cost that
+    grows with the number of widgets; one widget per patient instead of two keeps typing
+    and streaming responsive with a long list.
+    """
+
+    DEFAULT_CSS = """
+    PatientRow { text-wrap: nowrap; text-overflow: ellipsis; }
+    """
+
     def __init__(self, summary: PatientSummary) -> None:
         super().__init__()
         self.summary = summary
 
-    def compose(self) -> ComposeResult:
+    def render(self) -> Content:
         s = self.summary
         mark = ADAPTER_MARK if s.has_adapter else " "
         notes = f"{s.note_count} note" + ("" if s.note_count == 1 else "s")
-        yield Label(
-            Content.assemble((mark, "$accent"), " ", clean(s.name), ("\n  " + notes, "dim")),
-            markup=False,
-        )
+        return Content.assemble((mark, "$accent"), " ", clean(s.name), ("\n  " + notes, "dim"))
 
 
 class PatientsPane(Vertical):
@@ -102,6 +110,9 @@ class PatientsPane(Vertical):
         await listing.extend(PatientRow(s) for s in message.patients)
         ids = [s.id for s in message.patients]
         listing.index = ids.index(current) if current in ids else (0 if ids else None)
+        start_model_load = getattr(self.app, "start_model_load", None)
+        if callable(start_model_load):  # the list is up: the model may take the CPU now
+            self.call_after_refresh(start_model_load)
 
     @property
     def highlighted_id(self) -> str | None:

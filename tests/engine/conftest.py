@@ -29,7 +29,7 @@ def engine_settings(root: Path, **model: object) -> Settings:
         data_dir=root / "data",
         config_dir=root / "config",
         cache_dir=model_cache_root(),
-        model=ModelSettings(**model),
+        model=ModelSettings(**{"domain_adapter": None, **model}),  # the bare base unless set
         generation=GenerationSettings(max_new_tokens=16, do_sample=False, repetition_penalty=1.1),
         store=StoreSettings(scrypt_log2_n=10),
     )

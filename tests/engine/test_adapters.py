@@ -85,6 +85,80 @@ def test_bad_containers_are_refused(data: bytes, message: str) -> None:
         unpack_adapter(data)
 
 
+def _v1_container(config: dict, state: dict) -> bytes:
+    """An adapter as the first release packed it: fp32 weights, no format version."""
+    from safetensors.torch import save
+
+    weights = save({k: v.contiguous() for k, v in state.items()}, metadata={"format": "pt"})
+    return _tar(
+        {"adapter_config.json": json.dumps(config).encode(), "adapter_model.safetensors": weights}
+    )
+
+
+def test_registry_stores_bf16_and_still_reads_fp32_adapters(fake_store) -> None:
+    config = {"peft_type": "LORA", "r": 2, "target_modules": ["q_proj"]}
+    state = {"a.lora_A.weight": torch.randn(2, 4096), "a.lora_B.weight": torch.randn(4096, 2)}
+    registry = AdapterRegistry(fake_store)
+    registry.save("p1", config, state)
+    fp32_bytes = len(pack_adapter(config, state))
+    assert len(fake_store.read_blob("p1", "adapter/v1")) < 0.6 * fp32_bytes  # half the weights
+    _, stored = registry.read("p1", 1)
+    for key, value in state.items():
+        assert stored[key].dtype == torch.bfloat16
+        assert torch.equal(stored[key], value.to(torch.bfloat16))
+    fake_store.write_blob("p1", "adapter/v2", _v1_container(config, state))  # an old version
+    config2, old = registry.read("p1", 2)
+    assert config2 == config
+    assert all(old[k].dtype == torch.float32 and torch.equal(old[k], v) for k, v in state.items())
+
+
+def test_unpacked_weights_can_go_to_a_device_in_one_transfer() -> None:
+    state = {
+        "a": torch.randn(3, 5),
+        "b": torch.arange(7, dtype=torch.int64),
+        "c": torch.zeros(0, 4),
+    }
+    data = pack_adapter({"r": 1}, state, dtype="bfloat16")
+    _, got = unpack_adapter(data, device="cpu")
+    assert got["a"].dtype == torch.bfloat16 and torch.equal(got["a"], state["a"].bfloat16())
+    assert torch.equal(got["b"], state["b"])  # integers are never converted
+    assert got["c"].shape == (0, 4)
+
+
+def _with_weights(weights: bytes) -> bytes:
+    return _tar({"adapter_config.json": b"{}", "adapter_model.safetensors": weights})
+
+
+def _safetensors(header: dict, body: bytes = b"") -> bytes:
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + body
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        (_safetensors({"__metadata__": {"phyassist_adapter": "9"}}), "newer PhyAssist"),
+        (
+            _safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"x"),
+            "byte range",
+        ),
+        (
+            _safetensors({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"x" * 8),
+            "byte range",
+        ),
+        (_safetensors({"w": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}, b"x"), "dtype"),
+        (
+            _safetensors({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}}, b"x" * 4),
+            "malformed",
+        ),
+        ((10**6).to_bytes(8, "little") + b"{}", "longer than"),
+    ],
+)
+def test_bad_weight_files_are_refused(weights: bytes, message: str) -> None:
+    with pytest.raises(AdapterLoadError, match=message):
+        unpack_adapter(_with_weights(weights))
+
+
 def test_registry_versions_cards_and_pruning(fake_store) -> None:
     registry = AdapterRegistry(fake_store)
     assert registry.versions("p1") == [] and registry.newest("p1") is None

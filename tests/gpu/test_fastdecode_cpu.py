@@ -127,3 +127,67 @@ def test_adapter_weights_are_copied_in_place():
     assert all(p.data_ptr() == ptrs[n] for n, p in model.named_parameters() if n in ptrs)
     with pytest.raises(KeyError):
         copy_adapter_in_place(model, "p1", {"nope.lora_A.weight": torch.zeros(1)})
+
+
+def test_suffix_prefill_attention_is_lower_right_causal():
+    from engine.fastdecode import _suffix_prefill_attention
+
+    torch.manual_seed(0)
+    q = torch.randn(1, 4, 5, 16)
+    k = torch.randn(1, 2, 12, 16)
+    v = torch.randn(1, 2, 12, 16)
+    module = torch.nn.Module()
+    module.num_key_value_groups = 2
+    got, _ = _suffix_prefill_attention(module, q, k, v, None, scaling=0.25)
+    kk, vv = k.repeat_interleave(2, dim=1), v.repeat_interleave(2, dim=1)
+    scores = (q @ kk.transpose(-1, -2)) * 0.25
+    # query i is position 7 + i of 12: it sees keys 0 .. 7 + i
+    allowed = torch.arange(12)[None, :] <= torch.arange(5)[:, None] + 7
+    want = (scores.masked_fill(~allowed, float("-inf")).softmax(-1) @ vv).transpose(1, 2)
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_suffix_prefill_through_the_model_matches_sdpa():
+    """transformers builds no mask for a custom attention function; ours must still be causal."""
+    from transformers import DynamicCache
+
+    from engine.fastdecode import SUFFIX_PREFILL, _register_attention
+
+    _register_attention()
+    model = tiny_mixtral()
+    ids = prompt_ids(40)
+
+    def suffix_logits(attn: str) -> torch.Tensor:
+        cache = DynamicCache(config=model.config)
+        with torch.no_grad():
+            model(input_ids=ids[:, :30], past_key_values=cache, use_cache=True)
+            model.config._attn_implementation_internal = attn
+            try:
+                pos = torch.arange(30, 40)
+                out = model(
+                    input_ids=ids[:, 30:],
+                    attention_mask=torch.ones(1, 40, dtype=torch.long),
+                    position_ids=pos[None],
+                    cache_position=pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                )
+            finally:
+                model.config._attn_implementation_internal = "sdpa"
+        return out.logits
+
+    assert torch.allclose(suffix_logits(SUFFIX_PREFILL), suffix_logits("sdpa"), atol=1e-5)
+
+
+def test_route_pairs_groups_token_slots_by_expert():
+    from engine.nf4_moe import route_pairs
+
+    selected = torch.tensor([[3, 1], [1, 0], [3, 2], [1, 3]])
+    r = route_pairs(selected, num_experts=5)
+    assert r["counts"].tolist() == [1, 3, 1, 3, 0]
+    assert r["starts"].tolist() == [0, 1, 4, 5, 8]
+    flat = selected.reshape(-1)
+    pair_idx = r["pair_idx"].long()
+    assert flat[pair_idx].tolist() == [0, 1, 1, 1, 2, 3, 3, 3]  # sorted by expert
+    assert sorted(pair_idx.tolist()) == list(range(8))  # every (token, slot) exactly once
+    assert r["pair_tok"].tolist() == (pair_idx // 2).tolist()

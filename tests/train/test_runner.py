@@ -124,8 +124,14 @@ def test_versions_prune_roll_back_and_export(tiny_settings, tiny_model_dir, open
 
     import torch
     from peft import PeftModel
+    from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
+    with safe_open(out / "adapter_model.safetensors", "pt") as f:  # the dtype kept at rest
+        names = list(f.keys())
+        stored_dtype = {f.get_tensor(k).dtype for k in names}
+    assert len(stored_dtype) == 1
+    stored = stored_dtype.pop()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model = PeftModel.from_pretrained(base, out)
     loaded = model.state_dict()
@@ -133,7 +139,8 @@ def test_versions_prune_roll_back_and_export(tiny_settings, tiny_model_dir, open
         peft_key = key.replace(".lora_A.weight", ".lora_A.default.weight").replace(
             ".lora_B.weight", ".lora_B.default.weight"
         )
-        assert torch.equal(loaded[peft_key], value), key
+        expected = value.to(stored).to(loaded[peft_key].dtype)  # v2 exactly, as stored
+        assert torch.equal(loaded[peft_key], expected), key
     with torch.no_grad():
         model(input_ids=torch.tensor([[1, 2, 3]]))
 

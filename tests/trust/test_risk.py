@@ -44,7 +44,8 @@ def test_fixture_file_is_well_formed(cases) -> None:
     assert len(cases) >= 40
     assert len({c["id"] for c in cases}) == len(cases)
     for c in cases:
-        assert c["lang"] in ("en", "zh") and c["split"] in ("dev", "dev2", "heldout")
+        assert c["lang"] in ("en", "zh")
+        assert c["split"] in ("dev", "dev2", "dev3", "heldout", "heldout2")
         assert set(c["labels"]) <= set(CATEGORIES)
     for lang in ("en", "zh"):
         mine = [c for c in cases if c["lang"] == lang]
@@ -52,13 +53,16 @@ def test_fixture_file_is_well_formed(cases) -> None:
         assert sum(not c["labels"] for c in mine) >= 10  # tricky negatives
 
 
-# Floors a little under what bench/risk.py measured (see the report); a rule change that
-# loses recall or precision fails here. "heldout" cases were never used to tune the rules.
+# Floors a little under what bench/risk.py measured (SECURITY.md); a rule change that loses
+# recall or precision fails here. The rules were tuned on dev, dev2 and dev3 only; heldout
+# (session 1) and heldout2 (session 2, written before that session's tuning) never were.
 FLOORS = {
     # slice: (min precision, min recall) of "any category flagged"
-    "dev": (0.97, 0.95),
+    "dev": (0.97, 0.97),
     "dev2": (0.95, 0.95),
-    "heldout": (0.80, 0.18),
+    "dev3": (0.95, 0.95),
+    "heldout": (0.85, 0.30),
+    "heldout2": (0.78, 0.50),
 }
 
 
@@ -71,7 +75,7 @@ def test_fixture_floors(bench, cases, slice_) -> None:
 
 
 def test_per_category_floors_on_tuned_slices(bench, cases) -> None:
-    tuned = [c for c in cases if c["split"] != "heldout"]
+    tuned = [c for c in cases if c["split"] in bench.TUNING]
     metrics = bench.fixture_metrics(tuned, bench.rules)["all"]
     for cat in CATEGORIES:
         assert metrics[cat]["precision"] >= 0.90, (cat, metrics[cat])
@@ -89,7 +93,7 @@ def test_imhi_irf_floors(bench, shared_data) -> None:
     out = bench.imhi_metrics(shared_data)
     pbu = out["imhi_irf_pbu"]["rules"]
     assert pbu["n"] > 1000
-    assert pbu["precision"] >= 0.90 and pbu["recall"] >= 0.40, pbu
+    assert pbu["precision"] >= 0.90 and pbu["recall"] >= 0.46, pbu
     dr = out["imhi_dr"]["rules"]
     assert dr["precision"] >= 0.90, dr
 
@@ -107,6 +111,14 @@ def test_imhi_irf_floors(bench, shared_data) -> None:
         "我们周末玩了杀人游戏。",
         "We had a lecture on suicide prevention.",
         "This deadline is killing me.",
+        "She denied any thoughts of suicide or self-harm.",
+        "Client denies SI, HI or self-harm; sleep improved.",
+        "来访者否认自杀、自伤及伤人想法。",
+        "No SI/HI reported today.",
+        "I wanted to die of embarrassment when I forgot my lines.",
+        "I'd die for my kids.",
+        "I feel like a burden sometimes when I ask friends for rides.",
+        "I'm tired of living in this tiny flat.",
         "",
         "   \n\t",
     ],
@@ -127,11 +139,32 @@ def test_tricky_negatives(text: str) -> None:
         ("我想杀了他。", "violence", "high"),
         ("My dad hits me when he drinks.", "abuse", "high"),
         ("小时候我被继父性侵过。", "abuse", "high"),
+        ("Client endorses passive SI without plan or intent.", "suicide_self_harm", "high"),
+        ("Denies HI, but reports SI with a plan.", "suicide_self_harm", "high"),
+        ("I'm a waste of space, they'd be better off without me.", "suicide_self_harm", "medium"),
+        ("I wish I could fall asleep forever.", "suicide_self_harm", "medium"),
+        ("我查了吃多少安眠药会死。", "suicide_self_harm", "high"),
+        ("我想把那个骗我钱的人砍死。", "violence", "high"),
+        ("I've been imagining strangling my boss.", "violence", "high"),
+        ("我老公一不顺心就对我拳打脚踢。", "abuse", "high"),
+        ("He forced me to have sex when I said no.", "abuse", "high"),
+        ("She tracks my location and controls all my money.", "abuse", "medium"),
     ],
 )
 def test_positives(text: str, category: str, severity: str) -> None:
     flags = [f for f in assess(text) if f.category == category]
     assert flags and flags[0].severity == severity
+
+
+def test_hitting_ones_own_child_is_abuse_not_violence() -> None:
+    for text in ("I beat my son when he lies and I left a bruise.", "我一生气就打孩子。"):
+        assert {f.category for f in assess(text)} == {"abuse"}, text
+    assert {f.category for f in assess("I want to punch my coworker.")} == {"violence"}
+
+
+def test_counselor_shorthand_is_case_sensitive() -> None:
+    assert assess("He reports si and no, we did not talk about it.") == []
+    assert assess("Reports SI.") and assess("reports SI")[0].category == "suicide_self_harm"
 
 
 def test_evidence_is_the_quoted_sentence() -> None:

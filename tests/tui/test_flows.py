@@ -224,6 +224,54 @@ async def test_regenerate_all_passes_comments_as_guidance(make_app, vault, fake)
         assert guidance.symptom_type.comments == ["shorter"]
 
 
+async def test_keys_typed_in_a_burst_after_edit_land_in_the_editor(make_app, vault):
+    """Over SSH keys arrive together: 'e' then the text must not hit the list's bindings."""
+    from textual import events
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "Question")
+        pane = screen.query_one(DraftPane)
+        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        # 'a', 'd', 'c', 'r' are list keys; sent like the driver does, without waiting
+        burst = [("e", "e"), ("ctrl+u", None), *((c, c) for c in "add"), ("space", " ")]
+        burst += [*((c, c) for c in "care"), ("enter", "\r")]
+        for key, char in burst:
+            event = events.Key(key, char)
+            event.set_sender(app)
+            app._driver.send_message(event)
+        await wait_for(
+            pilot, lambda: pane.draft.symptom_type.text == "add care", what="edited symptom"
+        )
+        await pilot.pause(0.1)
+        assert len(pane.draft.reasons) == 3 and not any(i.deleted for i in pane.draft.reasons)
+        assert screen.generating is None and app.focused.id == "draft-items"
+
+
+async def test_empty_symptom_type_can_be_filled_but_never_dropped(make_app, vault):
+    """A short generation may name no symptom type: editing it must work, emptying it not."""
+    fake = FakeAssistant(analysis_text="Reasons:\n1. Poor sleep\n")
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "Question")
+        pane = screen.query_one(DraftPane)
+        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        assert pane.draft.symptom_type.text == "" and pane.selected_row.section == "symptom_type"
+        await pilot.press("e", "enter")  # empty stays empty, the editor closes, no crash
+        assert app.focused.id == "draft-items" and pane.draft.symptom_type.text == ""
+        await pilot.press("e", "escape")
+        assert app.focused.id == "draft-items" and pane.selected_row.section == "symptom_type"
+        await pilot.press("e")
+        await type_text(pilot, "Insomnia")
+        await pilot.press("enter")
+        assert pane.draft.symptom_type.text == "Insomnia"
+        await pilot.press("e", "ctrl+u", "enter")  # emptying a filled one keeps it
+        assert pane.draft.symptom_type.text == "Insomnia"
+        assert any("cannot be empty" in n.message for n in app._notifications)
+
+
 async def test_escape_cancels_and_keeps_partial_text(make_app, vault, settings):
     fake = FakeAssistant(pause_after=4)
     app = make_app(assistant=fake)

@@ -1,0 +1,92 @@
+"""The shipped domain adapter: found for the embedded model only, active by default, and it
+changes what the model answers (the IMHI answer format it was trained on)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from engine.adapters import SHIPPED_ADAPTERS_DIR, resolve_domain_adapter, shipped_domain_adapter
+from engine.settings import EMBEDDED_MODEL, load_settings
+
+SHIPPED = SHIPPED_ADAPTERS_DIR / "smollm2-135m-imhi-counselchat"
+TASKS = ("DR", "dreaddit", "Irf", "MultiWD", "SAD", "loneliness")
+
+# Written for this test in the IMHI instruction form (not a benchmark row).
+QUERY = (
+    "Consider this post: \"I haven't left my bed in three days. Nothing feels worth doing "
+    "anymore, I stopped answering my friends and I can't remember the last time I enjoyed "
+    'anything. Everyone would be better off without me around." Question: Does the poster '
+    "suffer from depression?"
+)
+
+
+def test_auto_picks_the_shipped_adapter_for_the_embedded_model_only() -> None:
+    assert load_settings().model.domain_adapter == "auto"
+    path = shipped_domain_adapter(EMBEDDED_MODEL)
+    assert path == SHIPPED
+    config = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    assert config["base_model_name_or_path"] == EMBEDDED_MODEL
+    assert config["peft_type"] == "LORA"
+    assert resolve_domain_adapter("auto", EMBEDDED_MODEL) == SHIPPED
+    # Another base model must not get an adapter trained for SmolLM2.
+    assert shipped_domain_adapter("/models/Mixtral-8x7B-Instruct") is None
+    assert resolve_domain_adapter("auto", "/models/Mixtral-8x7B-Instruct") is None
+    assert resolve_domain_adapter(None, EMBEDDED_MODEL) is None
+    assert resolve_domain_adapter("", EMBEDDED_MODEL) is None
+
+
+def test_card_table_matches_the_measured_results() -> None:
+    """The card's numbers are the ones in imhi_results.json, and they meet issue 7's goal."""
+    results = json.loads((SHIPPED / "imhi_results.json").read_text(encoding="utf-8"))["runs"]
+    card = (SHIPPED / "README.md").read_text(encoding="utf-8")
+    for task in TASKS:
+        base, adapter = results["base"]["tasks"][task], results["adapter"]["tasks"][task]
+        assert base["n"] == adapter["n"] >= 200
+        row = re.search(rf"^\| {task} \| (\d+) \| ([\d.]+) \| ([\d.]+) \|", card, re.M)
+        assert row is not None, task
+        assert int(row[1]) == adapter["n"]
+        assert float(row[2]) == pytest.approx(100 * base["weighted_f1"], abs=0.006)
+        assert float(row[3]) == pytest.approx(100 * adapter["weighted_f1"], abs=0.006)
+    base_f1 = results["base"]["mean"]["weighted_f1"]
+    adapter_f1 = results["adapter"]["mean"]["weighted_f1"]
+    assert adapter_f1 - base_f1 >= 0.15
+    assert results["adapter"]["mean"]["unlabeled_share"] < 0.05
+
+
+@pytest.mark.model
+def test_default_model_loads_with_the_domain_adapter_and_generates() -> None:
+    import torch
+
+    from engine.assistant import Assistant
+    from engine.evaluation.imhi import _chat_ids, generate_batch, stop_ids
+    from engine.evaluation.labels import extract_label
+
+    torch.set_num_threads(1)  # a shared 2-core box: see tests/engine/conftest.py
+    settings = load_settings()  # the defaults: embedded model, domain_adapter "auto"
+    settings.model.device = "cpu"
+    assistant = Assistant(settings)
+    assistant.load()
+    manager = assistant.adapters
+    try:
+        assert assistant.model_label == "SmolLM2-135M-Instruct · domain adapter"
+        assert assistant.active_adapter == "domain"
+        assert assistant.last_adapter_error is None
+        tokenizer = assistant.model.tokenizer
+        prompt = _chat_ids(tokenizer, QUERY)
+
+        def answer() -> str:
+            model = manager.model
+            eos = stop_ids(model, tokenizer)
+            return generate_batch(model, tokenizer, [prompt], max_new_tokens=20, eos=eos)[0]
+
+        with_adapter = answer()
+        # The adapter answers in the trained IMHI form: the label sentence first.
+        assert re.match(r"(Yes|No), the poster (does not )?suffers? from depression", with_adapter)
+        assert extract_label("DR", with_adapter, QUERY) in {"yes", "no"}
+        manager.activate(None)
+        assert answer() != with_adapter  # the LoRA weights are what changed the answer
+    finally:
+        manager.activate(None)  # leave the shared in-process model without an active adapter
