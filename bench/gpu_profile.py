@@ -9,6 +9,7 @@ itself, and profiles one eager decode step. Prints JSON (and writes ``--out``)::
 
     python bench/gpu_profile.py --out profile.json
     python bench/gpu_profile.py --layers 2 --steps few --out few.json   # the suffix kernel only
+    python bench/gpu_profile.py --steps few,suffix --out few.json  # + where the 8k+32 TTFT goes
 """
 
 from __future__ import annotations
@@ -124,11 +125,17 @@ def check_kernels(model: Any, out: dict[str, Any]) -> None:
     del gathered
 
 
-def check_few(model: Any, out: dict[str, Any]) -> None:
+def check_few(
+    model: Any,
+    out: dict[str, Any],
+    sweep_budget_s: float = 300.0,
+    classes: tuple[str, ...] = ("small", "large"),
+) -> None:
     """The few-token NF4 MoE kernel (suffix prefill) against the eager bitsandbytes block.
 
-    Sweeps its tiles at 32 tokens, keeps the best in ``nf4_moe.FEW_TUNING``, then checks and
-    times it at several token counts against the eager block on the same (fresh) inputs.
+    Sweeps its tiles (``classes``: at 32 tokens into ``nf4_moe.FEW_TUNING``, at 128 into
+    ``FEW_TUNING_LARGE``), keeps the best, then checks and times it at several token counts
+    against the eager block on the same (fresh) inputs.
     """
     block = model.model.layers[1].block_sparse_moe
     bank = block._phyassist_bank
@@ -140,28 +147,77 @@ def check_few(model: Any, out: dict[str, Any]) -> None:
         routing, selected = torch.topk(routing, block.top_k, dim=-1)
         return x, selected, (routing / routing.sum(dim=-1, keepdim=True)).to(x.dtype)
 
-    sweep = []
-    x, sel, rw = inputs(32)
-    for name in ("gate_up", "down"):
-        best_ms, best_cfg = float("inf"), dict(nf4_moe.FEW_TUNING[name])
-        best = best_cfg
-        for bn in (64, 128, 256):
-            for stages in (2, 4):
-                for warps in (4, 8):
-                    cfg = {**best_cfg, "BLOCK_N": bn, "num_stages": stages, "num_warps": warps}
-                    saved = nf4_moe.FEW_TUNING[name]
-                    nf4_moe.FEW_TUNING[name] = cfg
-                    try:
-                        ms = bench_ms(lambda: nf4_moe.moe_few_tokens(bank, x, sel, rw, bank.code))
-                        sweep.append({"kernel": name, **cfg, "ms_both": ms})
-                        if ms < best_ms:
-                            best_ms, best = ms, cfg
-                    except Exception as exc:
-                        sweep.append({"kernel": name, **cfg, "error": str(exc)[:300]})
-                    nf4_moe.FEW_TUNING[name] = saved
-        nf4_moe.FEW_TUNING[name] = best
+    sweep: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+
+    def trial(tiles: dict[str, Any], name: str, cfg: dict[str, Any], case: tuple) -> float:
+        """Time one call with ``cfg`` for kernel ``name``; inf if it fails or is wrong."""
+        if time.perf_counter() - t_start > sweep_budget_s:
+            return float("inf")
+        x, sel, rw, want = case
+        saved = tiles[name]
+        tiles[name] = cfg
+        row: dict[str, Any] = {"tokens": x.shape[0], "kernel": name, **cfg}
+        ms = float("inf")
+        try:
+            got = nf4_moe.moe_few_tokens(bank, x, sel, rw, bank.code).float()
+            kern = nf4_moe.LAST_FEW_KERNELS.get(name)
+            row["n_regs"] = getattr(kern, "n_regs", None)
+            row["n_spills"] = getattr(kern, "n_spills", None)
+            row["rel_err_vs_eager"] = float((got - want).norm() / want.norm())
+            row["ms_both"] = bench_ms(lambda: nf4_moe.moe_few_tokens(bank, x, sel, rw, bank.code))
+            if row["rel_err_vs_eager"] < 1e-2:
+                ms = row["ms_both"]
+        except Exception as exc:
+            row["error"] = str(exc)[:300]
+        tiles[name] = saved
+        sweep.append(row)
+        return ms
+
+    def descend(tiles: dict[str, Any], name: str, axes: list[dict[str, list[Any]]], case) -> None:
+        """Coordinate search: each stage sweeps its axes jointly around the best so far."""
+        best = dict(tiles[name])
+        best_ms = trial(tiles, name, best, case)
+        for stage in axes:
+            keys = list(stage)
+            combos: list[dict[str, Any]] = [{}]
+            for k in keys:
+                combos = [{**c, k: v} for c in combos for v in stage[k]]
+            for combo in combos:
+                cfg = {**best, **combo}
+                if cfg == best:
+                    continue
+                ms = trial(tiles, name, cfg, case)
+                if ms < best_ms:
+                    best_ms, best = ms, cfg
+        tiles[name] = best
+
+    # Session 3: the weight tile as the MMA's left operand (swap), warps, pipeline depth, split-K
+    # and the one-lookup-a-byte table, searched stage by stage; at 32 tokens for the small tile
+    # set (FEW_TUNING), at 128 for the large one (FEW_TUNING_LARGE).
+    plans = {
+        "small": (32, nf4_moe.FEW_TUNING, [
+            {"swap": [0, 1], "BLOCK_N": [64, 128, 256], "num_warps": [4, 8]},
+            {"split": [1, 2, 4, 8], "num_stages": [2, 3, 4]},
+            {"lut": [0, 1], "BLOCK_M": [None, 32]},
+        ]),
+        "large": (128, nf4_moe.FEW_TUNING_LARGE, [
+            {"swap": [0, 1], "lut": [0, 1]},
+            {"BLOCK_N": [128, 256], "num_warps": [4, 8]},
+            {"split": [1, 2, 4], "BLOCK_M": [None, 16, 64]},
+        ]),
+    }  # fmt: skip
+    for cls in classes:
+        tokens, tiles, stages = plans[cls]
+        x, sel, rw = inputs(tokens)
+        with torch.no_grad():
+            want = block(x[None])[0][0].float()
+        for name in ("gate_up", "down"):
+            descend(tiles, name, stages, (x, sel, rw, want))
     out["few_tuning"] = sweep
     out["few_tuning_best"] = {k: dict(v) for k, v in nf4_moe.FEW_TUNING.items()}
+    out["few_tuning_large_best"] = {k: dict(v) for k, v in nf4_moe.FEW_TUNING_LARGE.items()}
+    out["few_sweep_s"] = round(time.perf_counter() - t_start, 1)
 
     packed_per_expert = 3 * bank.weights.shape[-1] * (1 + 1 / 32)  # NF4 bytes + uint8 scales
     rows = []
@@ -207,6 +263,106 @@ def check_few(model: Any, out: dict[str, Any]) -> None:
         if us:
             kernels.append({"name": ev.key[:80], "us_per_call": round(us / 10, 1)})
     out["few_kernels_32_tokens"] = sorted(kernels, key=lambda k: -k["us_per_call"])[:12]
+
+
+def _kernel_class(name: str) -> str:
+    low = name.lower()
+    if "_few_" in low:
+        return "moe_few_token_kernels"
+    if "flash" in low or "fmha" in low or "attention" in low or "attn" in low:
+        return "attention"
+    if "kdequantize" in low or "gemm" in low or "gemv" in low or "cutlass" in low or "sm90" in low:
+        return "linear_q_k_v_o_router_lm_head"
+    if "cat" in low:
+        return "kv_cache_cat"
+    if "sort" in low or "scan" in low or "cumsum" in low:
+        return "routing_sort"
+    if "reduce" in low:
+        return "reductions"
+    if "copy" in low or "memcpy" in low or "memset" in low:
+        return "copies"
+    return "elementwise_other"
+
+
+def profile_suffix(
+    model: Any, args: argparse.Namespace, out: dict[str, Any], tunings: dict[str, Any]
+) -> None:
+    """Where the time to first token goes: an 8k cached prefix plus a 32-token suffix.
+
+    For each few-token tile set in ``tunings`` (the shipped one and the sweep's best): TTFT
+    through ``FastDecoder.generate`` (7 requests, new suffix each) through the static cache (a
+    captured graph) and through the DynamicCache (eager), then the eager prefill alone against
+    its GPU span from CUDA events (host-bound when the GPU span exceeds the kernels' sum). Then
+    a profile of the eager prefill with the last set: kernel time by class, per prefill.
+    """
+    import copy
+    import statistics
+
+    from torch.profiler import ProfilerActivity, profile
+
+    long_ctx, sfx = args.long_context, 32
+    dec = FastDecoder(model, max_cache_len=long_ctx + 64)
+    ids = random_ids(long_ctx + sfx, seed=3)
+    prefix = dec.build_prefix(ids[0, :long_ctx].tolist())
+
+    def request(k: int) -> torch.Tensor:
+        req = ids[:, : long_ctx + sfx].clone()
+        req[0, long_ctx:] = random_ids(sfx, seed=40 + k)[0]
+        return req
+
+    res: dict[str, Any] = {}
+    for label, tuning in tunings.items():
+        nf4_moe.FEW_TUNING.update(copy.deepcopy(tuning))
+        dec._suffix_graphs.clear()  # captured with the previous tiles
+        row: dict[str, Any] = {"tiles": copy.deepcopy(tuning)}
+        for path, static in (("static_graph", True), ("dynamic", False)):
+            dec.static_suffix = static
+            ttft = [dec.generate(request(k), 1, prefix=prefix).ttft_s for k in range(7)]
+            row[f"{path}_ttft_runs_s"] = [round(t, 4) for t in ttft]
+            row[f"{path}_ttft_median_s"] = round(statistics.median(ttft[1:]), 4)
+        wall, gpu = [], []
+        for k in range(5):  # the dynamic prefill alone: wall time against its GPU span
+            req = request(k)
+            torch.cuda.synchronize()
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0 = time.perf_counter()
+            s.record()
+            logits = dec.prefill_logits(req, prefix.cache)
+            e.record()
+            int(logits.argmax().item())
+            wall.append(time.perf_counter() - t0)
+            gpu.append(s.elapsed_time(e) / 1e3)
+            prefix.cache.crop(long_ctx)
+        row["dynamic_prefill_wall_runs_s"] = [round(t, 4) for t in wall]
+        row["dynamic_prefill_gpu_event_runs_s"] = [round(t, 4) for t in gpu]
+        res[label] = row
+    dec.static_suffix = True
+    req = request(0)
+    dec.prefill_logits(req, prefix.cache)
+    prefix.cache.crop(long_ctx)
+    torch.cuda.synchronize()
+    reps = 3
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for k in range(reps):
+            dec.prefill_logits(request(k), prefix.cache)
+            prefix.cache.crop(long_ctx)
+        torch.cuda.synchronize()
+    classes: dict[str, float] = {}
+    top = []
+    for ev in prof.key_averages():
+        us = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if not us:
+            continue
+        cls = _kernel_class(ev.key)
+        classes[cls] = classes.get(cls, 0.0) + us / reps / 1e3
+        top.append({"name": ev.key[:90], "ms_per_prefill": round(us / reps / 1e3, 3),
+                    "calls_per_prefill": ev.count // reps, "class": cls})  # fmt: skip
+    res["kernel_ms_by_class"] = {k: round(v, 3) for k, v in sorted(classes.items())}
+    res["kernel_ms_total"] = round(sum(classes.values()), 3)
+    res["top_kernels"] = sorted(top, key=lambda r: -r["ms_per_prefill"])[:20]
+    out["suffix_profile"] = res
+    del dec, prefix
+    torch.cuda.empty_cache()
 
 
 def check_attention(out: dict[str, Any]) -> None:
@@ -367,6 +523,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--base-tokens", type=int, default=24)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--long-context", type=int, default=8192)
+    parser.add_argument("--sweep-budget", type=float, default=300.0)
+    parser.add_argument("--few-classes", default="small,large", help="tile sets to sweep")
     parser.add_argument("--steps", default="few,kernels,attention,variants,profile")
     args = parser.parse_args()
     wanted = set(args.steps.split(","))
@@ -375,12 +534,25 @@ def main() -> None:
     model = build_random_4bit(mixtral_config(args.layers), QuantSpec())
     out["build_s"] = round(time.perf_counter() - t0, 1)
     FastDecoder(model, max_cache_len=256)  # stacks the experts
+    shipped = {k: dict(v) for k, v in nf4_moe.FEW_TUNING.items()}
+
+    def suffix_tiles() -> dict[str, Any]:
+        """The shipped 32-token tiles, and the sweep's best where it found other ones."""
+        tuned = {k: dict(v) for k, v in nf4_moe.FEW_TUNING.items()}
+        return {"shipped": shipped} if tuned == shipped else {"shipped": shipped, "tuned": tuned}
+
     steps = {
-        check_few: ("few", lambda: check_few(model, out)),
+        check_few: (
+            "few",
+            lambda: check_few(
+                model, out, args.sweep_budget, tuple(c for c in args.few_classes.split(",") if c)
+            ),
+        ),
         check_kernels: ("kernels", lambda: check_kernels(model, out)),
         check_attention: ("attention", lambda: check_attention(out)),
         decode_variants: ("variants", lambda: decode_variants(model, args, out)),
         profile_step: ("profile", lambda: profile_step(model, args, out)),
+        profile_suffix: ("suffix", lambda: profile_suffix(model, args, out, suffix_tiles())),
     }
     for step, (key, call) in steps.items():
         if key not in wanted:

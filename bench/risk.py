@@ -41,7 +41,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.risk import CATEGORIES, assess, assess_with_model, model_verdict  # noqa: E402
+from engine.risk import (  # noqa: E402
+    CATEGORIES,
+    assess,
+    assess_with_model,
+    model_verdict,
+    yes_no_scorer,
+)
+
+
+def model_verdict_of(answer: str) -> bool | None:
+    return model_verdict("", "abuse", lambda _prompt: answer)
+
 
 FIXTURES = ROOT / "data" / "fixtures" / "risk_cases.jsonl"
 DEFAULT_SHARED = ROOT.parent / "shared" / "data"
@@ -189,7 +200,9 @@ def imhi_metrics(shared: Path) -> dict[str, dict]:
     return out
 
 
-def model_metrics(cases: list[dict], spec: str, limit: int, splits: tuple[str, ...]) -> dict:
+def model_metrics(
+    cases: list[dict], spec: str, limit: int, splits: tuple[str, ...], constrained: bool = True
+) -> dict:
     """Rules, the model alone, and the two ways of combining them, on ``splits`` (slow: one
     short generation per case and category; every answer is cached, so the four columns
     come from the same answers).
@@ -208,9 +221,13 @@ def model_metrics(cases: list[dict], spec: str, limit: int, splits: tuple[str, .
     loaded = load_model(cfg)
     tok, model = loaded.tokenizer, loaded.model
     answers: dict[str, str] = {}
+    ask = yes_no_scorer(model, tok) if constrained else None
 
     def generate(prompt: str) -> str:
         if prompt in answers:
+            return answers[prompt]
+        if ask is not None:
+            answers[prompt] = ask(prompt)
             return answers[prompt]
         import torch
 
@@ -240,7 +257,9 @@ def model_metrics(cases: list[dict], spec: str, limit: int, splits: tuple[str, .
         "model_name": loaded.name,
         "splits": list(splits),
         "cases": len(subset),
+        "answers": "yes/no scores (constrained)" if constrained else "free generation",
         "generations": len(answers),
+        "unparseable": sum(model_verdict_of(a) is None for a in answers.values()),
         "seconds": round(elapsed, 2),
         "rules": rules_only["all"],
         "rules+model": confirm["all"],
@@ -259,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         "--model-splits",
         default=",".join(HELDOUT),
         help="fixture splits for the model check (comma-separated; empty = all)",
+    )
+    ap.add_argument(
+        "--model-generate",
+        action="store_true",
+        help="let the model answer freely (default: compare its yes/no scores)",
     )
     ap.add_argument("--errors", action="store_true", help="list fixture cases the rules miss")
     args = ap.parse_args(argv)
@@ -287,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         report["imhi"] = f"skipped: {args.shared} not present"
     if args.model:
         splits = tuple(x for x in args.model_splits.split(",") if x)
-        report["model_check"] = model_metrics(cases, args.model, args.model_limit, splits)
+        report["model_check"] = model_metrics(
+            cases, args.model, args.model_limit, splits, constrained=not args.model_generate
+        )
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 

@@ -381,12 +381,24 @@ class AdapterRegistry:
             json.dumps(_jsonable(card), ensure_ascii=False).encode("utf-8"),
         )
         self.store.set_has_adapter(patient_id, True)
-        delete = getattr(self.store, "delete_blob", None)
-        if keep is not None and callable(delete):
-            for old in self.versions(patient_id)[:-keep]:
-                delete(patient_id, self.kind(old))
-                delete(patient_id, self.kind(old) + ".card")
+        if keep is not None:
+            self.prune(patient_id, keep)
         return version
+
+    def prune(self, patient_id: str, keep: int) -> list[int]:
+        """Delete all but the newest ``keep`` versions (never the active one); the deleted.
+
+        Callers that also move the active pointer prune after writing it, so a crash in
+        between never leaves the pointer naming a deleted version."""
+        delete = getattr(self.store, "delete_blob", None)
+        if not callable(delete):
+            return []
+        active = self.active(patient_id)
+        gone = [v for v in self.versions(patient_id)[:-keep] if v != active]
+        for old in gone:
+            delete(patient_id, self.kind(old))
+            delete(patient_id, self.kind(old) + ".card")
+        return gone
 
 
 # Switching on a loaded model ------------------------------------------------------------------

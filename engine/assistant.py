@@ -34,7 +34,8 @@ from engine.prompts import (
     system_prompt,
 )
 from engine.records import AnalysisDraft, ChatMessage, Item, Patient
-from engine.settings import Settings
+from engine.risk import RiskFlag, assess, assess_with_model, yes_no_scorer
+from engine.settings import EMBEDDED_MODEL, Settings
 
 __all__ = ["Assistant", "GenerationStats"]
 
@@ -316,7 +317,68 @@ class Assistant:
             cached_tokens=reused,
             on_end=finished,
             start=start,
+            fast=self._fast_decoder(loaded, model),
         )
+
+    def _fast_decoder(self, loaded: LoadedModel, model: Any) -> Any | None:
+        """The GPU fast path for this model, built once; None where it does not apply."""
+        gen = self.settings.generation
+        if not gen.fast_decode or gen.do_sample or loaded.fast_decoder is False:
+            return None
+        if loaded.fast_decoder is not None:
+            return loaded.fast_decoder
+        why = fast_decode_refusal(loaded)
+        if why is None:
+            from engine.fastdecode import FastDecoder, FastDecodeUnsupported
+
+            try:
+                with loaded.lock:
+                    loaded.fast_decoder = FastDecoder(
+                        model, max_cache_len=min(loaded.context_window, 16_384)
+                    )
+                return loaded.fast_decoder
+            except (FastDecodeUnsupported, ValueError, RuntimeError) as exc:
+                why = str(exc)
+        loaded.fast_decoder, loaded.fast_decoder_why = False, why
+        return None
+
+    # Risk ----------------------------------------------------------------------------------
+
+    def risk_model_refusal(self) -> str | None:
+        """Why the risk check will be rules only (None: the model is asked too).
+
+        Cheap, no model call: the TUI uses it to decide whether to spend a worker."""
+        mode = self.settings.risk_model_check
+        if mode == "off":
+            return "the model check is off in the settings (risk_model_check)"
+        if self._loaded is None:
+            return "the model is still loading"
+        if mode == "auto" and self.settings.model.spec == EMBEDDED_MODEL:
+            return (
+                "the embedded model's yes/no answers are not informative "
+                "(risk_model_check=on forces it)"
+            )
+        return None
+
+    def risk_flags(self, text: str) -> tuple[list[RiskFlag], str]:
+        """Risk flags for ``text`` and a line saying how they were found.
+
+        Rules always; where :meth:`risk_model_refusal` allows, the loaded model (with the
+        active adapter) answers a constrained yes/no per category: it confirms rule flags and
+        adds low flags the rules missed, and never removes a rule flag. Blocking: run it in a
+        worker. A failing model check falls back to the rule flags and says so.
+        """
+        why = self.risk_model_refusal()
+        if why is not None:
+            return assess(text), f"rules only: {why}"
+        loaded = self.model
+        try:
+            with loaded.lock:
+                scorer = yes_no_scorer(loaded.model, loaded.tokenizer)
+                flags = assess_with_model(text, scorer, ask_unflagged=True, may_drop=False)
+        except Exception as exc:  # the rule flags are still shown: never lose them
+            return assess(text), f"rules only: the model check failed ({exc})"
+        return flags, f"rules and {loaded.name}"
 
     def stream_analysis(
         self,
@@ -433,3 +495,15 @@ def _strip_leading_marker(chunks: Iterator[str], hold: int = 48) -> Iterator[str
         cleaned = strip_leading_marker(head)
         if cleaned:
             yield cleaned
+
+
+def fast_decode_refusal(loaded: LoadedModel) -> str | None:
+    """Why the fast decode path does not apply to this model (None: it does)."""
+    if not str(loaded.device).startswith("cuda"):
+        return "the fast path is for a GPU; on the CPU generate is used"
+    if not any(
+        hasattr(m, "experts") and hasattr(m, "gate") and hasattr(m, "top_k")
+        for m in loaded.model.modules()
+    ):
+        return "the fast path is for mixture-of-experts models (Mixtral)"
+    return None

@@ -32,7 +32,10 @@ regenerate only prefills the new suffix. A suffix of at most :data:`FEW_TOKENS_M
 its MoE through :func:`engine.nf4_moe.moe_few_tokens` (the NF4 experts read once, no host sync)
 and attends to the cached prefix with lower-right causal flash attention
 (:func:`_suffix_prefill_attention`); the first token then comes from these kernels, which agree
-with the eager path to rounding (exactly, to fp32 rounding, with fp32 compute).
+with the eager path to rounding (exactly, to fp32 rounding, with fp32 compute). On CUDA that
+suffix is written straight into the static cache by a captured graph per (prefix length, suffix
+padded to :data:`SUFFIX_BUCKET` tokens, adapter set) (:meth:`FastDecoder.static_suffix_logits`),
+so the prefix is copied into the static cache once, not per request.
 
 Graphs are kept per active adapter set, so switching between loaded LoRA adapters is a
 dictionary lookup. An adapter's weights must be replaced in
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import time
 import types
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +57,11 @@ import torch.nn.functional as F
 #: The longest suffix (new tokens after a cached prefix) prefilled with the few-token NF4 MoE
 #: kernel and lower-right causal attention; longer ones take ``generate``'s own prefill.
 FEW_TOKENS_MAX = 256
+#: A suffix prefilled through the static cache (captured CUDA graph) is padded up to a multiple
+#: of this many tokens, so one graph serves every suffix length of its bucket.
+SUFFIX_BUCKET = 16
+#: Captured suffix-prefill graphs kept (least recently used dropped first).
+SUFFIX_GRAPHS_MAX = 8
 
 # Packed order of an expert's projections inside a stacked bank.
 _W1, _W2, _W3 = 0, 1, 2
@@ -408,11 +417,62 @@ def _suffix_prefill_attention(
     )
 
 
+STATIC_SUFFIX = "phyassist_static_suffix"
+
+
+def _static_suffix_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    is_causal: bool | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """A suffix written into the static cache: attend to its first ``mask.shape[-1]`` rows.
+
+    :meth:`FastDecoder._static_suffix_forward` passes a ``[1, 1, q_len, L]`` lower-right causal
+    mask whose width ``L`` (prefix + padded suffix) is fixed for the captured graph; the rows
+    past ``L`` are other requests' leftovers. The slice then goes through
+    :func:`_suffix_prefill_attention` (flash with grouped K/V on CUDA).
+    """
+    if attention_mask is None or attention_mask.dim() != 4:
+        raise ValueError("the static suffix attention needs its [1, 1, q, L] mask")
+    kv_len = attention_mask.shape[-1]
+    return _suffix_prefill_attention(
+        module,
+        query,
+        key[:, :, :kv_len],
+        value[:, :, :kv_len],
+        None,
+        dropout,
+        scaling,
+        is_causal,
+        **kwargs,
+    )
+
+
 def _register_attention() -> None:
     from transformers import AttentionInterface
 
     AttentionInterface.register(GQA_DECODE, _gqa_decode_attention)
     AttentionInterface.register(SUFFIX_PREFILL, _suffix_prefill_attention)
+    AttentionInterface.register(STATIC_SUFFIX, _static_suffix_attention)
+
+
+@dataclass
+class _SuffixGraph:
+    """Fixed buffers of one captured suffix prefill: ``bucket`` tokens at positions ``n``..."""
+
+    ids: torch.Tensor  # [1, bucket] input ids (the suffix, padded with its last token)
+    positions: torch.Tensor  # [bucket] cache positions n .. n + bucket - 1
+    mask: torch.Tensor  # [1, 1, bucket, n + bucket] lower-right causal
+    keep: torch.Tensor  # [1] index of the suffix's last real token
+    logits: torch.Tensor  # [1, vocab] float32, that token's logits
+    graph: Any = None  # torch.cuda.CUDAGraph once captured
+    pool: Any = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,6 +499,7 @@ class DecodeStats:
     ttft_s: float = 0.0
     decode_s: float = 0.0
     graph: bool = False
+    static_suffix: bool = False  # the suffix went through the static cache (captured graph)
     tokens: list[int] = field(default_factory=list)
 
     @property
@@ -462,6 +523,12 @@ def _adapter_key(model: torch.nn.Module) -> tuple[Any, ...]:
         ):
             return (tuple(module.active_adapters), bool(module.disable_adapters))
     return ()
+
+
+def _penalized(logits: torch.Tensor, seen: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """HF's repetition penalty on a 1-D logit row, without a host sync (graph-safe)."""
+    punished = torch.where(logits < 0, logits * penalty, logits / penalty)
+    return torch.where(seen, punished, logits)
 
 
 class FastDecoder:
@@ -538,8 +605,22 @@ class FastDecoder:
         self._kv_arange = torch.arange(max_cache_len, device=self.device)
         vocab = self.lm.get_output_embeddings().weight.shape[0]
         self._logits = torch.zeros(vocab, dtype=dtype, device=self.device)
+        # Repetition penalty (HF's RepetitionPenaltyLogitsProcessor) inside the graph: the
+        # tokens seen so far as a device mask, the penalty as a device scalar.
+        self._seen = torch.zeros(vocab, dtype=torch.bool, device=self.device)
+        self._penalty = torch.ones((), dtype=torch.float32, device=self.device)
+        self._penalize = False
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_cuda_graph else None
+        # A short suffix after a cached prefix goes straight into the static cache, as one
+        # captured graph per (prefix length, padded suffix length, adapter set): no host work
+        # for 32 layers of bitsandbytes, HF and Triton launches, and no 1 GB copy of an 8k
+        # prefix into the static cache per request (bench/RESULTS.md, session 3).
+        self.static_suffix = self.few_token_prefill and self.use_cuda_graph
+        self._suffix_graphs: dict[tuple[Any, ...], _SuffixGraph] = {}
+        # What the static cache's leading rows hold: (a weak reference to the cache they came
+        # from, length, token ids), or None. Weak: a dropped patient cache is not kept alive.
+        self._static_holds: tuple[Any, int, tuple[int, ...]] | None = None
 
     # -- prefill -------------------------------------------------------------------------------
 
@@ -595,9 +676,138 @@ class FastDecoder:
         return PrefixCache(token_ids=ids, cache=cache)
 
     def _load_static(self, dyn: Any, length: int) -> None:
+        self._static_holds = None
         for layer, src in zip(self.static.layers, dyn.layers, strict=True):
             layer.keys[:, :, :length].copy_(src.keys[:, :, :length])
             layer.values[:, :, :length].copy_(src.values[:, :, :length])
+
+    # -- a short suffix through the static cache --------------------------------------------------
+
+    def _static_suffix_ok(self, start: int, total: int) -> bool:
+        bucket = -(-(total - start) // SUFFIX_BUCKET) * SUFFIX_BUCKET
+        return (
+            self.static_suffix
+            # the eager MoE block asks the host which experts were hit: it cannot be captured
+            and (self.few_token_prefill or not self.use_cuda_graph)
+            and start > 0
+            and 1 < total - start <= FEW_TOKENS_MAX
+            and bucket <= FEW_TOKENS_MAX
+            and start + bucket <= self.max_cache_len
+        )
+
+    def _static_suffix_forward(self, entry: _SuffixGraph) -> None:
+        config = self.lm.config
+        saved_attn = config._attn_implementation_internal
+        config._attn_implementation_internal = STATIC_SUFFIX
+        _set_few(self.lm, self.few_token_prefill)
+        try:
+            out = self.lm(
+                input_ids=entry.ids,
+                position_ids=entry.positions.view(1, -1),
+                cache_position=entry.positions,
+                past_key_values=self.static,
+                attention_mask=entry.mask,
+                use_cache=True,
+                logits_to_keep=entry.keep,
+            )
+        finally:
+            _set_few(self.lm, False)
+            config._attn_implementation_internal = saved_attn
+        entry.logits.copy_(out.logits[:, -1, :].float())
+
+    def _suffix_entry(self, start: int, bucket: int) -> _SuffixGraph:
+        key = (start, bucket, _adapter_key(self.lm))
+        entry = self._suffix_graphs.pop(key, None)
+        if entry is None:
+            dev = self.device
+            positions = torch.arange(start, start + bucket, device=dev)
+            allowed = torch.arange(start + bucket, device=dev)[None, :] <= positions[:, None]
+            vocab = self._logits.numel()
+            entry = _SuffixGraph(
+                ids=torch.zeros(1, bucket, dtype=torch.long, device=dev),
+                positions=positions,
+                mask=allowed.view(1, 1, bucket, start + bucket),
+                keep=torch.zeros(1, dtype=torch.long, device=dev),
+                logits=torch.zeros(1, vocab, dtype=torch.float32, device=dev),
+            )
+            while len(self._suffix_graphs) >= SUFFIX_GRAPHS_MAX:
+                self._suffix_graphs.pop(next(iter(self._suffix_graphs)))
+        self._suffix_graphs[key] = entry  # most recently used last
+        return entry
+
+    def _capture_suffix(self, entry: _SuffixGraph) -> None:
+        training = [name for name, m in self.lm.named_modules() if m.training]
+        if training:
+            raise ValueError(f"{len(training)} modules are in training mode; call eval() first")
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):  # warm-up: Triton compiles, cuBLAS handles, allocator
+            self._static_suffix_forward(entry)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        entry.pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=entry.pool, capture_error_mode="thread_local"):
+            self._static_suffix_forward(entry)
+        entry.graph = graph
+
+    @torch.inference_mode()
+    def static_suffix_logits(self, input_ids: torch.Tensor, dyn: Any, start: int) -> torch.Tensor:
+        """Logits after ``input_ids`` (``dyn`` holds its first ``start`` tokens), static cache.
+
+        The prefix rows are copied into the static cache unless it already holds them (the same
+        cache object, length and tokens as last time; decode steps only write later rows). The
+        suffix, padded with its last token up to a multiple of :data:`SUFFIX_BUCKET`, is written
+        at positions ``start``... by one forward (a replayed CUDA graph on CUDA): the padding
+        comes after every real token, so causal attention keeps it out of their results. Leaves
+        the whole prompt's keys and values in the static cache; ``dyn`` is not touched.
+        """
+        total = input_ids.shape[1]
+        if not self._static_suffix_ok(start, total):
+            raise ValueError("this suffix does not fit the static suffix path")
+        ids = tuple(input_ids[0, :start].tolist())
+        holds = self._static_holds
+        if holds is None or holds[0]() is not dyn or holds[1] != start or holds[2] != ids:
+            self._load_static(dyn, start)
+            self._static_holds = (weakref.ref(dyn), start, ids)
+        n_sfx = total - start
+        bucket = -(-n_sfx // SUFFIX_BUCKET) * SUFFIX_BUCKET
+        entry = self._suffix_entry(start, bucket)
+        entry.ids[0, :n_sfx].copy_(input_ids[0, start:])
+        entry.ids[0, n_sfx:].fill_(int(input_ids[0, -1]))
+        entry.keep.fill_(n_sfx - 1)
+        if not self.use_cuda_graph:
+            self._static_suffix_forward(entry)
+        else:
+            if entry.graph is None:
+                self._capture_suffix(entry)
+            entry.graph.replay()
+        return entry.logits
+
+    @torch.inference_mode()
+    def warm_up_suffix(self, prefix_len: int, suffix_len: int) -> bool:
+        """Capture the suffix graph for this prefix length and suffix length's bucket now.
+
+        E.g. when a patient's record is opened, so that the first regenerate does not pay the
+        capture (0.3-0.4 s for 32 Mixtral layers on an H100, more on a Triton compile). Runs on
+        whatever the static cache holds and writes only rows past ``prefix_len``, so the
+        prefix rows stay valid. Returns False where the path does not apply (e.g. no graphs).
+        """
+        if not (
+            self.use_cuda_graph and self._static_suffix_ok(prefix_len, prefix_len + suffix_len)
+        ):
+            return False
+        bucket = -(-suffix_len // SUFFIX_BUCKET) * SUFFIX_BUCKET
+        entry = self._suffix_entry(prefix_len, bucket)
+        if entry.graph is None:
+            entry.ids.zero_()
+            entry.keep.zero_()
+            self._capture_suffix(entry)
+        return True
+
+    def _extend_dynamic(self, dyn: Any, start: int, length: int) -> None:
+        """Append the static cache's rows ``start:length`` to ``dyn`` (the caller's cache)."""
+        for i, layer in enumerate(self.static.layers):
+            dyn.update(layer.keys[:, :, start:length], layer.values[:, :, start:length], i)
 
     # -- one decode step -------------------------------------------------------------------------
 
@@ -622,13 +832,18 @@ class FastDecoder:
             config._attn_implementation_internal = saved_attn
         logits = out.logits[:, -1, :]
         self._logits.copy_(logits.view(-1))
-        self._tok.copy_(logits.argmax(-1).view(1, 1))
+        if self._penalize:
+            scores = _penalized(logits.view(-1).float(), self._seen, self._penalty)
+            self._tok.copy_(scores.argmax(-1).view(1, 1))
+            self._seen.index_fill_(0, self._tok.view(-1), True)
+        else:
+            self._tok.copy_(logits.argmax(-1).view(1, 1))
         self._pos.add_(1)
 
     def _graph(self) -> torch.cuda.CUDAGraph | None:
         if not self.use_cuda_graph:
             return None
-        key = _adapter_key(self.lm)
+        key = (_adapter_key(self.lm), self._penalize)
         graph = self._graphs.get(key)
         if graph is not None:
             return graph
@@ -638,7 +853,7 @@ class FastDecoder:
                 f"{len(training)} modules are in training mode (e.g. {training[0]!r}: dropout "
                 "would be active and frozen into the graph); call model.eval() first"
             )
-        saved_tok, saved_pos = self._tok.clone(), self._pos.clone()
+        saved_tok, saved_pos, saved_seen = self._tok.clone(), self._pos.clone(), self._seen.clone()
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
@@ -650,6 +865,7 @@ class FastDecoder:
             self._step()
         self._tok.copy_(saved_tok)
         self._pos.copy_(saved_pos)
+        self._seen.copy_(saved_seen)  # warm-up and capture ran real steps: undo their marks
         self._graphs[key] = graph
         return graph
 
@@ -677,11 +893,17 @@ class FastDecoder:
         eos_token_id: int | Iterable[int] | None = None,
         prefix: PrefixCache | None = None,
         on_token: Callable[[int], bool | None] | None = None,
+        repetition_penalty: float = 1.0,
+        cache: Any | None = None,
     ) -> DecodeStats:
         """Greedy-decode up to ``max_new_tokens``; ``on_token`` returning True stops early.
 
         With ``prefix`` (whose tokens must start ``input_ids``) only the rest of the prompt is
-        prefilled; the prefix cache is left as it was for the next request.
+        prefilled; the prefix cache is left as it was for the next request. ``cache`` is the
+        caller's own ``DynamicCache`` holding a leading part of ``input_ids`` (or nothing): it
+        is extended to the whole prompt and left so, for the caller's prefix store.
+        ``repetition_penalty`` applies HF's rule (divide positive, multiply negative logits of
+        tokens already in the prompt or output) before every greedy choice.
         """
         from transformers import DynamicCache
 
@@ -707,25 +929,53 @@ class FastDecoder:
 
         stats = DecodeStats(prompt_tokens=prompt_len)
         t0 = time.perf_counter()
+        if prefix is not None and cache is not None:
+            raise ValueError("give either prefix or cache")
         if prefix is not None:
             n = len(prefix)
             if prompt_len <= n or input_ids[0, :n].tolist() != prefix.token_ids:
                 raise ValueError("input_ids do not extend the prefix")
             dyn = prefix.cache
             stats.reused_prefix_tokens = n
+        elif cache is not None:
+            n = cache.get_seq_length()
+            if n >= prompt_len:
+                raise ValueError("the cache already holds the whole prompt")
+            dyn = cache
+            stats.reused_prefix_tokens = n
         else:
             n = 0
             dyn = DynamicCache(config=self.lm.config)
+        self._penalize = repetition_penalty != 1.0
+        if self._penalize:
+            self._penalty.fill_(repetition_penalty)
+            self._seen.zero_()
+            self._seen[input_ids[0]] = True
         try:
-            first = self._prefill(input_ids, dyn)
-            self._load_static(dyn, prompt_len)
+            via_static = self._static_suffix_ok(n, prompt_len)
+            if via_static:
+                logits = self.static_suffix_logits(input_ids, dyn, n)
+            else:
+                logits = self.prefill_logits(input_ids, dyn)
+            if self._penalize:
+                logits = _penalized(logits.view(-1), self._seen, self._penalty).view(1, -1)
+            first_tok = int(logits.argmax(-1).item())
+            stats.ttft_s = time.perf_counter() - t0
+            stats.static_suffix = via_static
+            stop = first_tok in eos or bool(on_token and on_token(first_tok))
+            if via_static:
+                if cache is not None:  # the caller's cache is extended to the whole prompt
+                    self._extend_dynamic(dyn, n, prompt_len)
+            elif not stop and max_new_tokens > 1:
+                # The decode steps read the static cache; filled once the first token is out
+                # (the whole prompt's keys and values: a 1 GB copy for an 8k Mixtral prompt).
+                self._load_static(dyn, prompt_len)
         finally:
             if prefix is not None:
                 dyn.crop(n)
-        first_tok = int(first.item())
-        stats.ttft_s = time.perf_counter() - t0
+        if self._penalize:
+            self._seen[first_tok] = True
         tokens = [first_tok]
-        stop = first_tok in eos or bool(on_token and on_token(first_tok))
 
         t1 = time.perf_counter()
         if not stop and max_new_tokens > 1:
@@ -809,7 +1059,10 @@ class FastDecoder:
                     return out
             pending = i
         events[pending % 2].synchronize()
-        out.append(int(host[pending]))
+        tok = int(host[pending])
+        out.append(tok)
+        if on_token:  # the last token is reported too (a streaming caller shows it)
+            on_token(tok)
         return out
 
 

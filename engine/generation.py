@@ -154,6 +154,7 @@ class GenerationRun:
         cached_tokens: int = 0,
         on_end: Callable[[GenerationRun], None] | None = None,
         start: float | None = None,
+        fast: Any | None = None,
     ) -> None:
         if not input_ids:
             raise ValueError("empty prompt")
@@ -167,6 +168,8 @@ class GenerationRun:
         self.past_key_values = past_key_values
         self.cached_tokens = cached_tokens if past_key_values is not None else 0
         self.on_end = on_end
+        # An engine.fastdecode.FastDecoder for this model (GPU MoE path), used for greedy runs.
+        self.fast = fast if (fast is not None and not gen.do_sample) else None
         self.start = start if start is not None else time.perf_counter()
         self.abandon = threading.Event()  # the consumer stopped iterating
         self.clock = TokenClock()
@@ -191,9 +194,48 @@ class GenerationRun:
                 **kwargs,
             )
 
+    def _generate_fast(self, streamer: TimedTextStreamer, cache: Any | None) -> None:
+        """Greedy decode through the static-cache / CUDA-graph path, streamed token by token.
+
+        Same choice rule as ``generate`` with ``do_sample=False`` (greedy + repetition penalty),
+        same stop rules (EOS, max tokens, cancel after any token)."""
+        from transformers import DynamicCache
+
+        if cache is None:
+            cache = DynamicCache(config=self.model.config)
+            self.past_key_values = cache
+        streamer.next_tokens_are_prompt = False  # the prompt is never echoed
+
+        def on_token(token: int) -> bool:
+            streamer.put(torch.tensor([token]))
+            return self.cancel.is_set() or self.abandon.is_set()
+
+        self.fast.generate(
+            self.input_ids,
+            self.max_new_tokens,
+            eos_token_id=eos_ids(self.model, self.tokenizer),
+            on_token=on_token,
+            repetition_penalty=self.gen.repetition_penalty,
+            cache=cache,
+        )
+        streamer.end()
+
     def _work(self, streamer: TimedTextStreamer) -> None:
         try:
             with self.lock:
+                if self.fast is not None:
+                    try:
+                        self._generate_fast(streamer, self.past_key_values)
+                        return
+                    except Exception:
+                        if self.clock.tokens:
+                            raise
+                        # Not a case the fast path takes (e.g. longer than its static cache):
+                        # fall back to generate with a fresh cache.
+                        self.fast = None
+                        self.past_key_values = None
+                        self.cached_tokens = 0
+                        streamer.next_tokens_are_prompt = True
                 try:
                     self._generate(streamer, self.past_key_values)
                 except Exception:

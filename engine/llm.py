@@ -47,6 +47,10 @@ class LoadedModel:
     source: str = ""  # where the weights came from: "cache", "gguf", "hf-dir"
     load_s: float = 0.0
     adapters: Any = None  # engine.adapters.AdapterManager, created on first use
+    # engine.fastdecode.FastDecoder for a MoE model on one GPU (built on first greedy run);
+    # False once it was found not to apply (``fast_decoder_why`` says why).
+    fast_decoder: Any = None
+    fast_decoder_why: str = ""
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
 
@@ -197,7 +201,7 @@ def quantized_placement(settings: Settings) -> Any:
     ``model.device_map`` setting."""
     from engine.quant import placement_for
 
-    return placement_for(getattr(settings.model, "device_map", None))
+    return placement_for(settings.model.device_map)
 
 
 def _from_pretrained(

@@ -558,12 +558,18 @@ if triton is not None:
         k0,
         OUT: tl.constexpr,
         BLOCK_N: tl.constexpr,
+        LUT: tl.constexpr,
     ):
         """``W[rows, k0 : k0 + 64]`` (one NF4 scale block) dequantized, split by nibble.
 
         Returns ``(hi, lo)``, each ``[BLOCK_N, 32]`` in dtype ``OUT``: column ``j`` of ``hi`` is
         weight ``k0 + 2j``, of ``lo`` weight ``k0 + 2j + 1`` (the two nibbles of byte ``j``).
         One block per step keeps every tile 2-D with one scale per row (no reshapes).
+
+        ``LUT`` 0: ``nf4_ptr`` is the 16 fp32 levels, two lookups a byte (exactly bitsandbytes'
+        ``code[nibble] * absmax``). 1: ``nf4_ptr`` is :func:`pair_table` (both levels of a byte
+        as fp16 bits), one lookup a byte; the levels are then fp16-rounded, so a dequantized
+        weight can land one bf16 step away from bitsandbytes' (bf16 compute only).
         """
         t = tl.arange(0, 32)
         packed = tl.load(
@@ -573,8 +579,13 @@ if triton is not None:
         a8 = tl.load(a8_ptr + blk, mask=nmask, other=0).to(tl.int32)
         a2 = tl.load(a2_ptr + blk // 256, mask=nmask, other=0.0)
         scale = tl.load(code2_ptr + a8) * a2 + off  # launched without FMA contraction
-        hi = tl.load(nf4_ptr + (packed >> 4).to(tl.int32))
-        lo = tl.load(nf4_ptr + (packed & 15).to(tl.int32))
+        if LUT == 1:
+            pair = tl.load(nf4_ptr + packed.to(tl.int32))
+            hi = (pair >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            lo = (pair & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+        else:
+            hi = tl.load(nf4_ptr + (packed >> 4).to(tl.int32))
+            lo = tl.load(nf4_ptr + (packed & 15).to(tl.int32))
         return (hi * scale[:, None]).to(OUT), (lo * scale[:, None]).to(OUT)
 
     @triton.jit
@@ -597,6 +608,7 @@ if triton is not None:
         code2_ptr,
         nf4_ptr,
         h_ptr,
+        part_ptr,
         F,
         H,
         w_se,
@@ -606,14 +618,24 @@ if triton is not None:
         a2_se,
         a2_sp,
         max_pairs,
+        K_PER,
         ROUND: tl.constexpr,
         IEEE: tl.constexpr,
+        SPLIT: tl.constexpr,
+        UNROLL: tl.constexpr,
+        SWAP: tl.constexpr,
+        LUT: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
     ):
-        """``h[p] = silu(W1[e] x[t]) * (W3[e] x[t])`` for each pair ``p = (t, slot)`` of ``e``."""
+        """``h[p] = silu(W1[e] x[t]) * (W3[e] x[t])`` for each pair ``p = (t, slot)`` of ``e``.
+
+        ``SWAP``: the dequantized weight tile is the left operand (``acc[N, M] = W x^T``), so
+        it goes to the tensor cores from registers, and only the small token tile is staged.
+        """
         e = tl.program_id(0)
         pid_n = tl.program_id(1)
+        k_lo = tl.program_id(2) * K_PER  # this program's share of the inner dimension
         count = tl.load(counts_ptr + e)
         start = tl.load(starts_ptr + e)
         dt = x_ptr.dtype.element_ty
@@ -636,33 +658,62 @@ if triton is not None:
                 mm = m0 + tl.arange(0, BLOCK_M)
                 mmask = mm < count
                 tok = tl.load(pair_tok_ptr + start + mm, mask=mmask, other=0).to(tl.int64)
-                acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-                acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-                for k0 in range(0, H, 64):
-                    xrow = x_ptr + tok[:, None] * H + k0 + 2 * kk[None, :]
-                    xe = tl.load(xrow, mask=mmask[:, None], other=0.0)
-                    xo = tl.load(xrow + 1, mask=mmask[:, None], other=0.0)
-                    g_hi, g_lo = _nf4_tile(
-                        w1, a8_1, a2_1, off1, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask, k0,
-                        dt, BLOCK_N,
-                    )  # fmt: skip
-                    acc_g = _mma(xe, tl.trans(g_hi), acc_g, IEEE)
-                    acc_g = _mma(xo, tl.trans(g_lo), acc_g, IEEE)
-                    u_hi, u_lo = _nf4_tile(
-                        w3, a8_3, a2_3, off3, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask, k0,
-                        dt, BLOCK_N,
-                    )  # fmt: skip
-                    acc_u = _mma(xe, tl.trans(u_hi), acc_u, IEEE)
-                    acc_u = _mma(xo, tl.trans(u_lo), acc_u, IEEE)
-                if ROUND:  # as the eager module: each projection, SiLU and the product rounded
+                if SWAP:
+                    acc_g = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                    acc_u = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                else:
+                    acc_g = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                    acc_u = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                for k00 in range(k_lo, k_lo + K_PER, 64 * UNROLL):
+                    for u_step in tl.static_range(UNROLL):  # UNROLL blocks of 64 a row per step
+                        k0 = k00 + 64 * u_step
+                        if SWAP:  # x^T tile [32, M]
+                            xcol = x_ptr + tok[None, :] * H + k0 + 2 * kk[:, None]
+                            xe = tl.load(xcol, mask=mmask[None, :], other=0.0)
+                            xo = tl.load(xcol + 1, mask=mmask[None, :], other=0.0)
+                        else:
+                            xrow = x_ptr + tok[:, None] * H + k0 + 2 * kk[None, :]
+                            xe = tl.load(xrow, mask=mmask[:, None], other=0.0)
+                            xo = tl.load(xrow + 1, mask=mmask[:, None], other=0.0)
+                        g_hi, g_lo = _nf4_tile(
+                            w1, a8_1, a2_1, off1, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask,
+                            k0, dt, BLOCK_N, LUT,
+                        )  # fmt: skip
+                        if SWAP:
+                            acc_g = _mma(g_hi, xe, acc_g, IEEE)
+                            acc_g = _mma(g_lo, xo, acc_g, IEEE)
+                        else:
+                            acc_g = _mma(xe, tl.trans(g_hi), acc_g, IEEE)
+                            acc_g = _mma(xo, tl.trans(g_lo), acc_g, IEEE)
+                        u_hi, u_lo = _nf4_tile(
+                            w3, a8_3, a2_3, off3, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask,
+                            k0, dt, BLOCK_N, LUT,
+                        )  # fmt: skip
+                        if SWAP:
+                            acc_u = _mma(u_hi, xe, acc_u, IEEE)
+                            acc_u = _mma(u_lo, xo, acc_u, IEEE)
+                        else:
+                            acc_u = _mma(xe, tl.trans(u_hi), acc_u, IEEE)
+                            acc_u = _mma(xo, tl.trans(u_lo), acc_u, IEEE)
+                if SWAP:
+                    m2 = nmask[:, None] & mmask[None, :]
+                    dst_rows = (start + mm).to(tl.int64)[None, :] * F + rows[:, None]
+                else:
+                    m2 = mmask[:, None] & nmask[None, :]
+                    dst_rows = (start + mm).to(tl.int64)[:, None] * F + rows[None, :]
+                if SPLIT > 1:  # fp32 partial sums [SPLIT, 2, pairs, F], finished on the host
+                    part = part_ptr + tl.program_id(2).to(tl.int64) * 2 * max_pairs * F
+                    tl.store(part + dst_rows, acc_g, mask=m2)
+                    tl.store(part + max_pairs * F + dst_rows, acc_u, mask=m2)
+                elif ROUND:  # as the eager module: each projection, SiLU and the product rounded
                     g = acc_g.to(dt).to(tl.float32)
                     u = acc_u.to(dt).to(tl.float32)
                     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
                     h = (act * u).to(dt)
+                    tl.store(h_ptr + dst_rows, h, mask=m2)
                 else:
                     h = (acc_g / (1.0 + tl.exp(-acc_g)) * acc_u).to(dt)
-                dst = h_ptr + (start + mm).to(tl.int64)[:, None] * F + rows[None, :]
-                tl.store(dst, h, mask=mmask[:, None] & nmask[None, :])
+                    tl.store(h_ptr + dst_rows, h, mask=m2)
 
     @triton.jit
     def _few_down_kernel(
@@ -678,6 +729,7 @@ if triton is not None:
         code2_ptr,
         nf4_ptr,
         y_ptr,
+        part_ptr,
         H,
         F,
         w_se,
@@ -687,14 +739,20 @@ if triton is not None:
         a2_se,
         a2_sp,
         max_pairs,
+        K_PER,
         ROUND: tl.constexpr,
         IEEE: tl.constexpr,
+        SPLIT: tl.constexpr,
+        UNROLL: tl.constexpr,
+        SWAP: tl.constexpr,
+        LUT: tl.constexpr,
         BLOCK_M: tl.constexpr,
         BLOCK_N: tl.constexpr,
     ):
         """``y[pair] = r[pair] * (W2[e] h[p])``, written at the pair's own (token, slot) row."""
         e = tl.program_id(0)
         pid_n = tl.program_id(1)
+        k_lo = tl.program_id(2) * K_PER  # this program's share of the inner dimension
         count = tl.load(counts_ptr + e)
         start = tl.load(starts_ptr + e)
         dt = h_ptr.dtype.element_ty
@@ -713,36 +771,104 @@ if triton is not None:
                 mm = m0 + tl.arange(0, BLOCK_M)
                 mmask = mm < count
                 src = (start + mm).to(tl.int64)
-                acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
-                for k0 in range(0, F, 64):
-                    hrow = h_ptr + src[:, None] * F + k0 + 2 * kk[None, :]
-                    he = tl.load(hrow, mask=mmask[:, None], other=0.0)
-                    ho = tl.load(hrow + 1, mask=mmask[:, None], other=0.0)
-                    w_hi, w_lo = _nf4_tile(
-                        w2, a8_2, a2_2, off2, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask, k0,
-                        dt, BLOCK_N,
-                    )  # fmt: skip
-                    acc = _mma(he, tl.trans(w_hi), acc, IEEE)
-                    acc = _mma(ho, tl.trans(w_lo), acc, IEEE)
+                if SWAP:
+                    acc = tl.zeros([BLOCK_N, BLOCK_M], dtype=tl.float32)
+                else:
+                    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+                for k00 in range(k_lo, k_lo + K_PER, 64 * UNROLL):
+                    for u_step in tl.static_range(UNROLL):
+                        k0 = k00 + 64 * u_step
+                        if SWAP:
+                            hcol = h_ptr + src[None, :] * F + k0 + 2 * kk[:, None]
+                            he = tl.load(hcol, mask=mmask[None, :], other=0.0)
+                            ho = tl.load(hcol + 1, mask=mmask[None, :], other=0.0)
+                        else:
+                            hrow = h_ptr + src[:, None] * F + k0 + 2 * kk[None, :]
+                            he = tl.load(hrow, mask=mmask[:, None], other=0.0)
+                            ho = tl.load(hrow + 1, mask=mmask[:, None], other=0.0)
+                        w_hi, w_lo = _nf4_tile(
+                            w2, a8_2, a2_2, off2, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask,
+                            k0, dt, BLOCK_N, LUT,
+                        )  # fmt: skip
+                        if SWAP:
+                            acc = _mma(w_hi, he, acc, IEEE)
+                            acc = _mma(w_lo, ho, acc, IEEE)
+                        else:
+                            acc = _mma(he, tl.trans(w_hi), acc, IEEE)
+                            acc = _mma(ho, tl.trans(w_lo), acc, IEEE)
                 pair = tl.load(pair_idx_ptr + start + mm, mask=mmask, other=0).to(tl.int64)
                 r = tl.load(rw_ptr + pair, mask=mmask, other=0.0).to(tl.float32)
-                if ROUND:
-                    y = (acc.to(dt).to(tl.float32) * r[:, None]).to(dt)
+                if SWAP:
+                    m2 = nmask[:, None] & mmask[None, :]
+                    dst = pair[None, :] * H + rows[:, None]
+                    rb = r[None, :]
                 else:
-                    y = (acc * r[:, None]).to(dt)
-                tl.store(
-                    y_ptr + pair[:, None] * H + rows[None, :],
-                    y,
-                    mask=mmask[:, None] & nmask[None, :],
-                )
+                    m2 = mmask[:, None] & nmask[None, :]
+                    dst = pair[:, None] * H + rows[None, :]
+                    rb = r[:, None]
+                if SPLIT > 1:  # fp32 partial sums [SPLIT, pairs, H] at the pair's own row
+                    part = part_ptr + tl.program_id(2).to(tl.int64) * max_pairs * H
+                    tl.store(part + dst, acc, mask=m2)
+                else:
+                    y = (acc.to(dt).to(tl.float32) * rb).to(dt) if ROUND else (acc * rb).to(dt)
+                    tl.store(y_ptr + dst, y, mask=m2)
 
 
 # Tiles for the few-token kernels (bench/gpu_profile.py --steps few sweeps them on the card).
 # BLOCK_M is the token chunk an expert's tile is applied to; None: picked from the token count.
+# "split": programs sharing a row tile's inner dimension (fp32 partial sums, added on the host in
+# a fixed order, so the result is deterministic); "unroll": 64-weight blocks a row per loop step;
+# "swap": the weight tile is the MMA's left operand (``W x^T``); "lut": 0 = two lookups a byte
+# in the 16 fp32 NF4 levels (bitsandbytes' exact values), 1 = one lookup a byte in the fp16 pair
+# table (bf16/fp16 compute only; fp32 compute always uses 0).
+# Best of the session-3 sweep at 32 tokens on an H100 (bench/results/prof-h100-s3-run1.json):
+# 2.07 ms a Mixtral layer (gate/up 1.41, down 0.55), against 2.84 ms for session 2's tiles
+# (swap 0, lut 0) and 8.2 ms for the eager block on the same inputs. One lookup a byte gave most
+# of the gain, so the kernels seem bound by the table lookups more than by the weight bytes.
 FEW_TUNING: dict[str, dict[str, int | None]] = {
-    "gate_up": {"BLOCK_M": None, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
-    "down": {"BLOCK_M": None, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3},
-}
+    "gate_up": {
+        "BLOCK_M": None, "BLOCK_N": 256, "num_warps": 4, "num_stages": 4, "split": 2, "unroll": 1,
+        "swap": 1, "lut": 1,
+    },
+    "down": {
+        "BLOCK_M": None, "BLOCK_N": 256, "num_warps": 4, "num_stages": 4, "split": 2, "unroll": 1,
+        "swap": 0, "lut": 1,
+    },
+}  # fmt: skip
+
+#: Tiles above :data:`FEW_SMALL_PAIRS` (token, expert) pairs, e.g. a 128-token suffix, where the
+#: small-count tiles spill registers: swept at 128 tokens (bench/results/few-h100-s3-run3.json),
+#: 3.93 ms a layer against 7.25 ms with the small-count tiles and 5.5-5.8 ms with session 2's.
+FEW_TUNING_LARGE: dict[str, dict[str, int | None]] = {
+    "gate_up": {
+        "BLOCK_M": 64, "BLOCK_N": 256, "num_warps": 4, "num_stages": 4, "split": 1, "unroll": 1,
+        "swap": 0, "lut": 1,
+    },
+    "down": {
+        "BLOCK_M": 64, "BLOCK_N": 256, "num_warps": 4, "num_stages": 4, "split": 4, "unroll": 1,
+        "swap": 0, "lut": 1,
+    },
+}  # fmt: skip
+#: The most (token, expert) pairs that use :data:`FEW_TUNING` (32 tokens at top-2).
+FEW_SMALL_PAIRS = 64
+
+
+def few_tuning_for(pairs: int) -> dict[str, dict[str, int | None]]:
+    """The tile set for a call with ``pairs`` (token, expert) pairs."""
+    return FEW_TUNING if pairs <= FEW_SMALL_PAIRS else FEW_TUNING_LARGE
+
+
+#: The compiled kernels of the latest :func:`moe_few_tokens` call (registers, spills: profiling).
+LAST_FEW_KERNELS: dict[str, Any] = {}
+
+
+def _k_plan(k: int, split: int | None, unroll: int | None) -> tuple[int, int, int]:
+    """``(split, unroll, k_per_split)``: the largest of the wanted that divide ``k`` evenly."""
+    blocks = k // 64
+    for sp, un in ((split or 1, unroll or 1), (split or 1, 1), (1, unroll or 1), (1, 1)):
+        if blocks % (sp * un) == 0:
+            return sp, un, k // sp
+    raise AssertionError("unreachable: (1, 1) always divides")
 
 
 def _few_block_m(pairs: int, experts: int, wanted: int | None) -> int:
@@ -805,9 +931,22 @@ def moe_few_tokens(
     pairs = m * top_k
     hbuf = torch.empty(pairs, f, dtype=x.dtype, device=x.device)
     ypair = torch.empty(pairs, h, dtype=x.dtype, device=x.device)
-    gu, dn = FEW_TUNING["gate_up"], FEW_TUNING["down"]
+    tiles = few_tuning_for(pairs)
+    gu, dn = tiles["gate_up"], tiles["down"]
+    if fp32:  # twice the bytes a tile: the bf16 tiles overflow shared memory (measured on H100)
+        gu = {**gu, "BLOCK_N": min(gu["BLOCK_N"], 64), "num_stages": min(gu["num_stages"], 2)}
+        dn = {**dn, "BLOCK_N": min(dn["BLOCK_N"], 64), "num_stages": min(dn["num_stages"], 2)}
+        gu["lut"] = dn["lut"] = 0  # the exact fp32 levels: fp32 results to fp32 rounding
+    tables = {0: code}
+    if gu.get("lut") or dn.get("lut"):
+        tables[1] = pair_table(nf4_code)
     bm = _few_block_m(pairs, num_experts, gu.get("BLOCK_M"))
-    _few_gate_up_kernel[(num_experts, triton.cdiv(f, gu["BLOCK_N"]))](
+    split, unroll, k_per = _k_plan(h, gu.get("split"), gu.get("unroll"))
+    part = hbuf
+    if split > 1:
+        part = torch.empty(split, 2, pairs, f, dtype=torch.float32, device=x.device)
+    grid = (num_experts, triton.cdiv(f, gu["BLOCK_N"]), split)
+    LAST_FEW_KERNELS["gate_up"] = _few_gate_up_kernel[grid](
         x,
         routes["pair_tok"],
         routes["counts"],
@@ -817,22 +956,36 @@ def moe_few_tokens(
         a2,
         bank.offset,
         bank.code2,
-        code,
+        tables[int(gu.get("lut") or 0)],
         hbuf,
+        part,
         f,
         h,
         *strides,
         pairs,
+        k_per,
         ROUND=not fp32,
         IEEE=fp32,
+        SPLIT=split,
+        UNROLL=unroll,
+        SWAP=bool(gu.get("swap")),
+        LUT=int(gu.get("lut") or 0),
         BLOCK_M=bm,
         BLOCK_N=gu["BLOCK_N"],
         num_warps=gu["num_warps"],
         num_stages=gu["num_stages"],
         enable_fp_fusion=False,
     )
+    if split > 1:  # the eager module's roundings: each projection, SiLU, the product
+        sums = part.sum(dim=0)
+        hbuf = torch.nn.functional.silu(sums[0].to(x.dtype)) * sums[1].to(x.dtype)
     bm = _few_block_m(pairs, num_experts, dn.get("BLOCK_M"))
-    _few_down_kernel[(num_experts, triton.cdiv(h, dn["BLOCK_N"]))](
+    split, unroll, k_per = _k_plan(f, dn.get("split"), dn.get("unroll"))
+    part = ypair
+    if split > 1:
+        part = torch.empty(split, pairs, h, dtype=torch.float32, device=x.device)
+    grid = (num_experts, triton.cdiv(h, dn["BLOCK_N"]), split)
+    LAST_FEW_KERNELS["down"] = _few_down_kernel[grid](
         hbuf,
         routes["pair_idx"],
         rw,
@@ -843,20 +996,28 @@ def moe_few_tokens(
         a2,
         bank.offset,
         bank.code2,
-        code,
+        tables[int(dn.get("lut") or 0)],
         ypair,
+        part,
         h,
         f,
         *strides,
         pairs,
+        k_per,
         ROUND=not fp32,
         IEEE=fp32,
+        SPLIT=split,
+        UNROLL=unroll,
+        SWAP=bool(dn.get("swap")),
+        LUT=int(dn.get("lut") or 0),
         BLOCK_M=bm,
         BLOCK_N=dn["BLOCK_N"],
         num_warps=dn["num_warps"],
         num_stages=dn["num_stages"],
         enable_fp_fusion=False,
     )
+    if split > 1:  # each expert output rounded, times its routing weight, rounded
+        ypair = part.sum(dim=0).to(x.dtype) * rw[:, None]
     # The eager block adds each expert's weighted output into zeros in the compute dtype; for two
     # experts that is one rounding of their exact sum, which this is.
     return ypair.view(m, top_k, h).sum(dim=1, dtype=torch.float32).to(x.dtype)

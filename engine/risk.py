@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "CATEGORIES",
@@ -34,6 +34,7 @@ __all__ = [
     "highest_severity",
     "model_verdict",
     "risk_audit_detail",
+    "yes_no_scorer",
 ]
 
 Category = Literal["suicide_self_harm", "violence", "abuse"]
@@ -779,16 +780,45 @@ def model_verdict(text: str, category: str, generate: Callable[[str], str]) -> b
     return None
 
 
+def yes_no_scorer(model: Any, tokenizer: Any) -> Callable[[str], str]:
+    """A ``generate`` for ``model_verdict`` that cannot ramble: after the chat prompt it
+    compares the next-token scores of "yes" and "no" (constrained decoding) and returns the
+    higher word. Small models asked to answer freely often echo the prompt (the embedded
+    SmolLM2-135M answers "<<<TEXT"), which gives no verdict at all."""
+    import torch
+
+    def first_ids(words: tuple[str, ...]) -> list[int]:
+        ids = {tokenizer.encode(w, add_special_tokens=False)[0] for w in words}
+        return sorted(ids)
+
+    yes = first_ids(("yes", " yes", "Yes", " Yes", "是"))
+    no = first_ids(("no", " no", "No", " No", "否"))
+
+    def generate(prompt: str) -> str:
+        messages = [{"role": "user", "content": prompt}]
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt"
+        ).to(model.device)
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[0, -1].float()
+        return "yes" if logits[yes].max() > logits[no].max() else "no"
+
+    return generate
+
+
 def assess_with_model(
     text: str,
     generate: Callable[[str], str],
     *,
     ask_unflagged: bool = False,
+    may_drop: bool = True,
 ) -> list[RiskFlag]:
     """Rules, then the model per category.
 
     A category the rules flagged is confirmed (``rules+model``) or denied: a denial drops
-    medium and low flags and keeps high ones, marked ``model_verdict=False``. With
+    medium and low flags and keeps high ones, marked ``model_verdict=False`` (with
+    ``may_drop=False``, as the product runs it, a denial drops nothing: the model can add to
+    the rules but never silence them). With
     ``ask_unflagged`` the model is also asked about the other categories and a "yes" adds a
     low flag without quoted evidence (``source="model"``, ``start == end == 0``).
     """
@@ -807,7 +837,7 @@ def assess_with_model(
             if verdict is True:
                 out.append(replace(f, source="rules+model", model_verdict=True))
             elif verdict is False:
-                if f.severity == "high":
+                if f.severity == "high" or not may_drop:
                     out.append(replace(f, model_verdict=False))
             else:
                 out.append(f)

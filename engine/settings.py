@@ -54,6 +54,9 @@ class GenerationSettings(BaseModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.1, ge=1.0, le=2.0)
     do_sample: bool = False
+    # Greedy runs of a MoE model (Mixtral) on one GPU go through engine.fastdecode (static KV
+    # cache, CUDA graphs, fused NF4 experts): same tokens as generate, ~9x faster there.
+    fast_decode: bool = True
 
 
 class ModelSettings(BaseModel):
@@ -67,6 +70,9 @@ class ModelSettings(BaseModel):
     gguf_file: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     load_in_4bit: bool = False
+    # 4-bit placement: None = one GPU when it fits, else spread over all visible GPUs;
+    # "single", "cuda:N", or an accelerate strategy ("auto", "balanced", "sequential").
+    device_map: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # A PEFT adapter dir; "auto" = the one under adapters/ made for ``spec`` (the embedded model
     # ships one: adapters/smollm2-135m-imhi-counselchat); None or "" = no domain adapter.
@@ -113,6 +119,10 @@ class Settings(BaseSettings):
 
     theme: str = "textual-dark"
     idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock
+    # Risk flags before an analysis: rules always; the loaded model is also asked a yes/no
+    # question per category ("on"), never ("off"), or unless it is the embedded model, whose
+    # yes/no answers are not informative (it says yes to almost every statement) ("auto").
+    risk_model_check: Literal["auto", "on", "off"] = "auto"
     keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys
 
     @classmethod

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Reproduce the shipped domain adapter (adapters/smollm2-135m-imhi-counselchat):
-# prepare IMHI + CounselChat, LoRA SFT on the embedded SmolLM2-135M-Instruct, then evaluate
-# base vs adapter on IMHI. Needs a CUDA GPU for a run of minutes (CPU works, but takes hours).
+# Reproduce the shipped domain adapter (adapters/smollm2-135m-imhi-counselchat): prepare IMHI +
+# CounselChat, LoRA SFT on the embedded SmolLM2-135M-Instruct, evaluate base vs adapter on IMHI,
+# then (SHIP=1) copy it to adapters/ with its card. Needs a CUDA GPU for a run of minutes (the
+# shipped run: one H100, 361 s of training; CPU works, but takes many hours).
 #   scripts/train_domain_adapter.sh [SHARED_DATA_DIR] [WORK_DIR] [extra `domain train` args]
 # Env: PHYASSIST (command to run, default "python -m phyassist_tui"; use the engine modules on
-# a host without textual: PHYASSIST_ENGINE=1), EVAL_LIMIT (rows per task, default 300),
-# EVAL_BATCH (default 64).
+# a host without textual: PHYASSIST_ENGINE=1), TIME_BUDGET (training seconds, default 360 as
+# shipped; on other hardware pass `--max-steps 614` for the shipped step count), EVAL_LIMIT
+# (rows per task, default 400), EVAL_BATCH (default 200), SHIP=1 (write adapters/...).
 set -euo pipefail
 DATA=${1:-../shared/data}
 WORK=${2:-build/domain}
@@ -13,13 +15,21 @@ shift $(( $# > 2 ? 2 : $# )) || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ -n "${PHYASSIST_ENGINE:-}" ]; then
   prepare=(python -m engine.dataprep); train=(python -m engine.domain_train)
-  evaluate=(python -m engine.evaluation)
+  evaluate=(python -m engine.evaluation); ship=()
 else
   prepare=(python -m phyassist_tui data prepare); train=(python -m phyassist_tui domain train)
-  evaluate=(python -m phyassist_tui eval imhi)
+  evaluate=(python -m phyassist_tui eval imhi); ship=(python -m phyassist_tui domain ship)
 fi
 "${prepare[@]}" --imhi "$DATA/imhi" --counselchat "$DATA/counsel_chat/counsel_chat.csv" \
   --out "$WORK/data"
-"${train[@]}" --data "$WORK/data" --out "$WORK/run" --no-4bit "$@"
+"${train[@]}" --data "$WORK/data" --out "$WORK/run" --no-4bit --no-resume --epochs 3 \
+  --batch-size 32 --grad-accum 1 --lr 2e-4 --max-length 1024 --lora-r 16 --lora-alpha 32 \
+  --no-gradient-checkpointing --logging-steps 50 --save-steps 100000 \
+  --time-budget "${TIME_BUDGET:-360}" "$@"
 "${evaluate[@]}" --data "$DATA/imhi" --adapter "$WORK/run/adapter" --compare-base \
-  --limit "${EVAL_LIMIT:-300}" --batch-size "${EVAL_BATCH:-64}" --out "$WORK/eval"
+  --limit "${EVAL_LIMIT:-400}" --batch-size "${EVAL_BATCH:-200}" --max-new-tokens 256 \
+  --out "$WORK/eval"
+if [ -n "${SHIP:-}" ] && [ ${#ship[@]} -gt 0 ]; then
+  "${ship[@]}" --run "$WORK/run" --eval "$WORK/eval" --data "$WORK/data" \
+    --dest adapters/smollm2-135m-imhi-counselchat --bf16
+fi

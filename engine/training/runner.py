@@ -361,15 +361,16 @@ def store_adapter(
     card: dict[str, Any],
     settings: Settings,
 ) -> StoredAdapter:
-    """Save as the next version, make it active, prune beyond the per-patient limit."""
+    """Save as the next version, make it active, then prune beyond the per-patient limit.
+
+    In that order: a kill before the pointer is written leaves the previous active version
+    in place (it still exists), and pruning never deletes what the pointer names."""
     registry = AdapterRegistry(store)
-    before = set(registry.versions(patient_id))
-    keep = settings.limits.max_adapters_per_patient
-    version = registry.save(patient_id, config, state_dict, card, keep=keep)
+    version = registry.save(patient_id, config, state_dict, card)
     store.write_blob(patient_id, ACTIVE_KIND, str(version).encode("ascii"))
-    after = set(registry.versions(patient_id))
+    pruned = registry.prune(patient_id, settings.limits.max_adapters_per_patient)
     card = registry.card(patient_id, version) or card
-    return StoredAdapter(version=version, card=card, pruned=sorted(before - after))
+    return StoredAdapter(version=version, card=card, pruned=sorted(pruned))
 
 
 def train_patient(

@@ -6,8 +6,12 @@ client text: it is sanitized (no escape sequences or control characters reach th
 and escaped with ``rich.markup.escape`` before it is put in markup, so a statement cannot
 style or hide anything on this screen.
 
-Use :func:`confirm_risk` from a worker (it awaits the screen), or :func:`confirm_risk_then`
-from an event handler (it calls back). An acknowledgement is recorded in the audit log as
+Use :func:`check_risk_then` from an event handler: rules at once and, where the settings
+and the loaded model allow (``risk_model_check``), the model's yes/no per category in a
+thread worker ("risk-check") first; then it shows the screen and calls back. The model can
+confirm a rule flag or add one the rules missed; it never silences a rule flag.
+:func:`confirm_risk` (from a worker, awaits the screen) and :func:`confirm_risk_then` are the
+rules-only building blocks. An acknowledgement is recorded in the audit log as
 ``risk_acknowledged`` with categories, severities and rule ids only, never the quote.
 """
 
@@ -24,6 +28,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+from textual.worker import get_current_worker
 
 from engine.audit import record
 from engine.risk import CATEGORY_LABELS, RiskFlag, assess, highest_severity, risk_audit_detail
@@ -32,7 +37,14 @@ from engine.sanitize import safe_terminal_text
 if TYPE_CHECKING:
     from textual.app import App
 
-__all__ = ["RiskFlagScreen", "confirm_risk", "confirm_risk_then", "evidence_text", "flag_heading"]
+__all__ = [
+    "RiskFlagScreen",
+    "check_risk_then",
+    "confirm_risk",
+    "confirm_risk_then",
+    "evidence_text",
+    "flag_heading",
+]
 
 _SEVERITY_STYLE = {
     "high": "bold white on red",
@@ -54,6 +66,8 @@ def flag_heading(flag: RiskFlag) -> Text:
     style = _SEVERITY_STYLE.get(flag.severity, "bold")
     severity = f"{flag.severity.upper()} {_SEVERITY_ZH.get(flag.severity, '')}".strip()
     source = flag.rule or flag.source
+    if flag.model_verdict is not None and flag.rule:
+        source += f" · model: {'yes' if flag.model_verdict else 'no'}"
     markup = (
         f"[{style}] {_clean(severity)} [/] [bold]{_clean(en)} · {_clean(zh)}[/]"
         f"  [dim]({_clean(source)})[/]"
@@ -97,9 +111,10 @@ class RiskFlagScreen(ModalScreen[bool]):
     RiskFlagScreen Button { margin-left: 1; }
     """
 
-    def __init__(self, flags: Sequence[RiskFlag]) -> None:
+    def __init__(self, flags: Sequence[RiskFlag], found_by: str = "") -> None:
         super().__init__()
         self.flags = list(flags)
+        self.found_by = found_by  # "rules and Mixtral-…", "rules only: …"
 
     def compose(self) -> ComposeResult:
         top = highest_severity(self.flags) or "low"
@@ -122,6 +137,7 @@ class RiskFlagScreen(ModalScreen[bool]):
                     "Read the quoted words before you continue. The rules miss paraphrased "
                     "risk: a statement without flags is not a statement without risk. "
                     "请先阅读引文再继续。"
+                    + (f"\nFound by {safe_terminal_text(self.found_by)}." if self.found_by else "")
                 ),
                 id="risk-hint",
             )
@@ -170,11 +186,14 @@ def confirm_risk_then(
     proceed: Callable[[], Any],
     *,
     cancelled: Callable[[], Any] | None = None,
+    flags: list[RiskFlag] | None = None,
+    found_by: str = "",
 ) -> bool:
     """Callback form for event handlers: runs ``proceed()`` at once when there are no flags
     (returns True), else shows the screen (returns False) and later calls ``proceed()`` after
-    an acknowledgement (audited) or ``cancelled()`` after Escape."""
-    flags = assess(text)
+    an acknowledgement (audited) or ``cancelled()`` after Escape. ``flags`` defaults to the
+    rules' flags for ``text``."""
+    flags = assess(text) if flags is None else flags
     if not flags:
         proceed()
         return True
@@ -186,5 +205,55 @@ def confirm_risk_then(
         elif cancelled is not None:
             cancelled()
 
-    app.push_screen(RiskFlagScreen(flags), _done)
+    app.push_screen(RiskFlagScreen(flags, found_by), _done)
     return False
+
+
+def check_risk_then(
+    owner: Any,
+    store: Any,
+    patient_id: str | None,
+    text: str,
+    proceed: Callable[[], Any],
+    *,
+    cancelled: Callable[[], Any] | None = None,
+    checking: Callable[[str], Any] | None = None,
+) -> None:
+    """:func:`confirm_risk_then` with the model check where it applies.
+
+    ``owner`` is the widget or screen that owns the worker (its ``app.assistant`` is asked).
+    Without a model check (off, embedded model, model still loading, or an engine that has
+    none) this is :func:`confirm_risk_then` with the rules' flags, at once. Otherwise the
+    check runs in the exclusive thread worker ``risk-check`` (``checking`` is told, e.g. to
+    show it in the status line); cancelling that worker (Esc) calls ``cancelled``.
+    """
+    app = owner.app
+    assistant = getattr(app, "assistant", None)
+    refusal = getattr(assistant, "risk_model_refusal", None)
+    why = refusal() if callable(refusal) else "this engine has no model check"
+    if why is not None:
+        confirm_risk_then(app, store, patient_id, text, proceed, cancelled=cancelled)
+        return
+    if checking is not None:
+        checking("checking for risk with the model…")
+
+    def work() -> None:
+        worker = get_current_worker()
+        flags, found_by = assistant.risk_flags(text)
+        if worker.is_cancelled:
+            if cancelled is not None:
+                app.call_from_thread(cancelled)
+            return
+        app.call_from_thread(
+            confirm_risk_then,
+            app,
+            store,
+            patient_id,
+            text,
+            proceed,
+            cancelled=cancelled,
+            flags=flags,
+            found_by=found_by,
+        )
+
+    owner.run_worker(work, thread=True, name="risk-check", group="risk-check", exclusive=True)

@@ -181,6 +181,47 @@ def test_registry_versions_cards_and_pruning(fake_store) -> None:
     assert registry.versions("other") == []
 
 
+def test_pruning_never_deletes_the_active_version(fake_store) -> None:
+    registry = AdapterRegistry(fake_store)
+    config = {"peft_type": "LORA", "r": 1, "target_modules": ["q_proj"]}
+    state = {"x.lora_A.weight": torch.ones(1, 2)}
+    for _ in range(3):
+        registry.save("p1", config, state)
+    fake_store.write_blob("p1", "adapter/active", b"1")  # rolled back to the oldest
+    assert registry.prune("p1", keep=1) == [2]
+    assert registry.versions("p1") == [1, 3] and registry.active("p1") == 1
+
+
+def test_killed_before_the_pointer_moves_keeps_the_previous_adapter(fake_store) -> None:
+    """store_adapter writes the new version, then the pointer, then prunes: a crash while
+    writing the pointer leaves the rolled-back version active and present."""
+    from engine.settings import Settings
+    from engine.training.runner import store_adapter
+
+    registry = AdapterRegistry(fake_store)
+    config = {"peft_type": "LORA", "r": 1, "target_modules": ["q_proj"]}
+    state = {"x.lora_A.weight": torch.ones(1, 2)}
+    for _ in range(2):
+        registry.save("p1", config, state)
+    fake_store.write_blob("p1", "adapter/active", b"1")
+    settings = Settings(limits={"max_adapters_per_patient": 1})
+    write = fake_store.write_blob
+
+    def crash_on_pointer(patient_id, kind, data):
+        if kind == "adapter/active":
+            raise KeyboardInterrupt("killed")
+        write(patient_id, kind, data)
+
+    fake_store.write_blob = crash_on_pointer
+    with pytest.raises(KeyboardInterrupt):
+        store_adapter(fake_store, "p1", config, state, {"loss": 1.0}, settings)
+    assert registry.active("p1") == 1 and 1 in registry.versions("p1")
+    fake_store.write_blob = write
+    stored = store_adapter(fake_store, "p1", config, state, {"loss": 0.5}, settings)
+    assert stored.version == 4 and registry.active("p1") == 4
+    assert registry.versions("p1") == [4] and stored.pruned == [1, 2, 3]
+
+
 def test_adapters_are_encrypted_at_rest(real_store) -> None:
     patient = real_store.create_patient("Enc")
     registry = AdapterRegistry(real_store)

@@ -6,7 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.domain_train import DomainRecipe, _fmt_eta, _progress_callback, latest_checkpoint
+from engine.domain_train import (
+    DomainRecipe,
+    _fmt_eta,
+    _progress_callback,
+    _time_budget_callback,
+    add_arguments,
+    latest_checkpoint,
+)
 
 
 def test_defaults_are_the_briefs_recipe():
@@ -55,3 +62,37 @@ def test_latest_checkpoint(tmp_path):
     (tmp_path / "checkpoints" / "checkpoint-5").mkdir(parents=True)
     (tmp_path / "checkpoints" / "checkpoint-12").mkdir()
     assert latest_checkpoint(tmp_path).endswith("checkpoint-12")
+
+
+def test_time_budget_stops_training_and_saves(monkeypatch):
+    clock = iter([0.0, 0.0, 5.0, 10.5])
+    monkeypatch.setattr("engine.domain_train.time.perf_counter", lambda: next(clock))
+    lines: list[str] = []
+    cb = _time_budget_callback(10, lines.append)
+    state = SimpleNamespace(global_step=0)
+    control = SimpleNamespace(should_training_stop=False, should_save=False)
+    cb.on_train_begin(None, state, control)
+    state.global_step = 3
+    cb.on_step_end(None, state, control)  # 5 s: keeps going
+    assert not control.should_training_stop and lines == []
+    state.global_step = 6
+    cb.on_step_end(None, state, control)  # 10.5 s: stops, and the checkpoint is saved
+    assert control.should_training_stop and control.should_save
+    assert lines == ["time budget of 10 s reached at step 6"]
+
+
+def test_cli_gradient_checkpointing_and_time_budget_flags():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    base = ["--data", "d", "--out", "o"]
+    args = parser.parse_args(base)
+    assert args.gradient_checkpointing is None and args.time_budget is None
+    args = parser.parse_args([*base, "--no-gradient-checkpointing", "--time-budget", "360"])
+    assert args.gradient_checkpointing is False and args.time_budget == 360.0
+    assert parser.parse_args([*base, "--gradient-checkpointing"]).gradient_checkpointing is True
+    assert (
+        DomainRecipe(gradient_checkpointing=False).resolved(on_cuda=True).gradient_checkpointing
+        is False
+    )

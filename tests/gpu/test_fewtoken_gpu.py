@@ -39,6 +39,13 @@ def _eager_moe(block, x, selected, routing):
     return out
 
 
+def _set_tiles(monkeypatch, **changes):
+    """The same tile changes for both token-count classes of the few-token kernel."""
+    for tiles in (nf4_moe.FEW_TUNING, nf4_moe.FEW_TUNING_LARGE):
+        for name in ("gate_up", "down"):
+            monkeypatch.setitem(tiles, name, {**tiles[name], **changes})
+
+
 def _routing(block, x):
     logits = block.gate(x)
     routing = torch.softmax(logits, dim=1, dtype=torch.float)
@@ -50,8 +57,9 @@ def _routing(block, x):
 def test_few_token_moe_matches_the_eager_block(cuda_bnb, tmp_path, dtype):
     # hidden 256 / intermediate 512: several K tiles per row, several N tiles per expert
     model = _quantized(tmp_path, dtype, hidden_size=256, intermediate_size=512)
-    (bank, *_) = install_fast_moe(model)
+    install_fast_moe(model)
     block = model.model.layers[1].block_sparse_moe
+    bank = block._phyassist_bank
     for m in (2, 7, 33, 200):
         x = torch.randn(m, 256, device="cuda", dtype=dtype)
         want = block(x[None])[0][0]  # the block's own forward
@@ -63,11 +71,49 @@ def test_few_token_moe_matches_the_eager_block(cuda_bnb, tmp_path, dtype):
         assert rel < (1e-2 if dtype == torch.bfloat16 else 1e-5), (m, rel)
 
 
+@pytest.mark.parametrize("split", [2, 4])
+def test_split_and_unrolled_kernels_compute_the_same_function(
+    cuda_bnb, tmp_path, monkeypatch, split
+):
+    model = _quantized(tmp_path, torch.bfloat16, hidden_size=256, intermediate_size=512)
+    install_fast_moe(model)
+    block = model.model.layers[1].block_sparse_moe
+    bank = block._phyassist_bank
+    x = torch.randn(40, 256, device="cuda", dtype=torch.bfloat16)
+    selected, routing = _routing(block, x)
+    want = block(x[None])[0][0]
+    _set_tiles(monkeypatch, split=split, unroll=2, BLOCK_N=64)
+    got = nf4_moe.moe_few_tokens(bank, x, selected, routing, bank.code)
+    again = nf4_moe.moe_few_tokens(bank, x, selected, routing, bank.code)
+    assert torch.equal(got, again)  # partial sums are added in a fixed order: deterministic
+    rel = ((got.float() - want.float()).norm() / want.float().norm()).item()
+    assert rel < 1e-2, rel
+
+
+@pytest.mark.parametrize(("swap", "lut"), [(0, 0), (0, 1), (1, 0), (1, 1)])
+def test_every_operand_order_and_table_matches_the_eager_block(
+    cuda_bnb, tmp_path, monkeypatch, swap, lut
+):
+    model = _quantized(tmp_path, torch.bfloat16, hidden_size=256, intermediate_size=512)
+    install_fast_moe(model)
+    block = model.model.layers[1].block_sparse_moe
+    bank = block._phyassist_bank
+    _set_tiles(monkeypatch, swap=swap, lut=lut, BLOCK_N=64)
+    for m in (3, 32, 70):
+        x = torch.randn(m, 256, device="cuda", dtype=torch.bfloat16)
+        selected, routing = _routing(block, x)
+        want = block(x[None])[0][0]
+        got = nf4_moe.moe_few_tokens(bank, x, selected, routing, bank.code)
+        rel = ((got.float() - want.float()).norm() / want.float().norm()).item()
+        assert rel < 1e-2, (m, rel)
+
+
 def test_few_token_moe_handles_every_token_on_one_expert(cuda_bnb, tmp_path):
     """One expert with more pairs than a token chunk (several chunks), the others with none."""
     model = _quantized(tmp_path, torch.bfloat16, hidden_size=256, intermediate_size=512)
-    (bank, *_) = install_fast_moe(model)
+    install_fast_moe(model)
     block = model.model.layers[0].block_sparse_moe
+    bank = block._phyassist_bank
     m = 150
     x = torch.randn(m, 256, device="cuda", dtype=torch.bfloat16)
     selected = torch.stack(
@@ -80,27 +126,42 @@ def test_few_token_moe_handles_every_token_on_one_expert(cuda_bnb, tmp_path):
     assert rel < 1e-2, rel
 
 
+@pytest.mark.parametrize("static", [True, False])
 def test_suffix_after_a_cached_prefix_uses_the_kernel_and_equals_generate(
-    cuda_bnb, tmp_path, monkeypatch
+    cuda_bnb, tmp_path, monkeypatch, static
 ):
+    """With fp32 compute, greedy tokens equal ``generate``'s exactly, on both suffix paths.
+
+    ``static``: the suffix is written into the static cache by a captured CUDA graph (padded to
+    a multiple of SUFFIX_BUCKET tokens); otherwise it extends the DynamicCache eagerly.
+    """
     model = _quantized(tmp_path, torch.float32)
     calls = []
     real = nf4_moe.moe_few_tokens
     monkeypatch.setattr(nf4_moe, "moe_few_tokens", lambda *a: calls.append(a[1].shape) or real(*a))
     dec = FastDecoder(model, max_cache_len=512)
-    assert dec.few_token_prefill
-    for n_prefix, n_total in ((256, 300), (100, 101 + fastdecode.FEW_TOKENS_MAX)):
+    assert dec.few_token_prefill and dec.static_suffix
+    dec.static_suffix = static
+    for n_prefix, n_total in ((256, 300), (256, 261), (100, 101 + fastdecode.FEW_TOKENS_MAX)):
         ids = prompt_ids(n_total, seed=n_total).cuda()
         want, _ = baseline_generate(model, ids, 24)
         prefix = dec.build_prefix(ids[0, :n_prefix].tolist())
         calls.clear()
+        if static and n_total == 261:  # captured ahead of the request (a patient just opened)
+            assert dec.warm_up_suffix(n_prefix, n_total - n_prefix)
+            assert calls  # the capture ran the kernel
         got = dec.generate(ids, 24, prefix=prefix)
         assert got.tokens == want
         suffix = n_total - n_prefix
         if suffix <= fastdecode.FEW_TOKENS_MAX:
-            assert calls and all(c[0] == suffix for c in calls)  # every layer, the whole suffix
+            assert got.static_suffix == static
+            rows = -(-suffix // fastdecode.SUFFIX_BUCKET) * fastdecode.SUFFIX_BUCKET
+            assert calls and all(c[0] == (rows if static else suffix) for c in calls)
+            again = dec.generate(ids, 24, prefix=prefix)  # a replay (static) or a new prefill
+            assert again.tokens == want
         else:
             assert not calls  # a long suffix takes generate's own prefill
+            assert not got.static_suffix
 
 
 def test_bf16_suffix_prefill_logits_match_the_eager_prefill(cuda_bnb, tmp_path):
@@ -116,10 +177,16 @@ def test_bf16_suffix_prefill_logits_match_the_eager_prefill(cuda_bnb, tmp_path):
     eager = dec.prefill_logits(ids, prefix.cache)
     with torch.no_grad():
         full = model(ids, past_key_values=DynamicCache(config=model.config)).logits[:, -1].float()
+    prefix.cache.crop(256)
+    assert not dec._static_suffix_ok(256, 300)  # the eager MoE cannot be captured
+    dec.few_token_prefill = True
+    static = dec.static_suffix_logits(ids, prefix.cache, 256).clone()  # the captured graph
     rel_fast = ((fast - full).norm() / full.norm()).item()
     rel_eager = ((eager - full).norm() / full.norm()).item()
+    rel_static = ((static - fast).norm() / fast.norm()).item()
     assert rel_fast < 4e-2, rel_fast  # typical 1e-2, as the decode path (test_fastdecode_gpu)
     assert rel_eager < 4e-2, rel_eager
+    assert rel_static < 1e-2, rel_static  # the same kernels, padded to 48 rows
     top2 = full.topk(2, dim=-1).values[0]
     if top2[0] - top2[1] > 2 * (fast - full).abs().max():
         assert fast.argmax() == full.argmax()

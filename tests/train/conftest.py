@@ -1,9 +1,10 @@
-"""Fixtures for the training tests: a shared model cache, a tiny model, a vault, patients.
+"""Fixtures for the training tests: the model cache, a tiny model, a vault, patients.
 
-The embedded model is dequantized once per session into a session-wide cache
-(``PHYASSIST_CACHE_DIR``); the tiny model (2 layers, hidden 64, random weights) reuses the
-embedded tokenizer so the worker, the runner and the CLI can be exercised in seconds.
-Module files run with ``--import-mode=importlib``, so helpers here are fixtures.
+The embedded model's dequantized copy lives in the model cache that every test area shares
+(``tests/conftest.py`` points ``PHYASSIST_CACHE_DIR`` there: public weights, never patient
+data), so it is built once, not once per session. The tiny model (2 layers, hidden 64, random
+weights) reuses the embedded tokenizer so the worker, the runner and the CLI can be exercised
+in seconds. Module files run with ``--import-mode=importlib``, so helpers here are fixtures.
 """
 
 from __future__ import annotations
@@ -24,15 +25,19 @@ PASSPHRASE = "training tests passphrase"
 
 
 @pytest.fixture(scope="session")
-def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("phyassist-train-cache")
+def session_cache() -> Path:
+    """The shared model cache (``tests/conftest.py``'s ``model_cache_root``, same rule)."""
+    from platformdirs import user_cache_path
+
+    env = os.environ.get("PHYASSIST_TEST_MODEL_CACHE")
+    return Path(env) if env else user_cache_path("phyassist")
 
 
 @pytest.fixture(autouse=True)
 def shared_model_cache(
     isolated_home: Path, session_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Path:
-    """Every training test (and its worker subprocess) shares one model cache."""
+    """Every training test and its worker subprocess read the model from that cache."""
     monkeypatch.setenv("PHYASSIST_CACHE_DIR", str(session_cache))
     return session_cache
 
@@ -47,9 +52,9 @@ def embedded_model_dir(session_cache: Path) -> Path:
     source = llm.resolve_spec(settings)
     path = llm.gguf_cache_dir(settings, source)
     if not (path / "config.json").is_file():
-        # Another test area loaded the model first, so the in-process cache answered and
-        # nothing was written under this session's cache dir (and that in-memory model may
-        # carry adapters). Build this cache from the GGUF itself.
+        # Another test area loaded the model first with another cache dir, so the in-process
+        # cache answered and nothing was written here (and that in-memory model may carry
+        # adapters). Build this cache from the GGUF itself.
         llm._load_uncached(settings, lambda _msg: None, use_disk_cache=True)
     assert (path / "config.json").is_file()
     return path

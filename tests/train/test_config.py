@@ -30,6 +30,11 @@ def test_gpu_uses_qlora_and_paged_adamw_cpu_full_precision():
     assert gpu.load_in_4bit and gpu.bf16 and gpu.optim.startswith("paged_adamw")
     assert gpu.gradient_checkpointing
     assert not cpu.load_in_4bit and not cpu.bf16 and cpu.optim == "adamw_torch"
+    many = recipe_for(n_examples=60, n_tokens=20_000, device="cuda", model_type="mixtral")
+    # 8 notes per optimizer step, in one micro-batch on a GPU, 4 accumulated on the CPU
+    assert (many.per_device_train_batch_size, many.gradient_accumulation_steps) == (8, 1)
+    cpu_many = recipe_for(n_examples=60, n_tokens=5000, device="cpu", model_type="llama")
+    assert (cpu_many.per_device_train_batch_size, cpu_many.gradient_accumulation_steps) == (1, 4)
 
 
 def test_mixtral_also_adapts_the_router():

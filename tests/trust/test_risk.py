@@ -258,3 +258,49 @@ def test_prompt_fences_the_text() -> None:
     assert model_verdict("x", "abuse", lambda p: "是的") is True
     assert model_verdict("x", "abuse", lambda p: "否") is False
     assert model_verdict("x", "abuse", lambda p: "") is None
+
+
+def test_yes_no_scorer_compares_the_two_answers() -> None:
+    """Constrained yes/no: the higher next-token score wins, whatever else the model likes."""
+    import torch
+
+    from engine.risk import yes_no_scorer
+
+    vocab = {"yes": 3, " yes": 4, "Yes": 5, " Yes": 6, "是": 7, "no": 8, " no": 9, "No": 10}
+    vocab |= {" No": 11, "否": 12}
+
+    class Tok:
+        def encode(self, word, add_special_tokens=False):
+            return [vocab[word]]
+
+        def apply_chat_template(self, messages, add_generation_prompt, return_tensors):
+            assert "Answer" in messages[0]["content"]
+            return torch.tensor([[1, 2]])
+
+    class Model:
+        device = "cpu"
+
+        def __init__(self, favourite: int) -> None:
+            self.favourite = favourite
+
+        def __call__(self, input_ids):
+            logits = torch.zeros(1, input_ids.shape[1], 20)
+            logits[0, -1, 0] = 100.0  # a token that is neither answer (the prompt's echo)
+            logits[0, -1, self.favourite] = 5.0
+            return type("Out", (), {"logits": logits})()
+
+    assert model_verdict("x", "abuse", yes_no_scorer(Model(4), Tok())) is True
+    assert model_verdict("x", "abuse", yes_no_scorer(Model(12), Tok())) is False
+
+
+def test_product_mode_never_drops_a_rule_flag() -> None:
+    """``may_drop=False`` (how the TUI runs it): a denial is recorded, the flag stays."""
+    text = "I feel like such a burden. My husband hits me."
+    model = FakeModel({"suicide": "No.", "abused": "Yes, clearly."})
+    flags = assess_with_model(text, model, may_drop=False, ask_unflagged=True)
+    by_category = {f.category: f for f in flags}
+    assert by_category["suicide_self_harm"].model_verdict is False
+    assert by_category["suicide_self_harm"].evidence  # still quoted
+    assert by_category["abuse"].source == "rules+model"
+    assert len(model.prompts) == 3  # the unflagged category (violence) was asked too
+    assert "violence" not in by_category  # the model said no there

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import ClassVar
 
 import pytest
@@ -11,10 +12,11 @@ from textual.app import App, ComposeResult
 from textual.widgets import Static
 
 from engine.audit import AuditLog
-from engine.risk import assess, risk_audit_detail
+from engine.risk import RiskFlag, assess, risk_audit_detail
 from engine.store import Store
 from phyassist_tui.screens.risk import (
     RiskFlagScreen,
+    check_risk_then,
     confirm_risk,
     confirm_risk_then,
     evidence_text,
@@ -35,12 +37,33 @@ def anyio_backend() -> str:
 class Host(App):
     """Starts ``confirm_risk`` in a worker when ``g`` is pressed; keeps the answer."""
 
-    BINDINGS: ClassVar = [("g", "go", "go"), ("c", "go_callback", "go (callback)")]
+    BINDINGS: ClassVar = [
+        ("g", "go", "go"),
+        ("c", "go_callback", "go (callback)"),
+        ("m", "go_model", "go (rules + model)"),
+        ("x", "stop_check", "stop the model check"),
+    ]
 
-    def __init__(self, store: Store, patient_id: str, text: str) -> None:
+    def __init__(self, store: Store, patient_id: str, text: str, assistant=None) -> None:
         super().__init__()
         self.store, self.patient_id, self.text = store, patient_id, text
+        self.assistant = assistant
         self.answers: list[bool] = []
+        self.activity: list[str] = []
+
+    def action_go_model(self) -> None:
+        check_risk_then(
+            self,
+            self.store,
+            self.patient_id,
+            self.text,
+            lambda: self.answers.append(True),
+            cancelled=lambda: self.answers.append(False),
+            checking=self.activity.append,
+        )
+
+    def action_stop_check(self) -> None:
+        self.workers.cancel_group(self, "risk-check")
 
     def compose(self) -> ComposeResult:
         yield Static("host")
@@ -179,3 +202,75 @@ async def test_hostile_evidence_is_shown_literally(store: Store) -> None:
         await pilot.press("a")
         await pilot.pause()
     assert app.answers == [True]
+
+
+class ModelChecker:
+    """An engine whose model check adds a flag the rules missed (after ``release`` is set)."""
+
+    def __init__(self, refusal: str | None = None) -> None:
+        self.refusal = refusal
+        self.release = threading.Event()
+        self.asked: list[str] = []
+
+    def risk_model_refusal(self) -> str | None:
+        return self.refusal
+
+    def risk_flags(self, text: str):
+        self.asked.append(text)
+        self.release.wait(10)
+        added = RiskFlag("violence", "low", "", 0, 0, source="model", model_verdict=True)
+        return [*assess(text), added], "rules and TestModel"
+
+
+async def _until(pilot, condition, tries: int = 200) -> None:
+    for _ in range(tries):
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError("condition not reached")
+
+
+async def test_model_check_adds_a_flag_and_is_audited(store: Store) -> None:
+    pid = store.create_patient("Model").id
+    engine = ModelChecker()
+    engine.release.set()
+    app = Host(store, pid, CLEAN, engine)
+    async with app.run_test() as pilot:
+        await pilot.press("m")
+        await _until(pilot, lambda: isinstance(app.screen, RiskFlagScreen))
+        screen = app.screen
+        assert [f.source for f in screen.flags] == ["model"]  # the rules found nothing
+        assert "(no quoted words: flagged by the model)" in _shown(screen)[0].plain
+        assert "Found by rules and TestModel." in str(screen.query_one("#risk-hint").content)
+        await pilot.press("a")
+        await pilot.pause()
+    assert engine.asked == [CLEAN] and app.answers == [True]
+    assert app.activity == ["checking for risk with the model…"]
+    assert _entries(store)[-1][0] == "risk_acknowledged"
+
+
+async def test_model_check_can_be_stopped(store: Store) -> None:
+    """Stopping the running check (the workspace's Esc) goes back without any screen."""
+    engine = ModelChecker()
+    app = Host(store, store.create_patient("Stop").id, EN, engine)
+    async with app.run_test() as pilot:
+        await pilot.press("m")
+        await _until(pilot, lambda: engine.asked)
+        await pilot.press("x")
+        engine.release.set()
+        await _until(pilot, lambda: app.answers)
+        assert not isinstance(app.screen, RiskFlagScreen)
+    assert app.answers == [False] and _entries(store) == []
+
+
+async def test_refused_model_check_is_the_rules_at_once(store: Store) -> None:
+    engine = ModelChecker(refusal="the model is still loading")
+    app = Host(store, store.create_patient("Rules").id, ZH, engine)
+    async with app.run_test() as pilot:
+        await pilot.press("m")
+        await pilot.pause()
+        assert isinstance(app.screen, RiskFlagScreen)  # no worker, no wait
+        assert all(f.source == "rules" for f in app.screen.flags)
+        await pilot.press("escape")
+        await pilot.pause()
+    assert engine.asked == [] and app.answers == [False]

@@ -65,12 +65,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from engine.llm import resolve_embedded_gguf
+    from engine.llm import EMBEDDED_LABEL, resolve_embedded_gguf
 
-    gguf = resolve_embedded_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, local_files_only=True
+    # the dequantized embedded model another test area cached loads its tokenizer in ~1 s;
+    # reading it out of the GGUF takes ~15 s
+    cached = sorted(
+        d
+        for d in load_settings().model_cache_dir.glob(f"{EMBEDDED_LABEL}-*")
+        if (d / "config.json").is_file() and (d / "tokenizer_config.json").is_file()
     )
+    if cached:
+        tokenizer = AutoTokenizer.from_pretrained(cached[0], local_files_only=True)
+    else:
+        gguf = resolve_embedded_gguf()
+        tokenizer = AutoTokenizer.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, local_files_only=True
+        )
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
