@@ -15,6 +15,7 @@ rewraps 32 bytes instead of re-encrypting the vault.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import unicodedata
 from dataclasses import dataclass
@@ -73,9 +74,26 @@ def normalize_passphrase(passphrase: str) -> bytes:
 
 
 def derive_key(passphrase: str, params: KdfParams) -> bytes:
-    """The key-encryption key for ``passphrase`` (scrypt; ~0.1 s at n=2**15, r=8)."""
-    kdf = Scrypt(salt=params.salt, length=KEY_BYTES, n=2**params.log2_n, r=params.r, p=params.p)
-    return kdf.derive(normalize_passphrase(passphrase))
+    """The key-encryption key for ``passphrase`` (scrypt; ~0.1 s at n=2**15, r=8).
+
+    Through the standard library's OpenSSL scrypt where it can: the same function and key as
+    ``cryptography``'s ``Scrypt`` (tested), but it releases the GIL while it runs, so the
+    TUI's other threads (importing the workspace while the vault opens) are not stalled for
+    the whole derivation. ``cryptography`` is used where hashlib cannot take the cost.
+    """
+    secret = normalize_passphrase(passphrase)
+    n = 2**params.log2_n
+    maxmem = 128 * params.r * (n + params.p + 2) + (1 << 20)
+    if maxmem < 2**31 - 1:
+        try:
+            return hashlib.scrypt(
+                secret, salt=params.salt, n=n, r=params.r, p=params.p, maxmem=maxmem,
+                dklen=KEY_BYTES,
+            )  # fmt: skip
+        except (ValueError, MemoryError):
+            pass  # e.g. an OpenSSL build that refuses these parameters
+    kdf = Scrypt(salt=params.salt, length=KEY_BYTES, n=n, r=params.r, p=params.p)
+    return kdf.derive(secret)
 
 
 def _full_aad(aad: bytes, version: int) -> bytes:

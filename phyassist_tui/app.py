@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -25,9 +26,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from engine.errors import PhyAssistError
-from engine.records import ChatMessage, Patient
 from engine.settings import Settings, load_settings
 from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for
+from phyassist_tui.focus import is_text_field
 from phyassist_tui.ports import (
     AssistantLike,
     TrainingRunner,
@@ -39,10 +40,15 @@ from phyassist_tui.ports import (
     real_store_class,
 )
 from phyassist_tui.screens.unlock import UnlockScreen
-from phyassist_tui.screens.workspace import CHAT_BLOB, WorkspaceScreen
+from phyassist_tui.startup import resume_gc
 from phyassist_tui.widgets.text import clean
 
+if TYPE_CHECKING:
+    from engine.records import ChatMessage, Patient, PatientSummary
+    from phyassist_tui.screens.workspace import WorkspaceScreen
+
 T = TypeVar("T")
+WORKSPACE_MODULE = "phyassist_tui.screens.workspace"
 
 MODEL_LOAD_GRACE_S = 2.0  # the model starts loading this long after launch at the latest
 
@@ -95,6 +101,7 @@ class PhyAssistApp(App):
         self._model_lock = threading.Lock()
         self._patient_in_model: str | None = None
         self._last_activity = time.monotonic()
+        self.last_typed_at = 0.0  # monotonic time of the last printable key into a text field
         self._theme_loaded = False
         self._model_load_started = False
         self._model_timer: Timer | None = None
@@ -119,13 +126,34 @@ class PhyAssistApp(App):
             )
         self.push_screen(UnlockScreen())
         self.call_after_refresh(freeze_heap)
+        # The workspace's modules (pydantic records, Markdown, the panes) are imported while
+        # the passphrase is typed and the key derived, rather than after the vault opens.
+        self.run_worker(preload_workspace, name="preload-workspace", thread=True)
         # The model loads in the background from the moment the patient list is up, or
         # after a grace period while the counselor types the passphrase; importing torch
         # holds the GIL for seconds and would otherwise slow the unlock and the first list.
-        self._model_timer = self.set_timer(MODEL_LOAD_GRACE_S, self.start_model_load)
+        self._model_timer = self.set_timer(MODEL_LOAD_GRACE_S, self._model_grace_elapsed)
         minutes = self.settings.idle_lock_minutes
         if minutes > 0:
             self.set_interval(min(5.0, max(0.2, minutes * 60 / 4)), self._check_idle)
+
+    def patient_list_shown(self) -> None:
+        """The workspace's list is painted: start-up is over (see phyassist_tui.startup)."""
+        resume_gc()
+
+    def on_unmount(self) -> None:
+        resume_gc()
+
+    def _model_grace_elapsed(self) -> None:
+        """Start the model while the passphrase is being typed, not while the vault opens."""
+        self._model_timer = None
+        if isinstance(self.screen, UnlockScreen) and self.screen.busy:
+            self._model_timer = self.set_timer(0.5, self._model_grace_elapsed)
+            return
+        if self.store is None:
+            self.start_model_load()
+        else:  # unlocked: the patient list starts it once shown; this is the fallback
+            self._model_timer = self.set_timer(2.0, self.start_model_load)
 
     def start_model_load(self) -> None:
         """Start loading the model in a worker (once; later calls do nothing)."""
@@ -142,7 +170,7 @@ class PhyAssistApp(App):
         def progress(*args: Any, **kwargs: Any) -> None:
             detail = " ".join(str(a) for a in args if a is not None)
             detail = detail or " ".join(f"{v}" for v in kwargs.values())
-            self.call_from_thread(setattr, self, "model_detail", clean(detail)[:60])
+            self.call_from_thread(setattr, self, "model_detail", clean(detail)[:200])
 
         try:
             if self.assistant is None:
@@ -160,6 +188,7 @@ class PhyAssistApp(App):
         self.call_from_thread(self._model_loaded, "ready", self.assistant.model_label, "")
 
     def _model_loaded(self, state: str, label: str, detail: str) -> None:
+        resume_gc()  # if the vault is still locked (see phyassist_tui.startup)
         freeze_heap()  # torch and the weights' Python objects: never scanned again
         self.model_label = label
         self.model_detail = detail
@@ -168,11 +197,16 @@ class PhyAssistApp(App):
             self.notify(f"The model could not be loaded: {detail}", severity="error", timeout=10)
 
     # -- vault ----------------------------------------------------------------------------------
-    def vault_unlocked(self, store: VaultStore) -> None:
+    def vault_unlocked(
+        self, store: VaultStore, patients: list[PatientSummary] | None = None
+    ) -> None:
+        """The vault is open: show the workspace (with ``patients`` if already listed)."""
+        from phyassist_tui.screens.workspace import WorkspaceScreen
+
         self.store = store
         self.refresh_bindings()
         self._last_activity = time.monotonic()
-        self.switch_screen(WorkspaceScreen())
+        self.switch_screen(WorkspaceScreen(patients))
         self.call_after_refresh(freeze_heap)
 
     def store_call(self, fn: Callable[[VaultStore], T]) -> T:
@@ -183,6 +217,9 @@ class PhyAssistApp(App):
             return fn(self.store)
 
     def load_chat_history(self, patient_id: str, store: VaultStore) -> list[ChatMessage]:
+        from engine.records import ChatMessage
+        from phyassist_tui.screens.workspace import CHAT_BLOB
+
         io = chat_history_io()
         if io is not None:
             return list(io[0](store, patient_id))
@@ -194,6 +231,8 @@ class PhyAssistApp(App):
     def save_chat_history(
         self, patient_id: str, history: list[ChatMessage], store: VaultStore
     ) -> None:
+        from phyassist_tui.screens.workspace import CHAT_BLOB
+
         io = chat_history_io()
         if io is not None:
             io[1](store, patient_id, history)
@@ -267,7 +306,7 @@ class PhyAssistApp(App):
     # -- locking and quitting ---------------------------------------------------------------------
     def _workspace(self) -> WorkspaceScreen | None:
         for screen in self.screen_stack:
-            if isinstance(screen, WorkspaceScreen):
+            if is_workspace(screen):
                 return screen
         return None
 
@@ -292,6 +331,8 @@ class PhyAssistApp(App):
     async def on_event(self, event: events.Event) -> None:
         if isinstance(event, ACTIVITY_EVENTS):
             self._last_activity = time.monotonic()
+            if isinstance(event, events.Key) and event.is_printable and is_text_field(self.focused):
+                self.last_typed_at = self._last_activity
         await super().on_event(event)
 
     def _check_idle(self) -> None:
@@ -349,7 +390,7 @@ class PhyAssistApp(App):
         """Every action of the table in ``bindings.py``, for the screen it was opened on."""
         yield from super().get_system_commands(screen)
         scopes = ["app"]
-        if isinstance(screen, WorkspaceScreen):
+        if is_workspace(screen):
             scopes += ["workspace", "draft", "chat"]
         builtin = {"quit", "change_theme"}  # the system provider lists these already
         for spec in specs_for(scopes):
@@ -370,7 +411,26 @@ class PhyAssistApp(App):
             await screen.run_action(action)
             return
         await screen.run_action(f"show_tab('{scope}')")
-        await screen.query_one(f"#{scope}-pane").run_action(action)
+        pane = screen.query_one(f"#{scope}-pane")
+        if not pane.check_action(action, ()):  # say why, rather than do nothing
+            self.notify(
+                "Not available now: no draft, a generation running, or an item being edited.",
+                severity="warning",
+            )
+            return
+        await pane.run_action(action)
+
+
+def is_workspace(screen: object) -> bool:
+    """Whether ``screen`` is the workspace (without importing it before it is needed)."""
+    module = sys.modules.get(WORKSPACE_MODULE)
+    return module is not None and isinstance(screen, module.WorkspaceScreen)
+
+
+def preload_workspace() -> None:
+    """Import what the vault and the workspace need (in a worker thread, at start-up)."""
+    import engine.store  # noqa: F401
+    import phyassist_tui.screens.workspace  # noqa: F401
 
 
 def freeze_heap() -> None:

@@ -30,12 +30,13 @@ class ActionSpec:
     show: bool = True
     priority: bool = False
     palette: bool = True
+    short: str = ""  # the Footer's label where the description is too long for 80 columns
 
     def binding(self) -> Binding:
         return Binding(
             self.key,
             self.action,
-            self.description,
+            self.short or self.description,
             show=self.show,
             priority=self.priority,
             id=self.id,
@@ -85,6 +86,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Notes",
         "Show the patient's basic information and notes",
         "workspace",
+        show=False,  # the key is in the tab's title
     ),
     ActionSpec(
         "workspace.show_analysis",
@@ -93,6 +95,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Analysis",
         "Write the counseling question and draft an analysis",
         "workspace",
+        show=False,  # the key is in the tab's title
     ),
     ActionSpec(
         "workspace.show_draft",
@@ -101,6 +104,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Draft",
         "Review and edit the drafted analysis",
         "workspace",
+        show=False,  # the key is in the tab's title
     ),
     ActionSpec(
         "workspace.show_chat",
@@ -109,6 +113,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Chat",
         "Talk with the model about this patient",
         "workspace",
+        show=False,  # the key is in the tab's title
     ),
     ActionSpec(
         "workspace.generate",
@@ -161,6 +166,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Regen item",
         "Regenerate the selected item using its comments",
         "draft",
+        short="Regen",
     ),
     ActionSpec(
         "draft.regenerate_all",

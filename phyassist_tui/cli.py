@@ -24,15 +24,16 @@ COMMAND_MODULES = (
     "phyassist_tui.commands.audit",
     "phyassist_tui.commands.doctor",
 )
+TUI_MODULES = ("phyassist_tui.commands.tui",)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phyassist",
         description="PhyAssist: a terminal assistant for psychological counselors.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -49,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
 
         harden_process()  # no core dumps, not ptrace-able, umask 077
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["tui", *argv]
+    # The workspace is what a counselor starts many times a day: registering the other
+    # commands imports the data and evaluation modules (~0.2 s), so it registers only its own.
+    parser = build_parser(TUI_MODULES if argv[0] in ("tui", "serve") else COMMAND_MODULES)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

@@ -12,10 +12,18 @@ import importlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from engine.records import AnalysisDraft, BasicInfo, ChatMessage, Note, Patient, PatientSummary
-from engine.settings import Settings
+if TYPE_CHECKING:  # pydantic models: imported by the modules that use them, off the launch path
+    from engine.records import (
+        AnalysisDraft,
+        BasicInfo,
+        ChatMessage,
+        Note,
+        Patient,
+        PatientSummary,
+    )
+    from engine.settings import Settings
 
 
 class VaultStore(Protocol):

@@ -225,6 +225,10 @@ def train_adapter(
         num_train_epochs=hp.num_train_epochs,
         max_steps=hp.max_steps,
         completion_only_loss=True,
+        # A note longer than max_length keeps its end (the question and the answer) rather
+        # than its start: with keep_start a long record filled the window with prompt, TRL
+        # dropped the example as fully masked, and one long note failed with num_samples=0.
+        truncation_mode="keep_end",
         packing=False,
     )
     trainer = SFTTrainer(
@@ -236,6 +240,11 @@ def train_adapter(
         callbacks=[_make_callback("sft", emit, sft_losses)],
     )
     _quiet_trainer(trainer)
+    if len(trainer.train_dataset) == 0:
+        raise TrainingError(
+            "No note has any answer text left to learn from after tokenization "
+            f"(max_length {hp.max_length} tokens)."
+        )
     setup_s = time.perf_counter() - started
     fit_started = time.perf_counter()
     trainer.train()

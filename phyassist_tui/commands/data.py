@@ -1,6 +1,7 @@
 """``phyassist data prepare`` and ``phyassist domain train``: the domain data pipeline.
 
-``domain train`` lives here (not under ``train``, which is the per-patient trainer's group).
+``domain train`` lives here; ``phyassist train domain`` (the issue's spelling, next to
+``train patient``) is the same command.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ def _domain_train(args: argparse.Namespace) -> int:
     from engine.domain_train import run_from_args
 
     # Forward the command's own arguments so a multi-GPU relaunch runs the same command.
-    argv = sys.argv[1:]
-    forward = None
-    if "domain" in argv and "train" in argv[argv.index("domain") :]:
-        forward = argv[argv.index("train", argv.index("domain")) + 1 :]
-    return run_from_args(args, forward)
+    return run_from_args(args, forwarded_arguments(sys.argv[1:]))
+
+
+def forwarded_arguments(argv: list[str]) -> list[str] | None:
+    """The arguments after ``domain train`` (or its alias ``train domain``); None if absent."""
+    for i in range(len(argv) - 1):
+        if (argv[i], argv[i + 1]) in (("domain", "train"), ("train", "domain")):
+            return argv[i + 2 :]
+    return None
 
 
 def _domain_ship(args: argparse.Namespace) -> int:

@@ -32,7 +32,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     patient.add_argument("--json", action="store_true", help="print the raw JSON events")
     patient.set_defaults(handler=_cmd_train_patient)
+    from engine.domain_train import add_arguments as add_domain_arguments
+
+    domain = tsub.add_parser(
+        "domain",
+        help="domain fine-tuning on a prepared dataset (same as `phyassist domain train`)",
+    )
+    add_domain_arguments(domain)
+    domain.set_defaults(handler=_cmd_train_domain)
     train.set_defaults(handler=lambda args: _usage(train))
+
+
+def _cmd_train_domain(args: argparse.Namespace) -> int:
+    from phyassist_tui.commands.data import _domain_train
+
+    return _domain_train(args)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

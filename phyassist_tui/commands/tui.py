@@ -35,6 +35,9 @@ def _settings(model: str | None):
 
 
 def run_tui(args: argparse.Namespace) -> int:
+    from phyassist_tui.startup import pause_gc
+
+    pause_gc()  # resumed by the app once the patient list is up (see phyassist_tui.startup)
     from phyassist_tui.app import PhyAssistApp
 
     app = PhyAssistApp(_settings(args.model))

@@ -12,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
 from engine.records import BASIC_FIELDS, BasicInfo
+from phyassist_tui.focus import HandOffInput
 from phyassist_tui.widgets.text import clean
 
 
@@ -47,7 +48,12 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
             form.border_title = "New patient · Ctrl+S creates · Esc cancels"
             with VerticalScroll(id="form-scroll"):
                 yield Label("Name (required)")
-                yield Input(placeholder="Name or pseudonym", id="name", max_length=self.max_name)
+                yield HandOffInput(
+                    hand_off_to="#field-demographics",
+                    placeholder="Name or pseudonym",
+                    id="name",
+                    max_length=self.max_name,
+                )
                 for field, (english, chinese) in BASIC_FIELDS.items():
                     yield Label(f"{english} / {chinese}")
                     yield TextArea(id=f"field-{field}", soft_wrap=True)

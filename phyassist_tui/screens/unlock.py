@@ -9,8 +9,23 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Static
 
 from engine.errors import PhyAssistError
+from phyassist_tui.focus import HandOffInput
 
 MIN_PASSPHRASE = 8
+
+
+class PassphraseField(HandOffInput):
+    """The first passphrase field: creating a vault, Enter moves on to the confirmation.
+
+    Typed fast, the second typing of the passphrase used to land here too (see
+    ``HandOffInput``); an Enter queued after it submits the confirmation.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(hand_off_to="#confirm", **kwargs)
+
+    def moves_on(self) -> bool:
+        return bool(getattr(self.screen, "creating", False))
 
 
 class UnlockScreen(Screen):
@@ -33,12 +48,15 @@ class UnlockScreen(Screen):
         super().__init__()
         self.reason = reason
         self.creating: bool | None = None  # unknown until the vault is probed
+        self.busy = False  # the vault is being opened (key derivation, index)
 
     def compose(self) -> ComposeResult:
         with Center(), Vertical(id="unlock-box"):
             yield Label("PhyAssist", id="unlock-title")
             yield Static("Checking the vault…", id="unlock-help")
-            yield Input(password=True, placeholder="Passphrase", id="passphrase", disabled=True)
+            yield PassphraseField(
+                password=True, placeholder="Passphrase", id="passphrase", disabled=True
+            )
             yield Input(password=True, placeholder="Passphrase again", id="confirm")
             yield Static(self.reason, id="unlock-error", markup=False)
         yield Footer()
@@ -75,6 +93,7 @@ class UnlockScreen(Screen):
         self.query_one("#unlock-error", Static).update(message)
 
     def _set_busy(self, busy: bool) -> None:
+        self.busy = busy
         for field in self.query(Input):
             field.disabled = busy
         if busy:
@@ -125,7 +144,11 @@ class UnlockScreen(Screen):
         except Exception as exc:  # an engine bug must not lose the screen
             app.call_from_thread(self._failed, f"Could not open the vault: {exc}")
             return
-        app.call_from_thread(app.vault_unlocked, store)
+        try:  # read here, the workspace's first frame shows the patients (else it reads them)
+            patients = store.list_patients()
+        except PhyAssistError:
+            patients = None
+        app.call_from_thread(app.vault_unlocked, store, patients)
 
     def _failed(self, message: str) -> None:
         self._set_busy(False)

@@ -16,15 +16,19 @@ from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.content import Content
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 
 from engine.audit import record as audit_record  # trust: audit hook
 from engine.errors import GenerationCancelled, PhyAssistError
-from engine.records import AnalysisDraft, ChatMessage, Note, Patient
+from engine.records import AnalysisDraft, ChatMessage, Note, Patient, PatientSummary
 from phyassist_tui.bindings import bindings_for
+from phyassist_tui.bindings import spec as binding_spec
+from phyassist_tui.focus import is_text_field
 from phyassist_tui.messages import (
     ChatSubmitted,
     DraftChanged,
@@ -62,9 +66,15 @@ Producer = Callable[[AssistantLike, threading.Event], Iterator[str]]
 class WorkspaceScreen(Screen):
     BINDINGS = bindings_for("workspace")
     AUTO_FOCUS = "#patient-list"
+    # Class-level, not set in on_mount: a title change there wakes the Header's watcher, which
+    # raised NoMatches (HeaderTitle) when the app quit right after the workspace appeared.
+    TITLE = "PhyAssist"
+    SUB_TITLE = "no patient open"
 
-    def __init__(self) -> None:
+    def __init__(self, patients: list[PatientSummary] | None = None) -> None:
+        """``patients``: the list as read when the vault opened (else it is read on mount)."""
         super().__init__()
+        self._initial_patients = patients
         self.patient: Patient | None = None
         self.draft_question = ""  # the question the current draft answers
         self.history: list[ChatMessage] = []
@@ -73,6 +83,7 @@ class WorkspaceScreen(Screen):
         self._regen_backup: tuple[str, str] | None = None  # item id, text before regeneration
         self._autosave_timer: Timer | None = None
         self._gen_started = 0.0
+        self._gen_requested_at = 0.0  # monotonic: when the generation in flight was asked for
         self._pending: list[str] = []  # streamed text not shown yet (see _generation_chunk)
         self._pending_kind: GenerationKind | None = None
         self._pending_rate: float | None = None
@@ -81,26 +92,48 @@ class WorkspaceScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="✚")
         with Horizontal(id="body"):
-            yield PatientsPane(id="patients")
+            yield PatientsPane(self._initial_patients, id="patients")
             with TabbedContent(id="tabs", initial="notes"):
-                with TabPane("Notes", id="notes"):
+                with TabPane(self._tab_title("notes"), id="notes"):
                     yield NotesView(id="notes-view")
-                with TabPane("Analysis", id="analysis"):
+                with TabPane(self._tab_title("analysis"), id="analysis"):
                     yield AnalysisPane(id="analysis-pane")
-                with TabPane("Draft", id="draft"):
+                with TabPane(self._tab_title("draft"), id="draft"):
                     yield DraftPane(id="draft-pane")
-                with TabPane("Chat", id="chat"):
+                with TabPane(self._tab_title("chat"), id="chat"):
                     yield ChatPane(id="chat-pane")
         yield StatusLine(id="status")
-        yield Footer()
+        yield Footer(compact=True)  # compact: the keys that matter fit in 80 columns
+
+    def _tab_title(self, tab: str) -> Content:
+        """The tab's name with its key (as remapped in settings), e.g. ``Notes F2``.
+
+        The tab keys are shown here rather than in the Footer, which at 80 columns has
+        room only for the keys of the pane in use.
+        """
+        spec = binding_spec(f"workspace.show_{tab}")
+        return Content.assemble(spec.description, " ", (self._key_display(spec.id), "dim"))
+
+    def _key_display(self, binding_id: str) -> str:
+        """The key of a binding as the counselor sees it (remapped in settings or not)."""
+        key = self.app._keymap.get(binding_id, binding_spec(binding_id).key).split(",")[0]
+        display = self.app.get_key_display(Binding(key.strip(), ""))
+        if display[:1] == "f" and display[1:].isdigit():
+            display = display.upper()  # F2, as printed on the keyboard
+        return display
+
+    def _counselor_is_typing(self) -> bool:
+        """A text field has the focus and took keys since the generation was asked for.
+
+        Then a finished generation leaves the focus where it is (see ``phyassist_tui.focus``).
+        """
+        typed_at = getattr(self.app, "last_typed_at", 0.0)
+        return is_text_field(self.app.focused) and typed_at >= self._gen_requested_at
 
     def on_mount(self) -> None:
-        self.title = "PhyAssist"
-        self.sub_title = "no patient open"
         self.watch(self.app, "model_state", self._model_changed, init=True)
         self.watch(self.app, "model_detail", self._model_changed, init=False)
         self.watch(self.app, "model_label", self._label_changed, init=False)
-        self.patients.refresh_list()
 
     def on_unmount(self) -> None:
         if self._cancel is not None:  # a stream must not outlive its screen
@@ -142,7 +175,7 @@ class WorkspaceScreen(Screen):
     # -- actions -------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_generation":
-            return self.generating is not None
+            return self.generating is not None or self._risk_check_running()
         if action in ("generate", "train"):
             return self.patient is not None
         return True
@@ -151,6 +184,8 @@ class WorkspaceScreen(Screen):
         if tab not in TABS:
             return
         self.query_one(TabbedContent).active = tab
+        if tab == "draft" and self.status.activity.startswith("draft ready"):
+            self.status.activity = ""
         if tab == "draft" and self.draft_pane.draft is None:
             self.query_one("#tabs Tabs").focus()
             return
@@ -222,12 +257,37 @@ class WorkspaceScreen(Screen):
                 ),
             )
 
-        # trust: risk flags first (imported here: its patterns are off the launch path)
-        from phyassist_tui.screens.risk import confirm_risk_then
+        # trust: risk flags first, rules plus the model where it applies (imported here: its
+        # patterns are off the launch path)
+        from phyassist_tui.screens.risk import check_risk_then
 
-        confirm_risk_then(self.app, self.app.store, patient.id, question, start)  # trust
+        def checking(activity: str) -> None:
+            self.status.activity = activity
+            self.refresh_bindings()  # Esc can stop the check
+
+        def not_checked() -> None:
+            self.status.activity = ""
+            self.refresh_bindings()
+
+        def checked_then_start() -> None:
+            self.status.activity = ""
+            start()
+
+        check_risk_then(
+            self,
+            self.app.store,
+            patient.id,
+            question,
+            checked_then_start,
+            cancelled=not_checked,
+            checking=checking,
+        )
+
+    def _risk_check_running(self) -> bool:
+        return any(w.group == "risk-check" and w.is_running for w in self.workers)
 
     def action_cancel_generation(self) -> None:
+        self.workers.cancel_group(self, "risk-check")  # a model risk check still running
         if self._cancel is not None and self.generating is not None:
             self._cancel.set()
             self.status.activity = "stopping…"
@@ -345,6 +405,7 @@ class WorkspaceScreen(Screen):
         patient = self.patient
         cancel = self._cancel = threading.Event()
         self.generating = kind
+        self._gen_requested_at = time.monotonic()
         self.draft_pane.busy = True
         self.status.activity = "waiting for the model…" if self.app.model_state != "ready" else ""
         self.status.tokens_per_s = None
@@ -383,6 +444,12 @@ class WorkspaceScreen(Screen):
         started = time.perf_counter()
         try:
             for chunk in producer(assistant, cancel):
+                if cancel.is_set():
+                    # the engine flushes what it held back when stopped: a character cut in
+                    # half by the stop decodes as U+FFFD, which is not text the model wrote
+                    chunk = chunk.rstrip("\ufffd")
+                    if not chunk:
+                        break
                 pieces.append(chunk)
                 elapsed = time.perf_counter() - started
                 rate = len(pieces) / elapsed if elapsed > 0 else None
@@ -489,6 +556,9 @@ class WorkspaceScreen(Screen):
         await handler(message)
 
     async def _analysis_done(self, message: GenerationFinished) -> None:
+        # decided before any await: meanwhile the counselor may start the next generation,
+        # and the typing check compares key times with the generation's start
+        typing = self._counselor_is_typing()
         if message.draft is None:
             if message.cancelled:
                 self.notify("Stopped. The text so far is kept above.")
@@ -499,8 +569,14 @@ class WorkspaceScreen(Screen):
             return
         await self.draft_pane.load(message.draft)
         self._schedule_autosave()
+        review = self._key_display("workspace.show_draft")
         if message.cancelled:
-            self.notify("Stopped. The partial draft is kept (F4 to review).")
+            self.notify(f"Stopped. The partial draft is kept ({review} to review).")
+        elif self.generating is not None:
+            pass  # the next generation started while the draft loaded: its view stays
+        elif typing or self._counselor_is_typing():  # the next letters must land in the field
+            # said in the status line: a toast could cover the field being typed in
+            self.status.activity = f"draft ready ({review} reviews it)"
         else:
             self.action_show_tab("draft")
 
@@ -524,7 +600,8 @@ class WorkspaceScreen(Screen):
                 row.item.draft = new_text
                 row.item.text = new_text
             row.refresh_body()
-        self.draft_pane.focus_list()
+        if not self._counselor_is_typing():
+            self.draft_pane.focus_list()
         self._schedule_autosave()
 
     async def _chat_done(self, message: GenerationFinished) -> None:

@@ -19,7 +19,7 @@ class AnalysisPane(Vertical):
     """
 
     def compose(self) -> ComposeResult:
-        yield Label("Counseling question (client's statement) · Ctrl+G drafts")
+        yield Label("Counseling question (the client's statement)")
         yield TextArea(id="question", soft_wrap=True, show_line_numbers=False)
         yield Input(placeholder="Observed state (optional)", id="observed")
         yield StreamView("The draft streams here.", id="stream")

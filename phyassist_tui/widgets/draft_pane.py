@@ -90,8 +90,11 @@ class ItemRow(ListItem):
         item = self.item
         prefix = "" if self.section == "symptom_type" else f"{self.number}. "
         if self.streaming is not None:
-            return Content.assemble(("⟳ ", "$accent"), clean(self.streaming) or "…")
-        text = clean(item.text) or "(empty)"
+            return Content.assemble(("⟳ ", "$accent"), clean(self.streaming).strip() or "…")
+        text = clean(item.text).strip()  # the model's blank lines would wrap the number away
+        if not text and self.section == "symptom_type":  # the model named none
+            return Content.assemble(("(none drafted; e writes one)", "dim italic"))
+        text = text or "(empty)"
         if item.deleted:
             prefix = "" if self.section == "symptom_type" else "✗  "
             line = Content.assemble((prefix + text, "strike $text-muted"), (" deleted", "dim"))
@@ -208,11 +211,10 @@ class DraftPane(Vertical):
         return any(row.editing for row in self.query(ItemRow))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in _DRAFT_ACTIONS and (self.draft is None or self.busy or self.editing):
-            # while an editor is open its letters are text, never list commands (keys typed
-            # in a burst right after 'e' may still be on their way through the list)
-            return None
-        return True
+        # While an editor is open its letters are text, never list commands (keys typed in
+        # a burst right after 'e' may still be on their way through the list). Hidden, not
+        # greyed: at 80 columns the Footer then has room for Esc (Stop) during generation.
+        return not (action in _DRAFT_ACTIONS and (self.draft is None or self.busy or self.editing))
 
     # -- actions -------------------------------------------------------------------------------
     async def action_edit_item(self) -> None:

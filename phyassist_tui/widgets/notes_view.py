@@ -2,28 +2,57 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
-from textual.widgets import Markdown
+from textual.content import Content
+from textual.widgets import Static
 
-from engine.records import Patient
 from phyassist_tui.widgets.text import patient_markdown
 
-EMPTY = (
-    "# No patient open\n\nPick a patient on the left and press **Enter**, or **Ctrl+N** to add one."
+if TYPE_CHECKING:
+    from engine.records import Patient
+
+EMPTY = Content.assemble(
+    ("No patient open", "bold"),
+    "\n\nPick a patient on the left and press ",
+    ("Enter", "bold"),
+    ", or ",
+    ("Ctrl+N", "bold"),
+    " to add one.",
 )
 
 
 class NotesView(VerticalScroll):
+    """Until a patient is opened a plain hint: the Markdown widget (its parser, and the
+    widgets it mounts a frame later) is made on the first open, off the launch path."""
+
     DEFAULT_CSS = """
     NotesView { height: 1fr; padding: 0 1; }
     NotesView > Markdown { margin: 0; }
+    NotesView > #notes-empty { padding: 1 2; }
     """
 
     def compose(self) -> ComposeResult:
-        yield Markdown(EMPTY, id="notes-markdown")
+        yield Static(EMPTY, id="notes-empty")
 
-    def show_patient(self, patient: Patient | None):
-        text = patient_markdown(patient) if patient is not None else EMPTY
+    async def show_patient(self, patient: Patient | None) -> None:
+        empty = self.query_one("#notes-empty", Static)
+        found = self.query("#notes-markdown")
         self.scroll_home(animate=False)
-        return self.query_one(Markdown).update(text)
+        if patient is None:
+            empty.display = True
+            if found:
+                found.first().display = False
+            return
+        from textual.widgets import Markdown
+
+        if found:
+            markdown = found.first(Markdown)
+        else:
+            markdown = Markdown(id="notes-markdown")
+            await self.mount(markdown)
+        empty.display = False
+        markdown.display = True
+        await markdown.update(patient_markdown(patient))

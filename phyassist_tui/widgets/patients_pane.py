@@ -14,6 +14,7 @@ from phyassist_tui.messages import PatientChosen, PatientsListed
 from phyassist_tui.widgets.text import clean
 
 ADAPTER_MARK = "◆"
+MODEL_LOAD_AFTER_LIST_S = 0.5
 
 
 class PatientRow(ListItem):
@@ -51,15 +52,24 @@ class PatientsPane(Vertical):
 
     SEARCH_DELAY_S = 0.15
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, patients: list[PatientSummary] | None = None, **kwargs) -> None:
+        """``patients``: the list read with the unlock, shown in the first frame (no wait)."""
         super().__init__(**kwargs)
         self._search_timer: Timer | None = None
-        self.summaries: list[PatientSummary] = []
+        self._initial = patients
+        self.summaries: list[PatientSummary] = list(patients or [])
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="Search patients", id="search")
-        yield ListView(id="patient-list")
+        rows = [PatientRow(s) for s in self._initial or []]
+        yield ListView(*rows, id="patient-list", initial_index=0 if rows else None)
         yield Label(f"{ADAPTER_MARK} = own adapter", id="patients-hint")
+
+    def on_mount(self) -> None:
+        if self._initial is None:
+            self.refresh_list()
+        else:
+            self._list_shown()
 
     @property
     def search_text(self) -> str:
@@ -110,9 +120,17 @@ class PatientsPane(Vertical):
         await listing.extend(PatientRow(s) for s in message.patients)
         ids = [s.id for s in message.patients]
         listing.index = ids.index(current) if current in ids else (0 if ids else None)
+        self._list_shown()
+
+    def _list_shown(self) -> None:
+        shown = getattr(self.app, "patient_list_shown", None)
+        if callable(shown):
+            self.call_after_refresh(shown)
         start_model_load = getattr(self.app, "start_model_load", None)
-        if callable(start_model_load):  # the list is up: the model may take the CPU now
-            self.call_after_refresh(start_model_load)
+        if callable(start_model_load):
+            # the list is up; once it is painted and the first keys are answered, the
+            # model (importing torch holds the GIL for seconds) may take the CPU
+            self.set_timer(MODEL_LOAD_AFTER_LIST_S, start_model_load)
 
     @property
     def highlighted_id(self) -> str | None:

@@ -9,7 +9,10 @@ from textual.widgets import Static
 
 class StatusLine(Static):
     DEFAULT_CSS = """
-    StatusLine { height: 1; background: $panel; color: $text-muted; padding: 0 1; }
+    StatusLine {
+        height: 1; background: $panel; color: $text-muted; padding: 0 1;
+        text-wrap: nowrap; text-overflow: ellipsis;
+    }
     """
 
     model_state: reactive[str] = reactive("loading")
@@ -28,9 +31,10 @@ class StatusLine(Static):
         else:
             detail = f" ({self.model_detail})" if self.model_detail else ""
             model = Content(f"loading model…{detail}")
-        parts = [model]
+        parts = []  # what is happening first: at 80 columns the model's name may not fit
         if self.activity:
             parts.append(Content(self.activity))
         if self.tokens_per_s is not None:
             parts.append(Content(f"{self.tokens_per_s:.1f} tok/s"))
+        parts.append(model)
         return Content(" · ").join(parts)

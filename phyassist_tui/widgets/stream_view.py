@@ -38,7 +38,8 @@ class StreamView(VerticalScroll):
 
     def set_text(self, text: str) -> None:
         self._text = clean(text)
-        self.query_one(".stream-text", Static).update(plain(self._text or self._placeholder))
+        shown = self._text.lstrip()  # blank lines the model starts with are not worth a screen
+        self.query_one(".stream-text", Static).update(plain(shown or self._placeholder))
 
     def append(self, chunk: str) -> None:
         self.set_text(self._text + chunk)

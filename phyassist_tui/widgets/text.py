@@ -11,10 +11,12 @@ from __future__ import annotations
 import difflib
 import re
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from textual.content import Content
 
-from engine.records import BASIC_FIELDS, AnalysisDraft, Note, Patient
+if TYPE_CHECKING:
+    from engine.records import AnalysisDraft, Note, Patient
 
 # ESC-introduced sequences (CSI, OSC, DCS, ... ) first, then any lone control character.
 _ESCAPE_SEQ = re.compile(
@@ -86,6 +88,8 @@ def note_markdown(note: Note) -> str:
 
 def patient_markdown(patient: Patient) -> str:
     """The whole record: basic information, then notes newest first."""
+    from engine.records import BASIC_FIELDS
+
     parts = [f"# {md_escape(patient.name)}", "", "## Basic Information", ""]
     basic = patient.basic.model_dump()
     for field, (english, chinese) in BASIC_FIELDS.items():

@@ -23,8 +23,9 @@ def test_prepare_train_resume_eval(tmp_path, capsys, imhi_fixture, counselchat_f
     assert "tokens/s" in out1 and "ETA" in out1
     assert (run / "checkpoints" / "checkpoint-2").is_dir()
 
-    # A second run with a higher step budget resumes from the last checkpoint.
-    assert main([*common, "--max-steps", "3"]) == 0
+    # A second run with a higher step budget resumes from the last checkpoint; it uses the
+    # alias `train domain` (the issue's spelling), which is the same command.
+    assert main(["train", "domain", *common[2:], "--max-steps", "3"]) == 0
     summary = json.loads((run / "training_summary.json").read_text(encoding="utf-8"))
     assert summary["steps"] == 3
     assert summary["resumed_from"].endswith("checkpoint-2")
@@ -67,3 +68,12 @@ def test_eval_rejects_bad_arguments(tmp_path, imhi_fixture):
                  "--out", str(tmp_path)]) == 1  # fmt: skip
     assert main(["eval", "imhi", "--data", str(imhi_fixture), "--compare-base",
                  "--out", str(tmp_path)]) == 1  # fmt: skip
+
+
+def test_domain_train_forwards_its_own_arguments() -> None:
+    """A multi-GPU relaunch re-runs the same command: both spellings forward what follows."""
+    from phyassist_tui.commands.data import forwarded_arguments
+
+    assert forwarded_arguments(["domain", "train", "--data", "d"]) == ["--data", "d"]
+    assert forwarded_arguments(["train", "domain", "--out", "o"]) == ["--out", "o"]
+    assert forwarded_arguments(["train", "patient", "abc"]) is None

@@ -72,3 +72,22 @@ def test_passphrase_is_unicode_normalized():
     decomposed = "cafe\u0301 passphrase"
     assert crypto.derive_key(composed, params) == crypto.derive_key(decomposed, params)
     assert crypto.derive_key(composed, params) != crypto.derive_key("cafe passphrase", params)
+
+
+@pytest.mark.parametrize("log2_n", [10, 14])
+def test_derived_key_is_cryptographys_scrypt(log2_n: int, monkeypatch) -> None:
+    """The stdlib path (releases the GIL) and the ``cryptography`` fallback give one key, so
+    vaults made by either open with the other."""
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    params = crypto.KdfParams.fresh(log2_n, 8, 1)
+    reference = Scrypt(salt=params.salt, length=32, n=2**log2_n, r=8, p=1).derive(
+        "口令 passphrase".encode()
+    )
+    assert crypto.derive_key("口令 passphrase", params) == reference
+
+    def refuse(*args, **kwargs):
+        raise ValueError("unsupported parameters")
+
+    monkeypatch.setattr(crypto.hashlib, "scrypt", refuse)
+    assert crypto.derive_key("口令 passphrase", params) == reference

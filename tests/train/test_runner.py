@@ -194,6 +194,26 @@ def test_token_limit_is_enforced_with_a_clear_message(tiny_settings, open_vault,
         assert list_versions(store, pid) == []
 
 
+def test_one_note_longer_than_max_length_still_trains(tiny_settings, open_vault) -> None:
+    """Found driving the TUI: a patient whose only note (counselor-written items) has a prompt
+    longer than max_length failed with TRL's "num_samples=0" (the example was truncated to
+    prompt only and dropped). The note's end, with its answer, is kept instead."""
+    from engine.records import AnalysisDraft, BasicInfo, Item, Note
+
+    with open_vault(tiny_settings) as store:
+        long_history = "复读一年，父母期望很高，失眠头痛，注意力下降。" * 60  # > 1024 tokens
+        patient = store.create_patient("孙某", BasicInfo(developmental_history=long_history))
+        analysis = AnalysisDraft(
+            symptom_type=Item(text=""),
+            reasons=[Item(text="学业压力大")],  # written by the counselor: draft is None
+            advice=[Item(text="规律作息")],
+        )
+        store.add_note(patient.id, Note(question="我睡不着，总担心考不好。", analysis=analysis))
+        run, events = _train(store, patient.id, tiny_settings, {**QUICK, "max_steps": 1})
+        assert run.result is not None and run.result.version == 1
+        assert events[-1].phase == "stored"
+
+
 def test_no_notes_and_bad_model_fail_cleanly(tiny_settings, open_vault, tmp_path):
     with open_vault(tiny_settings) as store:
         empty = store.create_patient("Nobody")

@@ -241,6 +241,17 @@ async def open_workspace(pilot):
     return app.screen
 
 
+async def open_workspace_empty(pilot):
+    """Unlock a vault that has no patient yet; returns the workspace screen."""
+    from phyassist_tui.screens.workspace import WorkspaceScreen
+
+    await unlock(pilot)
+    app = pilot.app
+    await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
+    await pilot.pause(0.1)
+    return app.screen
+
+
 async def open_patient(pilot, name: str):
     from textual.widgets import ListView
 
@@ -256,6 +267,26 @@ async def open_patient(pilot, name: str):
         what=f"patient {name}",
     )
     return screen
+
+
+async def draft_ready(pilot, screen):
+    """Wait until a finished analysis is in the Draft pane with the focus on its list.
+
+    ``pane.draft`` is set before the rows are mounted and the list takes the focus, so a key
+    pressed as soon as the draft exists could still reach the question field.
+    """
+    pane = screen.draft_pane
+    await wait_for(
+        pilot,
+        lambda: (
+            pane.draft is not None
+            and screen.generating is None
+            and pilot.app.focused is not None
+            and pilot.app.focused.id == "draft-items"
+        ),
+        what="draft ready with the focus on its list",
+    )
+    return pane
 
 
 async def generate(pilot, screen, question: str) -> None:

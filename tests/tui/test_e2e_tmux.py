@@ -2,9 +2,9 @@
 
 create vault -> create patient -> analysis (real model, few tokens) -> edit -> save -> quit
 -> relaunch -> unlock -> reopen -> the note is there. Skips cleanly without tmux or the
-console script. About 35-60 s on a loaded 2-core box with the dequantized-weights cache
-(the first run on a machine dequantizes the GGUF once, ~25 s more), so it is in the default
-selection wherever tmux exists.
+console script. 45-92 s measured on the shared 2-core box (load average 5-10) with the
+dequantized-weights cache (the first run on a machine dequantizes the GGUF once, ~25 s
+more), so it is in the default selection wherever tmux exists.
 """
 
 from __future__ import annotations
@@ -22,6 +22,13 @@ import pytest
 from platformdirs import user_cache_path
 
 pytestmark = pytest.mark.model  # loads the embedded real model
+
+# Waits are generous: a cold 2-core CI runner (first imports from a fresh virtualenv, byte
+# code compiled on the fly) took over 30 s for the first screen once; a wait that runs out
+# prints the screen and every thread's stack (see Tmux.diagnose).
+FIRST_SCREEN_S = 120.0  # process start to the unlock screen (cold imports)
+STEP_S = 60.0  # one UI step (a screen, a saved note, a clean exit)
+MODEL_S = 600.0  # model load (first run: the GGUF is dequantized once) plus a few tokens
 
 PASSPHRASE = "tmux test passphrase"
 QUESTION = "Since I failed the exam I cannot sleep and I worry all day."
@@ -84,7 +91,7 @@ class Tmux:
             check=True,
         ).stdout
 
-    def wait(self, needle: str, timeout: float = 60.0) -> str:
+    def wait(self, needle: str, timeout: float = STEP_S) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             screen = self.text()
@@ -93,14 +100,14 @@ class Tmux:
             time.sleep(0.25)
         raise AssertionError(f"{needle!r} did not appear; screen:\n{self.diagnose()}")
 
-    def wait_gone(self, needle: str, timeout: float = 30.0) -> str:
+    def wait_gone(self, needle: str, timeout: float = STEP_S) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             screen = self.text()
             if needle not in screen:
                 return screen
             time.sleep(0.25)
-        raise AssertionError(f"{needle!r} did not go away; screen:\n{self.text()}")
+        raise AssertionError(f"{needle!r} did not go away; screen:\n{self.diagnose()}")
 
     def diagnose(self) -> str:
         """The screen, then every thread's stack (faulthandler on SIGABRT) if the app hung."""
@@ -155,12 +162,12 @@ def test_note_survives_relaunch_with_real_model(phyassist_bin, isolated_home):
     tmux = Tmux(f"phyassist-e2e-{uuid.uuid4().hex[:8]}")
     try:
         tmux.start(phyassist_bin, env)
-        tmux.wait("Passphrase again", 30)
+        tmux.wait("Passphrase again", FIRST_SCREEN_S)
         tmux.keys(PASSPHRASE, literal=True)
         tmux.keys("Enter")
         tmux.keys(PASSPHRASE, literal=True)
         tmux.keys("Enter")
-        tmux.wait("New patient", 30)
+        tmux.wait("New patient")
 
         tmux.keys("C-n")
         tmux.wait("Name (required)")
@@ -174,7 +181,7 @@ def test_note_survives_relaunch_with_real_model(phyassist_bin, isolated_home):
         tmux.keys(QUESTION, literal=True)
         tmux.keys("C-g")
         # the draft list appears once the real model finished its few tokens
-        tmux.wait("Regen item", 300)
+        tmux.wait("Save note", MODEL_S)
         assert "SmolLM2" in tmux.text()  # the status line names the model in use
         tmux.keys("e")  # the cursor starts on the symptom type: edit it in place
         tmux.wait("Cancel edit")  # the editor has focus (its Esc hint is in the footer)
@@ -185,9 +192,9 @@ def test_note_survives_relaunch_with_real_model(phyassist_bin, isolated_home):
         tmux.keys("Enter")
         tmux.wait_gone("Cancel edit")
         tmux.keys("C-s")
-        tmux.wait("Note saved", 30)
+        tmux.wait("Note saved")
         tmux.keys("C-q")
-        assert f"{EXITED}0" in tmux.wait(EXITED, 30)  # quit cleanly (draft saved, vault closed)
+        assert f"{EXITED}0" in tmux.wait(EXITED)  # quit cleanly (draft saved, vault closed)
         tmux.kill()
 
         files = [path for path in Path(isolated_home).rglob("*") if path.is_file()]
@@ -197,13 +204,13 @@ def test_note_survives_relaunch_with_real_model(phyassist_bin, isolated_home):
             assert QUESTION.encode() not in data and SYMPTOM.encode() not in data, path
 
         tmux.start(phyassist_bin, env)
-        tmux.wait("Enter the passphrase", 30)
+        tmux.wait("Enter the passphrase", FIRST_SCREEN_S)
         tmux.keys(PASSPHRASE, literal=True)
         tmux.keys("Enter")
-        tmux.wait("1 note", 30)
+        tmux.wait("1 note")
         tmux.keys("Enter")
-        screen = tmux.wait("Counseling Question", 30)
+        screen = tmux.wait("Counseling Question")
         assert QUESTION in screen
-        screen = tmux.wait(f"Symptom Type: {SYMPTOM}", 10)
+        screen = tmux.wait(f"Symptom Type: {SYMPTOM}")
     finally:
         tmux.kill()

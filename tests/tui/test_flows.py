@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from textual.widgets import Input, ListView, TextArea
+from textual.widgets import Input, ListView, TabbedContent, TextArea
 from tui_fakes import (
     ANALYSIS_TEXT,
     CHAT_REPLY,
     PASSPHRASE,
     FakeAssistant,
+    draft_ready,
     generate,
     open_patient,
     open_workspace,
+    open_workspace_empty,
     read_only,
     screen_text,
     type_text,
@@ -64,6 +66,35 @@ async def test_first_run_creates_vault_with_confirmation(make_app, settings):
     read_only(settings).close()  # the chosen passphrase opens it
 
 
+async def test_passphrase_typed_twice_in_one_burst_creates_the_vault(make_app, settings):
+    """Typed fast (or delivered together over SSH), the second typing follows Enter before
+    the focus has moved: it must land in the confirmation field, not the first one."""
+    from textual import events
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(
+            pilot,
+            lambda: (
+                isinstance(app.screen, UnlockScreen)
+                and app.focused is not None
+                and app.focused.id == "passphrase"
+            ),
+            what="create mode",
+        )
+        burst = [*((c, c) for c in PASSPHRASE.replace(" ", "_")), ("enter", "\r")]
+        for key, char in burst * 2:  # sent like the driver does, without waiting
+            event = events.Key(key, char)
+            event.set_sender(app)
+            app._driver.send_message(event)
+        await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
+        await pilot.pause(0.2)
+    assert Store.exists(settings.vault_dir)
+    Store.open(
+        settings.vault_dir, PASSPHRASE.replace(" ", "_"), writer=False, settings=settings
+    ).close()  # the passphrase typed (twice) opens it
+
+
 async def test_wrong_passphrase_says_so_and_keeps_screen(make_app, vault):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -112,6 +143,45 @@ async def test_create_patient_validates_then_saves(make_app, vault, settings):
         assert store.load_patient(wang.id).basic.social_functioning == "works full time"
     finally:
         store.close()
+
+
+async def test_new_patient_name_and_next_field_typed_in_one_burst(make_app, vault):
+    """Enter after the name moves on: letters typed right after it (a burst over SSH) belong
+    to the next field, not to the name."""
+    from textual import events
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_workspace(pilot)
+        await pilot.press("ctrl+n")
+        form = await wait_for(
+            pilot, lambda: isinstance(app.screen, NewPatientScreen) and app.screen
+        )
+        await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "name")
+        burst = [*((c, c) for c in "Zhou"), ("enter", "\r"), *((c, c) for c in "22, student")]
+        for key, char in burst:  # sent like the driver does, without waiting
+            event = events.Key(key if key != " " else "space", char)
+            event.set_sender(app)
+            app._driver.send_message(event)
+        await pilot.pause(0.3)
+        assert form.query_one("#name", Input).value == "Zhou"
+        assert form.query_one("#field-demographics", TextArea).text == "22, student"
+
+
+async def test_notes_hint_until_a_patient_is_opened(make_app, vault):
+    """The empty workspace shows a plain hint; the Markdown view is made on the first open
+    (off the launch path) and shows the record."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace(pilot)
+        assert "No patient open" in screen_text(app)
+        assert not screen.query("Markdown")
+        listing = screen.query_one("#patient-list", ListView)
+        listing.index = [row.summary.name for row in listing.children].index("Sun")
+        listing.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "Basic Information" in screen_text(app), what="record")
+        assert "No patient open" not in screen_text(app)
 
 
 async def test_incremental_search_filters_list(make_app, vault):
@@ -207,8 +277,7 @@ async def test_regenerate_all_passes_comments_as_guidance(make_app, vault, fake)
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Question")
-        pane = screen.query_one(DraftPane)
-        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        await draft_ready(pilot, screen)
         await pilot.press("c")
         await type_text(pilot, "shorter")
         await pilot.press("enter", "R")
@@ -232,8 +301,7 @@ async def test_keys_typed_in_a_burst_after_edit_land_in_the_editor(make_app, vau
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Question")
-        pane = screen.query_one(DraftPane)
-        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        pane = await draft_ready(pilot, screen)
         # 'a', 'd', 'c', 'r' are list keys; sent like the driver does, without waiting
         burst = [("e", "e"), ("ctrl+u", None), *((c, c) for c in "add"), ("space", " ")]
         burst += [*((c, c) for c in "care"), ("enter", "\r")]
@@ -256,8 +324,7 @@ async def test_empty_symptom_type_can_be_filled_but_never_dropped(make_app, vaul
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Question")
-        pane = screen.query_one(DraftPane)
-        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        pane = await draft_ready(pilot, screen)
         assert pane.draft.symptom_type.text == "" and pane.selected_row.section == "symptom_type"
         await pilot.press("e", "enter")  # empty stays empty, the editor closes, no crash
         assert app.focused.id == "draft-items" and pane.draft.symptom_type.text == ""
@@ -320,8 +387,7 @@ async def test_lock_keeps_encrypted_draft_and_offers_it_back(make_app, vault, se
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, secret)
-        pane = screen.query_one(DraftPane)
-        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        pane = await draft_ready(pilot, screen)
         await pilot.press("e")
         app.focused.value = "Edited before the lock"
         await pilot.press("enter")
@@ -362,6 +428,163 @@ async def test_idle_auto_lock(make_app, vault, settings):
         assert app.store is None
 
 
+async def test_switching_patients_keeps_each_draft_apart(make_app, vault, settings):
+    """An unsaved draft stays with its patient: the next one starts empty, nothing mixes."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "SUN-ONLY question")
+        pane = await draft_ready(pilot, screen)
+        sun_id = screen.patient.id
+        listing = screen.query_one("#patient-list", ListView)
+        listing.index = [row.summary.name for row in listing.children].index("Li")
+        listing.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Li")
+        li_id = screen.patient.id
+        assert pane.draft is None and screen.analysis.question == ""
+        assert screen.analysis.stream.text == "" and screen.draft_question == ""
+        await pilot.pause(1.5)  # past the autosave delay: Li has nothing to keep
+        await pilot.press("f3")
+        await type_text(pilot, "LI-ONLY question")
+        await pilot.pause(1.5)  # Li's autosave is written now
+        store = read_only(settings)
+        try:
+            sun_blob = json.loads(store.read_blob(sun_id, "draft"))
+            li_blob = json.loads(store.read_blob(li_id, "draft"))
+        finally:
+            store.close()
+        assert sun_blob["question"] == "SUN-ONLY question" and sun_blob["draft"] is not None
+        assert li_blob["question"] == "LI-ONLY question" and li_blob["draft"] is None
+        # back to Sun: the kept draft is offered, and it is Sun's
+        listing.index = [row.summary.name for row in listing.children].index("Sun")
+        listing.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="offer")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: pane.draft is not None)
+        assert screen.patient.id == sun_id and screen.analysis.question == "SUN-ONLY question"
+
+
+async def test_draft_finishing_while_typing_does_not_take_the_focus(make_app, vault):
+    """Letters are commands in the draft list (d deletes): a draft that finishes while the
+    counselor types in a field must leave the focus there, so no key turns into a command."""
+    fake = FakeAssistant(pause_after=2)
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "Question")
+        await wait_for(pilot, lambda: fake.paused.is_set())
+        observed = screen.query_one("#observed", Input)
+        observed.focus()
+        await pilot.press("t", "i", "r")  # typed while the draft streams
+        fake.resume.set()
+        pane = screen.query_one(DraftPane)
+        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        await pilot.pause(0.1)
+        await pilot.press("e", "d", "a")  # after the end: text, never edit/delete/add
+        assert observed.value == "tireda" and app.focused is observed
+        assert screen.query_one(TabbedContent).active == "analysis"
+        assert len(pane.draft.reasons) == 3 and not any(i.deleted for i in pane.draft.reasons)
+        assert "draft ready (F4 reviews it)" in str(screen.status.render())
+        await pilot.press("f4")  # the draft is a key away
+        assert app.focused.id == "draft-items"
+        assert "draft ready" not in str(screen.status.render())
+
+
+async def test_next_generation_started_while_the_draft_loads_keeps_its_view(make_app, vault):
+    """The draft's rows mount across an await. An action run from outside the screen's
+    message queue meanwhile (an app timer, the command palette) may start the next
+    generation; it must keep the Analysis tab and the focus, not lose them to the old draft."""
+    import asyncio
+    import time
+
+    async def until(predicate, what: str) -> None:
+        """Like wait_for, without Pilot (it waits for the screen, busy loading the draft)."""
+        deadline = time.monotonic() + 5
+        while not predicate():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.02)
+
+    fake = FakeAssistant(pause_after=2)
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        pane = screen.query_one(DraftPane)
+        loading, release = asyncio.Event(), asyncio.Event()
+        original_load = pane.load
+
+        async def slow_load(draft, focus_item=None):
+            if draft is not None and not release.is_set():
+                loading.set()
+                await release.wait()
+            await original_load(draft, focus_item)
+
+        pane.load = slow_load
+        await generate(pilot, screen, "Question")
+        await wait_for(pilot, fake.paused.is_set, what="first generation")
+        fake.paused.clear()
+        fake.resume.set()
+        try:
+            await until(loading.is_set, "draft loading")
+            fake.resume.clear()
+            fake.paused.clear()  # the first stream set it again on its way to the end
+            screen.action_generate()  # the next draft, while the first one's rows mount
+            await until(fake.paused.is_set, "second generation")
+        finally:
+            release.set()  # never leave the screen stuck (the app could not exit)
+        await wait_for(pilot, lambda: pane.draft is not None)
+        await pilot.pause(0.1)
+        assert screen.generating == "analysis"
+        assert screen.query_one(TabbedContent).active == "analysis"
+        assert app.focused.id == "question"
+        fake.resume.set()
+        await draft_ready(pilot, screen)  # the second draft, when it ends, is shown as usual
+
+
+async def test_patient_switch_refused_while_generating(make_app, vault):
+    fake = FakeAssistant(pause_after=2)
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "Question")
+        await wait_for(pilot, lambda: fake.paused.is_set())
+        listing = screen.query_one("#patient-list", ListView)
+        listing.index = [row.summary.name for row in listing.children].index("Li")
+        listing.focus()
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert screen.patient.name == "Sun"
+        assert any("Stop the generation first" in n.message for n in app._notifications)
+        fake.resume.set()
+
+
+async def test_stop_key_is_in_the_footer_at_80x24_while_generating(make_app, vault):
+    """At 80 columns the Footer must still show Esc (Stop) while a generation runs."""
+    fake = FakeAssistant(pause_after=2)
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        assert "^g Generate" in screen_text(app) and "^q Quit" in screen_text(app)
+        await generate(pilot, screen, "Question")
+        await wait_for(pilot, lambda: fake.paused.is_set())
+        await pilot.pause(0.1)
+        assert "esc Stop" in screen_text(app)
+        fake.resume.set()
+        await draft_ready(pilot, screen)
+        await pilot.pause(0.2)
+        footer = screen_text(app).splitlines()[-1]
+        assert "e Edit" in footer and "^s Save note" in footer
+        fake.resume.clear()
+        fake.paused.clear()
+        await pilot.press("down", "r")  # regenerate one item: its keys give way to Stop
+        await wait_for(pilot, lambda: fake.paused.is_set())
+        await pilot.pause(0.1)
+        footer = screen_text(app).splitlines()[-1]
+        assert "esc Stop" in footer and "e Edit" not in footer
+        fake.resume.set()
+
+
 # -- chat -------------------------------------------------------------------------------------
 async def test_chat_streams_copies_and_persists(make_app, vault, settings, fake):
     app = make_app()
@@ -394,6 +617,21 @@ async def test_chat_streams_copies_and_persists(make_app, vault, settings, fake)
         store.close()
 
 
+async def test_chat_message_over_the_limit_is_given_back(make_app, vault, settings, fake):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f5")
+        huge = "话" * (settings.limits.max_statement_chars + 1)
+        await type_text(pilot, huge)
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert screen.query_one("#chat-input", Input).value == huge  # nothing lost
+        assert screen.history == [] and screen.generating is None
+        assert not [c for c in fake.calls if c.name == "stream_chat"]
+        assert any("limit" in n.message for n in app._notifications)
+
+
 async def test_chat_escape_stops_reply(make_app, vault):
     fake = FakeAssistant(pause_after=2)
     app = make_app(assistant=fake)
@@ -409,13 +647,48 @@ async def test_chat_escape_stops_reply(make_app, vault):
         assert reply.startswith("Consider asking") and reply.endswith("[stopped]")
 
 
+async def test_stop_drops_a_character_cut_in_half(make_app, vault):
+    """Stopped mid-character, the engine flushes U+FFFD; it must not reach the chat."""
+    import threading
+
+    class HalfCharAssistant(FakeAssistant):
+        def stream_chat(self, patient, history, message, *, cancel: threading.Event):
+            def chunks():
+                yield "最新"
+                self.paused.set()
+                cancel.wait(5)
+                yield "\ufffd"  # what the streamer flushes when stopped mid-character
+
+            return chunks()
+
+    fake = HalfCharAssistant()
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f5")
+        await type_text(pilot, "下次先问什么？")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: fake.paused.is_set())
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: screen.generating is None)
+        assert list(screen.query(ChatBubble))[-1].text == "最新 [stopped]"
+        assert screen.history[-1].content == "最新 [stopped]"
+
+
 # -- conventions ------------------------------------------------------------------------------
 async def test_keymap_from_settings_rebinds(make_app, vault, settings):
-    settings.keymap = {"workspace.new_patient": "ctrl+o", "no.such.binding": "x"}
+    settings.keymap = {
+        "workspace.new_patient": "ctrl+o",
+        "workspace.show_chat": "f6",
+        "no.such.binding": "x",
+    }
     app = make_app(settings=settings)
     async with app.run_test(size=(80, 24)) as pilot:
-        await open_workspace(pilot)
+        screen = await open_workspace(pilot)
         assert any("no.such.binding" in n.message for n in app._notifications)
+        assert "Chat F6" in screen_text(app) and "Notes F2" in screen_text(app)  # tab titles
+        await pilot.press("f6")
+        assert screen.query_one("#tabs").active == "chat"
         await pilot.press("ctrl+n")
         await pilot.pause(0.1)
         assert not isinstance(app.screen, NewPatientScreen)
@@ -437,6 +710,10 @@ async def test_palette_command_runs_action(make_app, vault):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         screen = await open_workspace(pilot)
+        regen = next(c for c in app.get_system_commands(screen) if c.title.startswith("Regen"))
+        await regen.callback()  # no draft yet: says so instead of doing nothing
+        await pilot.pause(0.05)
+        assert any("Not available now" in n.message for n in app._notifications)
         command = next(c for c in app.get_system_commands(screen) if c.title.startswith("New"))
         await command.callback()
         await wait_for(pilot, lambda: isinstance(app.screen, NewPatientScreen))
@@ -573,6 +850,90 @@ async def test_chinese_seed_case_shows_in_notes(make_app, settings, seed_case_zh
             lambda: screen.generating is None and screen.query_one(DraftPane).draft is not None,
         )
         assert app.assistant.calls[-1].args["question"].startswith("我是一名复读生")
+
+
+def seed_analysis_text(seed: dict) -> str:
+    """The seed case's reference analysis, laid out as the fake engine streams it."""
+    ref = seed["reference_analysis"]
+    lines = [f"Symptom type: {ref['symptom_type']}", "Reasons:"]
+    lines += [f"{i}. {r}" for i, r in enumerate(ref["reasons"], 1)]
+    lines += ["Advice:"] + [f"{i}. {a}" for i, a in enumerate(ref["advice"], 1)]
+    return "\n".join(lines) + "\n"
+
+
+async def test_chinese_seed_case_through_form_draft_and_save(make_app, settings, seed_case_zh):
+    """The worked Chinese example end to end at 80x24: form, question, draft edits, note."""
+    Store.create(settings.vault_dir, PASSPHRASE, settings=settings).close()
+    fake = FakeAssistant(analysis_text=seed_analysis_text(seed_case_zh))
+    app = make_app(assistant=fake)
+    basic, question = seed_case_zh["basic_info"], seed_case_zh["counseling_question"]
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace_empty(pilot)
+        await pilot.press("ctrl+n")
+        form = await wait_for(
+            pilot, lambda: isinstance(app.screen, NewPatientScreen) and app.screen
+        )
+        await type_text(pilot, "孙某")
+        for field, text in basic.items():
+            form.query_one(f"#field-{field}", TextArea).load_text(text)
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "孙某")
+        assert "孙某" in screen_text(app) and "人口学资料" in screen_text(app)
+
+        await generate(pilot, screen, question["statement"])
+        screen.query_one("#observed", Input).value = question["observed_state"]
+        pane = await draft_ready(pilot, screen)
+        assert fake.calls[-1].args["question"] == question["statement"]
+        assert pane.draft.symptom_type.text == "学业焦虑"
+        assert "学业压力" in screen_text(app)  # wide characters render in the list
+
+        await pilot.press("down", "e")  # first reason, edited in Chinese
+        app.focused.value = "学业压力：复读一年，父母期望很高"
+        await pilot.press("enter", "c")
+        await type_text(pilot, "提到失眠和头痛")
+        await pilot.press("enter", "a")
+        await type_text(pilot, "完美主义倾向")
+        await pilot.press("enter", "ctrl+s")
+        await wait_for(pilot, lambda: screen.patient.notes, what="note saved")
+        await wait_for(pilot, lambda: "1 note" in screen_text(app), what="list shows the note")
+        assert screen.query_one(TabbedContent).active == "notes"
+    store = read_only(settings)
+    try:
+        summary = next(s for s in store.list_patients() if s.name == "孙某")
+        patient = store.load_patient(summary.id)
+    finally:
+        store.close()
+    assert patient.basic.mental_state == basic["mental_state"]
+    note = patient.notes[0]
+    assert note.question == question["statement"]
+    assert note.observed_state == question["observed_state"]
+    first = note.analysis.reasons[0]
+    assert first.draft == seed_case_zh["reference_analysis"]["reasons"][0]
+    assert first.text == "学业压力：复读一年，父母期望很高"
+    assert first.comments == ["提到失眠和头痛"]
+    assert note.analysis.reasons[1].text == "完美主义倾向"
+    assert note.analysis.reasons[1].added_by_counselor
+
+
+async def test_blank_lines_the_model_starts_with_are_not_shown(make_app, vault):
+    """A small model often opens with blank lines: they take no room in the stream view, and
+    an item's number stays on the line of its text."""
+    from engine.records import AnalysisDraft, Item
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f3")
+        screen.analysis.stream.set_text("\n\n\n来访者的表情")
+        await pilot.pause(0.1)
+        shown = screen.analysis.stream.query_one(".stream-text")
+        assert str(shown.render()) == "来访者的表情"
+        assert screen.analysis.stream.text == "\n\n\n来访者的表情"  # kept as the model wrote it
+        draft = AnalysisDraft(unplaced=[Item(text="\n\n来访者的表情", draft="\n\n来访者的表情")])
+        await screen.draft_pane.load(draft)
+        await pilot.press("f4")
+        await pilot.pause(0.1)
+        assert any("1. 来访者的表情" in line for line in screen_text(app).splitlines())
 
 
 async def test_every_tab_is_usable_at_80x24(make_app, vault):

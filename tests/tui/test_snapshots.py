@@ -13,13 +13,20 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input
-from tui_fakes import FakeAssistant, generate, open_patient, open_workspace, type_text, wait_for
+from tui_fakes import (
+    FakeAssistant,
+    draft_ready,
+    generate,
+    open_patient,
+    open_workspace,
+    type_text,
+    wait_for,
+)
 
 from engine.settings import Settings, StoreSettings
 from phyassist_tui.screens.new_patient import NewPatientScreen
 from phyassist_tui.screens.train import TrainScreen
 from phyassist_tui.screens.unlock import UnlockScreen
-from phyassist_tui.widgets.draft_pane import DraftPane
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 SNAPSHOT_HOME = Path(tempfile.gettempdir()) / "phyassist-snapshots"
@@ -41,6 +48,8 @@ def settings() -> Settings:
 async def settle(pilot) -> None:
     """Freeze what varies between runs: cursors, live speeds, toasts."""
     app = pilot.app
+    if app.store is not None:  # unlocked: the status line shows the model once loaded
+        await wait_for(pilot, lambda: app.model_state != "loading", what="model loaded")
     await pilot.pause(0.1)
     app.clear_notifications()
     for widget in app.screen.query("Input, TextArea"):
@@ -136,8 +145,7 @@ def test_draft_with_edits(snap_compare, make_app, vault, size):
     async def run_before(pilot):
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Since the exam I cannot focus.")
-        pane = screen.query_one(DraftPane)
-        await wait_for(pilot, lambda: pane.draft is not None and screen.generating is None)
+        await draft_ready(pilot, screen)
         await pilot.press("down", "e")
         app.focused.value = "Very high expectations from the parents"
         await pilot.press("enter", "down", "c")
@@ -195,3 +203,61 @@ def test_train_progress(snap_compare, make_app, vault, size):
         assert snap_compare(app, terminal_size=size, run_before=run_before)
     finally:
         released.set()
+
+
+@SIZES
+def test_restore_draft_offer(snap_compare, make_app, vault, size):
+    """Reopening a patient whose draft was kept (lock, quit or crash) offers it back."""
+    app = make_app()
+
+    async def run_before(pilot):
+        from phyassist_tui.screens.confirm import ConfirmScreen
+
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "Since the exam I cannot focus.")
+        await draft_ready(pilot, screen)
+        await pilot.press("ctrl+l")
+        await open_patient(pilot, "Sun")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@SIZES
+def test_chinese_seed_case_notes(snap_compare, make_app, settings, seed_case_zh, size):
+    """The worked Chinese example: wide characters wrap inside the notes at both sizes."""
+    from datetime import UTC, datetime
+
+    from tui_fakes import PASSPHRASE
+
+    from engine.records import AnalysisDraft, BasicInfo, Item, Note
+    from engine.store import Store
+
+    store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+    ref = seed_case_zh["reference_analysis"]
+    patient = store.create_patient("孙某", BasicInfo(**seed_case_zh["basic_info"]))
+    store.add_note(
+        patient.id,
+        Note(
+            created=datetime(2026, 3, 14, 9, 30, tzinfo=UTC),
+            question=seed_case_zh["counseling_question"]["statement"],
+            observed_state=seed_case_zh["counseling_question"]["observed_state"],
+            analysis=AnalysisDraft(
+                symptom_type=Item(text=ref["symptom_type"], draft=ref["symptom_type"]),
+                reasons=[Item(text=r, draft=r) for r in ref["reasons"]],
+                advice=[Item(text=a, draft=a) for a in ref["advice"]],
+            ),
+        ),
+    )
+    store.close()
+    app = make_app()
+
+    async def run_before(pilot):
+        screen = await open_patient(pilot, "孙某")
+        notes = screen.query_one("#notes-view")
+        await pilot.pause(0.2)
+        notes.scroll_end(animate=False)  # the note's Analysis and Advice
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

@@ -1,0 +1,83 @@
+"""Where typed letters go: text fields versus command keys, and Enter that moves on.
+
+In the draft list letters are commands (``e`` edits, ``d`` deletes); in a text field they are
+text. A generation that ends while the counselor types must not move the focus from one to
+the other (``is_text_field``), and a field whose Enter moves on to the next one must not
+keep the letters typed right after it (``HandOffInput``).
+"""
+
+from __future__ import annotations
+
+from textual import events
+from textual.events import Focus
+from textual.widget import Widget
+from textual.widgets import Input
+
+
+def is_text_field(widget: object) -> bool:
+    """Whether ``widget`` takes typed text (an Input, or a TextArea that can be edited)."""
+    if isinstance(widget, Input):
+        return True
+    from textual.widgets import TextArea  # not on the launch path
+
+    return isinstance(widget, TextArea) and not widget.read_only
+
+
+def type_into(widget: Widget, character: str) -> None:
+    """Insert ``character`` at the cursor of an Input or a TextArea."""
+    if isinstance(widget, Input):
+        widget.insert_text_at_cursor(character)
+    elif is_text_field(widget):
+        widget.insert(character)  # type: ignore[attr-defined]
+
+
+class HandOffInput(Input):
+    """An Input whose Enter moves the focus on to another field (``hand_off_to``, a selector).
+
+    Keys typed in a burst (fast typing, a paste, SSH delivering them together) are queued
+    for this field before the screen moves the focus, and Textual runs the Enter binding
+    only after them, so the letters meant for the next field landed here. Here Enter is
+    handled in order with the letters, and the letters after it go to the next field.
+    """
+
+    def __init__(self, *, hand_off_to: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.hand_off_to = hand_off_to
+        self._moved_on = False
+
+    def moves_on(self) -> bool:
+        """Whether Enter moves on now (a subclass may decide by the screen's state)."""
+        return True
+
+    @property
+    def next_field(self) -> Widget:
+        return self.screen.query_one(self.hand_off_to)
+
+    async def enter_after_moving_on(self) -> None:
+        """Enter again, still queued here: it belongs to the next field too."""
+        next_field = self.next_field
+        if isinstance(next_field, Input):
+            await next_field.action_submit()
+        else:
+            type_into(next_field, "\n")  # a new line in a TextArea
+
+    def _on_focus(self, event: Focus) -> None:
+        self._moved_on = False
+        super()._on_focus(event)
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.stop()  # not the binding as well (it would run after the queued letters)
+            event.prevent_default()
+            if self._moved_on:
+                await self.enter_after_moving_on()
+                return
+            self._moved_on = self.moves_on()
+            await self.action_submit()
+            return
+        if self._moved_on and event.is_printable and event.character:
+            event.stop()
+            event.prevent_default()
+            type_into(self.next_field, event.character)
+            return
+        await super()._on_key(event)
