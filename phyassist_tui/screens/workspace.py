@@ -19,6 +19,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
+from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
@@ -96,12 +97,14 @@ class WorkspaceScreen(Screen):
             with TabbedContent(id="tabs", initial="notes"):
                 with TabPane(self._tab_title("notes"), id="notes"):
                     yield NotesView(id="notes-view")
+                # The hidden panes mount just after the first frame (Lazy): styling and
+                # laying out their widgets was a third of the time to the patient list.
                 with TabPane(self._tab_title("analysis"), id="analysis"):
-                    yield AnalysisPane(id="analysis-pane")
+                    yield Lazy(AnalysisPane(id="analysis-pane"))
                 with TabPane(self._tab_title("draft"), id="draft"):
-                    yield DraftPane(id="draft-pane")
+                    yield Lazy(DraftPane(id="draft-pane"))
                 with TabPane(self._tab_title("chat"), id="chat"):
-                    yield ChatPane(id="chat-pane")
+                    yield Lazy(ChatPane(id="chat-pane"))
         yield StatusLine(id="status")
         yield Footer(compact=True)  # compact: the keys that matter fit in 80 columns
 
