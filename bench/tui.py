@@ -54,6 +54,7 @@ QUESTION = (
 STREAM_TEXT = " ".join(
     ["The client describes persistent worry about exams and family expectations."] * 200
 )
+LAUNCH_TIMEOUT_S = 60.0  # a launch that never shows its list is a failure, not a hang
 MARKERS = "§¤¶¬µ¦±÷×ßðøþæ"  # characters no stream contains; one per sample
 
 
@@ -123,7 +124,7 @@ def child_launch(engine: str, status_fd: int) -> None:
             while True:
                 screen = app.screen
                 listing = screen.query("#patient-list")
-                if listing and len(listing.first().children) > 0:
+                if listing and listing.first().option_count > 0:
                     break
                 await pilot.pause(0.005)
             await listing.first().wait_for_refresh()  # laid out and painted, not just mounted
@@ -142,33 +143,33 @@ def child_baseline_launch(names: list[str], status_fd: int) -> None:
         Footer,
         Header,
         Input,
-        Label,
-        ListItem,
-        ListView,
         Markdown,
+        OptionList,
         TabbedContent,
         TabPane,
     )
 
     class Bare(App):
+        CSS = "#patients { width: 28; } #patient-list { height: 1fr; }"  # as the app's pane
+
         def compose(self) -> ComposeResult:
             yield Header()
             with Horizontal():
-                with Vertical():
+                with Vertical(id="patients"):
                     yield Input(placeholder="Search")
-                    yield ListView(id="patient-list")
+                    yield OptionList(id="patient-list")
                 with TabbedContent(), TabPane("Notes"):
                     yield Markdown("# Notes")
             yield Footer()
 
-        async def on_mount(self) -> None:
-            await self.query_one(ListView).extend(ListItem(Label(n)) for n in names)
+        def on_mount(self) -> None:
+            self.query_one(OptionList).add_options(names)
 
     app = Bare()
 
     async def run() -> None:
         async with app.run_test(size=(80, 24)) as pilot:
-            while len(app.query_one("#patient-list").children) == 0:
+            while app.query_one("#patient-list", OptionList).option_count == 0:
                 await pilot.pause(0.005)
             await app.query_one("#patient-list").wait_for_refresh()  # as for the app
             os.write(status_fd, b"READY baseline\n")
@@ -207,9 +208,9 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
             elif self._stage == "unlocking" and isinstance(screen, WorkspaceScreen):
                 found = screen.query("#patient-list")
                 listing = found.first() if found else None
-                if listing is not None and listing.children:
-                    listing.index = 0
-                    listing.action_select_cursor()
+                if listing is not None and listing.option_count:
+                    listing.highlighted = 0
+                    listing.action_select()
                     self._stage = "opening"
             elif (
                 self._stage == "opening"
@@ -239,6 +240,8 @@ def child_baseline_latency(rate: float, status_fd: int) -> None:
     from textual.widgets import Footer, Header, Input, Static
 
     class Bare(App):
+        CSS = "#patients { width: 28; } #patient-list { height: 1fr; }"  # as the app's pane
+
         def compose(self) -> ComposeResult:
             yield Header()
             yield Input(id="observed")
@@ -327,6 +330,9 @@ def time_launch(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     os.close(write_fd)
     line = b""
     while not line.endswith(b"\n"):
+        if not select.select([read_fd], [], [], LAUNCH_TIMEOUT_S)[0]:
+            proc.kill()
+            raise RuntimeError(f"no patient list after {LAUNCH_TIMEOUT_S:.0f} s: {args[:2]}")
         chunk = os.read(read_fd, 256)
         if not chunk:
             raise RuntimeError(f"child failed: {proc.stderr.read().decode()[-2000:]}")

@@ -60,6 +60,7 @@ CHAT_BLOB = "chat"
 AUTOSAVE_DELAY_S = 1.0
 STREAM_FLUSH_S = 0.1  # streamed text is shown at most ten times a second
 TABS = ("notes", "analysis", "draft", "chat")
+PANES_RETRY_S = 0.01  # a call that needs a lazy pane retries this often until it is mounted
 
 Producer = Callable[[AssistantLike, threading.Event], Iterator[str]]
 
@@ -148,6 +149,23 @@ class WorkspaceScreen(Screen):
         return self.query_one(PatientsPane)
 
     @property
+    def panes_mounted(self) -> bool:
+        """Whether the Analysis, Draft and Chat panes are there yet.
+
+        They mount just after the workspace's first frame (``Lazy`` removes itself once its
+        pane is mounted and composed). Keys typed ahead (Enter on the list, F3) can arrive
+        in between; what needs a pane waits for it with ``_once_panes_mounted``.
+        """
+        return not self.query(Lazy)
+
+    def _once_panes_mounted(self, callback: Callable[..., Any], *args: Any) -> bool:
+        """``True`` if the panes are mounted; else run ``callback(*args)`` once they are."""
+        if self.panes_mounted:
+            return True
+        self.set_timer(PANES_RETRY_S, partial(callback, *args))
+        return False
+
+    @property
     def analysis(self) -> AnalysisPane:
         return self.query_one(AnalysisPane)
 
@@ -184,7 +202,7 @@ class WorkspaceScreen(Screen):
         return True
 
     def action_show_tab(self, tab: str) -> None:
-        if tab not in TABS:
+        if tab not in TABS or not self._once_panes_mounted(self.action_show_tab, tab):
             return
         self.query_one(TabbedContent).active = tab
         if tab == "draft" and self.status.activity.startswith("draft ready"):
@@ -299,6 +317,8 @@ class WorkspaceScreen(Screen):
         self.app.start_training(self.patient)
 
     def action_clear_chat(self) -> None:
+        if not self._once_panes_mounted(self.action_clear_chat):
+            return
         if self.generating == "chat":
             self.notify("Stop the reply first (Esc).", severity="warning")
             return
@@ -309,6 +329,8 @@ class WorkspaceScreen(Screen):
     # -- patients ------------------------------------------------------------------------------
     @on(PatientChosen)
     def _patient_chosen(self, message: PatientChosen) -> None:
+        if not self._once_panes_mounted(self._patient_chosen, message):
+            return
         if self.generating is not None:
             self.notify("Stop the generation first (Esc).", severity="warning")
             return
@@ -344,6 +366,8 @@ class WorkspaceScreen(Screen):
 
     @on(PatientLoaded)
     async def _patient_loaded(self, message: PatientLoaded) -> None:
+        if not self._once_panes_mounted(self._patient_loaded, message):
+            return
         patient = message.patient
         self.sub_title = clean(patient.name)
         self.draft_question = ""
@@ -728,6 +752,8 @@ class WorkspaceScreen(Screen):
 
     def autosave_payload(self) -> dict[str, Any] | None:
         """What would be lost on a crash right now, or ``None`` if nothing is unsaved."""
+        if not self.panes_mounted:
+            return None  # nothing can have been typed into panes that are not there yet
         draft = self.draft_pane.draft
         question = self.analysis.question
         observed = self.analysis.observed

@@ -87,13 +87,14 @@ RISKY = "我不想活了，觉得自己是家里的累赘。"  # raises a risk f
 
 
 async def drive(vault_dir: Path, passphrase: str, seed: int, run: int) -> None:
-    from textual.widgets import Input, ListView, TextArea
+    from textual.widgets import Input, TextArea
 
     from phyassist_tui.app import PhyAssistApp
     from phyassist_tui.screens.confirm import ConfirmScreen
     from phyassist_tui.screens.new_patient import NewPatientScreen
     from phyassist_tui.screens.risk import RiskFlagScreen
     from phyassist_tui.widgets.draft_pane import DraftPane
+    from phyassist_tui.widgets.patients_pane import PatientList
 
     fakes = _fakes()
     rng = random.Random(seed)
@@ -103,7 +104,7 @@ async def drive(vault_dir: Path, passphrase: str, seed: int, run: int) -> None:
     wait_for = fakes.wait_for
     async with app.run_test(size=(100, 30)) as pilot:
         screen = await fakes.open_workspace(pilot)
-        listing = screen.query_one("#patient-list", ListView)
+        listing = screen.query_one("#patient-list", PatientList)
         pane = screen.query_one(DraftPane)
         ack("ready")
         step = 0
@@ -124,9 +125,8 @@ async def drive(vault_dir: Path, passphrase: str, seed: int, run: int) -> None:
                     what="patient created",
                 )
             else:  # open one of the patients
-                rows = list(listing.children)
-                listing.index = rng.randrange(len(rows))
-                wanted = rows[listing.index].summary.id
+                listing.highlighted = rng.randrange(listing.option_count)
+                wanted = listing.highlighted_summary.id
                 listing.focus()
                 await pilot.press("enter")
                 await wait_for(

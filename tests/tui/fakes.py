@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.records import AnalysisDraft, ChatMessage, Item, Patient
+from phyassist_tui.widgets.patients_pane import PatientList
 
 ANALYSIS_TEXT = (
     "Symptom type: Academic anxiety\n"
@@ -226,8 +227,6 @@ async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
 
 
 async def open_workspace(pilot):
-    from textual.widgets import ListView
-
     from phyassist_tui.screens.workspace import WorkspaceScreen
 
     await unlock(pilot)
@@ -235,7 +234,7 @@ async def open_workspace(pilot):
     await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
     await wait_for(
         pilot,
-        lambda: len(app.screen.query_one("#patient-list", ListView).children),
+        lambda: app.screen.query_one("#patient-list", PatientList).option_count,
         what="patient list",
     )
     return app.screen
@@ -253,12 +252,9 @@ async def open_workspace_empty(pilot):
 
 
 async def open_patient(pilot, name: str):
-    from textual.widgets import ListView
-
     screen = await open_workspace(pilot)
-    listing = screen.query_one("#patient-list", ListView)
-    names = [row.summary.name for row in listing.children]
-    listing.index = names.index(name)
+    listing = screen.query_one("#patient-list", PatientList)
+    listing.highlight_name(name)
     listing.focus()
     await pilot.press("enter")
     await wait_for(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from textual.widgets import Input, ListView, TabbedContent, TextArea
+from textual.widgets import Input, TabbedContent, TextArea
 from tui_fakes import (
     ANALYSIS_TEXT,
     CHAT_REPLY,
@@ -32,6 +32,7 @@ from phyassist_tui.screens.unlock import UnlockScreen
 from phyassist_tui.screens.workspace import WorkspaceScreen
 from phyassist_tui.widgets.chat_pane import ChatBubble
 from phyassist_tui.widgets.draft_pane import DraftPane
+from phyassist_tui.widgets.patients_pane import PatientList
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +113,9 @@ async def test_wrong_passphrase_says_so_and_keeps_screen(make_app, vault):
         screen = await wait_for(
             pilot, lambda: isinstance(app.screen, WorkspaceScreen) and app.screen
         )
-        await wait_for(pilot, lambda: len(screen.query_one("#patient-list").children) == 2)
+        await wait_for(
+            pilot, lambda: screen.query_one("#patient-list", PatientList).option_count == 2
+        )
 
 
 # -- patients ---------------------------------------------------------------------------------
@@ -135,7 +138,9 @@ async def test_create_patient_validates_then_saves(make_app, vault, settings):
         form.query_one("#field-social_functioning", TextArea).load_text("works full time")
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Wang")
-        await wait_for(pilot, lambda: len(screen.query_one("#patient-list").children) == 3)
+        await wait_for(
+            pilot, lambda: screen.query_one("#patient-list", PatientList).option_count == 3
+        )
         assert "28, teacher" in screen_text(app)
     store = read_only(settings)
     try:
@@ -168,6 +173,42 @@ async def test_new_patient_name_and_next_field_typed_in_one_burst(make_app, vaul
         assert form.query_one("#field-demographics", TextArea).text == "22, student"
 
 
+async def test_keys_typed_before_the_hidden_panes_mount_wait_for_them(make_app, vault, monkeypatch):
+    """The Analysis, Draft and Chat panes mount just after the workspace's first frame. Enter
+    on the list and F3 typed ahead of that (a burst over SSH) used to crash the app
+    (NoMatches AnalysisPane); now they take effect once the panes are there."""
+    import asyncio
+
+    from textual.lazy import Lazy
+
+    gate = asyncio.Event()
+    original = Lazy.mount_composed_widgets
+
+    async def held(self, widgets):
+        async def later():
+            await gate.wait()
+            await original(self, widgets)
+
+        self.run_worker(later())
+
+    monkeypatch.setattr(Lazy, "mount_composed_widgets", held)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace(pilot)
+        assert not screen.panes_mounted and screen.autosave_payload() is None
+        listing = screen.query_one("#patient-list", PatientList)
+        listing.highlight_name("Sun")
+        listing.focus()
+        await pilot.press("f3", "enter")
+        await pilot.pause(0.2)
+        assert screen.patient is None and app.is_running  # waiting for the panes
+        gate.set()
+        await wait_for(pilot, lambda: screen.panes_mounted, what="panes mounted")
+        await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Sun")
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "question")
+
+
 async def test_notes_hint_until_a_patient_is_opened(make_app, vault):
     """The empty workspace shows a plain hint; the Markdown view is made on the first open
     (off the launch path) and shows the record."""
@@ -176,8 +217,8 @@ async def test_notes_hint_until_a_patient_is_opened(make_app, vault):
         screen = await open_workspace(pilot)
         assert "No patient open" in screen_text(app)
         assert not screen.query("Markdown")
-        listing = screen.query_one("#patient-list", ListView)
-        listing.index = [row.summary.name for row in listing.children].index("Sun")
+        listing = screen.query_one("#patient-list", PatientList)
+        listing.highlight_name("Sun")
         listing.focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: "Basic Information" in screen_text(app), what="record")
@@ -190,10 +231,10 @@ async def test_incremental_search_filters_list(make_app, vault):
         screen = await open_workspace(pilot)
         await pilot.press("ctrl+f")
         await type_text(pilot, "Su")
-        listing = screen.query_one("#patient-list", ListView)
+        listing = screen.query_one("#patient-list", PatientList)
         await wait_for(
             pilot,
-            lambda: [r.summary.name for r in listing.children] == ["Sun"],
+            lambda: listing.names == ["Sun"],
             what="search result",
         )
         await pilot.press("enter", "enter")
@@ -420,6 +461,7 @@ async def test_idle_auto_lock(make_app, vault, settings):
             pilot,
             lambda: (
                 isinstance(app.screen, UnlockScreen)
+                and app.screen.query("#unlock-error")  # composed (the screen may be new)
                 and "inactivity" in str(app.screen.query_one("#unlock-error").render())
             ),
             timeout=8,
@@ -436,8 +478,8 @@ async def test_switching_patients_keeps_each_draft_apart(make_app, vault, settin
         await generate(pilot, screen, "SUN-ONLY question")
         pane = await draft_ready(pilot, screen)
         sun_id = screen.patient.id
-        listing = screen.query_one("#patient-list", ListView)
-        listing.index = [row.summary.name for row in listing.children].index("Li")
+        listing = screen.query_one("#patient-list", PatientList)
+        listing.highlight_name("Li")
         listing.focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Li")
@@ -457,7 +499,7 @@ async def test_switching_patients_keeps_each_draft_apart(make_app, vault, settin
         assert sun_blob["question"] == "SUN-ONLY question" and sun_blob["draft"] is not None
         assert li_blob["question"] == "LI-ONLY question" and li_blob["draft"] is None
         # back to Sun: the kept draft is offered, and it is Sun's
-        listing.index = [row.summary.name for row in listing.children].index("Sun")
+        listing.highlight_name("Sun")
         listing.focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="offer")
@@ -549,8 +591,8 @@ async def test_patient_switch_refused_while_generating(make_app, vault):
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Question")
         await wait_for(pilot, lambda: fake.paused.is_set())
-        listing = screen.query_one("#patient-list", ListView)
-        listing.index = [row.summary.name for row in listing.children].index("Li")
+        listing = screen.query_one("#patient-list", PatientList)
+        listing.highlight_name("Li")
         listing.focus()
         await pilot.press("enter")
         await pilot.pause(0.2)
