@@ -312,7 +312,26 @@ def check_model(settings: Settings) -> list[Finding]:
                 "model", f"domain adapter {adapter} does not exist", fix="fix model.domain_adapter"
             )
         )
+    if adapter == "auto" and settings.model.spec == EMBEDDED_MODEL:
+        out.append(_shipped_adapter_finding(settings.model.spec))
     return out
+
+
+def _shipped_adapter_finding(model_spec: str) -> Finding:
+    """The embedded model is meant to run with the domain adapter under ``adapters/``; an
+    install without that folder (a built wheel) falls back to the bare base model, which
+    scores about half on IMHI (adapters/*/README.md): say so rather than degrade quietly."""
+    from engine.adapters import SHIPPED_ADAPTERS_DIR, shipped_domain_adapter
+
+    found = shipped_domain_adapter(model_spec)
+    if found is not None:
+        return _ok("model", f"shipped domain adapter {found.name}")
+    return _warn(
+        "model",
+        f"no shipped domain adapter for {model_spec} in {SHIPPED_ADAPTERS_DIR}: the base model "
+        "is used without it",
+        fix="install from a checkout (pip install -e .) or set model.domain_adapter to its path",
+    )
 
 
 def check_gpu(settings: Settings) -> list[Finding]:

