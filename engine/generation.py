@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,36 @@ class GenerationStats:
     cancelled: bool
     prompt_tokens: int
     cached_prefix_tokens: int
+    looped: bool = False  # stopped because the output had become one short cycle repeated
+
+
+LOOP_MAX_PERIOD = 8  # the longest cycle (in tokens) that counts as a loop
+
+
+def is_looping(tokens: Sequence[int], run: int, max_period: int = LOOP_MAX_PERIOD) -> bool:
+    """Whether the last ``run`` tokens are one cycle of at most ``max_period`` tokens repeated.
+
+    Cheap enough for every decoding step (at most ``max_period`` list comparisons)."""
+    if run <= max_period or len(tokens) < run:
+        return False
+    tail = list(tokens[-run:])
+    return any(tail[p:] == tail[:-p] for p in range(1, max_period + 1))
+
+
+class LoopCriteria(StoppingCriteria):
+    """Stop when the generated tokens (not the prompt) end in a loop (see ``is_looping``)."""
+
+    def __init__(self, prompt_tokens: int, run: int, on_loop: Callable[[], None]) -> None:
+        self.prompt_tokens = prompt_tokens
+        self.run = run
+        self.on_loop = on_loop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        generated = input_ids.shape[1] - self.prompt_tokens
+        stop = generated >= self.run and is_looping(input_ids[0, -self.run :].tolist(), self.run)
+        if stop:
+            self.on_loop()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 class CancelCriteria(StoppingCriteria):
@@ -80,6 +110,11 @@ class TimedTextStreamer(TextIteratorStreamer):
         if not (self.skip_prompt and self.next_tokens_are_prompt):
             self.clock.tick(int(value.numel()))
         super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        # A run cut off by max_new_tokens or a stop can end inside a multi-byte character;
+        # its bytes decode to U+FFFD, which must not reach the note.
+        super().on_finalized_text(text.rstrip("\ufffd") if stream_end else text, stream_end)
 
 
 class ClockStreamer(BaseStreamer):
@@ -175,8 +210,12 @@ class GenerationRun:
         self.clock = TokenClock()
         self.error: BaseException | None = None
         self.cache_failed = False
+        self.looped = False
         self.stats: GenerationStats | None = None
         self._started = False
+
+    def _loop_found(self) -> None:
+        self.looped = True
 
     # The worker ---------------------------------------------------------------------------
 
@@ -190,9 +229,16 @@ class GenerationRun:
                 input_ids=ids,
                 attention_mask=torch.ones_like(ids),
                 streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([CancelCriteria(self.cancel, self.abandon)]),
+                stopping_criteria=StoppingCriteriaList(self._criteria(ids.shape[1])),
                 **kwargs,
             )
+
+    def _criteria(self, prompt_tokens: int) -> list[StoppingCriteria]:
+        criteria: list[StoppingCriteria] = [CancelCriteria(self.cancel, self.abandon)]
+        run = self.gen.stop_loop_tokens
+        if run:
+            criteria.append(LoopCriteria(prompt_tokens, run, self._loop_found))
+        return criteria
 
     def _generate_fast(self, streamer: TimedTextStreamer, cache: Any | None) -> None:
         """Greedy decode through the static-cache / CUDA-graph path, streamed token by token.
@@ -205,9 +251,15 @@ class GenerationRun:
             cache = DynamicCache(config=self.model.config)
             self.past_key_values = cache
         streamer.next_tokens_are_prompt = False  # the prompt is never echoed
+        run = self.gen.stop_loop_tokens
+        generated: list[int] = []
 
         def on_token(token: int) -> bool:
             streamer.put(torch.tensor([token]))
+            generated.append(token)
+            if run and is_looping(generated, run):
+                self._loop_found()
+                return True
             return self.cancel.is_set() or self.abandon.is_set()
 
         self.fast.generate(
@@ -289,6 +341,7 @@ class GenerationRun:
             cancelled=self.cancel.is_set() or self.abandon.is_set(),
             prompt_tokens=len(self.input_ids),
             cached_prefix_tokens=self.cached_tokens,
+            looped=self.looped,
         )
         if self.on_end is not None:
             self.on_end(self)

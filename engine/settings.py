@@ -54,6 +54,9 @@ class GenerationSettings(BaseModel):
     top_p: float = Field(0.9, gt=0.0, le=1.0)
     repetition_penalty: float = Field(1.1, ge=1.0, le=2.0)
     do_sample: bool = False
+    # Stop once the last this-many tokens are one short cycle (<= 8 tokens) repeated: a small
+    # model stuck on "；；；…" would otherwise run to max_new_tokens. 0 turns it off.
+    stop_loop_tokens: int = Field(48, ge=0, le=4096)
     # Greedy runs of a MoE model (Mixtral) on one GPU go through engine.fastdecode (static KV
     # cache, CUDA graphs, fused NF4 experts): same tokens as generate, ~9x faster there.
     fast_decode: bool = True

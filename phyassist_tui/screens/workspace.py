@@ -574,6 +574,14 @@ class WorkspaceScreen(Screen):
         self.refresh_bindings()
         if message.error:
             self.notify(message.error, severity="error", timeout=8)
+        elif message.stats.get("looped"):
+            self.status.activity = "stopped: the model repeated itself"
+            self.notify(
+                "The model began repeating itself, so it was stopped. Edit what is useful, "
+                "or regenerate (a comment can steer it).",
+                severity="warning",
+                timeout=8,
+            )
         handler = {
             "analysis": self._analysis_done,
             "regenerate_all": self._analysis_done,

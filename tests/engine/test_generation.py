@@ -178,3 +178,105 @@ def test_a_failing_model_raises_a_clear_error(real_model, cancel) -> None:
     with pytest.raises(GenerationFailed, match="ran out of memory"):
         list(run)
     assert run.stats is not None and run.stats.tokens == 0
+
+
+def test_is_looping_finds_short_cycles_only() -> None:
+    from engine.generation import is_looping
+
+    assert is_looping([7] * 48, 48)
+    assert is_looping([1, 2, 3] + [5, 6] * 24, 48)  # period 2 after other text
+    assert is_looping(list(range(8)) * 6, 48)  # period 8: the longest that counts
+    assert not is_looping(list(range(9)) * 6, 48)  # period 9 is text, not a loop
+    assert not is_looping([7] * 47, 48)  # not long enough yet
+    assert not is_looping([7] * 47 + [8], 48)
+    assert not is_looping([7] * 100, 0)  # off
+
+
+def _one_token_model(token: int):
+    """A 1-layer Llama whose greedy choice is always ``token`` (lm_head = a bias on it)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.engine.conftest import TINY_VOCAB
+
+    config = LlamaConfig(
+        vocab_size=TINY_VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        eos_token_id=0,
+        pad_token_id=0,
+    )
+    model = LlamaForCausalLM(config).eval()
+    head = torch.nn.Linear(16, TINY_VOCAB, bias=True)
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.zeros_(head.bias)
+    head.bias.data[token] = 5.0
+    model.lm_head = head
+    return model
+
+
+class ScriptedFast:
+    """Stands in for the GPU fast decoder: emits ``tokens`` in a cycle, stops when told to."""
+
+    def __init__(self, tokens: list[int]) -> None:
+        self.tokens = tokens
+
+    def generate(self, ids, max_new_tokens, *, on_token, **kwargs):
+        for i in range(max_new_tokens):
+            if on_token(self.tokens[i % len(self.tokens)]):
+                return
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["generate", "fast-path"])
+def test_a_looping_model_is_stopped_and_says_so(real_model, cancel, fast) -> None:
+    """A small model stuck in a loop (the embedded model on a Chinese statement wrote "；"
+    until max_new_tokens) stops after ``stop_loop_tokens`` tokens and the stats say why."""
+    from engine.settings import GenerationSettings
+
+    tokenizer = real_model.tokenizer
+    (token,) = tokenizer.encode("!", add_special_tokens=False)
+    model = _one_token_model(token)
+    prompt = tokenizer.encode("我睡不着。", add_special_tokens=False)
+    gen = GenerationSettings(max_new_tokens=200, stop_loop_tokens=32)
+    run = GenerationRun(
+        model,
+        tokenizer,
+        prompt,
+        cancel=cancel,
+        gen=gen,
+        max_new_tokens=200,
+        fast=ScriptedFast([token]) if fast else None,
+    )
+    text = "".join(run)
+    assert run.stats.looped and not run.stats.cancelled
+    assert run.stats.tokens == 32 and text == "!" * 32
+
+    off = GenerationSettings(max_new_tokens=60, stop_loop_tokens=0)
+    run = GenerationRun(model, tokenizer, prompt, cancel=cancel, gen=off, max_new_tokens=60)
+    assert "".join(run) == "!" * 60 and not run.stats.looped
+
+
+def test_a_run_cut_inside_a_character_leaves_no_broken_character(real_model, cancel) -> None:
+    """ "；" is two byte-level tokens; a run stopped after the first of them used to end the
+    text with U+FFFD (shown as a box in the draft and saved into the note)."""
+    from engine.settings import GenerationSettings
+
+    tokenizer = real_model.tokenizer
+    halves = tokenizer.encode("；", add_special_tokens=False)
+    assert len(halves) == 2
+    gen = GenerationSettings(max_new_tokens=33, stop_loop_tokens=0)  # ends after a half
+    run = GenerationRun(
+        _one_token_model(halves[0]),  # the scripted decoder chooses the tokens
+        tokenizer,
+        [1, 2, 3],
+        cancel=cancel,
+        gen=gen,
+        max_new_tokens=33,
+        fast=ScriptedFast(halves),
+    )
+    text = "".join(run)
+    assert run.stats.tokens == 33
+    assert text == "；" * 16

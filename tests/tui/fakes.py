@@ -37,6 +37,7 @@ class FakeStats:
     tokens_per_s: float
     total_s: float
     cancelled: bool
+    looped: bool = False
 
 
 @dataclass
@@ -83,8 +84,10 @@ class FakeAssistant:
         chat_reply: str = CHAT_REPLY,
         fail_load: str | None = None,
         pause_after: int | None = None,
+        looped: bool = False,
     ) -> None:
         self.delay = delay
+        self.looped = looped  # report the run as stopped for repeating itself
         self.load_delay = load_delay
         self.analysis_text = analysis_text
         self.chat_reply = chat_reply
@@ -127,7 +130,12 @@ class FakeAssistant:
             yield token
         total = time.perf_counter() - start
         self.last_stats = FakeStats(
-            first or 0.0, count, count / total if total else 0.0, total, cancel.is_set()
+            first or 0.0,
+            count,
+            count / total if total else 0.0,
+            total,
+            cancel.is_set(),
+            self.looped,
         )
 
     def stream_analysis(self, patient, question, *, cancel, guidance=None):

@@ -209,6 +209,21 @@ async def test_keys_typed_before_the_hidden_panes_mount_wait_for_them(make_app, 
         await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "question")
 
 
+async def test_a_run_stopped_for_repeating_itself_is_said(make_app, vault):
+    """The engine stops a model caught in a loop; the counselor is told why the draft ended."""
+    app = make_app(assistant=FakeAssistant(looped=True))
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "我最近总是失眠。")
+        await draft_ready(pilot, screen)
+        await wait_for(
+            pilot,
+            lambda: any("repeating itself" in n.message for n in app._notifications),
+            what="loop notice",
+        )
+        assert "repeated itself" in str(screen.status.render())
+
+
 async def test_notes_hint_until_a_patient_is_opened(make_app, vault):
     """The empty workspace shows a plain hint; the Markdown view is made on the first open
     (off the launch path) and shows the record."""
