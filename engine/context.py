@@ -14,6 +14,7 @@ and adapter). The next prompt reuses its longest common token prefix with the ke
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -155,9 +156,12 @@ class PrefixCache:
         self.max_total_tokens = max_total_tokens  # bounds memory (KV size grows per token)
         self.enabled = True
         self._entries: OrderedDict[tuple, _Entry] = OrderedDict()
+        # generation, the record prefill and the end of a run touch it from different threads
+        self._lock = threading.Lock()
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -179,7 +183,8 @@ class PrefixCache:
         """(cache to pass to generate, how many leading tokens of ``ids`` it already holds)."""
         if not self.enabled:
             return None, 0
-        entry = self._entries.pop(key, None)
+        with self._lock:
+            entry = self._entries.pop(key, None)
         if entry is not None:
             reuse = min(common_prefix_len(entry.ids, ids), len(ids) - 1)
             if reuse >= self.min_reuse:
@@ -199,16 +204,24 @@ class PrefixCache:
             cache.crop(len(ids))
         except Exception:
             return
-        self._entries[key] = _Entry(list(ids), cache)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries or (
-            len(self._entries) > 1 and self.total_tokens() > self.max_total_tokens
-        ):
-            self._entries.popitem(last=False)
+        with self._lock:
+            self._entries[key] = _Entry(list(ids), cache)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries or (
+                len(self._entries) > 1 and self.total_tokens() > self.max_total_tokens
+            ):
+                self._entries.popitem(last=False)
+
+    def cached_len(self, key: tuple, ids: list[int]) -> int:
+        """How many leading tokens of ``ids`` the entry for ``key`` already holds."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return common_prefix_len(entry.ids, ids) if entry is not None else 0
 
     def total_tokens(self) -> int:
-        return sum(len(e.ids) for e in self._entries.values())
+        return sum(len(e.ids) for e in list(self._entries.values()))
 
     def drop(self, match: Callable[[tuple], bool]) -> None:
-        for key in [k for k in self._entries if match(k)]:
-            del self._entries[key]
+        with self._lock:
+            for key in [k for k in self._entries if match(k)]:
+                del self._entries[key]

@@ -171,7 +171,8 @@ class GenerationRun:
     """One streaming generation. Iterate it for text; ``stats`` is set once it has ended.
 
     ``past_key_values``, if given, must hold the KV cache of ``input_ids[:cached_tokens]``;
-    generate then only computes the rest. If the model rejects the cache before producing a
+    generate then only computes the rest. ``checkout`` instead supplies both once the lock
+    is held. If the model rejects the cache before producing a
     token, the run retries once without it (``cache_failed`` tells the caller).
     """
 
@@ -190,6 +191,7 @@ class GenerationRun:
         on_end: Callable[[GenerationRun], None] | None = None,
         start: float | None = None,
         fast: Any | None = None,
+        checkout: Callable[[], tuple[Any | None, int]] | None = None,
     ) -> None:
         if not input_ids:
             raise ValueError("empty prompt")
@@ -203,6 +205,9 @@ class GenerationRun:
         self.past_key_values = past_key_values
         self.cached_tokens = cached_tokens if past_key_values is not None else 0
         self.on_end = on_end
+        # (cache, cached tokens) taken once the model lock is held: a record prefill that
+        # held the lock until then has checked its cache in by that time
+        self.checkout = checkout
         # An engine.fastdecode.FastDecoder for this model (GPU MoE path), used for greedy runs.
         self.fast = fast if (fast is not None and not gen.do_sample) else None
         self.start = start if start is not None else time.perf_counter()
@@ -275,6 +280,10 @@ class GenerationRun:
     def _work(self, streamer: TimedTextStreamer) -> None:
         try:
             with self.lock:
+                if self.checkout is not None:
+                    cache, reused = self.checkout()
+                    self.past_key_values = cache
+                    self.cached_tokens = reused if cache is not None else 0
                 if self.fast is not None:
                     try:
                         self._generate_fast(streamer, self.past_key_values)

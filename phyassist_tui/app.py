@@ -250,6 +250,21 @@ class PhyAssistApp(App):
                 return None
         return None
 
+    def prefill_record(self, patient: Patient, cancel: threading.Event) -> int:
+        """Background: read the patient's record into the model's prompt cache, so that the
+        first draft starts in about a second instead of after the whole record is read
+        (``Assistant.prefill_record``). Stops within a chunk once ``cancel`` is set."""
+        prefill = getattr(self.assistant, "prefill_record", None)
+        if prefill is None or not self.model_ready.is_set() or cancel.is_set():
+            return 0
+        with self._model_lock:  # the adapter in use stays the one this patient's cache is for
+            if self._patient_in_model != patient.id or cancel.is_set():
+                return 0
+            try:
+                return int(prefill(patient, cancel) or 0)
+            except Exception:  # an optimisation only: the generation reads the record itself
+                return 0
+
     def use_patient_model(self, patient: Patient, *, force: bool = False) -> str | None:
         """Make the model use this patient's adapter (or the base); returns its label."""
         if not self.model_ready.is_set() or self.assistant is None:

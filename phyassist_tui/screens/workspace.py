@@ -90,6 +90,7 @@ class WorkspaceScreen(Screen):
         self._pending_kind: GenerationKind | None = None
         self._pending_rate: float | None = None
         self._flush_timer: Timer | None = None
+        self._prefill_cancel: threading.Event | None = None  # reading the record ahead
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="✚")
@@ -142,6 +143,7 @@ class WorkspaceScreen(Screen):
     def on_unmount(self) -> None:
         if self._cancel is not None:  # a stream must not outlive its screen
             self._cancel.set()
+        self._stop_prefill()
 
     # -- handy handles -------------------------------------------------------------------------
     @property
@@ -266,6 +268,7 @@ class WorkspaceScreen(Screen):
             )
             return
         patient, observed = self.patient, self.analysis.observed
+        self._stop_prefill()  # the risk check and the draft need the model now
 
         def start() -> None:  # trust: runs after the risk flags (if any) were acknowledged
             self.draft_question = question
@@ -335,6 +338,7 @@ class WorkspaceScreen(Screen):
             self.notify("Stop the generation first (Esc).", severity="warning")
             return
         self._flush_autosave()
+        self._stop_prefill()
         patient_id = message.patient_id
 
         def load() -> None:
@@ -410,10 +414,15 @@ class WorkspaceScreen(Screen):
         self.patients.refresh_list()
 
     def _use_patient(self, patient: Patient) -> None:
+        self._stop_prefill()
+        cancel = self._prefill_cancel = threading.Event()
+
         def use() -> None:
             label = self.app.use_patient_model(patient)
             if label:
                 self.app.call_from_thread(setattr, self.app, "model_label", label)
+            # while the counselor types the question, the model reads the record
+            self.app.prefill_record(patient, cancel)
 
         self.run_worker(
             use,
@@ -424,11 +433,18 @@ class WorkspaceScreen(Screen):
             exit_on_error=False,
         )
 
+    def _stop_prefill(self) -> None:
+        """Stop reading a record ahead (a generation or another patient needs the model)."""
+        if self._prefill_cancel is not None:
+            self._prefill_cancel.set()
+            self._prefill_cancel = None
+
     # -- generation ----------------------------------------------------------------------------
     def _start(self, kind: GenerationKind, producer: Producer, **meta: Any) -> bool:
         if self.generating is not None:
             self.notify("A generation is already running (Esc stops it).", severity="warning")
             return False
+        self._stop_prefill()  # what it read so far is kept and used
         patient = self.patient
         cancel = self._cancel = threading.Event()
         self.generating = kind
@@ -843,6 +859,7 @@ class WorkspaceScreen(Screen):
         """Before locking or quitting: stop generation, write the autosave now."""
         if self._cancel is not None:
             self._cancel.set()
+        self._stop_prefill()
         if self._autosave_timer is not None:
             self._autosave_timer.stop()
         payload = self.autosave_payload()

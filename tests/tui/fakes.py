@@ -85,8 +85,12 @@ class FakeAssistant:
         fail_load: str | None = None,
         pause_after: int | None = None,
         looped: bool = False,
+        prefill_s: float = 0.0,
     ) -> None:
         self.delay = delay
+        self.prefill_s = prefill_s  # how long reading a record ahead takes (0: no prefill)
+        self.prefills: list[tuple[str, bool]] = []  # (patient id, was cancelled)
+        self.prefill_started = threading.Event()
         self.looped = looped  # report the run as stopped for repeating itself
         self.load_delay = load_delay
         self.analysis_text = analysis_text
@@ -108,6 +112,14 @@ class FakeAssistant:
 
             raise ModelLoadError(self.fail_load)
         self.loaded = True
+
+    def prefill_record(self, patient: Patient, cancel: threading.Event) -> int:
+        if not self.prefill_s:
+            return 0
+        self.prefill_started.set()
+        cancel.wait(self.prefill_s)
+        self.prefills.append((patient.id, cancel.is_set()))
+        return 0 if cancel.is_set() else 100
 
     def use_patient(self, patient: Patient, store: Any = None) -> str:
         self.calls.append(Call("use_patient", {"patient_id": patient.id}))

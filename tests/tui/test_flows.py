@@ -224,6 +224,19 @@ async def test_a_run_stopped_for_repeating_itself_is_said(make_app, vault):
         assert "repeated itself" in str(screen.status.render())
 
 
+async def test_opening_a_patient_reads_the_record_ahead_until_a_draft_is_asked_for(make_app, vault):
+    """The model reads the opened patient's record while the counselor types; Generate stops
+    that reading (what was read is kept by the engine) and the draft streams."""
+    fake = FakeAssistant(prefill_s=30.0)
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await wait_for(pilot, fake.prefill_started.is_set, what="record read ahead")
+        await generate(pilot, screen, "Question")
+        await draft_ready(pilot, screen)
+        assert fake.prefills == [(screen.patient.id, True)]
+
+
 async def test_notes_hint_until_a_patient_is_opened(make_app, vault):
     """The empty workspace shows a plain hint; the Markdown view is made on the first open
     (off the launch path) and shows the record."""
