@@ -29,7 +29,7 @@ from engine.context import (
     fit_record,
 )
 from engine.errors import InputRejected, ModelLoadError, PhyAssistError
-from engine.generation import GenerationRun, GenerationStats
+from engine.generation import GenerationRun, GenerationStats, prefill
 from engine.llm import LoadedModel, load_model
 from engine.prompts import (
     Lang,
@@ -49,18 +49,6 @@ ITEM_MAX_NEW_TOKENS = 160
 MARGIN_TOKENS = 16
 PREFILL_CHUNK_CPU = 256  # tokens per step of the record prefill (~0.5 s on 2 cores): the
 PREFILL_CHUNK_GPU = 2048  # longest a generation waits for the lock after cancelling it
-
-
-def torch_inference_mode():
-    import torch
-
-    return torch.inference_mode()
-
-
-def _tensor(rows: list[list[int]], model: Any):
-    import torch
-
-    return torch.tensor(rows, dtype=torch.long, device=model.device)
 
 
 class Assistant:
@@ -378,16 +366,7 @@ class Assistant:
                 return 0
             chunk = PREFILL_CHUNK_CPU if str(loaded.device) == "cpu" else PREFILL_CHUNK_GPU
             try:
-                with torch_inference_mode():
-                    while done < len(prefix) and not cancel.is_set():
-                        piece = prefix[done : done + chunk]
-                        model(
-                            input_ids=_tensor([piece], model),
-                            past_key_values=cache,
-                            use_cache=True,
-                            logits_to_keep=1,
-                        )
-                        done += len(piece)
+                done = prefill(model, prefix, cache, done, chunk, cancel)
             except Exception:  # a model that will not prefill this way: generate still works
                 return 0
             if done >= self.prefix_cache.min_reuse:

@@ -356,6 +356,28 @@ class GenerationRun:
             self.on_end(self)
 
 
+def prefill(
+    model: Any, ids: list[int], cache: Any, start: int, chunk: int, cancel: threading.Event
+) -> int:
+    """Feed ``ids[start:]`` into ``cache`` (which holds ``ids[:start]``), ``chunk`` tokens per
+    forward pass, until done or ``cancel`` is set; returns how many tokens ``cache`` holds.
+
+    Only the last position's logits are computed (``logits_to_keep=1``): the cache is the
+    point, and a 256 x vocabulary logits block per chunk would cost more than it saves."""
+    done = start
+    with torch.inference_mode():
+        while done < len(ids) and not cancel.is_set():
+            piece = ids[done : done + chunk]
+            model(
+                input_ids=torch.tensor([piece], dtype=torch.long, device=model.device),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            done += len(piece)
+    return done
+
+
 def _failure_message(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in text.lower():

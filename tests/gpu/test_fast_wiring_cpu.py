@@ -172,3 +172,26 @@ def test_graph_path_with_penalty_streams_generates_text_on_gpu(cuda_bnb, tiny_mi
     cache.crop(64)
     again, _ = stream(model, ids, gen, fast=fast, cache=cache, cached=64)
     assert again == want
+
+
+@pytest.mark.gpu
+def test_a_prefilled_cache_continues_on_the_graph_path(cuda_bnb, tiny_mixtral_dir) -> None:
+    """The record read ahead on opening a patient (engine.generation.prefill, plain forward
+    passes in chunks) is a cache the fast path continues from: same tokens as generate."""
+    from transformers import DynamicCache
+
+    from engine.generation import prefill
+    from engine.quant import QuantSpec, load_quantized
+
+    model, _ = load_quantized(tiny_mixtral_dir, spec=QuantSpec(compute_dtype=torch.float32))
+    model.generation_config.eos_token_id = None
+    ids = prompt_ids(90, seed=5)[0].tolist()
+    gen = greedy(1.2)
+    want, _ = stream(model, ids, gen)
+    cache = DynamicCache(config=model.config)
+    assert prefill(model, ids[:70], cache, 0, 32, threading.Event()) == 70
+    assert cache.get_seq_length() == 70
+    fast = FastDecoder(model, max_cache_len=256)
+    got, run = stream(model, ids, gen, fast=fast, cache=cache, cached=70)
+    assert run.fast is fast and run.error is None
+    assert got == want
