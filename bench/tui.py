@@ -19,10 +19,13 @@ Two figures, each next to a baseline measured in the same run:
   at once (``--max-new-tokens`` small makes that frequent). ``fake`` streams canned text at
   ``--rate`` chunks/s. Target p95 <= 50 ms. ``missed`` counts keys that never reached the
   screen within 2 s: a lost key, a bug (it was 13-14 of 100 until a finished draft stopped
-  taking the focus from the field being typed in), so it must stay 0.
+  taking the focus from the field being typed in), so it must stay 0. ``--during prefill``
+  takes the same samples while the model reads the opened patient's record ahead (real
+  engine; the reading is repeated with the cache cleared so that it lasts).
 
 Usage: ``python bench/tui.py [--engine real|fake] [--patients 50] [--runs 3]
-[--samples 100] [--rate 20] [--max-new-tokens 2048] [--only launch|latency]``.
+[--samples 100] [--rate 20] [--max-new-tokens 2048] [--only launch|latency]
+[--during stream|prefill]``.
 """
 
 from __future__ import annotations
@@ -178,8 +181,11 @@ def child_baseline_launch(names: list[str], status_fd: int) -> None:
     asyncio.run(run())
 
 
-def child_latency(engine: str, rate: float, status_fd: int) -> None:
-    """The real app in this terminal: unlock, open a patient, start streaming, then idle."""
+def child_latency(engine: str, rate: float, status_fd: int, during: str = "stream") -> None:
+    """The real app in this terminal: unlock, open a patient, start streaming, then idle.
+
+    ``during="prefill"``: no draft; the model reads the patient's record ahead (what opening
+    a patient starts), again and again with the cache cleared, while the keys are typed."""
     from phyassist_tui.startup import pause_gc
 
     pause_gc()
@@ -194,6 +200,18 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
             super().on_mount()
             self.set_interval(0.02, self._drive)
             self._stage = "unlock"
+
+        def prefill_record(self, patient, cancel) -> int:
+            if during != "prefill":
+                return super().prefill_record(patient, cancel)
+            os.write(status_fd, b"STREAMING\n")  # the record is being read from now on
+            read = 0
+            while not cancel.is_set():
+                self.assistant.prefix_cache.clear()
+                read = super().prefill_record(patient, cancel)
+                if not read:
+                    break  # nothing to read (or it failed): do not spin
+            return read
 
         async def _drive(self) -> None:
             screen = self.screen
@@ -212,6 +230,16 @@ def child_latency(engine: str, rate: float, status_fd: int) -> None:
                     listing.highlighted = 0
                     listing.action_select()
                     self._stage = "opening"
+            elif (
+                self._stage == "opening"
+                and isinstance(screen, WorkspaceScreen)
+                and screen.patient is not None
+                and self.model_state == "ready"
+                and during == "prefill"
+            ):
+                screen.action_show_tab("analysis")
+                screen.query_one("#observed").focus()
+                self._stage = "prefill"
             elif (
                 self._stage == "opening"
                 and isinstance(screen, WorkspaceScreen)
@@ -271,7 +299,9 @@ def child_baseline_latency(rate: float, status_fd: int) -> None:
 
 
 # -- parent: measurement ----------------------------------------------------------------
-def make_vault(home: Path, patients: int) -> list[str]:
+def make_vault(home: Path, patients: int, long_record: bool = False) -> list[str]:
+    """``patients`` with one short note each; ``long_record``: the newest one (listed first,
+    the patient the latency bench opens) has 20 notes, a record of ~2,000 tokens."""
     os.environ["PHYASSIST_HOME"] = str(home)
     from engine.records import AnalysisDraft, BasicInfo, Item, Note
     from engine.settings import load_settings
@@ -283,15 +313,19 @@ def make_vault(home: Path, patients: int) -> list[str]:
     for i in range(patients):
         name = f"Patient {i:03d} 王{i}"
         patient = store.create_patient(name, BasicInfo(demographics=f"{20 + i % 40}, student"))
-        store.add_note(
-            patient.id,
-            Note(
-                question="Exam worry and insomnia.",
-                analysis=AnalysisDraft(
-                    symptom_type=Item(text="anxiety"), reasons=[Item(text="pressure")]
+        long = long_record and i == patients - 1  # the newest is listed first
+        for session in range(20 if long else 1):
+            store.add_note(
+                patient.id,
+                Note(
+                    question=f"Session {session}: " + QUESTION
+                    if long
+                    else "Exam worry and insomnia.",
+                    analysis=AnalysisDraft(
+                        symptom_type=Item(text="anxiety"), reasons=[Item(text="pressure")]
+                    ),
                 ),
-            ),
-        )
+            )
         names.append(name)
     store.close()
     return names
@@ -437,6 +471,12 @@ def main() -> None:
         "--only", choices=("launch", "latency"), help="measure one figure (and its baseline)"
     )
     parser.add_argument(
+        "--during",
+        choices=("stream", "prefill"),
+        default="stream",
+        help="latency: while a draft streams, or while the opened patient's record is read",
+    )
+    parser.add_argument(
         "--max-new-tokens",
         type=int,
         default=2048,
@@ -452,13 +492,13 @@ def main() -> None:
     if args.child == "baseline-launch":
         return child_baseline_launch(json.loads(args.names), args.status_fd)
     if args.child == "latency":
-        return child_latency(args.engine, args.rate, args.status_fd)
+        return child_latency(args.engine, args.rate, args.status_fd, args.during)
     if args.child == "baseline-latency":
         return child_baseline_latency(args.rate, args.status_fd)
 
     home = Path(tempfile.mkdtemp(prefix="phyassist-bench-tui-"))
     try:
-        names = make_vault(home, args.patients)
+        names = make_vault(home, args.patients, long_record=args.during == "prefill")
         env = child_env(home)
         env["BENCH_MAX_NEW_TOKENS"] = str(args.max_new_tokens)
         result = {
@@ -469,7 +509,8 @@ def main() -> None:
         if args.only != "latency":
             result["launch_to_patient_list"] = measure_launch(args, names, env)
         if args.only != "launch":
-            result["key_to_repaint_while_streaming"] = measure_key_latency(args, env)
+            figure = "streaming" if args.during == "stream" else "reading_the_record"
+            result[f"key_to_repaint_while_{figure}"] = measure_key_latency(args, env)
         result["machine"]["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
         print(json.dumps(result, indent=2, ensure_ascii=False))
     finally:
@@ -500,7 +541,10 @@ def measure_launch(args: argparse.Namespace, names: list[str], env: dict[str, st
 
 def measure_key_latency(args: argparse.Namespace, env: dict[str, str]) -> dict:
     latency = measure_latency(
-        ["--child", "latency", "--engine", args.engine, "--rate", str(args.rate)],
+        [
+            *("--child", "latency", "--engine", args.engine, "--rate", str(args.rate)),
+            *("--during", args.during),
+        ],
         env,
         args.samples,
         600,
