@@ -120,9 +120,10 @@ def off_main(fn, *args, **kwargs):
 
     Every torch call of this benchmark runs off the main thread, as in the product (the TUI
     loads and generates in worker threads). Measured on the 2-core box: once the main thread
-    has run torch ops, generation in *other* threads decodes ~40% slower (16 vs 27 tokens/s,
-    CPU OpenMP thread teams competing), which made the plain baseline (then on the main
-    thread) look 1.7x faster than the product's worker-thread path. Both now run in threads.
+    has run torch ops, generation in *other* threads decodes ~40% slower (16 vs 27 tokens/s;
+    cause not pinned down, most likely the CPU thread pools of two live threads competing for
+    2 cores), which made the plain baseline (then on the main thread) look 1.7x faster than
+    the product's worker-thread path. Both now run in threads.
     """
     result: list = []
     error: list[BaseException] = []

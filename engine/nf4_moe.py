@@ -596,6 +596,31 @@ if triton is not None:
             return tl.dot(a, b, acc)
 
     @triton.jit
+    def _token_tile(ptr, tok_rows, stride, k0, kk, mmask, SWAP: tl.constexpr):
+        """Even and odd inputs of one 64-wide block for the token rows ``tok_rows``:
+        ``[32, M]`` tiles (``x^T``) with ``SWAP``, else ``[M, 32]``."""
+        if SWAP:
+            col = ptr + tok_rows[None, :] * stride + k0 + 2 * kk[:, None]
+            even = tl.load(col, mask=mmask[None, :], other=0.0)
+            odd = tl.load(col + 1, mask=mmask[None, :], other=0.0)
+        else:
+            row = ptr + tok_rows[:, None] * stride + k0 + 2 * kk[None, :]
+            even = tl.load(row, mask=mmask[:, None], other=0.0)
+            odd = tl.load(row + 1, mask=mmask[:, None], other=0.0)
+        return even, odd
+
+    @triton.jit
+    def _mma_block(w_hi, w_lo, even, odd, acc, SWAP: tl.constexpr, IEEE: tl.constexpr):
+        """Add one block's product: ``W x^T`` (weight tile on the left) with ``SWAP``."""
+        if SWAP:
+            acc = _mma(w_hi, even, acc, IEEE)
+            acc = _mma(w_lo, odd, acc, IEEE)
+        else:
+            acc = _mma(even, tl.trans(w_hi), acc, IEEE)
+            acc = _mma(odd, tl.trans(w_lo), acc, IEEE)
+        return acc
+
+    @triton.jit
     def _few_gate_up_kernel(
         x_ptr,
         pair_tok_ptr,
@@ -667,34 +692,17 @@ if triton is not None:
                 for k00 in range(k_lo, k_lo + K_PER, 64 * UNROLL):
                     for u_step in tl.static_range(UNROLL):  # UNROLL blocks of 64 a row per step
                         k0 = k00 + 64 * u_step
-                        if SWAP:  # x^T tile [32, M]
-                            xcol = x_ptr + tok[None, :] * H + k0 + 2 * kk[:, None]
-                            xe = tl.load(xcol, mask=mmask[None, :], other=0.0)
-                            xo = tl.load(xcol + 1, mask=mmask[None, :], other=0.0)
-                        else:
-                            xrow = x_ptr + tok[:, None] * H + k0 + 2 * kk[None, :]
-                            xe = tl.load(xrow, mask=mmask[:, None], other=0.0)
-                            xo = tl.load(xrow + 1, mask=mmask[:, None], other=0.0)
+                        xe, xo = _token_tile(x_ptr, tok, H, k0, kk, mmask, SWAP)
                         g_hi, g_lo = _nf4_tile(
                             w1, a8_1, a2_1, off1, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask,
                             k0, dt, BLOCK_N, LUT,
                         )  # fmt: skip
-                        if SWAP:
-                            acc_g = _mma(g_hi, xe, acc_g, IEEE)
-                            acc_g = _mma(g_lo, xo, acc_g, IEEE)
-                        else:
-                            acc_g = _mma(xe, tl.trans(g_hi), acc_g, IEEE)
-                            acc_g = _mma(xo, tl.trans(g_lo), acc_g, IEEE)
+                        acc_g = _mma_block(g_hi, g_lo, xe, xo, acc_g, SWAP, IEEE)
                         u_hi, u_lo = _nf4_tile(
                             w3, a8_3, a2_3, off3, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask,
                             k0, dt, BLOCK_N, LUT,
                         )  # fmt: skip
-                        if SWAP:
-                            acc_u = _mma(u_hi, xe, acc_u, IEEE)
-                            acc_u = _mma(u_lo, xo, acc_u, IEEE)
-                        else:
-                            acc_u = _mma(xe, tl.trans(u_hi), acc_u, IEEE)
-                            acc_u = _mma(xo, tl.trans(u_lo), acc_u, IEEE)
+                        acc_u = _mma_block(u_hi, u_lo, xe, xo, acc_u, SWAP, IEEE)
                 if SWAP:
                     m2 = nmask[:, None] & mmask[None, :]
                     dst_rows = (start + mm).to(tl.int64)[None, :] * F + rows[:, None]
@@ -778,24 +786,12 @@ if triton is not None:
                 for k00 in range(k_lo, k_lo + K_PER, 64 * UNROLL):
                     for u_step in tl.static_range(UNROLL):
                         k0 = k00 + 64 * u_step
-                        if SWAP:
-                            hcol = h_ptr + src[None, :] * F + k0 + 2 * kk[:, None]
-                            he = tl.load(hcol, mask=mmask[None, :], other=0.0)
-                            ho = tl.load(hcol + 1, mask=mmask[None, :], other=0.0)
-                        else:
-                            hrow = h_ptr + src[:, None] * F + k0 + 2 * kk[None, :]
-                            he = tl.load(hrow, mask=mmask[:, None], other=0.0)
-                            ho = tl.load(hrow + 1, mask=mmask[:, None], other=0.0)
+                        he, ho = _token_tile(h_ptr, src, F, k0, kk, mmask, SWAP)
                         w_hi, w_lo = _nf4_tile(
                             w2, a8_2, a2_2, off2, code2_ptr, nf4_ptr, row_bytes, row_blocks, nmask,
                             k0, dt, BLOCK_N, LUT,
                         )  # fmt: skip
-                        if SWAP:
-                            acc = _mma(w_hi, he, acc, IEEE)
-                            acc = _mma(w_lo, ho, acc, IEEE)
-                        else:
-                            acc = _mma(he, tl.trans(w_hi), acc, IEEE)
-                            acc = _mma(ho, tl.trans(w_lo), acc, IEEE)
+                        acc = _mma_block(w_hi, w_lo, he, ho, acc, SWAP, IEEE)
                 pair = tl.load(pair_idx_ptr + start + mm, mask=mmask, other=0).to(tl.int64)
                 r = tl.load(rw_ptr + pair, mask=mmask, other=0.0).to(tl.float32)
                 if SWAP:

@@ -80,7 +80,6 @@ class PatientsPane(Vertical):
         super().__init__(**kwargs)
         self._search_timer: Timer | None = None
         self._initial = patients
-        self.summaries: list[PatientSummary] = list(patients or [])
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="Search patients", id="search")
@@ -135,7 +134,6 @@ class PatientsPane(Vertical):
         message.stop()
         if message.query != self.search_text:
             return  # a newer search is on its way
-        self.summaries = message.patients
         self.query_one(PatientList).show(message.patients, keep=self.highlighted_id)
         self._list_shown()
 

@@ -85,27 +85,34 @@ def cancel() -> threading.Event:
 TINY_VOCAB = 49152  # same ids as the SmolLM2 tokenizer, so the real tokenizer can drive it
 
 
+def tiny_llama(**overrides):
+    """A random Llama small enough to build in a test, on the SmolLM2 token ids (2 layers,
+    hidden 64 unless ``overrides`` say otherwise)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = {
+        "vocab_size": TINY_VOCAB,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 2,
+        "tie_word_embeddings": True,
+    }
+    return LlamaForCausalLM(LlamaConfig(**{**config, **overrides}))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(session_root: Path, real_model) -> Path:
     """A 2-layer random Llama (hidden 64) saved as a local HF directory with the real tokenizer."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=TINY_VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=2,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
+    model = tiny_llama()
     path = session_root / "tiny-llama"
     model.save_pretrained(path)
     real_model.tokenizer.save_pretrained(path)

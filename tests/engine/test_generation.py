@@ -1,4 +1,5 @@
-"""Streaming through the Assistant on the real embedded model: text, stats, cancel, prefix cache."""
+"""Streaming through the Assistant on the real embedded model: text, stats, cancel, prefix cache,
+loop stop, and reading a record ahead."""
 
 from __future__ import annotations
 
@@ -195,21 +196,18 @@ def test_is_looping_finds_short_cycles_only() -> None:
 def _one_token_model(token: int):
     """A 1-layer Llama whose greedy choice is always ``token`` (lm_head = a bias on it)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tests.engine.conftest import TINY_VOCAB
+    from tests.engine.conftest import TINY_VOCAB, tiny_llama
 
-    config = LlamaConfig(
-        vocab_size=TINY_VOCAB,
+    model = tiny_llama(
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,
         num_attention_heads=2,
-        num_key_value_heads=2,
         eos_token_id=0,
         pad_token_id=0,
-    )
-    model = LlamaForCausalLM(config).eval()
+        tie_word_embeddings=False,
+    ).eval()
     head = torch.nn.Linear(16, TINY_VOCAB, bias=True)
     torch.nn.init.zeros_(head.weight)
     torch.nn.init.zeros_(head.bias)
@@ -280,3 +278,98 @@ def test_a_run_cut_inside_a_character_leaves_no_broken_character(real_model, can
     text = "".join(run)
     assert run.stats.tokens == 33
     assert text == "；" * 16
+
+
+# -- reading the record ahead (what opening a patient starts) -----------------------------------
+@pytest.fixture
+def patient_with_history(patient) -> Patient:
+    """``patient`` with four notes: a record long enough to read in several chunks."""
+    notes = [Note(question=f"Worried about exam {i}; sleeps badly.") for i in range(4)]
+    return patient.model_copy(update={"notes": notes})
+
+
+def _draft(assistant, patient) -> tuple[str, int]:
+    text = "".join(assistant.stream_analysis(patient, QUESTION, cancel=threading.Event()))
+    return text, assistant.last_stats.cached_prefix_tokens
+
+
+def test_prefilled_record_is_reused_and_changes_nothing(assistant, patient_with_history) -> None:
+    assistant.prefix_cache.clear()
+    cold_text, cold_cached = _draft(assistant, patient_with_history)
+    assert cold_cached == 0
+
+    assistant.prefix_cache.clear()
+    read = assistant.prefill_record(patient_with_history, threading.Event())
+    prefix = assistant.record_prefix_ids(patient_with_history)
+    assert read == len(prefix) > 100  # system prompt + the record
+    assert assistant.last_prompt_ids[:read] == prefix  # the analysis prompt starts with it
+    warm_text, warm_cached = _draft(assistant, patient_with_history)
+    assert warm_cached == read
+    assert warm_text == cold_text  # greedy: the cache changes the speed, not the words
+
+    # a chat about the same patient starts with the same record
+    list(
+        assistant.stream_chat(
+            patient_with_history, [], "How does she sleep?", cancel=threading.Event()
+        )
+    )
+    assert assistant.last_stats.cached_prefix_tokens >= read
+    assert (
+        assistant.prefill_record(patient_with_history, threading.Event()) >= read - 1
+    )  # nothing to do
+
+
+class CancelAfter(threading.Event):
+    """Reads as set after ``calls`` looks: cancels a prefill at a known chunk boundary."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def is_set(self) -> bool:
+        self.calls -= 1
+        return self.calls < 0 or super().is_set()
+
+
+def test_a_cancelled_prefill_keeps_what_it_read(
+    assistant, patient_with_history, monkeypatch
+) -> None:
+    from engine import assistant as assistant_module
+
+    monkeypatch.setattr(assistant_module, "PREFILL_CHUNK_CPU", 32)
+    assistant.prefix_cache.clear()
+    assert (
+        assistant.prefill_record(patient_with_history, CancelAfter(0)) == 0
+    )  # cancelled before it began
+    # one look before the first chunk, one before each chunk: stop before the third
+    read = assistant.prefill_record(patient_with_history, CancelAfter(3))
+    assert read == 64
+    _text, cached = _draft(assistant, patient_with_history)
+    assert cached == 64  # the generation went on from there
+
+
+def test_a_generation_asked_for_during_a_prefill_continues_from_it(
+    assistant, patient_with_history, monkeypatch
+) -> None:
+    """The counselor presses Generate while the record is still being read: the prefill
+    stops at its next chunk and the generation takes its cache (taken under the model lock,
+    so not before the prefill has put it back)."""
+    import time
+
+    from engine import assistant as assistant_module
+
+    monkeypatch.setattr(assistant_module, "PREFILL_CHUNK_CPU", 8)
+    assistant.prefix_cache.clear()
+    stop = threading.Event()
+    result: list[int] = []
+    reader = threading.Thread(
+        target=lambda: result.append(assistant.prefill_record(patient_with_history, stop))
+    )
+    reader.start()
+    time.sleep(0.3)
+    stop.set()
+    _text, cached = _draft(
+        assistant, patient_with_history
+    )  # asked for at once, the prefill still running
+    reader.join()
+    assert result[0] > 0 and cached == result[0]

@@ -229,7 +229,8 @@ def read_only(settings):
     return Store.open(settings.vault_dir, PASSPHRASE, writer=False, settings=settings)
 
 
-async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
+async def passphrase_field_ready(pilot, what: str = "unlock screen") -> None:
+    """Wait until the unlock screen's passphrase field has the focus."""
     from phyassist_tui.screens.unlock import UnlockScreen
 
     app = pilot.app
@@ -240,8 +241,46 @@ async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
             and app.focused is not None
             and app.focused.id == "passphrase"
         ),
-        what="unlock screen",
+        what=what,
     )
+
+
+def send_burst(app, keys: list[tuple[str, str | None]]) -> None:
+    """Queue ``(key, character)`` events as the terminal driver does, without waiting for
+    any to be handled: a burst typed fast or delivered together over SSH."""
+    from textual import events
+
+    for key, char in keys:
+        event = events.Key(key, char)
+        event.set_sender(app)
+        app._driver.send_message(event)
+
+
+def add_seed_case_patient(settings, seed_case: dict, created=None) -> None:
+    """Store the Chinese seed case as patient 孙某 with its reference note (dated ``created``
+    if given, e.g. for a snapshot)."""
+    from engine.records import AnalysisDraft, BasicInfo, Item, Note
+    from engine.store import Store
+
+    store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+    ref = seed_case["reference_analysis"]
+    patient = store.create_patient("孙某", BasicInfo(**seed_case["basic_info"]))
+    note = Note(
+        **({"created": created} if created is not None else {}),
+        question=seed_case["counseling_question"]["statement"],
+        observed_state=seed_case["counseling_question"]["observed_state"],
+        analysis=AnalysisDraft(
+            symptom_type=Item(text=ref["symptom_type"], draft=ref["symptom_type"]),
+            reasons=[Item(text=r, draft=r) for r in ref["reasons"]],
+            advice=[Item(text=a, draft=a) for a in ref["advice"]],
+        ),
+    )
+    store.add_note(patient.id, note)
+    store.close()
+
+
+async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
+    await passphrase_field_ready(pilot)
     await type_text(pilot, passphrase)
     await pilot.press("enter")
 

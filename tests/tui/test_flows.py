@@ -11,13 +11,16 @@ from tui_fakes import (
     CHAT_REPLY,
     PASSPHRASE,
     FakeAssistant,
+    add_seed_case_patient,
     draft_ready,
     generate,
     open_patient,
     open_workspace,
     open_workspace_empty,
+    passphrase_field_ready,
     read_only,
     screen_text,
+    send_burst,
     type_text,
     unlock,
     wait_for,
@@ -38,6 +41,14 @@ pytestmark = pytest.mark.anyio
 
 
 # -- unlock -----------------------------------------------------------------------------------
+async def draft_under_way(pilot, fake: FakeAssistant, question: str = "Question"):
+    """Open Sun and start a draft; returns once ``fake`` holds it mid-stream."""
+    screen = await open_patient(pilot, "Sun")
+    await generate(pilot, screen, question)
+    await wait_for(pilot, lambda: fake.paused.is_set())
+    return screen
+
+
 async def test_first_run_creates_vault_with_confirmation(make_app, settings):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -70,24 +81,12 @@ async def test_first_run_creates_vault_with_confirmation(make_app, settings):
 async def test_passphrase_typed_twice_in_one_burst_creates_the_vault(make_app, settings):
     """Typed fast (or delivered together over SSH), the second typing follows Enter before
     the focus has moved: it must land in the confirmation field, not the first one."""
-    from textual import events
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(
-            pilot,
-            lambda: (
-                isinstance(app.screen, UnlockScreen)
-                and app.focused is not None
-                and app.focused.id == "passphrase"
-            ),
-            what="create mode",
-        )
+        await passphrase_field_ready(pilot, what="create mode")
         burst = [*((c, c) for c in PASSPHRASE.replace(" ", "_")), ("enter", "\r")]
-        for key, char in burst * 2:  # sent like the driver does, without waiting
-            event = events.Key(key, char)
-            event.set_sender(app)
-            app._driver.send_message(event)
+        send_burst(app, burst * 2)
         await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
         await pilot.pause(0.2)
     assert Store.exists(settings.vault_dir)
@@ -153,7 +152,6 @@ async def test_create_patient_validates_then_saves(make_app, vault, settings):
 async def test_new_patient_name_and_next_field_typed_in_one_burst(make_app, vault):
     """Enter after the name moves on: letters typed right after it (a burst over SSH) belong
     to the next field, not to the name."""
-    from textual import events
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -164,10 +162,7 @@ async def test_new_patient_name_and_next_field_typed_in_one_burst(make_app, vaul
         )
         await wait_for(pilot, lambda: app.focused is not None and app.focused.id == "name")
         burst = [*((c, c) for c in "Zhou"), ("enter", "\r"), *((c, c) for c in "22, student")]
-        for key, char in burst:  # sent like the driver does, without waiting
-            event = events.Key(key if key != " " else "space", char)
-            event.set_sender(app)
-            app._driver.send_message(event)
+        send_burst(app, [(key if key != " " else "space", char) for key, char in burst])
         await pilot.pause(0.3)
         assert form.query_one("#name", Input).value == "Zhou"
         assert form.query_one("#field-demographics", TextArea).text == "22, student"
@@ -364,7 +359,6 @@ async def test_regenerate_all_passes_comments_as_guidance(make_app, vault, fake)
 
 async def test_keys_typed_in_a_burst_after_edit_land_in_the_editor(make_app, vault):
     """Over SSH keys arrive together: 'e' then the text must not hit the list's bindings."""
-    from textual import events
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -374,10 +368,7 @@ async def test_keys_typed_in_a_burst_after_edit_land_in_the_editor(make_app, vau
         # 'a', 'd', 'c', 'r' are list keys; sent like the driver does, without waiting
         burst = [("e", "e"), ("ctrl+u", None), *((c, c) for c in "add"), ("space", " ")]
         burst += [*((c, c) for c in "care"), ("enter", "\r")]
-        for key, char in burst:
-            event = events.Key(key, char)
-            event.set_sender(app)
-            app._driver.send_message(event)
+        send_burst(app, burst)
         await wait_for(
             pilot, lambda: pane.draft.symptom_type.text == "add care", what="edited symptom"
         )
@@ -542,9 +533,7 @@ async def test_draft_finishing_while_typing_does_not_take_the_focus(make_app, va
     fake = FakeAssistant(pause_after=2)
     app = make_app(assistant=fake)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        await wait_for(pilot, lambda: fake.paused.is_set())
+        screen = await draft_under_way(pilot, fake)
         observed = screen.query_one("#observed", Input)
         observed.focus()
         await pilot.press("t", "i", "r")  # typed while the draft streams
@@ -616,9 +605,7 @@ async def test_patient_switch_refused_while_generating(make_app, vault):
     fake = FakeAssistant(pause_after=2)
     app = make_app(assistant=fake)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        await wait_for(pilot, lambda: fake.paused.is_set())
+        screen = await draft_under_way(pilot, fake)
         listing = screen.query_one("#patient-list", PatientList)
         listing.highlight_name("Li")
         listing.focus()
@@ -702,17 +689,23 @@ async def test_chat_message_over_the_limit_is_given_back(make_app, vault, settin
         assert any("limit" in n.message for n in app._notifications)
 
 
+async def chat_then_stop(pilot, fake: FakeAssistant, message: str):
+    """Open Sun, send ``message`` in Chat, press Esc once the reply is under way."""
+    screen = await open_patient(pilot, "Sun")
+    await pilot.press("f5")
+    await type_text(pilot, message)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: fake.paused.is_set())
+    await pilot.press("escape")
+    await wait_for(pilot, lambda: screen.generating is None)
+    return screen
+
+
 async def test_chat_escape_stops_reply(make_app, vault):
     fake = FakeAssistant(pause_after=2)
     app = make_app(assistant=fake)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await pilot.press("f5")
-        await type_text(pilot, "Hi")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: fake.paused.is_set())
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: screen.generating is None)
+        screen = await chat_then_stop(pilot, fake, "Hi")
         reply = list(screen.query(ChatBubble))[-1].text
         assert reply.startswith("Consider asking") and reply.endswith("[stopped]")
 
@@ -734,13 +727,7 @@ async def test_stop_drops_a_character_cut_in_half(make_app, vault):
     fake = HalfCharAssistant()
     app = make_app(assistant=fake)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await pilot.press("f5")
-        await type_text(pilot, "下次先问什么？")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: fake.paused.is_set())
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: screen.generating is None)
+        screen = await chat_then_stop(pilot, fake, "下次先问什么？")
         assert list(screen.query(ChatBubble))[-1].text == "最新 [stopped]"
         assert screen.history[-1].content == "最新 [stopped]"
 
@@ -879,24 +866,7 @@ async def test_train_screen_shows_progress_and_cancels(make_app, vault):
 
 # -- Chinese ----------------------------------------------------------------------------------
 async def test_chinese_seed_case_shows_in_notes(make_app, settings, seed_case_zh):
-    from engine.records import AnalysisDraft, Item, Note
-
-    store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
-    ref = seed_case_zh["reference_analysis"]
-    patient = store.create_patient("孙某", BasicInfo(**seed_case_zh["basic_info"]))
-    store.add_note(
-        patient.id,
-        Note(
-            question=seed_case_zh["counseling_question"]["statement"],
-            observed_state=seed_case_zh["counseling_question"]["observed_state"],
-            analysis=AnalysisDraft(
-                symptom_type=Item(text=ref["symptom_type"], draft=ref["symptom_type"]),
-                reasons=[Item(text=r, draft=r) for r in ref["reasons"]],
-                advice=[Item(text=a, draft=a) for a in ref["advice"]],
-            ),
-        ),
-    )
-    store.close()
+    add_seed_case_patient(settings, seed_case_zh)
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await open_patient(pilot, "孙某")

@@ -15,6 +15,7 @@ import pytest
 from textual.widgets import Input
 from tui_fakes import (
     FakeAssistant,
+    add_seed_case_patient,
     draft_ready,
     generate,
     open_patient,
@@ -229,28 +230,7 @@ def test_chinese_seed_case_notes(snap_compare, make_app, settings, seed_case_zh,
     """The worked Chinese example: wide characters wrap inside the notes at both sizes."""
     from datetime import UTC, datetime
 
-    from tui_fakes import PASSPHRASE
-
-    from engine.records import AnalysisDraft, BasicInfo, Item, Note
-    from engine.store import Store
-
-    store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
-    ref = seed_case_zh["reference_analysis"]
-    patient = store.create_patient("孙某", BasicInfo(**seed_case_zh["basic_info"]))
-    store.add_note(
-        patient.id,
-        Note(
-            created=datetime(2026, 3, 14, 9, 30, tzinfo=UTC),
-            question=seed_case_zh["counseling_question"]["statement"],
-            observed_state=seed_case_zh["counseling_question"]["observed_state"],
-            analysis=AnalysisDraft(
-                symptom_type=Item(text=ref["symptom_type"], draft=ref["symptom_type"]),
-                reasons=[Item(text=r, draft=r) for r in ref["reasons"]],
-                advice=[Item(text=a, draft=a) for a in ref["advice"]],
-            ),
-        ),
-    )
-    store.close()
+    add_seed_case_patient(settings, seed_case_zh, created=datetime(2026, 3, 14, 9, 30, tzinfo=UTC))
     app = make_app()
 
     async def run_before(pilot):
