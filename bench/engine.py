@@ -46,10 +46,10 @@ if "--threads" in sys.argv[:-1]:  # per-thread in OpenMP: must be set before tor
 
 import torch  # noqa: E402
 
-from engine.adapters import AdapterRegistry  # noqa: E402
-from engine.assistant import Assistant  # noqa: E402
-from engine.generation import ClockStreamer, TokenClock, generate_kwargs  # noqa: E402
-from engine.llm import _load_uncached, load_model  # noqa: E402
+from engine.inference.assistant import Assistant  # noqa: E402
+from engine.inference.generation import ClockStreamer, TokenClock, generate_kwargs  # noqa: E402
+from engine.model.adapters import AdapterRegistry  # noqa: E402
+from engine.model.llm import _load_uncached, load_model  # noqa: E402
 from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient  # noqa: E402
 from engine.settings import GenerationSettings, ModelSettings, Settings, StoreSettings  # noqa: E402
 
@@ -297,7 +297,7 @@ def random_lora(config, *, r: int = 4, seed: int = 0, scale: float = 0.5):
 
 
 def bench_adapter_switch(assistant: Assistant, root: Path, repeats: int) -> dict:
-    from engine.store import Store
+    from engine.vault.store import Store
 
     store = Store.create(root / "vault", "bench passphrase 1", settings=assistant.settings)
     try:

@@ -5,11 +5,11 @@ Mixtral-8x7B (hidden 4096, intermediate 14336, 32 layers, 32 heads, 8 KV heads, 
 vocab 32000) and quantized there exactly as ``from_pretrained(..., quantization_config=...)``
 does it (transformers' own bitsandbytes quantizer replaces the Linears; each weight is drawn in
 bf16 and quantized by ``Params4bit``). The 4-bit model is then saved with
-``engine.quant.save_quantized`` (the product's cache format), the page cache is dropped where we
-may, and the timed load is ``engine.quant.load_quantized`` of that directory.
+``engine.gpu.quant.save_quantized`` (the product's cache format), the page cache is dropped where we
+may, and the timed load is ``engine.gpu.quant.load_quantized`` of that directory.
 
 Every comparison is measured in the same run: decode tokens/s of plain ``model.generate``
-(the baseline) and of ``engine.fastdecode.FastDecoder``, with the greedy tokens of both compared.
+(the baseline) and of ``engine.gpu.fastdecode.FastDecoder``, greedy tokens of both compared.
 Prints one JSON object (also written to ``--out``)::
 
     python bench/gpu.py --out bench/results-h100.json            # all stages, 32 layers
@@ -36,8 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.fastdecode import FastDecoder, baseline_generate, copy_adapter_in_place
-from engine.quant import QuantSpec, library_versions, load_quantized, save_quantized
+from engine.gpu.fastdecode import FastDecoder, baseline_generate, copy_adapter_in_place
+from engine.gpu.quant import QuantSpec, library_versions, load_quantized, save_quantized
 
 GiB = 1024**3
 MIXTRAL_8X7B = {
@@ -423,8 +423,8 @@ def _adapter_files(
     ``unpack_adapter(..., device=)`` (views of the plaintext, one host-to-device transfer).
     ``fp32_legacy``: the previous container (fp32) opened the previous way (baseline).
     """
-    from engine import crypto
-    from engine.adapters import STORAGE_DTYPE, pack_adapter, unpack_adapter
+    from engine.model.adapters import STORAGE_DTYPE, pack_adapter, unpack_adapter
+    from engine.vault import crypto
 
     key = crypto.new_key()
     aad = b"bench|adapter"
@@ -529,7 +529,7 @@ def stage_adapter(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> 
             if dec.generate(ids, 32).tokens != want:
                 mismatches += 1
             del sd, data
-        # even runs: engine.fastdecode.copy_adapter_in_place; odd: peft's set_peft_model_state_dict
+        # even: engine.gpu.fastdecode.copy_adapter_in_place; odd: set_peft_model_state_dict
         out[f"{fmt}_switch_from_encrypted_file_ms_runs"] = [round(1000 * t, 1) for t in loads]
         out[f"{fmt}_parts_ms_read_decrypt+unpack_copy"] = parts
         out[f"{fmt}_switch_from_encrypted_file_ms_inplace"] = round(
@@ -645,7 +645,7 @@ def stage_train(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> No
 def apply_tuning(profile: dict[str, Any], res: dict[str, Any]) -> None:
     from torch.nn.attention import SDPBackend
 
-    from engine import fastdecode, nf4_moe
+    from engine.gpu import fastdecode, nf4_moe
 
     for name, cfg in (profile.get("tuning_best") or {}).items():
         nf4_moe.TUNING[name] = dict(cfg)

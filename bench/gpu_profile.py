@@ -26,15 +26,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.gpu import build_random_4bit, mixtral_config, random_ids
-from engine import nf4_moe
-from engine.fastdecode import (
+from engine.gpu import nf4_moe
+from engine.gpu.fastdecode import (
     FastDecoder,
     _fast_moe_forward,
     _set_fast,
     _set_kernel,
     baseline_generate,
 )
-from engine.quant import QuantSpec
+from engine.gpu.quant import QuantSpec
 
 
 def bench_ms(fn, reps: int = 50) -> float:
@@ -409,7 +409,7 @@ def decode_variants(model: Any, args: argparse.Namespace, out: dict[str, Any]) -
     tokens: dict[str, list[list[int]]] = {}
     from torch.nn.attention import SDPBackend
 
-    from engine import fastdecode
+    from engine.gpu import fastdecode
 
     backends = {
         "default": None,

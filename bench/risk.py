@@ -1,4 +1,4 @@
-"""Measure the risk rules (engine.risk.assess): precision / recall / F1, printed as JSON.
+"""Measure the risk rules (engine.trust.risk.assess): precision / recall / F1, printed as JSON.
 
 Datasets:
 
@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.risk import (  # noqa: E402
+from engine.trust.risk import (  # noqa: E402
     CATEGORIES,
     assess,
     assess_with_model,
@@ -213,7 +213,7 @@ def model_metrics(
       rules missed;
     * ``model``: the model's own yes/no per category, no rules.
     """
-    from engine.llm import load_model
+    from engine.model.llm import load_model
     from engine.settings import load_settings
 
     cfg = load_settings()

@@ -39,8 +39,6 @@ if str(ROOT) not in sys.path:
 from tinydb import TinyDB, where  # noqa: E402
 from tinydb.storages import JSONStorage  # noqa: E402
 
-from engine import crypto  # noqa: E402
-from engine.index import PatientIndex, search_key  # noqa: E402
 from engine.records import (  # noqa: E402
     AnalysisDraft,
     BasicInfo,
@@ -50,7 +48,9 @@ from engine.records import (  # noqa: E402
     PatientSummary,
 )
 from engine.settings import Settings, StoreSettings  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.vault import crypto  # noqa: E402
+from engine.vault.index import PatientIndex, search_key  # noqa: E402
+from engine.vault.store import Store  # noqa: E402
 
 TARGETS_MS = {"open_patient": 50.0, "save_note": 30.0, "search_name": 100.0}
 PASSPHRASE = "benchmark passphrase"

@@ -297,11 +297,11 @@ def _answer_losses(model_dir: Path, sft: list, adapter: tuple[dict, dict]) -> di
 
 
 def bench_cpu(args: argparse.Namespace) -> dict[str, Any]:
-    import engine.llm as llm
-    from engine.adapters import AdapterRegistry
+    import engine.model.llm as llm
+    from engine.model.adapters import AdapterRegistry
     from engine.settings import ModelSettings, StoreSettings, load_settings
-    from engine.store import Store
     from engine.training.data import build_training_data
+    from engine.vault.store import Store
 
     load_start = load_average()
     # The user's model cache (dequantized weights), so only the first run ever builds it; the
@@ -465,7 +465,7 @@ def random_mixtral(config: Any, device: str, four_bit: bool) -> Any:
     from accelerate import init_empty_weights
     from transformers.quantizers import AutoHfQuantizer
 
-    from engine.quant import QuantSpec
+    from engine.gpu.quant import QuantSpec
 
     quant_config = QuantSpec().to_bnb_config()
     cuda = torch.device("cuda", torch.cuda.current_device())
@@ -535,7 +535,7 @@ def _tokenizer_for_mixtral(args: argparse.Namespace) -> Any:
     if args.tokenizer:
         path = Path(args.tokenizer)
     else:
-        import engine.llm as llm
+        import engine.model.llm as llm
         from engine.settings import load_settings
 
         settings = load_settings()

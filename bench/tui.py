@@ -305,7 +305,7 @@ def make_vault(home: Path, patients: int, long_record: bool = False) -> list[str
     os.environ["PHYASSIST_HOME"] = str(home)
     from engine.records import AnalysisDraft, BasicInfo, Item, Note
     from engine.settings import load_settings
-    from engine.store import Store
+    from engine.vault.store import Store
 
     settings = load_settings()  # production scrypt cost
     store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)

@@ -57,7 +57,7 @@ class GenerationSettings(BaseModel):
     # Stop once the last this-many tokens are one short cycle (<= 8 tokens) repeated: a small
     # model stuck on "；；；…" would otherwise run to max_new_tokens. 0 turns it off.
     stop_loop_tokens: int = Field(48, ge=0, le=4096)
-    # Greedy runs of a MoE model (Mixtral) on one GPU go through engine.fastdecode (static KV
+    # Greedy runs of a MoE model (Mixtral) on one GPU go through engine.gpu.fastdecode (static KV
     # cache, CUDA graphs, fused NF4 experts): same tokens as generate, ~9x faster there.
     fast_decode: bool = True
 

@@ -444,7 +444,7 @@ def is_workspace(screen: object) -> bool:
 
 def preload_workspace() -> None:
     """Import what the vault and the workspace need (in a worker thread, at start-up)."""
-    import engine.store  # noqa: F401
+    import engine.vault.store  # noqa: F401
     import phyassist_tui.screens.workspace  # noqa: F401
 
 
@@ -461,7 +461,7 @@ def freeze_heap() -> None:
 
 
 def real_store_class_lazy() -> VaultOpener:
-    """``engine.store.Store``, imported on first use (it is cheap, but keep start-up lean)."""
+    """``engine.vault.store.Store``, imported on first use (it is cheap, but keep start-up lean)."""
 
     class _Lazy:
         @staticmethod

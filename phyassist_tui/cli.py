@@ -46,7 +46,7 @@ def build_parser(modules: tuple[str, ...] = COMMAND_MODULES) -> argparse.Argumen
 
 def main(argv: list[str] | None = None) -> int:
     if argv is None:  # trust: harden the real process only; tests call main(argv) in-process
-        from engine.hardening import harden_process
+        from engine.trust.hardening import harden_process
 
         harden_process()  # no core dumps, not ptrace-able, umask 077
     argv = sys.argv[1:] if argv is None else argv

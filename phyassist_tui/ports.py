@@ -40,7 +40,7 @@ class VaultStore(Protocol):
 
 
 class VaultOpener(Protocol):
-    """``engine.store.Store`` as a class: the three ways in."""
+    """``engine.vault.store.Store`` as a class: the three ways in."""
 
     def exists(self, vault_dir: Path) -> bool: ...
     def create(self, vault_dir: Path, passphrase: str, settings: Settings = ...) -> VaultStore: ...
@@ -85,13 +85,13 @@ TrainingRunner = Callable[..., Iterator[dict[str, Any]]]
 
 
 def real_store_class() -> VaultOpener:
-    from engine.store import Store
+    from engine.vault.store import Store
 
     return Store  # type: ignore[return-value]
 
 
 def real_assistant(settings: Settings) -> AssistantLike:
-    from engine.assistant import Assistant
+    from engine.inference.assistant import Assistant
 
     return Assistant(settings)  # type: ignore[return-value]
 
@@ -148,9 +148,9 @@ def find_training_runner() -> TrainingRunner | None:
 
 
 def chat_history_io() -> tuple[Callable[..., list[ChatMessage]], Callable[..., None]] | None:
-    """``engine.chat``'s encrypted history helpers, when present."""
+    """``engine.vault.chat``'s encrypted history helpers, when present."""
     try:
-        chat = importlib.import_module("engine.chat")
+        chat = importlib.import_module("engine.vault.chat")
     except ImportError:
         return None
     load, save = getattr(chat, "load_history", None), getattr(chat, "save_history", None)

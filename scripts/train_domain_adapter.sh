@@ -14,7 +14,7 @@ WORK=${2:-build/domain}
 shift $(( $# > 2 ? 2 : $# )) || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ -n "${PHYASSIST_ENGINE:-}" ]; then
-  prepare=(python -m engine.dataprep); train=(python -m engine.domain_train)
+  prepare=(python -m engine.dataprep); train=(python -m engine.training.domain_train)
   evaluate=(python -m engine.evaluation); ship=()
 else
   prepare=(python -m phyassist_tui data prepare); train=(python -m phyassist_tui domain train)

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import InputRejected
     from engine.evaluation.imhi import evaluate_imhi
     from engine.evaluation.report import write_report
-    from engine.llm import load_model
+    from engine.model.llm import load_model
 
     if args.rescore is not None:
         return _rescore(args)

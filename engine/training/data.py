@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.prompts import (
+from engine.inference.prompts import (
     SECTION_TITLES,
     Lang,
     analysis_request,
@@ -33,7 +33,7 @@ Message = dict[str, str]
 def prompt_messages(patient: Patient, note: Note) -> list[Message]:
     """The messages the engine sends when it drafts this note's Analysis.
 
-    Built with ``engine.prompts`` so the adapter learns exactly the layout generation uses;
+    Built with ``engine.inference.prompts`` so the adapter learns the layout generation uses;
     the record holds the basic information only (other notes would leak answers and make
     every example long).
     """
@@ -49,7 +49,7 @@ def prompt_messages(patient: Patient, note: Note) -> list[Message]:
 
 
 def render_answer(symptom: str, reasons: Sequence[str], advice: Sequence[str], lang: Lang) -> str:
-    """The Analysis + Advice in the layout ``engine.prompts.LAYOUT`` asks the model for."""
+    """The Analysis + Advice in the layout ``engine.inference.prompts.LAYOUT`` asks for."""
     titles = SECTION_TITLES[lang]
     sep = "：" if lang == "zh" else ": "
     lines = [f"{titles['symptom_type']}{sep}{symptom.strip()}"]

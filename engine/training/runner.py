@@ -28,19 +28,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.adapters import AdapterRegistry, unpack_adapter
-from engine.audit import record as audit_record  # trust: audit hook
-from engine.crypto import new_key, open_sealed
 from engine.errors import (
     PhyAssistError,
     TrainingCancelled,
     TrainingError,
     TrainingLimitExceeded,
 )
+from engine.model.adapters import AdapterRegistry, unpack_adapter
 from engine.settings import Settings, load_settings
 from engine.training.data import TrainingData, build_training_data
 from engine.training.versions import ACTIVE_KIND
 from engine.training.worker import JOB_VERSION, transfer_aad
+from engine.trust.audit import record as audit_record  # trust: audit hook
+from engine.vault.crypto import new_key, open_sealed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNS_DIR_NAME = "training-runs"

@@ -1,7 +1,7 @@
 """A patient's adapter versions: list, which one is active, roll back, export.
 
 Versions live in the store as ``adapter/vN`` + ``adapter/vN.card`` (see
-``engine.adapters.AdapterRegistry``). Which one is used is the ``adapter/active`` blob
+``engine.model.adapters.AdapterRegistry``). Which one is used is the ``adapter/active`` blob
 (the version number); without it, the newest version is active. Training a new version
 makes it active; rolling back points ``adapter/active`` at an older one.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.adapters import CONFIG_NAME, WEIGHTS_NAME, AdapterRegistry, BlobStore
 from engine.errors import AdapterNotFound, InputRejected
+from engine.model.adapters import CONFIG_NAME, WEIGHTS_NAME, AdapterRegistry, BlobStore
 
 ACTIVE_KIND = "adapter/active"
 CARD_FILE = "phyassist_card.json"

@@ -382,11 +382,11 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     _import_training_libraries()
     import torch
 
-    from engine.adapters import pack_adapter
-    from engine.crypto import seal
-    from engine.llm import load_model
+    from engine.model.adapters import pack_adapter
+    from engine.model.llm import load_model
     from engine.settings import Settings
     from engine.training.metrics import count_tokens
+    from engine.vault.crypto import seal
 
     timings["imports_s"] = time.perf_counter() - t
 
@@ -483,5 +483,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    __import__("engine.hardening").hardening.harden_process()  # trust: no core dumps, umask 077
+    __import__(
+        "engine.trust.hardening"
+    ).hardening.harden_process()  # trust: no core dumps, umask 077
     raise SystemExit(main())

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from engine.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from engine.store import Store
+    from engine.vault.store import Store
 
 
 def settings() -> Settings:
@@ -37,7 +37,7 @@ def read_passphrase(prompt: str = "Passphrase: ") -> str:
 
 def open_store(cfg: Settings | None = None, *, writer: bool = True) -> Store:
     """Unlock the vault for a subcommand; errors carry a message fit for the user."""
-    from engine.store import Store
+    from engine.vault.store import Store
 
     cfg = cfg or settings()
     return Store.open(cfg.vault_dir, read_passphrase(), writer=writer, settings=cfg)

@@ -7,8 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from engine.audit import record as audit_record  # trust: audit hook
 from engine.errors import InputRejected
+from engine.trust.audit import record as audit_record  # trust: audit hook
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

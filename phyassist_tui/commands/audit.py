@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from engine.sanitize import safe_terminal_text
+from engine.trust.sanitize import safe_terminal_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,10 +41,10 @@ def _resolve_patient(entries: list, prefix: str) -> str:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from engine.hardening import harden_process
+    from engine.trust.hardening import harden_process
 
     harden_process(umask=False)  # decrypted data here: no core dumps, not dumpable
-    from engine.audit import AuditLog
+    from engine.trust.audit import AuditLog
     from phyassist_tui.commands._common import open_store
 
     with open_store(writer=False) as store:
@@ -70,10 +70,10 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from engine.hardening import harden_process
+    from engine.trust.hardening import harden_process
 
     harden_process(umask=False)  # decrypted data here: no core dumps, not dumpable
-    from engine.audit import AuditLog
+    from engine.trust.audit import AuditLog
     from phyassist_tui.commands._common import open_store
 
     with open_store(writer=False) as store:

@@ -20,7 +20,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _domain_train(args: argparse.Namespace) -> int:
-    from engine.domain_train import run_from_args
+    from engine.training.domain_train import run_from_args
 
     # Forward the command's own arguments so a multi-GPU relaunch runs the same command.
     return run_from_args(args, forwarded_arguments(sys.argv[1:]))
@@ -35,7 +35,7 @@ def forwarded_arguments(argv: list[str]) -> list[str] | None:
 
 
 def _domain_ship(args: argparse.Namespace) -> int:
-    from engine.domain_card import ship
+    from engine.training.domain_card import ship
 
     notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
     card = ship(
@@ -54,7 +54,7 @@ def _domain_ship(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from engine.dataprep.cli import add_arguments as add_prepare_arguments
-    from engine.domain_train import add_arguments as add_train_arguments
+    from engine.training.domain_train import add_arguments as add_train_arguments
 
     data = subparsers.add_parser("data", help="prepare domain training data")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")

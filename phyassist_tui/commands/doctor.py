@@ -35,11 +35,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from engine.hardening import harden_process
+    from engine.trust.hardening import harden_process
 
     harden_process(umask=False)  # decrypted data here: no core dumps, not dumpable
-    from engine.doctor import fix_permissions, problems, run_checks
-    from engine.sanitize import safe_terminal_text
+    from engine.trust.doctor import fix_permissions, problems, run_checks
+    from engine.trust.sanitize import safe_terminal_text
     from phyassist_tui.commands._common import read_passphrase, settings
 
     cfg = settings()

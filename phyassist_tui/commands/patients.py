@@ -15,13 +15,13 @@ import sys
 import unicodedata
 from typing import TYPE_CHECKING
 
-from engine.audit import record as audit_record  # trust: audit hook
 from engine.errors import InputRejected, PatientNotFound
-from engine.sanitize import safe_terminal_text as _safe
+from engine.trust.audit import record as audit_record  # trust: audit hook
+from engine.trust.sanitize import safe_terminal_text as _safe
 
 if TYPE_CHECKING:
     from engine.records import Patient, PatientSummary
-    from engine.store import Store
+    from engine.vault.store import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,7 +97,7 @@ def _ask_new_passphrase(env_var: str | None = None) -> str:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from engine.store import Store
+    from engine.vault.store import Store
     from phyassist_tui.commands._common import read_passphrase, settings
 
     cfg = settings()
@@ -113,7 +113,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_passwd(args: argparse.Namespace) -> int:
-    from engine.store import Store
+    from engine.vault.store import Store
     from phyassist_tui.commands._common import read_passphrase, settings
 
     cfg = settings()

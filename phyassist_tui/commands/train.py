@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import InputRejected, PatientNotFound
 
 if TYPE_CHECKING:
-    from engine.store import Store
     from engine.training.runner import TrainingEvent
+    from engine.vault.store import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     patient.add_argument("--json", action="store_true", help="print the raw JSON events")
     patient.set_defaults(handler=_cmd_train_patient)
-    from engine.domain_train import add_arguments as add_domain_arguments
+    from engine.training.domain_train import add_arguments as add_domain_arguments
 
     domain = tsub.add_parser(
         "domain",

@@ -1,6 +1,6 @@
 """Risk flags, shown before any analysis: the counselor acknowledges them or goes back.
 
-``engine.risk.assess`` runs on the raw statement (rules, no model). Each flag is shown with
+``engine.trust.risk.assess`` runs on the raw statement (rules, no model). Each flag is shown with
 its category, severity and the quoted sentence, the matched words highlighted. The quote is
 client text: it is sanitized (no escape sequences or control characters reach the terminal)
 and escaped with ``rich.markup.escape`` before it is put in markup, so a statement cannot
@@ -30,9 +30,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 from textual.worker import get_current_worker
 
-from engine.audit import record
-from engine.risk import CATEGORY_LABELS, RiskFlag, assess, highest_severity, risk_audit_detail
-from engine.sanitize import safe_terminal_text
+from engine.trust.audit import record
+from engine.trust.risk import CATEGORY_LABELS, RiskFlag, assess, highest_severity, risk_audit_detail
+from engine.trust.sanitize import safe_terminal_text
 
 if TYPE_CHECKING:
     from textual.app import App

@@ -24,9 +24,9 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
 
-from engine.audit import record as audit_record  # trust: audit hook
 from engine.errors import GenerationCancelled, PhyAssistError
 from engine.records import AnalysisDraft, ChatMessage, Note, Patient, PatientSummary
+from engine.trust.audit import record as audit_record  # trust: audit hook
 from phyassist_tui.bindings import bindings_for
 from phyassist_tui.bindings import spec as binding_spec
 from phyassist_tui.focus import is_text_field

@@ -28,7 +28,7 @@ def test_tokenizer_without_template_is_rejected():
 def embedded_tokenizer():
     from transformers import AutoTokenizer
 
-    from engine.llm import resolve_embedded_gguf
+    from engine.model.llm import resolve_embedded_gguf
 
     gguf = resolve_embedded_gguf()
     return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)

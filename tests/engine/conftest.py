@@ -60,7 +60,7 @@ def real_model(real_settings: Settings):
     """
     import torch
 
-    from engine.llm import load_model
+    from engine.model.llm import load_model
 
     torch.set_num_threads(1)
     return load_model(real_settings)
@@ -69,7 +69,7 @@ def real_model(real_settings: Settings):
 @pytest.fixture(scope="session")
 def assistant(real_settings: Settings, real_model):
     """One Assistant on the real model (shares the session's loaded model)."""
-    from engine.assistant import Assistant
+    from engine.inference.assistant import Assistant
 
     helper = Assistant(real_settings)
     helper.load()
@@ -150,7 +150,7 @@ def fake_store() -> FakeStore:
 @pytest.fixture
 def real_store(tmp_path: Path):
     """A real encrypted vault (cheap key derivation)."""
-    from engine.store import Store
+    from engine.vault.store import Store
 
     settings = engine_settings(tmp_path)
     store = Store.create(tmp_path / "vault", "correct horse battery", settings=settings)

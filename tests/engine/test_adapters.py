@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.adapters import (
+from engine.errors import AdapterLoadError
+from engine.model.adapters import (
     AdapterManager,
     AdapterRegistry,
     pack_adapter,
     read_adapter_dir,
     unpack_adapter,
 )
-from engine.errors import AdapterLoadError
 from engine.records import BasicInfo
 
 QUESTION = "I cannot sleep before exams and my parents expect me to be the best."
@@ -239,7 +239,7 @@ def test_adapters_are_encrypted_at_rest(real_store) -> None:
 def test_manager_switches_and_evicts_on_a_tiny_model(
     tiny_model_dir, settings_for, tmp_path
 ) -> None:
-    from engine.llm import load_model
+    from engine.model.llm import load_model
 
     loaded = load_model(settings_for(tmp_path, spec=str(tiny_model_dir)), use_cache=False)
     manager = AdapterManager(loaded.model, max_resident=2)

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from engine.analysis import (
+from engine.inference.analysis import (
     HEADING_WORDS,
     match_heading,
     parse_analysis,

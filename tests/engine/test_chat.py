@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.chat import CHAT_BLOB, append_turn, decode_history, load_history, save_history
 from engine.errors import TamperedFile
 from engine.records import ChatMessage
+from engine.vault.chat import CHAT_BLOB, append_turn, decode_history, load_history, save_history
 
 
 def test_history_roundtrip_in_the_real_vault(real_store) -> None:

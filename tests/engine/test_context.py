@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from engine.context import CountingCache, PrefixCache, common_prefix_len, fit_record
-from engine.prompts import (
+from engine.inference.context import CountingCache, PrefixCache, common_prefix_len, fit_record
+from engine.inference.prompts import (
     analysis_request,
     detect_language,
     record_language,

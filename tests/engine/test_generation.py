@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from engine.errors import InputRejected
-from engine.generation import GenerationRun
+from engine.inference.generation import GenerationRun
 from engine.records import BasicInfo, ChatMessage, Note, Patient
 
 pytestmark = pytest.mark.model
@@ -182,7 +182,7 @@ def test_a_failing_model_raises_a_clear_error(real_model, cancel) -> None:
 
 
 def test_is_looping_finds_short_cycles_only() -> None:
-    from engine.generation import is_looping
+    from engine.inference.generation import is_looping
 
     assert is_looping([7] * 48, 48)
     assert is_looping([1, 2, 3] + [5, 6] * 24, 48)  # period 2 after other text
@@ -334,7 +334,7 @@ class CancelAfter(threading.Event):
 def test_a_cancelled_prefill_keeps_what_it_read(
     assistant, patient_with_history, monkeypatch
 ) -> None:
-    from engine import assistant as assistant_module
+    from engine.inference import assistant as assistant_module
 
     monkeypatch.setattr(assistant_module, "PREFILL_CHUNK_CPU", 32)
     assistant.prefix_cache.clear()
@@ -356,7 +356,7 @@ def test_a_generation_asked_for_during_a_prefill_continues_from_it(
     so not before the prefill has put it back)."""
     import time
 
-    from engine import assistant as assistant_module
+    from engine.inference import assistant as assistant_module
 
     monkeypatch.setattr(assistant_module, "PREFILL_CHUNK_CPU", 8)
     assistant.prefix_cache.clear()

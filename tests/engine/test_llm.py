@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from engine.errors import ModelLoadError
-from engine.llm import (
+from engine.model.llm import (
     _load_uncached,
     _quantization_config,
     gguf_cache_dir,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import engine.assistant as assistant_module
-from engine.risk import assess
+import engine.inference.assistant as assistant_module
+from engine.trust.risk import assess
 
 pytestmark = pytest.mark.model
 

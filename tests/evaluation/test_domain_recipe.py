@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from engine.domain_train import (
+from engine.training.domain_train import (
     DomainRecipe,
     _fmt_eta,
     _progress_callback,
@@ -41,7 +41,7 @@ def test_gpu_choices(monkeypatch):
 
 def test_progress_lines_have_loss_tokens_per_second_and_eta(monkeypatch):
     clock = iter([100.0, 100.0, 110.0])
-    monkeypatch.setattr("engine.domain_train.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("engine.training.domain_train.time.perf_counter", lambda: next(clock))
     lines: list[str] = []
     cb = _progress_callback(lines.append)
     state = SimpleNamespace(global_step=0, max_steps=100, is_world_process_zero=True)
@@ -66,7 +66,7 @@ def test_latest_checkpoint(tmp_path):
 
 def test_time_budget_stops_training_and_saves(monkeypatch):
     clock = iter([0.0, 0.0, 5.0, 10.5])
-    monkeypatch.setattr("engine.domain_train.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("engine.training.domain_train.time.perf_counter", lambda: next(clock))
     lines: list[str] = []
     cb = _time_budget_callback(10, lines.append)
     state = SimpleNamespace(global_step=0)

@@ -52,7 +52,7 @@ def test_prepare_train_resume_eval(tmp_path, capsys, imhi_fixture, counselchat_f
     assert len(preds) == 4
 
     # The in-process model cache is left without LoRA layers after training and evaluation.
-    from engine.llm import load_model
+    from engine.model.llm import load_model
     from engine.settings import load_settings
 
     settings = load_settings()

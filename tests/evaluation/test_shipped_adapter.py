@@ -8,7 +8,11 @@ import re
 
 import pytest
 
-from engine.adapters import SHIPPED_ADAPTERS_DIR, resolve_domain_adapter, shipped_domain_adapter
+from engine.model.adapters import (
+    SHIPPED_ADAPTERS_DIR,
+    resolve_domain_adapter,
+    shipped_domain_adapter,
+)
 from engine.settings import EMBEDDED_MODEL, load_settings
 
 SHIPPED = SHIPPED_ADAPTERS_DIR / "smollm2-135m-imhi-counselchat"
@@ -60,9 +64,9 @@ def test_card_table_matches_the_measured_results() -> None:
 def test_default_model_loads_with_the_domain_adapter_and_generates() -> None:
     import torch
 
-    from engine.assistant import Assistant
     from engine.evaluation.imhi import _chat_ids, generate_batch, stop_ids
     from engine.evaluation.labels import extract_label
+    from engine.inference.assistant import Assistant
 
     torch.set_num_threads(1)  # a shared 2-core box: see tests/engine/conftest.py
     settings = load_settings()  # the defaults: embedded model, domain_adapter "auto"

@@ -1,6 +1,6 @@
 """The product's generation uses the fast decode path: same tokens as ``generate``.
 
-``GenerationRun`` takes an ``engine.fastdecode.FastDecoder`` for greedy runs; the Assistant
+``GenerationRun`` takes an ``engine.gpu.fastdecode.FastDecoder`` for greedy runs; the Assistant
 builds one for a MoE model on one GPU. On CPU the decoder runs eagerly, so CI checks here that
 the streamed text, the repetition penalty, the reused prefix cache and cancel all behave as the
 ``generate`` path does. tests/gpu/test_fastdecode_gpu.py covers the CUDA-graph 4-bit path.
@@ -13,8 +13,8 @@ import threading
 import pytest
 import torch
 
-from engine.fastdecode import FastDecoder
-from engine.generation import GenerationRun
+from engine.gpu.fastdecode import FastDecoder
+from engine.inference.generation import GenerationRun
 from engine.settings import GenerationSettings
 
 from .conftest import prompt_ids, tiny_mixtral
@@ -130,8 +130,8 @@ def test_sampling_never_takes_the_fast_path() -> None:
 
 
 def test_assistant_uses_the_fast_path_only_for_moe_on_a_gpu() -> None:
-    from engine.assistant import fast_decode_refusal
-    from engine.llm import LoadedModel
+    from engine.inference.assistant import fast_decode_refusal
+    from engine.model.llm import LoadedModel
 
     moe = LoadedModel(tiny_mixtral(), NumberTokenizer(), "tiny", 1024, "cpu")
     assert "GPU" in fast_decode_refusal(moe)
@@ -156,7 +156,7 @@ def test_assistant_uses_the_fast_path_only_for_moe_on_a_gpu() -> None:
 @pytest.mark.gpu
 def test_graph_path_with_penalty_streams_generates_text_on_gpu(cuda_bnb, tiny_mixtral_dir) -> None:
     """4-bit weights, fp32 compute, CUDA graph: the wired run equals generate, token for token."""
-    from engine.quant import QuantSpec, load_quantized
+    from engine.gpu.quant import QuantSpec, load_quantized
 
     model, _ = load_quantized(tiny_mixtral_dir, spec=QuantSpec(compute_dtype=torch.float32))
     model.generation_config.eos_token_id = None
@@ -176,12 +176,12 @@ def test_graph_path_with_penalty_streams_generates_text_on_gpu(cuda_bnb, tiny_mi
 
 @pytest.mark.gpu
 def test_a_prefilled_cache_continues_on_the_graph_path(cuda_bnb, tiny_mixtral_dir) -> None:
-    """The record read ahead on opening a patient (engine.generation.prefill, plain forward
+    """The record read ahead on opening a patient (engine.inference.generation.prefill, forward
     passes in chunks) is a cache the fast path continues from: same tokens as generate."""
     from transformers import DynamicCache
 
-    from engine.generation import prefill
-    from engine.quant import QuantSpec, load_quantized
+    from engine.gpu.quant import QuantSpec, load_quantized
+    from engine.inference.generation import prefill
 
     model, _ = load_quantized(tiny_mixtral_dir, spec=QuantSpec(compute_dtype=torch.float32))
     model.generation_config.eos_token_id = None

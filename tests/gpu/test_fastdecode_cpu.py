@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.fastdecode import (
+from engine.gpu.fastdecode import (
     FastDecoder,
     FastDecodeUnsupported,
     _set_fast,
@@ -106,7 +106,7 @@ def test_rejects_what_it_cannot_do():
 def test_adapter_weights_are_copied_in_place():
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-    from engine.fastdecode import copy_adapter_in_place
+    from engine.gpu.fastdecode import copy_adapter_in_place
 
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "block_sparse_moe.gate"]
     cfg = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
@@ -130,7 +130,7 @@ def test_adapter_weights_are_copied_in_place():
 
 
 def test_suffix_prefill_attention_is_lower_right_causal():
-    from engine.fastdecode import _suffix_prefill_attention
+    from engine.gpu.fastdecode import _suffix_prefill_attention
 
     torch.manual_seed(0)
     q = torch.randn(1, 4, 5, 16)
@@ -151,7 +151,7 @@ def test_suffix_prefill_through_the_model_matches_sdpa():
     """transformers builds no mask for a custom attention function; ours must still be causal."""
     from transformers import DynamicCache
 
-    from engine.fastdecode import SUFFIX_PREFILL, _register_attention
+    from engine.gpu.fastdecode import SUFFIX_PREFILL, _register_attention
 
     _register_attention()
     model = tiny_mixtral()
@@ -180,7 +180,7 @@ def test_suffix_prefill_through_the_model_matches_sdpa():
 
 
 def test_route_pairs_groups_token_slots_by_expert():
-    from engine.nf4_moe import route_pairs
+    from engine.gpu.nf4_moe import route_pairs
 
     selected = torch.tensor([[3, 1], [1, 0], [3, 2], [1, 3]])
     r = route_pairs(selected, num_experts=5)

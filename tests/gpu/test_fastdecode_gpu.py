@@ -15,8 +15,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.fastdecode import FastDecoder, _set_fast, _set_kernel, baseline_generate
-from engine.quant import QuantSpec, load_quantized
+from engine.gpu.fastdecode import FastDecoder, _set_fast, _set_kernel, baseline_generate
+from engine.gpu.quant import QuantSpec, load_quantized
 
 from .conftest import prompt_ids
 
@@ -68,7 +68,7 @@ def test_fp32_graph_decode_equals_generate(model_fp32, kernel):
 
 @pytest.fixture
 def decode_attention(request, monkeypatch):
-    from engine import fastdecode
+    from engine.gpu import fastdecode
 
     monkeypatch.setattr(fastdecode, "DECODE_ATTENTION", request.param)
     return request.param
@@ -123,7 +123,7 @@ def test_graph_decode_with_prefix_cache(model_fp32):
 def test_triton_decode_attention_matches_sdpa(cuda_bnb, length, valid):
     import torch.nn.functional as F
 
-    from engine import nf4_moe
+    from engine.gpu import nf4_moe
 
     q = torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, 8, length, 128, device="cuda", dtype=torch.bfloat16)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import fastdecode, nf4_moe
-from engine.fastdecode import FastDecoder, baseline_generate, install_fast_moe
-from engine.quant import QuantSpec, load_quantized
+from engine.gpu import fastdecode, nf4_moe
+from engine.gpu.fastdecode import FastDecoder, baseline_generate, install_fast_moe
+from engine.gpu.quant import QuantSpec, load_quantized
 
 from .conftest import prompt_ids, tiny_mixtral
 
@@ -196,7 +196,7 @@ def test_bf16_suffix_prefill_logits_match_the_eager_prefill(cuda_bnb, tmp_path):
 def test_suffix_attention_flash_path_matches_a_masked_reference(cuda_bnb, q_len, kv_len):
     import torch.nn.functional as F
 
-    from engine.fastdecode import _suffix_prefill_attention
+    from engine.gpu.fastdecode import _suffix_prefill_attention
 
     q = torch.randn(1, 32, q_len, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, 8, kv_len, 128, device="cuda", dtype=torch.bfloat16)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.fastdecode import FastDecoder, baseline_generate
-from engine.quant import QuantSpec, load_quantized
+from engine.gpu.fastdecode import FastDecoder, baseline_generate
+from engine.gpu.quant import QuantSpec, load_quantized
 
 from .conftest import prompt_ids
 

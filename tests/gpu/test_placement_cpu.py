@@ -1,7 +1,7 @@
 """Where a 4-bit model goes (one GPU or several), decided without a GPU, and the engine's wiring.
 
 Multi-GPU machines were not available to run on; this checks the decision and that the engine's
-loader passes it to ``engine.quant.load_quantized`` (which hands it to ``from_pretrained``).
+loader passes it to ``engine.gpu.quant.load_quantized`` (which hands it to ``from_pretrained``).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from engine import quant
-from engine.quant import Placement, QuantizationError, plan_placement
+from engine.gpu import quant
+from engine.gpu.quant import Placement, QuantizationError, plan_placement
 
 GIB = 2**30
 H100 = 80 * GIB
@@ -77,11 +77,11 @@ def test_impossible_placements_are_refused(setting, gpus, message):
 def test_the_engine_loads_4bit_through_engine_quant(
     monkeypatch, tmp_path, gpus, setting, device_map
 ):
-    """engine.llm hands a 4-bit HF directory to engine.quant.load_quantized with the placement."""
-    pytest.importorskip("pydantic")  # engine.llm's settings (absent on the bare GPU image)
+    """engine.model.llm hands a 4-bit HF directory to engine.gpu.quant.load_quantized, placed."""
+    pytest.importorskip("pydantic")  # engine.model.llm's settings (absent on the bare GPU image)
     import transformers
 
-    from engine import llm
+    from engine.model import llm
 
     seen = {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.quant import expert_modules, is_complete_cache, load_quantized, quantization_report
+from engine.gpu.quant import expert_modules, is_complete_cache, load_quantized, quantization_report
 
 from .conftest import prompt_ids
 

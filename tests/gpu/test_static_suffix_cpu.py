@@ -11,8 +11,8 @@ import pytest
 import torch
 from transformers import DynamicCache
 
-from engine import fastdecode
-from engine.fastdecode import FastDecoder, baseline_generate
+from engine.gpu import fastdecode
+from engine.gpu.fastdecode import FastDecoder, baseline_generate
 
 from .conftest import prompt_ids, tiny_mixtral
 

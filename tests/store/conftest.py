@@ -16,7 +16,7 @@ import pytest
 
 from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient
 from engine.settings import Settings, StoreSettings, load_settings
-from engine.store import Store
+from engine.vault.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -139,7 +139,7 @@ def test_show_never_prints_control_characters(monkeypatch, capsys):
     """Pasted statements keep their bytes in the vault but never reach the terminal raw."""
     from engine.records import Note
     from engine.settings import load_settings
-    from engine.store import Store
+    from engine.vault.store import Store
 
     monkeypatch.setenv("PHYASSIST_PASSPHRASE", "clinic passphrase")
     evil = "前\x1b]0;pwned\x07\x1b[2J\x9b31m\r后\u202e我很难过"

@@ -19,14 +19,14 @@ from pathlib import Path
 import pytest
 
 from engine.records import Note
-from engine.store import Store
+from engine.vault.store import Store
 
 CHILD = r"""
 import sys
 from pathlib import Path
 from engine.records import Note
 from engine.settings import Settings, StoreSettings
-from engine.store import Store
+from engine.vault.store import Store
 
 vault_dir, passphrase, patient_id, start = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 settings = Settings(store=StoreSettings(scrypt_log2_n=10))
@@ -138,7 +138,7 @@ def test_killed_writer_leaves_index_pending_and_open_repairs(vault_dir, settings
         "from pathlib import Path\n"
         "from engine.records import Note\n"
         "from engine.settings import Settings, StoreSettings\n"
-        "from engine.store import Store\n"
+        "from engine.vault.store import Store\n"
         "s = Settings(store=StoreSettings(scrypt_log2_n=10))\n"
         "store = Store.open(Path(sys.argv[1]), sys.argv[2], settings=s)\n"
         "store.add_note(sys.argv[3], Note(question='失眠'))\n"

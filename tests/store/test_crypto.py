@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine import crypto
 from engine.errors import TamperedFile, UnknownSchema
+from engine.vault import crypto
 
 
 def test_seal_round_trip_with_chinese_payload():

@@ -9,7 +9,7 @@ import pytest
 from engine.errors import InputRejected, PatientNotFound, TamperedFile, UnknownSchema
 from engine.records import BasicInfo, Item, Note, Patient
 from engine.settings import Limits, load_settings
-from engine.store import Store
+from engine.vault.store import Store
 
 
 def _record(vault_dir, patient_id):
@@ -185,8 +185,8 @@ def test_unknown_record_format_version(store, vault_dir):
 
 def test_record_from_newer_schema_is_unknown(store, vault_dir):
     """A record written (validly encrypted) by a newer PhyAssist reports UnknownSchema."""
-    from engine import crypto
-    from engine.store import _aad
+    from engine.vault import crypto
+    from engine.vault.store import _aad
 
     patient = store.create_patient("王伟")
     newer = patient.model_dump(mode="json") | {"schema_version": 2}
@@ -536,8 +536,8 @@ def test_disk_full_keeps_previous_version(store, vault_dir, monkeypatch):
     """A failed write (ENOSPC) is a clear StorageError; the old record and index stay."""
     import errno
 
-    from engine import atomicio
     from engine.errors import StorageError
+    from engine.vault import atomicio
 
     patient = store.create_patient("王伟")
     store.add_note(patient.id, Note(question="第一次"))

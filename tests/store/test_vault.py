@@ -18,7 +18,7 @@ from engine.errors import (
     VaultNotFound,
     WrongPassphrase,
 )
-from engine.store import Store
+from engine.vault.store import Store
 
 
 def test_create_then_open(store, reopen):
@@ -149,7 +149,7 @@ def test_second_writer_process_is_busy(store, vault_dir, passphrase, run_python)
         "from pathlib import Path\n"
         "from engine.errors import VaultBusy\n"
         "from engine.settings import Settings, StoreSettings\n"
-        "from engine.store import Store\n"
+        "from engine.vault.store import Store\n"
         "s = Settings(store=StoreSettings(scrypt_log2_n=10))\n"
         "try:\n"
         "    Store.open(Path(sys.argv[1]), sys.argv[2], settings=s).close()\n"

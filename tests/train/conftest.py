@@ -19,7 +19,7 @@ import pytest
 
 from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient
 from engine.settings import EMBEDDED_MODEL, ModelSettings, Settings, StoreSettings, load_settings
-from engine.store import Store
+from engine.vault.store import Store
 
 PASSPHRASE = "training tests passphrase"
 
@@ -45,7 +45,7 @@ def shared_model_cache(
 @pytest.fixture(scope="session")
 def embedded_model_dir(session_cache: Path) -> Path:
     """The dequantized embedded model (HF directory), built once per session."""
-    import engine.llm as llm
+    import engine.model.llm as llm
 
     settings = load_settings(cache_dir=session_cache)
     llm.load_model(settings)

@@ -7,7 +7,7 @@ from ``tests/tui/fakes.py`` (the model is not what is under test; every vault wr
 through the app's own save paths): unlock, create patients through the form, open patients
 (answering the "restore the unsaved draft?" question a previous kill may have left), write
 a question, generate, edit a reason (the encrypted autosave fires), save the note, chat,
-acknowledge risk flags. The store is the real ``engine.store.Store``; a subclass writes one
+acknowledge risk flags. The store is the real ``engine.vault.store.Store``; a subclass writes one
 ack line to the pipe ``ACK_FD`` *after* each write returned, so the parent knows what the
 app was entitled to believe was saved when the SIGKILL came:
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.records import BasicInfo, Note, Patient  # noqa: E402
 from engine.settings import Settings, StoreSettings  # noqa: E402
-from engine.store import Store  # noqa: E402
+from engine.vault.store import Store  # noqa: E402
 
 ACK_FD = -1
 

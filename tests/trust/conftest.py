@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.settings import Settings, StoreSettings, load_settings
-from engine.store import Store
+from engine.vault.store import Store
 
 PASSPHRASE = "correct horse battery"
 

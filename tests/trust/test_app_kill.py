@@ -29,10 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditLog
-from engine.chat import load_history
 from engine.records import AnalysisDraft, BasicInfo, Note
-from engine.store import Store
+from engine.trust.audit import AuditLog
+from engine.vault.chat import load_history
+from engine.vault.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = Path(__file__).with_name("app_kill_driver.py")

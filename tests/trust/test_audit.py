@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from engine import audit as audit_mod
-from engine.audit import GENESIS_HASH, AuditEntry, AuditLog, current_os_user
 from engine.errors import InputRejected, ReadOnlyVault, TamperedFile
+from engine.trust import audit as audit_mod
+from engine.trust.audit import GENESIS_HASH, AuditEntry, AuditLog, current_os_user
 
 
 def _fill(log: AuditLog, n: int, pid: str = "ab" * 16) -> list[AuditEntry]:

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditLog
-from engine.store import Store
+from engine.trust.audit import AuditLog
+from engine.vault.store import Store
 
 CHILD = r"""
 import sys
 from pathlib import Path
-import engine.audit as audit
+import engine.trust.audit as audit
 from engine.settings import Settings, StoreSettings
-from engine.store import Store
+from engine.vault.store import Store
 
 audit.SEGMENT_ENTRIES = 5
 vault_dir, passphrase = sys.argv[1], sys.argv[2]
@@ -37,7 +37,7 @@ while True:
 
 
 def _runs(n: int, settings, passphrase: str, seed: int) -> dict:
-    import engine.audit as audit
+    import engine.trust.audit as audit
 
     rng = random.Random(seed)
     vault_dir = settings.vault_dir

@@ -1,4 +1,4 @@
-"""The audit hook (``engine.audit.record``) and the places that call it.
+"""The audit hook (``engine.trust.audit.record``) and the places that call it.
 
 ``record`` must never turn a successful action into an error; the CLI commands and the
 training runner must leave one entry per action, with no clinical text in the entry.
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditLog, record
 from engine.records import AnalysisDraft, Item, Note
 from engine.settings import Settings
-from engine.store import Store
+from engine.trust.audit import AuditLog, record
+from engine.vault.store import Store
 from phyassist_tui.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def test_record_appends_on_a_writer(store: Store) -> None:
 
 
 def test_record_never_raises(store: Store, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="engine.audit")
+    caplog.set_level(logging.WARNING, logger="engine.trust.audit")
     assert record(None, "export") is None
     assert record(store, "Not An Action!") is None  # InputRejected -> warning
     assert record(store, "export", "not-a-patient-id") is None
@@ -75,7 +75,7 @@ def test_record_read_only_while_another_writer_holds_the_vault(
     pid = store.create_patient("Busy").id
     reader = reopen(writer=False)
     try:
-        with caplog.at_level(logging.WARNING, logger="engine.audit"):
+        with caplog.at_level(logging.WARNING, logger="engine.trust.audit"):
             assert record(reader, "patient_opened", pid) is None
         assert any("VaultBusy" in r.getMessage() for r in caplog.records)
     finally:
@@ -168,8 +168,8 @@ FAKE_WORKER = """
 import base64, json, sys
 from pathlib import Path
 import torch
-from engine.adapters import pack_adapter
-from engine.crypto import seal
+from engine.model.adapters import pack_adapter
+from engine.vault.crypto import seal
 from engine.training.worker import _write_staging, transfer_aad
 
 job = json.loads(sys.stdin.read())
@@ -264,7 +264,7 @@ def test_training_worker_hardens_itself(tmp_path: Path) -> None:
 def test_cli_console_entry_hardens_but_in_process_main_does_not(tmp_path: Path) -> None:
     code = (
         "import os, sys\n"
-        "from engine.hardening import is_dumpable\n"
+        "from engine.trust.hardening import is_dumpable\n"
         "from phyassist_tui.cli import main\n"
         "main(['patients'])\n"  # in-process call with argv: untouched
         "print(oct(os.umask(0o077)), is_dumpable())\n"

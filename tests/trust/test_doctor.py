@@ -7,9 +7,14 @@ import os
 
 import pytest
 
-from engine.audit import AuditLog
-from engine.doctor import check_permissions, check_vault, check_vault_unlocked, fix_permissions
 from engine.records import Note
+from engine.trust.audit import AuditLog
+from engine.trust.doctor import (
+    check_permissions,
+    check_vault,
+    check_vault_unlocked,
+    fix_permissions,
+)
 
 
 def _doctor(monkeypatch, capsys, *argv: str, passphrase: str | None = None) -> tuple[int, str]:
@@ -96,7 +101,7 @@ def test_no_vault_yet_is_a_warning(monkeypatch, capsys) -> None:
 def test_missing_model_package_fails(settings, monkeypatch) -> None:
     import importlib.util
 
-    from engine import doctor
+    from engine.trust import doctor
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -109,7 +114,8 @@ def test_missing_model_package_fails(settings, monkeypatch) -> None:
 def test_shipped_domain_adapter_reported(settings, monkeypatch, tmp_path) -> None:
     """The embedded model runs with the adapter under adapters/; without it (a wheel install)
     doctor says the base model is used instead of degrading quietly."""
-    from engine import adapters, doctor
+    from engine.model import adapters
+    from engine.trust import doctor
 
     ok = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
     assert [f.level for f in ok] == ["ok"] and "smollm2-135m-imhi-counselchat" in ok[0].message

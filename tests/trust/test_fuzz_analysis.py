@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.analysis import HEADING_WORDS, parse_analysis, parse_item_text
+from engine.inference.analysis import HEADING_WORDS, parse_analysis, parse_item_text
 
 _TOKEN = re.compile(r"[A-Za-z]+|[0-9]+|[\u4e00-\u9fff]+")
 _HEADING_TOKENS = {

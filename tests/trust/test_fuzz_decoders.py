@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import crypto, vault
-from engine.audit import AuditLog
-from engine.chat import decode_history
 from engine.errors import AdapterLoadError, TamperedFile, UnknownSchema
 from engine.records import Note
+from engine.trust.audit import AuditLog
+from engine.vault import crypto
+from engine.vault import header as vault
+from engine.vault.chat import decode_history
 
 DOCUMENTED = (TamperedFile, UnknownSchema)
 KEY = bytes(range(32))
@@ -149,7 +150,7 @@ def test_chat_history_decoder_on_json(value) -> None:
 @FUZZ
 def test_adapter_container_decoder(data) -> None:
     torch = pytest.importorskip("torch")
-    from engine.adapters import pack_adapter, unpack_adapter
+    from engine.model.adapters import pack_adapter, unpack_adapter
 
     good = pack_adapter({"r": 4, "lora_alpha": 8}, {"w": torch.zeros(2, 2)})
     raw = data if isinstance(data, bytes) else _mutate(good, data)
@@ -178,7 +179,7 @@ def test_audit_segment_garbage(lines, store) -> None:
 def test_copied_vault_with_other_passphrase_does_not_mix(store, tmp_path, settings) -> None:
     """A record copied from another vault (other master key) fails authentication."""
     from engine.settings import Settings, StoreSettings
-    from engine.store import Store
+    from engine.vault.store import Store
 
     p = store.create_patient("孙某")
     other_dir = tmp_path / "other"

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 CODE = """
 import json, os, resource, tempfile
-from engine.hardening import harden_process, is_dumpable
+from engine.trust.hardening import harden_process, is_dumpable
 before = is_dumpable()
 applied = harden_process()
 fd, path = tempfile.mkstemp()

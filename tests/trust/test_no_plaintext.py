@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditLog
-from engine.chat import append_turn, load_history
-from engine.doctor import _bad_modes
 from engine.errors import InputRejected, PatientNotFound, TamperedFile
 from engine.records import AnalysisDraft, BasicInfo, Item, Note
-from engine.risk import assess, risk_audit_detail
+from engine.trust.audit import AuditLog
+from engine.trust.doctor import _bad_modes
+from engine.trust.risk import assess, risk_audit_detail
+from engine.vault.chat import append_turn, load_history
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -48,7 +48,7 @@ def _secrets(tag: str) -> dict[str, str]:
 def _use_patient(store, s: dict[str, str]) -> str:
     """Everything a counselor does with one patient, through the product's own APIs."""
     torch = pytest.importorskip("torch")
-    from engine.adapters import AdapterRegistry
+    from engine.model.adapters import AdapterRegistry
 
     p = store.create_patient(
         f"{s['name']} {s['name_zh']}",
@@ -93,7 +93,7 @@ def _kill_mid_save(settings, passphrase: str, pid: str, secret: str) -> None:
 import sys
 from engine.records import Note
 from engine.settings import Settings, StoreSettings
-from engine.store import Store
+from engine.vault.store import Store
 s = Store.open({str(settings.vault_dir)!r}, {passphrase!r},
                settings=Settings(store=StoreSettings(scrypt_log2_n=10)))
 print("ready", flush=True)
@@ -123,7 +123,7 @@ def test_scanner_finds_plaintext(tmp_path, scanner) -> None:
 def test_no_plaintext_anywhere_and_private_modes(
     settings, passphrase, isolated_home, private_tmp, scanner
 ) -> None:
-    from engine.store import Store
+    from engine.vault.store import Store
 
     t0 = time.time() - 1
     secrets_a, secrets_b = _secrets("A"), _secrets("B")
@@ -154,8 +154,8 @@ def test_no_plaintext_anywhere_and_private_modes(
 def test_forget_a_patient(settings, passphrase, isolated_home, private_tmp, scanner) -> None:
     """delete_patient: notes, drafts, chat, adapters and index entries gone; the other
     patient intact; no copy of the patient's ciphertext or id left in any file or name."""
-    from engine.adapters import AdapterRegistry
-    from engine.store import Store
+    from engine.model.adapters import AdapterRegistry
+    from engine.vault.store import Store
 
     secrets_a, secrets_b = _secrets("A"), _secrets("B")
     with Store.create(settings.vault_dir, passphrase, settings=settings) as store:

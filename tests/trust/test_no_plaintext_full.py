@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditLog
-from engine.chat import append_turn
-from engine.doctor import _bad_modes
 from engine.errors import TrainingError
 from engine.records import BasicInfo, Item, Note
-from engine.store import Store
+from engine.trust.audit import AuditLog
+from engine.trust.doctor import _bad_modes
+from engine.vault.chat import append_turn
+from engine.vault.store import Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.model]
 
@@ -29,7 +29,7 @@ def test_no_plaintext_after_analysis_chat_training_and_crash(
     settings, passphrase, isolated_home, private_tmp, scanner
 ) -> None:
     pytest.importorskip("trl")
-    from engine.assistant import Assistant
+    from engine.inference.assistant import Assistant
     from engine.training.runner import TrainingRun, train_patient
     from engine.training.versions import active_version
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.risk import (
+from engine.trust.risk import (
     CATEGORIES,
     RiskFlag,
     assess,
@@ -264,7 +264,7 @@ def test_yes_no_scorer_compares_the_two_answers() -> None:
     """Constrained yes/no: the higher next-token score wins, whatever else the model likes."""
     import torch
 
-    from engine.risk import yes_no_scorer
+    from engine.trust.risk import yes_no_scorer
 
     vocab = {"yes": 3, " yes": 4, "Yes": 5, " Yes": 6, "是": 7, "no": 8, " no": 9, "No": 10}
     vocab |= {" No": 11, "否": 12}

@@ -11,9 +11,9 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from engine.audit import AuditLog
-from engine.risk import RiskFlag, assess, risk_audit_detail
-from engine.store import Store
+from engine.trust.audit import AuditLog
+from engine.trust.risk import RiskFlag, assess, risk_audit_detail
+from engine.vault.store import Store
 from phyassist_tui.screens.risk import (
     RiskFlagScreen,
     check_risk_then,

@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.sanitize import is_terminal_safe, safe_terminal_text
+from engine.trust.sanitize import is_terminal_safe, safe_terminal_text
 
 FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.audit import AuditLog
 from engine.errors import InputRejected
 from engine.records import Note
+from engine.trust.audit import AuditLog
 
 EVIL = "before\x1b]0;pwned\x07\x1b[2J\x1b[31mred\x9b31m\rafter\x1b]52;c;ZXZpbA==\x07 我很难过"
 

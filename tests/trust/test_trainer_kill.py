@@ -41,12 +41,12 @@ from pathlib import Path
 
 import pytest
 
-from engine.adapters import AdapterManager, AdapterRegistry
+from engine.model.adapters import AdapterManager, AdapterRegistry
 from engine.records import AnalysisDraft, BasicInfo, Item, Note
 from engine.settings import Limits, ModelSettings, StoreSettings, load_settings
-from engine.store import Store
 from engine.training.runner import remove_stale_runs, runs_dir
 from engine.training.versions import active_version
+from engine.vault.store import Store
 
 pytestmark = pytest.mark.model  # the tiny model borrows the embedded model's tokenizer
 
@@ -65,7 +65,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from engine.llm import EMBEDDED_LABEL, resolve_embedded_gguf
+    from engine.model.llm import EMBEDDED_LABEL, resolve_embedded_gguf
 
     # the dequantized embedded model another test area cached loads its tokenizer in ~1 s;
     # reading it out of the GGUF takes ~15 s

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.audit import AuditLog
 from engine.records import BasicInfo
-from engine.risk import assess, risk_audit_detail
 from engine.settings import Settings, StoreSettings
-from engine.store import Store
+from engine.trust.audit import AuditLog
+from engine.trust.risk import assess, risk_audit_detail
+from engine.vault.store import Store
 from phyassist_tui.screens.risk import RiskFlagScreen
 
 

@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 from engine.errors import PhyAssistError  # noqa: E402
 from engine.settings import Limits, ModelSettings, StoreSettings, load_settings  # noqa: E402
-from engine.store import Store  # noqa: E402
 from engine.training.runner import TrainingRun  # noqa: E402
+from engine.vault.store import Store  # noqa: E402
 
 QUICK = {"max_steps": 2, "preference_method": "none"}
 

@@ -72,7 +72,7 @@ def make_app(settings: Settings, fake: FakeAssistant) -> Callable:
 @pytest.fixture
 def vault(settings: Settings):
     """A real vault on disk (in the isolated PHYASSIST_HOME) with two patients."""
-    from engine.store import Store
+    from engine.vault.store import Store
 
     store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
     sun = store.create_patient(

@@ -1,6 +1,6 @@
 """A fake engine at the TUI's boundary: streams canned text with small delays, honours cancel.
 
-It has the same shape as ``engine.assistant.Assistant`` (see ``phyassist_tui.ports``), so the
+Shaped as ``engine.inference.assistant.Assistant`` (see ``phyassist_tui.ports``), so the
 Pilot tests exercise the app's workers, messages and vault writes without loading a model.
 """
 
@@ -224,7 +224,7 @@ async def type_text(pilot, text: str) -> None:
 # -- Pilot helpers shared by the flow and snapshot tests --------------------------------------
 def read_only(settings):
     """A second, read-only handle: sees what the app wrote without taking its lock."""
-    from engine.store import Store
+    from engine.vault.store import Store
 
     return Store.open(settings.vault_dir, PASSPHRASE, writer=False, settings=settings)
 
@@ -260,7 +260,7 @@ def add_seed_case_patient(settings, seed_case: dict, created=None) -> None:
     """Store the Chinese seed case as patient 孙某 with its reference note (dated ``created``
     if given, e.g. for a snapshot)."""
     from engine.records import AnalysisDraft, BasicInfo, Item, Note
-    from engine.store import Store
+    from engine.vault.store import Store
 
     store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
     ref = seed_case["reference_analysis"]

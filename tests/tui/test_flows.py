@@ -1,4 +1,4 @@
-"""Pilot tests of each counselor flow, on a real vault (engine.store) and the fake engine."""
+"""Pilot tests of each counselor flow, on a real vault (engine.vault.store) and the fake engine."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from tui_fakes import (
 )
 
 from engine.records import BasicInfo
-from engine.store import Store
+from engine.vault.store import Store
 from phyassist_tui.bindings import ACTIONS
 from phyassist_tui.screens.confirm import ConfirmScreen
 from phyassist_tui.screens.new_patient import NewPatientScreen

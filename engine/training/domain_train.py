@@ -7,7 +7,7 @@ only (prompt/completion data). Domain data is public, so checkpoints are plain f
 ``OUT/checkpoints`` and a rerun resumes from the newest one. With several GPUs and no
 launcher yet, the run re-executes itself under ``accelerate launch`` (one process per GPU).
 
-Run as ``python -m engine.domain_train --data DIR --out DIR`` or ``phyassist domain train``.
+Run as ``python -m engine.training.domain_train --data DIR --out DIR`` or ``phyassist domain train``
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def latest_checkpoint(out_dir: Path) -> str | None:
 
 def _load_base(settings: Any, recipe: DomainRecipe, on_cuda: bool) -> tuple[Any, Any]:
     """The base model through the engine's loader; under DDP each rank gets its own GPU."""
-    from engine.llm import load_model
+    from engine.model.llm import load_model
 
     overrides = {"load_in_4bit": bool(recipe.load_in_4bit)}
     if on_cuda:
@@ -357,7 +357,7 @@ def maybe_relaunch_multi_gpu(argv: list[str]) -> int | None:
         str(n),
         "--multi_gpu",
         "-m",
-        "engine.domain_train",
+        "engine.training.domain_train",
         *argv,
     ]
     return subprocess.call(cmd)
@@ -453,7 +453,9 @@ def run_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> in
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="python -m engine.domain_train", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.training.domain_train", description=__doc__
+    )
     add_arguments(parser)
     args = parser.parse_args(argv)
     return run_from_args(args, argv)

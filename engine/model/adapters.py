@@ -26,14 +26,14 @@ from engine.errors import AdapterLoadError, AdapterNotFound
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 MAX_ADAPTER_BYTES = 4 << 30  # a LoRA of a 47B model at r=64 is well under this
-SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parents[1] / "adapters"
+SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parents[2] / "adapters"
 
 ACTIVE_KIND = "adapter/active"  # optional: the version number chosen by a rollback
 _VERSION_KIND = re.compile(r"^adapter/v(\d+)$")
 
 
 class BlobStore(Protocol):
-    """The part of ``engine.store.Store`` the registry uses."""
+    """The part of ``engine.vault.store.Store`` the registry uses."""
 
     def read_blob(self, patient_id: str, kind: str) -> bytes | None: ...
     def write_blob(self, patient_id: str, kind: str, data: bytes) -> None: ...

@@ -208,7 +208,7 @@ class GenerationRun:
         # (cache, cached tokens) taken once the model lock is held: a record prefill that
         # held the lock until then has checked its cache in by that time
         self.checkout = checkout
-        # An engine.fastdecode.FastDecoder for this model (GPU MoE path), used for greedy runs.
+        # An engine.gpu.fastdecode.FastDecoder for this model (GPU MoE path), used for greedy runs.
         self.fast = fast if (fast is not None and not gen.do_sample) else None
         self.start = start if start is not None else time.perf_counter()
         self.abandon = threading.Event()  # the consumer stopped iterating

@@ -23,10 +23,10 @@ from tinydb import where
 from tinydb.storages import Storage
 from tinydb.table import Document, Table
 
-from engine import crypto
-from engine.atomicio import atomic_write
 from engine.errors import TamperedFile
 from engine.records import PatientSummary
+from engine.vault import crypto
+from engine.vault.atomicio import atomic_write
 
 INDEX_NAME = "index.bin"
 INDEX_AAD = b"\x00index"

@@ -44,15 +44,6 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote, unquote
 
-from engine import crypto, vault
-from engine.atomicio import (
-    WriterLock,
-    atomic_write,
-    ensure_dir,
-    fsync_dir,
-    remove_stale_temps,
-    shred_file,
-)
 from engine.errors import (
     InputRejected,
     PatientNotFound,
@@ -65,7 +56,6 @@ from engine.errors import (
     VaultExists,
     VaultNotFound,
 )
-from engine.index import INDEX_NAME, EncryptedStorage, PatientIndex
 from engine.records import (
     BASIC_FIELDS,
     SCHEMA_VERSION,
@@ -77,6 +67,17 @@ from engine.records import (
     utcnow,
 )
 from engine.settings import Limits, Settings, load_settings
+from engine.vault import crypto
+from engine.vault import header as vault
+from engine.vault.atomicio import (
+    WriterLock,
+    atomic_write,
+    ensure_dir,
+    fsync_dir,
+    remove_stale_temps,
+    shred_file,
+)
+from engine.vault.index import INDEX_NAME, EncryptedStorage, PatientIndex
 
 LOCK_NAME = "vault.lock"
 PENDING_NAME = "index.pending"  # exists while the index on disk may lag the record files

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from engine.errors import InputRejected, PhyAssistError, TamperedFile, UnknownSchema
 
 if TYPE_CHECKING:
-    from engine.store import Store
+    from engine.vault.store import Store
 
 __all__ = [
     "ACTIONS",
@@ -193,7 +193,7 @@ def _parse_entry(line: str, label: str) -> AuditEntry:
 
 
 class AuditLog:
-    """The audit log of one open :class:`engine.store.Store`.
+    """The audit log of one open :class:`engine.vault.store.Store`.
 
     Appending needs a writer store (a read-only one raises ``ReadOnlyVault``); reading and
     verifying work on either.
@@ -443,8 +443,8 @@ def _append_via_temporary_lock(
 
     Raises VaultBusy when another process is the writer (its own appends would race ours).
     """
-    from engine.atomicio import WriterLock
-    from engine.store import LOCK_NAME
+    from engine.vault.atomicio import WriterLock
+    from engine.vault.store import LOCK_NAME
 
     lock = WriterLock(store.vault_dir / LOCK_NAME)
     lock.acquire()  # VaultBusy when another process writes

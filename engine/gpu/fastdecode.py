@@ -13,13 +13,13 @@ synchronises the GPU every layer. This module removes both problems:
   The experts of a layer are stacked once, at set-up, into an :class:`ExpertBank`, and the MoE
   runs one of two kernels:
 
-  * ``kernel="triton"`` (the default on CUDA): :mod:`engine.nf4_moe` reads each selected expert's
+  * ``kernel="triton"`` (the default on CUDA): :mod:`engine.gpu.nf4_moe` reads each selected expert
     NF4 bytes once.
   * ``kernel="gather"``: copies the two experts out and calls the same bitsandbytes kernel
     (``gemm_4bit``) that the eager block calls, so the block's output is bit-identical to it.
 
   Decode attention folds each KV group's query heads together instead of repeating K and V. It
-  uses :func:`engine.nf4_moe.decode_attention`, a split-K kernel, for bf16/fp16 on CUDA.
+  uses :func:`engine.gpu.nf4_moe.decode_attention`, a split-K kernel, for bf16/fp16 on CUDA.
 * Tokens come back through pinned memory one step behind, so the GPU never waits for Python.
 
 What can differ from ``generate``: the decode attention covers the whole static cache under a
@@ -29,7 +29,7 @@ compute and step-by-step agreement with bf16 (see bench/RESULTS.md).
 
 A :class:`PrefixCache` keeps the keys and values of a long prefix (the patient's record), so a
 regenerate only prefills the new suffix. A suffix of at most :data:`FEW_TOKENS_MAX` tokens runs
-its MoE through :func:`engine.nf4_moe.moe_few_tokens` (the NF4 experts read once, no host sync)
+its MoE through :func:`engine.gpu.nf4_moe.moe_few_tokens` (the NF4 experts read once, no host sync)
 and attends to the cached prefix with lower-right causal flash attention
 (:func:`_suffix_prefill_attention`); the first token then comes from these kernels, which agree
 with the eager path to rounding (exactly, to fp32 rounding, with fp32 compute). On CUDA that
@@ -222,13 +222,13 @@ def _fast_moe_forward(self: torch.nn.Module, hidden_states: torch.Tensor) -> Any
     routing /= routing.sum(dim=-1, keepdim=True)
     routing = routing.to(x.dtype)
     if few:
-        from engine import nf4_moe
+        from engine.gpu import nf4_moe
 
         y = nf4_moe.moe_few_tokens(bank, x, selected, routing, bank.code)
         return y.view(batch, seq, hidden), router_logits
     sel = selected[0]
     if bank.kind == "bnb4" and self._phyassist_kernel == "triton":
-        from engine import nf4_moe
+        from engine.gpu import nf4_moe
 
         y = nf4_moe.moe_one_token(bank, x, sel, routing, bank.code)
         return y.view(batch, seq, hidden), router_logits
@@ -308,7 +308,7 @@ def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
 GQA_DECODE = "phyassist_gqa_decode"
 #: SDPA backends tried for the one-token decode attention (None: PyTorch's own choice).
 DECODE_SDPA_BACKENDS: list[Any] | None = None
-#: "triton" (engine.nf4_moe's split-K decode kernel, bf16/fp16 on CUDA; 90 against 80 tokens/s
+#: "triton" (engine.gpu.nf4_moe's split-K decode kernel, bf16/fp16 on CUDA; 90 against 80 tokens/s
 #: in bench/results/profile-h100-run6.json) or "sdpa" (grouped query heads through SDPA).
 DECODE_ATTENTION = "triton"
 
@@ -340,7 +340,7 @@ def _gqa_decode_attention(
             module, query, key, value, attention_mask, dropout, scaling, is_causal, **kwargs
         )
     mask = attention_mask[:, :, :, : key.shape[-2]]
-    from engine import nf4_moe
+    from engine.gpu import nf4_moe
 
     if (
         DECODE_ATTENTION == "triton"
@@ -564,7 +564,7 @@ class FastDecoder:
         if self.use_cuda_graph and self.device.type != "cuda":
             raise FastDecodeUnsupported("CUDA graphs need a CUDA device")
         self.banks = install_fast_moe(self.lm)
-        from engine import nf4_moe
+        from engine.gpu import nf4_moe
 
         all_nf4 = all(b.kind == "bnb4" for b in self.banks)
         silu = all(  # the Triton kernel has SiLU built in
@@ -635,7 +635,7 @@ class FastDecoder:
         Returns the last position's logits (float32, ``[1, vocab]``) and extends ``past``.
 
         A short suffix after a cached prefix (at most :data:`FEW_TOKENS_MAX` tokens, Triton MoE
-        kernel) runs the MoE through :func:`engine.nf4_moe.moe_few_tokens` and attends with
+        kernel) runs the MoE through :func:`engine.gpu.nf4_moe.moe_few_tokens` and attends with
         :func:`_suffix_prefill_attention`; the same function as the eager path, to rounding.
         """
         start = past.get_seq_length()

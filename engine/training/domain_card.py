@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from engine.domain_train import ADAPTER_DIR, SUMMARY_FILE
 from engine.errors import InputRejected
 from engine.settings import EMBEDDED_MODEL
+from engine.training.domain_train import ADAPTER_DIR, SUMMARY_FILE
 
 CARD = "README.md"
 DEFAULT_COMMAND = "scripts/train_domain_adapter.sh ../shared/data build/domain"

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine import crypto
-from engine.atomicio import atomic_write
 from engine.errors import InputRejected, TamperedFile, UnknownSchema, WrongPassphrase
 from engine.settings import StoreSettings
+from engine.vault import crypto
+from engine.vault.atomicio import atomic_write
 
 HEADER_NAME = "vault.json"
 VAULT_SCHEMA_VERSION = 1

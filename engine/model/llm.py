@@ -46,8 +46,8 @@ class LoadedModel:
     device: str
     source: str = ""  # where the weights came from: "cache", "gguf", "hf-dir"
     load_s: float = 0.0
-    adapters: Any = None  # engine.adapters.AdapterManager, created on first use
-    # engine.fastdecode.FastDecoder for a MoE model on one GPU (built on first greedy run);
+    adapters: Any = None  # engine.model.adapters.AdapterManager, created on first use
+    # engine.gpu.fastdecode.FastDecoder for a MoE model on one GPU (built on first greedy run);
     # False once it was found not to apply (``fast_decoder_why`` says why).
     fast_decoder: Any = None
     fast_decoder_why: str = ""
@@ -196,10 +196,10 @@ def _check_causal_lm(path: Path, gguf_file: str | None) -> None:
 
 
 def quantized_placement(settings: Settings) -> Any:
-    """Where a 4-bit model goes: ``engine.quant``'s decision (one GPU, or spread over several
+    """Where a 4-bit model goes: ``engine.gpu.quant``'s decision (one GPU, or spread over several
     with ``device_map="auto"`` + ``max_memory``), from the GPUs visible and the optional
     ``model.device_map`` setting."""
-    from engine.quant import placement_for
+    from engine.gpu.quant import placement_for
 
     return placement_for(settings.model.device_map)
 
@@ -222,9 +222,9 @@ def _from_pretrained(
         tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
         model_kwargs = dict(kwargs, dtype=dtype, low_cpu_mem_usage=True)
         if quant is not None and gguf_file is None:
-            # A Hugging Face directory in 4-bit: engine.quant's loader (experts checked to be
+            # A Hugging Face directory in 4-bit: engine.gpu.quant's loader (experts checked to be
             # quantized, a pre-quantized cache for the next start, several GPUs when present).
-            from engine.quant import QuantSpec, load_quantized
+            from engine.gpu.quant import QuantSpec, load_quantized
 
             placement = quantized_placement(settings or Settings())
             cache_root = (settings or Settings()).model_cache_dir / "quantized"

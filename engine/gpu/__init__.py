@@ -1,0 +1,1 @@
+"""The CUDA fast path: quantized loading, the fast decoder and its kernels."""

@@ -1,0 +1,1 @@
+"""Prompts, context fitting, generation and parsing of the model's drafts."""

@@ -1,0 +1,1 @@
+"""Loading models (HF directory, GGUF, embedded) and switching PEFT adapters."""

@@ -1,0 +1,1 @@
+"""Audit log, risk flags, terminal sanitizing, process hardening, health checks."""

@@ -1,0 +1,1 @@
+"""The encrypted store: header, per-patient keys, index, atomic files, chat history."""
