@@ -166,7 +166,7 @@ def plain_generate(loaded, ids: list[int], gen: GenerationSettings, max_new: int
 
 def ours(stream, assistant: Assistant) -> dict:
     text = "".join(stream)
-    stats = assistant.last_stats
+    stats = stream.stats  # per run (engine.inference.stream.TextStream)
     return {
         "ttft_s": stats.ttft_s,
         "tokens": stats.tokens,
@@ -256,6 +256,9 @@ def bench_regenerate(assistant: Assistant, patient: Patient, repeats: int) -> di
         return ours(stream, assistant)
 
     cold, warm = [], []
+    report = assistant.stream_regenerate_item(
+        patient, QUESTION, draft, "reasons", item.id, cancel=cancel
+    ).context_report  # built with the prompt, before any token
     for _ in range(repeats):
         assistant.prefix_cache.enabled = False
         cold.append(regen())
@@ -267,7 +270,7 @@ def bench_regenerate(assistant: Assistant, patient: Patient, repeats: int) -> di
     return {
         "prompt_tokens": warm[-1]["prompt_tokens"],
         "cached_prefix_tokens": warm[-1]["cached_prefix_tokens"],
-        "context_report": assistant.context_report,
+        "context_report": report,
         "ttft_without_cache_s": round(c, 4),
         "ttft_with_cache_s": round(w, 4),
         "speedup": round(c / w, 2),

@@ -1,9 +1,12 @@
 """The one object the TUI (or a Python shell) talks to: load, pick adapter, stream, parse.
 
 Every ``stream_*`` call builds its prompt eagerly (so bad input raises ``InputRejected`` at
-the call) and returns an iterator of text chunks. Iterating runs ``model.generate`` in a
-worker thread; setting ``cancel`` ends the iterator cleanly within a token. When it ends,
-``last_stats`` holds the timing and ``context_report`` says what of the record fit.
+the call) and returns a :class:`~engine.inference.stream.TextStream`. Iterating runs
+``model.generate`` in a worker thread; setting ``cancel`` ends it cleanly within a token.
+When it ends, the stream's ``stats`` hold the timing and its ``context_report`` says what of
+the record fit: per run, never on this shared object. Front ends do not call this directly:
+``engine.session.Session`` waits for the model, picks the patient's adapter, runs the
+stream and parses it into a typed result.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.errors import InputRejected, ModelLoadError, PhyAssistError
-from engine.inference.analysis import parse_analysis, parse_item_text, strip_leading_marker
+from engine.inference.analysis import parse_analysis, strip_leading_marker
 from engine.inference.context import (
     CountingCache,
     FittedRecord,
@@ -22,7 +25,7 @@ from engine.inference.context import (
     common_prefix_len,
     fit_record,
 )
-from engine.inference.generation import GenerationRun, GenerationStats, prefill
+from engine.inference.generation import GenerationRun, prefill
 from engine.inference.prompts import (
     Lang,
     analysis_request,
@@ -31,6 +34,7 @@ from engine.inference.prompts import (
     regenerate_item_request,
     system_prompt,
 )
+from engine.inference.stream import GenerationStats, TextStream
 from engine.model.adapters import (
     AdapterManager,
     AdapterRegistry,
@@ -43,7 +47,7 @@ from engine.records import AnalysisDraft, ChatMessage, Item, Patient
 from engine.settings import EMBEDDED_MODEL, Settings
 from engine.trust.risk import RiskFlag, assess, assess_with_model, yes_no_scorer
 
-__all__ = ["Assistant", "GenerationStats"]
+__all__ = ["Assistant", "GenerationStats", "TextStream"]
 
 ITEM_MAX_NEW_TOKENS = 160
 MARGIN_TOKENS = 16
@@ -56,8 +60,6 @@ class Assistant:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.last_stats: GenerationStats | None = None
-        self.context_report: str = ""
         self.last_adapter_error: str | None = None
         self.last_prompt_ids: list[int] = []  # the token ids of the last prompt (debugging)
         self.prefix_cache = PrefixCache()
@@ -305,7 +307,6 @@ class Assistant:
         self.last_prompt_ids = list(ids)
 
         def finished(run: GenerationRun) -> None:
-            self.last_stats = run.stats
             if run.cache_failed:
                 self.prefix_cache.enabled = False  # this model will not take our cache
                 self.prefix_cache.clear()
@@ -441,7 +442,7 @@ class Assistant:
         cancel: threading.Event,
         guidance: AnalysisDraft | None = None,
         observed: str = "",
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """Stream a whole Analysis draft for ``question`` (the client's statement)."""
         start = time.perf_counter()
         self._check_text(question, "statement")
@@ -449,16 +450,11 @@ class Assistant:
         user = analysis_request(question, lang, observed=observed, guidance=guidance)
         max_new = self._max_new()
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
-        self.context_report = report
-        return iter(self._run(patient, ids, cancel, max_new, start))
+        return _stream(self._run(patient, ids, cancel, max_new, start), report)
 
     def parse_analysis(self, text: str) -> AnalysisDraft:
         """The structured draft; text that fits nowhere is kept in ``unplaced``."""
         return parse_analysis(text, model_name=self.model_label if self.loaded else "")
-
-    def clean_item_text(self, text: str) -> str:
-        """The final text of a regenerated item (numbering, heading and quotes removed)."""
-        return parse_item_text(text)
 
     def stream_regenerate_item(
         self,
@@ -469,7 +465,7 @@ class Assistant:
         item_id: str,
         *,
         cancel: threading.Event,
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """Stream a new text for one item, guided by its comments and the rest of the draft."""
         start = time.perf_counter()
         self._check_text(question, "statement")
@@ -478,8 +474,8 @@ class Assistant:
         user = regenerate_item_request(question, draft, section, item, lang)
         max_new = self._max_new(ITEM_MAX_NEW_TOKENS)
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
-        self.context_report = report
-        return _strip_leading_marker(iter(self._run(patient, ids, cancel, max_new, start)))
+        run = self._run(patient, ids, cancel, max_new, start)
+        return _stream(run, report, _strip_leading_marker(iter(run)))
 
     def stream_chat(
         self,
@@ -488,7 +484,7 @@ class Assistant:
         message: str,
         *,
         cancel: threading.Event,
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """Stream the model's reply in a chat about ``patient`` (or no patient)."""
         start = time.perf_counter()
         self._check_text(message, "message")
@@ -501,8 +497,16 @@ class Assistant:
         ids, report = self._build(
             patient, [{"role": "user", "content": message}], max_new, history_turns=past
         )
-        self.context_report = report
-        return iter(self._run(patient, ids, cancel, max_new, start))
+        return _stream(self._run(patient, ids, cancel, max_new, start), report)
+
+
+def _stream(run: GenerationRun, report: str, chunks: Iterator[str] | None = None) -> TextStream:
+    """The run's chunks (``chunks`` if they were filtered) with its stats and context report."""
+    return TextStream(
+        chunks if chunks is not None else iter(run),
+        context_report=report,
+        stats=lambda: run.stats,
+    )
 
 
 def _as_ids(value: Any) -> list[int]:

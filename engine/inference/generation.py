@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,22 +20,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 from transformers.generation.streamers import BaseStreamer
 
 from engine.errors import GenerationFailed, PhyAssistError
+from engine.inference.stream import GenerationStats
 from engine.settings import GenerationSettings
-
-
-@dataclass
-class GenerationStats:
-    """What one generation cost; ``tokens_per_s`` is the decode rate after the first token."""
-
-    ttft_s: float
-    tokens: int
-    tokens_per_s: float
-    total_s: float
-    cancelled: bool
-    prompt_tokens: int
-    cached_prefix_tokens: int
-    looped: bool = False  # stopped because the output had become one short cycle repeated
-
 
 LOOP_MAX_PERIOD = 8  # the longest cycle (in tokens) that counts as a loop
 
