@@ -82,13 +82,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from engine.training.versions import active_version, rollback
+    from engine.model.adapters import AdapterRegistry
+    from engine.training.versions import rollback
     from phyassist_tui.commands._common import open_store
     from phyassist_tui.commands.train import resolve_patient_id
 
     with open_store(writer=True) as store:
         patient_id = resolve_patient_id(store, args.id)
-        current = active_version(store, patient_id)
+        current = AdapterRegistry(store).active(patient_id)
         target = args.version if args.version is not None else "the previous version"
         if not _confirm(f"Switch this patient's adapter from v{current} to {target}?", args.yes):
             print("Nothing changed.")

@@ -45,7 +45,6 @@ from engine.model.adapters import AdapterManager, AdapterRegistry
 from engine.records import AnalysisDraft, BasicInfo, Item, Note
 from engine.settings import Limits, ModelSettings, StoreSettings, load_settings
 from engine.training.runner import remove_stale_runs, runs_dir
-from engine.training.versions import active_version
 from engine.vault.store import Store
 
 pytestmark = pytest.mark.model  # the tiny model borrows the embedded model's tokenizer
@@ -220,7 +219,7 @@ def _check(store: Store, pid: str, allowed: set[int], manager, tag: str) -> int:
     assert store.damaged_patients() == {}
     for kind in store.list_blobs(pid):
         assert store.read_blob(pid, kind) is not None  # decrypts and authenticates
-    active = active_version(store, pid)
+    active = AdapterRegistry(store).active(pid)
     assert active in allowed, f"active adapter v{active}, expected one of {sorted(allowed)}"
     config, state = AdapterRegistry(store).read(pid, active)
     manager.load(tag, config, state)
