@@ -56,8 +56,7 @@ def _fmt_loss(value: object) -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from engine.training.versions import list_versions
-    from phyassist_tui.commands._common import open_store
-    from phyassist_tui.commands.train import resolve_patient_id
+    from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=False) as store:
         patient_id = resolve_patient_id(store, args.id)
@@ -84,8 +83,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from engine.model.adapters import AdapterRegistry
     from engine.training.versions import rollback
-    from phyassist_tui.commands._common import open_store
-    from phyassist_tui.commands.train import resolve_patient_id
+    from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=True) as store:
         patient_id = resolve_patient_id(store, args.id)
@@ -102,8 +100,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from engine.training.versions import export_adapter
-    from phyassist_tui.commands._common import open_store
-    from phyassist_tui.commands.train import resolve_patient_id
+    from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=False) as store:
         patient_id = resolve_patient_id(store, args.id)
