@@ -849,6 +849,21 @@ FEW_TUNING_LARGE: dict[str, dict[str, int | None]] = {
 FEW_SMALL_PAIRS = 64
 
 
+def use_tiles(
+    moe: dict[str, dict[str, int]] | None = None,
+    few: dict[str, dict[str, int | None]] | None = None,
+    few_large: dict[str, dict[str, int | None]] | None = None,
+) -> None:
+    """Use other tile sizes (e.g. ``bench/gpu_profile.py``'s best for another card) for the
+    one-token (:data:`TUNING`) and few-token (:data:`FEW_TUNING`, :data:`FEW_TUNING_LARGE`)
+    kernels, by kernel name ("gate_up", "down"). Kernels launched afterwards use them."""
+    for given, table in ((moe, TUNING), (few, FEW_TUNING), (few_large, FEW_TUNING_LARGE)):
+        for name, cfg in (given or {}).items():
+            if name not in table or set(cfg) - set(table[name]):
+                raise ValueError(f"unknown kernel or tile field in {name}: {sorted(cfg)}")
+            table[name] = dict(cfg)
+
+
 def few_tuning_for(pairs: int) -> dict[str, dict[str, int | None]]:
     """The tile set for a call with ``pairs`` (token, expert) pairs."""
     return FEW_TUNING if pairs <= FEW_SMALL_PAIRS else FEW_TUNING_LARGE
