@@ -33,7 +33,7 @@ def _train(store, pid, settings, overrides=QUICK):
 
 
 def test_run_streams_progress_and_stores_a_sealed_version(
-    tiny_settings, open_vault, make_patient, marker, plaintext_scan, test_start
+    tiny_settings, open_vault, make_patient, marker, scanner, test_start
 ):
     with open_vault(tiny_settings) as store:
         pid = make_patient(store, marker)
@@ -61,7 +61,7 @@ def test_run_streams_progress_and_stores_a_sealed_version(
         assert store.get_summary(pid).has_adapter
         assert not run.work_dir.exists()
     # nothing readable left behind: vault, caches, run folders, temp dir
-    scan = plaintext_scan(marker)
+    scan = scanner([marker])
     home = tiny_settings.data_dir.parent
     assert scan.scan(home) == []
     assert scan.scan(tempfile.gettempdir(), newer_than=test_start) == []
@@ -147,7 +147,7 @@ def test_versions_prune_roll_back_and_export(tiny_settings, tiny_model_dir, open
 
 
 def test_sigkill_mid_training_keeps_previous_adapter_and_leaves_no_plaintext(
-    tiny_settings, open_vault, make_patient, marker, plaintext_scan, test_start
+    tiny_settings, open_vault, make_patient, marker, scanner, test_start
 ):
     with open_vault(tiny_settings) as store:
         pid = make_patient(store, marker)
@@ -165,7 +165,7 @@ def test_sigkill_mid_training_keeps_previous_adapter_and_leaves_no_plaintext(
         assert AdapterRegistry(store).active(pid) == 1
         assert not run.work_dir.exists()
         assert list(runs_dir(tiny_settings).iterdir()) == []
-    scan = plaintext_scan(marker)
+    scan = scanner([marker])
     assert scan.scan(tiny_settings.data_dir.parent) == []
     assert scan.scan(tempfile.gettempdir(), newer_than=test_start) == []
 
