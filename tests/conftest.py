@@ -13,7 +13,7 @@ import pytest
 
 from engine.settings import Settings, StoreSettings, load_settings
 from engine.vault.store import Store
-from tests.support import PlaintextScanner, embedded_tokenizer, model_cache_root, save_tiny_llama
+from tests.support import PlaintextScanner, model_cache_root, save_tiny_llama
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -111,7 +111,28 @@ def scanner() -> Callable[[list[str]], PlaintextScanner]:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def embedded_model_dir() -> Path:
+    """The dequantized embedded model (HF directory) in the shared model cache, built once."""
+    import engine.model.llm as llm
+
+    settings = load_settings(cache_dir=model_cache_root())
+    llm.load_model(settings)
+    source = llm.resolve_spec(settings)
+    path = llm.gguf_cache_dir(settings, source)
+    if not (path / "config.json").is_file():
+        # Another test area loaded the model first with another cache dir, so the in-process
+        # cache answered and nothing was written here (and that in-memory model may carry
+        # adapters). Build this cache from the GGUF itself.
+        llm._load_uncached(settings, lambda _msg: None, use_disk_cache=True)
+    assert (path / "config.json").is_file()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 2-layer Llama with random weights and the embedded model's tokenizer and template
     (tests/engine overrides it with one on fixed token ids)."""
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), embedded_tokenizer())
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir, local_files_only=True)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer)

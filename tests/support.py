@@ -47,24 +47,6 @@ def tiny_llama(**overrides: Any) -> Any:
     return LlamaForCausalLM(LlamaConfig(**{**config, **overrides}))
 
 
-def embedded_tokenizer() -> Any:
-    """The embedded model's tokenizer and chat template: from the dequantized copy in the test
-    model cache when one exists (~1 s), else read out of the GGUF (~15 s)."""
-    from transformers import AutoTokenizer
-
-    from engine.model.llm import EMBEDDED_LABEL, resolve_embedded_gguf
-
-    cached = sorted(
-        d
-        for d in (model_cache_root() / "models").glob(f"{EMBEDDED_LABEL}-*")
-        if (d / "config.json").is_file() and (d / "tokenizer_config.json").is_file()
-    )
-    if cached:
-        return AutoTokenizer.from_pretrained(cached[0], local_files_only=True)
-    gguf = resolve_embedded_gguf()
-    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, local_files_only=True)
-
-
 def save_tiny_llama(out: Path, tokenizer: Any, **overrides: Any) -> Path:
     """``tiny_llama`` (seed 0) sized for ``tokenizer``, saved with it as a local HF directory:
     the training worker, the runner and the CLI run on it in seconds."""

@@ -1,9 +1,10 @@
-"""Fixtures for the training tests: the embedded model's directory, settings, patients.
+"""Fixtures for the training tests: settings for the tiny and the embedded model, patients.
 
 The embedded model's dequantized copy lives in the model cache that every test area shares
 (``tests/conftest.py`` points ``PHYASSIST_CACHE_DIR`` there: public weights, never patient
-data), so it is built once, not once per session. The tiny model (``tiny_model_dir``), the
-vault passphrase and the plaintext ``scanner`` are tests/conftest.py's.
+data), so it is built once, not once per session. That directory (``embedded_model_dir``),
+the tiny model (``tiny_model_dir``), the vault passphrase and the plaintext ``scanner`` are
+tests/conftest.py's.
 """
 
 from __future__ import annotations
@@ -18,25 +19,6 @@ import pytest
 from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient
 from engine.settings import EMBEDDED_MODEL, ModelSettings, Settings, StoreSettings, load_settings
 from engine.vault.store import Store
-from tests.support import model_cache_root
-
-
-@pytest.fixture(scope="session")
-def embedded_model_dir() -> Path:
-    """The dequantized embedded model (HF directory) in the shared model cache, built once."""
-    import engine.model.llm as llm
-
-    settings = load_settings(cache_dir=model_cache_root())
-    llm.load_model(settings)
-    source = llm.resolve_spec(settings)
-    path = llm.gguf_cache_dir(settings, source)
-    if not (path / "config.json").is_file():
-        # Another test area loaded the model first with another cache dir, so the in-process
-        # cache answered and nothing was written here (and that in-memory model may carry
-        # adapters). Build this cache from the GGUF itself.
-        llm._load_uncached(settings, lambda _msg: None, use_disk_cache=True)
-    assert (path / "config.json").is_file()
-    return path
 
 
 def _settings(spec: str) -> Settings:
