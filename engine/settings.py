@@ -46,6 +46,17 @@ def default_config_dir() -> Path:
     return home / "config" if home else user_config_path(APP_NAME)
 
 
+def default_adapters_dir() -> Path:
+    """``adapters/`` of the source tree PhyAssist runs from (a clone, or ``pip install -e``).
+
+    A built wheel carries no adapters (they are data, not code): there this folder does not
+    exist, ``phyassist doctor`` says so, and ``model.adapters_dir`` names where they are.
+    """
+    import engine
+
+    return Path(engine.__file__).resolve().parent.parent / "adapters"
+
+
 class GenerationSettings(BaseModel):
     """Defaults for sampling; the counselor's drafts should be stable, so greedy-ish."""
 
@@ -80,6 +91,8 @@ class ModelSettings(BaseModel):
     # A PEFT adapter dir; "auto" = the one under adapters/ made for ``spec`` (the embedded model
     # ships one: adapters/smollm2-135m-imhi-counselchat); None or "" = no domain adapter.
     domain_adapter: str | None = "auto"
+    # Where the shipped adapters live ("auto" looks there); None = ``default_adapters_dir()``.
+    adapters_dir: Path | None = None
     context_window: int | None = None  # override the model's own limit
 
 

@@ -79,16 +79,7 @@ class DraftChanged(Message):
 
 
 @dataclass
-class ModelStatus(Message):
-    """Progress of the background model load (``label`` once loaded, ``error`` on failure)."""
-
-    state: Literal["loading", "ready", "failed"]
-    label: str = ""
-    detail: str = ""
-
-
-@dataclass
-class TrainingEvent(Message):
+class TrainingProgress(Message):
     """One progress event from the training subprocess (step, loss, eta_s, phase, ...)."""
 
     event: dict[str, Any]

@@ -314,24 +314,25 @@ def check_model(settings: Settings) -> list[Finding]:
             )
         )
     if adapter == "auto" and settings.model.spec == EMBEDDED_MODEL:
-        out.append(_shipped_adapter_finding(settings.model.spec))
+        out.append(_shipped_adapter_finding(settings.model.spec, settings.model.adapters_dir))
     return out
 
 
-def _shipped_adapter_finding(model_spec: str) -> Finding:
+def _shipped_adapter_finding(model_spec: str, adapters_dir: Path | None) -> Finding:
     """The embedded model is meant to run with the domain adapter under ``adapters/``; an
     install without that folder (a built wheel) falls back to the bare base model, which
     scores about half on IMHI (adapters/*/README.md): say so rather than degrade quietly."""
-    from engine.model.adapters import SHIPPED_ADAPTERS_DIR, shipped_domain_adapter
+    from engine.model.adapters import shipped_adapters_dir, shipped_domain_adapter
 
-    found = shipped_domain_adapter(model_spec)
+    found = shipped_domain_adapter(model_spec, adapters_dir)
     if found is not None:
-        return _ok("model", f"shipped domain adapter {found.name}")
+        return _ok("model", f"shipped domain adapter {found.name} in {found.parent}")
     return _warn(
         "model",
-        f"no shipped domain adapter for {model_spec} in {SHIPPED_ADAPTERS_DIR}: the base model "
-        "is used without it",
-        fix="install from a checkout (pip install -e .) or set model.domain_adapter to its path",
+        f"no shipped domain adapter for {model_spec} in {shipped_adapters_dir(adapters_dir)}: "
+        "the base model is used without it",
+        fix="set model.adapters_dir to the adapters/ folder of a PhyAssist checkout (or "
+        "model.domain_adapter to the adapter itself)",
     )
 
 

@@ -205,7 +205,7 @@ def _one_token_model(token: int):
     """A 1-layer Llama whose greedy choice is always ``token`` (lm_head = a bias on it)."""
     import torch
 
-    from tests.engine.conftest import TINY_VOCAB, tiny_llama
+    from tests.support import TINY_VOCAB, tiny_llama
 
     model = tiny_llama(
         hidden_size=16,

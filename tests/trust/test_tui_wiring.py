@@ -3,10 +3,6 @@ acknowledging flags and saving a note (real vault, the TUI tests' fake engine)."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from engine.records import BasicInfo
@@ -15,20 +11,8 @@ from engine.trust.audit import AuditLog
 from engine.trust.risk import assess, risk_audit_detail
 from engine.vault.store import Store
 from phyassist_tui.screens.risk import RiskFlagScreen
+from tests.tui import fakes
 
-
-def _fakes():
-    """``tests/tui/fakes.py`` as ``tui_fakes`` (the TUI tests' conftest does the same)."""
-    if "tui_fakes" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "tui" / "fakes.py"
-        spec = importlib.util.spec_from_file_location("tui_fakes", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["tui_fakes"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["tui_fakes"]
-
-
-fakes = _fakes()
 pytestmark = pytest.mark.anyio
 
 
