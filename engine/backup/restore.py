@@ -72,11 +72,20 @@ class RestoreResult:
 
 def fetch_header(rc: Rclone) -> vault_header.VaultHeader:
     """The vault header copy kept at the target (plaintext: wrapped master key only)."""
-    raw = rc.run(["cat", rc.base_path(HEADER_COPY)]).stdout
+    from engine.backup.rclone import TargetError
+
+    missing = InputRejected(
+        f"Target '{rc.target}' holds no PhyAssist backup (no {HEADER_COPY} at its root). "
+        "Check the URL; if that file was lost, restore with --recovery-code (recovery sheet)."
+    )
+    try:
+        raw = rc.run(["cat", rc.base_path(HEADER_COPY)]).stdout
+    except TargetError as exc:
+        if "not found" in str(exc).lower():
+            raise missing from None
+        raise
     if not raw:
-        raise InputRejected(
-            f"Target '{rc.target}' holds no PhyAssist backup (no {HEADER_COPY} at its root)."
-        )
+        raise missing
     return vault_header.VaultHeader.parse(raw, f"{HEADER_COPY} at {rc.target}")
 
 
