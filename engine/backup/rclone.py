@@ -11,6 +11,7 @@ happened at the target and that nothing was lost.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -84,16 +85,22 @@ def rclone_binary() -> str:
     )
 
 
+# rclone's fixed "obscure" key (fs/config/obscure): obscuring is encoding, not protection.
+_OBSCURE_KEY = bytes.fromhex("9c935b48730a554d6bfd7c63c886a92bd390198eb8128afbf4de162b8b95f638")
+
+
 def obscure(secret: str) -> str:
-    """rclone's reversible 'obscure' form that its config wants for passwords (not security)."""
-    done = subprocess.run(
-        [rclone_binary(), "obscure", "-"],
-        input=secret.encode(),
-        capture_output=True,
-        check=True,
-        env={"RCLONE_CONFIG": "", "PATH": os.environ.get("PATH", "")},
-    )
-    return done.stdout.decode().strip()
+    """rclone's reversible 'obscure' form that its config wants for passwords.
+
+    Done here (AES-CTR under rclone's public key, as ``rclone obscure``) rather than by
+    running rclone: a subprocess per secret cost ~0.1 s per call on every backup run.
+    """
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    iv = os.urandom(16)
+    enc = Cipher(algorithms.AES(_OBSCURE_KEY), modes.CTR(iv)).encryptor()
+    body = enc.update(secret.encode("utf-8")) + enc.finalize()
+    return base64.urlsafe_b64encode(iv + body).decode("ascii").rstrip("=")
 
 
 def classify(target: str, stderr: str) -> TargetError:
