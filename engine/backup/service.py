@@ -19,7 +19,7 @@ from pathlib import Path
 from engine.backup import snapshots
 from engine.backup.rclone import TargetError
 from engine.backup.restore import fetch_header
-from engine.backup.state import forget_state
+from engine.backup.state import forget_state, update_state
 from engine.backup.targets import (
     BackupKeys,
     Target,
@@ -93,6 +93,7 @@ def add_target(store, data_dir: Path, name: str, url: str, secret: str = "") -> 
     targets = [t for t in load_targets(store) if t.name != name]
     save_targets(store, [*targets, target])
     forget_state(Path(data_dir), name)
+    update_state(Path(data_dir), name, last_attempt="")  # listed (as never backed up) at once
     audit.record(store, "backup_target_added", None, f"target '{name}' ({target.kind})")
     return target
 
