@@ -46,7 +46,7 @@ from engine.backup.snapshots import (
 )
 from engine.backup.state import update_state
 from engine.backup.targets import KEY_INFO, BackupKeys, Target, load_targets, save_targets
-from engine.errors import InputRejected, TamperedFile, VaultBusy, WrongPassphrase
+from engine.errors import InputRejected, PhyAssistError, TamperedFile, VaultBusy
 from engine.vault import header as vault_header
 from engine.vault.atomicio import WriterLock, ensure_dir, fsync_dir
 
@@ -306,7 +306,7 @@ def _describe_existing(vault_dir: Path, passphrase: str, settings) -> dict | Non
             result = AuditLog(old).verify()
             info["audit_count"] = result.count
             info["audit_head"] = result.head_hash
-    except (WrongPassphrase, TamperedFile, OSError) as exc:
+    except (PhyAssistError, OSError) as exc:  # damaged, other passphrase: replaced all the same
         info["unreadable"] = type(exc).__name__
     return info
 

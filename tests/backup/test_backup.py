@@ -128,8 +128,8 @@ def test_two_targets_backup_incremental_and_restore_on_fresh_home(
     original = _contents(cfg.vault_dir)
     assert len(original["patients"]) == 6
 
-    # Nothing readable reached either server.
-    hits = scan_for([sftp.root, s3.root], list(secrets.values()))
+    # Nothing readable reached either server, nor the local backup bookkeeping.
+    hits = scan_for([sftp.root, s3.root, cfg.data_dir / "backup"], list(secrets.values()))
     assert hits == []
 
     # A new machine: only the target, its secret and the passphrase.
@@ -254,3 +254,40 @@ def test_tamper_message_names_the_restore_command():
     from engine.errors import TamperedFile
 
     assert "phyassist backup restore" in str(TamperedFile("x/record.bin"))
+
+
+def test_a_tampered_record_is_repaired_by_the_restore_its_message_names(
+    env, tmp_path, monkeypatch, capsys
+):
+    secrets = _secrets()
+    ids = _fill(secrets, patients=2)
+    assert main(["backup", "init", str(tmp_path / "usb"), "--name", "usb", "--no-sheet"]) == 0
+    assert main(["backup", "run"]) == 0
+    cfg = load_settings()
+    record = cfg.vault_dir / "patients" / ids[0] / "record.bin"
+    data = bytearray(record.read_bytes())
+    data[-5] ^= 1
+    record.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["patients", "show", ids[0]]) == 1
+    err = capsys.readouterr().err
+    assert "phyassist backup restore" in err
+    assert main(["backup", "restore", "--target", "usb", "--replace"]) == 0
+    assert main(["patients", "show", ids[0]]) == 0
+    assert secrets["statement"] in capsys.readouterr().out
+
+
+def test_obscure_matches_rclone():
+    import subprocess
+
+    from engine.backup.rclone import obscure, rclone_binary
+
+    secret = "pässwörd 龘 with spaces"
+    out = subprocess.run(
+        [rclone_binary(), "reveal", obscure(secret)],
+        capture_output=True,
+        text=True,
+        env={"RCLONE_CONFIG": ""},
+        check=True,
+    ).stdout
+    assert out.rstrip("\n") == secret
