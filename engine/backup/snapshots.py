@@ -172,6 +172,12 @@ def remember_sent(data_dir: Path, target: str, snapshot_id: str, files: dict, ch
     )
 
 
+def forget_sent(data_dir: Path, target: str) -> None:
+    """Make the next run to ``target`` a full one (objects it lacks are sent again)."""
+    with suppress(FileNotFoundError):
+        os.unlink(backup_dir(data_dir) / "targets" / f"{target}.json")
+
+
 def clean_stale_jobs(data_dir: Path) -> int:
     """Remove job folders whose owner process is gone (a run killed midway)."""
     removed = 0

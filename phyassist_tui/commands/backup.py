@@ -236,6 +236,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             deep = f", {report.deep_checked} downloaded and checked" if args.deep else ""
             print(f"{t.name}: snapshot {report.snapshot_id} whole ({report.files} files{deep})")
         else:
+            from engine.backup.snapshots import forget_sent
+
+            forget_sent(cfg.data_dir, t.name)  # the next run sends everything that is missing
             print(
                 f"phyassist: {t.name}: snapshot {report.snapshot_id} is missing "
                 f"{len(report.missing)} of its files at the target; run `phyassist backup run` "

@@ -74,6 +74,21 @@ def _fill(secrets: dict[str, str], patients: int = 6) -> list[str]:
     return ids
 
 
+def _train_like(patient_id: str, secrets: dict[str, str]) -> None:
+    """A real adapter version through the product's registry (as training stores it)."""
+    torch = pytest.importorskip("torch")
+    from engine.model.adapters import AdapterRegistry
+
+    cfg = load_settings()
+    with Store.open(cfg.vault_dir, PASSPHRASE, settings=cfg) as store:
+        AdapterRegistry(store).save(
+            patient_id,
+            {"r": 4, "lora_alpha": 8, "base_model_name_or_path": "test"},
+            {"base_model.lora_A.weight": torch.tensor(list(secrets["adapter"].encode()))},
+            card={"trained_on": secrets["statement"], "notes": 3},
+        )
+
+
 def _contents(vault_dir: Path) -> dict:
     """Everything a counselor has in the vault, decrypted, for comparison."""
     cfg = load_settings()
@@ -98,6 +113,7 @@ def test_two_targets_backup_incremental_and_restore_on_fresh_home(
     secrets = _secrets()
     sftp, s3 = serve("sftp"), serve("s3")
     ids = _fill(secrets)
+    _train_like(ids[1], secrets)
     monkeypatch.setenv("PHYASSIST_BACKUP_SECRET", sftp.secret)
     assert main(["backup", "init", sftp.url, "--name", "nas", "--no-sheet"]) == 0
     monkeypatch.setenv("PHYASSIST_BACKUP_SECRET", s3.secret)
@@ -141,6 +157,15 @@ def test_two_targets_backup_incremental_and_restore_on_fresh_home(
         restored_dir = load_settings().vault_dir
         got = _contents(restored_dir)
         assert got["patients"] == original["patients"]
+        with Store.open(restored_dir, PASSPHRASE, writer=False) as store:
+            from engine.model.adapters import AdapterRegistry
+
+            registry = AdapterRegistry(store)
+            assert registry.active(ids[1]) == 1
+            _config, tensors = registry.read(ids[1], 1)
+            assert (
+                bytes(tensors["base_model.lora_A.weight"].tolist()) == secrets["adapter"].encode()
+            )
         assert got["audit"][: len(original["audit"])] == original["audit"]
         last = json.loads(got["audit"][-1])
         assert last["action"] == "vault_restored"

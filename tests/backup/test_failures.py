@@ -215,3 +215,27 @@ def test_sigkill_during_restore_leaves_old_or_new_vault(env, tmp_path, monkeypat
     assert main(["backup", "restore", "--from", str(target), "--replace"]) == 0
     assert _contents(fresh / "data" / "vault") == snapshot
     assert not list((fresh / "data").glob("vault.restoring-*"))
+
+
+def test_objects_lost_at_the_target_are_found_and_sent_again(env, tmp_path, capsys):
+    _fill(patients=3)
+    target = tmp_path / "usb"
+    assert main(["backup", "init", str(target), "--name", "usb", "--no-sheet"]) == 0
+    assert main(["backup", "run"]) == 0
+    from engine.backup.targets import keys_of, load_targets, rclone_for
+
+    cfg = load_settings()
+    with Store.open(cfg.vault_dir, PASSPHRASE, writer=False, settings=cfg) as store:
+        rc = rclone_for(load_targets(store)[0], keys_of(store))
+    out = rc.run(["cryptdecode", "--reverse", rc.crypt_path(), "objects"], network=False)
+    encrypted_objects_dir = out.stdout.decode().split()[-1]
+    objects = sorted(p for p in (target / "data" / encrypted_objects_dir).rglob("*") if p.is_file())
+    assert len(objects) >= 3
+    for lost in objects[:3]:
+        lost.unlink()
+    capsys.readouterr()
+    assert main(["backup", "verify"]) == 1
+    assert "missing" in capsys.readouterr().err
+    assert main(["backup", "run"]) == 0
+    assert "(full)" in capsys.readouterr().out
+    assert main(["backup", "verify", "--deep"]) == 0
