@@ -7,7 +7,7 @@ from textual.content import Content
 from textual.reactive import reactive
 from textual.widgets import Static
 
-BACKUP_REFRESH_S = 30.0  # state.json is rewritten by a detached sender; re-read it this often
+BACKUP_REFRESH_S = 5.0  # state.json is rewritten by a detached sender; re-read it (a small file)
 
 
 class StatusLine(Static):
