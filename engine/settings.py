@@ -108,6 +108,8 @@ class BackupSettings(BaseModel):
     on_lock_and_quit: bool = True
     # The status line flags a target whose last successful backup is older than this.
     warn_after_hours: float = Field(26.0, gt=0.0)
+    # A background backup whose target was down or full tries again after these delays.
+    retry_delays_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
 
 
 class Settings(BaseSettings):

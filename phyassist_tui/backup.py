@@ -37,6 +37,7 @@ def start_background_backup(app: PhyAssistApp, *, automatic: bool) -> tuple[str,
                 hint = "No backup target yet: add one with `phyassist backup init URL` (README)."
                 return ("" if automatic else hint), False
             plan = service.plan_run(store, app.settings.data_dir)
+        plan.retry_delays_s = tuple(app.settings.backup.retry_delays_s)
         service.spawn_background(plan)
     except (PhyAssistError, OSError) as exc:
         logger.warning("background backup not started: %s", type(exc).__name__)

@@ -41,6 +41,7 @@ class RunPlan:
     job: snapshots.Job
     targets: list[Target]
     keys: BackupKeys
+    retry_delays_s: tuple[float, ...] = ()  # background runs: retry a down/full target later
 
     def to_json(self) -> str:
         return json.dumps(
@@ -49,6 +50,7 @@ class RunPlan:
                 "job_dir": str(self.job.job_dir),
                 "backup_key": self.keys.backup_key.hex(),
                 "targets": [t.__dict__ for t in self.targets],
+                "retry_delays_s": list(self.retry_delays_s),
             }
         )
 
@@ -61,6 +63,7 @@ class RunPlan:
             job=job,
             targets=[Target(**t) for t in doc["targets"]],
             keys=BackupKeys(bytes.fromhex(doc["backup_key"])),
+            retry_delays_s=tuple(doc.get("retry_delays_s", ())),
         )
 
 
@@ -130,25 +133,51 @@ def plan_run(store, data_dir: Path, names: list[str] | None = None) -> RunPlan:
     return RunPlan(Path(data_dir), job, targets, keys_of(store))
 
 
-def execute(plan: RunPlan, report=None) -> list[snapshots.SendResult]:
-    """Send the planned snapshot to each target; one target failing does not stop the others."""
-    results = []
+def execute(plan: RunPlan, report=None, *, sleep=None) -> list[snapshots.SendResult]:
+    """Send the planned snapshot to each target; one target failing does not stop the others.
+
+    A target that was down or full is tried again after each of ``plan.retry_delays_s``
+    (background runs; the command line leaves retrying to cron / systemd).
+    """
+    import time
+
+    sleep = sleep or time.sleep
+    results: dict[str, snapshots.SendResult] = {}
     try:
         snapshots.claim_job(plan.job)
-        for target in plan.targets:
-            try:
-                rc = rclone_for(target, plan.keys)
-                result = snapshots.send(plan.job, plan.data_dir, target.name, rc)
-            except TargetError as exc:
-                result = snapshots.SendResult(target.name, plan.job.snapshot_id, 0, 0,
-                                              error=str(exc))  # fmt: skip
-                result.extra["retry_later"] = exc.retry_later
-            results.append(result)
-            if report is not None:
-                report(result)
+        pending = list(plan.targets)
+        for delay in (0.0, *plan.retry_delays_s):
+            if delay:
+                sleep(delay)
+            retry = []
+            for target in pending:
+                result = _send_one(plan, target)
+                results[target.name] = result
+                if report is not None:
+                    report(result)
+                if result.error and result.extra.get("retry_later"):
+                    retry.append(target)
+            pending = retry
+            if not pending:
+                break
     finally:
         plan.job.cleanup()
-    return results
+    return [results[t.name] for t in plan.targets]
+
+
+def _send_one(plan: RunPlan, target: Target) -> snapshots.SendResult:
+    last = snapshots.last_sent(plan.data_dir, target.name)
+    if last and last.get("snapshot", "") > plan.job.snapshot_id:  # a newer run got there first
+        result = snapshots.SendResult(target.name, last["snapshot"], 0, 0)
+        result.extra["superseded"] = plan.job.snapshot_id
+        return result
+    try:
+        rc = rclone_for(target, plan.keys)
+        return snapshots.send(plan.job, plan.data_dir, target.name, rc)
+    except TargetError as exc:
+        result = snapshots.SendResult(target.name, plan.job.snapshot_id, 0, 0, error=str(exc))
+        result.extra["retry_later"] = exc.retry_later
+        return result
 
 
 def spawn_background(plan: RunPlan) -> subprocess.Popen:

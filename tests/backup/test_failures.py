@@ -239,3 +239,29 @@ def test_objects_lost_at_the_target_are_found_and_sent_again(env, tmp_path, caps
     assert main(["backup", "run"]) == 0
     assert "(full)" in capsys.readouterr().out
     assert main(["backup", "verify", "--deep"]) == 0
+
+
+def test_background_backup_retries_a_target_that_was_down(env, serve, monkeypatch):
+    """The detached sender (lock / quit) tries a down target again after a delay."""
+    from engine.backup import service
+
+    sftp = serve("sftp")
+    _fill(2)
+    monkeypatch.setenv("PHYASSIST_BACKUP_SECRET", sftp.secret)
+    assert main(["backup", "init", sftp.url, "--name", "nas", "--no-sheet"]) == 0
+    sftp.stop()
+    cfg = load_settings()
+    with Store.open(cfg.vault_dir, PASSPHRASE, settings=cfg) as store:
+        plan = service.plan_run(store, cfg.data_dir)
+    plan.retry_delays_s = (3.0,)
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    proc = service.spawn_background(plan)
+    deadline = time.monotonic() + 30
+    while not load_state(cfg.data_dir)["nas"].last_error and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "not reachable" in load_state(cfg.data_dir)["nas"].last_error  # first try failed
+    sftp.start()  # back before the retry
+    assert proc.wait(60) == 0
+    state = load_state(cfg.data_dir)["nas"]
+    assert state.last_success and not state.last_error
+    assert main(["backup", "verify", "--deep"]) == 0
