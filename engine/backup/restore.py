@@ -70,6 +70,31 @@ class RestoreResult:
     audit_entries: int
 
 
+def read_restore_marker(store) -> dict | None:
+    """The marker of the restore that produced this vault, if it is genuine; else None.
+
+    For the rollback detection (issue 18): a vault that went back in time through
+    ``phyassist backup restore`` carries this marker, and the audit entry it names
+    (``vault_restored``, by sequence number and hash) must be in the audit chain, so a
+    marker copied from elsewhere or edited does not excuse a rollback.
+    """
+    from engine.trust.audit import AuditLog
+
+    raw = store.read_vault_blob(MARKER_BLOB)
+    if raw is None:
+        return None
+    try:
+        marker = json.loads(raw)
+        seq, digest = int(marker["audit_seq"]), str(marker["audit_hash"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    for entry in AuditLog(store).entries():
+        if entry.seq == seq:
+            ok = entry.hash == digest and entry.action == RESTORE_ACTION
+            return marker if ok and entry.compute_hash() == entry.hash else None
+    return None
+
+
 def fetch_header(rc: Rclone) -> vault_header.VaultHeader:
     """The vault header copy kept at the target (plaintext: wrapped master key only)."""
     from engine.backup.rclone import TargetError

@@ -211,6 +211,16 @@ def test_restore_over_newer_vault_is_explicit_and_audited(env, tmp_path, monkeyp
     assert marker["replaced"]["audit_count"] == len(newer_contents["audit"])
     kept = Path(out.split("kept at ")[1].split()[0].rstrip("."))
     assert _contents(kept) == newer_contents  # the replaced vault is whole, aside
+    # The hook for the rollback detection: a genuine marker, bound to its audit entry.
+    from engine.backup.restore import read_restore_marker
+
+    with Store.open(cfg.vault_dir, PASSPHRASE, settings=cfg) as store:
+        assert read_restore_marker(store)["snapshot"] == marker["snapshot"]
+        forged = dict(marker, audit_hash="0" * 64)
+        store.write_vault_blob(MARKER_BLOB, json.dumps(forged).encode())
+        assert read_restore_marker(store) is None
+    with Store.open(kept, PASSPHRASE, writer=False, settings=cfg) as store:
+        assert read_restore_marker(store) is None  # never restored
 
 
 def test_recovery_code_restores_without_the_header_copy(env, tmp_path, monkeypatch, capsys):
