@@ -260,10 +260,18 @@ def _cmd_restore(args: argparse.Namespace) -> int:
         name = check_name(_default_name(None, args.url, args.name))
         target = Target(name=name, url=args.url, secret=_read_secret(args.url))
     else:
+        from engine.errors import TamperedFile, UnknownSchema, VaultNotFound
         from phyassist_tui.commands._common import open_store
 
-        with open_store(cfg, writer=False) as store:
-            target = _targets_of(store, [args.target])[0]
+        try:
+            with open_store(cfg, writer=False) as store:
+                target = _targets_of(store, [args.target])[0]
+        except (TamperedFile, UnknownSchema, VaultNotFound) as exc:
+            raise InputRejected(
+                f"The vault here cannot be read to look up target {args.target!r} ({exc}). "
+                "Give the target's URL instead: `phyassist backup restore --from URL --replace` "
+                "(the URL is on the recovery sheet)."
+            ) from None
     keys = None
     if args.recovery_code:
         code = getpass.getpass("Recovery code: ") if sys.stdin.isatty() else sys.stdin.readline()
