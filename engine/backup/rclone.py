@@ -157,7 +157,7 @@ class Rclone:
         env = {
             k: v
             for k, v in os.environ.items()
-            if not k.startswith("RCLONE_") and not k.startswith("PHYASSIST_PASSPHRASE")
+            if not k.startswith(("RCLONE_", "PHYASSIST_PASSPHRASE", "PHYASSIST_BACKUP_SECRET"))
         }
         env["RCLONE_CONFIG"] = ""
         prefix = f"RCLONE_CONFIG_{BASE.upper()}_"

@@ -186,7 +186,8 @@ def spawn_background(plan: RunPlan) -> subprocess.Popen:
     The plan (with the derived backup key, never the passphrase or the master key) goes
     over a pipe, not through a file or the environment.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PHYASSIST_PASSPHRASE")}
+    secret_vars = ("PHYASSIST_PASSPHRASE", "PHYASSIST_BACKUP_SECRET")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(secret_vars)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine.backup.worker"],
         stdin=subprocess.PIPE,
