@@ -114,6 +114,17 @@ class StoreSettings(BaseModel):
     scrypt_p: int = Field(1, ge=1)
 
 
+class BackupSettings(BaseModel):
+    """Backups (``phyassist backup``): when the app sends one by itself, when to warn."""
+
+    # Send a snapshot in the background each time the app locks or quits (when a target exists).
+    on_lock_and_quit: bool = True
+    # The status line flags a target whose last successful backup is older than this.
+    warn_after_hours: float = Field(26.0, gt=0.0)
+    # A background backup whose target was down or full tries again after these delays.
+    retry_delays_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
+
+
 class Settings(BaseSettings):
     """Everything configurable in PhyAssist, in one place."""
 
@@ -132,6 +143,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     limits: Limits = Field(default_factory=Limits)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     theme: str = "textual-dark"
     idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock

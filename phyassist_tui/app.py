@@ -256,6 +256,7 @@ class PhyAssistApp(App):
         workspace = self._workspace()
         if workspace is not None:
             await workspace.prepare_lock()
+        await self._backup_in_background(automatic=True)  # backup: setting backup.on_lock_and_quit
         await asyncio.to_thread(self.session.lock)
         while len(self.screen_stack) > 1:
             await self.pop_screen()
@@ -268,8 +269,22 @@ class PhyAssistApp(App):
         workspace = self._workspace()
         if workspace is not None:
             await workspace.prepare_lock()
+        await self._backup_in_background(automatic=True)  # backup: setting backup.on_lock_and_quit
         await asyncio.to_thread(self.session.lock)
         self.exit()
+
+    async def action_backup_now(self) -> None:
+        await self._backup_in_background(automatic=False)
+
+    async def _backup_in_background(self, *, automatic: bool) -> None:
+        """Snapshot the open vault and send it from a detached process (phyassist_tui.backup)."""
+        from phyassist_tui.backup import start_background_backup
+
+        message, started = await asyncio.to_thread(
+            start_background_backup, self, automatic=automatic
+        )
+        if message:
+            self.notify(message, severity="information" if started else "warning")
 
     # -- theme and palette ------------------------------------------------------------------------
     def watch_theme(self, theme: str) -> None:

@@ -290,6 +290,12 @@ class Session:
                 raise VaultLocked()
             return fn(self._store)
 
+    def vault_call(self, fn: Callable[[VaultStore], T]) -> T:
+        """Run ``fn(store)`` with the open vault held still (one vault call at a time), for
+        jobs that work on the vault's files as a whole, e.g. taking a backup snapshot.
+        Raises ``VaultLocked`` when no vault is open."""
+        return self._vault(fn)
+
     def _audit(self, store: VaultStore, action: str, patient_id: str | None = None, detail=None):
         from engine.trust.audit import record
 
