@@ -46,6 +46,7 @@ if "--threads" in sys.argv[:-1]:  # per-thread in OpenMP: must be set before tor
 
 import torch  # noqa: E402
 
+from engine.inference.analysis import parse_analysis  # noqa: E402
 from engine.inference.assistant import Assistant  # noqa: E402
 from engine.inference.generation import ClockStreamer, TokenClock, generate_kwargs  # noqa: E402
 from engine.model.adapters import AdapterRegistry  # noqa: E402
@@ -245,7 +246,9 @@ def bench_analysis(assistant: Assistant, patient: Patient, repeats: int, max_new
 def bench_regenerate(assistant: Assistant, patient: Patient, repeats: int) -> dict:
     cancel = threading.Event()
     text = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
-    draft = assistant.parse_analysis(text + "\nReasons:\n1. Pressure from her parents")
+    draft = parse_analysis(
+        text + "\nReasons:\n1. Pressure from her parents", model_name=assistant.model_label
+    )
     item = draft.reasons[-1]
     item.comments.append("Mention the village and the family's honour.")
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.errors import InputRejected, ModelLoadError, PhyAssistError
-from engine.inference.analysis import parse_analysis, strip_leading_marker
+from engine.inference.analysis import strip_leading_marker
 from engine.inference.context import (
     CountingCache,
     FittedRecord,
@@ -451,10 +451,6 @@ class Assistant:
         max_new = self._max_new()
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
         return _stream(self._run(patient, ids, cancel, max_new, start), report)
-
-    def parse_analysis(self, text: str) -> AnalysisDraft:
-        """The structured draft; text that fits nowhere is kept in ``unplaced``."""
-        return parse_analysis(text, model_name=self.model_label if self.loaded else "")
 
     def stream_regenerate_item(
         self,

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     )
     from engine.session.backend import ModelBackend, TrainingRunner, VaultOpener, VaultStore
     from engine.settings import Settings
+    from engine.training.runner import TrainingEvent
     from engine.trust.risk import RiskFlag
 
 __all__ = [
@@ -341,6 +342,23 @@ class Session:
         with self._model_lock:
             self._patient_in_model = None
 
+    def close(self) -> None:
+        """Close the vault at the end of a command-line action (no ``lock`` entry: nothing
+        was unlocked for a session)."""
+        with self._store_lock:
+            store, self._store = self._store, None
+            if store is not None:
+                store.close()
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """Re-wrap the vault key under ``new`` (audited)."""
+
+        def change(store: Any) -> None:
+            store.change_passphrase(old, new)
+            self._audit(store, "passphrase_changed", None)
+
+        self._vault(change)
+
     # -- patients and notes ------------------------------------------------------------------
     def list_patients(self, query: str = "") -> list[PatientSummary]:
         return self._vault(lambda store: store.search(query) if query else store.list_patients())
@@ -527,27 +545,48 @@ class Session:
 
     # -- training and adapters -------------------------------------------------------------------
     def train(self, patient: Patient, cancel: threading.Event) -> Iterator[dict[str, Any]]:
-        """Train this patient's adapter in a subprocess; yields progress dicts. Audited as
-        started, then finished, killed (``cancel``) or failed. Raises like the runner does."""
+        """Train this patient's adapter in a subprocess; yields progress dicts (phase, step,
+        total_steps, loss, tokens_per_s, eta_s, message). Audited as started, then finished,
+        killed (``cancel``, Ctrl-C) or failed. Raises like the runner does."""
         runner = self._training_runner or _run_training
         store = self._vault(lambda s: s)  # the runner takes its own turns on the vault
-        self._audit(store, "training_started", patient.id)
+        events = runner(patient=patient, store=store, settings=self.settings, cancel=cancel)
+        return self._audited_training(patient.id, events, cancel)
+
+    def training_events(
+        self,
+        patient_id: str,
+        cancel: threading.Event,
+        *,
+        overrides: dict[str, Any] | None = None,
+    ) -> Iterator[TrainingEvent]:
+        """:meth:`train` for the command line: the runner's own ``TrainingEvent`` objects,
+        with training overrides (epochs, steps, preference method)."""
+        from engine.training.runner import TrainingRun
+
+        store = self._vault(lambda s: s)
+        run = TrainingRun(store, patient_id, self.settings, overrides=overrides)
+        return self._audited_training(patient_id, _cancellable(run, cancel), cancel)
+
+    def _audited_training(
+        self, patient_id: str, events: Iterator[T], cancel: threading.Event
+    ) -> Iterator[T]:
+        self._vault(lambda s: self._audit(s, "training_started", patient_id))
         outcome, detail = "training_failed", ""
         try:
-            for event in runner(
-                patient=patient, store=store, settings=self.settings, cancel=cancel
-            ):
+            for event in events:
                 yield event
                 if cancel.is_set():
                     break
             outcome = "training_killed" if cancel.is_set() else "training_finished"
         except BaseException as exc:
-            outcome = "training_killed" if cancel.is_set() else "training_failed"
+            stopped = cancel.is_set() or isinstance(exc, KeyboardInterrupt)
+            outcome = "training_killed" if stopped else "training_failed"
             detail = type(exc).__name__
             raise
         finally:
-            if self._store is not None:
-                self._vault(lambda s: self._audit(s, outcome, patient.id, detail or self.origin))
+            with contextlib.suppress(VaultLocked):  # locked meanwhile: nothing to write to
+                self._vault(lambda s: self._audit(s, outcome, patient_id, detail or self.origin))
 
     def after_training(self, patient: Patient) -> str | None:
         """Use the adapter just trained (returns the model's new label)."""
@@ -587,13 +626,8 @@ def _decode_autosave(blob: bytes | None) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-def _run_training(
-    *, patient: Patient, store: Any, settings: Settings, cancel: threading.Event
-) -> Iterator[dict[str, Any]]:
-    """The real runner: ``engine.training.runner.TrainingRun``'s events as dicts."""
-    from engine.training.runner import TrainingRun
-
-    run = TrainingRun(store, patient.id, settings)
+def _cancellable(run: Any, cancel: threading.Event) -> Iterator[Any]:
+    """``run.events()``, with ``cancel`` (from any thread) stopping the subprocess."""
     done = threading.Event()
 
     def watch_cancel() -> None:
@@ -604,15 +638,24 @@ def _run_training(
 
     threading.Thread(target=watch_cancel, name="training-cancel", daemon=True).start()
     try:
-        for event in run.events():
-            yield {
-                "phase": event.phase,
-                "step": event.step,
-                "total_steps": event.total_steps,
-                "loss": event.loss,
-                "tokens_per_s": event.tokens_per_s,
-                "eta_s": event.eta_s,
-                "message": event.message,
-            }
+        yield from run.events()
     finally:
         done.set()
+
+
+def _run_training(
+    *, patient: Patient, store: Any, settings: Settings, cancel: threading.Event
+) -> Iterator[dict[str, Any]]:
+    """The real runner: ``engine.training.runner.TrainingRun``'s events as dicts."""
+    from engine.training.runner import TrainingRun
+
+    for event in _cancellable(TrainingRun(store, patient.id, settings), cancel):
+        yield {
+            "phase": event.phase,
+            "step": event.step,
+            "total_steps": event.total_steps,
+            "loss": event.loss,
+            "tokens_per_s": event.tokens_per_s,
+            "eta_s": event.eta_s,
+            "message": event.message,
+        }

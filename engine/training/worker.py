@@ -483,7 +483,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    __import__(
-        "engine.trust.hardening"
-    ).hardening.harden_process()  # trust: no core dumps, umask 077
+    # trust: no core dumps, umask 077 (``__import__`` returns the top package ``engine``)
+    __import__("engine.trust.hardening").trust.hardening.harden_process()
     raise SystemExit(main())

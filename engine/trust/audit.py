@@ -80,6 +80,13 @@ ACTIONS = (
     "risk_flagged",
     "risk_acknowledged",
     "passphrase_changed",
+    # written by engine.session.Session for every front end
+    "unlock_failed",
+    "risk_cancelled",
+    "training_started",
+    "training_finished",
+    "training_failed",
+    "training_killed",
 )
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ID_RE = re.compile(r"^[0-9a-f]{8,64}$")
