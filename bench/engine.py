@@ -45,6 +45,7 @@ if "--threads" in sys.argv[:-1]:  # per-thread in OpenMP: must be set before tor
 import torch
 
 from bench.reference import ClockStreamer
+from engine.inference.analysis import parse_analysis
 from engine.inference.assistant import Assistant
 from engine.inference.generation import TokenClock, generate_kwargs
 from engine.model.adapters import AdapterRegistry
@@ -244,7 +245,9 @@ def bench_analysis(assistant: Assistant, patient: Patient, repeats: int, max_new
 def bench_regenerate(assistant: Assistant, patient: Patient, repeats: int) -> dict:
     cancel = threading.Event()
     text = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
-    draft = assistant.parse_analysis(text + "\nReasons:\n1. Pressure from her parents")
+    draft = parse_analysis(
+        text + "\nReasons:\n1. Pressure from her parents", model_name=assistant.model_label
+    )
     item = draft.reasons[-1]
     item.comments.append("Mention the village and the family's honour.")
 

@@ -7,7 +7,7 @@ thread-safe), so every cross-thread hand-off is visible in one place.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from textual.message import Message
 

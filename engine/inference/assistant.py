@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.errors import InputRejected, ModelLoadError, PhyAssistError
-from engine.inference.analysis import parse_analysis, strip_leading_marker
+from engine.inference.analysis import strip_leading_marker
 from engine.inference.context import (
     CountingCache,
     FittedRecord,
@@ -156,7 +156,7 @@ class Assistant:
     def _activate_domain(self) -> bool:
         try:
             model = self.settings.model
-            path = resolve_domain_adapter(model.domain_adapter, model.spec)
+            path = resolve_domain_adapter(model.domain_adapter, model.spec, model.adapters_dir)
         except PhyAssistError as exc:
             self.last_adapter_error = str(exc)
             return False
@@ -451,10 +451,6 @@ class Assistant:
         max_new = self._max_new()
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
         return _stream(self._run(patient, ids, cancel, max_new, start), report)
-
-    def parse_analysis(self, text: str) -> AnalysisDraft:
-        """The structured draft; text that fits nowhere is kept in ``unplaced``."""
-        return parse_analysis(text, model_name=self.model_label if self.loaded else "")
 
     def stream_regenerate_item(
         self,

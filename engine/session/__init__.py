@@ -1,8 +1,9 @@
 """The one object a front end talks to: :class:`Session` (vault, model, runs, audit).
 
-``core`` holds the Session, ``runs`` the generation runs and their typed outcomes, and
-``backend`` the protocols of what the Session drives (the model, the vault). Nothing here
-imports torch or textual at import time.
+``core`` holds the Session; ``loading`` the model's background load and readiness;
+``runs`` the generation runs and their typed outcomes; ``training`` the default training
+runner; ``backend`` the protocols of what the Session drives (the model, the vault).
+Nothing here imports torch or textual at import time.
 """
 
 from engine.session.backend import ModelBackend, TrainingRunner, VaultOpener, VaultStore

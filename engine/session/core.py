@@ -3,9 +3,9 @@
 It holds the two long-lived things, the open vault and the model, and does every action on
 them so that no front end has to remember the rules:
 
-* the model loads in a background thread (``start_model_load``); readiness is a state that
-  listeners hear about and that ``wait_ready`` / ``ready()`` wait on, woken (not polled) by
-  the load or by a run's ``cancel``;
+* the model loads in a background thread (``start_model_load``, ``engine.session.loading``);
+  readiness is a state that listeners hear about and that ``wait_ready`` / ``ready()`` wait
+  on, woken (not polled) by the load or by a run's ``cancel``;
 * which patient's adapter the model holds (``use_patient``) and the record read-ahead
   (``prefill_record``) share one lock, so the read-ahead always fills the cache of the
   adapter in use;
@@ -29,10 +29,12 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.errors import PhyAssistError, WrongPassphrase
+from engine.session.loading import ModelLoader, ModelState
 from engine.session.runs import AnalysisOutcome, ChatOutcome, ItemOutcome, Outcome, Run
+from engine.session.training import cancellable, run_training
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     )
     from engine.session.backend import ModelBackend, TrainingRunner, VaultOpener, VaultStore
     from engine.settings import Settings
+    from engine.training.runner import TrainingEvent
     from engine.trust.risk import RiskFlag
 
 __all__ = [
@@ -70,15 +73,6 @@ class VaultLocked(PhyAssistError):
 
 
 @dataclass(frozen=True)
-class ModelState:
-    """Where the background model load stands; ``label`` once ready, ``detail`` progress/why."""
-
-    state: Literal["idle", "loading", "ready", "failed"] = "idle"
-    label: str = ""
-    detail: str = ""
-
-
-@dataclass(frozen=True)
 class OpenedPatient:
     """A patient as opened: the record and any unsaved draft kept from last time."""
 
@@ -92,25 +86,6 @@ class RiskCheck:
 
     flags: list[RiskFlag]
     found_by: str
-
-
-class _Cancel(threading.Event):
-    """A cancel flag that also wakes the Session's waits (no polling)."""
-
-    def __init__(self, condition: threading.Condition) -> None:
-        super().__init__()
-        self._condition = condition
-
-    def set(self) -> None:
-        super().set()
-        with self._condition:
-            self._condition.notify_all()
-
-
-def _real_assistant(settings: Settings) -> ModelBackend:
-    from engine.inference.assistant import Assistant  # torch: in the load thread only
-
-    return Assistant(settings)
 
 
 def _real_opener() -> VaultOpener:
@@ -134,18 +109,13 @@ class Session:
     ) -> None:
         self.settings = settings
         self.origin = origin  # the audit entries' detail: which front end acted
-        self._assistant = assistant
-        self._assistant_factory = assistant_factory or _real_assistant
+        self._loader = ModelLoader(settings, assistant, assistant_factory)
         self._opener = vault_opener
         self._training_runner = training_runner
         self._store: VaultStore | None = None
         self._store_lock = threading.RLock()
         self._model_lock = threading.Lock()
         self._patient_in_model: str | None = None
-        self._state = ModelState()
-        self._condition = threading.Condition()
-        self._listeners: list[Callable[[ModelState], None]] = []
-        self._load_started = False
         self._failed_unlocks = 0
 
     @classmethod
@@ -165,56 +135,19 @@ class Session:
     # -- the model: background load and readiness -----------------------------------------
     @property
     def model_state(self) -> ModelState:
-        return self._state
+        return self._loader.state
 
     def subscribe(self, listener: Callable[[ModelState], None]) -> None:
         """Call ``listener(state)`` now and on every change (from the loading thread)."""
-        with self._condition:
-            self._listeners.append(listener)
-            state = self._state
-        listener(state)
-
-    def _set_state(self, state: ModelState) -> None:
-        with self._condition:
-            self._state = state
-            listeners = list(self._listeners)
-            self._condition.notify_all()
-        for listener in listeners:
-            with contextlib.suppress(Exception):  # a front end gone away must not stop the load
-                listener(state)
+        self._loader.subscribe(listener)
 
     def start_model_load(self) -> bool:
         """Start loading the model in a background thread (once); ``False`` if already started."""
-        with self._condition:
-            if self._load_started:
-                return False
-            self._load_started = True
-        self._set_state(ModelState("loading", "", ""))
-        threading.Thread(target=self._load, name="load-model", daemon=True).start()
-        return True
-
-    def _load(self) -> None:
-        def progress(*args: Any, **kwargs: Any) -> None:
-            detail = " ".join(str(a) for a in args if a is not None)
-            detail = detail or " ".join(f"{v}" for v in kwargs.values())
-            self._set_state(ModelState("loading", "", detail[:200]))
-
-        try:
-            if self._assistant is None:
-                self._assistant = self._assistant_factory(self.settings)
-            if not self._assistant.loaded:
-                self._assistant.load(progress=progress)
-        except Exception as exc:
-            message = (
-                str(exc) if isinstance(exc, PhyAssistError) else f"{type(exc).__name__}: {exc}"
-            )
-            self._set_state(ModelState("failed", "", message))
-            return
-        self._set_state(ModelState("ready", self._assistant.model_label, ""))
+        return self._loader.start()
 
     def new_cancel(self) -> threading.Event:
         """A cancel flag whose ``set()`` wakes ``wait_ready`` at once."""
-        return _Cancel(self._condition)
+        return self._loader.new_cancel()
 
     def wait_ready(
         self, cancel: threading.Event | None = None, timeout: float | None = None
@@ -223,15 +156,7 @@ class Session:
 
         ``cancel`` should come from :meth:`new_cancel` (a plain Event is seen at the next
         state change only)."""
-        with self._condition:
-            self._condition.wait_for(
-                lambda: (
-                    self._state.state in ("ready", "failed")
-                    or (cancel is not None and cancel.is_set())
-                ),
-                timeout,
-            )
-            return self._state.state == "ready"
+        return self._loader.wait_ready(cancel, timeout)
 
     async def ready(self, cancel: threading.Event | None = None) -> bool:
         """:meth:`wait_ready` for a coroutine."""
@@ -239,18 +164,19 @@ class Session:
 
     @property
     def model(self) -> ModelBackend:
-        if self._assistant is None or self._state.state != "ready":
+        backend = self._loader.ready_backend
+        if backend is None:
             raise PhyAssistError("The model is not loaded yet.")
-        return self._assistant
+        return backend
 
     def use_patient(self, patient: Patient, *, force: bool = False) -> str | None:
         """Put this patient's adapter (else the domain adapter or base) in the model.
 
         Returns the model's new label, or ``None`` when nothing changed (already this
         patient's, or the model is not ready)."""
-        if self._state.state != "ready" or self._assistant is None:
+        assistant = self._loader.ready_backend
+        if assistant is None:
             return None
-        assistant = self._assistant
         with self._model_lock:
             if self._patient_in_model == patient.id and not force:
                 return None
@@ -262,13 +188,14 @@ class Session:
         """Read the patient's record into the model's prompt cache while the counselor types
         (the first draft then starts in about a second). An optimisation only: any failure
         returns 0, and ``cancel`` stops it within a chunk."""
-        if self._state.state != "ready" or self._assistant is None or cancel.is_set():
+        assistant = self._loader.ready_backend
+        if assistant is None or cancel.is_set():
             return 0
         with self._model_lock:  # the adapter in use stays the one this patient's cache is for
             if self._patient_in_model != patient.id or cancel.is_set():
                 return 0
             try:
-                return int(self._assistant.prefill_record(patient, cancel) or 0)
+                return int(assistant.prefill_record(patient, cancel) or 0)
             except Exception:
                 return 0
 
@@ -347,6 +274,23 @@ class Session:
         with self._model_lock:
             self._patient_in_model = None
 
+    def close(self) -> None:
+        """Close the vault at the end of a command-line action (no ``lock`` entry: nothing
+        was unlocked for a session)."""
+        with self._store_lock:
+            store, self._store = self._store, None
+            if store is not None:
+                store.close()
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """Re-wrap the vault key under ``new`` (audited)."""
+
+        def change(store: Any) -> None:
+            store.change_passphrase(old, new)
+            self._audit(store, "passphrase_changed", None)
+
+        self._vault(change)
+
     # -- patients and notes ------------------------------------------------------------------
     def list_patients(self, query: str = "") -> list[PatientSummary]:
         return self._vault(lambda store: store.search(query) if query else store.list_patients())
@@ -421,9 +365,10 @@ class Session:
     # -- risk ----------------------------------------------------------------------------------
     def risk_model_refusal(self) -> str | None:
         """Why the risk check is rules only (``None``: the model is asked too). Cheap."""
-        if self._state.state != "ready" or self._assistant is None:
+        assistant = self._loader.ready_backend
+        if assistant is None:
             return "the model is still loading"
-        return self._assistant.risk_model_refusal()
+        return assistant.risk_model_refusal()
 
     def check_risk(self, text: str) -> RiskCheck:
         """Rules always; the model too where :meth:`risk_model_refusal` allows (blocking:
@@ -482,7 +427,7 @@ class Session:
         fields = vars(base)
         if base.error is not None or not base.text.strip():
             return AnalysisOutcome(**fields)
-        label = self._assistant.model_label if self._assistant is not None else ""
+        label = self._loader.label
         try:
             draft = parse_analysis(base.text, model_name=label)
         except Exception as exc:
@@ -533,27 +478,48 @@ class Session:
 
     # -- training and adapters -------------------------------------------------------------------
     def train(self, patient: Patient, cancel: threading.Event) -> Iterator[dict[str, Any]]:
-        """Train this patient's adapter in a subprocess; yields progress dicts. Audited as
-        started, then finished, killed (``cancel``) or failed. Raises like the runner does."""
-        runner = self._training_runner or _run_training
+        """Train this patient's adapter in a subprocess; yields progress dicts (phase, step,
+        total_steps, loss, tokens_per_s, eta_s, message). Audited as started, then finished,
+        killed (``cancel``, Ctrl-C) or failed. Raises like the runner does."""
+        runner = self._training_runner or run_training
         store = self._vault(lambda s: s)  # the runner takes its own turns on the vault
-        self._audit(store, "training_started", patient.id)
+        events = runner(patient=patient, store=store, settings=self.settings, cancel=cancel)
+        return self._audited_training(patient.id, events, cancel)
+
+    def training_events(
+        self,
+        patient_id: str,
+        cancel: threading.Event,
+        *,
+        overrides: dict[str, Any] | None = None,
+    ) -> Iterator[TrainingEvent]:
+        """:meth:`train` for the command line: the runner's own ``TrainingEvent`` objects,
+        with training overrides (epochs, steps, preference method)."""
+        from engine.training.runner import TrainingRun
+
+        store = self._vault(lambda s: s)
+        run = TrainingRun(store, patient_id, self.settings, overrides=overrides)
+        return self._audited_training(patient_id, cancellable(run, cancel), cancel)
+
+    def _audited_training(
+        self, patient_id: str, events: Iterator[T], cancel: threading.Event
+    ) -> Iterator[T]:
+        self._vault(lambda s: self._audit(s, "training_started", patient_id))
         outcome, detail = "training_failed", ""
         try:
-            for event in runner(
-                patient=patient, store=store, settings=self.settings, cancel=cancel
-            ):
+            for event in events:
                 yield event
                 if cancel.is_set():
                     break
             outcome = "training_killed" if cancel.is_set() else "training_finished"
         except BaseException as exc:
-            outcome = "training_killed" if cancel.is_set() else "training_failed"
+            stopped = cancel.is_set() or isinstance(exc, KeyboardInterrupt)
+            outcome = "training_killed" if stopped else "training_failed"
             detail = type(exc).__name__
             raise
         finally:
-            if self._store is not None:
-                self._vault(lambda s: self._audit(s, outcome, patient.id, detail or self.origin))
+            with contextlib.suppress(VaultLocked):  # locked meanwhile: nothing to write to
+                self._vault(lambda s: self._audit(s, outcome, patient_id, detail or self.origin))
 
     def after_training(self, patient: Patient) -> str | None:
         """Use the adapter just trained (returns the model's new label)."""
@@ -561,10 +527,11 @@ class Session:
 
     def rollback_adapter(self, patient_id: str, version: int | None = None) -> tuple[int, int]:
         """Make an earlier adapter version active; returns (previous, now active)."""
-        from engine.training.versions import active_version, rollback
+        from engine.model.adapters import AdapterRegistry
+        from engine.training.versions import rollback
 
         def roll(store: VaultStore) -> tuple[int, int]:
-            current = active_version(store, patient_id)
+            current = AdapterRegistry(store).active(patient_id)
             now = rollback(store, patient_id, version)
             self._audit(store, "adapter_activated", patient_id, f"rollback v{current}->v{now}")
             return current, now
@@ -591,34 +558,3 @@ def _decode_autosave(blob: bytes | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return payload if isinstance(payload, dict) else None
-
-
-def _run_training(
-    *, patient: Patient, store: Any, settings: Settings, cancel: threading.Event
-) -> Iterator[dict[str, Any]]:
-    """The real runner: ``engine.training.runner.TrainingRun``'s events as dicts."""
-    from engine.training.runner import TrainingRun
-
-    run = TrainingRun(store, patient.id, settings)
-    done = threading.Event()
-
-    def watch_cancel() -> None:
-        while not done.is_set():
-            if cancel.wait(0.1):
-                run.cancel()
-                return
-
-    threading.Thread(target=watch_cancel, name="training-cancel", daemon=True).start()
-    try:
-        for event in run.events():
-            yield {
-                "phase": event.phase,
-                "step": event.step,
-                "total_steps": event.total_steps,
-                "loss": event.loss,
-                "tokens_per_s": event.tokens_per_s,
-                "eta_s": event.eta_s,
-                "message": event.message,
-            }
-    finally:
-        done.set()

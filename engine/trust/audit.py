@@ -82,6 +82,13 @@ ACTIONS = (
     "passphrase_changed",
     "backup_target_added",
     "vault_restored",
+    # written by engine.session.Session for every front end
+    "unlock_failed",
+    "risk_cancelled",
+    "training_started",
+    "training_finished",
+    "training_failed",
+    "training_killed",
 )
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ID_RE = re.compile(r"^[0-9a-f]{8,64}$")

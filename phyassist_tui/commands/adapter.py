@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from engine.errors import InputRejected
-from engine.trust.audit import record as audit_record  # trust: audit hook
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -82,7 +81,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from engine.model.adapters import AdapterRegistry
-    from engine.training.versions import rollback
+    from engine.session import Session
     from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=True) as store:
@@ -92,14 +91,14 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
         if not _confirm(f"Switch this patient's adapter from v{current} to {target}?", args.yes):
             print("Nothing changed.")
             return 1
-        version = rollback(store, patient_id, args.version)
-        audit_record(store, "adapter_activated", patient_id, f"rollback v{current}->v{version}")
+        session = Session.over(store, store.settings, origin="cli")
+        _previous, version = session.rollback_adapter(patient_id, args.version)  # audited
     print(f"Adapter v{version} is now active.")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from engine.training.versions import export_adapter
+    from engine.session import Session
     from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=False) as store:
@@ -111,7 +110,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if not _confirm(question, args.yes):
             print("Nothing exported.")
             return 1
-        out = export_adapter(store, patient_id, args.out, args.version)
-        audit_record(store, "export", patient_id, f"adapter v{args.version or 'active'}")  # trust
+        session = Session.over(store, store.settings, origin="cli")
+        out = session.export_adapter(patient_id, args.out, args.version)  # audited
     print(f"Exported to {out} (adapter_config.json + adapter_model.safetensors).")
     return 0

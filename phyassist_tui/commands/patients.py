@@ -16,12 +16,12 @@ import unicodedata
 from typing import TYPE_CHECKING
 
 from engine.errors import InputRejected
-from engine.trust.audit import record as audit_record  # trust: audit hook
 from engine.trust.sanitize import safe_terminal_text as _safe
 from phyassist_tui.commands._common import resolve_patient_id
 
 if TYPE_CHECKING:
     from engine.records import Patient, PatientSummary
+    from engine.session import Session
     from engine.vault.store import Store
 
 
@@ -98,6 +98,7 @@ def _ask_new_passphrase(env_var: str | None = None) -> str:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
+    from engine.session import Session
     from engine.vault.store import Store
     from phyassist_tui.commands._common import read_passphrase, settings
 
@@ -106,8 +107,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
         print(f"phyassist: a vault already exists at {cfg.vault_dir}", file=sys.stderr)
         return 1
     passphrase = read_passphrase() if _from_environment() else _ask_new_passphrase()
-    with Store.create(cfg.vault_dir, passphrase, settings=cfg):
-        pass
+    session = Session(cfg, origin="cli")
+    session.create_vault(passphrase)  # audited as vault_created
+    session.close()
     print(f"Created an encrypted vault at {cfg.vault_dir}.")
     print("Keep the passphrase safe: without it nothing in the vault can be recovered.")
     return 0
@@ -121,10 +123,17 @@ def _cmd_passwd(args: argparse.Namespace) -> int:
     old = read_passphrase("Current passphrase: ")
     with Store.open(cfg.vault_dir, old, settings=cfg) as store:
         new = _ask_new_passphrase("PHYASSIST_NEW_PASSPHRASE")
-        store.change_passphrase(old, new)
-        audit_record(store, "passphrase_changed", None, "cli")  # trust
+        _session(store).change_passphrase(old, new)  # audited
     print("Passphrase changed.")
     return 0
+
+
+def _session(store: Store) -> Session:
+    """The engine's Session over the store this command opened: it writes the audit entry
+    of each action (the same entries as the TUI's)."""
+    from engine.session import Session
+
+    return Session.over(store, store.settings, origin="cli")
 
 
 def _open(writer: bool) -> Store:
@@ -182,8 +191,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_show(args: argparse.Namespace) -> int:
     with _open(writer=False) as store:
-        patient = store.load_patient(resolve_patient_id(store, args.id))
-        audit_record(store, "patient_opened", patient.id, "cli show")  # trust
+        opened = _session(store).open_patient(resolve_patient_id(store, args.id), detail="cli show")
+        patient = opened.patient
     if args.json:
         print(_json_for_terminal(patient.model_dump(mode="json")))
     else:
@@ -222,8 +231,7 @@ def _format_patient(patient: Patient) -> str:
 
 def _cmd_add(args: argparse.Namespace) -> int:
     with _open(writer=True) as store:
-        patient = store.create_patient(args.name)
-        audit_record(store, "patient_created", patient.id, "cli")  # trust
+        patient = _session(store).create_patient(args.name)  # audited
     print(patient.id)
     return 0
 
@@ -239,8 +247,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
             if answer.strip().lower() not in ("y", "yes"):
                 print("Nothing deleted.")
                 return 1
-        store.delete_patient(patient_id)
-        audit_record(store, "patient_deleted", patient_id, "cli")  # trust
+        _session(store).delete_patient(patient_id)  # audited
     print(f"Deleted {patient_id}.")
     return 0
 

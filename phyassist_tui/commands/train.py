@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def format_event(event: TrainingEvent) -> str | None:
 
 
 def _cmd_train_patient(args: argparse.Namespace) -> int:
-    from engine.training.runner import TrainingRun
+    from engine.session import Session
     from phyassist_tui.commands._common import open_store, resolve_patient_id, settings
 
     cfg = settings()
@@ -96,9 +97,10 @@ def _cmd_train_patient(args: argparse.Namespace) -> int:
         overrides["preference_method"] = args.preference
     with open_store(cfg, writer=True) as store:
         patient_id = resolve_patient_id(store, args.id)
-        run = TrainingRun(store, patient_id, cfg, overrides=overrides)
-        try:
-            for event in run.events():
+        session = Session.over(store, cfg, origin="cli")
+        cancel = threading.Event()
+        try:  # audited by the Session: started, then finished, killed or failed
+            for event in session.training_events(patient_id, cancel, overrides=overrides):
                 if args.json:
                     payload = (
                         event.data
@@ -115,7 +117,7 @@ def _cmd_train_patient(args: argparse.Namespace) -> int:
                 if line:
                     print(line, flush=True)
         except KeyboardInterrupt:
-            run.cancel()
+            cancel.set()  # the subprocess was stopped as the events ended
             print("Training cancelled; the previous adapter stays active.", file=sys.stderr)
             return 130
     return 0

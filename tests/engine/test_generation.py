@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from engine.errors import InputRejected
+from engine.inference.analysis import parse_analysis
 from engine.inference.generation import GenerationRun
 from engine.records import BasicInfo, ChatMessage, Note, Patient
 
@@ -40,7 +41,7 @@ def test_stream_analysis_yields_text_and_stats(assistant, patient, cancel) -> No
     if stats.tokens > 1:
         assert stats.tokens_per_s > 0
     assert stream.context_report == "1 of 1 notes fit"
-    draft = assistant.parse_analysis(text)
+    draft = parse_analysis(text, model_name=assistant.model_label)
     assert draft.raw_output == text
     assert draft.model_name == assistant.model_label
 
@@ -111,7 +112,7 @@ def test_prefix_cache_gives_identical_greedy_output(assistant, patient, cancel) 
     assert plain == first == again
 
     # Regenerate and chat share the patient's system prefix (role + record).
-    draft = assistant.parse_analysis(again + "\nReasons:\n1. Exams")
+    draft = parse_analysis(again + "\nReasons:\n1. Exams", model_name=assistant.model_label)
     item = draft.reasons[-1]
     item.comments.append("more specific")
     stream = assistant.stream_regenerate_item(

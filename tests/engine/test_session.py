@@ -26,7 +26,7 @@ from engine.session import (
     VaultLocked,
 )
 from engine.settings import Settings
-from engine.trust.audit import AuditLog
+from engine.trust.audit import ACTIONS, AuditLog
 from engine.trust.risk import assess, risk_audit_detail
 from engine.vault.store import Store
 
@@ -137,6 +137,7 @@ def test_every_action_is_audited_by_the_session(tmp_path: Path, settings_for) ->
         ("lock", None, "tui"),
     ]
     assert RISKY not in str(_log(settings))  # never the client's words
+    assert {action for action, _, _ in _log(settings)} <= set(ACTIONS)  # all documented
 
 
 class BlockedModel:

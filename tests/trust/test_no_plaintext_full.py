@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import TrainingError
+from engine.inference.analysis import parse_analysis
 from engine.records import BasicInfo, Item, Note
 from engine.trust.audit import AuditLog
 from engine.trust.doctor import _bad_modes
@@ -50,7 +51,7 @@ def test_no_plaintext_after_analysis_chat_training_and_crash(
         assistant.use_patient(patient, store)
         cancel = threading.Event()
         text = "".join(assistant.stream_analysis(patient, secrets["statement"], cancel=cancel))
-        draft = assistant.parse_analysis(text)
+        draft = parse_analysis(text, model_name=assistant.model_label)
         # the counselor completes and edits the draft (a 48-token draft is often partial)
         draft.symptom_type = Item(text=f"睡眠问题{u}", draft=draft.symptom_type.text or None)
         draft.reasons.append(Item(text=f"学业压力{u}"))
