@@ -15,6 +15,7 @@ from typing import Any
 
 from engine.errors import InputRejected, ModelLoadError, PhyAssistError
 from engine.inference.analysis import parse_analysis, parse_item_text, strip_leading_marker
+from engine.inference.constraints import TokenConstraint
 from engine.inference.context import (
     CountingCache,
     FittedRecord,
@@ -30,6 +31,13 @@ from engine.inference.prompts import (
     record_language,
     regenerate_item_request,
     system_prompt,
+)
+from engine.inference.structured import (
+    StructuredDraft,
+    ensure_risk_items,
+    requested_language,
+    wants_short_label,
+    write_item,
 )
 from engine.model.adapters import (
     AdapterManager,
@@ -66,6 +74,10 @@ class Assistant:
         self._count: CountingCache | None = None
         self._suffix = "base"
         self._domain_name: str | None = None
+        # The last Analysis request (statement, its language, the draft it regenerates) and
+        # its structured result: parse_analysis hands that back and adds the risk items.
+        self._last_request: tuple[str, Lang, AnalysisDraft | None] | None = None
+        self._last_structured: StructuredDraft | None = None
 
     # Loading -------------------------------------------------------------------------------
 
@@ -298,6 +310,8 @@ class Assistant:
         cancel: threading.Event,
         max_new: int,
         start: float,
+        constraint: TokenConstraint | None = None,
+        stop_text: Callable[[str], bool] | None = None,
     ) -> GenerationRun:
         loaded = self.model
         model = self.adapters.model
@@ -324,7 +338,18 @@ class Assistant:
             on_end=finished,
             start=start,
             fast=self._fast_decoder(loaded, model),
+            constraint=constraint,
+            stop_text=stop_text,
         )
+
+    def _segments(self, patient: Patient | None, cancel: threading.Event, start: float):
+        """A ``structured.RunSegment`` over this patient's prefix cache (drafting section by
+        section continues one prompt, so each blank reuses the cache of the one before)."""
+
+        def run(ids, max_new, constraint, stop) -> GenerationRun:  # type: ignore[no-untyped-def]
+            return self._run(patient, ids, cancel, max_new, start, constraint, stop)
+
+        return run
 
     def record_prefix_ids(self, patient: Patient) -> list[int]:
         """The prompt tokens every Analysis and Chat request for ``patient`` starts with
@@ -442,19 +467,61 @@ class Assistant:
         guidance: AnalysisDraft | None = None,
         observed: str = "",
     ) -> Iterator[str]:
-        """Stream a whole Analysis draft for ``question`` (the client's statement)."""
+        """Stream a whole Analysis draft for ``question`` (the client's statement).
+
+        With ``generation.draft_layout == "engine"`` the engine writes the layout and the model
+        fills in each item (engine.inference.structured); ``parse_analysis`` of the joined
+        chunks then returns that structured draft, with the risk items."""
         start = time.perf_counter()
         self._check_text(question, "statement")
-        lang = detect_language(question)
+        statement_lang = detect_language(question)
+        comments = _draft_comments(guidance)
+        lang = requested_language(comments) or statement_lang
         user = analysis_request(question, lang, observed=observed, guidance=guidance)
         max_new = self._max_new()
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
         self.context_report = report
-        return iter(self._run(patient, ids, cancel, max_new, start))
+        self._last_request = (question, statement_lang, guidance)
+        self._last_structured = None
+        gen = self.settings.generation
+        if gen.draft_layout == "free":
+            return iter(self._run(patient, ids, cancel, max_new, start))
+        symptom_comments = guidance.symptom_type.comments if guidance is not None else []
+        drafter = StructuredDraft(
+            self.model.tokenizer,
+            self._segments(patient, cancel, start),
+            ids,
+            lang,
+            question,
+            constrain=gen.language_constraint,
+            short_label=wants_short_label(symptom_comments),
+            previous=guidance,
+            start=start,
+            cancelled=cancel.is_set,
+        )
+        return self._stream_structured(drafter)
+
+    def _stream_structured(self, drafter: StructuredDraft) -> Iterator[str]:
+        yield from drafter.stream()
+        self.last_stats = drafter.stats
+        self._last_structured = drafter
 
     def parse_analysis(self, text: str) -> AnalysisDraft:
-        """The structured draft; text that fits nowhere is kept in ``unplaced``."""
-        return parse_analysis(text, model_name=self.model_label if self.loaded else "")
+        """The structured draft; text that fits nowhere is kept in ``unplaced``.
+
+        For the text of the last engine-laid-out draft, that draft itself; otherwise the
+        tolerant parser's. Either way the risk items of the last statement are in it."""
+        name = self.model_label if self.loaded else ""
+        done = self._last_structured
+        if done is not None and text == done.text:
+            draft = done.draft.model_copy(deep=True)
+            draft.model_name = name
+        else:
+            draft = parse_analysis(text, model_name=name)
+        if self._last_request is not None:
+            statement, lang, previous = self._last_request
+            draft = ensure_risk_items(draft, statement, lang, previous)
+        return draft
 
     def clean_item_text(self, text: str) -> str:
         """The final text of a regenerated item (numbering, heading and quotes removed)."""
@@ -474,12 +541,32 @@ class Assistant:
         start = time.perf_counter()
         self._check_text(question, "statement")
         item = _find_item(draft, section, item_id)
-        lang = detect_language(question)
+        lang = requested_language(item.comments) or detect_language(question)
         user = regenerate_item_request(question, draft, section, item, lang)
         max_new = self._max_new(ITEM_MAX_NEW_TOKENS)
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
         self.context_report = report
-        return _strip_leading_marker(iter(self._run(patient, ids, cancel, max_new, start)))
+        gen = self.settings.generation
+        if gen.draft_layout == "free":
+            return _strip_leading_marker(iter(self._run(patient, ids, cancel, max_new, start)))
+        return self._stream_item(
+            write_item(
+                self.model.tokenizer,
+                self._segments(patient, cancel, start),
+                ids,
+                lang,
+                section,
+                constrain=gen.language_constraint,
+                short_label=wants_short_label(item.comments),
+                stats_out=(stats := []),
+            ),
+            stats,
+        )
+
+    def _stream_item(self, chunks: Iterator[str], stats: list[GenerationStats]) -> Iterator[str]:
+        yield from chunks
+        if stats:
+            self.last_stats = stats[-1]
 
     def stream_chat(
         self,
@@ -513,6 +600,13 @@ def _as_ids(value: Any) -> list[int]:
     if value and isinstance(value[0], list):
         value = value[0]
     return [int(i) for i in value]
+
+
+def _draft_comments(draft: AnalysisDraft | None) -> list[str]:
+    if draft is None:
+        return []
+    items = [draft.symptom_type, *draft.reasons, *draft.advice]
+    return [c for i in items for c in i.comments]
 
 
 def _turns_lang(turns: list[dict[str, str]]) -> Lang:
