@@ -120,7 +120,10 @@ def token_bytes(tokenizer: Any) -> list[bytes | None]:
         elif len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
             out.append(bytes([int(tok[3:5], 16)]))
         else:
-            out.append(tok.replace("▁", " ").encode("utf-8"))
+            try:
+                out.append(tok.replace("▁", " ").encode("utf-8"))
+            except UnicodeEncodeError:  # not text (a lone surrogate): never allowed
+                out.append(b"\xff")
     return out
 
 

@@ -35,6 +35,7 @@ RunSegment = Callable[
 LABEL_MAX_WORDS = 6  # "a short label"
 SHORT_LABEL_WORDS = 3  # when the counselor asked for a short one
 LABEL_MAX_TOKENS = 16
+LABEL_ATTEMPTS = 3
 ITEM_MAX_TOKENS = {"en": 48, "zh": 72}  # one sentence; CJK takes ~1.5 tokens a character
 ITEMS_PER_SECTION = 3
 MIN_ITEM_TOKENS = 4  # no line break or EOS before this (generate path)
@@ -272,12 +273,14 @@ class StructuredDraft:
     def _ids(self) -> list[int]:
         return self.prompt_ids + self.tokenizer.encode(self.text, add_special_tokens=False)
 
-    def _constraint(self, avoid: list[str] | None = None) -> TokenConstraint:
+    def _constraint(
+        self, avoid: list[str] | None = None, first_banned: list[int] | None = None
+    ) -> TokenConstraint:
         vocab = vocabulary(self.tokenizer)
         ends = (*vocab.newline_ids, *_eos(self.tokenizer))
         return TokenConstraint(
             bias=language_bias(self.tokenizer, self.lang) if self.constrain else None,
-            first_banned=(*ends, *vocab.punct_ids),
+            first_banned=(*ends, *vocab.punct_ids, *(first_banned or [])),
             end_ids=ends,
             min_tokens=MIN_ITEM_TOKENS,
             avoid=tuple(
@@ -293,9 +296,11 @@ class StructuredDraft:
         tally: _Tally,
         hold: bool,
         avoid: list[str] | None = None,
+        first_banned: list[int] | None = None,
     ) -> Iterator[str]:
         """Generate one blank; yields its text (cut at the stop) unless ``hold``."""
-        run = self.run_segment(self._ids(), max_new, self._constraint(avoid), stop)
+        constraint = self._constraint(avoid, first_banned)
+        run = self.run_segment(self._ids(), max_new, constraint, stop)
         got = ""
         sent = 0
         for chunk in run:
@@ -319,11 +324,7 @@ class StructuredDraft:
             # Symptom type: a few words, held back until cut to a label.
             self.text = f"{titles['symptom_type']}{sep.rstrip()}"
             yield self.text
-            max_words = SHORT_LABEL_WORDS if self.short_label else LABEL_MAX_WORDS
-            raw = "".join(
-                self._segment(LABEL_MAX_TOKENS, label_done(lang, max_words), tally, hold=True)
-            )
-            label = clean_label(raw, lang, max_words)
+            label = self._label(tally)
             head = (" " if lang == "en" else "") + label
             self.text += head
             yield head
@@ -350,6 +351,24 @@ class StructuredDraft:
         finally:
             self.stats = tally.stats(_now())
             self.draft.raw_output = self.text
+
+    def _label(self, tally: _Tally) -> str:
+        """The symptom type; an attempt that cleans to nothing ("(", a lone mark) is tried
+        again with its first token banned."""
+        max_words = SHORT_LABEL_WORDS if self.short_label else LABEL_MAX_WORDS
+        banned: list[int] = []
+        label = ""
+        for _ in range(LABEL_ATTEMPTS):
+            raw = "".join(
+                self._segment(
+                    LABEL_MAX_TOKENS, label_done(self.lang, max_words), tally, True, None, banned
+                )
+            )
+            label = clean_label(raw, self.lang, max_words)
+            if label:
+                break
+            banned.extend(self.tokenizer.encode(raw.strip(), add_special_tokens=False)[:1])
+        return label
 
     def _items(self, section: str, items: list[Item], count: int, tally: _Tally) -> Iterator[str]:
         """Up to ``count`` model items, numbered after those already in ``items``. A blank
@@ -409,11 +428,8 @@ def write_item(
     drafter.text = lead
     tally = _Tally(_now())
     if section == "symptom_type":
-        max_words = SHORT_LABEL_WORDS if short_label else LABEL_MAX_WORDS
-        raw = "".join(
-            drafter._segment(LABEL_MAX_TOKENS, label_done(lang, max_words), tally, hold=True)
-        )
-        yield clean_label(raw, lang, max_words)
+        drafter.short_label = short_label
+        yield drafter._label(tally)
     else:
         body = ""
         for piece in drafter._segment(ITEM_MAX_TOKENS[lang], item_done(lang), tally, hold=False):
