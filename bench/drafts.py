@@ -137,7 +137,7 @@ def judge(draft, lang: str, statement: str) -> dict:
     advice = [i for i in draft.advice if not i.inserted_by and i.text.strip()]
     items = reasons + advice
     short = (len(label) <= 12) if lang == "zh" else (len(label.split()) <= 6)
-    sentences = all(i.text.strip().rstrip("”\"’」)）")[-1:] in ends for i in items)
+    sentences = all(i.text.strip().rstrip('”"’」)）')[-1:] in ends for i in items)
     structured = (
         bool(label)
         and short

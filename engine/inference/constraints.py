@@ -87,6 +87,9 @@ def token_allowed(piece: bytes, lang: Lang) -> bool:
     return not has_letter and all(_zh_char(c) for c in text)
 
 
+_FULL_STOPS = tuple(m.encode() for m in ".!?。！？")
+
+
 def _punct_only(piece: bytes) -> bool:
     text = piece.decode("utf-8", "ignore")
     return bool(text) and not any(c.isalnum() for c in text)
@@ -134,13 +137,19 @@ class Vocabulary:
     pieces: tuple[bytes | None, ...]
     newline_ids: tuple[int, ...]  # tokens that contain a line break
     punct_ids: tuple[int, ...]  # tokens of nothing but punctuation and spaces
+    full_stop_ids: tuple[int, ...]  # tokens that end a sentence (. ! ? 。 ！ ？)
 
     @classmethod
     def of(cls, tokenizer: Any) -> Vocabulary:
         pieces = tuple(token_bytes(tokenizer))
         newline = tuple(i for i, p in enumerate(pieces) if p is not None and b"\n" in p)
         punct = tuple(i for i, p in enumerate(pieces) if p is not None and _punct_only(p))
-        return cls(pieces, newline, punct)
+        full_stop = tuple(
+            i
+            for i, p in enumerate(pieces)
+            if p is not None and any(mark in p for mark in _FULL_STOPS)
+        )
+        return cls(pieces, newline, punct, full_stop)
 
     def language_bias(self, lang: Lang) -> torch.Tensor:
         """0 for tokens allowed in ``lang`` (and special tokens), -inf for the rest."""
@@ -204,7 +213,7 @@ class TokenConstraint:
     def banned_continuations(self, generated: list[int]) -> list[int]:
         """Tokens that would complete an n-gram of ``avoid`` after ``generated``."""
         n = NO_REPEAT_NGRAM
-        if not self.avoid or len(generated) < n - 1:
+        if len(generated) < n - 1:
             return []
         head = tuple(generated[-(n - 1) :])
         out = []
@@ -247,11 +256,13 @@ class ConstraintProcessor(LogitsProcessor):
             banned.extend(c.first_banned)
         elif done < c.min_tokens:
             banned.extend(c.end_ids)
-        if c.avoid:
-            banned.extend(c.banned_continuations(input_ids[0, self.prompt_tokens :].tolist()))
+        generated = input_ids[0, self.prompt_tokens :].tolist()
+        banned.extend(c.banned_continuations(generated))
         if banned:
             scores = scores.clone()
             scores[:, [i for i in banned if i < size]] = float("-inf")
+        if banned and c.end_ids and bool(torch.isinf(scores).all()):  # nothing left: end
+            scores[:, list(c.end_ids)] = 0.0
         return scores
 
 

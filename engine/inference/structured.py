@@ -38,7 +38,9 @@ LABEL_MAX_TOKENS = 16
 LABEL_ATTEMPTS = 3
 ITEM_MAX_TOKENS = {"en": 48, "zh": 72}  # one sentence; CJK takes ~1.5 tokens a character
 ITEMS_PER_SECTION = 3
-MIN_ITEM_TOKENS = 4  # no line break or EOS before this (generate path)
+# no line break, EOS or full stop before this many tokens (generate path); a CJK character
+# is often two or three byte tokens in a small model's vocabulary
+MIN_ITEM_TOKENS = {"en": 4, "zh": 8}
 MIN_ITEMS = 2
 
 _END = {"en": ".!?", "zh": "。！？"}
@@ -274,17 +276,21 @@ class StructuredDraft:
         return self.prompt_ids + self.tokenizer.encode(self.text, add_special_tokens=False)
 
     def _constraint(
-        self, avoid: list[str] | None = None, first_banned: list[int] | None = None
+        self,
+        avoid: list[str] | None = None,
+        first_banned: list[int] | None = None,
+        min_tokens: int | None = None,
     ) -> TokenConstraint:
         vocab = vocabulary(self.tokenizer)
         ends = (*vocab.newline_ids, *_eos(self.tokenizer))
         return TokenConstraint(
             bias=language_bias(self.tokenizer, self.lang) if self.constrain else None,
             first_banned=(*ends, *vocab.punct_ids, *(first_banned or [])),
-            end_ids=ends,
-            min_tokens=MIN_ITEM_TOKENS,
+            end_ids=(*ends, *vocab.full_stop_ids),
+            min_tokens=MIN_ITEM_TOKENS[self.lang] if min_tokens is None else min_tokens,
             avoid=tuple(
-                tuple(self.tokenizer.encode(t, add_special_tokens=False)) for t in avoid or []
+                tuple(self.tokenizer.encode(t, add_special_tokens=False))
+                for t in [*SECTION_TITLES[self.lang].values(), *(avoid or [])]
             ),
             repetition_penalty=1.0 if self.constrain and self.lang == "zh" else None,
         )
@@ -298,8 +304,9 @@ class StructuredDraft:
         avoid: list[str] | None = None,
         first_banned: list[int] | None = None,
     ) -> Iterator[str]:
-        """Generate one blank; yields its text (cut at the stop) unless ``hold``."""
-        constraint = self._constraint(avoid, first_banned)
+        """Generate one blank; yields its text (cut at the stop) unless ``hold`` (a label,
+        which has no minimum length)."""
+        constraint = self._constraint(avoid, first_banned, 0 if hold else None)
         run = self.run_segment(self._ids(), max_new, constraint, stop)
         got = ""
         sent = 0
@@ -343,7 +350,9 @@ class StructuredDraft:
                         items.append(risk)
                         if risk.deleted:
                             continue
-                        line = f"\n{len([i for i in items if not i.deleted])}. {risk.text}"
+                        space = " " if lang == "en" else ""
+                        number = len([i for i in items if not i.deleted])
+                        line = f"\n{number}.{space}{risk.text}"
                         self.text += line
                         yield line
                 yield from self._items(section, items, count, tally)
