@@ -20,7 +20,7 @@ lint:
 format:
     ./dev sh ruff format .
 
-# run a benchmark under bench/ (store, engine, tui, train, gpu)
+# run a benchmark: python -m bench.NAME (store, engine, tui, train, risk, gpu, gpu_profile)
 bench NAME="store" *ARGS:
     ./dev bench {{NAME}} {{ARGS}}
 

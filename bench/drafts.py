@@ -193,10 +193,9 @@ def draft_once(assistant, statement: str, mode: str) -> tuple[object, str, objec
     gen.draft_layout = "engine" if mode == "engine" else "free"
     gen.language_constraint = mode == "engine"
     assistant.prefix_cache.clear()  # every draft reads its prompt: same work in both modes
-    text = "".join(
-        assistant.stream_analysis(Patient(name="Bench"), statement, cancel=threading.Event())
-    )
-    return assistant.parse_analysis(text), text, assistant.last_stats
+    stream = assistant.stream_analysis(Patient(name="Bench"), statement, cancel=threading.Event())
+    text = "".join(stream)
+    return stream.draft_of(text), text, stream.stats
 
 
 def summarize(rows: list[dict]) -> dict:

@@ -20,7 +20,7 @@ Measured in one run, each next to its baseline:
 * ``adapter_switch``: first activation of a patient's adapter (decrypt from the store, build
   LoRA layers, load weights), switch back to base, and a switch to an already resident one.
 
-    python bench/engine.py [--repeats 5] [--max-new-tokens 64] [--threads N] [--skip-cold]
+    python -m bench.engine [--repeats 5] [--max-new-tokens 64] [--threads N] [--skip-cold]
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if "--threads" in sys.argv[:-1]:  # per-thread in OpenMP: must be set before torch starts
@@ -44,14 +42,15 @@ if "--threads" in sys.argv[:-1]:  # per-thread in OpenMP: must be set before tor
     if _threads != "0":
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = _threads
 
-import torch  # noqa: E402
+import torch
 
-from engine.inference.assistant import Assistant  # noqa: E402
-from engine.inference.generation import ClockStreamer, TokenClock, generate_kwargs  # noqa: E402
-from engine.model.adapters import AdapterRegistry  # noqa: E402
-from engine.model.llm import _load_uncached, load_model  # noqa: E402
-from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient  # noqa: E402
-from engine.settings import GenerationSettings, ModelSettings, Settings, StoreSettings  # noqa: E402
+from bench.reference import ClockStreamer
+from engine.inference.assistant import Assistant
+from engine.inference.generation import TokenClock, generate_kwargs
+from engine.model.adapters import AdapterRegistry
+from engine.model.llm import _load_uncached, load_model
+from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient
+from engine.settings import GenerationSettings, ModelSettings, Settings, StoreSettings
 
 QUESTION = (
     "I retook the exam this year. Whenever I study my head feels heavy, I cannot concentrate, "
@@ -166,7 +165,7 @@ def plain_generate(loaded, ids: list[int], gen: GenerationSettings, max_new: int
 
 def ours(stream, assistant: Assistant) -> dict:
     text = "".join(stream)
-    stats = assistant.last_stats
+    stats = stream.stats  # per run (engine.inference.stream.TextStream)
     return {
         "ttft_s": stats.ttft_s,
         "tokens": stats.tokens,
@@ -256,6 +255,9 @@ def bench_regenerate(assistant: Assistant, patient: Patient, repeats: int) -> di
         return ours(stream, assistant)
 
     cold, warm = [], []
+    report = assistant.stream_regenerate_item(
+        patient, QUESTION, draft, "reasons", item.id, cancel=cancel
+    ).context_report  # built with the prompt, before any token
     for _ in range(repeats):
         assistant.prefix_cache.enabled = False
         cold.append(regen())
@@ -267,7 +269,7 @@ def bench_regenerate(assistant: Assistant, patient: Patient, repeats: int) -> di
     return {
         "prompt_tokens": warm[-1]["prompt_tokens"],
         "cached_prefix_tokens": warm[-1]["cached_prefix_tokens"],
-        "context_report": assistant.context_report,
+        "context_report": report,
         "ttft_without_cache_s": round(c, 4),
         "ttft_with_cache_s": round(w, 4),
         "speedup": round(c / w, 2),

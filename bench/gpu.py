@@ -12,8 +12,8 @@ Every comparison is measured in the same run: decode tokens/s of plain ``model.g
 (the baseline) and of ``engine.gpu.fastdecode.FastDecoder``, greedy tokens of both compared.
 Prints one JSON object (also written to ``--out``)::
 
-    python bench/gpu.py --out bench/results-h100.json            # all stages, 32 layers
-    python bench/gpu.py --layers 4 --stages load,decode          # quicker, extrapolated
+    python -m bench.gpu --out bench/results-h100.json            # all stages, 32 layers
+    python -m bench.gpu --layers 4 --stages load,decode          # quicker, extrapolated
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from engine.gpu.fastdecode import FastDecoder, baseline_generate, copy_adapter_in_place
+from bench.reference import baseline_generate
+from engine.gpu.fastdecode import FastDecoder, copy_adapter_in_place
 from engine.gpu.quant import QuantSpec, library_versions, load_quantized, save_quantized
 
 GiB = 1024**3
@@ -258,7 +257,7 @@ def stage_decode(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> N
     base_again, _ = baseline_generate(model, ids, args.baseline_tokens)
     base_rate = (args.baseline_tokens - 1) / (tn - t1)
 
-    dec = FastDecoder(model, max_cache_len=ctx + args.fast_tokens + 64)
+    dec = FastDecoder(model, max_cache_len=ctx + args.fast_tokens + 64, **args.decoder)
     t0 = time.perf_counter()
     dec.warm_up()
     sync()
@@ -307,7 +306,7 @@ def stage_decode(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> N
 
 def stage_ttft(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> None:
     long_ctx, suffix = args.long_context, args.suffix
-    dec = FastDecoder(model, max_cache_len=long_ctx + suffix + 16)
+    dec = FastDecoder(model, max_cache_len=long_ctx + suffix + 16, **args.decoder)
     out: dict[str, Any] = {}
     for n in (512, long_ctx):
         ids = random_ids(n, seed=10 + n)
@@ -470,7 +469,7 @@ def stage_adapter(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> 
             # bf16 values, as the store keeps them: the restored adapter must be this one
             p.data.normal_(0, 0.02).copy_(p.data.to(torch.bfloat16))
     ids = random_ids(args.context, seed=5)
-    dec = FastDecoder(peft_model, max_cache_len=args.context + 80)
+    dec = FastDecoder(peft_model, max_cache_len=args.context + 80, **args.decoder)
     out: dict[str, Any] = {}
     toks = {}
     for name in ("a", "b"):
@@ -642,32 +641,35 @@ def stage_train(model: Any, args: argparse.Namespace, res: dict[str, Any]) -> No
     }
 
 
-def apply_tuning(profile: dict[str, Any], res: dict[str, Any]) -> None:
+def apply_tuning(profile: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    """Use a ``bench.gpu_profile`` result's tiles; the FastDecoder arguments of its best
+    decode attention (empty: the decoder's defaults)."""
     from torch.nn.attention import SDPBackend
 
-    from engine.gpu import fastdecode, nf4_moe
+    from engine.gpu import nf4_moe
 
-    for name, cfg in (profile.get("tuning_best") or {}).items():
-        nf4_moe.TUNING[name] = dict(cfg)
-    for name, cfg in (profile.get("few_tuning_best") or {}).items():
-        nf4_moe.FEW_TUNING[name] = dict(cfg)
-    for name, cfg in (profile.get("few_tuning_large_best") or {}).items():
-        nf4_moe.FEW_TUNING_LARGE[name] = dict(cfg)
-    backend = profile.get("best_attn_backend")  # absent: keep the module's default
+    nf4_moe.use_tiles(
+        moe=profile.get("tuning_best"),
+        few=profile.get("few_tuning_best"),
+        few_large=profile.get("few_tuning_large_best"),
+    )
+    decoder: dict[str, Any] = {}
+    backend = profile.get("best_attn_backend")  # absent: keep the decoder's default
     if backend is not None:
         choices = {
             "efficient": [SDPBackend.EFFICIENT_ATTENTION],
             "cudnn": [SDPBackend.CUDNN_ATTENTION],
             "math": [SDPBackend.MATH],
         }
-        fastdecode.DECODE_SDPA_BACKENDS = choices.get(backend)
-        fastdecode.DECODE_ATTENTION = "triton" if backend == "triton" else "sdpa"
+        decoder["decode_attention"] = "triton" if backend == "triton" else "sdpa"
+        decoder["sdpa_backends"] = choices.get(backend)
     res["fast_config"] = {
         "moe_tiles": dict(nf4_moe.TUNING),
         "few_token_tiles": {k: dict(v) for k, v in nf4_moe.FEW_TUNING.items()},
         "few_token_tiles_large": {k: dict(v) for k, v in nf4_moe.FEW_TUNING_LARGE.items()},
-        "decode_attention": fastdecode.DECODE_ATTENTION,
+        "decode_attention": decoder.get("decode_attention", "triton"),
     }
+    return decoder
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -697,7 +699,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(),
         "versions": library_versions(),
         "nvidia_smi_start": nvidia_smi(),
-        "command": " ".join([sys.executable.rsplit("/", 1)[-1], "bench/gpu.py", *sys.argv[1:]]),
+        "command": " ".join([sys.executable.rsplit("/", 1)[-1], "-m", "bench.gpu", *sys.argv[1:]]),
         "stages": stages,
     }
 
@@ -708,7 +710,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # No --tuning: the module's own tiles and attention choice, recorded as they are.
     tuning = json.loads(Path(args.tuning).read_text(encoding="utf-8")) if args.tuning else {}
-    apply_tuning(tuning, res)
+    args.decoder = apply_tuning(tuning, res)
     model = None
     for name in ["load", *[s for s in stages if s != "load"]]:
         t0 = time.perf_counter()

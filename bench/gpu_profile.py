@@ -7,9 +7,9 @@ kernels against the bitsandbytes path, times kernel tile sizes, times bitsandbyt
 (same prompt, tokens compared across variants and repeats), checks plain ``generate`` repeats
 itself, and profiles one eager decode step. Prints JSON (and writes ``--out``)::
 
-    python bench/gpu_profile.py --out profile.json
-    python bench/gpu_profile.py --layers 2 --steps few --out few.json   # the suffix kernel only
-    python bench/gpu_profile.py --steps few,suffix --out few.json  # + where the 8k+32 TTFT goes
+    python -m bench.gpu_profile --out profile.json
+    python -m bench.gpu_profile --layers 2 --steps few --out few.json   # the suffix kernel only
+    python -m bench.gpu_profile --steps few,suffix --out few.json  # + where the 8k+32 TTFT goes
 """
 
 from __future__ import annotations
@@ -23,16 +23,14 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from bench.gpu import build_random_4bit, mixtral_config, random_ids
+from bench.reference import baseline_generate
 from engine.gpu import nf4_moe
 from engine.gpu.fastdecode import (
     FastDecoder,
     _fast_moe_forward,
     _set_fast,
     _set_kernel,
-    baseline_generate,
 )
 from engine.gpu.quant import QuantSpec
 
@@ -77,19 +75,19 @@ def check_kernels(model: Any, out: dict[str, Any]) -> None:
         for pairs, bn, warps, bk in grid:
             cfg = {"BLOCK_N": bn, "num_warps": warps, "pairs": pairs, "block_k": bk}
             saved = dict(nf4_moe.TUNING[name])
-            nf4_moe.TUNING[name] = cfg
+            nf4_moe.use_tiles(moe={name: cfg})
             try:
                 ms = bench_ms(lambda: nf4_moe.moe_one_token(bank, x, sel, rw, bank.code))
                 tune.append({"kernel": name, **cfg, "ms_both": ms})
             except Exception as exc:
                 tune.append({"kernel": name, **cfg, "error": str(exc)[:300]})
-            nf4_moe.TUNING[name] = saved
+            nf4_moe.use_tiles(moe={name: saved})
     best = {}
     for name in ("gate_up", "down"):
         rows = [t for t in tune if t["kernel"] == name and "ms_both" in t]
         b = min(rows, key=lambda t: t["ms_both"])
         best[name] = {k: b[k] for k in ("BLOCK_N", "num_warps", "pairs", "block_k")}
-    nf4_moe.TUNING.update(best)
+    nf4_moe.use_tiles(moe=best)
     # the tuned kernels against the gather path (bitsandbytes' own kernel)
     errs = []
     for _ in range(4):
@@ -150,13 +148,15 @@ def check_few(
     sweep: list[dict[str, Any]] = []
     t_start = time.perf_counter()
 
-    def trial(tiles: dict[str, Any], name: str, cfg: dict[str, Any], case: tuple) -> float:
+    tables = {"few": nf4_moe.FEW_TUNING, "few_large": nf4_moe.FEW_TUNING_LARGE}
+
+    def trial(table: str, name: str, cfg: dict[str, Any], case: tuple) -> float:
         """Time one call with ``cfg`` for kernel ``name``; inf if it fails or is wrong."""
         if time.perf_counter() - t_start > sweep_budget_s:
             return float("inf")
         x, sel, rw, want = case
-        saved = tiles[name]
-        tiles[name] = cfg
+        saved = dict(tables[table][name])
+        nf4_moe.use_tiles(**{table: {name: cfg}})
         row: dict[str, Any] = {"tokens": x.shape[0], "kernel": name, **cfg}
         ms = float("inf")
         try:
@@ -170,14 +170,14 @@ def check_few(
                 ms = row["ms_both"]
         except Exception as exc:
             row["error"] = str(exc)[:300]
-        tiles[name] = saved
+        nf4_moe.use_tiles(**{table: {name: saved}})
         sweep.append(row)
         return ms
 
-    def descend(tiles: dict[str, Any], name: str, axes: list[dict[str, list[Any]]], case) -> None:
+    def descend(table: str, name: str, axes: list[dict[str, list[Any]]], case) -> None:
         """Coordinate search: each stage sweeps its axes jointly around the best so far."""
-        best = dict(tiles[name])
-        best_ms = trial(tiles, name, best, case)
+        best = dict(tables[table][name])
+        best_ms = trial(table, name, best, case)
         for stage in axes:
             keys = list(stage)
             combos: list[dict[str, Any]] = [{}]
@@ -187,33 +187,33 @@ def check_few(
                 cfg = {**best, **combo}
                 if cfg == best:
                     continue
-                ms = trial(tiles, name, cfg, case)
+                ms = trial(table, name, cfg, case)
                 if ms < best_ms:
                     best_ms, best = ms, cfg
-        tiles[name] = best
+        nf4_moe.use_tiles(**{table: {name: best}})
 
     # Session 3: the weight tile as the MMA's left operand (swap), warps, pipeline depth, split-K
     # and the one-lookup-a-byte table, searched stage by stage; at 32 tokens for the small tile
     # set (FEW_TUNING), at 128 for the large one (FEW_TUNING_LARGE).
     plans = {
-        "small": (32, nf4_moe.FEW_TUNING, [
+        "small": (32, "few", [
             {"swap": [0, 1], "BLOCK_N": [64, 128, 256], "num_warps": [4, 8]},
             {"split": [1, 2, 4, 8], "num_stages": [2, 3, 4]},
             {"lut": [0, 1], "BLOCK_M": [None, 32]},
         ]),
-        "large": (128, nf4_moe.FEW_TUNING_LARGE, [
+        "large": (128, "few_large", [
             {"swap": [0, 1], "lut": [0, 1]},
             {"BLOCK_N": [128, 256], "num_warps": [4, 8]},
             {"split": [1, 2, 4], "BLOCK_M": [None, 16, 64]},
         ]),
     }  # fmt: skip
     for cls in classes:
-        tokens, tiles, stages = plans[cls]
+        tokens, table, stages = plans[cls]
         x, sel, rw = inputs(tokens)
         with torch.no_grad():
             want = block(x[None])[0][0].float()
         for name in ("gate_up", "down"):
-            descend(tiles, name, stages, (x, sel, rw, want))
+            descend(table, name, stages, (x, sel, rw, want))
     out["few_tuning"] = sweep
     out["few_tuning_best"] = {k: dict(v) for k, v in nf4_moe.FEW_TUNING.items()}
     out["few_tuning_large_best"] = {k: dict(v) for k, v in nf4_moe.FEW_TUNING_LARGE.items()}
@@ -301,7 +301,7 @@ def profile_suffix(
     from torch.profiler import ProfilerActivity, profile
 
     long_ctx, sfx = args.long_context, 32
-    dec = FastDecoder(model, max_cache_len=long_ctx + 64)
+    dec = FastDecoder(model, max_cache_len=long_ctx + 64, **args.decoder)
     ids = random_ids(long_ctx + sfx, seed=3)
     prefix = dec.build_prefix(ids[0, :long_ctx].tolist())
 
@@ -312,7 +312,7 @@ def profile_suffix(
 
     res: dict[str, Any] = {}
     for label, tuning in tunings.items():
-        nf4_moe.FEW_TUNING.update(copy.deepcopy(tuning))
+        nf4_moe.use_tiles(few=copy.deepcopy(tuning))
         dec._suffix_graphs.clear()  # captured with the previous tiles
         row: dict[str, Any] = {"tiles": copy.deepcopy(tuning)}
         for path, static in (("static_graph", True), ("dynamic", False)):
@@ -409,8 +409,6 @@ def decode_variants(model: Any, args: argparse.Namespace, out: dict[str, Any]) -
     tokens: dict[str, list[list[int]]] = {}
     from torch.nn.attention import SDPBackend
 
-    from engine.gpu import fastdecode
-
     backends = {
         "default": None,
         "efficient": [SDPBackend.EFFICIENT_ATTENTION],
@@ -425,10 +423,15 @@ def decode_variants(model: Any, args: argparse.Namespace, out: dict[str, Any]) -
     for kernel, backend in plan:
         name = f"{kernel}+gqa:{backend}"
         try:
-            fastdecode.DECODE_SDPA_BACKENDS = backends[backend]
-            fastdecode.DECODE_ATTENTION = "triton" if backend == "triton" else "sdpa"
+            attention = "triton" if backend == "triton" else "sdpa"
             cache_len = args.context + args.tokens + 64
-            dec = FastDecoder(model, max_cache_len=cache_len, kernel=kernel)
+            dec = FastDecoder(
+                model,
+                max_cache_len=cache_len,
+                kernel=kernel,
+                decode_attention=attention,
+                sdpa_backends=backends[backend],
+            )
             t0 = time.perf_counter()
             dec.warm_up()
             torch.cuda.synchronize()
@@ -461,16 +464,17 @@ def decode_variants(model: Any, args: argparse.Namespace, out: dict[str, Any]) -
         except Exception as exc:  # the backend may refuse this shape
             variants.append({"variant": name, "error": f"{type(exc).__name__}: {exc}"[:300]})
             torch.cuda.empty_cache()
-    fastdecode.DECODE_SDPA_BACKENDS = None
-    fastdecode.DECODE_ATTENTION = "sdpa"
     ok = [v for v in variants if "tokens_per_s" in v and v["variant"].startswith("triton")]
     best = max(ok, key=lambda v: sorted(v["tokens_per_s"])[1])
     out["best_variant"] = best["variant"]
     out["best_attn_backend"] = best["variant"].split(":")[1]
-    if out["best_attn_backend"] == "triton":  # profile the winner below
-        fastdecode.DECODE_ATTENTION = "triton"
-    elif out["best_attn_backend"] == "cudnn":
-        fastdecode.DECODE_SDPA_BACKENDS = backends["cudnn"]
+    # The later steps profile the winner (FastDecoder arguments).
+    winner = out["best_attn_backend"]
+    if winner == "triton":
+        args.decoder = {"decode_attention": "triton"}
+    else:
+        cudnn = backends["cudnn"] if winner == "cudnn" else None
+        args.decoder = {"decode_attention": "sdpa", "sdpa_backends": cudnn}
     base1, tb = baseline_generate(model, ids, args.base_tokens)
     base2, _ = baseline_generate(model, ids, args.base_tokens)
 
@@ -492,7 +496,7 @@ def profile_step(model: Any, args: argparse.Namespace, out: dict[str, Any]) -> N
     from torch.profiler import ProfilerActivity, profile
 
     ids = random_ids(args.context, seed=1)
-    dec = FastDecoder(model, max_cache_len=args.context + 128)
+    dec = FastDecoder(model, max_cache_len=args.context + 128, **args.decoder)
     dec.generate(ids, 2)
     _set_fast(model, True)
     with torch.inference_mode():
@@ -528,6 +532,7 @@ def main() -> None:
     parser.add_argument("--few-classes", default="small,large", help="tile sets to sweep")
     parser.add_argument("--steps", default="few,kernels,attention,variants,profile")
     args = parser.parse_args()
+    args.decoder = {}  # FastDecoder arguments: its defaults until the variants step picks
     wanted = set(args.steps.split(","))
     out: dict[str, Any] = {"device": torch.cuda.get_device_name()}
     t0 = time.perf_counter()

@@ -23,8 +23,8 @@ IMHI has no violence or abuse labels; those categories are measured on the fixtu
 A naive keyword matcher (no negation, no idiom exclusions) is measured in the same run as
 the baseline; ``ratio_f1`` = rules F1 / baseline F1.
 
-    python bench/risk.py [--shared ../shared/data] [--errors]
-    python bench/risk.py --model embedded:smollm2-135m-instruct [--model-splits heldout2]
+    python -m bench.risk [--shared ../shared/data] [--errors]
+    python -m bench.risk --model embedded:smollm2-135m-instruct [--model-splits heldout2]
 """
 
 from __future__ import annotations
@@ -33,15 +33,12 @@ import argparse
 import csv
 import json
 import re
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from engine.trust.risk import (  # noqa: E402
+from bench import REPO
+from engine.trust.risk import (
     CATEGORIES,
     assess,
     assess_with_model,
@@ -54,8 +51,8 @@ def model_verdict_of(answer: str) -> bool | None:
     return model_verdict("", "abuse", lambda _prompt: answer)
 
 
-FIXTURES = ROOT / "data" / "fixtures" / "risk_cases.jsonl"
-DEFAULT_SHARED = ROOT.parent / "shared" / "data"
+FIXTURES = REPO / "data" / "fixtures" / "risk_cases.jsonl"
+DEFAULT_SHARED = REPO.parent / "shared" / "data"
 S = "suicide_self_harm"
 
 _NAIVE = {

@@ -15,7 +15,7 @@ the same data, so the numbers read as a ratio rather than as absolutes:
 
 Each pair is timed alternately in the same loop, so machine load hits both sides alike.
 
-Usage: ``python bench/store.py [--patients 2000] [--notes 20] [--reps 200] [--dir DIR]``.
+Usage: ``python -m bench.store [--patients 2000] [--notes 20] [--reps 200] [--dir DIR]``.
 """
 
 from __future__ import annotations
@@ -26,20 +26,15 @@ import os
 import random
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from tinydb import TinyDB, where
+from tinydb.storages import JSONStorage
 
-from tinydb import TinyDB, where  # noqa: E402
-from tinydb.storages import JSONStorage  # noqa: E402
-
-from engine.records import (  # noqa: E402
+from engine.records import (
     AnalysisDraft,
     BasicInfo,
     Item,
@@ -47,10 +42,10 @@ from engine.records import (  # noqa: E402
     Patient,
     PatientSummary,
 )
-from engine.settings import Settings, StoreSettings  # noqa: E402
-from engine.vault import crypto  # noqa: E402
-from engine.vault.index import PatientIndex, search_key  # noqa: E402
-from engine.vault.store import Store  # noqa: E402
+from engine.settings import Settings, StoreSettings
+from engine.vault import crypto
+from engine.vault.index import PatientIndex, search_key
+from engine.vault.store import Store
 
 TARGETS_MS = {"open_patient": 50.0, "save_note": 30.0, "search_name": 100.0}
 PASSPHRASE = "benchmark passphrase"

@@ -11,7 +11,7 @@ cached model, trains and saves the adapter, with no store and no sealing. Both r
 notes, outside the timings, to show that the faster recipe still learns. Target: ours <= 60 s
 wall. On a shared machine the wall time grows with the load, so the load average is printed too.
 
-    python bench/train.py [--notes 10] [--repeats 1] [--preference none|dpo]
+    python -m bench.train [--notes 10] [--repeats 1] [--preference none|dpo]
 
 GPU, ``--mixtral-random``: a model with Mixtral-8x7B's shape and random weights, built
 directly in 4-bit NF4 on the GPU, so nothing is downloaded and no 90 GB checkpoint is needed.
@@ -23,7 +23,7 @@ Both report wall time after the model is loaded and peak GPU memory. Targets: <=
 precision, a quick check that works without a GPU. ``--layers N`` builds only N of the 32
 layers; the output then says it is an extrapolation.
 
-    python bench/train.py --mixtral-random [--tokens 20000] [--epochs 3] [--tokenizer DIR]
+    python -m bench.train --mixtral-random [--tokens 20000] [--epochs 3] [--tokenizer DIR]
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench import REPO
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -219,8 +219,9 @@ def _run_plain(model_dir: Path, sft: list, hp: dict, *, score: bool) -> dict[str
     job = {"model_dir": str(model_dir), "sft": sft, "hyperparameters": hp, "score": score}
     job["started_at"] = time.time()
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--plain-child"],
+        [sys.executable, "-m", "bench.train", "--plain-child"],
         input=json.dumps(job),
+        cwd=REPO,
         capture_output=True,
         text=True,
         check=False,

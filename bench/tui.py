@@ -23,7 +23,7 @@ Two figures, each next to a baseline measured in the same run:
   takes the same samples while the model reads the opened patient's record ahead (real
   engine; the reading is repeated with the cache cleared so that it lasts).
 
-Usage: ``python bench/tui.py [--engine real|fake] [--patients 50] [--runs 3]
+Usage: ``python -m bench.tui [--engine real|fake] [--patients 50] [--runs 3]
 [--samples 100] [--rate 20] [--max-new-tokens 2048] [--only launch|latency]
 [--during stream|prefill]``.
 """
@@ -45,9 +45,7 @@ import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from bench import REPO
 
 PASSPHRASE = "benchmark passphrase"
 QUESTION = (
@@ -354,8 +352,9 @@ def time_launch(args: list[str], env: dict[str, str]) -> tuple[float, str]:
     read_fd, write_fd = os.pipe()
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, __file__, *args, "--status-fd", str(write_fd)],
+        [sys.executable, "-m", "bench.tui", *args, "--status-fd", str(write_fd)],
         env=env,
+        cwd=REPO,
         pass_fds=(write_fd,),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -384,9 +383,9 @@ def measure_latency(args: list[str], env: dict[str, str], samples: int, timeout:
     pid, master = pty.fork()
     if pid == 0:  # child
         os.close(status_r)
-        os.execve(
-            sys.executable, [sys.executable, __file__, *args, "--status-fd", str(status_w)], env
-        )
+        os.chdir(REPO)
+        command = [sys.executable, "-m", "bench.tui", *args, "--status-fd", str(status_w)]
+        os.execve(sys.executable, command, env)
     os.close(status_w)
     import fcntl
     import struct

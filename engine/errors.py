@@ -38,7 +38,7 @@ class TamperedFile(PhyAssistError):
         extra = f" ({detail})" if detail else ""
         super().__init__(
             f"{path} is damaged or was tampered with and cannot be read{extra}. "
-            "Restore it from a backup; nothing was changed."
+            "Restore it from a backup (`phyassist backup restore`); nothing was changed."
         )
 
 

@@ -46,6 +46,17 @@ def default_config_dir() -> Path:
     return home / "config" if home else user_config_path(APP_NAME)
 
 
+def default_adapters_dir() -> Path:
+    """``adapters/`` of the source tree PhyAssist runs from (a clone, or ``pip install -e``).
+
+    A built wheel carries no adapters (they are data, not code): there this folder does not
+    exist, ``phyassist doctor`` says so, and ``model.adapters_dir`` names where they are.
+    """
+    import engine
+
+    return Path(engine.__file__).resolve().parent.parent / "adapters"
+
+
 class GenerationSettings(BaseModel):
     """Defaults for sampling; the counselor's drafts should be stable, so greedy-ish."""
 
@@ -86,6 +97,8 @@ class ModelSettings(BaseModel):
     # A PEFT adapter dir; "auto" = the one under adapters/ made for ``spec`` (the embedded model
     # ships one: adapters/smollm2-135m-imhi-counselchat); None or "" = no domain adapter.
     domain_adapter: str | None = "auto"
+    # Where the shipped adapters live ("auto" looks there); None = ``default_adapters_dir()``.
+    adapters_dir: Path | None = None
     context_window: int | None = None  # override the model's own limit
 
 
@@ -107,6 +120,17 @@ class StoreSettings(BaseModel):
     scrypt_p: int = Field(1, ge=1)
 
 
+class BackupSettings(BaseModel):
+    """Backups (``phyassist backup``): when the app sends one by itself, when to warn."""
+
+    # Send a snapshot in the background each time the app locks or quits (when a target exists).
+    on_lock_and_quit: bool = True
+    # The status line flags a target whose last successful backup is older than this.
+    warn_after_hours: float = Field(26.0, gt=0.0)
+    # A background backup whose target was down or full tries again after these delays.
+    retry_delays_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
+
+
 class Settings(BaseSettings):
     """Everything configurable in PhyAssist, in one place."""
 
@@ -125,6 +149,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     limits: Limits = Field(default_factory=Limits)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     theme: str = "textual-dark"
     idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock

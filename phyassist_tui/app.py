@@ -1,23 +1,23 @@
 """PhyAssist's Textual application: unlock, then the counselor's workspace.
 
-The app holds the three long-lived things: the settings, the unlocked vault (``store``)
-and the model (``assistant``, loaded in a background thread from the first frame so the
-patient list never waits for torch). Screens reach them through the small thread-safe
-helpers here (``store_call``, ``wait_for_model``, ``use_patient_model``).
+The app keeps only app concerns: start-up (when the model starts loading), locking and
+quitting, the theme and the command palette. Everything about the vault and the model is
+the engine's ``Session`` (``engine.session``), reached through ``self.session`` (typed as
+``phyassist_tui.ports.SessionPort``): it loads the model in the background, knows whose
+adapter the model holds, makes one vault call at a time and writes the audit log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
-import json
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -25,29 +25,19 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
 
-from engine.errors import PhyAssistError
 from engine.settings import Settings, load_settings
 from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for
 from phyassist_tui.focus import is_text_field
-from phyassist_tui.ports import (
-    AssistantLike,
-    TrainingRunner,
-    VaultOpener,
-    VaultStore,
-    chat_history_io,
-    find_training_runner,
-    real_assistant,
-    real_store_class,
-)
+from phyassist_tui.ports import SessionPort, real_session
 from phyassist_tui.screens.unlock import UnlockScreen
 from phyassist_tui.startup import resume_gc
 from phyassist_tui.widgets.text import clean
 
 if TYPE_CHECKING:
-    from engine.records import ChatMessage, Patient, PatientSummary
+    from engine.records import Patient, PatientSummary
+    from engine.session import ModelBackend, ModelState, TrainingRunner, VaultOpener
     from phyassist_tui.screens.workspace import WorkspaceScreen
 
-T = TypeVar("T")
 WORKSPACE_MODULE = "phyassist_tui.screens.workspace"
 
 MODEL_LOAD_GRACE_S = 2.0  # the model starts loading this long after launch at the latest
@@ -59,13 +49,6 @@ ACTIVITY_EVENTS = (
     events.MouseScrollUp,
     events.Paste,
 )
-
-
-class VaultLocked(PhyAssistError):
-    """Raised inside a worker that touched the vault after it was locked."""
-
-    def __init__(self) -> None:
-        super().__init__("The vault is locked.")
 
 
 class PhyAssistApp(App):
@@ -83,32 +66,30 @@ class PhyAssistApp(App):
         self,
         settings: Settings | None = None,
         *,
-        assistant: AssistantLike | None = None,
+        session: SessionPort | None = None,
+        assistant: ModelBackend | None = None,
         vault_class: VaultOpener | None = None,
         training_runner: TrainingRunner | None = None,
-        assistant_factory: Callable[[Settings], AssistantLike] | None = None,
+        assistant_factory: Callable[[Settings], ModelBackend] | None = None,
     ) -> None:
+        """``session`` or the parts to build one (a test passes a fake ``assistant``)."""
         super().__init__()
         self.settings = settings or load_settings()
-        self.vault_class: VaultOpener = vault_class or real_store_class_lazy()
-        self.store: VaultStore | None = None
-        self.assistant = assistant
-        self._assistant_factory = assistant_factory or real_assistant
-        self.training_runner = training_runner
-        self.model_ready = threading.Event()
-        self.model_failed = threading.Event()
-        self._store_lock = threading.Lock()
-        self._model_lock = threading.Lock()
-        self._patient_in_model: str | None = None
+        self.session: SessionPort = session or real_session(
+            self.settings,
+            assistant=assistant,
+            assistant_factory=assistant_factory,
+            vault_opener=vault_class,
+            training_runner=training_runner,
+        )
         self._last_activity = time.monotonic()
         self.last_typed_at = 0.0  # monotonic time of the last printable key into a text field
         self._theme_loaded = False
-        self._model_load_started = False
         self._model_timer: Timer | None = None
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "lock":
-            return self.store is not None
+            return self.session.unlocked
         return True
 
     # -- start-up -------------------------------------------------------------------------------
@@ -124,6 +105,7 @@ class PhyAssistApp(App):
                 "Unknown binding ids in settings keymap: " + ", ".join(sorted(unknown)),
                 severity="warning",
             )
+        self.session.subscribe(self._model_state_changed)
         self.push_screen(UnlockScreen())
         self.call_after_refresh(freeze_heap)
         # The workspace's modules (pydantic records, Markdown, the panes) are imported while
@@ -150,152 +132,57 @@ class PhyAssistApp(App):
         if isinstance(self.screen, UnlockScreen) and self.screen.busy:
             self._model_timer = self.set_timer(0.5, self._model_grace_elapsed)
             return
-        if self.store is None:
+        if not self.session.unlocked:
             self.start_model_load()
         else:  # unlocked: the patient list starts it once shown; this is the fallback
             self._model_timer = self.set_timer(2.0, self.start_model_load)
 
     def start_model_load(self) -> None:
-        """Start loading the model in a worker (once; later calls do nothing)."""
-        if self._model_load_started:
-            return
-        self._model_load_started = True
+        """Start loading the model in the Session's thread (once; later calls do nothing)."""
         if self._model_timer is not None:
             self._model_timer.stop()
-        self.run_worker(self._load_model, name="load-model", thread=True, exit_on_error=False)
+            self._model_timer = None
+        self.session.start_model_load()
 
-    def _load_model(self) -> None:
-        """Background: build and load the assistant; the UI shows progress meanwhile."""
+    def _model_state_changed(self, state: ModelState) -> None:
+        """From the Session's loading thread: hand the state to the event loop."""
+        # AttributeError/RuntimeError: the app is not running (yet, or any more)
+        with contextlib.suppress(AttributeError, RuntimeError):
+            self._loop.call_soon_threadsafe(self._show_model_state, state)
 
-        def progress(*args: Any, **kwargs: Any) -> None:
-            detail = " ".join(str(a) for a in args if a is not None)
-            detail = detail or " ".join(f"{v}" for v in kwargs.values())
-            self.call_from_thread(setattr, self, "model_detail", clean(detail)[:200])
-
-        try:
-            if self.assistant is None:
-                self.assistant = self._assistant_factory(self.settings)
-            if not getattr(self.assistant, "loaded", False):
-                self.assistant.load(progress=progress)
-        except Exception as exc:
-            self.model_failed.set()
-            message = (
-                str(exc) if isinstance(exc, PhyAssistError) else f"{type(exc).__name__}: {exc}"
-            )
-            self.call_from_thread(self._model_loaded, "failed", "", clean(message))
+    def _show_model_state(self, state: ModelState) -> None:
+        if state.state in ("idle", "loading"):
+            if state.detail:
+                self.model_detail = clean(state.detail)[:200]
             return
-        self.model_ready.set()
-        self.call_from_thread(self._model_loaded, "ready", self.assistant.model_label, "")
-
-    def _model_loaded(self, state: str, label: str, detail: str) -> None:
         resume_gc()  # if the vault is still locked (see phyassist_tui.startup)
         freeze_heap()  # torch and the weights' Python objects: never scanned again
-        self.model_label = label
-        self.model_detail = detail
-        self.model_state = state
-        if state == "failed":
-            self.notify(f"The model could not be loaded: {detail}", severity="error", timeout=10)
+        self.model_label = state.label
+        self.model_detail = clean(state.detail)
+        self.model_state = state.state
+        if state.state == "failed":
+            self.notify(
+                f"The model could not be loaded: {self.model_detail}", severity="error", timeout=10
+            )
 
     # -- vault ----------------------------------------------------------------------------------
-    def vault_unlocked(
-        self, store: VaultStore, patients: list[PatientSummary] | None = None
-    ) -> None:
+    def vault_unlocked(self, patients: list[PatientSummary] | None = None) -> None:
         """The vault is open: show the workspace (with ``patients`` if already listed)."""
         from phyassist_tui.screens.workspace import WorkspaceScreen
 
-        self.store = store
         self.refresh_bindings()
         self._last_activity = time.monotonic()
         self.switch_screen(WorkspaceScreen(patients))
         self.call_after_refresh(freeze_heap)
-
-    def store_call(self, fn: Callable[[VaultStore], T]) -> T:
-        """Run ``fn(store)`` (from a worker thread), one vault call at a time."""
-        with self._store_lock:
-            if self.store is None:
-                raise VaultLocked()
-            return fn(self.store)
-
-    def load_chat_history(self, patient_id: str, store: VaultStore) -> list[ChatMessage]:
-        from engine.records import ChatMessage
-        from phyassist_tui.screens.workspace import CHAT_BLOB
-
-        io = chat_history_io()
-        if io is not None:
-            return list(io[0](store, patient_id))
-        blob = store.read_blob(patient_id, CHAT_BLOB)
-        if not blob:
-            return []
-        return [ChatMessage.model_validate(m) for m in json.loads(blob.decode("utf-8"))]
-
-    def save_chat_history(
-        self, patient_id: str, history: list[ChatMessage], store: VaultStore
-    ) -> None:
-        from phyassist_tui.screens.workspace import CHAT_BLOB
-
-        io = chat_history_io()
-        if io is not None:
-            io[1](store, patient_id, history)
-            return
-        data = json.dumps([m.model_dump(mode="json") for m in history], ensure_ascii=False)
-        store.write_blob(patient_id, CHAT_BLOB, data.encode("utf-8"))
-
-    # -- model ------------------------------------------------------------------------------------
-    def wait_for_model(self, cancel: threading.Event) -> AssistantLike | None:
-        """Block (in a worker) until the model is loaded; ``None`` if cancelled or failed."""
-        while not cancel.is_set():
-            if self.model_ready.wait(0.05):
-                return self.assistant
-            if self.model_failed.is_set():
-                return None
-        return None
-
-    def prefill_record(self, patient: Patient, cancel: threading.Event) -> int:
-        """Background: read the patient's record into the model's prompt cache, so that the
-        first draft starts in about a second instead of after the whole record is read
-        (``Assistant.prefill_record``). Stops within a chunk once ``cancel`` is set."""
-        prefill = getattr(self.assistant, "prefill_record", None)
-        if prefill is None or not self.model_ready.is_set() or cancel.is_set():
-            return 0
-        with self._model_lock:  # the adapter in use stays the one this patient's cache is for
-            if self._patient_in_model != patient.id or cancel.is_set():
-                return 0
-            try:
-                return int(prefill(patient, cancel) or 0)
-            except Exception:  # an optimisation only: the generation reads the record itself
-                return 0
-
-    def use_patient_model(self, patient: Patient, *, force: bool = False) -> str | None:
-        """Make the model use this patient's adapter (or the base); returns its label."""
-        if not self.model_ready.is_set() or self.assistant is None:
-            return None
-        with self._model_lock:
-            if self._patient_in_model == patient.id and not force:
-                return None
-            try:
-                label = self.store_call(lambda store: self.assistant.use_patient(patient, store))
-            except PhyAssistError as exc:
-                self.call_from_thread(self.notify, str(exc), severity="warning")
-                return None
-            self._patient_in_model = patient.id
-            return clean(str(label or ""))
 
     # -- training ---------------------------------------------------------------------------------
     def start_training(self, patient: Patient | None) -> None:
         if patient is None:
             self.notify("Open a patient first.", severity="warning")
             return
-        runner = self.training_runner or find_training_runner()
-        if runner is None:
-            self.notify("Training is not available in this build.", severity="warning")
-            return
         if not patient.notes:
             self.notify("Save at least one note before training an adapter.", severity="warning")
             return
-        settings = self.settings
-
-        def start(cancel: threading.Event):
-            return runner(patient=patient, store=self.store, settings=settings, cancel=cancel)
 
         def finished(ok: bool | None) -> None:
             if ok:
@@ -308,12 +195,12 @@ class PhyAssistApp(App):
 
         from phyassist_tui.screens.train import TrainScreen  # plotext: off the launch path
 
-        self.push_screen(TrainScreen(patient.name, start), finished)
+        self.push_screen(TrainScreen(patient.name, partial(self.session.train, patient)), finished)
 
     def _after_training(self, patient: Patient) -> None:
-        label = self.use_patient_model(patient, force=True)
+        label = self.session.after_training(patient)
         if label:
-            self.call_from_thread(setattr, self, "model_label", label)
+            self.call_from_thread(setattr, self, "model_label", clean(label))
         screen = self._workspace()
         if screen is not None:
             self.call_from_thread(screen.patients.refresh_list)
@@ -351,7 +238,7 @@ class PhyAssistApp(App):
         await super().on_event(event)
 
     def _check_idle(self) -> None:
-        if self.store is None:
+        if not self.session.unlocked:
             return
         idle = time.monotonic() - self._last_activity
         if idle >= self.settings.idle_lock_minutes * 60:
@@ -364,22 +251,16 @@ class PhyAssistApp(App):
 
     async def lock(self, reason: str = "") -> None:
         """Save what is unsaved (encrypted), close the vault, forget the patients."""
-        if self.store is None:
+        if not self.session.unlocked:
             return
         workspace = self._workspace()
         if workspace is not None:
             await workspace.prepare_lock()
-        await asyncio.to_thread(self._close_store)
+        await self._backup_in_background(automatic=True)  # backup: setting backup.on_lock_and_quit
+        await asyncio.to_thread(self.session.lock)
         while len(self.screen_stack) > 1:
             await self.pop_screen()
-        self._patient_in_model = None
         await self.push_screen(UnlockScreen(reason))
-
-    def _close_store(self) -> None:
-        with self._store_lock:
-            store, self.store = self.store, None
-            if store is not None:
-                store.close()
 
     async def action_lock(self) -> None:
         await self.lock(reason="Locked.")
@@ -388,8 +269,22 @@ class PhyAssistApp(App):
         workspace = self._workspace()
         if workspace is not None:
             await workspace.prepare_lock()
-        await asyncio.to_thread(self._close_store)
+        await self._backup_in_background(automatic=True)  # backup: setting backup.on_lock_and_quit
+        await asyncio.to_thread(self.session.lock)
         self.exit()
+
+    async def action_backup_now(self) -> None:
+        await self._backup_in_background(automatic=False)
+
+    async def _backup_in_background(self, *, automatic: bool) -> None:
+        """Snapshot the open vault and send it from a detached process (phyassist_tui.backup)."""
+        from phyassist_tui.backup import start_background_backup
+
+        message, started = await asyncio.to_thread(
+            start_background_backup, self, automatic=automatic
+        )
+        if message:
+            self.notify(message, severity="information" if started else "warning")
 
     # -- theme and palette ------------------------------------------------------------------------
     def watch_theme(self, theme: str) -> None:
@@ -458,23 +353,3 @@ def freeze_heap() -> None:
     objects made since. Memory freed by reference counting is unaffected.
     """
     gc.freeze()
-
-
-def real_store_class_lazy() -> VaultOpener:
-    """``engine.vault.store.Store``, imported on first use (it is cheap, but keep start-up lean)."""
-
-    class _Lazy:
-        @staticmethod
-        def _store() -> VaultOpener:
-            return real_store_class()
-
-        def exists(self, vault_dir):
-            return self._store().exists(vault_dir)
-
-        def create(self, vault_dir, passphrase, settings=None):
-            return self._store().create(vault_dir, passphrase, settings=settings)
-
-        def open(self, vault_dir, passphrase, writer=True, settings=None):
-            return self._store().open(vault_dir, passphrase, writer=writer, settings=settings)
-
-    return _Lazy()

@@ -53,6 +53,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec(
         "app.theme", "f9", "change_theme", "Theme", "Pick a colour theme", "app", show=False
     ),
+    ActionSpec(
+        "app.backup",
+        "f8",
+        "backup_now",
+        "Back up now",
+        "Send an encrypted snapshot of the vault to every backup target (in the background)",
+        "app",
+        show=False,
+    ),
     # workspace
     ActionSpec(
         "workspace.new_patient",

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "phyassist_tui.commands.evaluate",
     "phyassist_tui.commands.audit",
     "phyassist_tui.commands.doctor",
+    "phyassist_tui.commands.backup",
 )
 TUI_MODULES = ("phyassist_tui.commands.tui",)
 
@@ -54,7 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["tui", *argv]
     # The workspace is what a counselor starts many times a day: registering the other
     # commands imports the data and evaluation modules (~0.2 s), so it registers only its own.
-    parser = build_parser(TUI_MODULES if argv[0] in ("tui", "serve") else COMMAND_MODULES)
+    # `backup run` from cron every hour: the same, its own module only.
+    if argv[0] in ("tui", "serve"):
+        modules = TUI_MODULES
+    elif argv[0] == "backup":
+        modules = ("phyassist_tui.commands.backup",)
+    else:
+        modules = COMMAND_MODULES
+    parser = build_parser(modules)
     args = parser.parse_args(argv)
     handler = getattr(args, "handler", None)
     if handler is None:

@@ -6,14 +6,15 @@ thread-safe), so every cross-thread hand-off is visible in one place.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from textual.message import Message
 
 from engine.records import AnalysisDraft, Patient, PatientSummary
+from engine.session import Outcome, RunKind
 
-GenerationKind = Literal["analysis", "regenerate_item", "regenerate_all", "chat"]
+GenerationKind = RunKind
 
 
 @dataclass
@@ -62,16 +63,12 @@ class GenerationChunk(Message):
 
 @dataclass
 class GenerationFinished(Message):
-    """A stream ended: finished, cancelled (text kept) or failed (``error`` set)."""
+    """A run ended: finished, cancelled (text kept) or failed (``outcome.error`` set).
 
-    kind: GenerationKind
-    text: str
-    cancelled: bool = False
-    error: str | None = None
-    stats: dict[str, Any] = field(default_factory=dict)
-    section: str | None = None
-    item_id: str | None = None
-    draft: AnalysisDraft | None = None  # analysis: the parsed draft (partial when cancelled)
+    ``outcome`` is the Session's typed result: an ``AnalysisOutcome`` (the parsed draft),
+    ``ItemOutcome`` (the item's new text) or ``ChatOutcome`` (the reply), with its stats."""
+
+    outcome: Outcome
 
 
 @dataclass
@@ -82,16 +79,7 @@ class DraftChanged(Message):
 
 
 @dataclass
-class ModelStatus(Message):
-    """Progress of the background model load (``label`` once loaded, ``error`` on failure)."""
-
-    state: Literal["loading", "ready", "failed"]
-    label: str = ""
-    detail: str = ""
-
-
-@dataclass
-class TrainingEvent(Message):
+class TrainingProgress(Message):
     """One progress event from the training subprocess (step, loss, eta_s, phase, ...)."""
 
     event: dict[str, Any]

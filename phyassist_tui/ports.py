@@ -1,20 +1,20 @@
-"""What the TUI needs from the engine, written down as protocols.
+"""What the TUI needs from the engine, written down as one protocol: :class:`SessionPort`.
 
-The app talks to the vault and the model only through these shapes, so a test can hand it
-a fake at the boundary and the product hands it the real ``engine`` objects. The engine
-modules are imported lazily (inside workers): importing torch must never delay the first
-frame.
+The app talks to the vault and the model only through ``engine.session.Session``, which
+implements this protocol in full (``tests/tui/test_ports.py`` checks every member against
+the real class, and the test fake at the model boundary against ``ModelBackend``). Nothing
+is probed with ``getattr``. The engine's heavy modules (torch, the pydantic records) are
+imported by the Session's workers, never on the TUI's launch path.
 """
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-if TYPE_CHECKING:  # pydantic models: imported by the modules that use them, off the launch path
+if TYPE_CHECKING:
     from engine.records import (
         AnalysisDraft,
         BasicInfo,
@@ -23,135 +23,89 @@ if TYPE_CHECKING:  # pydantic models: imported by the modules that use them, off
         Patient,
         PatientSummary,
     )
+    from engine.session import (
+        AnalysisOutcome,
+        ChatOutcome,
+        ItemOutcome,
+        ModelState,
+        OpenedPatient,
+        RiskCheck,
+        Run,
+    )
     from engine.settings import Settings
+    from engine.trust.risk import RiskFlag
 
 
-class VaultStore(Protocol):
-    def close(self) -> None: ...
-    def list_patients(self) -> list[PatientSummary]: ...
-    def search(self, text: str) -> list[PatientSummary]: ...
-    def create_patient(self, name: str, basic: BasicInfo) -> Patient: ...
-    def load_patient(self, patient_id: str) -> Patient: ...
-    def save_patient(self, patient: Patient) -> None: ...
-    def add_note(self, patient_id: str, note: Note) -> Patient: ...
-    def write_blob(self, patient_id: str, kind: str, data: bytes) -> None: ...
-    def read_blob(self, patient_id: str, kind: str) -> bytes | None: ...
-    def delete_blob(self, patient_id: str, kind: str) -> None: ...
+@runtime_checkable
+class SessionPort(Protocol):
+    """``engine.session.Session`` as the TUI uses it."""
 
+    settings: Settings
 
-class VaultOpener(Protocol):
-    """``engine.vault.store.Store`` as a class: the three ways in."""
+    # the model
+    @property
+    def model_state(self) -> ModelState: ...
+    def subscribe(self, listener: Callable[[ModelState], None]) -> None: ...
+    def start_model_load(self) -> bool: ...
+    def new_cancel(self) -> threading.Event: ...
+    def wait_ready(
+        self, cancel: threading.Event | None = None, timeout: float | None = None
+    ) -> bool: ...
+    async def ready(self, cancel: threading.Event | None = None) -> bool: ...
+    def use_patient(self, patient: Patient, *, force: bool = False) -> str | None: ...
+    def prefill_record(self, patient: Patient, cancel: threading.Event) -> int: ...
 
-    def exists(self, vault_dir: Path) -> bool: ...
-    def create(self, vault_dir: Path, passphrase: str, settings: Settings = ...) -> VaultStore: ...
-    def open(
-        self, vault_dir: Path, passphrase: str, writer: bool = ..., settings: Settings = ...
-    ) -> VaultStore: ...
+    # the vault
+    @property
+    def unlocked(self) -> bool: ...
+    def vault_exists(self) -> bool: ...
+    def create_vault(self, passphrase: str) -> list[PatientSummary] | None: ...
+    def unlock(self, passphrase: str) -> list[PatientSummary] | None: ...
+    def lock(self) -> None: ...
 
+    # patients, notes, autosave, chat
+    def list_patients(self, query: str = "") -> list[PatientSummary]: ...
+    def create_patient(self, name: str, basic: BasicInfo | None = None) -> Patient: ...
+    def open_patient(self, patient_id: str, *, detail: str | None = None) -> OpenedPatient: ...
+    def update_patient(self, patient: Patient) -> None: ...
+    def delete_patient(self, patient_id: str) -> None: ...
+    def save_note(self, patient_id: str, note: Note) -> Patient: ...
+    def write_autosave(self, patient_id: str, payload: dict[str, Any] | None) -> None: ...
+    def load_chat(self, patient_id: str) -> list[ChatMessage]: ...
+    def save_chat(self, patient_id: str, history: list[ChatMessage]) -> None: ...
 
-class AssistantLike(Protocol):
-    loaded: bool
-    model_label: str
-    last_stats: Any
-    context_report: str
+    # risk
+    def risk_model_refusal(self) -> str | None: ...
+    def check_risk(self, text: str) -> RiskCheck: ...
+    def risk_shown(self, patient_id: str | None, flags: list[RiskFlag]) -> None: ...
+    def risk_acknowledged(self, patient_id: str | None, flags: list[RiskFlag]) -> None: ...
+    def risk_cancelled(self, patient_id: str | None, flags: list[RiskFlag]) -> None: ...
 
-    def load(self, progress: Callable[..., None] | None = None) -> None: ...
-    def use_patient(self, patient: Patient, store: Any = None) -> str: ...
-    def stream_analysis(
-        self, patient: Patient, question: str, *, cancel: threading.Event, guidance: Any = None
-    ) -> Iterator[str]: ...
-    def parse_analysis(self, text: str) -> AnalysisDraft: ...
-    def stream_regenerate_item(
+    # generation runs
+    def analysis(
         self,
         patient: Patient,
         question: str,
-        draft: AnalysisDraft,
-        section: str,
-        item_id: str,
         *,
-        cancel: threading.Event,
-    ) -> Iterator[str]: ...
-    def stream_chat(
-        self,
-        patient: Patient,
-        history: list[ChatMessage],
-        message: str,
-        *,
-        cancel: threading.Event,
-    ) -> Iterator[str]: ...
+        observed: str = "",
+        guidance: AnalysisDraft | None = None,
+    ) -> Run[AnalysisOutcome]: ...
+    def regenerate_item(
+        self, patient: Patient, question: str, draft: AnalysisDraft, section: str, item_id: str
+    ) -> Run[ItemOutcome]: ...
+    def chat(
+        self, patient: Patient | None, history: list[ChatMessage], message: str
+    ) -> Run[ChatOutcome]: ...
+
+    # training and adapters
+    def train(self, patient: Patient, cancel: threading.Event) -> Iterator[dict[str, Any]]: ...
+    def after_training(self, patient: Patient) -> str | None: ...
+    def rollback_adapter(self, patient_id: str, version: int | None = None) -> tuple[int, int]: ...
+    def export_adapter(self, patient_id: str, out: Path, version: int | None = None) -> Path: ...
 
 
-TrainingRunner = Callable[..., Iterator[dict[str, Any]]]
+def real_session(settings: Settings, **kwargs: Any) -> SessionPort:
+    """The engine's Session (cheap to import: no torch, no pydantic records)."""
+    from engine.session import Session
 
-
-def real_store_class() -> VaultOpener:
-    from engine.vault.store import Store
-
-    return Store  # type: ignore[return-value]
-
-
-def real_assistant(settings: Settings) -> AssistantLike:
-    from engine.inference.assistant import Assistant
-
-    return Assistant(settings)  # type: ignore[return-value]
-
-
-def stats_dict(stats: Any) -> dict[str, Any]:
-    """``GenerationStats`` (dataclass or pydantic) as a plain dict; ``{}`` when absent."""
-    if stats is None:
-        return {}
-    if hasattr(stats, "model_dump"):
-        return dict(stats.model_dump())
-    if hasattr(stats, "__dataclass_fields__"):
-        from dataclasses import asdict
-
-        return asdict(stats)
-    return dict(getattr(stats, "__dict__", {}))
-
-
-def find_training_runner() -> TrainingRunner | None:
-    """The per-patient training runner from ``engine.training``, if this build has one."""
-    try:
-        from engine.training.runner import TrainingRun
-    except ImportError:
-        return None
-
-    def run_training(
-        *, patient: Patient, store: Any, settings: Settings, cancel: threading.Event
-    ) -> Iterator[dict[str, Any]]:
-        """Yield the subprocess's progress as dicts; ``cancel`` stops the subprocess."""
-        run = TrainingRun(store, patient.id, settings)
-        done = threading.Event()
-
-        def watch_cancel() -> None:
-            while not done.is_set():
-                if cancel.wait(0.1):
-                    run.cancel()
-                    return
-
-        threading.Thread(target=watch_cancel, name="training-cancel", daemon=True).start()
-        try:
-            for event in run.events():
-                yield {
-                    "phase": event.phase,
-                    "step": event.step,
-                    "total_steps": event.total_steps,
-                    "loss": event.loss,
-                    "tokens_per_s": event.tokens_per_s,
-                    "eta_s": event.eta_s,
-                    "message": event.message,
-                }
-        finally:
-            done.set()
-
-    return run_training
-
-
-def chat_history_io() -> tuple[Callable[..., list[ChatMessage]], Callable[..., None]] | None:
-    """``engine.vault.chat``'s encrypted history helpers, when present."""
-    try:
-        chat = importlib.import_module("engine.vault.chat")
-    except ImportError:
-        return None
-    load, save = getattr(chat, "load_history", None), getattr(chat, "save_history", None)
-    return (load, save) if callable(load) and callable(save) else None
+    return Session(settings, **kwargs)

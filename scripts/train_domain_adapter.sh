@@ -4,22 +4,19 @@
 # then (SHIP=1) copy it to adapters/ with its card. Needs a CUDA GPU for a run of minutes (the
 # shipped run: one H100, 361 s of training; CPU works, but takes many hours).
 #   scripts/train_domain_adapter.sh [SHARED_DATA_DIR] [WORK_DIR] [extra `domain train` args]
-# Env: PHYASSIST (command to run, default "python -m phyassist_tui"; use the engine modules on
-# a host without textual: PHYASSIST_ENGINE=1), TIME_BUDGET (training seconds, default 360 as
-# shipped; on other hardware pass `--max-steps 614` for the shipped step count), EVAL_LIMIT
-# (rows per task, default 400), EVAL_BATCH (default 200), SHIP=1 (write adapters/...).
+# The `phyassist` commands used here import no textual: a headless GPU host needs only the
+# engine's dependencies. With several GPUs `domain train` relaunches itself under accelerate.
+# Env: TIME_BUDGET (training seconds, default 360 as shipped; on other hardware pass
+# `--max-steps 614` for the shipped step count), EVAL_LIMIT (rows per task, default 400),
+# EVAL_BATCH (default 200), SHIP=1 (write adapters/...).
 set -euo pipefail
 DATA=${1:-../shared/data}
 WORK=${2:-build/domain}
 shift $(( $# > 2 ? 2 : $# )) || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-if [ -n "${PHYASSIST_ENGINE:-}" ]; then
-  prepare=(python -m engine.dataprep); train=(python -m engine.training.domain_train)
-  evaluate=(python -m engine.evaluation); ship=()
-else
-  prepare=(python -m phyassist_tui data prepare); train=(python -m phyassist_tui domain train)
-  evaluate=(python -m phyassist_tui eval imhi); ship=(python -m phyassist_tui domain ship)
-fi
+phyassist=(python -m phyassist_tui)
+prepare=("${phyassist[@]}" data prepare); train=("${phyassist[@]}" domain train)
+evaluate=("${phyassist[@]}" eval imhi); ship=("${phyassist[@]}" domain ship)
 "${prepare[@]}" --imhi "$DATA/imhi" --counselchat "$DATA/counsel_chat/counsel_chat.csv" \
   --out "$WORK/data"
 "${train[@]}" --data "$WORK/data" --out "$WORK/run" --no-4bit --no-resume --epochs 3 \
@@ -29,7 +26,7 @@ fi
 "${evaluate[@]}" --data "$DATA/imhi" --adapter "$WORK/run/adapter" --compare-base \
   --limit "${EVAL_LIMIT:-400}" --batch-size "${EVAL_BATCH:-200}" --max-new-tokens 256 \
   --out "$WORK/eval"
-if [ -n "${SHIP:-}" ] && [ ${#ship[@]} -gt 0 ]; then
+if [ -n "${SHIP:-}" ]; then
   "${ship[@]}" --run "$WORK/run" --eval "$WORK/eval" --data "$WORK/data" \
     --dest adapters/smollm2-135m-imhi-counselchat --bf16
 fi

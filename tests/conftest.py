@@ -1,27 +1,24 @@
-"""Fixtures shared by every test area. Each test gets its own PHYASSIST_HOME."""
+"""Fixtures shared by every test area, defined once here (plain helpers: tests/support.py).
+
+Each test gets its own PHYASSIST_HOME; only the model cache (public weights) is shared.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from platformdirs import user_cache_path
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from engine.settings import Settings, StoreSettings, load_settings
+from engine.vault.store import Store
+from tests.support import PlaintextScanner, model_cache_root, save_tiny_llama
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
 SEED_CASE = SHARED_DATA / "cases" / "seed_case_zh.json"
-
-
-def model_cache_root() -> Path:
-    """Where tests keep dequantized public model weights (never patient data).
-
-    One directory for the whole run (and later runs): each test area used to dequantize the
-    embedded GGUF into its own fresh home, 30-110 s each on two cores.
-    ``PHYASSIST_TEST_MODEL_CACHE`` overrides it.
-    """
-    env = os.environ.get("PHYASSIST_TEST_MODEL_CACHE")
-    return Path(env) if env else user_cache_path("phyassist")
+FIXTURES = REPO / "data" / "fixtures"
 
 
 @pytest.fixture(autouse=True)
@@ -56,3 +53,86 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} not present")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def imhi_fixture() -> Path:
+    """A few rows in IMHI's layout (data/fixtures/imhi)."""
+    return FIXTURES / "imhi"
+
+
+@pytest.fixture(scope="session")
+def counselchat_fixture() -> Path:
+    return FIXTURES / "counsel_chat.csv"
+
+
+# -- a real encrypted vault -------------------------------------------------------------------
+
+
+@pytest.fixture
+def passphrase() -> str:
+    return "correct horse battery"
+
+
+@pytest.fixture
+def settings(isolated_home: Path) -> Settings:
+    """Settings under the test's PHYASSIST_HOME with scrypt n=2**10 (fast; real use is 2**15)."""
+    return load_settings(store=StoreSettings(scrypt_log2_n=10))
+
+
+@pytest.fixture
+def vault_dir(settings: Settings) -> Path:
+    return settings.vault_dir
+
+
+@pytest.fixture
+def store(vault_dir: Path, settings: Settings, passphrase: str):
+    with Store.create(vault_dir, passphrase, settings=settings) as opened:
+        yield opened
+
+
+@pytest.fixture
+def reopen(vault_dir: Path, settings: Settings, passphrase: str) -> Callable[..., Store]:
+    """Open the test vault again (the caller closes it)."""
+
+    def _open(*, writer: bool = True, secret: str | None = None) -> Store:
+        return Store.open(vault_dir, secret or passphrase, writer=writer, settings=settings)
+
+    return _open
+
+
+@pytest.fixture
+def scanner() -> Callable[[list[str]], PlaintextScanner]:
+    """``scanner([secret, ...]).scan(*roots)``: plaintext copies of the secrets in files."""
+    return PlaintextScanner
+
+
+# -- a tiny model -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The dequantized embedded model (HF directory) in the shared model cache, built once."""
+    import engine.model.llm as llm
+
+    settings = load_settings(cache_dir=model_cache_root())
+    llm.load_model(settings)
+    source = llm.resolve_spec(settings)
+    path = llm.gguf_cache_dir(settings, source)
+    if not (path / "config.json").is_file():
+        # Another test area loaded the model first with another cache dir, so the in-process
+        # cache answered and nothing was written here (and that in-memory model may carry
+        # adapters). Build this cache from the GGUF itself.
+        llm._load_uncached(settings, lambda _msg: None, use_disk_cache=True)
+    assert (path / "config.json").is_file()
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-layer Llama with random weights and the embedded model's tokenizer and template
+    (tests/engine overrides it with one on fixed token ids)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir, local_files_only=True)
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer)

@@ -27,7 +27,7 @@ mask, and the Triton MoE sums in another order. In bf16 the logits can therefore
 last bits, and a near-tie can flip a greedy token. tests/gpu checks exact equality with fp32
 compute and step-by-step agreement with bf16 (see bench/RESULTS.md).
 
-A :class:`PrefixCache` keeps the keys and values of a long prefix (the patient's record), so a
+A :class:`PrefilledPrefix` keeps the keys and values of a long prefix (the patient's record), so a
 regenerate only prefills the new suffix. A suffix of at most :data:`FEW_TOKENS_MAX` tokens runs
 its MoE through :func:`engine.gpu.nf4_moe.moe_few_tokens` (the NF4 experts read once, no host sync)
 and attends to the cached prefix with lower-right causal flash attention
@@ -47,9 +47,9 @@ from __future__ import annotations
 import time
 import types
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -306,11 +306,12 @@ def _set_kernel(model: torch.nn.Module, kernel: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 GQA_DECODE = "phyassist_gqa_decode"
-#: SDPA backends tried for the one-token decode attention (None: PyTorch's own choice).
-DECODE_SDPA_BACKENDS: list[Any] | None = None
-#: "triton" (engine.gpu.nf4_moe's split-K decode kernel, bf16/fp16 on CUDA; 90 against 80 tokens/s
-#: in bench/results/profile-h100-run6.json) or "sdpa" (grouped query heads through SDPA).
-DECODE_ATTENTION = "triton"
+#: Which decode attention a ``FastDecoder`` asks for: "triton" (engine.gpu.nf4_moe's split-K
+#: decode kernel, bf16/fp16 on CUDA; 90 against 80 tokens/s on an H100, bench/RESULTS.md) or
+#: "sdpa" (grouped query heads through SDPA, on ``sdpa_backends`` or PyTorch's own choice).
+DecodeAttention = Literal["triton", "sdpa"]
+#: Set on the model config while a FastDecoder steps: (attention, SDPA backends or None).
+_DECODE_CHOICE = "_phyassist_decode_choice"
 
 
 def _gqa_decode_attention(
@@ -342,8 +343,9 @@ def _gqa_decode_attention(
     mask = attention_mask[:, :, :, : key.shape[-2]]
     from engine.gpu import nf4_moe
 
+    attention, backends = getattr(getattr(module, "config", None), _DECODE_CHOICE, ("triton", None))
     if (
-        DECODE_ATTENTION == "triton"
+        attention == "triton"
         and query.is_cuda
         and b == 1
         and query.dtype in (torch.bfloat16, torch.float16)
@@ -352,10 +354,10 @@ def _gqa_decode_attention(
         scale = scaling if scaling is not None else d**-0.5
         return nf4_moe.decode_attention(query, key, value, mask, scale), None
     q = query.reshape(b, hkv, hq // hkv, d)
-    if DECODE_SDPA_BACKENDS:
+    if backends:
         from torch.nn.attention import sdpa_kernel
 
-        with sdpa_kernel(DECODE_SDPA_BACKENDS):
+        with sdpa_kernel(backends):
             out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
     else:
         out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)
@@ -481,7 +483,7 @@ class _SuffixGraph:
 
 
 @dataclass
-class PrefixCache:
+class PrefilledPrefix:
     """Keys and values of a fixed token prefix (e.g. a patient's record) reused across requests."""
 
     token_ids: list[int]
@@ -547,7 +549,12 @@ class FastDecoder:
         kernel: str = "auto",
         gqa_attention: bool = True,
         few_token_prefill: bool = True,
+        decode_attention: DecodeAttention = "triton",
+        sdpa_backends: Sequence[Any] | None = None,
     ) -> None:
+        """``decode_attention`` and ``sdpa_backends`` pick the one-token attention of the
+        grouped-query decode path (see :data:`DecodeAttention`); "triton" falls back to SDPA
+        where its kernel cannot run (CPU, fp32, no Triton)."""
         from transformers import StaticCache
 
         self.model = model
@@ -583,6 +590,9 @@ class FastDecoder:
         self.kernel = kernel
         _set_kernel(self.lm, kernel)
         self.gqa_attention = gqa_attention
+        if decode_attention not in ("triton", "sdpa"):
+            raise ValueError(f"unknown decode attention {decode_attention!r}")
+        self.decode_choice = (decode_attention, list(sdpa_backends) if sdpa_backends else None)
         # A suffix after a cached prefix: the few-token NF4 kernel + lower-right causal attention.
         self.few_token_prefill = few_token_prefill and kernel == "triton"
         self.suffix_attention = True  # with few_token_prefill: lower-right causal flash attention
@@ -668,7 +678,7 @@ class FastDecoder:
                 config._attn_implementation_internal = saved_attn
         return out.logits[:, -1, :].float()
 
-    def build_prefix(self, token_ids: Iterable[int]) -> PrefixCache:
+    def build_prefix(self, token_ids: Iterable[int]) -> PrefilledPrefix:
         """Prefill a prefix once; later :meth:`generate` calls that start with it reuse it."""
         from transformers import DynamicCache
 
@@ -677,7 +687,7 @@ class FastDecoder:
             raise ValueError("empty prefix")
         cache = DynamicCache(config=self.lm.config)
         self._prefill(torch.tensor([ids], device=self.device), cache)
-        return PrefixCache(token_ids=ids, cache=cache)
+        return PrefilledPrefix(token_ids=ids, cache=cache)
 
     def _load_static(self, dyn: Any, length: int) -> None:
         self._static_holds = None
@@ -822,6 +832,7 @@ class FastDecoder:
         saved_attn = config._attn_implementation_internal
         if self.gqa_attention and saved_attn == "sdpa":
             config._attn_implementation_internal = GQA_DECODE
+        setattr(config, _DECODE_CHOICE, self.decode_choice)
         try:
             out = self.lm(
                 input_ids=self._tok,
@@ -834,6 +845,7 @@ class FastDecoder:
             )
         finally:
             config._attn_implementation_internal = saved_attn
+            delattr(config, _DECODE_CHOICE)
         logits = out.logits[:, -1, :]
         self._logits.copy_(logits.view(-1))
         if self._penalize or self._biased:
@@ -900,7 +912,7 @@ class FastDecoder:
         max_new_tokens: int,
         *,
         eos_token_id: int | Iterable[int] | None = None,
-        prefix: PrefixCache | None = None,
+        prefix: PrefilledPrefix | None = None,
         on_token: Callable[[int], bool | None] | None = None,
         repetition_penalty: float = 1.0,
         cache: Any | None = None,
@@ -1019,38 +1031,6 @@ class FastDecoder:
         stats.new_tokens = len(tokens)
         return stats
 
-    @torch.inference_mode()
-    def forced_logits(self, input_ids: torch.Tensor, forced: list[int]) -> torch.Tensor:
-        """Logits of each decode step when fed ``forced`` tokens instead of its own choices.
-
-        Row ``i`` scores the token after ``forced[: i + 1]``; used to compare the fast path with
-        the baseline step by step without one near-tie derailing the rest of the sequence.
-        """
-        from transformers import DynamicCache
-
-        input_ids = input_ids.to(self.device)
-        prompt_len = input_ids.shape[1]
-        if prompt_len + len(forced) > self.max_cache_len:
-            raise ValueError("prompt + forced tokens exceed the static cache")
-        dyn = DynamicCache(config=self.lm.config)
-        self._prefill(input_ids, dyn)
-        self._load_static(dyn, prompt_len)
-        self._pos.fill_(prompt_len)
-        rows = []
-        _set_fast(self.lm, True)
-        try:
-            graph = self._graph()
-            for tok in forced:
-                self._tok.fill_(tok)
-                if graph is None:
-                    self._step()
-                else:
-                    graph.replay()
-                rows.append(self._logits.float().clone())
-        finally:
-            _set_fast(self.lm, False)
-        return torch.stack(rows)
-
     def _decode_loop(
         self,
         graph: torch.cuda.CUDAGraph | None,
@@ -1123,30 +1103,3 @@ def copy_adapter_in_place(
         target.data.copy_(value, non_blocking=True)
         copied += 1
     return copied
-
-
-# ---------------------------------------------------------------------------------------------
-# The baseline, for comparisons
-# ---------------------------------------------------------------------------------------------
-
-
-@torch.inference_mode()
-def baseline_generate(
-    model: torch.nn.Module, input_ids: torch.Tensor, max_new_tokens: int
-) -> tuple[list[int], float]:
-    """Plain ``model.generate``, greedy, exactly ``max_new_tokens`` (no EOS): (tokens, seconds)."""
-    from transformers import GenerationConfig
-
-    cfg = GenerationConfig(
-        do_sample=False,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=None,
-        pad_token_id=0,
-    )
-    mask = torch.ones_like(input_ids)
-    sync = torch.cuda.synchronize if input_ids.is_cuda else (lambda: None)
-    sync()
-    t0 = time.perf_counter()
-    out = model.generate(input_ids=input_ids, attention_mask=mask, generation_config=cfg)
-    sync()
-    return out[0, input_ids.shape[1] :].tolist(), time.perf_counter() - t0

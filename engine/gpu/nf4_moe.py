@@ -286,10 +286,10 @@ if triton is not None:
             tl.store(y_ptr + rows, out, mask=rmask)
 
 
-# Tile sizes picked on an H100 with bench/gpu_profile.py; overridable for other cards.
+# Tile sizes picked on an H100 with `python -m bench.gpu_profile`; `use_tiles` for other cards.
 # "pairs": one 256-entry table load a byte (both fp16 NF4 levels) instead of two 16-entry ones;
 # "block_k": weights a row per loop step (0 = the largest of 512/256/128/64 dividing K).
-# Measured (bench/results/profile-h100-run3.json): 0.21 ms for both kernels on two experts,
+# Measured on an H100 (bench/RESULTS.md): 0.21 ms for both kernels on two experts,
 # against 0.33 ms for the two-lookup version with its best tiles.
 TUNING: dict[str, dict[str, int]] = {
     "gate_up": {"BLOCK_N": 16, "num_warps": 4, "pairs": 1, "block_k": 512},
@@ -810,14 +810,14 @@ if triton is not None:
                     tl.store(y_ptr + dst, y, mask=m2)
 
 
-# Tiles for the few-token kernels (bench/gpu_profile.py --steps few sweeps them on the card).
+# Tiles for the few-token kernels (`python -m bench.gpu_profile --steps few` sweeps them).
 # BLOCK_M is the token chunk an expert's tile is applied to; None: picked from the token count.
 # "split": programs sharing a row tile's inner dimension (fp32 partial sums, added on the host in
 # a fixed order, so the result is deterministic); "unroll": 64-weight blocks a row per loop step;
 # "swap": the weight tile is the MMA's left operand (``W x^T``); "lut": 0 = two lookups a byte
 # in the 16 fp32 NF4 levels (bitsandbytes' exact values), 1 = one lookup a byte in the fp16 pair
 # table (bf16/fp16 compute only; fp32 compute always uses 0).
-# Best of the session-3 sweep at 32 tokens on an H100 (bench/results/prof-h100-s3-run1.json):
+# Best of the session-3 sweep at 32 tokens on an H100 (bench/RESULTS.md, session 3):
 # 2.07 ms a Mixtral layer (gate/up 1.41, down 0.55), against 2.84 ms for session 2's tiles
 # (swap 0, lut 0) and 8.2 ms for the eager block on the same inputs. One lookup a byte gave most
 # of the gain, so the kernels seem bound by the table lookups more than by the weight bytes.
@@ -833,7 +833,7 @@ FEW_TUNING: dict[str, dict[str, int | None]] = {
 }  # fmt: skip
 
 #: Tiles above :data:`FEW_SMALL_PAIRS` (token, expert) pairs, e.g. a 128-token suffix, where the
-#: small-count tiles spill registers: swept at 128 tokens (bench/results/few-h100-s3-run3.json),
+#: small-count tiles spill registers: swept at 128 tokens on an H100 (bench/RESULTS.md),
 #: 3.93 ms a layer against 7.25 ms with the small-count tiles and 5.5-5.8 ms with session 2's.
 FEW_TUNING_LARGE: dict[str, dict[str, int | None]] = {
     "gate_up": {
@@ -847,6 +847,21 @@ FEW_TUNING_LARGE: dict[str, dict[str, int | None]] = {
 }  # fmt: skip
 #: The most (token, expert) pairs that use :data:`FEW_TUNING` (32 tokens at top-2).
 FEW_SMALL_PAIRS = 64
+
+
+def use_tiles(
+    moe: dict[str, dict[str, int]] | None = None,
+    few: dict[str, dict[str, int | None]] | None = None,
+    few_large: dict[str, dict[str, int | None]] | None = None,
+) -> None:
+    """Use other tile sizes (e.g. ``python -m bench.gpu_profile``'s best on another card) for the
+    one-token (:data:`TUNING`) and few-token (:data:`FEW_TUNING`, :data:`FEW_TUNING_LARGE`)
+    kernels, by kernel name ("gate_up", "down"). Kernels launched afterwards use them."""
+    for given, table in ((moe, TUNING), (few, FEW_TUNING), (few_large, FEW_TUNING_LARGE)):
+        for name, cfg in (given or {}).items():
+            if name not in table or set(cfg) - set(table[name]):
+                raise ValueError(f"unknown kernel or tile field in {name}: {sorted(cfg)}")
+            table[name] = dict(cfg)
 
 
 def few_tuning_for(pairs: int) -> dict[str, dict[str, int | None]]:

@@ -337,7 +337,7 @@ def load_quantized(
 def use_expandable_segments() -> bool:
     """Let PyTorch's allocator return the loader's freed blocks to the card.
 
-    Measured on an H100 (bench/results/bench-load-expandable-h100-run5.json): after loading the
+    Measured on an H100 (bench/RESULTS.md, the 4-bit load row): after loading the
     32-layer 4-bit model nvidia-smi shows 40.0 GiB with the default allocator (the loader's
     transient blocks stay reserved around the weights) and 23.4 GiB with expandable segments.
     Only possible before CUDA's allocator starts; a value the user set is left alone.

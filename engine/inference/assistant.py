@@ -1,9 +1,12 @@
 """The one object the TUI (or a Python shell) talks to: load, pick adapter, stream, parse.
 
 Every ``stream_*`` call builds its prompt eagerly (so bad input raises ``InputRejected`` at
-the call) and returns an iterator of text chunks. Iterating runs ``model.generate`` in a
-worker thread; setting ``cancel`` ends the iterator cleanly within a token. When it ends,
-``last_stats`` holds the timing and ``context_report`` says what of the record fit.
+the call) and returns a :class:`~engine.inference.stream.TextStream`. Iterating runs
+``model.generate`` in a worker thread; setting ``cancel`` ends it cleanly within a token.
+When it ends, the stream's ``stats`` hold the timing and its ``context_report`` says what of
+the record fit: per run, never on this shared object. Front ends do not call this directly:
+``engine.session.Session`` waits for the model, picks the patient's adapter, runs the
+stream and parses it into a typed result.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.errors import InputRejected, ModelLoadError, PhyAssistError
-from engine.inference.analysis import parse_analysis, parse_item_text, strip_leading_marker
+from engine.inference.analysis import parse_analysis, strip_leading_marker
 from engine.inference.constraints import TokenConstraint
 from engine.inference.context import (
     CountingCache,
@@ -23,7 +26,7 @@ from engine.inference.context import (
     common_prefix_len,
     fit_record,
 )
-from engine.inference.generation import GenerationRun, GenerationStats, prefill
+from engine.inference.generation import GenerationRun, prefill
 from engine.inference.prompts import (
     Lang,
     analysis_request,
@@ -32,6 +35,7 @@ from engine.inference.prompts import (
     regenerate_item_request,
     system_prompt,
 )
+from engine.inference.stream import GenerationStats, TextStream
 from engine.inference.structured import (
     StructuredDraft,
     ensure_risk_items,
@@ -51,7 +55,7 @@ from engine.records import AnalysisDraft, ChatMessage, Item, Patient
 from engine.settings import EMBEDDED_MODEL, Settings
 from engine.trust.risk import RiskFlag, assess, assess_with_model, yes_no_scorer
 
-__all__ = ["Assistant", "GenerationStats"]
+__all__ = ["Assistant", "GenerationStats", "TextStream"]
 
 ITEM_MAX_NEW_TOKENS = 160
 MARGIN_TOKENS = 16
@@ -64,8 +68,6 @@ class Assistant:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.last_stats: GenerationStats | None = None
-        self.context_report: str = ""
         self.last_adapter_error: str | None = None
         self.last_prompt_ids: list[int] = []  # the token ids of the last prompt (debugging)
         self.prefix_cache = PrefixCache()
@@ -74,10 +76,6 @@ class Assistant:
         self._count: CountingCache | None = None
         self._suffix = "base"
         self._domain_name: str | None = None
-        # The last Analysis request (statement, its language, the draft it regenerates) and
-        # its structured result: parse_analysis hands that back and adds the risk items.
-        self._last_request: tuple[str, Lang, AnalysisDraft | None] | None = None
-        self._last_structured: StructuredDraft | None = None
 
     # Loading -------------------------------------------------------------------------------
 
@@ -319,7 +317,6 @@ class Assistant:
         self.last_prompt_ids = list(ids)
 
         def finished(run: GenerationRun) -> None:
-            self.last_stats = run.stats
             if run.cache_failed:
                 self.prefix_cache.enabled = False  # this model will not take our cache
                 self.prefix_cache.clear()
@@ -466,66 +463,57 @@ class Assistant:
         cancel: threading.Event,
         guidance: AnalysisDraft | None = None,
         observed: str = "",
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """Stream a whole Analysis draft for ``question`` (the client's statement).
 
         With ``generation.draft_layout == "engine"`` the engine writes the layout and the model
-        fills in each item (engine.inference.structured); ``parse_analysis`` of the joined
-        chunks then returns that structured draft, with the risk items."""
+        fills in each item (engine.inference.structured). Either way the stream's
+        ``draft_of(text)`` gives the structured draft of its text, with the engine's risk items
+        (the tolerant parser's reading where the text is not the engine's, e.g. cancelled)."""
         start = time.perf_counter()
         self._check_text(question, "statement")
         statement_lang = detect_language(question)
-        comments = _draft_comments(guidance)
-        lang = requested_language(comments) or statement_lang
+        lang = requested_language(_draft_comments(guidance)) or statement_lang
         user = analysis_request(question, lang, observed=observed, guidance=guidance)
         max_new = self._max_new()
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
-        self.context_report = report
-        self._last_request = (question, statement_lang, guidance)
-        self._last_structured = None
         gen = self.settings.generation
+        name = self.model_label
         if gen.draft_layout == "free":
-            return iter(self._run(patient, ids, cancel, max_new, start))
-        symptom_comments = guidance.symptom_type.comments if guidance is not None else []
-        drafter = StructuredDraft(
-            self.model.tokenizer,
-            self._segments(patient, cancel, start),
-            ids,
-            lang,
-            question,
-            constrain=gen.language_constraint,
-            short_label=wants_short_label(symptom_comments),
-            previous=guidance,
-            start=start,
-            cancelled=cancel.is_set,
-        )
-        return self._stream_structured(drafter)
+            run = self._run(patient, ids, cancel, max_new, start)
+            stream = _stream(run, report)
+            drafter = None
+        else:
+            drafter = StructuredDraft(
+                self.model.tokenizer,
+                self._segments(patient, cancel, start),
+                ids,
+                lang,
+                question,
+                constrain=gen.language_constraint,
+                short_label=wants_short_label(guidance.symptom_type.comments if guidance else []),
+                previous=guidance,
+                start=start,
+                cancelled=cancel.is_set,
+            )
+            stream = TextStream(
+                drafter.stream(), context_report=report, stats=lambda: drafter.stats
+            )
 
-    def _stream_structured(self, drafter: StructuredDraft) -> Iterator[str]:
-        yield from drafter.stream()
-        self.last_stats = drafter.stats
-        self._last_structured = drafter
+        def draft_of(text: str) -> AnalysisDraft:
+            if drafter is not None and text == drafter.text:
+                draft = drafter.draft.model_copy(deep=True)
+            else:
+                draft = parse_analysis(text)
+            draft.model_name = name
+            return ensure_risk_items(draft, question, statement_lang, guidance)
+
+        stream.draft_of = draft_of
+        return stream
 
     def parse_analysis(self, text: str) -> AnalysisDraft:
-        """The structured draft; text that fits nowhere is kept in ``unplaced``.
-
-        For the text of the last engine-laid-out draft, that draft itself; otherwise the
-        tolerant parser's. Either way the risk items of the last statement are in it."""
-        name = self.model_label if self.loaded else ""
-        done = self._last_structured
-        if done is not None and text == done.text:
-            draft = done.draft.model_copy(deep=True)
-            draft.model_name = name
-        else:
-            draft = parse_analysis(text, model_name=name)
-        if self._last_request is not None:
-            statement, lang, previous = self._last_request
-            draft = ensure_risk_items(draft, statement, lang, previous)
-        return draft
-
-    def clean_item_text(self, text: str) -> str:
-        """The final text of a regenerated item (numbering, heading and quotes removed)."""
-        return parse_item_text(text)
+        """The structured draft; text that fits nowhere is kept in ``unplaced``."""
+        return parse_analysis(text, model_name=self.model_label if self.loaded else "")
 
     def stream_regenerate_item(
         self,
@@ -536,7 +524,7 @@ class Assistant:
         item_id: str,
         *,
         cancel: threading.Event,
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """Stream a new text for one item, guided by its comments and the rest of the draft."""
         start = time.perf_counter()
         self._check_text(question, "statement")
@@ -545,28 +533,22 @@ class Assistant:
         user = regenerate_item_request(question, draft, section, item, lang)
         max_new = self._max_new(ITEM_MAX_NEW_TOKENS)
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
-        self.context_report = report
         gen = self.settings.generation
         if gen.draft_layout == "free":
-            return _strip_leading_marker(iter(self._run(patient, ids, cancel, max_new, start)))
-        return self._stream_item(
-            write_item(
-                self.model.tokenizer,
-                self._segments(patient, cancel, start),
-                ids,
-                lang,
-                section,
-                constrain=gen.language_constraint,
-                short_label=wants_short_label(item.comments),
-                stats_out=(stats := []),
-            ),
-            stats,
+            run = self._run(patient, ids, cancel, max_new, start)
+            return _stream(run, report, _strip_leading_marker(iter(run)))
+        stats: list[GenerationStats] = []
+        chunks = write_item(
+            self.model.tokenizer,
+            self._segments(patient, cancel, start),
+            ids,
+            lang,
+            section,
+            constrain=gen.language_constraint,
+            short_label=wants_short_label(item.comments),
+            stats_out=stats,
         )
-
-    def _stream_item(self, chunks: Iterator[str], stats: list[GenerationStats]) -> Iterator[str]:
-        yield from chunks
-        if stats:
-            self.last_stats = stats[-1]
+        return TextStream(chunks, context_report=report, stats=lambda: stats[-1] if stats else None)
 
     def stream_chat(
         self,
@@ -575,7 +557,7 @@ class Assistant:
         message: str,
         *,
         cancel: threading.Event,
-    ) -> Iterator[str]:
+    ) -> TextStream:
         """Stream the model's reply in a chat about ``patient`` (or no patient)."""
         start = time.perf_counter()
         self._check_text(message, "message")
@@ -588,8 +570,23 @@ class Assistant:
         ids, report = self._build(
             patient, [{"role": "user", "content": message}], max_new, history_turns=past
         )
-        self.context_report = report
-        return iter(self._run(patient, ids, cancel, max_new, start))
+        return _stream(self._run(patient, ids, cancel, max_new, start), report)
+
+
+def _stream(run: GenerationRun, report: str, chunks: Iterator[str] | None = None) -> TextStream:
+    """The run's chunks (``chunks`` if they were filtered) with its stats and context report."""
+    return TextStream(
+        chunks if chunks is not None else iter(run),
+        context_report=report,
+        stats=lambda: run.stats,
+    )
+
+
+def _draft_comments(draft: AnalysisDraft | None) -> list[str]:
+    if draft is None:
+        return []
+    items = [draft.symptom_type, *draft.reasons, *draft.advice]
+    return [c for i in items for c in i.comments]
 
 
 def _as_ids(value: Any) -> list[int]:
@@ -600,13 +597,6 @@ def _as_ids(value: Any) -> list[int]:
     if value and isinstance(value[0], list):
         value = value[0]
     return [int(i) for i in value]
-
-
-def _draft_comments(draft: AnalysisDraft | None) -> list[str]:
-    if draft is None:
-        return []
-    items = [draft.symptom_type, *draft.reasons, *draft.advice]
-    return [c for i in items for c in i.comments]
 
 
 def _turns_lang(turns: list[dict[str, str]]) -> Lang:

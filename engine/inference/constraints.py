@@ -196,8 +196,9 @@ class TokenConstraint:
     on the ``generate`` path also banned as an end (newline/EOS: ``end_ids``) before
     ``min_tokens`` tokens. ``avoid``: token sequences already written (earlier items) whose
     ``NO_REPEAT_NGRAM``-grams this run must not repeat: a 135M model otherwise writes the same
-    reason three times. ``min_tokens`` and ``avoid`` need a host step per token and apply on
-    the ``generate`` path only; the GPU fast decoder takes ``bias`` and ``first_banned``.
+    reason three times. ``min_tokens``, ``avoid`` and ``no_repeat`` need a host step per
+    token and apply on the ``generate`` path only; the GPU fast decoder (a captured graph)
+    takes ``bias`` and ``first_banned``.
     """
 
     bias: torch.Tensor | None = None
@@ -205,6 +206,7 @@ class TokenConstraint:
     end_ids: tuple[int, ...] = ()
     min_tokens: int = 0
     avoid: tuple[tuple[int, ...], ...] = ()
+    no_repeat: bool = False  # the n-gram rule also within the run's own tokens
     # Overrides the settings' repetition penalty for this run (None: keep it). Chinese drafts
     # use 1.0: a byte-level tokenizer spells CJK with a few hundred byte tokens that all occur
     # in a Chinese prompt, so a penalty over the prompt pushes the model to rare characters.
@@ -213,11 +215,12 @@ class TokenConstraint:
     def banned_continuations(self, generated: list[int]) -> list[int]:
         """Tokens that would complete an n-gram of ``avoid`` after ``generated``."""
         n = NO_REPEAT_NGRAM
-        if len(generated) < n - 1:
+        if len(generated) < n - 1 or not (self.avoid or self.no_repeat):
             return []
         head = tuple(generated[-(n - 1) :])
         out = []
-        for seq in (*self.avoid, tuple(generated)):
+        own = (tuple(generated),) if self.no_repeat else ()
+        for seq in (*self.avoid, *own):
             for i in range(len(seq) - n + 1):
                 if seq[i : i + n - 1] == head:
                     out.append(seq[i + n - 1])

@@ -13,7 +13,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,26 +22,11 @@ from transformers import (
     StoppingCriteriaList,
     TextIteratorStreamer,
 )
-from transformers.generation.streamers import BaseStreamer
 
 from engine.errors import GenerationFailed, PhyAssistError
 from engine.inference.constraints import TokenConstraint
+from engine.inference.stream import GenerationStats
 from engine.settings import GenerationSettings
-
-
-@dataclass
-class GenerationStats:
-    """What one generation cost; ``tokens_per_s`` is the decode rate after the first token."""
-
-    ttft_s: float
-    tokens: int
-    tokens_per_s: float
-    total_s: float
-    cancelled: bool
-    prompt_tokens: int
-    cached_prefix_tokens: int
-    looped: bool = False  # stopped because the output had become one short cycle repeated
-
 
 LOOP_MAX_PERIOD = 8  # the longest cycle (in tokens) that counts as a loop
 
@@ -135,23 +119,6 @@ class TimedTextStreamer(TextIteratorStreamer):
         # A run cut off by max_new_tokens or a stop can end inside a multi-byte character;
         # its bytes decode to U+FFFD, which must not reach the note.
         super().on_finalized_text(text.rstrip("\ufffd") if stream_end else text, stream_end)
-
-
-class ClockStreamer(BaseStreamer):
-    """Timing only, no text: the benchmark's baseline uses it around a plain generate."""
-
-    def __init__(self, clock: TokenClock) -> None:
-        self.clock = clock
-        self.prompt_seen = False
-
-    def put(self, value: torch.Tensor) -> None:
-        if not self.prompt_seen:
-            self.prompt_seen = True
-            return
-        self.clock.tick(int(value.numel()))
-
-    def end(self) -> None:
-        pass
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:
@@ -431,25 +398,3 @@ def _failure_message(exc: BaseException) -> str:
             "generation.max_new_tokens, or use a smaller / 4-bit model."
         )
     return f"Generation failed: {text}"
-
-
-def stream_generate(
-    model: Any,
-    tokenizer: Any,
-    input_ids: list[int],
-    *,
-    cancel: threading.Event,
-    gen: GenerationSettings,
-    max_new_tokens: int,
-    lock: threading.RLock | None = None,
-) -> GenerationRun:
-    """Shortcut for a run without a prefix cache."""
-    return GenerationRun(
-        model,
-        tokenizer,
-        input_ids,
-        cancel=cancel,
-        gen=gen,
-        max_new_tokens=max_new_tokens,
-        lock=lock,
-    )

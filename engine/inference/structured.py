@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.inference.constraints import TokenConstraint, language_bias, vocabulary
-from engine.inference.generation import GenerationRun, GenerationStats
+from engine.inference.generation import GenerationRun
 from engine.inference.prompts import SECTION_TITLES, Lang
+from engine.inference.stream import GenerationStats
 from engine.records import AnalysisDraft, Item
 from engine.trust.risk import RiskFlag, assess
 
@@ -292,6 +293,7 @@ class StructuredDraft:
                 tuple(self.tokenizer.encode(t, add_special_tokens=False))
                 for t in [*SECTION_TITLES[self.lang].values(), *(avoid or [])]
             ),
+            no_repeat=True,
             repetition_penalty=1.0 if self.constrain and self.lang == "zh" else None,
         )
 

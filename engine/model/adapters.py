@@ -26,7 +26,6 @@ from engine.errors import AdapterLoadError, AdapterNotFound
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 MAX_ADAPTER_BYTES = 4 << 30  # a LoRA of a 47B model at r=64 is well under this
-SHIPPED_ADAPTERS_DIR = Path(__file__).resolve().parents[2] / "adapters"
 
 ACTIVE_KIND = "adapter/active"  # optional: the version number chosen by a rollback
 _VERSION_KIND = re.compile(r"^adapter/v(\d+)$")
@@ -255,30 +254,44 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def resolve_domain_adapter(setting: str | None, model_spec: str | None = None) -> Path | None:
+def resolve_domain_adapter(
+    setting: str | None, model_spec: str | None = None, adapters_dir: Path | None = None
+) -> Path | None:
     """``settings.model.domain_adapter`` as a directory: a path, "auto" (the shipped one made
-    for ``model_spec``, see ``shipped_domain_adapter``) or None/"" (no domain adapter)."""
+    for ``model_spec`` under ``adapters_dir``, see ``shipped_domain_adapter``) or None/"" (no
+    domain adapter)."""
     if not setting:
         return None
     if setting == "auto":
-        return shipped_domain_adapter(model_spec)
+        return shipped_domain_adapter(model_spec, adapters_dir)
     path = Path(setting).expanduser()
     if not path.is_dir():
         raise AdapterLoadError(f"Domain adapter not found: {path}")
     return path
 
 
-def shipped_domain_adapter(model_spec: str | None = None) -> Path | None:
-    """The adapter under ``adapters/`` whose ``base_model_name_or_path`` is ``model_spec``
-    (``adapters/domain`` first, then by name); with no spec, the first one.
+def shipped_adapters_dir(adapters_dir: Path | None = None) -> Path:
+    """``settings.model.adapters_dir``, or the source tree's ``adapters/`` when it is None."""
+    from engine.settings import default_adapters_dir
+
+    return Path(adapters_dir).expanduser() if adapters_dir else default_adapters_dir()
+
+
+def shipped_domain_adapter(
+    model_spec: str | None = None, adapters_dir: Path | None = None
+) -> Path | None:
+    """The adapter under ``adapters_dir`` (``shipped_adapters_dir``) whose
+    ``base_model_name_or_path`` is ``model_spec`` (``domain`` first, then by name); with no
+    spec, the first one.
 
     A shipped adapter is trained for one base model: loading it onto another one (a local
     Mixtral, say) would fail or, worse, silently change its answers.
     """
-    if not SHIPPED_ADAPTERS_DIR.is_dir():
+    root = shipped_adapters_dir(adapters_dir)
+    if not root.is_dir():
         return None
-    preferred = SHIPPED_ADAPTERS_DIR / "domain"
-    others = sorted(p for p in SHIPPED_ADAPTERS_DIR.iterdir() if p != preferred)
+    preferred = root / "domain"
+    others = sorted(p for p in root.iterdir() if p != preferred)
     for candidate in [preferred, *others]:
         config_path = candidate / CONFIG_NAME
         if not config_path.is_file():
@@ -319,7 +332,7 @@ class AdapterRegistry:
 
     def active(self, patient_id: str) -> int | None:
         """The version to apply: the one ``adapter/active`` names (a rollback), else the
-        newest; None when the patient has no adapter."""
+        newest; None when the patient has no adapter. The only reader of that pointer."""
         versions = self.versions(patient_id)
         if not versions:
             return None
@@ -327,11 +340,18 @@ class AdapterRegistry:
         if raw is not None:
             try:
                 chosen = int(raw.decode("ascii").strip())
-            except (UnicodeDecodeError, ValueError):
+            except ValueError:  # UnicodeDecodeError included
                 chosen = None
             if chosen in versions:
                 return chosen
         return versions[-1]
+
+    def set_active(self, patient_id: str, version: int) -> None:
+        """Point ``adapter/active`` at ``version`` (a stored one); the only writer of it."""
+        if version not in self.versions(patient_id):
+            raise AdapterNotFound(f"This patient has no adapter v{version}.")
+        self.store.write_blob(patient_id, ACTIVE_KIND, str(version).encode("ascii"))
+        self.store.set_has_adapter(patient_id, True)
 
     def read(self, patient_id: str, version: int) -> tuple[dict[str, Any], dict[str, Any]]:
         data = self.store.read_blob(patient_id, self.kind(version))

@@ -122,6 +122,10 @@ def _label_from_gguf_name(name: str) -> str:
     return head if head and tail[:1].upper() in {"Q", "F", "I", "B"} else stem
 
 
+# 2: tokenizer files that every transformers version reads alike (see _write_cache).
+CACHE_FORMAT = 2
+
+
 def gguf_cache_dir(settings: Settings, source: ModelSource, dtype: Any = None) -> Path:
     """Where the dequantized copy of a GGUF lives; keyed by file identity (size + mtime)
     and by dtype (a bf16 GPU copy must not feed a float32 CPU load)."""
@@ -130,6 +134,7 @@ def gguf_cache_dir(settings: Settings, source: ModelSource, dtype: Any = None) -
     if dtype is None:
         dtype = _pick_dtype(settings, _pick_device(settings))
     key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}|{str(dtype).removeprefix('torch.')}"
+    key += f"|v{CACHE_FORMAT}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return settings.model_cache_dir / f"{source.name}-{digest}"
 
@@ -282,7 +287,9 @@ def _write_cache(cache: Path, model: Any, tokenizer: Any, source: ModelSource) -
     tmp = Path(tempfile.mkdtemp(prefix=cache.name + ".", dir=cache.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
+        _fix_tokenizer(tokenizer, model)
         tokenizer.save_pretrained(tmp)
+        _portable_tokenizer_config(tmp)
         meta = {"source": str(source.path / (source.gguf_file or "")), "name": source.name}
         (tmp / "phyassist-cache.json").write_text(json.dumps(meta), encoding="utf-8")
         if cache.exists():
@@ -291,6 +298,25 @@ def _write_cache(cache: Path, model: Any, tokenizer: Any, source: ModelSource) -
     except Exception:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _portable_tokenizer_config(directory: Path) -> None:
+    """Name the generic fast tokenizer class in ``tokenizer_config.json``.
+
+    transformers 4.x converts a llama-architecture GGUF's tokenizer to ``LlamaTokenizerFast``
+    and saves ``tokenizer_class: LlamaTokenizer``; the pipeline it writes to ``tokenizer.json``
+    is the model's own (SmolLM2: GPT-2 byte-level BPE). transformers 5.x rebuilds a
+    ``LlamaTokenizer`` from vocab and merges with Llama's Metaspace pre-tokenizer instead of
+    reading that pipeline, so a server on 5.x (vLLM) encoded "The capital of France is" as
+    [1, 504, 29721, 1714, 33488, 271] instead of [1, 504, 3575, 282, 4649, 314] and answered
+    garbage. ``PreTrainedTokenizerFast`` reads ``tokenizer.json`` verbatim in every version.
+    """
+    path = directory / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    path.write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
 
 
 def _context_window(model: Any, tokenizer: Any, settings: Settings) -> int:

@@ -5,26 +5,26 @@ The brief's recipe is the default: LoRA r=32, alpha=32, dropout 0.05 on every li
 and a 4-bit base on a GPU (plain AdamW, full precision on the CPU). The loss falls on the answer
 only (prompt/completion data). Domain data is public, so checkpoints are plain files under
 ``OUT/checkpoints`` and a rerun resumes from the newest one. With several GPUs and no
-launcher yet, the run re-executes itself under ``accelerate launch`` (one process per GPU).
-
-Run as ``python -m engine.training.domain_train --data DIR --out DIR`` or ``phyassist domain train``
+launcher yet, ``phyassist domain train`` re-executes itself under ``accelerate launch`` (one
+process per GPU, see ``accelerate_command``).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import InputRejected, TrainingError
+
+if TYPE_CHECKING:
+    from engine.settings import Settings
 
 ADAPTER_DIR = "adapter"
 CHECKPOINT_DIR = "checkpoints"
@@ -174,7 +174,7 @@ def latest_checkpoint(out_dir: Path) -> str | None:
     return get_last_checkpoint(str(ckpt)) if ckpt.is_dir() else None
 
 
-def _load_base(settings: Any, recipe: DomainRecipe, on_cuda: bool) -> tuple[Any, Any]:
+def _load_base(settings: Settings, recipe: DomainRecipe, on_cuda: bool) -> tuple[Any, Any]:
     """The base model through the engine's loader; under DDP each rank gets its own GPU."""
     from engine.model.llm import load_model
 
@@ -209,7 +209,7 @@ def train_domain(
     data_dir: Path,
     out_dir: Path,
     *,
-    settings: Any | None = None,
+    settings: Settings | None = None,
     recipe: DomainRecipe | None = None,
     resume: bool = True,
     max_train_rows: int | None = None,
@@ -338,8 +338,9 @@ def train_domain(
     return result
 
 
-def maybe_relaunch_multi_gpu(argv: list[str]) -> int | None:
-    """Re-run under ``accelerate launch`` when several GPUs exist and no launcher is active."""
+def accelerate_command(entry: list[str]) -> list[str] | None:
+    """``entry`` (the arguments after ``python``) under ``accelerate launch``, one process per
+    GPU, when several GPUs exist and no launcher is active yet; None to train in-process."""
     if os.environ.get("LOCAL_RANK") is not None or os.environ.get("PHYASSIST_NO_RELAUNCH"):
         return None
     try:
@@ -349,117 +350,5 @@ def maybe_relaunch_multi_gpu(argv: list[str]) -> int | None:
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n < 2:
         return None
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--num_processes",
-        str(n),
-        "--multi_gpu",
-        "-m",
-        "engine.training.domain_train",
-        *argv,
-    ]
-    return subprocess.call(cmd)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = DomainRecipe()
-    parser.add_argument("--data", required=True, type=Path, help="dir from `data prepare`")
-    parser.add_argument(
-        "--out", required=True, type=Path, help="output dir (checkpoints/, adapter/)"
-    )
-    parser.add_argument("--model", default=None, help="model spec (default: settings model.spec)")
-    parser.add_argument("--epochs", type=float, default=d.num_train_epochs)
-    parser.add_argument("--max-steps", type=int, default=d.max_steps)
-    parser.add_argument("--batch-size", type=int, default=d.per_device_train_batch_size)
-    parser.add_argument("--grad-accum", type=int, default=d.gradient_accumulation_steps)
-    parser.add_argument("--lr", type=float, default=d.learning_rate)
-    parser.add_argument("--lora-r", type=int, default=d.lora_r)
-    parser.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
-    parser.add_argument("--max-length", type=int, default=d.max_length)
-    parser.add_argument("--save-steps", type=int, default=d.save_steps)
-    parser.add_argument("--logging-steps", type=int, default=d.logging_steps)
-    parser.add_argument("--max-train-rows", type=int, default=None)
-    parser.add_argument(
-        "--time-budget",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="stop training after this many seconds (the adapter is saved as usual)",
-    )
-    parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
-    parser.add_argument("--no-4bit", action="store_true", help="LoRA on a full-precision base")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
-    parser.add_argument(
-        "--gradient-checkpointing",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="recompute activations to save memory (default: on with CUDA); a small model "
-        "trains faster without it",
-    )
-    parser.add_argument(
-        "--optim",
-        default=None,
-        help="optimizer (default: paged_adamw_32bit on GPU, else adamw_torch)",
-    )
-
-
-def run_from_args(args: argparse.Namespace, argv: list[str] | None = None) -> int:
-    if argv is not None:
-        code = maybe_relaunch_multi_gpu(argv)
-        if code is not None:
-            return code
-    from engine.settings import load_settings
-
-    settings = load_settings()
-    update: dict[str, Any] = {}
-    if args.model:
-        update["spec"] = args.model
-    if args.device:
-        update["device"] = args.device
-    if update:
-        settings = settings.model_copy(
-            update={"model": settings.model.model_copy(update=update)}, deep=True
-        )
-    recipe = DomainRecipe(
-        num_train_epochs=args.epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.batch_size,
-        gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr,
-        lora_r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        max_length=args.max_length,
-        save_steps=args.save_steps,
-        logging_steps=args.logging_steps,
-        load_in_4bit=False if args.no_4bit else None,
-        optim=args.optim,
-        gradient_checkpointing=args.gradient_checkpointing,
-        time_budget_s=args.time_budget,
-    )
-    result = train_domain(
-        args.data,
-        args.out,
-        settings=settings,
-        recipe=recipe,
-        resume=not args.no_resume,
-        max_train_rows=args.max_train_rows,
-        printer=lambda line: print(line, flush=True),
-    )
-    print(json.dumps(result.as_dict(), indent=2), flush=True)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(
-        prog="python -m engine.training.domain_train", description=__doc__
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_from_args(args, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n)]
+    return [*launch, "--multi_gpu", *entry]

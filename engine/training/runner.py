@@ -37,7 +37,6 @@ from engine.errors import (
 from engine.model.adapters import AdapterRegistry, unpack_adapter
 from engine.settings import Settings, load_settings
 from engine.training.data import TrainingData, build_training_data
-from engine.training.versions import ACTIVE_KIND
 from engine.training.worker import JOB_VERSION, transfer_aad
 from engine.trust.audit import record as audit_record  # trust: audit hook
 from engine.vault.crypto import new_key, open_sealed
@@ -367,7 +366,7 @@ def store_adapter(
     in place (it still exists), and pruning never deletes what the pointer names."""
     registry = AdapterRegistry(store)
     version = registry.save(patient_id, config, state_dict, card)
-    store.write_blob(patient_id, ACTIVE_KIND, str(version).encode("ascii"))
+    registry.set_active(patient_id, version)
     pruned = registry.prune(patient_id, settings.limits.max_adapters_per_patient)
     card = registry.card(patient_id, version) or card
     return StoredAdapter(version=version, card=card, pruned=sorted(pruned))

@@ -1,9 +1,9 @@
 """A patient's adapter versions: list, which one is active, roll back, export.
 
-Versions live in the store as ``adapter/vN`` + ``adapter/vN.card`` (see
-``engine.model.adapters.AdapterRegistry``). Which one is used is the ``adapter/active`` blob
-(the version number); without it, the newest version is active. Training a new version
-makes it active; rolling back points ``adapter/active`` at an older one.
+Versions live in the store as ``adapter/vN`` + ``adapter/vN.card``; which one is used is
+``engine.model.adapters.AdapterRegistry.active`` (the ``adapter/active`` pointer, else the
+newest). Training a new version makes it active; rolling back points the registry at an
+older one. These are the operations a counselor asks for; the registry owns the storage.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 from engine.errors import AdapterNotFound, InputRejected
 from engine.model.adapters import CONFIG_NAME, WEIGHTS_NAME, AdapterRegistry, BlobStore
 
-ACTIVE_KIND = "adapter/active"
 CARD_FILE = "phyassist_card.json"
 
 
@@ -28,33 +27,9 @@ class AdapterVersion:
     active: bool
 
 
-def active_version(store: BlobStore, patient_id: str) -> int | None:
-    """The version the engine should apply for this patient, or None (use the base)."""
-    registry = AdapterRegistry(store)
-    versions = registry.versions(patient_id)
-    if not versions:
-        return None
-    raw = store.read_blob(patient_id, ACTIVE_KIND)
-    if raw is not None:
-        try:
-            chosen = int(raw.decode("ascii").strip())
-        except ValueError:
-            chosen = None
-        if chosen in versions:
-            return chosen
-    return versions[-1]
-
-
-def set_active(store: BlobStore, patient_id: str, version: int) -> None:
-    if version not in AdapterRegistry(store).versions(patient_id):
-        raise AdapterNotFound(f"This patient has no adapter v{version}.")
-    store.write_blob(patient_id, ACTIVE_KIND, str(version).encode("ascii"))
-    store.set_has_adapter(patient_id, True)
-
-
 def list_versions(store: BlobStore, patient_id: str) -> list[AdapterVersion]:
     registry = AdapterRegistry(store)
-    active = active_version(store, patient_id)
+    active = registry.active(patient_id)
     return [
         AdapterVersion(v, registry.card(patient_id, v), v == active)
         for v in registry.versions(patient_id)
@@ -63,18 +38,19 @@ def list_versions(store: BlobStore, patient_id: str) -> list[AdapterVersion]:
 
 def rollback(store: BlobStore, patient_id: str, version: int | None = None) -> int:
     """Make ``version`` (default: the one before the active one) active; returns it."""
-    versions = AdapterRegistry(store).versions(patient_id)
+    registry = AdapterRegistry(store)
+    versions = registry.versions(patient_id)
     if not versions:
         raise AdapterNotFound("This patient has no adapter to roll back.")
     if version is None:
-        current = active_version(store, patient_id)
+        current = registry.active(patient_id)
         older = [v for v in versions if current is not None and v < current]
         if not older:
             raise AdapterNotFound(
                 f"v{current} is the oldest adapter kept; there is nothing older to roll back to."
             )
         version = older[-1]
-    set_active(store, patient_id, version)
+    registry.set_active(patient_id, version)
     return version
 
 
@@ -83,7 +59,7 @@ def read_version(
 ) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """``(version, config, state_dict)`` of ``version`` or of the active one."""
     if version is None:
-        version = active_version(store, patient_id)
+        version = AdapterRegistry(store).active(patient_id)
         if version is None:
             raise AdapterNotFound("This patient has no trained adapter yet.")
     config, state = AdapterRegistry(store).read(patient_id, version)

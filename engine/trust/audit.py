@@ -80,6 +80,8 @@ ACTIONS = (
     "risk_flagged",
     "risk_acknowledged",
     "passphrase_changed",
+    "backup_target_added",
+    "vault_restored",
 )
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ID_RE = re.compile(r"^[0-9a-f]{8,64}$")

@@ -45,6 +45,9 @@ class Finding:
         return asdict(self)
 
 
+RESTORE_FIX = "restore from a backup: `phyassist backup restore --target NAME --replace`"
+
+
 def _ok(area: str, message: str) -> Finding:
     return Finding("ok", area, message)
 
@@ -154,7 +157,7 @@ def check_vault(settings: Settings) -> list[Finding]:
                 )
             )
     except PhyAssistError as exc:
-        return [_fail("vault", str(exc), fix="restore vault.json from a backup")]
+        return [_fail("vault", str(exc), fix=RESTORE_FIX)]
 
     plain: list[Path] = []
     temps: list[Path] = []
@@ -232,7 +235,7 @@ def check_vault_unlocked(settings: Settings, passphrase: str) -> list[Finding]:
                 )
             )
         for pid, reason in store.damaged_patients().items():
-            out.append(_fail("vault", f"patient {pid}: {reason}", fix="restore from a backup"))
+            out.append(_fail("vault", f"patient {pid}: {reason}", fix=RESTORE_FIX))
         blobs = bad = 0
         for summary in store.list_patients():
             try:
@@ -242,15 +245,13 @@ def check_vault_unlocked(settings: Settings, passphrase: str) -> list[Finding]:
                     store.read_blob(summary.id, kind)
             except PhyAssistError as exc:
                 bad += 1
-                out.append(
-                    _fail("vault", f"patient {summary.id}: {exc}", fix="restore from a backup")
-                )
+                out.append(_fail("vault", f"patient {summary.id}: {exc}", fix=RESTORE_FIX))
         for kind in store.list_vault_blobs():
             try:
                 store.read_vault_blob(kind)
             except PhyAssistError as exc:
                 bad += 1
-                out.append(_fail("vault", f"vault blob {kind}: {exc}", fix="restore from a backup"))
+                out.append(_fail("vault", f"vault blob {kind}: {exc}", fix=RESTORE_FIX))
         if not bad:
             out.append(_ok("vault", f"{rebuilt} patient records and {blobs} blobs authenticate"))
         result = AuditLog(store).verify()
@@ -261,7 +262,7 @@ def check_vault_unlocked(settings: Settings, passphrase: str) -> list[Finding]:
                 _fail(
                     "vault",
                     result.summary(),
-                    fix="restore the vault from a backup and find out who changed it",
+                    fix=RESTORE_FIX + " and find out who changed it",
                 )
             )
     return out
@@ -314,24 +315,25 @@ def check_model(settings: Settings) -> list[Finding]:
             )
         )
     if adapter == "auto" and settings.model.spec == EMBEDDED_MODEL:
-        out.append(_shipped_adapter_finding(settings.model.spec))
+        out.append(_shipped_adapter_finding(settings.model.spec, settings.model.adapters_dir))
     return out
 
 
-def _shipped_adapter_finding(model_spec: str) -> Finding:
+def _shipped_adapter_finding(model_spec: str, adapters_dir: Path | None) -> Finding:
     """The embedded model is meant to run with the domain adapter under ``adapters/``; an
     install without that folder (a built wheel) falls back to the bare base model, which
     scores about half on IMHI (adapters/*/README.md): say so rather than degrade quietly."""
-    from engine.model.adapters import SHIPPED_ADAPTERS_DIR, shipped_domain_adapter
+    from engine.model.adapters import shipped_adapters_dir, shipped_domain_adapter
 
-    found = shipped_domain_adapter(model_spec)
+    found = shipped_domain_adapter(model_spec, adapters_dir)
     if found is not None:
-        return _ok("model", f"shipped domain adapter {found.name}")
+        return _ok("model", f"shipped domain adapter {found.name} in {found.parent}")
     return _warn(
         "model",
-        f"no shipped domain adapter for {model_spec} in {SHIPPED_ADAPTERS_DIR}: the base model "
-        "is used without it",
-        fix="install from a checkout (pip install -e .) or set model.domain_adapter to its path",
+        f"no shipped domain adapter for {model_spec} in {shipped_adapters_dir(adapters_dir)}: "
+        "the base model is used without it",
+        fix="set model.adapters_dir to the adapters/ folder of a PhyAssist checkout (or "
+        "model.domain_adapter to the adapter itself)",
     )
 
 

@@ -330,6 +330,32 @@ class Store:
                 "This vault was opened read-only; open it for writing to change anything."
             )
 
+    # -- keys and snapshots for other layers (backup) ------------------------------------------
+
+    def derive_key(self, info: bytes) -> bytes:
+        """A 256-bit key for another purpose (HKDF-SHA256 of the master key, bound to ``info``).
+
+        Lets a layer such as the backup have its own key without storing one: the vault
+        passphrase stays the only secret.
+        """
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        hkdf = HKDF(algorithm=hashes.SHA256(), length=crypto.KEY_BYTES, salt=None, info=info)
+        return hkdf.derive(self._key())
+
+    @contextmanager
+    def quiesced(self) -> Iterator[None]:
+        """Hold every writer of this handle still, the index written: a consistent file set.
+
+        Used to take a snapshot of the vault's files (backup) while the app stays open.
+        """
+        with self._mutex:
+            self._key()
+            if self.writer:
+                self._flush_index()
+            yield
+
     # -- passphrase ------------------------------------------------------------------------
 
     def change_passphrase(self, old: str, new: str) -> None:

@@ -1,20 +1,29 @@
-"""Helpers shared by subcommands: settings and unlocking the vault without the TUI."""
+"""Helpers shared by subcommands: settings with command-line overrides, unlocking the vault
+without the TUI, and patient ids typed as a prefix."""
 
 from __future__ import annotations
 
 import getpass
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
+from engine.errors import InputRejected, PatientNotFound
 from engine.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from engine.vault.store import Store
 
 
-def settings() -> Settings:
-    return load_settings()
+def settings(**model: Any) -> Settings:
+    """The user's settings, with ``model`` fields given on the command line (``--model``,
+    ``--device``; None means "not given") on top. The one place commands override them."""
+    cfg = load_settings()
+    given = {key: value for key, value in model.items() if value is not None}
+    if given:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update=given)}, deep=True)
+    return cfg
 
 
 def read_passphrase(prompt: str = "Passphrase: ") -> str:
@@ -41,3 +50,19 @@ def open_store(cfg: Settings | None = None, *, writer: bool = True) -> Store:
 
     cfg = cfg or settings()
     return Store.open(cfg.vault_dir, read_passphrase(), writer=writer, settings=cfg)
+
+
+def match_patient_id(ids: Iterable[str], text: str) -> str:
+    """The one id in ``ids`` that starts with ``text`` (a whole id or a unique prefix)."""
+    prefix = text.strip().lower()
+    matches = sorted({i for i in ids if i.startswith(prefix)}) if prefix else []
+    if not matches:
+        raise PatientNotFound(f"No patient id starts with {prefix!r}.")
+    if len(matches) > 1:
+        raise InputRejected(f"{prefix!r} matches {len(matches)} patients; give more of the id.")
+    return matches[0]
+
+
+def resolve_patient_id(store: Store, text: str) -> str:
+    """A full patient id of the vault from the id or a unique prefix of it."""
+    return match_patient_id((s.id for s in store.list_patients()), text)

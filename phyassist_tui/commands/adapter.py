@@ -56,8 +56,7 @@ def _fmt_loss(value: object) -> str:
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from engine.training.versions import list_versions
-    from phyassist_tui.commands._common import open_store
-    from phyassist_tui.commands.train import resolve_patient_id
+    from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=False) as store:
         patient_id = resolve_patient_id(store, args.id)
@@ -82,13 +81,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from engine.training.versions import active_version, rollback
-    from phyassist_tui.commands._common import open_store
-    from phyassist_tui.commands.train import resolve_patient_id
+    from engine.model.adapters import AdapterRegistry
+    from engine.training.versions import rollback
+    from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=True) as store:
         patient_id = resolve_patient_id(store, args.id)
-        current = active_version(store, patient_id)
+        current = AdapterRegistry(store).active(patient_id)
         target = args.version if args.version is not None else "the previous version"
         if not _confirm(f"Switch this patient's adapter from v{current} to {target}?", args.yes):
             print("Nothing changed.")
@@ -101,8 +100,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from engine.training.versions import export_adapter
-    from phyassist_tui.commands._common import open_store
-    from phyassist_tui.commands.train import resolve_patient_id
+    from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=False) as store:
         patient_id = resolve_patient_id(store, args.id)

@@ -32,12 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _resolve_patient(entries: list, prefix: str) -> str:
-    ids = {e.patient_id for e in entries if e.patient_id and e.patient_id.startswith(prefix)}
-    if len(ids) > 1:
-        from engine.errors import InputRejected
+    """The id among the log's entries (a deleted patient's too) that ``prefix`` starts."""
+    from engine.errors import PatientNotFound
+    from phyassist_tui.commands._common import match_patient_id
 
-        raise InputRejected(f"{prefix!r} matches {len(ids)} patients; give more of the id.")
-    return ids.pop() if ids else prefix
+    try:
+        return match_patient_id((e.patient_id for e in entries if e.patient_id), prefix)
+    except PatientNotFound:
+        return prefix  # no entries for it: an empty listing, not an error
 
 
 def _cmd_show(args: argparse.Namespace) -> int:

@@ -1,29 +1,171 @@
-"""``phyassist data prepare`` and ``phyassist domain train``: the domain data pipeline.
+"""``phyassist data prepare``, ``phyassist domain train|ship``: the domain data pipeline.
 
-``domain train`` lives here; ``phyassist train domain`` (the issue's spelling, next to
-``train patient``) is the same command.
+The command lines live here; the engine functions they call (``engine.dataprep.prepare``,
+``engine.training.domain_train.train_domain``, ``engine.training.domain_card.ship``) take
+typed arguments. ``phyassist train domain`` (the issue's spelling, next to ``train patient``)
+is the same command as ``domain train``. None of this imports textual, so these commands run
+on a headless GPU host with only the engine's dependencies.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from engine.dataprep.clean import DEFAULT_MAX_CHARS
 from engine.settings import EMBEDDED_MODEL
+
+if TYPE_CHECKING:
+    from engine.dataprep.pipeline import PrepareResult
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--imhi", type=Path, help="IMHI folder (train/<TASK>/*.csv, test/*.csv)")
+    parser.add_argument("--counselchat", type=Path, help="CounselChat CSV")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the dataset")
+    parser.add_argument(
+        "--all-answers",
+        action="store_true",
+        help="keep every CounselChat answer, not only the best-voted one per question",
+    )
+    parser.add_argument(
+        "--max-chars",
+        type=int,
+        default=DEFAULT_MAX_CHARS,
+        help=f"drop rows whose question + answer exceed this (default {DEFAULT_MAX_CHARS})",
+    )
+    parser.add_argument(
+        "--val-share",
+        type=float,
+        default=0.02,
+        help="share of IMHI rows held out for validation loss (default 0.02)",
+    )
+
+
+def format_report(result: PrepareResult) -> str:
+    """Per-source, per-rule drop counts as an aligned text table."""
+    names: list[str] = []
+    for report in result.reports.values():
+        names.extend(n for n in report.dropped if n not in names)
+    sources = list(result.reports)
+    width = max([len(n) for n in names] + [len("rows in"), 10])
+    total = result.total
+
+    def row(label: str, values: list[int | str], tot: int) -> str:
+        return f"{label:<{width}}" + "".join(f"{v:>14}" for v in values) + f"{tot:>10}"
+
+    lines = [f"{'rule':<{width}}" + "".join(f"{s:>14}" for s in sources) + f"{'total':>10}"]
+    lines.append(row("rows in", [result.reports[s].rows_in for s in sources], total.rows_in))
+    for name in names:
+        vals: list[int | str] = [result.reports[s].dropped.get(name, "-") for s in sources]
+        lines.append(row(name, vals, total.dropped.get(name, 0)))
+    lines.append(row("rows out", [result.reports[s].rows_out for s in sources], total.rows_out))
+    splits = ", ".join(f"{k} {v}" for k, v in result.split_rows.items())
+    lines.append(f"dataset: {splits} -> {result.out_dir}")
+    return "\n".join(lines)
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from engine.dataprep.cli import run
+    from engine.dataprep.pipeline import prepare
 
-    return run(args)
+    result = prepare(
+        args.out,
+        imhi_dir=args.imhi,
+        counselchat_csv=args.counselchat,
+        all_answers=args.all_answers,
+        max_chars=args.max_chars,
+        val_share=args.val_share,
+    )
+    print(format_report(result))
+    return 0
+
+
+def add_domain_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from engine.training.domain_train import DomainRecipe
+
+    d = DomainRecipe()
+    parser.add_argument("--data", required=True, type=Path, help="dir from `data prepare`")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output dir (checkpoints/, adapter/)"
+    )
+    parser.add_argument("--model", default=None, help="model spec (default: settings model.spec)")
+    parser.add_argument("--epochs", type=float, default=d.num_train_epochs)
+    parser.add_argument("--max-steps", type=int, default=d.max_steps)
+    parser.add_argument("--batch-size", type=int, default=d.per_device_train_batch_size)
+    parser.add_argument("--grad-accum", type=int, default=d.gradient_accumulation_steps)
+    parser.add_argument("--lr", type=float, default=d.learning_rate)
+    parser.add_argument("--lora-r", type=int, default=d.lora_r)
+    parser.add_argument("--lora-alpha", type=int, default=d.lora_alpha)
+    parser.add_argument("--max-length", type=int, default=d.max_length)
+    parser.add_argument("--save-steps", type=int, default=d.save_steps)
+    parser.add_argument("--logging-steps", type=int, default=d.logging_steps)
+    parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop training after this many seconds (the adapter is saved as usual)",
+    )
+    parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    parser.add_argument("--no-4bit", action="store_true", help="LoRA on a full-precision base")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None)
+    parser.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute activations to save memory (default: on with CUDA); a small model "
+        "trains faster without it",
+    )
+    parser.add_argument(
+        "--optim",
+        default=None,
+        help="optimizer (default: paged_adamw_32bit on GPU, else adamw_torch)",
+    )
 
 
 def _domain_train(args: argparse.Namespace) -> int:
-    from engine.training.domain_train import run_from_args
+    from engine.training.domain_train import DomainRecipe, accelerate_command, train_domain
+    from phyassist_tui.commands._common import settings
 
-    # Forward the command's own arguments so a multi-GPU relaunch runs the same command.
-    return run_from_args(args, forwarded_arguments(sys.argv[1:]))
+    # With several GPUs and no launcher yet, run this same command once per GPU under
+    # ``accelerate launch`` (the relaunched processes see LOCAL_RANK and train).
+    forwarded = forwarded_arguments(sys.argv[1:])
+    if forwarded is not None:
+        command = accelerate_command(["-m", "phyassist_tui", "domain", "train", *forwarded])
+        if command is not None:
+            return subprocess.call(command)
+    recipe = DomainRecipe(
+        num_train_epochs=args.epochs,
+        max_steps=args.max_steps,
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr,
+        lora_r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        max_length=args.max_length,
+        save_steps=args.save_steps,
+        logging_steps=args.logging_steps,
+        load_in_4bit=False if args.no_4bit else None,
+        optim=args.optim,
+        gradient_checkpointing=args.gradient_checkpointing,
+        time_budget_s=args.time_budget,
+    )
+    result = train_domain(
+        args.data,
+        args.out,
+        settings=settings(spec=args.model, device=args.device),
+        recipe=recipe,
+        resume=not args.no_resume,
+        max_train_rows=args.max_train_rows,
+        printer=lambda line: print(line, flush=True),
+    )
+    print(json.dumps(result.as_dict(), indent=2), flush=True)
+    return 0
 
 
 def forwarded_arguments(argv: list[str]) -> list[str] | None:
@@ -53,9 +195,6 @@ def _domain_ship(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from engine.dataprep.cli import add_arguments as add_prepare_arguments
-    from engine.training.domain_train import add_arguments as add_train_arguments
-
     data = subparsers.add_parser("data", help="prepare domain training data")
     data_sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     prepare = data_sub.add_parser(
@@ -75,7 +214,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="(Q)LoRA SFT with TRL; resumes from OUT/checkpoints; the adapter goes to "
         "OUT/adapter.",
     )
-    add_train_arguments(train)
+    add_domain_train_arguments(train)
     train.set_defaults(handler=_domain_train)
 
     ship = domain_sub.add_parser(

@@ -1,19 +1,73 @@
-"""``phyassist eval imhi``: score a model (and optionally an adapter) on the IMHI test sets."""
+"""``phyassist eval imhi``: score a model (and optionally an adapter) on the IMHI test sets.
+
+The command line lives here; ``engine.evaluation.pipeline`` does the work with typed
+arguments. No textual import: it runs on a headless GPU host.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
+from pathlib import Path
+
+from engine.dataprep.imhi import TASKS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="IMHI folder (test/<TASK>.csv)")
+    parser.add_argument("--adapter", type=Path, help="PEFT adapter directory to evaluate")
+    parser.add_argument(
+        "--compare-base",
+        action="store_true",
+        help="also run the base model (adapter disabled) and report both side by side",
+    )
+    parser.add_argument("--model", help="model spec (default: settings model.spec)")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated IMHI tasks")
+    parser.add_argument("--limit", type=int, help="rows per task (seeded random sample)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--out", type=Path, required=True, help="where results.{json,md} go")
+    parser.add_argument(
+        "--rescore",
+        type=Path,
+        metavar="DIR",
+        help="no generation: re-extract labels from DIR/predictions-*.jsonl with the current "
+        "rules and write a new report",
+    )
+
+
+def _say(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
 def _imhi(args: argparse.Namespace) -> int:
-    from engine.evaluation.cli import run
+    from engine.evaluation.pipeline import evaluate, rescore_predictions
+    from phyassist_tui.commands._common import settings
 
-    return run(args)
+    if args.rescore is not None:
+        print(rescore_predictions(args.rescore, args.out).read_text(encoding="utf-8"))
+        return 0
+    report = evaluate(
+        settings(spec=args.model, device=args.device),
+        args.data,
+        args.out,
+        adapter=args.adapter,
+        compare_base=args.compare_base,
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        limit=args.limit,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        progress=_say,
+    )
+    print(report.read_text(encoding="utf-8"))
+    print(f"results: {args.out / 'results.json'}")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from engine.evaluation.cli import add_arguments
-
     evaluate = subparsers.add_parser("eval", help="evaluate models on benchmarks")
     sub = evaluate.add_subparsers(dest="eval_command", metavar="BENCHMARK")
     imhi = sub.add_parser(

@@ -15,9 +15,10 @@ import sys
 import unicodedata
 from typing import TYPE_CHECKING
 
-from engine.errors import InputRejected, PatientNotFound
+from engine.errors import InputRejected
 from engine.trust.audit import record as audit_record  # trust: audit hook
 from engine.trust.sanitize import safe_terminal_text as _safe
+from phyassist_tui.commands._common import resolve_patient_id
 
 if TYPE_CHECKING:
     from engine.records import Patient, PatientSummary
@@ -179,19 +180,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resolve(store: Store, prefix: str) -> str:
-    prefix = prefix.strip().lower()
-    matches = [s.id for s in store.list_patients() if s.id.startswith(prefix)] if prefix else []
-    if not matches:
-        raise PatientNotFound(f"No patient id starts with {prefix!r}.")
-    if len(matches) > 1:
-        raise InputRejected(f"{prefix!r} matches {len(matches)} patients; give more of the id.")
-    return matches[0]
-
-
 def _cmd_show(args: argparse.Namespace) -> int:
     with _open(writer=False) as store:
-        patient = store.load_patient(_resolve(store, args.id))
+        patient = store.load_patient(resolve_patient_id(store, args.id))
         audit_record(store, "patient_opened", patient.id, "cli show")  # trust
     if args.json:
         print(_json_for_terminal(patient.model_dump(mode="json")))
@@ -239,7 +230,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 def _cmd_delete(args: argparse.Namespace) -> int:
     with _open(writer=True) as store:
-        patient_id = _resolve(store, args.id)
+        patient_id = resolve_patient_id(store, args.id)
         name = _safe(store.get_summary(patient_id).name)
         if not args.yes:
             if not sys.stdin.isatty():

@@ -11,11 +11,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import InputRejected, PatientNotFound
-
 if TYPE_CHECKING:
     from engine.training.runner import TrainingEvent
-    from engine.vault.store import Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,13 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     patient.add_argument("--json", action="store_true", help="print the raw JSON events")
     patient.set_defaults(handler=_cmd_train_patient)
-    from engine.training.domain_train import add_arguments as add_domain_arguments
+    from phyassist_tui.commands.data import add_domain_train_arguments
 
     domain = tsub.add_parser(
         "domain",
         help="domain fine-tuning on a prepared dataset (same as `phyassist domain train`)",
     )
-    add_domain_arguments(domain)
+    add_domain_train_arguments(domain)
     domain.set_defaults(handler=_cmd_train_domain)
     train.set_defaults(handler=lambda args: _usage(train))
 
@@ -52,17 +49,6 @@ def _cmd_train_domain(args: argparse.Namespace) -> int:
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
     return 2
-
-
-def resolve_patient_id(store: Store, text: str) -> str:
-    """A full patient id, from the id or a unique prefix of it."""
-    prefix = text.strip().lower()
-    matches = [s.id for s in store.list_patients() if s.id.startswith(prefix)] if prefix else []
-    if not matches:
-        raise PatientNotFound(f"No patient id starts with {prefix!r}.")
-    if len(matches) > 1:
-        raise InputRejected(f"{prefix!r} matches {len(matches)} patients; give more of the id.")
-    return matches[0]
 
 
 def format_event(event: TrainingEvent) -> str | None:
@@ -98,7 +84,7 @@ def format_event(event: TrainingEvent) -> str | None:
 
 def _cmd_train_patient(args: argparse.Namespace) -> int:
     from engine.training.runner import TrainingRun
-    from phyassist_tui.commands._common import open_store, settings
+    from phyassist_tui.commands._common import open_store, resolve_patient_id, settings
 
     cfg = settings()
     overrides: dict[str, Any] = {}

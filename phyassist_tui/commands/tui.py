@@ -24,14 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _settings(model: str | None):
-    from engine.settings import load_settings
+    from phyassist_tui.commands._common import settings
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    settings = load_settings()
-    if model:
-        settings.model.spec = os.path.abspath(os.path.expanduser(model))
-    return settings
+    return settings(spec=os.path.abspath(os.path.expanduser(model)) if model else None)
 
 
 def run_tui(args: argparse.Namespace) -> int:

@@ -11,8 +11,9 @@ and the loaded model allow (``risk_model_check``), the model's yes/no per catego
 thread worker ("risk-check") first; then it shows the screen and calls back. The model can
 confirm a rule flag or add one the rules missed; it never silences a rule flag.
 :func:`confirm_risk` (from a worker, awaits the screen) and :func:`confirm_risk_then` are the
-rules-only building blocks. An acknowledgement is recorded in the audit log as
-``risk_acknowledged`` with categories, severities and rule ids only, never the quote.
+rules-only building blocks. The Session records the flags in the audit log as shown
+(``risk_flagged``), then ``risk_acknowledged`` or ``risk_cancelled``, with categories,
+severities and rule ids only, never the quote.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 from textual.worker import get_current_worker
 
-from engine.trust.audit import record
-from engine.trust.risk import CATEGORY_LABELS, RiskFlag, assess, highest_severity, risk_audit_detail
+from engine.trust.risk import CATEGORY_LABELS, RiskFlag, assess, highest_severity
 from engine.trust.sanitize import safe_terminal_text
 
 if TYPE_CHECKING:
     from textual.app import App
+
+    from phyassist_tui.ports import SessionPort
 
 __all__ = [
     "RiskFlagScreen",
@@ -157,30 +159,33 @@ class RiskFlagScreen(ModalScreen[bool]):
         self.dismiss(acknowledged)
 
 
-def _acknowledged(store: Any, patient_id: str | None, flags: Sequence[RiskFlag]) -> None:
-    record(store, "risk_acknowledged", patient_id, risk_audit_detail(flags))
-
-
 async def confirm_risk(
-    app: App, store: Any, patient_id: str | None, text: str, *, flags: list[RiskFlag] | None = None
+    app: App,
+    session: SessionPort,
+    patient_id: str | None,
+    text: str,
+    *,
+    flags: list[RiskFlag] | None = None,
 ) -> bool:
     """True to go on with ``text``: no flags, or the counselor acknowledged them.
 
-    Must run in a worker (it awaits the modal with ``push_screen_wait``). The
-    acknowledgement is audited; cancelling records nothing and returns False.
-    """
+    Must run in a worker (it awaits the modal with ``push_screen_wait``). The Session
+    audits the flags as shown, then acknowledged or cancelled."""
     flags = assess(text) if flags is None else flags
     if not flags:
         return True
+    session.risk_shown(patient_id, flags)
     acknowledged = bool(await app.push_screen_wait(RiskFlagScreen(flags)))
     if acknowledged:
-        _acknowledged(store, patient_id, flags)
+        session.risk_acknowledged(patient_id, flags)
+    else:
+        session.risk_cancelled(patient_id, flags)
     return acknowledged
 
 
 def confirm_risk_then(
     app: App,
-    store: Any,
+    session: SessionPort,
     patient_id: str | None,
     text: str,
     proceed: Callable[[], Any],
@@ -191,19 +196,22 @@ def confirm_risk_then(
 ) -> bool:
     """Callback form for event handlers: runs ``proceed()`` at once when there are no flags
     (returns True), else shows the screen (returns False) and later calls ``proceed()`` after
-    an acknowledgement (audited) or ``cancelled()`` after Escape. ``flags`` defaults to the
-    rules' flags for ``text``."""
+    an acknowledgement or ``cancelled()`` after Escape (the Session audits all three).
+    ``flags`` defaults to the rules' flags for ``text``."""
     flags = assess(text) if flags is None else flags
     if not flags:
         proceed()
         return True
+    session.risk_shown(patient_id, flags)
 
     def _done(acknowledged: bool | None) -> None:
         if acknowledged:
-            _acknowledged(store, patient_id, flags)
+            session.risk_acknowledged(patient_id, flags)
             proceed()
-        elif cancelled is not None:
-            cancelled()
+        else:
+            session.risk_cancelled(patient_id, flags)
+            if cancelled is not None:
+                cancelled()
 
     app.push_screen(RiskFlagScreen(flags, found_by), _done)
     return False
@@ -211,7 +219,6 @@ def confirm_risk_then(
 
 def check_risk_then(
     owner: Any,
-    store: Any,
     patient_id: str | None,
     text: str,
     proceed: Callable[[], Any],
@@ -221,25 +228,23 @@ def check_risk_then(
 ) -> None:
     """:func:`confirm_risk_then` with the model check where it applies.
 
-    ``owner`` is the widget or screen that owns the worker (its ``app.assistant`` is asked).
-    Without a model check (off, embedded model, model still loading, or an engine that has
-    none) this is :func:`confirm_risk_then` with the rules' flags, at once. Otherwise the
-    check runs in the exclusive thread worker ``risk-check`` (``checking`` is told, e.g. to
-    show it in the status line); cancelling that worker (Esc) calls ``cancelled``.
+    ``owner`` is the widget or screen that owns the worker; its ``app.session`` checks.
+    Without a model check (off, embedded model, model still loading) this is
+    :func:`confirm_risk_then` with the rules' flags, at once. Otherwise the check runs in
+    the exclusive thread worker ``risk-check`` (``checking`` is told, e.g. to show it in the
+    status line); cancelling that worker (Esc) calls ``cancelled``.
     """
     app = owner.app
-    assistant = getattr(app, "assistant", None)
-    refusal = getattr(assistant, "risk_model_refusal", None)
-    why = refusal() if callable(refusal) else "this engine has no model check"
-    if why is not None:
-        confirm_risk_then(app, store, patient_id, text, proceed, cancelled=cancelled)
+    session: SessionPort = app.session
+    if session.risk_model_refusal() is not None:
+        confirm_risk_then(app, session, patient_id, text, proceed, cancelled=cancelled)
         return
     if checking is not None:
         checking("checking for risk with the model…")
 
     def work() -> None:
         worker = get_current_worker()
-        flags, found_by = assistant.risk_flags(text)
+        check = session.check_risk(text)
         if worker.is_cancelled:
             if cancelled is not None:
                 app.call_from_thread(cancelled)
@@ -247,13 +252,13 @@ def check_risk_then(
         app.call_from_thread(
             confirm_risk_then,
             app,
-            store,
+            session,
             patient_id,
             text,
             proceed,
             cancelled=cancelled,
-            flags=flags,
-            found_by=found_by,
+            flags=check.flags,
+            found_by=check.found_by,
         )
 
     owner.run_worker(work, thread=True, name="risk-check", group="risk-check", exclusive=True)

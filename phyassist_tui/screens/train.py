@@ -19,7 +19,7 @@ from textual.widgets import Footer, Label, ProgressBar, Static
 
 from engine.errors import PhyAssistError
 from phyassist_tui.bindings import bindings_for
-from phyassist_tui.messages import TrainingDone, TrainingEvent
+from phyassist_tui.messages import TrainingDone, TrainingProgress
 from phyassist_tui.widgets.loss_plot import LossPlot
 from phyassist_tui.widgets.text import clean
 
@@ -75,7 +75,7 @@ class TrainScreen(ModalScreen[bool]):
     def _train(self) -> None:
         try:
             for event in self.start(self.cancel):
-                self.post_message(TrainingEvent(dict(event)))
+                self.post_message(TrainingProgress(dict(event)))
                 if self.cancel.is_set():
                     break
         except PhyAssistError as exc:
@@ -86,8 +86,8 @@ class TrainScreen(ModalScreen[bool]):
             return
         self.post_message(TrainingDone(not self.cancel.is_set(), self.cancel.is_set()))
 
-    @on(TrainingEvent)
-    def _progress(self, message: TrainingEvent) -> None:
+    @on(TrainingProgress)
+    def _progress(self, message: TrainingProgress) -> None:
         event = message.event
         phase = str(event.get("phase", "training"))
         self.query_one("#train-phase", Label).update(phase)

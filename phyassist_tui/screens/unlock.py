@@ -68,7 +68,7 @@ class UnlockScreen(Screen):
     def _probe(self) -> None:
         app = self.app
         try:
-            exists = app.vault_class.exists(app.settings.vault_dir)
+            exists = app.session.vault_exists()
         except PhyAssistError as exc:
             app.call_from_thread(self._show_error, str(exc))
             return
@@ -132,23 +132,16 @@ class UnlockScreen(Screen):
     @work(thread=True, name="unlock-vault", exclusive=True, exit_on_error=False)
     def _open(self, passphrase: str, create: bool) -> None:
         app = self.app
-        opener, settings = app.vault_class, app.settings
-        try:
-            if create:
-                store = opener.create(settings.vault_dir, passphrase, settings=settings)
-            else:
-                store = opener.open(settings.vault_dir, passphrase, writer=True, settings=settings)
+        session = app.session
+        try:  # the patient list is read here too: the workspace's first frame shows it
+            patients = session.create_vault(passphrase) if create else session.unlock(passphrase)
         except PhyAssistError as exc:
             app.call_from_thread(self._failed, str(exc))
             return
         except Exception as exc:  # an engine bug must not lose the screen
             app.call_from_thread(self._failed, f"Could not open the vault: {exc}")
             return
-        try:  # read here, the workspace's first frame shows the patients (else it reads them)
-            patients = store.list_patients()
-        except PhyAssistError:
-            patients = None
-        app.call_from_thread(app.vault_unlocked, store, patients)
+        app.call_from_thread(app.vault_unlocked, patients)
 
     def _failed(self, message: str) -> None:
         self._set_busy(False)

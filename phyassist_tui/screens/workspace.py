@@ -1,51 +1,44 @@
 """The counselor's workspace: patients on the left; notes, analysis, draft and chat on the right.
 
-This screen owns the open patient, the generation in flight (one at a time, cancellable
-with Esc) and the encrypted draft autosave. Every vault or model call runs in a named
-thread worker; results come back as typed messages (``phyassist_tui.messages``).
+This screen owns the open patient and what the counselor sees of it. Its jobs live in
+three modules: this one (panes, actions, patients, notes, chat), ``generation`` (the one
+run in flight, streamed into its pane, cancellable with Esc) and ``autosave`` (the
+encrypted draft autosave). Every vault or model call goes to the engine's ``Session``
+(``self.app.session``) from a named thread worker; results come back as typed messages
+(``phyassist_tui.messages``).
 """
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
 from textual.lazy import Lazy
 from textual.screen import Screen
-from textual.timer import Timer
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
+from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
 
-from engine.errors import GenerationCancelled, PhyAssistError
-from engine.records import AnalysisDraft, ChatMessage, Note, Patient, PatientSummary
-from engine.trust.audit import record as audit_record  # trust: audit hook
+from engine.errors import PhyAssistError
+from engine.records import ChatMessage, Note, Patient, PatientSummary
 from phyassist_tui.bindings import bindings_for
 from phyassist_tui.bindings import spec as binding_spec
 from phyassist_tui.focus import is_text_field
 from phyassist_tui.messages import (
     ChatSubmitted,
-    DraftChanged,
-    GenerationChunk,
-    GenerationFinished,
-    GenerationKind,
-    GenerationStarted,
     PatientChosen,
     PatientLoaded,
     PatientSaved,
-    RegenerateAllRequested,
-    RegenerateItemRequested,
     SaveNoteRequested,
 )
-from phyassist_tui.ports import AssistantLike, stats_dict
+from phyassist_tui.screens.autosave import DraftAutosave
 from phyassist_tui.screens.confirm import ConfirmScreen
+from phyassist_tui.screens.generation import GenerationHandling
 from phyassist_tui.screens.new_patient import NewPatientScreen
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
@@ -55,17 +48,11 @@ from phyassist_tui.widgets.patients_pane import PatientsPane
 from phyassist_tui.widgets.status_line import StatusLine
 from phyassist_tui.widgets.text import clean
 
-DRAFT_BLOB = "draft"  # encrypted autosave of the unsaved draft, one per patient
-CHAT_BLOB = "chat"
-AUTOSAVE_DELAY_S = 1.0
-STREAM_FLUSH_S = 0.1  # streamed text is shown at most ten times a second
 TABS = ("notes", "analysis", "draft", "chat")
 PANES_RETRY_S = 0.01  # a call that needs a lazy pane retries this often until it is mounted
 
-Producer = Callable[[AssistantLike, threading.Event], Iterator[str]]
 
-
-class WorkspaceScreen(Screen):
+class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
     BINDINGS = bindings_for("workspace")
     AUTO_FOCUS = "#patient-list"
     # Class-level, not set in on_mount: a title change there wakes the Header's watcher, which
@@ -80,16 +67,6 @@ class WorkspaceScreen(Screen):
         self.patient: Patient | None = None
         self.draft_question = ""  # the question the current draft answers
         self.history: list[ChatMessage] = []
-        self.generating: GenerationKind | None = None
-        self._cancel: threading.Event | None = None
-        self._regen_backup: tuple[str, str] | None = None  # item id, text before regeneration
-        self._autosave_timer: Timer | None = None
-        self._gen_started = 0.0
-        self._gen_requested_at = 0.0  # monotonic: when the generation in flight was asked for
-        self._pending: list[str] = []  # streamed text not shown yet (see _generation_chunk)
-        self._pending_kind: GenerationKind | None = None
-        self._pending_rate: float | None = None
-        self._flush_timer: Timer | None = None
         self._prefill_cancel: threading.Event | None = None  # reading the record ahead
 
     def compose(self) -> ComposeResult:
@@ -132,7 +109,7 @@ class WorkspaceScreen(Screen):
 
         Then a finished generation leaves the focus where it is (see ``phyassist_tui.focus``).
         """
-        typed_at = getattr(self.app, "last_typed_at", 0.0)
+        typed_at = self.app.last_typed_at
         return is_text_field(self.app.focused) and typed_at >= self._gen_requested_at
 
     def on_mount(self) -> None:
@@ -141,8 +118,8 @@ class WorkspaceScreen(Screen):
         self.watch(self.app, "model_label", self._label_changed, init=False)
 
     def on_unmount(self) -> None:
-        if self._cancel is not None:  # a stream must not outlive its screen
-            self._cancel.set()
+        if self._run is not None:  # a stream must not outlive its screen
+            self._run.cancel()
         self._stop_prefill()
 
     # -- handy handles -------------------------------------------------------------------------
@@ -237,18 +214,17 @@ class WorkspaceScreen(Screen):
     def _create_patient(self, result: tuple[str, Any] | None) -> None:
         if result is None:
             return
-        name, basic = result
+        self._create(*result)
 
-        def create() -> None:
-            try:
-                patient = self.app.store_call(lambda s: s.create_patient(name, basic))
-            except PhyAssistError as exc:
-                self.app.call_from_thread(self.notify, str(exc), severity="error")
-                return
-            self.post_message(PatientSaved(patient))
-            self.post_message(PatientLoaded(patient, None))
-
-        self.run_worker(create, name="create-patient", thread=True, exit_on_error=False)
+    @work(thread=True, name="create-patient", exit_on_error=False)
+    def _create(self, name: str, basic: Any) -> None:
+        try:
+            patient = self.app.session.create_patient(name, basic)
+        except PhyAssistError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.post_message(PatientSaved(patient))
+        self.post_message(PatientLoaded(patient, None))
 
     def action_generate(self) -> None:
         if self.patient is None:
@@ -269,20 +245,8 @@ class WorkspaceScreen(Screen):
             return
         patient, observed = self.patient, self.analysis.observed
         self._stop_prefill()  # the risk check and the draft need the model now
-
-        def start() -> None:  # trust: runs after the risk flags (if any) were acknowledged
-            self.draft_question = question
-            self.analysis.stream.set_text("")
-            self.query_one(TabbedContent).active = "analysis"
-            self._start(
-                "analysis",
-                lambda a, cancel: a.stream_analysis(
-                    patient, question, cancel=cancel, **({"observed": observed} if observed else {})
-                ),
-            )
-
-        # trust: risk flags first, rules plus the model where it applies (imported here: its
-        # patterns are off the launch path)
+        # risk flags first, rules plus the model where it applies (imported here: the
+        # screen's styles are off the launch path); the Session audits shown/ack/cancel
         from phyassist_tui.screens.risk import check_risk_then
 
         def checking(activity: str) -> None:
@@ -295,11 +259,10 @@ class WorkspaceScreen(Screen):
 
         def checked_then_start() -> None:
             self.status.activity = ""
-            start()
+            self._start_analysis(question, observed)
 
         check_risk_then(
             self,
-            self.app.store,
             patient.id,
             question,
             checked_then_start,
@@ -312,9 +275,7 @@ class WorkspaceScreen(Screen):
 
     def action_cancel_generation(self) -> None:
         self.workers.cancel_group(self, "risk-check")  # a model risk check still running
-        if self._cancel is not None and self.generating is not None:
-            self._cancel.set()
-            self.status.activity = "stopping…"
+        self.cancel_generation()
 
     def action_train(self) -> None:
         self.app.start_training(self.patient)
@@ -339,34 +300,16 @@ class WorkspaceScreen(Screen):
             return
         self._flush_autosave()
         self._stop_prefill()
-        patient_id = message.patient_id
+        self._open_patient(message.patient_id)
 
-        def load() -> None:
-            def read(store: Any) -> tuple[Patient, bytes | None]:
-                return store.load_patient(patient_id), store.read_blob(patient_id, DRAFT_BLOB)
-
-            try:
-                patient, blob = self.app.store_call(read)
-            except PhyAssistError as exc:
-                self.app.call_from_thread(self.notify, str(exc), severity="error")
-                return
-            audit_record(self.app.store, "patient_opened", patient_id, "tui")  # trust
-            autosave = None
-            if blob:
-                try:
-                    autosave = json.loads(blob.decode("utf-8"))
-                except ValueError:
-                    autosave = None
-            self.post_message(PatientLoaded(patient, autosave))
-
-        self.run_worker(
-            load,
-            name="load-patient",
-            group="patient",
-            thread=True,
-            exclusive=True,
-            exit_on_error=False,
-        )
+    @work(thread=True, name="load-patient", group="patient", exclusive=True, exit_on_error=False)
+    def _open_patient(self, patient_id: str) -> None:
+        try:
+            opened = self.app.session.open_patient(patient_id)  # audited as opened
+        except PhyAssistError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="error")
+            return
+        self.post_message(PatientLoaded(opened.patient, opened.autosave))
 
     @on(PatientLoaded)
     async def _patient_loaded(self, message: PatientLoaded) -> None:
@@ -382,9 +325,7 @@ class WorkspaceScreen(Screen):
         self.analysis.stream.set_text("")
         await self.draft_pane.load(None)
         self.query_one(TabbedContent).active = "notes"
-        if self._autosave_timer is not None:
-            self._autosave_timer.stop()
-            self._autosave_timer = None
+        self._stop_autosave_timer()
         self.patient = patient
         self.refresh_bindings()
         self._load_chat(patient)
@@ -415,299 +356,27 @@ class WorkspaceScreen(Screen):
 
     def _use_patient(self, patient: Patient) -> None:
         self._stop_prefill()
-        cancel = self._prefill_cancel = threading.Event()
+        self._prefill_cancel = self.app.session.new_cancel()
+        self._put_patient_in_model(patient, self._prefill_cancel)
 
-        def use() -> None:
-            label = self.app.use_patient_model(patient)
-            if label:
-                self.app.call_from_thread(setattr, self.app, "model_label", label)
-            # while the counselor types the question, the model reads the record
-            self.app.prefill_record(patient, cancel)
-
-        self.run_worker(
-            use,
-            name="use-patient",
-            group="use-patient",
-            thread=True,
-            exclusive=True,
-            exit_on_error=False,
-        )
+    @work(thread=True, name="use-patient", group="use-patient", exclusive=True, exit_on_error=False)
+    def _put_patient_in_model(self, patient: Patient, cancel: threading.Event) -> None:
+        session = self.app.session
+        try:
+            label = session.use_patient(patient)
+        except PhyAssistError as exc:
+            self.app.call_from_thread(self.notify, str(exc), severity="warning")
+            return
+        if label:
+            self.app.call_from_thread(setattr, self.app, "model_label", clean(label))
+        # while the counselor types the question, the model reads the record
+        session.prefill_record(patient, cancel)
 
     def _stop_prefill(self) -> None:
         """Stop reading a record ahead (a generation or another patient needs the model)."""
         if self._prefill_cancel is not None:
             self._prefill_cancel.set()
             self._prefill_cancel = None
-
-    # -- generation ----------------------------------------------------------------------------
-    def _start(self, kind: GenerationKind, producer: Producer, **meta: Any) -> bool:
-        if self.generating is not None:
-            self.notify("A generation is already running (Esc stops it).", severity="warning")
-            return False
-        self._stop_prefill()  # what it read so far is kept and used
-        patient = self.patient
-        cancel = self._cancel = threading.Event()
-        self.generating = kind
-        self._gen_requested_at = time.monotonic()
-        self.draft_pane.busy = True
-        self.status.activity = "waiting for the model…" if self.app.model_state != "ready" else ""
-        self.status.tokens_per_s = None
-        self.refresh_bindings()
-        self.run_worker(
-            partial(self._stream_worker, kind, producer, cancel, patient, meta),
-            name=f"generate-{kind}",
-            group="generation",
-            thread=True,
-            exit_on_error=False,
-        )
-        return True
-
-    def _stream_worker(
-        self,
-        kind: GenerationKind,
-        producer: Producer,
-        cancel: threading.Event,
-        patient: Patient | None,
-        meta: dict[str, Any],
-    ) -> None:
-        """Runs in a thread: wait for the model, stream, post every chunk, then the end."""
-        app = self.app
-        assistant = app.wait_for_model(cancel)
-        if assistant is None:
-            error = None if cancel.is_set() else f"The model is not available: {app.model_detail}"
-            self.post_message(
-                GenerationFinished(kind, "", cancelled=cancel.is_set(), error=error, **meta)
-            )
-            return
-        if patient is not None:
-            app.use_patient_model(patient)
-        self.post_message(GenerationStarted(kind))
-        pieces: list[str] = []
-        error: str | None = None
-        started = time.perf_counter()
-        try:
-            for chunk in producer(assistant, cancel):
-                if cancel.is_set():
-                    # the engine flushes what it held back when stopped: a character cut in
-                    # half by the stop decodes as U+FFFD, which is not text the model wrote
-                    chunk = chunk.rstrip("\ufffd")
-                    if not chunk:
-                        break
-                pieces.append(chunk)
-                elapsed = time.perf_counter() - started
-                rate = len(pieces) / elapsed if elapsed > 0 else None
-                self.post_message(GenerationChunk(kind, chunk, rate))
-                if cancel.is_set():
-                    break
-        except GenerationCancelled:
-            pass
-        except PhyAssistError as exc:
-            error = str(exc)
-        except Exception as exc:  # keep the partial text whatever the engine does
-            error = f"Generation failed: {type(exc).__name__}: {exc}"
-        text = "".join(pieces)
-        draft = None
-        if kind in ("analysis", "regenerate_all") and error is None and text.strip():
-            try:
-                draft = assistant.parse_analysis(text)
-            except Exception as exc:
-                error = f"The draft could not be parsed: {exc}"
-            else:
-                draft.raw_output = draft.raw_output or text
-                draft.model_name = draft.model_name or app.model_label
-        self.post_message(
-            GenerationFinished(
-                kind,
-                text,
-                cancelled=cancel.is_set(),
-                error=error,
-                stats=stats_dict(getattr(assistant, "last_stats", None)),
-                draft=draft,
-                **meta,
-            )
-        )
-
-    @on(GenerationStarted)
-    def _generation_started(self, message: GenerationStarted) -> None:
-        self._gen_started = time.perf_counter()
-        self.status.activity = {
-            "analysis": "drafting…",
-            "regenerate_item": "regenerating item…",
-            "regenerate_all": "regenerating draft…",
-            "chat": "replying…",
-        }[message.kind]
-
-    @on(GenerationChunk)
-    def _generation_chunk(self, message: GenerationChunk) -> None:
-        """Buffer the chunk; ``_flush_stream`` shows what came at most STREAM_FLUSH_S apart.
-
-        Every update of the streamed text changes its height, which makes Textual lay out
-        the whole screen; at one layout per token the keys typed meanwhile wait behind
-        them. A few repaints a second read just as live and leave the loop free for keys.
-        """
-        if self._pending_kind is not None and self._pending_kind != message.kind:
-            self._flush_stream()
-        self._pending_kind = message.kind
-        self._pending.append(message.text)
-        self._pending_rate = message.tokens_per_s
-        if self._flush_timer is None:
-            self._flush_timer = self.set_timer(STREAM_FLUSH_S, self._flush_stream)
-
-    def _flush_stream(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.stop()
-            self._flush_timer = None
-        kind, text = self._pending_kind, "".join(self._pending)
-        self._pending.clear()
-        self._pending_kind = None
-        if kind is None:
-            return
-        self.status.tokens_per_s = self._pending_rate
-        if not text:
-            return
-        if kind in ("analysis", "regenerate_all"):
-            self.analysis.stream.append(text)
-        elif kind == "regenerate_item":
-            row = self.draft_pane.row_for(self._regen_backup[0]) if self._regen_backup else None
-            if row is not None:
-                row.streaming = (row.streaming or "") + text
-                row.refresh_body()
-        elif kind == "chat":
-            bubble = self.chat.last_bubble
-            if bubble is not None and bubble.role == "assistant":
-                bubble.set_text(bubble.text + text)
-
-    @on(GenerationFinished)
-    async def _generation_finished(self, message: GenerationFinished) -> None:
-        self._flush_stream()  # what came before the end, in order
-        self.generating = None
-        self._cancel = None
-        self.draft_pane.busy = False
-        self.status.activity = "stopped" if message.cancelled else ""
-        rate = message.stats.get("tokens_per_s")
-        if isinstance(rate, int | float):
-            self.status.tokens_per_s = float(rate)
-        self.refresh_bindings()
-        if message.error:
-            self.notify(message.error, severity="error", timeout=8)
-        elif message.stats.get("looped"):
-            self.status.activity = "stopped: the model repeated itself"
-            self.notify(
-                "The model began repeating itself, so it was stopped. Edit what is useful, "
-                "or regenerate (a comment can steer it).",
-                severity="warning",
-                timeout=8,
-            )
-        handler = {
-            "analysis": self._analysis_done,
-            "regenerate_all": self._analysis_done,
-            "regenerate_item": self._item_done,
-            "chat": self._chat_done,
-        }[message.kind]
-        await handler(message)
-
-    async def _analysis_done(self, message: GenerationFinished) -> None:
-        # decided before any await: meanwhile the counselor may start the next generation,
-        # and the typing check compares key times with the generation's start
-        typing = self._counselor_is_typing()
-        if message.draft is None:
-            if message.cancelled:
-                self.notify("Stopped. The text so far is kept above.")
-            self._schedule_autosave()
-            return
-        if message.kind == "regenerate_all" and message.cancelled:
-            self.notify("Regeneration stopped; the previous draft is kept.")
-            return
-        await self.draft_pane.load(message.draft)
-        self._schedule_autosave()
-        review = self._key_display("workspace.show_draft")
-        if message.cancelled:
-            self.notify(f"Stopped. The partial draft is kept ({review} to review).")
-        elif self.generating is not None:
-            pass  # the next generation started while the draft loaded: its view stays
-        elif typing or self._counselor_is_typing():  # the next letters must land in the field
-            # said in the status line: a toast could cover the field being typed in
-            self.status.activity = f"draft ready ({review} reviews it)"
-        else:
-            self.action_show_tab("draft")
-
-    async def _item_done(self, message: GenerationFinished) -> None:
-        backup, self._regen_backup = self._regen_backup, None
-        draft = self.draft_pane.draft
-        if backup is None or draft is None:
-            return
-        item_id, _old = backup
-        row = self.draft_pane.row_for(item_id)
-        new_text = " ".join(clean(message.text).split())
-        cleaner = getattr(self.app.assistant, "clean_item_text", None)
-        if callable(cleaner) and new_text:
-            new_text = " ".join(clean(cleaner(message.text)).split())
-        if row is not None:
-            row.streaming = None
-            if message.cancelled or message.error or not new_text:
-                if message.cancelled:
-                    self.notify("Regeneration stopped; the item is unchanged.")
-            else:
-                row.item.draft = new_text
-                row.item.text = new_text
-            row.refresh_body()
-        if not self._counselor_is_typing():
-            self.draft_pane.focus_list()
-        self._schedule_autosave()
-
-    async def _chat_done(self, message: GenerationFinished) -> None:
-        bubble = self.chat.last_bubble
-        text = message.text
-        if message.cancelled:
-            text = (text + " [stopped]").strip()
-        if bubble is not None and bubble.role == "assistant":
-            bubble.set_text(text)
-        if text:
-            self.history.append(ChatMessage(role="assistant", content=text))
-        self._save_chat()
-
-    @on(RegenerateItemRequested)
-    def _regenerate_item(self, message: RegenerateItemRequested) -> None:
-        draft, patient = self.draft_pane.draft, self.patient
-        if draft is None or patient is None:
-            return
-        question = self.draft_question or self.analysis.question
-        row = self.draft_pane.row_for(message.item_id)
-        if row is None:
-            return
-        snapshot = draft.model_copy(deep=True)
-        self._regen_backup = (message.item_id, row.item.text)
-        started = self._start(
-            "regenerate_item",
-            lambda a, cancel: a.stream_regenerate_item(
-                patient, question, snapshot, message.section, message.item_id, cancel=cancel
-            ),
-            section=message.section,
-            item_id=message.item_id,
-        )
-        if started:
-            row.streaming = ""
-            row.refresh_body()
-        else:
-            self._regen_backup = None
-
-    @on(RegenerateAllRequested)
-    def _regenerate_all(self) -> None:
-        draft, patient = self.draft_pane.draft, self.patient
-        if draft is None or patient is None:
-            return
-        question = self.draft_question or self.analysis.question
-        observed = self.analysis.observed
-        extra = {"observed": observed} if observed else {}
-        guidance = draft.model_copy(deep=True)
-        if self._start(
-            "regenerate_all",
-            lambda a, cancel: a.stream_analysis(
-                patient, question, cancel=cancel, guidance=guidance, **extra
-            ),
-        ):
-            self.analysis.stream.set_text("")
-            self.query_one(TabbedContent).active = "analysis"
 
     # -- saving --------------------------------------------------------------------------------
     @on(SaveNoteRequested)
@@ -724,33 +393,23 @@ class WorkspaceScreen(Screen):
             observed_state=self.analysis.observed,
             analysis=message.draft.model_copy(deep=True),
         )
-        patient_id = patient.id
+        self._save(patient.id, note)
 
-        def save() -> None:
-            def write(store: Any) -> Patient:
-                updated = store.add_note(patient_id, note)
-                audit_record(store, "note_saved", patient_id, "tui")  # trust
-                store.delete_blob(patient_id, DRAFT_BLOB)
-                return updated
-
-            try:
-                updated = self.app.store_call(write)
-            except PhyAssistError as exc:
-                self.app.call_from_thread(self.notify, f"Not saved: {exc}", severity="error")
-                return
-            self.post_message(PatientSaved(updated))
-            self.app.call_from_thread(self._note_saved, updated)
-
-        self.run_worker(
-            save, name="save-note", group="store-write", thread=True, exit_on_error=False
-        )
+    @work(thread=True, name="save-note", group="store-write", exit_on_error=False)
+    def _save(self, patient_id: str, note: Note) -> None:
+        try:
+            updated = self.app.session.save_note(patient_id, note)  # audited, autosave dropped
+        except PhyAssistError as exc:
+            self.app.call_from_thread(self.notify, f"Not saved: {exc}", severity="error")
+            return
+        self.post_message(PatientSaved(updated))
+        self.app.call_from_thread(self._note_saved, updated)
 
     async def _note_saved(self, patient: Patient) -> None:
         if self.patient is None or self.patient.id != patient.id:
             return
         self.patient = patient
-        if self._autosave_timer is not None:
-            self._autosave_timer.stop()
+        self._stop_autosave_timer()
         await self.query_one(NotesView).show_patient(patient)
         self.analysis.set_inputs("", "")
         self.analysis.stream.set_text("")
@@ -759,109 +418,12 @@ class WorkspaceScreen(Screen):
         self.action_show_tab("notes")
         self.notify("Note saved.")
 
-    # -- encrypted draft autosave --------------------------------------------------------------
-    @on(DraftChanged)
-    def _draft_changed(self) -> None:
-        self._schedule_autosave()
-
-    @on(TextArea.Changed, "#question")
-    @on(Input.Changed, "#observed")
-    def _inputs_changed(self) -> None:
-        self._schedule_autosave()
-
-    def _schedule_autosave(self) -> None:
-        if self._autosave_timer is not None:
-            self._autosave_timer.stop()
-        self._autosave_timer = self.set_timer(AUTOSAVE_DELAY_S, self._flush_autosave)
-
-    def autosave_payload(self) -> dict[str, Any] | None:
-        """What would be lost on a crash right now, or ``None`` if nothing is unsaved."""
-        if not self.panes_mounted:
-            return None  # nothing can have been typed into panes that are not there yet
-        draft = self.draft_pane.draft
-        question = self.analysis.question
-        observed = self.analysis.observed
-        stream = self.analysis.stream.text
-        if draft is None and not question and not observed and not stream:
-            return None
-        return {
-            "version": 1,
-            "question": question,
-            "draft_question": self.draft_question,
-            "observed_state": observed,
-            "stream_text": stream,
-            "draft": draft.model_dump(mode="json") if draft is not None else None,
-        }
-
-    def _flush_autosave(self) -> None:
-        if self._autosave_timer is not None:
-            self._autosave_timer.stop()
-            self._autosave_timer = None
-        if self.patient is None:
-            return
-        patient_id, payload = self.patient.id, self.autosave_payload()
-        if payload is None:
-            # nothing typed yet (e.g. views just reset for a newly opened patient): keep any
-            # earlier autosave; only Save and Discard remove it
-            return
-        self.run_worker(
-            partial(self.write_autosave, patient_id, payload),
-            name="autosave-draft",
-            group="store-write",
-            thread=True,
-            exit_on_error=False,
-        )
-
-    def write_autosave(self, patient_id: str, payload: dict[str, Any] | None) -> None:
-        """Blocking (thread) write of the encrypted autosave; also used when locking."""
-
-        def write(store: Any) -> None:
-            if payload is None:
-                store.delete_blob(patient_id, DRAFT_BLOB)
-            else:
-                data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-                store.write_blob(patient_id, DRAFT_BLOB, data)
-
-        try:
-            self.app.store_call(write)
-        except PhyAssistError as exc:
-            self.app.call_from_thread(self.notify, f"Autosave failed: {exc}", severity="error")
-
-    def _delete_autosave(self, patient_id: str) -> None:
-        self.run_worker(
-            partial(self.write_autosave, patient_id, None),
-            name="discard-draft",
-            group="store-write",
-            thread=True,
-            exit_on_error=False,
-        )
-
-    async def _restore_autosave(self, payload: dict[str, Any]) -> None:
-        self.analysis.set_inputs(
-            str(payload.get("question", "")), str(payload.get("observed_state", ""))
-        )
-        self.analysis.stream.set_text(str(payload.get("stream_text", "")))
-        self.draft_question = str(payload.get("draft_question", ""))
-        draft = payload.get("draft")
-        if draft:
-            try:
-                await self.draft_pane.load(AnalysisDraft.model_validate(draft))
-            except ValueError:
-                self.notify(
-                    "The kept draft could not be read; its text is shown above.", severity="warning"
-                )
-            else:
-                self.action_show_tab("draft")
-                return
-        self.action_show_tab("analysis")
-
     async def prepare_lock(self) -> None:
         """Before locking or quitting: stop generation, write the autosave now."""
-        if self._cancel is not None:
-            self._cancel.set()
+        if self._run is not None:
+            self._run.cancel()
         self._stop_prefill()
-        if self._autosave_timer is not None:
-            self._autosave_timer.stop()
+        self._stop_autosave_timer()
         payload = self.autosave_payload()
         if self.patient is not None and payload is not None:
             import asyncio
@@ -869,19 +431,14 @@ class WorkspaceScreen(Screen):
             await asyncio.to_thread(self.write_autosave, self.patient.id, payload)
 
     # -- chat ----------------------------------------------------------------------------------
+    @work(thread=True, name="load-chat", group="chat-io", exclusive=True, exit_on_error=False)
     def _load_chat(self, patient: Patient) -> None:
-        def load() -> None:
-            history = self.app.store_call(partial(self.app.load_chat_history, patient.id))
-            self.app.call_from_thread(self._chat_loaded, patient.id, history)
-
-        self.run_worker(
-            load,
-            name="load-chat",
-            group="chat-io",
-            thread=True,
-            exclusive=True,
-            exit_on_error=False,
-        )
+        try:
+            history = self.app.session.load_chat(patient.id)
+        except PhyAssistError as exc:
+            self.app.call_from_thread(self.notify, f"Chat not read: {exc}", severity="error")
+            return
+        self.app.call_from_thread(self._chat_loaded, patient.id, history)
 
     async def _chat_loaded(self, patient_id: str, history: list[ChatMessage]) -> None:
         if self.patient is not None and self.patient.id == patient_id:
@@ -891,17 +448,14 @@ class WorkspaceScreen(Screen):
     def _save_chat(self) -> None:
         if self.patient is None:
             return
-        patient_id, history = self.patient.id, list(self.history)
+        self._write_chat(self.patient.id, list(self.history))
 
-        def save() -> None:
-            try:
-                self.app.store_call(partial(self.app.save_chat_history, patient_id, history))
-            except PhyAssistError as exc:
-                self.app.call_from_thread(self.notify, f"Chat not saved: {exc}", severity="error")
-
-        self.run_worker(
-            save, name="save-chat", group="store-write", thread=True, exit_on_error=False
-        )
+    @work(thread=True, name="save-chat", group="store-write", exit_on_error=False)
+    def _write_chat(self, patient_id: str, history: list[ChatMessage]) -> None:
+        try:
+            self.app.session.save_chat(patient_id, history)
+        except PhyAssistError as exc:
+            self.app.call_from_thread(self.notify, f"Chat not saved: {exc}", severity="error")
 
     @on(ChatSubmitted)
     async def _chat_submitted(self, message: ChatSubmitted) -> None:
@@ -926,7 +480,4 @@ class WorkspaceScreen(Screen):
         await self.chat.add_bubble("user", text)
         bubble: ChatBubble = await self.chat.add_bubble("assistant", "")
         bubble.set_text("")
-        self._start(
-            "chat",
-            lambda a, cancel: a.stream_chat(patient, history, text, cancel=cancel),
-        )
+        self._begin(self.app.session.chat(patient, history, text))

@@ -102,9 +102,7 @@ class PatientsPane(Vertical):
 
         def fetch() -> None:
             app = self.app
-            patients = app.store_call(
-                lambda store: store.search(query) if query else store.list_patients()
-            )
+            patients = app.session.list_patients(query)
             self.post_message(PatientsListed(patients, query))
 
         self.run_worker(

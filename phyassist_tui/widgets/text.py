@@ -1,9 +1,10 @@
 """Making patient text safe to show, and the product's note layout as Markdown.
 
 Patient text is typed or pasted by people and may carry terminal escape sequences or
-Textual markup. It never reaches the terminal raw: C0/C1 control characters (except
-newline and tab) are dropped, escape sequences removed, and text is rendered as plain
-``Content`` (no markup) or as escaped Markdown.
+Textual markup. It never reaches the terminal raw: ``clean`` is the engine's one terminal
+sanitizer (``engine.trust.sanitize``: escape sequences, C0/C1 controls and bidi overrides
+go; newlines and tabs stay), and text is rendered as plain ``Content`` (no markup) or as
+escaped Markdown.
 """
 
 from __future__ import annotations
@@ -15,26 +16,12 @@ from typing import TYPE_CHECKING
 
 from textual.content import Content
 
+from engine.trust.sanitize import safe_terminal_text as clean
+
 if TYPE_CHECKING:
     from engine.records import AnalysisDraft, Note, Patient
 
-# ESC-introduced sequences (CSI, OSC, DCS, ... ) first, then any lone control character.
-_ESCAPE_SEQ = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI
-    r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|\x9c)"  # OSC / DCS / SOS / PM / APC
-    r"|\x1b[@-Z\\-_]"  # two-byte ESC sequences
-    r"|\x9b[0-?]*[ -/]*[@-~]"  # 8-bit CSI
-    r"|[\x9d\x90\x98\x9e\x9f][^\x07\x9c\n]*(?:\x07|\x9c)?",  # 8-bit string introducers
-    re.DOTALL,
-)
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+\-.!|~>])")
-
-
-def clean(text: str) -> str:
-    """Strip escape sequences and C0/C1 controls; keep newlines and tabs."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return _CONTROLS.sub("", _ESCAPE_SEQ.sub("", text))
 
 
 def plain(text: str) -> Content:

@@ -8,19 +8,13 @@ after the first skip the ~25 s dequantization.
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import pytest
-from platformdirs import user_cache_path
 
 from engine.settings import GenerationSettings, ModelSettings, Settings, StoreSettings
-
-
-def model_cache_root() -> Path:
-    env = os.environ.get("PHYASSIST_TEST_MODEL_CACHE")
-    return Path(env) if env else user_cache_path("phyassist")
+from tests.support import FakeStore, model_cache_root, tiny_llama
 
 
 def engine_settings(root: Path, **model: object) -> Settings:
@@ -82,33 +76,10 @@ def cancel() -> threading.Event:
     return threading.Event()
 
 
-TINY_VOCAB = 49152  # same ids as the SmolLM2 tokenizer, so the real tokenizer can drive it
-
-
-def tiny_llama(**overrides):
-    """A random Llama small enough to build in a test, on the SmolLM2 token ids (2 layers,
-    hidden 64 unless ``overrides`` say otherwise)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = {
-        "vocab_size": TINY_VOCAB,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-        "max_position_embeddings": 512,
-        "bos_token_id": 1,
-        "eos_token_id": 2,
-        "pad_token_id": 2,
-        "tie_word_embeddings": True,
-    }
-    return LlamaForCausalLM(LlamaConfig(**{**config, **overrides}))
-
-
 @pytest.fixture(scope="session")
 def tiny_model_dir(session_root: Path, real_model) -> Path:
-    """A 2-layer random Llama (hidden 64) saved as a local HF directory with the real tokenizer."""
+    """A 2-layer random Llama (hidden 64, fixed SmolLM2 ids, 512 positions) saved as a local
+    HF directory with the real tokenizer (overrides tests/conftest.py's)."""
     import torch
 
     torch.manual_seed(0)
@@ -117,29 +88,6 @@ def tiny_model_dir(session_root: Path, real_model) -> Path:
     model.save_pretrained(path)
     real_model.tokenizer.save_pretrained(path)
     return path
-
-
-class FakeStore:
-    """In-memory stand-in with the Store's blob API (used where encryption is not the point)."""
-
-    def __init__(self) -> None:
-        self.blobs: dict[tuple[str, str], bytes] = {}
-        self.has_adapter: dict[str, bool] = {}
-
-    def read_blob(self, pid: str, kind: str) -> bytes | None:
-        return self.blobs.get((pid, kind))
-
-    def write_blob(self, pid: str, kind: str, data: bytes) -> None:
-        self.blobs[(pid, kind)] = bytes(data)
-
-    def delete_blob(self, pid: str, kind: str) -> None:
-        self.blobs.pop((pid, kind), None)
-
-    def list_blobs(self, pid: str, prefix: str = "") -> list[str]:
-        return sorted(k for p, k in self.blobs if p == pid and k.startswith(prefix))
-
-    def set_has_adapter(self, pid: str, value: bool) -> None:
-        self.has_adapter[pid] = value
 
 
 @pytest.fixture

@@ -181,6 +181,26 @@ def test_registry_versions_cards_and_pruning(fake_store) -> None:
     assert registry.versions("other") == []
 
 
+def test_one_pointer_for_training_rollback_and_the_assistant(fake_store) -> None:
+    """The registry is the one reader and writer of ``adapter/active``: what a rollback sets
+    is what the Assistant applies, and a pointer naming no stored version is refused."""
+    from engine.errors import AdapterNotFound
+    from engine.training.versions import list_versions, rollback
+
+    registry = AdapterRegistry(fake_store)
+    config = {"peft_type": "LORA", "r": 1, "target_modules": ["q_proj"]}
+    state = {"x.lora_A.weight": torch.ones(1, 2)}
+    for _ in range(3):
+        registry.save("p1", config, state)
+    assert rollback(fake_store, "p1") == 2
+    assert registry.active("p1") == 2
+    assert [v.version for v in list_versions(fake_store, "p1") if v.active] == [2]
+    with pytest.raises(AdapterNotFound):
+        registry.set_active("p1", 9)
+    fake_store.write_blob("p1", "adapter/active", b"\xff\xfe")  # not ASCII: the newest
+    assert registry.active("p1") == 3
+
+
 def test_pruning_never_deletes_the_active_version(fake_store) -> None:
     registry = AdapterRegistry(fake_store)
     config = {"peft_type": "LORA", "r": 1, "target_modules": ["q_proj"]}

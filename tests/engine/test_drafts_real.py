@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.inference.analysis import parse_analysis, parse_item_text
 from engine.inference.prompts import detect_language
 from engine.records import AnalysisDraft, Patient
 
@@ -34,13 +35,22 @@ def seed_statement() -> str:
 
 
 def draft_of(assistant, statement: str, guidance: AnalysisDraft | None = None):
-    chunks = list(
-        assistant.stream_analysis(
-            Patient(name="Test"), statement, cancel=threading.Event(), guidance=guidance
-        )
+    stream = assistant.stream_analysis(
+        Patient(name="Test"), statement, cancel=threading.Event(), guidance=guidance
     )
+    chunks = list(stream)
     assert len(chunks) > 5, "the draft must stream, not arrive in one piece"
-    return "".join(chunks), assistant.parse_analysis("".join(chunks))
+    text = "".join(chunks)
+    draft = stream.draft_of(text)
+    # The tolerant parser reads the streamed text into the same draft (risk items aside).
+    parsed = parse_analysis(text)
+    assert parsed.symptom_type.text == draft.symptom_type.text
+    assert [i.text for i in parsed.reasons] == [i.text for i in draft.reasons]
+    assert [i.text for i in parsed.advice if not i.deleted] == [
+        i.text for i in draft.advice if not i.deleted
+    ]
+    assert stream.stats is not None and stream.stats.tokens > 10
+    return text, draft
 
 
 def assert_structured(d: AnalysisDraft, lang: str) -> None:
@@ -61,7 +71,6 @@ def test_the_seed_case_comes_back_structured_in_chinese(assistant) -> None:
     text, d = draft_of(assistant, seed_statement())
     assert text.startswith("症状类型：") and "\n原因：\n1." in text and "\n建议：\n" in text
     assert_structured(d, "zh")
-    assert assistant.last_stats is not None and assistant.last_stats.tokens > 10
 
 
 def test_an_english_statement_comes_back_structured_in_english(assistant) -> None:
@@ -84,7 +93,7 @@ def regenerate(assistant, statement: str, d: AnalysisDraft, section: str, item_i
     chunks = assistant.stream_regenerate_item(
         Patient(name="Test"), statement, d, section, item_id, cancel=threading.Event()
     )
-    return assistant.clean_item_text("".join(chunks))
+    return parse_item_text("".join(chunks))
 
 
 def test_a_comment_changes_a_regenerated_item_and_checkable_ones_hold(assistant) -> None:
@@ -106,3 +115,23 @@ def test_a_whole_regenerate_follows_a_language_comment(assistant) -> None:
     text, again = draft_of(assistant, ENGLISH, guidance=d)
     assert text.startswith("症状类型：")
     assert_structured(again, "zh")
+
+
+def test_a_session_analysis_returns_the_engine_draft_with_the_risk_item(
+    assistant, real_settings, tmp_path: Path
+) -> None:
+    """Through engine.session (what the TUI uses): the outcome's draft is the engine's, with
+    the safety item first in Advice, marked as the engine's."""
+    from engine.session import Session
+
+    settings = real_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    session = Session(settings, assistant=assistant)
+    session.create_vault("correct horse battery staple")
+    session.start_model_load()
+    assert session.wait_ready(timeout=30)
+    patient = session.create_patient("Ben")
+    outcome = session.analysis(patient, PASSIVE).result()
+    assert outcome.error is None and outcome.draft is not None
+    assert outcome.draft.advice[0].inserted_by == "risk:suicide_self_harm"
+    assert_structured(outcome.draft, "en")
+    session.lock()

@@ -26,18 +26,20 @@ def patient() -> Patient:
 
 
 def test_stream_analysis_yields_text_and_stats(assistant, patient, cancel) -> None:
-    chunks = list(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
+    stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
+    assert stream.stats is None  # set when the run ends, on the run (not the Assistant)
+    chunks = list(stream)
     assert chunks and all(isinstance(c, str) and c for c in chunks)
     text = "".join(chunks)
     assert text.strip()
-    stats = assistant.last_stats
+    stats = stream.stats
     assert stats is not None and not stats.cancelled
     assert 1 <= stats.tokens <= assistant.settings.generation.max_new_tokens
     assert 0 < stats.ttft_s <= stats.total_s
     assert stats.prompt_tokens > 50
     if stats.tokens > 1:
         assert stats.tokens_per_s > 0
-    assert assistant.context_report == "1 of 1 notes fit"
+    assert stream.context_report == "1 of 1 notes fit"
     draft = assistant.parse_analysis(text)
     assert draft.raw_output == text
     assert draft.model_name == assistant.model_label
@@ -51,14 +53,15 @@ def test_cancel_stops_within_a_token_or_two(assistant, patient) -> None:
         if tokens_at_cancel is None:
             tokens_at_cancel = assistant_tokens_so_far(stream)
             cancel.set()
-    stats = assistant.last_stats
+    stats = stream.stats
     assert stats.cancelled
     assert stats.tokens <= tokens_at_cancel + 2
     assert stats.tokens < assistant.settings.generation.max_new_tokens
 
 
 def assistant_tokens_so_far(stream) -> int:
-    run = stream.gi_frame.f_locals["self"] if hasattr(stream, "gi_frame") else None
+    chunks = stream._chunks  # the GenerationRun's own iterator inside the TextStream
+    run = chunks.gi_frame.f_locals["self"] if hasattr(chunks, "gi_frame") else None
     assert isinstance(run, GenerationRun)
     return run.clock.tokens
 
@@ -66,9 +69,10 @@ def assistant_tokens_so_far(stream) -> int:
 def test_cancel_before_the_first_token_ends_cleanly(assistant, patient) -> None:
     cancel = threading.Event()
     cancel.set()
-    text = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
-    assert assistant.last_stats.cancelled
-    assert assistant.last_stats.tokens <= 1
+    stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
+    text = "".join(stream)
+    assert stream.stats.cancelled
+    assert stream.stats.tokens <= 1
     assert len(text) < 40
 
 
@@ -76,8 +80,8 @@ def test_walking_away_from_the_iterator_stops_the_worker(assistant, patient, can
     stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
     next(stream)
     stream.close()  # the consumer is gone: generation must not run on in the background
-    assert assistant.last_stats.cancelled
-    assert assistant.last_stats.tokens < assistant.settings.generation.max_new_tokens
+    assert stream.stats.cancelled
+    assert stream.stats.tokens < assistant.settings.generation.max_new_tokens
     assert not [t for t in threading.enumerate() if t.name == "phyassist-generate"]
 
 
@@ -92,35 +96,38 @@ def test_prefix_cache_gives_identical_greedy_output(assistant, patient, cancel) 
     assistant.prefix_cache.clear()
     assistant.prefix_cache.enabled = False
     try:
-        plain = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
-        assert assistant.last_stats.cached_prefix_tokens == 0
+        stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
+        plain = "".join(stream)
+        assert stream.stats.cached_prefix_tokens == 0
     finally:
         assistant.prefix_cache.enabled = True
-    first = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
-    assert assistant.last_stats.cached_prefix_tokens == 0
-    again = "".join(assistant.stream_analysis(patient, QUESTION, cancel=cancel))
-    prompt_tokens = assistant.last_stats.prompt_tokens
-    assert assistant.last_stats.cached_prefix_tokens == prompt_tokens - 1
+    stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
+    first = "".join(stream)
+    assert stream.stats.cached_prefix_tokens == 0
+    stream = assistant.stream_analysis(patient, QUESTION, cancel=cancel)
+    again = "".join(stream)
+    prompt_tokens = stream.stats.prompt_tokens
+    assert stream.stats.cached_prefix_tokens == prompt_tokens - 1
     assert plain == first == again
 
     # Regenerate and chat share the patient's system prefix (role + record).
     draft = assistant.parse_analysis(again + "\nReasons:\n1. Exams")
     item = draft.reasons[-1]
     item.comments.append("more specific")
-    regen = "".join(
-        assistant.stream_regenerate_item(
-            patient, QUESTION, draft, "reasons", item.id, cancel=cancel
-        )
+    stream = assistant.stream_regenerate_item(
+        patient, QUESTION, draft, "reasons", item.id, cancel=cancel
     )
+    regen = "".join(stream)
     assert regen.strip()
-    shared = assistant.last_stats.cached_prefix_tokens
+    shared = stream.stats.cached_prefix_tokens
     assert shared > 50
-    list(assistant.stream_chat(patient, [], "What should I ask next time?", cancel=cancel))
+    stream = assistant.stream_chat(patient, [], "What should I ask next time?", cancel=cancel)
+    list(stream)
     ids = assistant.last_prompt_ids
     im_start = assistant.model.tokenizer.convert_tokens_to_ids("<|im_start|>")
     system_turn = [i for i, t in enumerate(ids) if t == im_start][1]  # where the user turn starts
     assert system_turn > 50
-    assert assistant.last_stats.cached_prefix_tokens >= system_turn
+    assert stream.stats.cached_prefix_tokens >= system_turn
 
 
 def test_chat_with_history_and_without_patient(assistant, patient, cancel) -> None:
@@ -128,20 +135,20 @@ def test_chat_with_history_and_without_patient(assistant, patient, cancel) -> No
         ChatMessage(role="user", content="She failed the exam twice."),
         ChatMessage(role="assistant", content="That must weigh on her."),
     ]
-    text = "".join(assistant.stream_chat(patient, history, "What now?", cancel=cancel))
-    assert text.strip()
-    assert assistant.context_report == "1 of 1 notes fit"
-    text = "".join(assistant.stream_chat(None, [], "What is CBT?", cancel=cancel))
-    assert text.strip()
-    assert assistant.context_report == "no patient record"
+    stream = assistant.stream_chat(patient, history, "What now?", cancel=cancel)
+    assert "".join(stream).strip()
+    assert stream.context_report == "1 of 1 notes fit"
+    stream = assistant.stream_chat(None, [], "What is CBT?", cancel=cancel)
+    assert "".join(stream).strip()
+    assert stream.context_report == "no patient record"
 
 
 def test_chinese_statement_streams(assistant, seed_case_zh, cancel) -> None:
     patient = Patient(name="孙某", basic=BasicInfo(**seed_case_zh["basic_info"]))
     statement = seed_case_zh["counseling_question"]["statement"]
-    text = "".join(assistant.stream_analysis(patient, statement, cancel=cancel))
-    assert text.strip()
-    assert assistant.last_stats.prompt_tokens > 500
+    stream = assistant.stream_analysis(patient, statement, cancel=cancel)
+    assert "".join(stream).strip()
+    assert stream.stats.prompt_tokens > 500
 
 
 def test_long_history_is_fitted_and_reported(assistant, cancel, monkeypatch) -> None:
@@ -151,10 +158,11 @@ def test_long_history_is_fitted_and_reported(assistant, cancel, monkeypatch) -> 
         name="Long",
         notes=[Note(question=f"Session {i}. " + "She talks about work. " * 20) for i in range(40)],
     )
-    list(assistant.stream_chat(patient, [], "Summarise.", cancel=cancel))
-    report = assistant.context_report
+    stream = assistant.stream_chat(patient, [], "Summarise.", cancel=cancel)
+    list(stream)
+    report = stream.context_report
     assert "of 40 notes fit" in report and "older notes left out" in report
-    assert assistant.last_stats.prompt_tokens + 16 <= small
+    assert stream.stats.prompt_tokens + 16 <= small
 
 
 def test_a_failing_model_raises_a_clear_error(real_model, cancel) -> None:
@@ -197,7 +205,7 @@ def _one_token_model(token: int):
     """A 1-layer Llama whose greedy choice is always ``token`` (lm_head = a bias on it)."""
     import torch
 
-    from tests.engine.conftest import TINY_VOCAB, tiny_llama
+    from tests.support import TINY_VOCAB, tiny_llama
 
     model = tiny_llama(
         hidden_size=16,
@@ -289,8 +297,9 @@ def patient_with_history(patient) -> Patient:
 
 
 def _draft(assistant, patient) -> tuple[str, int]:
-    text = "".join(assistant.stream_analysis(patient, QUESTION, cancel=threading.Event()))
-    return text, assistant.last_stats.cached_prefix_tokens
+    stream = assistant.stream_analysis(patient, QUESTION, cancel=threading.Event())
+    text = "".join(stream)
+    return text, stream.stats.cached_prefix_tokens
 
 
 def test_prefilled_record_is_reused_and_changes_nothing(assistant, patient_with_history) -> None:
@@ -308,12 +317,11 @@ def test_prefilled_record_is_reused_and_changes_nothing(assistant, patient_with_
     assert warm_text == cold_text  # greedy: the cache changes the speed, not the words
 
     # a chat about the same patient starts with the same record
-    list(
-        assistant.stream_chat(
-            patient_with_history, [], "How does she sleep?", cancel=threading.Event()
-        )
+    stream = assistant.stream_chat(
+        patient_with_history, [], "How does she sleep?", cancel=threading.Event()
     )
-    assert assistant.last_stats.cached_prefix_tokens >= read
+    list(stream)
+    assert stream.stats.cached_prefix_tokens >= read
     assert (
         assistant.prefill_record(patient_with_history, threading.Event()) >= read - 1
     )  # nothing to do

@@ -116,3 +116,24 @@ def test_embedded_model_and_its_cache(real_model, real_settings) -> None:
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.no_grad():
         assert torch.equal(real_model.model(ids).logits, warm.model(ids).logits)
+
+
+@pytest.mark.model
+def test_cached_tokenizer_reads_the_same_in_any_transformers(real_model, real_settings) -> None:
+    """The cache's tokenizer files name the generic fast class, so transformers 5.x (a vLLM
+    server) reads tokenizer.json verbatim instead of rebuilding a Llama (Metaspace) pipeline
+    that encoded "The capital of France is" differently; same ids as the GGUF's tokenizer."""
+    from transformers import AutoTokenizer
+
+    cache = gguf_cache_dir(real_settings, resolve_spec(real_settings))
+    config = json.loads((cache / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert config["eos_token"] == "<|im_end|>"
+    cached = AutoTokenizer.from_pretrained(cache, local_files_only=True)
+    for text in ("The capital of France is", "我最近睡不好，总是担心工作。"):
+        assert cached(text)["input_ids"] == real_model.tokenizer(text)["input_ids"]
+    turns = [{"role": "user", "content": "你好, how are you?"}]
+    assert cached.apply_chat_template(turns, add_generation_prompt=True) == (
+        real_model.tokenizer.apply_chat_template(turns, add_generation_prompt=True)
+    )
+    assert cached("The capital of France is")["input_ids"] == [1, 504, 3575, 282, 4649, 314]

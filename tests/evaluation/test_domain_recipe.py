@@ -11,9 +11,9 @@ from engine.training.domain_train import (
     _fmt_eta,
     _progress_callback,
     _time_budget_callback,
-    add_arguments,
     latest_checkpoint,
 )
+from phyassist_tui.commands.data import add_domain_train_arguments
 
 
 def test_defaults_are_the_briefs_recipe():
@@ -85,7 +85,7 @@ def test_cli_gradient_checkpointing_and_time_budget_flags():
     import argparse
 
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    add_domain_train_arguments(parser)
     base = ["--data", "d", "--out", "o"]
     args = parser.parse_args(base)
     assert args.gradient_checkpointing is None and args.time_budget is None
@@ -96,3 +96,32 @@ def test_cli_gradient_checkpointing_and_time_budget_flags():
         DomainRecipe(gradient_checkpointing=False).resolved(on_cuda=True).gradient_checkpointing
         is False
     )
+
+
+def test_several_gpus_relaunch_the_same_command_under_accelerate(monkeypatch, tmp_path):
+    """`phyassist domain train` on a multi-GPU host re-runs itself once per GPU; the
+    relaunched ranks (LOCAL_RANK set) train in-process."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from phyassist_tui.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.delenv("PHYASSIST_NO_RELAUNCH", raising=False)
+    argv = ["domain", "train", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    monkeypatch.setattr(sys, "argv", ["phyassist", *argv])
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+    assert main(argv) == 0
+    [command] = calls
+    assert command[command.index("--num_processes") + 1] == "2"
+    assert command[-len(argv) - 2 :] == ["-m", "phyassist_tui", *argv]
+
+    from engine.training.domain_train import accelerate_command
+
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert accelerate_command(["-m", "phyassist_tui", *argv]) is None

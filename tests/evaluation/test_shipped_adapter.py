@@ -8,14 +8,10 @@ import re
 
 import pytest
 
-from engine.model.adapters import (
-    SHIPPED_ADAPTERS_DIR,
-    resolve_domain_adapter,
-    shipped_domain_adapter,
-)
-from engine.settings import EMBEDDED_MODEL, load_settings
+from engine.model.adapters import resolve_domain_adapter, shipped_domain_adapter
+from engine.settings import EMBEDDED_MODEL, default_adapters_dir, load_settings
 
-SHIPPED = SHIPPED_ADAPTERS_DIR / "smollm2-135m-imhi-counselchat"
+SHIPPED = default_adapters_dir() / "smollm2-135m-imhi-counselchat"
 TASKS = ("DR", "dreaddit", "Irf", "MultiWD", "SAD", "loneliness")
 
 # Written for this test in the IMHI instruction form (not a benchmark row).
@@ -40,6 +36,15 @@ def test_auto_picks_the_shipped_adapter_for_the_embedded_model_only() -> None:
     assert resolve_domain_adapter("auto", "/models/Mixtral-8x7B-Instruct") is None
     assert resolve_domain_adapter(None, EMBEDDED_MODEL) is None
     assert resolve_domain_adapter("", EMBEDDED_MODEL) is None
+
+
+def test_auto_looks_in_the_adapters_dir_setting(tmp_path) -> None:
+    """``model.adapters_dir`` replaces the source tree's adapters/ (an install without it)."""
+    assert resolve_domain_adapter("auto", EMBEDDED_MODEL, tmp_path) is None
+    (tmp_path / SHIPPED.name).mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (tmp_path / SHIPPED.name / name).write_bytes((SHIPPED / name).read_bytes())
+    assert resolve_domain_adapter("auto", EMBEDDED_MODEL, tmp_path) == tmp_path / SHIPPED.name
 
 
 def test_card_table_matches_the_measured_results() -> None:

@@ -58,3 +58,38 @@ def cuda_bnb():
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     pytest.importorskip("bitsandbytes")
+
+
+@torch.inference_mode()
+def forced_logits(dec, input_ids: torch.Tensor, forced: list[int]) -> torch.Tensor:
+    """Logits of each decode step when fed ``forced`` tokens instead of its own choices.
+
+    Row ``i`` scores the token after ``forced[: i + 1]``; used to compare the fast path with
+    the baseline step by step without one near-tie derailing the rest of the sequence.
+    """
+    from transformers import DynamicCache
+
+    from engine.gpu.fastdecode import _set_fast
+
+    input_ids = input_ids.to(dec.device)
+    prompt_len = input_ids.shape[1]
+    if prompt_len + len(forced) > dec.max_cache_len:
+        raise ValueError("prompt + forced tokens exceed the static cache")
+    dyn = DynamicCache(config=dec.lm.config)
+    dec._prefill(input_ids, dyn)
+    dec._load_static(dyn, prompt_len)
+    dec._pos.fill_(prompt_len)
+    rows = []
+    _set_fast(dec.lm, True)
+    try:
+        graph = dec._graph()
+        for tok in forced:
+            dec._tok.fill_(tok)
+            if graph is None:
+                dec._step()
+            else:
+                graph.replay()
+            rows.append(dec._logits.float().clone())
+    finally:
+        _set_fast(dec.lm, False)
+    return torch.stack(rows)

@@ -291,3 +291,21 @@ def test_a_token_constraint_holds_on_the_graph_path(cuda_bnb, tiny_mixtral_dir) 
     assert run.fast is fast and run.error is None
     assert got == want and got != free_fast
     assert all(int(t[1:]) % 2 == 0 for t in got)
+
+
+def test_kernel_tiles_change_only_through_use_tiles():
+    """Tiles tuned for another card go in through nf4_moe.use_tiles, which refuses names and
+    fields the kernels do not have (a typo would otherwise be ignored silently)."""
+    from engine.gpu import nf4_moe
+
+    saved = dict(nf4_moe.TUNING["down"])
+    with pytest.raises(ValueError):
+        nf4_moe.use_tiles(moe={"down": {"BLOCK_Q": 16}})
+    with pytest.raises(ValueError):
+        nf4_moe.use_tiles(few={"up": {"BLOCK_N": 64}})
+    try:
+        nf4_moe.use_tiles(moe={"down": {**saved, "num_warps": 8}})
+        assert nf4_moe.TUNING["down"] == {**saved, "num_warps": 8}
+    finally:
+        nf4_moe.use_tiles(moe={"down": saved})
+    assert nf4_moe.TUNING["down"] == saved

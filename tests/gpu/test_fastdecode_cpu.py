@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.reference import baseline_generate
 from engine.gpu.fastdecode import (
     FastDecoder,
     FastDecodeUnsupported,
     _set_fast,
-    baseline_generate,
     install_fast_moe,
 )
 
@@ -191,3 +191,29 @@ def test_route_pairs_groups_token_slots_by_expert():
     assert flat[pair_idx].tolist() == [0, 1, 1, 1, 2, 3, 3, 3]  # sorted by expert
     assert sorted(pair_idx.tolist()) == list(range(8))  # every (token, slot) exactly once
     assert r["pair_tok"].tolist() == (pair_idx // 2).tolist()
+
+
+def test_decode_attention_is_chosen_per_decoder():
+    """The decode attention and its SDPA backends are FastDecoder arguments (the benchmark
+    used to set them as module globals): MATH decodes the same tokens as generate, a backend
+    that cannot run here fails, so the choice reaches the attention of that decoder only."""
+    from torch.nn.attention import SDPBackend
+
+    model = tiny_mixtral()
+    ids = prompt_ids(40)
+    want, _ = baseline_generate(model, ids, 8)
+    math = FastDecoder(
+        model, max_cache_len=128, decode_attention="sdpa", sdpa_backends=[SDPBackend.MATH]
+    )
+    cudnn = FastDecoder(
+        model,
+        max_cache_len=128,
+        decode_attention="sdpa",
+        sdpa_backends=[SDPBackend.CUDNN_ATTENTION],
+    )
+    with pytest.raises(RuntimeError):
+        cudnn.generate(ids, 8)
+    assert math.generate(ids, 8).tokens == want
+    assert FastDecoder(model, max_cache_len=128).generate(ids, 8).tokens == want
+    with pytest.raises(ValueError):
+        FastDecoder(model, decode_attention="flash")

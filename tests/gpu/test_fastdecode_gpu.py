@@ -15,10 +15,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.gpu.fastdecode import FastDecoder, _set_fast, _set_kernel, baseline_generate
+from bench.reference import baseline_generate
+from engine.gpu.fastdecode import FastDecoder, _set_fast, _set_kernel
 from engine.gpu.quant import QuantSpec, load_quantized
 
-from .conftest import prompt_ids
+from .conftest import forced_logits, prompt_ids
 
 pytestmark = pytest.mark.gpu
 KERNELS = ("triton", "gather")
@@ -96,7 +97,7 @@ def test_bf16_fast_path_matches_generate_step_by_step(model_bf16, kernel, decode
     base_logits = torch.stack([x[0].float() for x in ref.logits])  # [40, vocab]
     dec = FastDecoder(model_bf16, max_cache_len=256, kernel=kernel)
     assert dec.generate(ids, 1).tokens == base_tokens[:1]  # the prefill is generate's own
-    ours = dec.forced_logits(ids, base_tokens[:-1])  # predicts base_tokens[1:]
+    ours = forced_logits(dec, ids, base_tokens[:-1])  # predicts base_tokens[1:]
     want = base_logits[1:]
     rel = (ours - want).norm(dim=-1) / want.norm(dim=-1)
     assert rel.max() < 4e-2, rel  # typical 1e-2: 4-bit weights, bf16 activations

@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bench.reference import baseline_generate
 from engine.gpu import fastdecode, nf4_moe
-from engine.gpu.fastdecode import FastDecoder, baseline_generate, install_fast_moe
+from engine.gpu.fastdecode import FastDecoder, install_fast_moe
 from engine.gpu.quant import QuantSpec, load_quantized
 
 from .conftest import prompt_ids, tiny_mixtral

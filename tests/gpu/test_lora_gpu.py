@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.gpu.fastdecode import FastDecoder, baseline_generate
+from bench.reference import baseline_generate
+from engine.gpu.fastdecode import FastDecoder
 from engine.gpu.quant import QuantSpec, load_quantized
 
 from .conftest import prompt_ids

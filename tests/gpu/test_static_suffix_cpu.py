@@ -11,8 +11,9 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from bench.reference import baseline_generate
 from engine.gpu import fastdecode
-from engine.gpu.fastdecode import FastDecoder, baseline_generate
+from engine.gpu.fastdecode import FastDecoder
 
 from .conftest import prompt_ids, tiny_mixtral
 

@@ -1,7 +1,6 @@
-"""Fixtures for the encrypted-store tests: a cheap KDF, a fresh vault, the seed patient.
+"""Fixtures for the encrypted-store tests: the seed patient, a fresh interpreter, files.
 
-Test modules run with ``--import-mode=importlib`` and cannot import this file, so helpers
-are fixtures.
+The vault fixtures (``passphrase``, ``settings``, ``store``, ``reopen``) are tests/conftest.py's.
 """
 
 from __future__ import annotations
@@ -15,42 +14,9 @@ from pathlib import Path
 import pytest
 
 from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient
-from engine.settings import Settings, StoreSettings, load_settings
-from engine.vault.store import Store
+from engine.settings import Settings, StoreSettings
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def passphrase() -> str:
-    return "correct horse battery"
-
-
-@pytest.fixture
-def settings(isolated_home: Path) -> Settings:
-    """Settings under the test's PHYASSIST_HOME with scrypt n=2**10 (fast; real use is 2**15)."""
-    return load_settings(store=StoreSettings(scrypt_log2_n=10))
-
-
-@pytest.fixture
-def vault_dir(settings: Settings) -> Path:
-    return settings.vault_dir
-
-
-@pytest.fixture
-def store(vault_dir: Path, settings: Settings, passphrase: str):
-    with Store.create(vault_dir, passphrase, settings=settings) as opened:
-        yield opened
-
-
-@pytest.fixture
-def reopen(vault_dir: Path, settings: Settings, passphrase: str) -> Callable[..., Store]:
-    """Open the test vault again (the caller closes it)."""
-
-    def _open(*, writer: bool = True, secret: str | None = None) -> Store:
-        return Store.open(vault_dir, secret or passphrase, writer=writer, settings=settings)
-
-    return _open
 
 
 @pytest.fixture

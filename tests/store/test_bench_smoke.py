@@ -1,19 +1,13 @@
-"""bench/store.py still runs end to end (tiny sizes; no timing is asserted)."""
+"""``python -m bench.store`` still runs end to end (tiny sizes; no timing is asserted)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "store.py"
+from bench import store as bench
 
 
 def test_store_benchmark_runs_and_reports_baselines(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("bench_store", BENCH)
-    assert spec is not None and spec.loader is not None
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     argv = ["--patients", "6", "--notes", "2", "--reps", "4", "--scrypt-log2-n", "10"]
     assert bench.main([*argv, "--dir", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out)

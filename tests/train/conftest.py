@@ -1,15 +1,14 @@
-"""Fixtures for the training tests: the model cache, a tiny model, a vault, patients.
+"""Fixtures for the training tests: settings for the tiny and the embedded model, patients.
 
 The embedded model's dequantized copy lives in the model cache that every test area shares
 (``tests/conftest.py`` points ``PHYASSIST_CACHE_DIR`` there: public weights, never patient
-data), so it is built once, not once per session. The tiny model (2 layers, hidden 64, random
-weights) reuses the embedded tokenizer so the worker, the runner and the CLI can be exercised
-in seconds. Module files run with ``--import-mode=importlib``, so helpers here are fixtures.
+data), so it is built once, not once per session. That directory (``embedded_model_dir``),
+the tiny model (``tiny_model_dir``), the vault passphrase and the plaintext ``scanner`` are
+tests/conftest.py's.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -20,70 +19,6 @@ import pytest
 from engine.records import AnalysisDraft, BasicInfo, Item, Note, Patient
 from engine.settings import EMBEDDED_MODEL, ModelSettings, Settings, StoreSettings, load_settings
 from engine.vault.store import Store
-
-PASSPHRASE = "training tests passphrase"
-
-
-@pytest.fixture(scope="session")
-def session_cache() -> Path:
-    """The shared model cache (``tests/conftest.py``'s ``model_cache_root``, same rule)."""
-    from platformdirs import user_cache_path
-
-    env = os.environ.get("PHYASSIST_TEST_MODEL_CACHE")
-    return Path(env) if env else user_cache_path("phyassist")
-
-
-@pytest.fixture(autouse=True)
-def shared_model_cache(
-    isolated_home: Path, session_cache: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """Every training test and its worker subprocess read the model from that cache."""
-    monkeypatch.setenv("PHYASSIST_CACHE_DIR", str(session_cache))
-    return session_cache
-
-
-@pytest.fixture(scope="session")
-def embedded_model_dir(session_cache: Path) -> Path:
-    """The dequantized embedded model (HF directory), built once per session."""
-    import engine.model.llm as llm
-
-    settings = load_settings(cache_dir=session_cache)
-    llm.load_model(settings)
-    source = llm.resolve_spec(settings)
-    path = llm.gguf_cache_dir(settings, source)
-    if not (path / "config.json").is_file():
-        # Another test area loaded the model first with another cache dir, so the in-process
-        # cache answered and nothing was written here (and that in-memory model may carry
-        # adapters). Build this cache from the GGUF itself.
-        llm._load_uncached(settings, lambda _msg: None, use_disk_cache=True)
-    assert (path / "config.json").is_file()
-    return path
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with random weights and the embedded model's tokenizer and template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir, local_files_only=True)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    out = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def _settings(spec: str) -> Settings:
@@ -108,18 +43,13 @@ def embedded_settings(embedded_model_dir: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
-def passphrase() -> str:
-    return PASSPHRASE
-
-
-@pytest.fixture
-def open_vault() -> Callable[[Settings], Store]:
+def open_vault(passphrase: str) -> Callable[[Settings], Store]:
     """Create (first call) or reopen the test vault for ``settings``; the caller closes it."""
 
     def _open(settings: Settings) -> Store:
         if Store.exists(settings.vault_dir):
-            return Store.open(settings.vault_dir, PASSPHRASE, settings=settings)
-        return Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+            return Store.open(settings.vault_dir, passphrase, settings=settings)
+        return Store.create(settings.vault_dir, passphrase, settings=settings)
 
     return _open
 
@@ -184,34 +114,6 @@ def make_patient() -> Callable[..., str]:
         return patient.id
 
     return _make
-
-
-class PlaintextScan:
-    """Finds files under some roots that contain a string (UTF-8 or UTF-16)."""
-
-    def __init__(self, secret: str) -> None:
-        self.needles = [secret.encode("utf-8"), secret.encode("utf-16-le")]
-
-    def scan(self, *roots: Path, newer_than: float | None = None) -> list[Path]:
-        hits: list[Path] = []
-        for root in roots:
-            for dirpath, _dirs, files in os.walk(root):
-                for name in files:
-                    path = Path(dirpath) / name
-                    try:
-                        if newer_than is not None and path.stat().st_mtime < newer_than:
-                            continue
-                        data = path.read_bytes()
-                    except OSError:
-                        continue
-                    if any(n in data for n in self.needles):
-                        hits.append(path)
-        return hits
-
-
-@pytest.fixture
-def plaintext_scan() -> Callable[[str], PlaintextScan]:
-    return PlaintextScan
 
 
 @pytest.fixture

@@ -16,9 +16,10 @@ from engine.errors import (
     TrainingError,
     TrainingLimitExceeded,
 )
+from engine.model.adapters import AdapterRegistry
 from engine.settings import Limits
 from engine.training.runner import TrainingRun, runs_dir, store_adapter
-from engine.training.versions import active_version, export_adapter, list_versions, rollback
+from engine.training.versions import export_adapter, list_versions, rollback
 
 pytestmark = pytest.mark.model
 
@@ -32,7 +33,7 @@ def _train(store, pid, settings, overrides=QUICK):
 
 
 def test_run_streams_progress_and_stores_a_sealed_version(
-    tiny_settings, open_vault, make_patient, marker, plaintext_scan, test_start
+    tiny_settings, open_vault, make_patient, marker, scanner, test_start
 ):
     with open_vault(tiny_settings) as store:
         pid = make_patient(store, marker)
@@ -60,7 +61,7 @@ def test_run_streams_progress_and_stores_a_sealed_version(
         assert store.get_summary(pid).has_adapter
         assert not run.work_dir.exists()
     # nothing readable left behind: vault, caches, run folders, temp dir
-    scan = plaintext_scan(marker)
+    scan = scanner([marker])
     home = tiny_settings.data_dir.parent
     assert scan.scan(home) == []
     assert scan.scan(tempfile.gettempdir(), newer_than=test_start) == []
@@ -99,10 +100,10 @@ def test_versions_prune_roll_back_and_export(tiny_settings, tiny_model_dir, open
         assert stored.version == 3 and stored.pruned == [1]
         assert "removed old version(s) v1" in stored.message(2)
         assert [(v.version, v.card["steps"]) for v in list_versions(store, pid)] == [(2, 2), (3, 3)]
-        assert active_version(store, pid) == 3
+        assert AdapterRegistry(store).active(pid) == 3
 
         assert rollback(store, pid) == 2
-        assert active_version(store, pid) == 2
+        assert AdapterRegistry(store).active(pid) == 2
         assert [v.active for v in list_versions(store, pid)] == [True, False]
         with pytest.raises(AdapterNotFound):
             rollback(store, pid)  # v2 is the oldest kept
@@ -120,7 +121,7 @@ def test_versions_prune_roll_back_and_export(tiny_settings, tiny_model_dir, open
         # a new version becomes active again
         config, state = _tiny_adapter(tiny_model_dir, 4)
         assert store_adapter(store, pid, config, state, {}, settings).version == 4
-        assert active_version(store, pid) == 4
+        assert AdapterRegistry(store).active(pid) == 4
 
     import torch
     from peft import PeftModel
@@ -146,7 +147,7 @@ def test_versions_prune_roll_back_and_export(tiny_settings, tiny_model_dir, open
 
 
 def test_sigkill_mid_training_keeps_previous_adapter_and_leaves_no_plaintext(
-    tiny_settings, open_vault, make_patient, marker, plaintext_scan, test_start
+    tiny_settings, open_vault, make_patient, marker, scanner, test_start
 ):
     with open_vault(tiny_settings) as store:
         pid = make_patient(store, marker)
@@ -161,10 +162,10 @@ def test_sigkill_mid_training_keeps_previous_adapter_and_leaves_no_plaintext(
         assert killed
         assert "previous adapter stays active" in str(err.value)
         assert [v.version for v in list_versions(store, pid)] == [1]
-        assert active_version(store, pid) == 1
+        assert AdapterRegistry(store).active(pid) == 1
         assert not run.work_dir.exists()
         assert list(runs_dir(tiny_settings).iterdir()) == []
-    scan = plaintext_scan(marker)
+    scan = scanner([marker])
     assert scan.scan(tiny_settings.data_dir.parent) == []
     assert scan.scan(tempfile.gettempdir(), newer_than=test_start) == []
 

@@ -1,6 +1,6 @@
 """The app doing a counselor's work, headless, until it is killed (run by test_app_kill.py).
 
-``python tests/trust/app_kill_driver.py VAULT_DIR PASSPHRASE ACK_FD SEED RUN``
+``python -m tests.trust.app_kill_driver VAULT_DIR PASSPHRASE ACK_FD SEED RUN``
 
 Runs the real ``PhyAssistApp`` under Textual's Pilot on the real vault, with the fake model
 from ``tests/tui/fakes.py`` (the model is not what is under test; every vault write goes
@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import os
 import random
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from engine.records import BasicInfo, Note, Patient  # noqa: E402
-from engine.settings import Settings, StoreSettings  # noqa: E402
-from engine.vault.store import Store  # noqa: E402
+from engine.records import BasicInfo, Note, Patient
+from engine.settings import Settings, StoreSettings
+from engine.vault.store import Store
 
 ACK_FD = -1
 
@@ -68,14 +64,6 @@ class AckStore(Store):
         ack(f"delete {patient_id} {kind}")
 
 
-def _fakes():
-    spec = importlib.util.spec_from_file_location("tui_fakes", ROOT / "tests" / "tui" / "fakes.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["tui_fakes"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 QUESTIONS = [
     "最近总是失眠，担心考试考不好，上课注意力不集中。",
     "Since the move she feels lonely and cries most evenings.",
@@ -95,8 +83,8 @@ async def drive(vault_dir: Path, passphrase: str, seed: int, run: int) -> None:
     from phyassist_tui.screens.risk import RiskFlagScreen
     from phyassist_tui.widgets.draft_pane import DraftPane
     from phyassist_tui.widgets.patients_pane import PatientList
+    from tests.tui import fakes
 
-    fakes = _fakes()
     rng = random.Random(seed)
     settings = Settings(store=StoreSettings(scrypt_log2_n=10), idle_lock_minutes=0)
     assistant = fakes.FakeAssistant(delay=0.0, analysis_text=ANALYSIS, chat_reply="先问问睡眠。")

@@ -35,7 +35,7 @@ from engine.vault.chat import load_history
 from engine.vault.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVER = Path(__file__).with_name("app_kill_driver.py")
+DRIVER = "tests.trust.app_kill_driver"  # run as a module of this checkout (PYTHONPATH=ROOT)
 PASSPHRASE = "correct horse battery"  # the fake-engine helpers unlock with this one
 
 
@@ -168,7 +168,8 @@ def _kill_runs(settings, runs: int, seed: int) -> dict:
         child = subprocess.Popen(
             [
                 sys.executable,
-                str(DRIVER),
+                "-m",
+                DRIVER,
                 str(settings.vault_dir),
                 PASSPHRASE,
                 str(write_fd),

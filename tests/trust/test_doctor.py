@@ -114,11 +114,19 @@ def test_missing_model_package_fails(settings, monkeypatch) -> None:
 def test_shipped_domain_adapter_reported(settings, monkeypatch, tmp_path) -> None:
     """The embedded model runs with the adapter under adapters/; without it (a wheel install)
     doctor says the base model is used instead of degrading quietly."""
-    from engine.model import adapters
+    import shutil
+
+    from engine.settings import default_adapters_dir
     from engine.trust import doctor
 
     ok = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
     assert [f.level for f in ok] == ["ok"] and "smollm2-135m-imhi-counselchat" in ok[0].message
-    monkeypatch.setattr(adapters, "SHIPPED_ADAPTERS_DIR", tmp_path / "adapters")
+    settings.model.adapters_dir = tmp_path / "adapters"  # model.adapters_dir, e.g. a wheel
     missing = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
     assert [f.level for f in missing] == ["warn"] and "base model is used" in missing[0].message
+    assert str(tmp_path / "adapters") in missing[0].message
+    # The setting is where "auto" looks: a copy of the shipped folder there is found.
+    shipped = default_adapters_dir() / "smollm2-135m-imhi-counselchat"
+    shutil.copytree(shipped, tmp_path / "adapters" / shipped.name)
+    moved = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
+    assert [f.level for f in moved] == ["ok"] and str(tmp_path / "adapters") in moved[0].message

@@ -30,8 +30,8 @@ def test_no_plaintext_after_analysis_chat_training_and_crash(
 ) -> None:
     pytest.importorskip("trl")
     from engine.inference.assistant import Assistant
+    from engine.model.adapters import AdapterRegistry
     from engine.training.runner import TrainingRun, train_patient
-    from engine.training.versions import active_version
 
     u = uuid.uuid4().hex[:10]
     secrets = {
@@ -65,7 +65,7 @@ def test_no_plaintext_after_analysis_chat_training_and_crash(
         )
         assert events[-1].phase == "stored"
         log.append("adapter_trained", patient.id, f"v{stored.version}")
-        assert active_version(store, patient.id) == stored.version
+        assert AdapterRegistry(store).active(patient.id) == stored.version
 
         # a second run killed as soon as the worker reports: nothing stored, v1 stays active
         run = TrainingRun(store, patient.id, settings, overrides={"max_steps": 50})
@@ -73,7 +73,7 @@ def test_no_plaintext_after_analysis_chat_training_and_crash(
             for _event in run.events():
                 if run.pid:
                     os.kill(run.pid, signal.SIGKILL)
-        assert active_version(store, patient.id) == stored.version
+        assert AdapterRegistry(store).active(patient.id) == stored.version
 
     scan = scanner(list(secrets.values()))
     hits = scan.scan(isolated_home, private_tmp)

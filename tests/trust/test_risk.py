@@ -3,7 +3,6 @@ evidence spans, and the model check (which may confirm or deny but never silence
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,16 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "data" / "fixtures" / "risk_cases.jsonl"
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_risk", ROOT / "bench" / "risk.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def bench():
-    return _bench()
+    from bench import risk
+
+    return risk
 
 
 @pytest.fixture(scope="module")

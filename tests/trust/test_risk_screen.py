@@ -11,6 +11,7 @@ from textual import work
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
+from engine.session import Session
 from engine.trust.audit import AuditLog
 from engine.trust.risk import RiskFlag, assess, risk_audit_detail
 from engine.vault.store import Store
@@ -47,14 +48,16 @@ class Host(App):
     def __init__(self, store: Store, patient_id: str, text: str, assistant=None) -> None:
         super().__init__()
         self.store, self.patient_id, self.text = store, patient_id, text
-        self.assistant = assistant
+        self.session = Session.over(store, store.settings, origin="tui", assistant=assistant)
+        if assistant is not None:  # the model is "loaded": the Session may ask it
+            self.session.start_model_load()
+            assert self.session.wait_ready(timeout=5)
         self.answers: list[bool] = []
         self.activity: list[str] = []
 
     def action_go_model(self) -> None:
         check_risk_then(
             self,
-            self.store,
             self.patient_id,
             self.text,
             lambda: self.answers.append(True),
@@ -70,12 +73,12 @@ class Host(App):
 
     @work(exclusive=True)
     async def action_go(self) -> None:
-        self.answers.append(await confirm_risk(self, self.store, self.patient_id, self.text))
+        self.answers.append(await confirm_risk(self, self.session, self.patient_id, self.text))
 
     def action_go_callback(self) -> None:
         confirm_risk_then(
             self,
-            self.store,
+            self.session,
             self.patient_id,
             self.text,
             lambda: self.answers.append(True),
@@ -120,12 +123,16 @@ async def test_acknowledge_is_audited(store: Store, text: str, phrase: str, cate
         await pilot.pause()
         assert not isinstance(app.screen, RiskFlagScreen)
     assert app.answers == [True]
-    assert _entries(store) == [("risk_acknowledged", pid, risk_audit_detail(flags))]
-    assert text not in _entries(store)[0][2] and phrase not in _entries(store)[0][2]
+    detail = risk_audit_detail(flags)
+    assert _entries(store) == [
+        ("risk_flagged", pid, detail),  # shown
+        ("risk_acknowledged", pid, detail),
+    ]
+    assert all(text not in d and phrase not in d for _, _, d in _entries(store))
 
 
 @pytest.mark.parametrize("text", [EN, ZH], ids=["english", "chinese"])
-async def test_escape_cancels_and_records_nothing(store: Store, text: str) -> None:
+async def test_escape_cancels_and_records_the_cancel(store: Store, text: str) -> None:
     pid = store.create_patient("Risk").id
     app = Host(store, pid, text)
     async with app.run_test() as pilot:
@@ -136,7 +143,8 @@ async def test_escape_cancels_and_records_nothing(store: Store, text: str) -> No
         await pilot.pause()
         assert not isinstance(app.screen, RiskFlagScreen)
     assert app.answers == [False]
-    assert _entries(store) == []
+    detail = risk_audit_detail(assess(text))
+    assert _entries(store) == [("risk_flagged", pid, detail), ("risk_cancelled", pid, detail)]
 
 
 async def test_escape_key_cancels(store: Store) -> None:
@@ -146,7 +154,8 @@ async def test_escape_key_cancels(store: Store) -> None:
         await pilot.pause()
         await pilot.press("escape")
         await pilot.pause()
-    assert app.answers == [False] and _entries(store) == []
+    assert app.answers == [False]
+    assert [a for a, _, _ in _entries(store)] == ["risk_flagged", "risk_cancelled"]
 
 
 async def test_no_flags_goes_straight_on(store: Store) -> None:
@@ -175,7 +184,12 @@ async def test_callback_form(store: Store) -> None:
         await pilot.press("a")
         await pilot.pause()
     assert app.answers == [False, True]
-    assert [a for a, _, _ in _entries(store)] == ["risk_acknowledged"]
+    assert [a for a, _, _ in _entries(store)] == [
+        "risk_flagged",
+        "risk_cancelled",
+        "risk_flagged",
+        "risk_acknowledged",
+    ]
 
 
 async def test_hostile_evidence_is_shown_literally(store: Store) -> None:
@@ -206,6 +220,9 @@ async def test_hostile_evidence_is_shown_literally(store: Store) -> None:
 
 class ModelChecker:
     """An engine whose model check adds a flag the rules missed (after ``release`` is set)."""
+
+    loaded = True
+    model_label = "TestModel"
 
     def __init__(self, refusal: str | None = None) -> None:
         self.refusal = refusal

@@ -72,3 +72,14 @@ def test_unterminated_osc_keeps_text() -> None:
 
 def test_empty() -> None:
     assert safe_terminal_text("") == ""
+
+
+def test_the_tui_shows_text_through_the_same_sanitizer() -> None:
+    """One sanitizer: what the TUI renders loses bidi overrides and Unicode line separators
+    too (its own copy used to keep them), and the engine's tests above cover it."""
+    from phyassist_tui.widgets.text import clean, md_escape, plain
+
+    assert clean is safe_terminal_text
+    spoof = "abc\u202edef\u2066x\u2069\u2028y"
+    assert clean(spoof) == "abcdefx\ny"
+    assert "\u202e" not in plain(spoof).plain and "\u202e" not in md_escape(spoof)

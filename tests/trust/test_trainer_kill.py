@@ -45,59 +45,17 @@ from engine.model.adapters import AdapterManager, AdapterRegistry
 from engine.records import AnalysisDraft, BasicInfo, Item, Note
 from engine.settings import Limits, ModelSettings, StoreSettings, load_settings
 from engine.training.runner import remove_stale_runs, runs_dir
-from engine.training.versions import active_version
 from engine.vault.store import Store
 
 pytestmark = pytest.mark.model  # the tiny model borrows the embedded model's tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
-DRIVER = Path(__file__).with_name("trainer_kill_driver.py")
+DRIVER = "tests.trust.trainer_kill_driver"  # run as a module of this checkout (PYTHONPATH=ROOT)
 PASSPHRASE = "trainer kill passphrase"
 
 
 def kill_runs(default: int) -> int:
     return int(os.environ.get("PHYASSIST_KILL_RUNS", default))
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-layer Llama with random weights and the embedded GGUF's tokenizer and template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from engine.model.llm import EMBEDDED_LABEL, resolve_embedded_gguf
-
-    # the dequantized embedded model another test area cached loads its tokenizer in ~1 s;
-    # reading it out of the GGUF takes ~15 s
-    cached = sorted(
-        d
-        for d in load_settings().model_cache_dir.glob(f"{EMBEDDED_LABEL}-*")
-        if (d / "config.json").is_file() and (d / "tokenizer_config.json").is_file()
-    )
-    if cached:
-        tokenizer = AutoTokenizer.from_pretrained(cached[0], local_files_only=True)
-    else:
-        gguf = resolve_embedded_gguf()
-        tokenizer = AutoTokenizer.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, local_files_only=True
-        )
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    out = tmp_path_factory.mktemp("trust-tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 def progress(stats: dict) -> None:
@@ -139,7 +97,8 @@ class Driver:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
-                str(DRIVER),
+                "-m",
+                DRIVER,
                 str(settings.vault_dir),
                 PASSPHRASE,
                 str(write_fd),
@@ -220,7 +179,7 @@ def _check(store: Store, pid: str, allowed: set[int], manager, tag: str) -> int:
     assert store.damaged_patients() == {}
     for kind in store.list_blobs(pid):
         assert store.read_blob(pid, kind) is not None  # decrypts and authenticates
-    active = active_version(store, pid)
+    active = AdapterRegistry(store).active(pid)
     assert active in allowed, f"active adapter v{active}, expected one of {sorted(allowed)}"
     config, state = AdapterRegistry(store).read(pid, active)
     manager.load(tag, config, state)

@@ -3,10 +3,6 @@ acknowledging flags and saving a note (real vault, the TUI tests' fake engine)."
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from engine.records import BasicInfo
@@ -15,20 +11,8 @@ from engine.trust.audit import AuditLog
 from engine.trust.risk import assess, risk_audit_detail
 from engine.vault.store import Store
 from phyassist_tui.screens.risk import RiskFlagScreen
+from tests.tui import fakes
 
-
-def _fakes():
-    """``tests/tui/fakes.py`` as ``tui_fakes`` (the TUI tests' conftest does the same)."""
-    if "tui_fakes" not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "tui" / "fakes.py"
-        spec = importlib.util.spec_from_file_location("tui_fakes", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["tui_fakes"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["tui_fakes"]
-
-
-fakes = _fakes()
 pytestmark = pytest.mark.anyio
 
 
@@ -88,9 +72,14 @@ async def test_flags_come_before_analysis_and_everything_is_audited(
         await pilot.press("ctrl+s")
         await fakes.wait_for(pilot, lambda: len(screen.patient.notes) == 1, what="note saved")
         await pilot.pause()
+    detail = risk_audit_detail(assess(question))
     assert _log(tui_settings) == [
+        ("unlock", None, "tui"),
         ("patient_opened", pid, "tui"),
-        ("risk_acknowledged", pid, risk_audit_detail(assess(question))),
+        ("risk_flagged", pid, detail),  # shown, then cancelled with Esc
+        ("risk_cancelled", pid, detail),
+        ("risk_flagged", pid, detail),  # shown again, then acknowledged
+        ("risk_acknowledged", pid, detail),
         ("note_saved", pid, "tui"),
     ]
 
@@ -105,4 +94,44 @@ async def test_a_statement_without_flags_goes_straight_to_analysis(tui_settings)
         await fakes.generate(pilot, screen, "Since the exam I cannot focus at all.")
         pane = screen.query_one(DraftPane)
         await fakes.wait_for(pilot, lambda: pane.draft is not None, what="draft")
-    assert [a for a, _, _ in _log(tui_settings)] == ["patient_opened"]
+    assert [a for a, _, _ in _log(tui_settings)] == ["unlock", "patient_opened"]
+
+
+async def test_session_audits_unlock_failures_new_patients_and_the_lock(tui_settings) -> None:
+    """The Session writes the entries no front end may forget: a wrong passphrase (counted
+    at the next unlock: the log is encrypted), a patient created in the TUI (the CLI always
+    audited it, the TUI did not), and the lock."""
+    from textual.widgets import TextArea
+
+    from phyassist_tui.app import PhyAssistApp
+    from phyassist_tui.screens.new_patient import NewPatientScreen
+    from phyassist_tui.screens.unlock import UnlockScreen
+
+    app = PhyAssistApp(tui_settings, assistant=fakes.FakeAssistant())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await fakes.unlock(pilot, "not the passphrase")
+        await fakes.wait_for(
+            pilot,
+            lambda: "Wrong passphrase" in str(app.screen.query_one("#unlock-error").render()),
+            what="wrong passphrase",
+        )
+        screen = await fakes.open_workspace(pilot)
+        await pilot.press("ctrl+n")
+        form = await fakes.wait_for(
+            pilot, lambda: isinstance(app.screen, NewPatientScreen) and app.screen
+        )
+        await fakes.type_text(pilot, "Wang")
+        form.query_one("#field-demographics", TextArea).load_text("28, teacher")
+        await pilot.press("ctrl+s")
+        await fakes.wait_for(
+            pilot, lambda: screen.patient is not None and screen.patient.name == "Wang"
+        )
+        wang = screen.patient.id
+        await pilot.press("ctrl+l")
+        await fakes.wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen), what="locked")
+    assert _log(tui_settings) == [
+        ("unlock_failed", None, "1 failed attempt(s)"),
+        ("unlock", None, "tui"),
+        ("patient_created", wang, "tui"),
+        ("lock", None, "tui"),
+    ]

@@ -1,6 +1,6 @@
 """The app's side of training, driven by test_trainer_kill.py until it is killed.
 
-``python tests/trust/trainer_kill_driver.py VAULT_DIR PASSPHRASE ACK_FD PATIENT_ID MODEL_DIR``
+``python -m tests.trust.trainer_kill_driver VAULT_DIR PASSPHRASE ACK_FD PATIENT_ID MODEL_DIR``
 
 Opens the vault as the app does and, for every ``train`` line on stdin, runs one
 ``engine.training.runner.TrainingRun`` (the real worker subprocess, on a tiny model) for the
@@ -20,13 +20,10 @@ import sys
 import threading
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from engine.errors import PhyAssistError  # noqa: E402
-from engine.settings import Limits, ModelSettings, StoreSettings, load_settings  # noqa: E402
-from engine.training.runner import TrainingRun  # noqa: E402
-from engine.vault.store import Store  # noqa: E402
+from engine.errors import PhyAssistError
+from engine.settings import Limits, ModelSettings, StoreSettings, load_settings
+from engine.training.runner import TrainingRun
+from engine.vault.store import Store
 
 QUICK = {"max_steps": 2, "preference_method": "none"}
 

@@ -1,7 +1,8 @@
-"""A fake engine at the TUI's boundary: streams canned text with small delays, honours cancel.
+"""A fake model at the engine's boundary: streams canned text with small delays, honours cancel.
 
-Shaped as ``engine.inference.assistant.Assistant`` (see ``phyassist_tui.ports``), so the
-Pilot tests exercise the app's workers, messages and vault writes without loading a model.
+It implements ``engine.session.ModelBackend`` in full (``tests/tui/test_ports.py`` checks
+it), so the Pilot tests run the real ``engine.session.Session`` (vault calls, audit
+entries, the real parser in ``engine.inference.analysis``) with only the model faked.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.records import AnalysisDraft, ChatMessage, Item, Patient
+from engine.inference.stream import GenerationStats, TextStream
+from engine.records import AnalysisDraft, ChatMessage, Patient
+from engine.trust.risk import RiskFlag, assess
 from phyassist_tui.widgets.patients_pane import PatientList
 
 ANALYSIS_TEXT = (
@@ -31,41 +34,9 @@ CHAT_REPLY = "Consider asking how the exams felt last time and what helped."
 
 
 @dataclass
-class FakeStats:
-    ttft_s: float
-    tokens: int
-    tokens_per_s: float
-    total_s: float
-    cancelled: bool
-    looped: bool = False
-
-
-@dataclass
 class Call:
     name: str
     args: dict[str, Any] = field(default_factory=dict)
-
-
-def parse_canned(text: str) -> AnalysisDraft:
-    """Parser for ANALYSIS_TEXT's layout (the real parser lives in the engine)."""
-    draft = AnalysisDraft(raw_output=text)
-    section = None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if line.lower().startswith("symptom type:"):
-            value = line.split(":", 1)[1].strip()
-            draft.symptom_type = Item(text=value, draft=value)
-            continue
-        if line.lower().rstrip(":") in ("reasons", "advice"):
-            section = line.lower().rstrip(":")
-            continue
-        match = re.match(r"\d+[.)]\s*(.*)", line)
-        value = match.group(1) if match else line
-        target = getattr(draft, section) if section else draft.unplaced
-        target.append(Item(text=value, draft=value))
-    return draft
 
 
 class FakeAssistant:
@@ -73,7 +44,6 @@ class FakeAssistant:
     ``resume`` (or cancel), so a test can press Esc at a known point."""
 
     model_label = "fake-model"
-    context_report = "fake context"
 
     def __init__(
         self,
@@ -86,6 +56,7 @@ class FakeAssistant:
         pause_after: int | None = None,
         looped: bool = False,
         prefill_s: float = 0.0,
+        risk_refusal: str | None = "the fake model has no risk check",
     ) -> None:
         self.delay = delay
         self.prefill_s = prefill_s  # how long reading a record ahead takes (0: no prefill)
@@ -97,10 +68,10 @@ class FakeAssistant:
         self.chat_reply = chat_reply
         self.fail_load = fail_load
         self.pause_after = pause_after
+        self.risk_refusal = risk_refusal
         self.resume = threading.Event()
         self.paused = threading.Event()
         self.loaded = False
-        self.last_stats: FakeStats | None = None
         self.calls: list[Call] = []
 
     def load(self, progress: Callable[..., None] | None = None) -> None:
@@ -121,43 +92,82 @@ class FakeAssistant:
         self.prefills.append((patient.id, cancel.is_set()))
         return 0 if cancel.is_set() else 100
 
-    def use_patient(self, patient: Patient, store: Any = None) -> str:
-        self.calls.append(Call("use_patient", {"patient_id": patient.id}))
+    def use_patient(self, patient: Patient | None, store: Any = None) -> str:
+        self.calls.append(Call("use_patient", {"patient_id": patient.id if patient else None}))
         return "base model (no adapter)"
 
-    def _stream(self, text: str, cancel: threading.Event) -> Iterator[str]:
-        start = time.perf_counter()
-        count = 0
-        first = None
-        for count, token in enumerate(re.findall(r"\S+\s*|\s+", text), 1):
-            if self.pause_after is not None and count > self.pause_after:
-                self.paused.set()
-                while not (self.resume.is_set() or cancel.is_set()):
-                    time.sleep(0.005)
-            if cancel.is_set():
-                count -= 1
-                break
-            time.sleep(self.delay)
-            first = first or time.perf_counter() - start
-            yield token
-        total = time.perf_counter() - start
-        self.last_stats = FakeStats(
-            first or 0.0,
-            count,
-            count / total if total else 0.0,
-            total,
-            cancel.is_set(),
-            self.looped,
+    def risk_model_refusal(self) -> str | None:
+        return self.risk_refusal
+
+    def risk_flags(self, text: str) -> tuple[list[RiskFlag], str]:
+        self.calls.append(Call("risk_flags", {"text": text}))
+        return assess(text), "rules and fake-model"
+
+    def _stream(self, text: str, cancel: threading.Event) -> TextStream:
+        stats: list[GenerationStats] = []
+
+        def chunks() -> Iterator[str]:
+            start = time.perf_counter()
+            count = 0
+            first = None
+            try:
+                for count, token in enumerate(re.findall(r"\S+\s*|\s+", text), 1):
+                    if self.pause_after is not None and count > self.pause_after:
+                        self.paused.set()
+                        while not (self.resume.is_set() or cancel.is_set()):
+                            time.sleep(0.005)
+                    if cancel.is_set():
+                        count -= 1
+                        break
+                    time.sleep(self.delay)
+                    first = first or time.perf_counter() - start
+                    yield token
+            finally:
+                total = time.perf_counter() - start
+                stats.append(
+                    GenerationStats(
+                        ttft_s=first or 0.0,
+                        tokens=count,
+                        tokens_per_s=count / total if total else 0.0,
+                        total_s=total,
+                        cancelled=cancel.is_set(),
+                        prompt_tokens=0,
+                        cached_prefix_tokens=0,
+                        looped=self.looped,
+                    )
+                )
+
+        return TextStream(
+            chunks(), context_report="fake context", stats=lambda: stats[-1] if stats else None
         )
 
-    def stream_analysis(self, patient, question, *, cancel, guidance=None):
-        self.calls.append(Call("stream_analysis", {"question": question, "guidance": guidance}))
+    def stream_analysis(
+        self,
+        patient: Patient,
+        question: str,
+        *,
+        cancel: threading.Event,
+        guidance: AnalysisDraft | None = None,
+        observed: str = "",
+    ) -> TextStream:
+        self.calls.append(
+            Call(
+                "stream_analysis",
+                {"question": question, "guidance": guidance, "observed": observed},
+            )
+        )
         return self._stream(self.analysis_text, cancel)
 
-    def parse_analysis(self, text: str) -> AnalysisDraft:
-        return parse_canned(text)
-
-    def stream_regenerate_item(self, patient, question, draft, section, item_id, *, cancel):
+    def stream_regenerate_item(
+        self,
+        patient: Patient,
+        question: str,
+        draft: AnalysisDraft,
+        section: str,
+        item_id: str,
+        *,
+        cancel: threading.Event,
+    ) -> TextStream:
         item = next(i for i in draft.live(section) if i.id == item_id)
         self.calls.append(
             Call(
@@ -167,7 +177,14 @@ class FakeAssistant:
         )
         return self._stream(f"Regenerated {section} item", cancel)
 
-    def stream_chat(self, patient, history: list[ChatMessage], message, *, cancel):
+    def stream_chat(
+        self,
+        patient: Patient | None,
+        history: list[ChatMessage],
+        message: str,
+        *,
+        cancel: threading.Event,
+    ) -> TextStream:
         self.calls.append(Call("stream_chat", {"message": message, "history": len(history)}))
         return self._stream(self.chat_reply, cancel)
 

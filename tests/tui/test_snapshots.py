@@ -49,7 +49,7 @@ def settings() -> Settings:
 async def settle(pilot) -> None:
     """Freeze what varies between runs: cursors, live speeds, toasts."""
     app = pilot.app
-    if app.store is not None:  # unlocked: the status line shows the model once loaded
+    if app.session.unlocked:  # unlocked: the status line shows the model once loaded
         await wait_for(pilot, lambda: app.model_state != "loading", what="model loaded")
     await pilot.pause(0.1)
     app.clear_notifications()

@@ -1,5 +1,0 @@
-import sys
-
-from engine.dataprep.cli import main
-
-sys.exit(main())

@@ -1,0 +1,98 @@
+"""One IMHI evaluation end to end: load the model, score base and/or adapter, write the report.
+
+``evaluate`` is what ``phyassist eval imhi`` runs (the command line lives with the CLI);
+``rescore_predictions`` re-extracts labels from a finished run's predictions without a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.dataprep.imhi import TASKS
+from engine.errors import InputRejected
+from engine.evaluation.imhi import EvalRun, Progress, evaluate_imhi, rescore
+from engine.evaluation.report import write_report
+from engine.settings import Settings
+
+
+def evaluate(
+    settings: Settings,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    adapter: Path | None = None,
+    compare_base: bool = False,
+    tasks: Sequence[str] = TASKS,
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    seed: int = 0,
+    progress: Progress = print,
+) -> Path:
+    """Score the configured model (with ``adapter``; also without it if ``compare_base``)
+    on IMHI's test sets; returns the written ``results.md`` (``results.json`` beside it).
+
+    Bad arguments raise ``InputRejected`` before any model is loaded.
+    """
+    from engine.model.llm import load_model
+
+    tasks = list(tasks)
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise InputRejected(f"unknown IMHI task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    if limit is not None and limit < 1:
+        raise InputRejected("--limit must be at least 1")
+    if adapter is None and compare_base:
+        raise InputRejected("--compare-base needs --adapter (the base is what runs without one)")
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise InputRejected(f"{adapter}: not a PEFT adapter (no adapter_config.json)")
+
+    loaded = load_model(settings, progress=progress)
+    common: dict[str, Any] = dict(
+        tasks=tasks,
+        limit=limit,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        context_window=loaded.context_window,
+        seed=seed,
+        progress=progress,
+    )
+    runs: list[EvalRun] = []
+    meta: dict[str, Any] = {"model": loaded.name, "device": loaded.device, "data": str(data_dir)}
+    if adapter is None:
+        runs.append(evaluate_imhi(loaded.model, loaded.tokenizer, data_dir, name="base", **common))
+    else:
+        from peft import PeftModel
+
+        meta["adapter"] = str(adapter)
+        if compare_base:  # before any LoRA layer exists: the base at full speed
+            runs.append(
+                evaluate_imhi(loaded.model, loaded.tokenizer, data_dir, name="base", **common)
+            )
+        model = PeftModel.from_pretrained(loaded.model, str(adapter))
+        # Merged LoRA weights generate as fast as the base; a quantized base cannot merge.
+        merge = not getattr(loaded.model, "is_loaded_in_4bit", False)
+        meta["adapter_merged"] = merge
+        try:
+            if merge:
+                model.merge_adapter()
+            runs.append(evaluate_imhi(model, loaded.tokenizer, data_dir, name="adapter", **common))
+        finally:
+            # load_model shares the model in-process: restore the weights, drop the layers.
+            if merge:
+                model.unmerge_adapter()
+            model.unload()
+    return write_report(out_dir, runs, meta=meta)
+
+
+def rescore_predictions(predictions_dir: Path, out_dir: Path) -> Path:
+    """A new report from ``predictions_dir/predictions-*.jsonl`` with the current label rules
+    (no generation); returns the written ``results.md``."""
+    files = sorted(Path(predictions_dir).glob("predictions-*.jsonl"))
+    if not files:
+        raise InputRejected(f"{predictions_dir}: no predictions-*.jsonl to rescore")
+    order = {"base": 0, "adapter": 1}
+    runs = sorted((rescore(f) for f in files), key=lambda r: order.get(r.name, 2))
+    return write_report(out_dir, runs, meta={"rescored_from": str(predictions_dir)})

@@ -1,0 +1,627 @@
+"""The Session: the one object a front end (TUI, CLI, a later server client) talks to.
+
+It holds the two long-lived things, the open vault and the model, and does every action on
+them so that no front end has to remember the rules:
+
+* the model loads in a background thread (``start_model_load``); readiness is a state that
+  listeners hear about and that ``wait_ready`` / ``ready()`` wait on, woken (not polled) by
+  the load or by a run's ``cancel``;
+* which patient's adapter the model holds (``use_patient``) and the record read-ahead
+  (``prefill_record``) share one lock, so the read-ahead always fills the cache of the
+  adapter in use;
+* one vault call at a time (``_vault``), raising ``VaultLocked`` once the vault is closed;
+* every action writes its audit entry here (``engine.trust.audit.record``): vault created,
+  unlocked (with the failed attempts before it), locked; patient created, edited, deleted,
+  opened; note saved; risk flags shown, acknowledged, cancelled; training started,
+  finished, failed, killed; adapter rolled back, exported;
+* generations are :class:`~engine.session.runs.Run` objects whose ``result()`` is typed and
+  parsed here (``engine.inference.analysis``), never by the front end.
+
+Importing this module imports neither torch nor the pydantic records: the TUI creates its
+Session before the first frame. The model stack is imported by the load thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from engine.errors import PhyAssistError, WrongPassphrase
+from engine.session.runs import AnalysisOutcome, ChatOutcome, ItemOutcome, Outcome, Run
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from engine.records import (
+        AnalysisDraft,
+        BasicInfo,
+        ChatMessage,
+        Note,
+        Patient,
+        PatientSummary,
+    )
+    from engine.session.backend import ModelBackend, TrainingRunner, VaultOpener, VaultStore
+    from engine.settings import Settings
+    from engine.trust.risk import RiskFlag
+
+__all__ = [
+    "DRAFT_BLOB",
+    "ModelState",
+    "OpenedPatient",
+    "RiskCheck",
+    "Session",
+    "VaultLocked",
+]
+
+T = TypeVar("T")
+DRAFT_BLOB = "draft"  # encrypted autosave of the unsaved draft, one per patient
+
+
+class VaultLocked(PhyAssistError):
+    """A vault call after the vault was locked (or before it was opened)."""
+
+    def __init__(self) -> None:
+        super().__init__("The vault is locked.")
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """Where the background model load stands; ``label`` once ready, ``detail`` progress/why."""
+
+    state: Literal["idle", "loading", "ready", "failed"] = "idle"
+    label: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class OpenedPatient:
+    """A patient as opened: the record and any unsaved draft kept from last time."""
+
+    patient: Patient
+    autosave: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class RiskCheck:
+    """Risk flags of one statement and a line saying how they were found."""
+
+    flags: list[RiskFlag]
+    found_by: str
+
+
+class _Cancel(threading.Event):
+    """A cancel flag that also wakes the Session's waits (no polling)."""
+
+    def __init__(self, condition: threading.Condition) -> None:
+        super().__init__()
+        self._condition = condition
+
+    def set(self) -> None:
+        super().set()
+        with self._condition:
+            self._condition.notify_all()
+
+
+def _real_assistant(settings: Settings) -> ModelBackend:
+    from engine.inference.assistant import Assistant  # torch: in the load thread only
+
+    return Assistant(settings)
+
+
+def _real_opener() -> VaultOpener:
+    from engine.vault.store import Store
+
+    return Store  # type: ignore[return-value]
+
+
+class Session:
+    """Vault, model, runs and audit for one counselor's session (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        assistant: ModelBackend | None = None,
+        assistant_factory: Callable[[Settings], ModelBackend] | None = None,
+        vault_opener: VaultOpener | None = None,
+        training_runner: TrainingRunner | None = None,
+        origin: str = "tui",
+    ) -> None:
+        self.settings = settings
+        self.origin = origin  # the audit entries' detail: which front end acted
+        self._assistant = assistant
+        self._assistant_factory = assistant_factory or _real_assistant
+        self._opener = vault_opener
+        self._training_runner = training_runner
+        self._store: VaultStore | None = None
+        self._store_lock = threading.RLock()
+        self._model_lock = threading.Lock()
+        self._patient_in_model: str | None = None
+        self._state = ModelState()
+        self._condition = threading.Condition()
+        self._listeners: list[Callable[[ModelState], None]] = []
+        self._load_started = False
+        self._failed_unlocks = 0
+
+    @classmethod
+    def over(
+        cls,
+        store: VaultStore,
+        settings: Settings,
+        *,
+        origin: str = "cli",
+        assistant: ModelBackend | None = None,
+    ) -> Session:
+        """A Session over a vault the caller opened (the CLI asks for the passphrase)."""
+        session = cls(settings, origin=origin, assistant=assistant)
+        session._store = store
+        return session
+
+    # -- the model: background load and readiness -----------------------------------------
+    @property
+    def model_state(self) -> ModelState:
+        return self._state
+
+    def subscribe(self, listener: Callable[[ModelState], None]) -> None:
+        """Call ``listener(state)`` now and on every change (from the loading thread)."""
+        with self._condition:
+            self._listeners.append(listener)
+            state = self._state
+        listener(state)
+
+    def _set_state(self, state: ModelState) -> None:
+        with self._condition:
+            self._state = state
+            listeners = list(self._listeners)
+            self._condition.notify_all()
+        for listener in listeners:
+            with contextlib.suppress(Exception):  # a front end gone away must not stop the load
+                listener(state)
+
+    def start_model_load(self) -> bool:
+        """Start loading the model in a background thread (once); ``False`` if already started."""
+        with self._condition:
+            if self._load_started:
+                return False
+            self._load_started = True
+        self._set_state(ModelState("loading", "", ""))
+        threading.Thread(target=self._load, name="load-model", daemon=True).start()
+        return True
+
+    def _load(self) -> None:
+        def progress(*args: Any, **kwargs: Any) -> None:
+            detail = " ".join(str(a) for a in args if a is not None)
+            detail = detail or " ".join(f"{v}" for v in kwargs.values())
+            self._set_state(ModelState("loading", "", detail[:200]))
+
+        try:
+            if self._assistant is None:
+                self._assistant = self._assistant_factory(self.settings)
+            if not self._assistant.loaded:
+                self._assistant.load(progress=progress)
+        except Exception as exc:
+            message = (
+                str(exc) if isinstance(exc, PhyAssistError) else f"{type(exc).__name__}: {exc}"
+            )
+            self._set_state(ModelState("failed", "", message))
+            return
+        self._set_state(ModelState("ready", self._assistant.model_label, ""))
+
+    def new_cancel(self) -> threading.Event:
+        """A cancel flag whose ``set()`` wakes ``wait_ready`` at once."""
+        return _Cancel(self._condition)
+
+    def wait_ready(
+        self, cancel: threading.Event | None = None, timeout: float | None = None
+    ) -> bool:
+        """Block until the model is ready (``True``), failed, cancelled or timed out.
+
+        ``cancel`` should come from :meth:`new_cancel` (a plain Event is seen at the next
+        state change only)."""
+        with self._condition:
+            self._condition.wait_for(
+                lambda: (
+                    self._state.state in ("ready", "failed")
+                    or (cancel is not None and cancel.is_set())
+                ),
+                timeout,
+            )
+            return self._state.state == "ready"
+
+    async def ready(self, cancel: threading.Event | None = None) -> bool:
+        """:meth:`wait_ready` for a coroutine."""
+        return await asyncio.to_thread(self.wait_ready, cancel)
+
+    @property
+    def model(self) -> ModelBackend:
+        if self._assistant is None or self._state.state != "ready":
+            raise PhyAssistError("The model is not loaded yet.")
+        return self._assistant
+
+    def use_patient(self, patient: Patient, *, force: bool = False) -> str | None:
+        """Put this patient's adapter (else the domain adapter or base) in the model.
+
+        Returns the model's new label, or ``None`` when nothing changed (already this
+        patient's, or the model is not ready)."""
+        if self._state.state != "ready" or self._assistant is None:
+            return None
+        assistant = self._assistant
+        with self._model_lock:
+            if self._patient_in_model == patient.id and not force:
+                return None
+            label = self._vault(lambda store: assistant.use_patient(patient, store))
+            self._patient_in_model = patient.id
+            return str(label or "")
+
+    def prefill_record(self, patient: Patient, cancel: threading.Event) -> int:
+        """Read the patient's record into the model's prompt cache while the counselor types
+        (the first draft then starts in about a second). An optimisation only: any failure
+        returns 0, and ``cancel`` stops it within a chunk."""
+        if self._state.state != "ready" or self._assistant is None or cancel.is_set():
+            return 0
+        with self._model_lock:  # the adapter in use stays the one this patient's cache is for
+            if self._patient_in_model != patient.id or cancel.is_set():
+                return 0
+            try:
+                return int(self._assistant.prefill_record(patient, cancel) or 0)
+            except Exception:
+                return 0
+
+    # -- the vault ---------------------------------------------------------------------------
+    @property
+    def opener(self) -> VaultOpener:
+        if self._opener is None:
+            self._opener = _real_opener()
+        return self._opener
+
+    @property
+    def unlocked(self) -> bool:
+        return self._store is not None
+
+    def _vault(self, fn: Callable[[VaultStore], T]) -> T:
+        """Run ``fn(store)``, one vault call at a time."""
+        with self._store_lock:
+            if self._store is None:
+                raise VaultLocked()
+            return fn(self._store)
+
+    def vault_call(self, fn: Callable[[VaultStore], T]) -> T:
+        """Run ``fn(store)`` with the open vault held still (one vault call at a time), for
+        jobs that work on the vault's files as a whole, e.g. taking a backup snapshot.
+        Raises ``VaultLocked`` when no vault is open."""
+        return self._vault(fn)
+
+    def _audit(self, store: VaultStore, action: str, patient_id: str | None = None, detail=None):
+        from engine.trust.audit import record
+
+        record(store, action, patient_id, self.origin if detail is None else detail)  # type: ignore[arg-type]
+
+    def vault_exists(self) -> bool:
+        return bool(self.opener.exists(self.settings.vault_dir))
+
+    def create_vault(self, passphrase: str) -> list[PatientSummary] | None:
+        """Create the vault and keep it open; returns its (empty) patient list."""
+        store = self.opener.create(self.settings.vault_dir, passphrase, settings=self.settings)
+        with self._store_lock:
+            self._store = store
+            self._audit(store, "vault_created")
+        return self._list_after_open()
+
+    def unlock(self, passphrase: str) -> list[PatientSummary] | None:
+        """Open the vault (raises ``WrongPassphrase`` etc.); returns the patient list if it
+        could be read. Failed attempts are audited at the next unlock (the log is encrypted,
+        so a wrong passphrase cannot write to it)."""
+        try:
+            store = self.opener.open(
+                self.settings.vault_dir, passphrase, writer=True, settings=self.settings
+            )
+        except WrongPassphrase:
+            self._failed_unlocks += 1
+            raise
+        with self._store_lock:
+            self._store = store
+            failed, self._failed_unlocks = self._failed_unlocks, 0
+            if failed:
+                self._audit(store, "unlock_failed", None, f"{failed} failed attempt(s)")
+            self._audit(store, "unlock")
+        return self._list_after_open()
+
+    def _list_after_open(self) -> list[PatientSummary] | None:
+        try:
+            return self.list_patients()
+        except PhyAssistError:
+            return None
+
+    def lock(self) -> None:
+        """Close the vault (audited first); the model forgets whose adapter it holds."""
+        with self._store_lock:
+            store, self._store = self._store, None
+            if store is not None:
+                self._audit(store, "lock")
+                store.close()
+        with self._model_lock:
+            self._patient_in_model = None
+
+    # -- patients and notes ------------------------------------------------------------------
+    def list_patients(self, query: str = "") -> list[PatientSummary]:
+        return self._vault(lambda store: store.search(query) if query else store.list_patients())
+
+    def create_patient(self, name: str, basic: BasicInfo | None = None) -> Patient:
+        def create(store: VaultStore) -> Patient:
+            patient = store.create_patient(name, basic)
+            self._audit(store, "patient_created", patient.id)
+            return patient
+
+        return self._vault(create)
+
+    def open_patient(self, patient_id: str, *, detail: str | None = None) -> OpenedPatient:
+        """Read a patient (audited as opened) with any draft autosaved last time."""
+
+        def read(store: VaultStore) -> OpenedPatient:
+            patient = store.load_patient(patient_id)
+            blob = store.read_blob(patient_id, DRAFT_BLOB)
+            self._audit(store, "patient_opened", patient_id, detail)
+            return OpenedPatient(patient, _decode_autosave(blob))
+
+        return self._vault(read)
+
+    def update_patient(self, patient: Patient) -> None:
+        def save(store: VaultStore) -> None:
+            store.save_patient(patient)
+            self._audit(store, "patient_updated", patient.id)
+
+        self._vault(save)
+
+    def delete_patient(self, patient_id: str) -> None:
+        def delete(store: VaultStore) -> None:
+            store.delete_patient(patient_id)
+            self._audit(store, "patient_deleted", patient_id)
+
+        self._vault(delete)
+
+    def save_note(self, patient_id: str, note: Note) -> Patient:
+        """Add the note (audited) and drop the draft's autosave it came from."""
+
+        def write(store: VaultStore) -> Patient:
+            updated = store.add_note(patient_id, note)
+            self._audit(store, "note_saved", patient_id)
+            store.delete_blob(patient_id, DRAFT_BLOB)
+            return updated
+
+        return self._vault(write)
+
+    # -- draft autosave and chat history (encrypted blobs of the patient) ---------------------
+    def write_autosave(self, patient_id: str, payload: dict[str, Any] | None) -> None:
+        """Keep what would be lost on a crash (``None`` removes it)."""
+
+        def write(store: VaultStore) -> None:
+            if payload is None:
+                store.delete_blob(patient_id, DRAFT_BLOB)
+            else:
+                data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                store.write_blob(patient_id, DRAFT_BLOB, data)
+
+        self._vault(write)
+
+    def load_chat(self, patient_id: str) -> list[ChatMessage]:
+        from engine.vault.chat import load_history
+
+        return self._vault(lambda store: load_history(store, patient_id))
+
+    def save_chat(self, patient_id: str, history: list[ChatMessage]) -> None:
+        from engine.vault.chat import save_history
+
+        self._vault(lambda store: save_history(store, patient_id, history))
+
+    # -- risk ----------------------------------------------------------------------------------
+    def risk_model_refusal(self) -> str | None:
+        """Why the risk check is rules only (``None``: the model is asked too). Cheap."""
+        if self._state.state != "ready" or self._assistant is None:
+            return "the model is still loading"
+        return self._assistant.risk_model_refusal()
+
+    def check_risk(self, text: str) -> RiskCheck:
+        """Rules always; the model too where :meth:`risk_model_refusal` allows (blocking:
+        call it from a worker then). The model never silences a rule flag."""
+        from engine.trust.risk import assess
+
+        why = self.risk_model_refusal()
+        if why is not None:
+            return RiskCheck(assess(text), f"rules only: {why}")
+        flags, found_by = self.model.risk_flags(text)
+        return RiskCheck(list(flags), found_by)
+
+    def risk_shown(self, patient_id: str | None, flags: list[RiskFlag]) -> None:
+        self._risk_audit("risk_flagged", patient_id, flags)
+
+    def risk_acknowledged(self, patient_id: str | None, flags: list[RiskFlag]) -> None:
+        self._risk_audit("risk_acknowledged", patient_id, flags)
+
+    def risk_cancelled(self, patient_id: str | None, flags: list[RiskFlag]) -> None:
+        self._risk_audit("risk_cancelled", patient_id, flags)
+
+    def _risk_audit(self, action: str, patient_id: str | None, flags: list[RiskFlag]) -> None:
+        """Categories, severities and rule ids only: never the quoted words."""
+        from engine.trust.risk import risk_audit_detail
+
+        with contextlib.suppress(VaultLocked):
+            self._vault(
+                lambda store: self._audit(store, action, patient_id, risk_audit_detail(flags))
+            )
+
+    # -- generation runs -------------------------------------------------------------------------
+    def analysis(
+        self,
+        patient: Patient,
+        question: str,
+        *,
+        observed: str = "",
+        guidance: AnalysisDraft | None = None,
+    ) -> Run[AnalysisOutcome]:
+        """A draft Analysis of ``question`` (with ``guidance``: regenerate the whole draft)."""
+        kind = "analysis" if guidance is None else "regenerate_all"
+        extra: dict[str, Any] = {"observed": observed} if observed else {}
+        if guidance is not None:
+            extra["guidance"] = guidance
+        return Run(
+            self,
+            kind,
+            patient,
+            lambda model, cancel: model.stream_analysis(patient, question, cancel=cancel, **extra),
+            self._parse_draft,
+        )
+
+    def _parse_draft(self, base: Outcome) -> AnalysisOutcome:
+        from engine.inference.analysis import parse_analysis
+
+        fields = vars(base)
+        if base.error is not None or not base.text.strip():
+            return AnalysisOutcome(**fields)
+        label = self._assistant.model_label if self._assistant is not None else ""
+        try:
+            if base.draft_of is not None:  # the engine's own draft, with its risk items
+                draft = base.draft_of(base.text)
+            else:
+                draft = parse_analysis(base.text, model_name=label)
+        except Exception as exc:
+            return AnalysisOutcome(**{**fields, "error": f"The draft could not be parsed: {exc}"})
+        draft.raw_output = draft.raw_output or base.text
+        draft.model_name = draft.model_name or label
+        return AnalysisOutcome(**fields, draft=draft)
+
+    def regenerate_item(
+        self, patient: Patient, question: str, draft: AnalysisDraft, section: str, item_id: str
+    ) -> Run[ItemOutcome]:
+        """A new text for one item of ``draft``, guided by its comments and the rest."""
+        snapshot = draft.model_copy(deep=True)
+
+        def finish(base: Outcome) -> ItemOutcome:
+            from engine.inference.analysis import parse_item_text
+
+            text = " ".join(parse_item_text(base.text).split()) if base.text.strip() else ""
+            return ItemOutcome(**vars(base), section=section, item_id=item_id, item_text=text)
+
+        return Run(
+            self,
+            "regenerate_item",
+            patient,
+            lambda model, cancel: model.stream_regenerate_item(
+                patient, question, snapshot, section, item_id, cancel=cancel
+            ),
+            finish,
+        )
+
+    def chat(
+        self, patient: Patient | None, history: list[ChatMessage], message: str
+    ) -> Run[ChatOutcome]:
+        """The model's reply in a chat about ``patient`` (``history`` before ``message``)."""
+        past = list(history)
+
+        def finish(base: Outcome) -> ChatOutcome:
+            reply = (base.text + " [stopped]").strip() if base.cancelled else base.text
+            return ChatOutcome(**vars(base), reply=reply)
+
+        return Run(
+            self,
+            "chat",
+            patient,
+            lambda model, cancel: model.stream_chat(patient, past, message, cancel=cancel),
+            finish,
+        )
+
+    # -- training and adapters -------------------------------------------------------------------
+    def train(self, patient: Patient, cancel: threading.Event) -> Iterator[dict[str, Any]]:
+        """Train this patient's adapter in a subprocess; yields progress dicts. Audited as
+        started, then finished, killed (``cancel``) or failed. Raises like the runner does."""
+        runner = self._training_runner or _run_training
+        store = self._vault(lambda s: s)  # the runner takes its own turns on the vault
+        self._audit(store, "training_started", patient.id)
+        outcome, detail = "training_failed", ""
+        try:
+            for event in runner(
+                patient=patient, store=store, settings=self.settings, cancel=cancel
+            ):
+                yield event
+                if cancel.is_set():
+                    break
+            outcome = "training_killed" if cancel.is_set() else "training_finished"
+        except BaseException as exc:
+            outcome = "training_killed" if cancel.is_set() else "training_failed"
+            detail = type(exc).__name__
+            raise
+        finally:
+            if self._store is not None:
+                self._vault(lambda s: self._audit(s, outcome, patient.id, detail or self.origin))
+
+    def after_training(self, patient: Patient) -> str | None:
+        """Use the adapter just trained (returns the model's new label)."""
+        return self.use_patient(patient, force=True)
+
+    def rollback_adapter(self, patient_id: str, version: int | None = None) -> tuple[int, int]:
+        """Make an earlier adapter version active; returns (previous, now active)."""
+        from engine.training.versions import active_version, rollback
+
+        def roll(store: VaultStore) -> tuple[int, int]:
+            current = active_version(store, patient_id)
+            now = rollback(store, patient_id, version)
+            self._audit(store, "adapter_activated", patient_id, f"rollback v{current}->v{now}")
+            return current, now
+
+        return self._vault(roll)
+
+    def export_adapter(self, patient_id: str, out: Path, version: int | None = None) -> Path:
+        """Write an adapter UNENCRYPTED to ``out`` (audited)."""
+        from engine.training.versions import export_adapter
+
+        def export(store: VaultStore) -> Path:
+            path = export_adapter(store, patient_id, out, version)
+            self._audit(store, "export", patient_id, f"adapter v{version or 'active'}")
+            return path
+
+        return self._vault(export)
+
+
+def _decode_autosave(blob: bytes | None) -> dict[str, Any] | None:
+    if not blob:
+        return None
+    try:
+        payload = json.loads(blob.decode("utf-8"))
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def _run_training(
+    *, patient: Patient, store: Any, settings: Settings, cancel: threading.Event
+) -> Iterator[dict[str, Any]]:
+    """The real runner: ``engine.training.runner.TrainingRun``'s events as dicts."""
+    from engine.training.runner import TrainingRun
+
+    run = TrainingRun(store, patient.id, settings)
+    done = threading.Event()
+
+    def watch_cancel() -> None:
+        while not done.is_set():
+            if cancel.wait(0.1):
+                run.cancel()
+                return
+
+    threading.Thread(target=watch_cancel, name="training-cancel", daemon=True).start()
+    try:
+        for event in run.events():
+            yield {
+                "phase": event.phase,
+                "step": event.step,
+                "total_steps": event.total_steps,
+                "loss": event.loss,
+                "tokens_per_s": event.tokens_per_s,
+                "eta_s": event.eta_s,
+                "message": event.message,
+            }
+    finally:
+        done.set()
