@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 SCHEMA_VERSION = 1
 
@@ -65,6 +65,9 @@ class Item(_Model):
     draft: str | None = None
     comments: list[str] = Field(default_factory=list)
     deleted: bool = False  # the counselor rejected a model item; kept for preference data
+    # Why the engine (not the model, not the counselor) put this item here, e.g.
+    # "risk:suicide_self_harm" for the safety-assessment item; "" for every other item.
+    inserted_by: str = ""
 
     @property
     def edited(self) -> bool:
@@ -89,6 +92,18 @@ class AnalysisDraft(_Model):
         if section == "symptom_type":
             return [self.symptom_type]
         return [i for i in getattr(self, section) if not i.deleted]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def removed_engine_items(self) -> list[str]:
+        """What the counselor removed of the engine's own items (e.g. the safety-assessment
+        item): ``inserted_by`` of each, saved with the note so the removal stays on record."""
+        return [
+            i.inserted_by
+            for section in (self.reasons, self.advice)
+            for i in section
+            if i.inserted_by and i.deleted
+        ]
 
 
 class Note(_Model):

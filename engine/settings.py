@@ -71,6 +71,12 @@ class GenerationSettings(BaseModel):
     # Greedy runs of a MoE model (Mixtral) on one GPU go through engine.gpu.fastdecode (static KV
     # cache, CUDA graphs, fused NF4 experts): same tokens as generate, ~9x faster there.
     fast_decode: bool = True
+    # Analysis drafts: "engine" writes the headings and numbers and the model fills in each
+    # item (engine.inference.structured); "free" lets the model write the whole layout and the
+    # tolerant parser reads it (for backends that cannot take token constraints).
+    draft_layout: Literal["engine", "free"] = "engine"
+    # Keep every drafted token in the statement's language (engine.inference.constraints).
+    language_constraint: bool = True
 
 
 class ModelSettings(BaseModel):

@@ -620,6 +620,10 @@ class FastDecoder:
         self._seen = torch.zeros(vocab, dtype=torch.bool, device=self.device)
         self._penalty = torch.ones((), dtype=torch.float32, device=self.device)
         self._penalize = False
+        # A static additive bias over the vocabulary (engine.inference.constraints: -inf for
+        # tokens outside the draft's language), read inside the graph like the penalty.
+        self._bias = torch.zeros(vocab, dtype=torch.float32, device=self.device)
+        self._biased = False
         self._graphs: dict[tuple[Any, ...], torch.cuda.CUDAGraph] = {}
         self._pool = torch.cuda.graph_pool_handle() if self.use_cuda_graph else None
         # A short suffix after a cached prefix goes straight into the static cache, as one
@@ -844,10 +848,15 @@ class FastDecoder:
             delattr(config, _DECODE_CHOICE)
         logits = out.logits[:, -1, :]
         self._logits.copy_(logits.view(-1))
-        if self._penalize:
-            scores = _penalized(logits.view(-1).float(), self._seen, self._penalty)
+        if self._penalize or self._biased:
+            scores = logits.view(-1).float()
+            if self._penalize:
+                scores = _penalized(scores, self._seen, self._penalty)
+            if self._biased:
+                scores = scores + self._bias
             self._tok.copy_(scores.argmax(-1).view(1, 1))
-            self._seen.index_fill_(0, self._tok.view(-1), True)
+            if self._penalize:
+                self._seen.index_fill_(0, self._tok.view(-1), True)
         else:
             self._tok.copy_(logits.argmax(-1).view(1, 1))
         self._pos.add_(1)
@@ -855,7 +864,7 @@ class FastDecoder:
     def _graph(self) -> torch.cuda.CUDAGraph | None:
         if not self.use_cuda_graph:
             return None
-        key = (_adapter_key(self.lm), self._penalize)
+        key = (_adapter_key(self.lm), self._penalize, self._biased)
         graph = self._graphs.get(key)
         if graph is not None:
             return graph
@@ -907,6 +916,8 @@ class FastDecoder:
         on_token: Callable[[int], bool | None] | None = None,
         repetition_penalty: float = 1.0,
         cache: Any | None = None,
+        logits_bias: torch.Tensor | None = None,
+        first_banned: Iterable[int] = (),
     ) -> DecodeStats:
         """Greedy-decode up to ``max_new_tokens``; ``on_token`` returning True stops early.
 
@@ -915,7 +926,10 @@ class FastDecoder:
         caller's own ``DynamicCache`` holding a leading part of ``input_ids`` (or nothing): it
         is extended to the whole prompt and left so, for the caller's prefix store.
         ``repetition_penalty`` applies HF's rule (divide positive, multiply negative logits of
-        tokens already in the prompt or output) before every greedy choice.
+        tokens already in the prompt or output) before every greedy choice. ``logits_bias``
+        (vocabulary-sized, e.g. ``-inf`` for tokens outside a language) is added to the logits
+        of every step and ``first_banned`` are never the first token, as
+        ``engine.inference.constraints.ConstraintProcessor`` does for ``generate``.
         """
         from transformers import DynamicCache
 
@@ -963,6 +977,12 @@ class FastDecoder:
             self._penalty.fill_(repetition_penalty)
             self._seen.zero_()
             self._seen[input_ids[0]] = True
+        self._biased = logits_bias is not None
+        if logits_bias is not None:
+            from engine.inference.constraints import fit_bias
+
+            self._bias.copy_(fit_bias(logits_bias.float(), self._bias.shape[0]))
+        banned = [int(i) for i in first_banned]
         try:
             via_static = self._static_suffix_ok(n, prompt_len)
             if via_static:
@@ -971,6 +991,12 @@ class FastDecoder:
                 logits = self.prefill_logits(input_ids, dyn)
             if self._penalize:
                 logits = _penalized(logits.view(-1), self._seen, self._penalty).view(1, -1)
+            if self._biased or banned:
+                logits = logits.float()
+                if self._biased:
+                    logits = logits + self._bias.view(1, -1)
+                if banned:
+                    logits[:, banned] = float("-inf")
             first_tok = int(logits.argmax(-1).item())
             stats.ttft_s = time.perf_counter() - t0
             stats.static_suffix = via_static

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from engine.errors import InputRejected, ModelLoadError, PhyAssistError
-from engine.inference.analysis import strip_leading_marker
+from engine.inference.analysis import parse_analysis, strip_leading_marker
+from engine.inference.constraints import TokenConstraint
 from engine.inference.context import (
     CountingCache,
     FittedRecord,
@@ -35,6 +36,13 @@ from engine.inference.prompts import (
     system_prompt,
 )
 from engine.inference.stream import GenerationStats, TextStream
+from engine.inference.structured import (
+    StructuredDraft,
+    ensure_risk_items,
+    requested_language,
+    wants_short_label,
+    write_item,
+)
 from engine.model.adapters import (
     AdapterManager,
     AdapterRegistry,
@@ -300,6 +308,8 @@ class Assistant:
         cancel: threading.Event,
         max_new: int,
         start: float,
+        constraint: TokenConstraint | None = None,
+        stop_text: Callable[[str], bool] | None = None,
     ) -> GenerationRun:
         loaded = self.model
         model = self.adapters.model
@@ -325,7 +335,18 @@ class Assistant:
             on_end=finished,
             start=start,
             fast=self._fast_decoder(loaded, model),
+            constraint=constraint,
+            stop_text=stop_text,
         )
+
+    def _segments(self, patient: Patient | None, cancel: threading.Event, start: float):
+        """A ``structured.RunSegment`` over this patient's prefix cache (drafting section by
+        section continues one prompt, so each blank reuses the cache of the one before)."""
+
+        def run(ids, max_new, constraint, stop) -> GenerationRun:  # type: ignore[no-untyped-def]
+            return self._run(patient, ids, cancel, max_new, start, constraint, stop)
+
+        return run
 
     def record_prefix_ids(self, patient: Patient) -> list[int]:
         """The prompt tokens every Analysis and Chat request for ``patient`` starts with
@@ -443,14 +464,52 @@ class Assistant:
         guidance: AnalysisDraft | None = None,
         observed: str = "",
     ) -> TextStream:
-        """Stream a whole Analysis draft for ``question`` (the client's statement)."""
+        """Stream a whole Analysis draft for ``question`` (the client's statement).
+
+        With ``generation.draft_layout == "engine"`` the engine writes the layout and the model
+        fills in each item (engine.inference.structured). Either way the stream's
+        ``draft_of(text)`` gives the structured draft of its text, with the engine's risk items
+        (the tolerant parser's reading where the text is not the engine's, e.g. cancelled)."""
         start = time.perf_counter()
         self._check_text(question, "statement")
-        lang = detect_language(question)
+        statement_lang = detect_language(question)
+        lang = requested_language(_draft_comments(guidance)) or statement_lang
         user = analysis_request(question, lang, observed=observed, guidance=guidance)
         max_new = self._max_new()
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
-        return _stream(self._run(patient, ids, cancel, max_new, start), report)
+        gen = self.settings.generation
+        name = self.model_label
+        if gen.draft_layout == "free":
+            run = self._run(patient, ids, cancel, max_new, start)
+            stream = _stream(run, report)
+            drafter = None
+        else:
+            drafter = StructuredDraft(
+                self.model.tokenizer,
+                self._segments(patient, cancel, start),
+                ids,
+                lang,
+                question,
+                constrain=gen.language_constraint,
+                short_label=wants_short_label(guidance.symptom_type.comments if guidance else []),
+                previous=guidance,
+                start=start,
+                cancelled=cancel.is_set,
+            )
+            stream = TextStream(
+                drafter.stream(), context_report=report, stats=lambda: drafter.stats
+            )
+
+        def draft_of(text: str) -> AnalysisDraft:
+            if drafter is not None and text == drafter.text:
+                draft = drafter.draft.model_copy(deep=True)
+            else:
+                draft = parse_analysis(text)
+            draft.model_name = name
+            return ensure_risk_items(draft, question, statement_lang, guidance)
+
+        stream.draft_of = draft_of
+        return stream
 
     def stream_regenerate_item(
         self,
@@ -466,12 +525,26 @@ class Assistant:
         start = time.perf_counter()
         self._check_text(question, "statement")
         item = _find_item(draft, section, item_id)
-        lang = detect_language(question)
+        lang = requested_language(item.comments) or detect_language(question)
         user = regenerate_item_request(question, draft, section, item, lang)
         max_new = self._max_new(ITEM_MAX_NEW_TOKENS)
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
-        run = self._run(patient, ids, cancel, max_new, start)
-        return _stream(run, report, _strip_leading_marker(iter(run)))
+        gen = self.settings.generation
+        if gen.draft_layout == "free":
+            run = self._run(patient, ids, cancel, max_new, start)
+            return _stream(run, report, _strip_leading_marker(iter(run)))
+        stats: list[GenerationStats] = []
+        chunks = write_item(
+            self.model.tokenizer,
+            self._segments(patient, cancel, start),
+            ids,
+            lang,
+            section,
+            constrain=gen.language_constraint,
+            short_label=wants_short_label(item.comments),
+            stats_out=stats,
+        )
+        return TextStream(chunks, context_report=report, stats=lambda: stats[-1] if stats else None)
 
     def stream_chat(
         self,
@@ -503,6 +576,13 @@ def _stream(run: GenerationRun, report: str, chunks: Iterator[str] | None = None
         context_report=report,
         stats=lambda: run.stats,
     )
+
+
+def _draft_comments(draft: AnalysisDraft | None) -> list[str]:
+    if draft is None:
+        return []
+    items = [draft.symptom_type, *draft.reasons, *draft.advice]
+    return [c for i in items for c in i.comments]
 
 
 def _as_ids(value: Any) -> list[int]:

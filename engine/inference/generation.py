@@ -16,9 +16,15 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+from transformers import (
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    TextIteratorStreamer,
+)
 
 from engine.errors import GenerationFailed, PhyAssistError
+from engine.inference.constraints import TokenConstraint
 from engine.inference.stream import GenerationStats
 from engine.settings import GenerationSettings
 
@@ -48,6 +54,20 @@ class LoopCriteria(StoppingCriteria):
         stop = generated >= self.run and is_looping(input_ids[0, -self.run :].tolist(), self.run)
         if stop:
             self.on_loop()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+
+class TextStopCriteria(StoppingCriteria):
+    """Stop once ``stop(text generated so far)`` says so (an item ended, a label is done)."""
+
+    def __init__(self, tokenizer: Any, prompt_tokens: int, stop: Callable[[str], bool]) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_tokens = prompt_tokens
+        self.stop = stop
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        text = self.tokenizer.decode(input_ids[0, self.prompt_tokens :], skip_special_tokens=True)
+        stop = bool(self.stop(text))
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
@@ -159,6 +179,8 @@ class GenerationRun:
         start: float | None = None,
         fast: Any | None = None,
         checkout: Callable[[], tuple[Any | None, int]] | None = None,
+        constraint: TokenConstraint | None = None,
+        stop_text: Callable[[str], bool] | None = None,
     ) -> None:
         if not input_ids:
             raise ValueError("empty prompt")
@@ -177,6 +199,9 @@ class GenerationRun:
         self.checkout = checkout
         # An engine.gpu.fastdecode.FastDecoder for this model (GPU MoE path), used for greedy runs.
         self.fast = fast if (fast is not None and not gen.do_sample) else None
+        # engine.inference.constraints: which tokens may be chosen; when the text is complete
+        self.constraint = constraint
+        self.stop_text = stop_text
         self.start = start if start is not None else time.perf_counter()
         self.abandon = threading.Event()  # the consumer stopped iterating
         self.clock = TokenClock()
@@ -194,8 +219,13 @@ class GenerationRun:
     def _generate(self, streamer: TimedTextStreamer, cache: Any | None) -> None:
         ids = torch.tensor([self.input_ids], dtype=torch.long, device=self.model.device)
         kwargs = generate_kwargs(self.model, self.tokenizer, self.gen, self.max_new_tokens)
+        kwargs["repetition_penalty"] = self._penalty()
         if cache is not None:
             kwargs["past_key_values"] = cache
+        if self.constraint is not None:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [self.constraint.processor(ids.shape[1])]
+            )
         with torch.inference_mode():
             self.model.generate(
                 input_ids=ids,
@@ -205,11 +235,19 @@ class GenerationRun:
                 **kwargs,
             )
 
+    def _penalty(self) -> float:
+        c = self.constraint
+        if c is not None and c.repetition_penalty is not None:
+            return c.repetition_penalty
+        return self.gen.repetition_penalty
+
     def _criteria(self, prompt_tokens: int) -> list[StoppingCriteria]:
         criteria: list[StoppingCriteria] = [CancelCriteria(self.cancel, self.abandon)]
         run = self.gen.stop_loop_tokens
         if run:
             criteria.append(LoopCriteria(prompt_tokens, run, self._loop_found))
+        if self.stop_text is not None:
+            criteria.append(TextStopCriteria(self.tokenizer, prompt_tokens, self.stop_text))
         return criteria
 
     def _generate_fast(self, streamer: TimedTextStreamer, cache: Any | None) -> None:
@@ -232,15 +270,22 @@ class GenerationRun:
             if run and is_looping(generated, run):
                 self._loop_found()
                 return True
+            if self.stop_text is not None and self.stop_text(
+                self.tokenizer.decode(generated, skip_special_tokens=True)
+            ):
+                return True
             return self.cancel.is_set() or self.abandon.is_set()
 
+        constraint = self.constraint
         self.fast.generate(
             self.input_ids,
             self.max_new_tokens,
             eos_token_id=eos_ids(self.model, self.tokenizer),
             on_token=on_token,
-            repetition_penalty=self.gen.repetition_penalty,
+            repetition_penalty=self._penalty(),
             cache=cache,
+            logits_bias=constraint.bias if constraint is not None else None,
+            first_banned=constraint.first_banned if constraint is not None else (),
         )
         streamer.end()
 

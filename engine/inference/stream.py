@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.records import AnalysisDraft
 
 __all__ = ["GenerationStats", "TextStream"]
 
@@ -42,6 +46,9 @@ class TextStream:
         self._chunks = chunks
         self._stats = stats
         self.context_report = context_report
+        # An Analysis stream's reading of its own text: the engine's structured draft (with
+        # its risk items) for the text it streamed; None for other streams.
+        self.draft_of: Callable[[str], AnalysisDraft] | None = None
 
     def __iter__(self) -> Iterator[str]:
         return self

@@ -429,7 +429,10 @@ class Session:
             return AnalysisOutcome(**fields)
         label = self._loader.label
         try:
-            draft = parse_analysis(base.text, model_name=label)
+            if base.draft_of is not None:  # the engine's own draft, with its risk items
+                draft = base.draft_of(base.text)
+            else:
+                draft = parse_analysis(base.text, model_name=label)
         except Exception as exc:
             return AnalysisOutcome(**{**fields, "error": f"The draft could not be parsed: {exc}"})
         draft.raw_output = draft.raw_output or base.text

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 from engine.errors import GenerationCancelled, PhyAssistError
@@ -47,6 +47,8 @@ class Outcome:
     error: str | None = None  # for the counselor; the text so far is kept
     stats: GenerationStats | None = None
     context_report: str = ""  # what of the record fit the prompt
+    # the stream's own reading of ``text`` (TextStream.draft_of), for Analysis runs
+    draft_of: Callable[[str], AnalysisDraft] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ class Run(Generic[OutcomeT]):
                 error=self._error,
                 stats=stream.stats if stream is not None else None,
                 context_report=stream.context_report if stream is not None else "",
+                draft_of=getattr(stream, "draft_of", None),
             )
             self._outcome = self._finish(base)
         return self._outcome

@@ -199,6 +199,20 @@ _EN: list[tuple[str, Category, Severity, str, bool]] = [
         True,
     ),
     (
+        # "it would be easier if I just didn't wake up", "hope I don't wake up tomorrow"
+        "en.passive_wake",
+        "suicide_self_harm",
+        "medium",
+        r"\b(?:easier|better|simpler)\s+if\s+i\s+(?:just\s+)?(?:didn'?t|did\s+not|never|"
+        r"wouldn'?t|would\s+not)\s+wake\s+up"
+        r"(?!\s+(?:so\s+|too\s+|that\s+)?(?:early|late|before|until|at\s|on\s+time|in\s+time))|"
+        r"\b(?:easier|better|simpler)\s+if\s+i\s+(?:just\s+)?(?:wasn'?t|weren'?t|was\s+not|"
+        r"were\s+not)\s+(?:here|around|alive)\b|"
+        r"\b(?:hope|wish|pray)\s+i\s+(?:don'?t|didn'?t|won'?t|wouldn'?t|never)\s+wake\s+up|"
+        r"\bgo\s+to\s+sleep\s+and\s+(?:not|never)\s+wake\s+up",
+        True,
+    ),
+    (
         "en.passive",
         "suicide_self_harm",
         "medium",

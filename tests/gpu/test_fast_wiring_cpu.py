@@ -197,6 +197,102 @@ def test_a_prefilled_cache_continues_on_the_graph_path(cuda_bnb, tiny_mixtral_di
     assert got == want
 
 
+def _half_banned(vocab: int = 512):
+    """Every odd token id banned, and token 4 never first: a mask greedy decoding would break."""
+    from engine.inference.constraints import TokenConstraint
+
+    bias = torch.zeros(vocab)
+    bias[1::2] = float("-inf")
+    return TokenConstraint(bias=bias, first_banned=(4,))
+
+
+def test_a_token_constraint_chooses_the_same_tokens_on_the_fast_path() -> None:
+    """Drafting constraints (language mask, first-token ban) hold on the fast decoder as on
+    generate: same tokens, none of them banned."""
+    model = tiny_mixtral()
+    ids = prompt_ids(30)[0].tolist()
+    gen = greedy(1.1)
+    free, _ = stream(model, ids, gen)
+    constraint = _half_banned()
+
+    def run_with(fast):
+        run = GenerationRun(
+            model,
+            NumberTokenizer(),
+            ids,
+            cancel=threading.Event(),
+            gen=gen,
+            max_new_tokens=gen.max_new_tokens,
+            fast=fast,
+            constraint=constraint,
+        )
+        return "".join(run).split(), run
+
+    want, _ = run_with(None)
+    got, run = run_with(FastDecoder(model, max_cache_len=128))
+    assert run.fast is not None and got == want
+    tokens = [int(t[1:]) for t in got]
+    assert all(t % 2 == 0 for t in tokens) and tokens[0] != 4
+    assert got != free, "the mask must change this prompt's greedy output"
+
+
+def test_a_text_stop_ends_the_fast_path_run_where_generate_ends() -> None:
+    model = tiny_mixtral()
+    ids = prompt_ids(30)[0].tolist()
+    gen = greedy(1.0)
+
+    def run_with(fast):
+        run = GenerationRun(
+            model,
+            NumberTokenizer(),
+            ids,
+            cancel=threading.Event(),
+            gen=gen,
+            max_new_tokens=gen.max_new_tokens,
+            fast=fast,
+            stop_text=lambda text: len(text.split()) >= 5,
+        )
+        return "".join(run).split(), run
+
+    want, _ = run_with(None)
+    got, run = run_with(FastDecoder(model, max_cache_len=128))
+    assert len(want) == 5 and got == want and run.fast is not None
+
+
+@pytest.mark.gpu
+def test_a_token_constraint_holds_on_the_graph_path(cuda_bnb, tiny_mixtral_dir) -> None:
+    """The language mask is a static bias read inside the CUDA graph: same tokens as generate
+    with the same constraint, and a graph captured without the bias is not reused with it."""
+    from engine.gpu.quant import QuantSpec, load_quantized
+
+    model, _ = load_quantized(tiny_mixtral_dir, spec=QuantSpec(compute_dtype=torch.float32))
+    model.generation_config.eos_token_id = None
+    ids = prompt_ids(90, seed=3)[0].tolist()
+    gen = greedy(1.2)
+    fast = FastDecoder(model, max_cache_len=256)
+    free_fast, _ = stream(model, ids, gen, fast=fast)  # captures the unbiased graph first
+    constraint = _half_banned()
+
+    def run_with(decoder):
+        run = GenerationRun(
+            model,
+            NumberTokenizer(),
+            ids,
+            cancel=threading.Event(),
+            gen=gen,
+            max_new_tokens=gen.max_new_tokens,
+            fast=decoder,
+            constraint=constraint,
+        )
+        return "".join(run).split(), run
+
+    want, _ = run_with(None)
+    got, run = run_with(fast)
+    assert run.fast is fast and run.error is None
+    assert got == want and got != free_fast
+    assert all(int(t[1:]) % 2 == 0 for t in got)
+
+
 def test_kernel_tiles_change_only_through_use_tiles():
     """Tiles tuned for another card go in through nf4_moe.use_tiles, which refuses names and
     fields the kernels do not have (a typo would otherwise be ignored silently)."""

@@ -113,6 +113,8 @@ def test_imhi_irf_floors(bench, shared_data) -> None:
         "I'd die for my kids.",
         "I feel like a burden sometimes when I ask friends for rides.",
         "I'm tired of living in this tiny flat.",
+        "It would be easier if I didn't wake up so early for work.",
+        "I never wake up before the alarm.",
         "",
         "   \n\t",
     ],
@@ -143,6 +145,14 @@ def test_tricky_negatives(text: str) -> None:
         ("我老公一不顺心就对我拳打脚踢。", "abuse", "high"),
         ("He forced me to have sex when I said no.", "abuse", "high"),
         ("She tracks my location and controls all my money.", "abuse", "medium"),
+        # passive ideation said as a wish not to wake up (issue 15's client, missed before)
+        (
+            "Sometimes I think it would be easier if I just didn't wake up in the morning. "
+            "I wouldn't do anything, but the thought is there.",
+            "suicide_self_harm",
+            "medium",
+        ),
+        ("I hope I don't wake up tomorrow.", "suicide_self_harm", "medium"),
     ],
 )
 def test_positives(text: str, category: str, severity: str) -> None:
