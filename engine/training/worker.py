@@ -483,7 +483,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    __import__(
-        "engine.trust.hardening"
-    ).hardening.harden_process()  # trust: no core dumps, umask 077
+    from engine.trust.hardening import harden_process
+
+    harden_process()  # trust: no core dumps, umask 077, before anything is read
     raise SystemExit(main())
