@@ -130,6 +130,9 @@ class Settings(BaseSettings):
 
     theme: str = "textual-dark"
     idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock
+    # False: no model before the vault is unlocked (`phyassist serve` sets it for its
+    # sessions, so a browser connection that never unlocks costs no model memory)
+    model_load_before_unlock: bool = True
     # Risk flags before an analysis: rules always; the loaded model is also asked a yes/no
     # question per category ("on"), never ("off"), or unless it is the embedded model, whose
     # yes/no answers are not informative (it says yes to almost every statement) ("auto").

@@ -56,6 +56,7 @@ from engine.errors import (
     VaultClosed,
     VaultExists,
     VaultNotFound,
+    WrongPassphrase,
 )
 from engine.records import (
     BASIC_FIELDS,
@@ -68,6 +69,7 @@ from engine.records import (
     utcnow,
 )
 from engine.settings import Limits, Settings, load_settings
+from engine.trust import unlock_throttle
 from engine.vault import crypto
 from engine.vault import header as vault
 from engine.vault.atomicio import (
@@ -273,12 +275,18 @@ class Store:
         if not cls.exists(vault_dir):
             raise VaultNotFound(f"No vault at {vault_dir}. Create one with `phyassist init` first.")
         header = vault.read_header(vault_dir)
+        unlock_throttle.check(vault_dir)  # UnlockThrottled after repeated wrong passphrases
         lock = WriterLock(vault_dir / LOCK_NAME) if writer else None
         if lock is not None:
             lock.acquire()
         store: Store | None = None
         try:
-            master_key = vault.unlock(header, passphrase)
+            try:
+                master_key = vault.unlock(header, passphrase)
+            except WrongPassphrase:
+                unlock_throttle.failed(vault_dir)
+                raise
+            unlock_throttle.succeeded(vault_dir)
             store = cls(vault_dir, master_key, header, settings, lock)
             store._startup(passphrase)
             return store
