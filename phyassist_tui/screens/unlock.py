@@ -149,6 +149,17 @@ class UnlockScreen(Screen):
         except PhyAssistError:
             patients = None
         app.call_from_thread(app.vault_unlocked, store, patients)
+        problems = getattr(store, "integrity_problems", list)()
+        if problems:  # rolled-back or missing files: say so before anyone relies on them
+            app.call_from_thread(
+                app.notify,
+                "\n".join(problems[:5])
+                + "\nRun `phyassist doctor --unlock` for the full list.",
+                title="The vault is not as it was last written",
+                severity="error",
+                timeout=60,
+                markup=False,
+            )
 
     def _failed(self, message: str) -> None:
         self._set_busy(False)

@@ -183,3 +183,26 @@ async def test_model_waits_for_unlock_when_asked(make_app, settings, fake):
             assert app2._model_load_started  # the default still preloads while typing
     finally:
         app_module.MODEL_LOAD_GRACE_S = original
+
+
+@pytest.mark.anyio
+async def test_tui_says_when_a_record_was_rolled_back(make_app, vault, settings):
+    """The unlock screen reports what the vault found older or missing (issue 18, item 1)."""
+    from tui_fakes import PASSPHRASE, open_workspace, wait_for
+
+    from engine.vault.store import Store
+
+    with Store.open(vault, PASSPHRASE, settings=settings) as store:
+        sun = next(s for s in store.list_patients() if s.name == "Sun")
+        record = vault / "patients" / sun.id / "record.bin"
+        old = record.read_bytes()
+        store.save_patient(store.load_patient(sun.id))
+    record.write_bytes(old)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_workspace(pilot)
+        await wait_for(
+            pilot,
+            lambda: any("rolled back" in str(n.message) for n in app._notifications),
+            what="rollback notification",
+        )
