@@ -204,6 +204,7 @@ class Store:
         self._manifest: Manifest | None = None
         self._manifest_strict = True  # in-memory manifest knows every write (see _verify_file)
         self._problems: list[str] = []  # rollbacks and disappearances found so far
+        self._startup_leftovers: list[Path] | None = None  # one folder scan serves the open
         self._flush_timer: threading.Timer | None = None
         self._index = PatientIndex(
             EncryptedStorage(
@@ -439,7 +440,7 @@ class Store:
             for pid in sorted(manifest.deleting):
                 self._complete_delete(pid)
         if state == "clean":
-            _complete, leftovers = self._scan()
+            leftovers = self._startup_leftovers or []
             self._clean_leftovers(leftovers)
             return
         if state == "dirty" or manifest is None:
@@ -457,7 +458,8 @@ class Store:
         manifest = self._manifest
         if manifest is None:
             return
-        complete, _leftovers = self._scan()
+        complete, leftovers = self._scan()
+        self._startup_leftovers = leftovers
         for pid in manifest.patients:
             if pid not in complete and pid not in manifest.deleting:
                 summary = self._index.summary(pid)
