@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 import time
@@ -102,8 +103,8 @@ def load_fixtures(path: Path = FIXTURES) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
-TUNING = ("dev", "dev2", "dev3")
-HELDOUT = ("heldout", "heldout2")
+TUNING = ("dev", "dev2", "dev3", "dev4")
+HELDOUT = ("heldout", "heldout2", "heldout3")
 SLICES = ("all", "en", "zh", *TUNING, "tuning", *HELDOUT, "heldout_all", "heldout_en", "heldout_zh")
 
 
@@ -194,6 +195,50 @@ def imhi_metrics(shared: Path) -> dict[str, dict]:
         out["imhi_dr"] = with_ratio(
             prf(gold, [S in rules(t) for t in texts]), prf(gold, [S in naive(t) for t in texts])
         )
+    out["imhi_halves"] = imhi_halves(shared)
+    return out
+
+
+def half_of(text: str) -> str:
+    """The fixed split of IMHI posts, decided before any result: "a" (may be looked at
+    and tuned on) or "b" (held out; never used to change a rule), by a hash of the text."""
+    return "a" if hashlib.sha256(text.encode("utf-8")).digest()[0] % 2 == 0 else "b"
+
+
+def imhi_halves(shared: Path) -> dict[str, dict]:
+    """Suicide/self-harm flag rate per IMHI slice and half.
+
+    Positives (recall is the share flagged): Irf posts labeled perceived burdensomeness,
+    DR posts labeled depression. No-disorder posts (the share flagged is the false-flag
+    rate): dreaddit posts labeled "no stress", DR posts labeled "no depression", and all
+    SAD posts (stress causes; no disorder label).
+    """
+    test = shared / "imhi" / "test"
+    slices: dict[str, list[str]] = {}
+    if (test / "Irf.csv").is_file():
+        posts = imhi_posts(test / "Irf.csv")
+        slices["irf_pbu_pos"] = [
+            t for t, qs in posts.items() if any(v for q, v in qs.items() if "burden" in q)
+        ]
+    if (test / "DR.csv").is_file():
+        posts = imhi_posts(test / "DR.csv")
+        slices["dr_pos"] = [t for t, qs in posts.items() if any(qs.values())]
+        slices["dr_no_depression"] = [t for t, qs in posts.items() if not any(qs.values())]
+    if (test / "dreaddit.csv").is_file():
+        posts = imhi_posts(test / "dreaddit.csv")
+        slices["dreaddit_no_stress"] = [t for t, qs in posts.items() if not any(qs.values())]
+    if (test / "SAD.csv").is_file():
+        slices["sad_all"] = list(imhi_posts(test / "SAD.csv"))
+    out: dict[str, dict] = {}
+    for name, texts in slices.items():
+        for half in ("a", "b"):
+            part = [t for t in texts if half_of(t) == half]
+            flagged = sum(S in rules(t) for t in part)
+            out[f"{name}_{half}"] = {
+                "posts": len(part),
+                "flagged": flagged,
+                "rate": round(flagged / len(part), 4) if part else None,
+            }
     return out
 
 

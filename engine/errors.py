@@ -42,6 +42,19 @@ class TamperedFile(PhyAssistError):
         )
 
 
+class RolledBack(TamperedFile):
+    """A genuine file that is not the one the vault last wrote: an older copy, or it is gone."""
+
+    def __init__(self, path: object, detail: str = "") -> None:
+        self.path = path
+        PhyAssistError.__init__(
+            self,
+            f"{path} is not what this vault last wrote: {detail}. Someone put back an older "
+            "copy or removed a file; nothing was changed. Find out who, then restore the whole "
+            "vault from a backup you trust.",
+        )
+
+
 class UnknownSchema(PhyAssistError):
     """A file was written by a newer PhyAssist (or is not ours)."""
 

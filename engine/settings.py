@@ -110,12 +110,20 @@ class Limits(BaseModel):
     max_name_chars: int = Field(200, ge=10)
     max_adapters_per_patient: int = Field(5, ge=1)
     max_training_tokens: int = Field(200_000, ge=1_000)
+    max_items_per_section: int = Field(200, ge=10)  # reasons / advice items in one note
+    max_record_bytes: int = Field(16_000_000, ge=100_000)  # one patient's record, serialized
+    # one stored blob (draft, chat, adapter weights); a Mixtral LoRA at r=16 is ~110 MB
+    max_blob_bytes: int = Field(512_000_000, ge=1_000_000)
 
 
 class StoreSettings(BaseModel):
-    """Key-derivation cost. scrypt n=2**15 takes about 0.1 s on this class of machine."""
+    """Key-derivation cost per passphrase guess (SECURITY.md and bench/kdf.py: measured).
 
-    scrypt_log2_n: int = Field(15, ge=10, le=22)
+    scrypt n=2**17, r=8: 128 MiB and about 0.4 s per guess on one core of the 2-core CI
+    machine (n=2**15 measured 0.09 s unloaded, too cheap for an offline attacker).
+    """
+
+    scrypt_log2_n: int = Field(17, ge=10, le=22)
     scrypt_r: int = Field(8, ge=1)
     scrypt_p: int = Field(1, ge=1)
 
@@ -153,6 +161,9 @@ class Settings(BaseSettings):
 
     theme: str = "textual-dark"
     idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock
+    # False: no model before the vault is unlocked (`phyassist serve` sets it for its
+    # sessions, so a browser connection that never unlocks costs no model memory)
+    model_load_before_unlock: bool = True
     # Risk flags before an analysis: rules always; the loaded model is also asked a yes/no
     # question per category ("on"), never ("off"), or unless it is the embedded model, whose
     # yes/no answers are not informative (it says yes to almost every statement) ("auto").

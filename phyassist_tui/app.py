@@ -133,7 +133,8 @@ class PhyAssistApp(App):
             self._model_timer = self.set_timer(0.5, self._model_grace_elapsed)
             return
         if not self.session.unlocked:
-            self.start_model_load()
+            if self.settings.model_load_before_unlock:  # serve: only after unlock
+                self.start_model_load()
         else:  # unlocked: the patient list starts it once shown; this is the fallback
             self._model_timer = self.set_timer(2.0, self.start_model_load)
 

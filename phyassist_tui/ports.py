@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from engine.records import (
@@ -32,8 +32,11 @@ if TYPE_CHECKING:
         RiskCheck,
         Run,
     )
+    from engine.session.backend import VaultStore
     from engine.settings import Settings
     from engine.trust.risk import RiskFlag
+
+T = TypeVar("T")
 
 
 @runtime_checkable
@@ -62,6 +65,8 @@ class SessionPort(Protocol):
     def create_vault(self, passphrase: str) -> list[PatientSummary] | None: ...
     def unlock(self, passphrase: str) -> list[PatientSummary] | None: ...
     def lock(self) -> None: ...
+    def integrity_problems(self) -> list[str]: ...
+    def vault_call(self, fn: Callable[[VaultStore], T]) -> T: ...
 
     # patients, notes, autosave, chat
     def list_patients(self, query: str = "") -> list[PatientSummary]: ...

@@ -217,6 +217,10 @@ class Session:
                 raise VaultLocked()
             return fn(self._store)
 
+    def integrity_problems(self) -> list[str]:
+        """What the vault found rolled back or missing when it opened (empty: nothing)."""
+        return self._vault(lambda store: list(store.integrity_problems()))
+
     def vault_call(self, fn: Callable[[VaultStore], T]) -> T:
         """Run ``fn(store)`` with the open vault held still (one vault call at a time), for
         jobs that work on the vault's files as a whole, e.g. taking a backup snapshot.

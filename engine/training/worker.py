@@ -485,5 +485,5 @@ def main() -> int:
 if __name__ == "__main__":
     from engine.trust.hardening import harden_process
 
-    harden_process()  # trust: no core dumps, umask 077
+    harden_process()  # trust: no core dumps, umask 077, before anything is read
     raise SystemExit(main())

@@ -35,7 +35,13 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from engine.errors import InputRejected, PhyAssistError, TamperedFile, UnknownSchema
+from engine.errors import (
+    InputRejected,
+    PhyAssistError,
+    StorageError,
+    TamperedFile,
+    UnknownSchema,
+)
 
 if TYPE_CHECKING:
     from engine.vault.store import Store
@@ -89,6 +95,7 @@ ACTIONS = (
     "training_finished",
     "training_failed",
     "training_killed",
+    "restore_accepted",
 )
 _ACTION_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _ID_RE = re.compile(r"^[0-9a-f]{8,64}$")
@@ -125,7 +132,8 @@ class AuditEntry:
         )
 
     def to_line(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        # ASCII only: no character in any field (U+2028, U+0085, ...) can end the line.
+        return json.dumps(asdict(self), ensure_ascii=True, sort_keys=True, separators=(",", ":"))
 
 
 def _entry_hash(
@@ -235,7 +243,9 @@ class AuditLog:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise TamperedFile(kind, "not UTF-8") from None
-        return [_parse_entry(line, kind) for line in text.splitlines() if line]
+        # Entries end at "\n" only (JSON escapes it inside strings). Not splitlines(): logs
+        # written before entries were ASCII may hold U+2028/U+2029/U+0085 inside a field.
+        return [_parse_entry(line, kind) for line in text.split("\n") if line]
 
     def _segment_indexes(self) -> list[int]:
         out = []
@@ -293,7 +303,13 @@ class AuditLog:
         Refuses to append after a truncated or edited tail, so damage is never papered over.
         """
         indexes = self._segment_indexes()
-        head = self._head()
+        head = self._head()  # RolledBack when the vault wrote a head and it is gone or older
+        missing = self.store.missing_vault_blobs(SEGMENT_PREFIX)
+        if missing:
+            raise TamperedFile(
+                "audit log",
+                f"{', '.join(missing)} removed; run `phyassist audit verify`",
+            )
         if not indexes:
             if head is not None and head["count"] > 0:
                 raise TamperedFile(
@@ -334,6 +350,11 @@ class AuditLog:
         prev = GENESIS_HASH
         seen_anchor = anchor is None
         indexes = self._segment_indexes()
+        for kind in self.store.missing_vault_blobs(SEGMENT_PREFIX):
+            problems.append(f"{kind} was removed (the vault wrote it)")
+            suffix = kind[len(SEGMENT_PREFIX) :]
+            if suffix.isdigit() and first_bad is None:
+                first_bad = int(suffix) * SEGMENT_ENTRIES
         for expected_index, index in enumerate(indexes):
             if first_bad is not None or problems:
                 break
@@ -459,9 +480,16 @@ def _append_via_temporary_lock(
     lock.acquire()  # VaultBusy when another process writes
     try:
         with store._mutex:  # no other thread of ours sees the handle as a writer
+            store._reload_manifest()  # what the last writer left, not what we read at open
+            if store._manifest is not None and store._manifest.dirty:
+                raise StorageError(
+                    "the last writer of this vault did not finish; open it for writing once"
+                )
             store.writer = True
             try:
-                return AuditLog(store).append(action, patient_id, detail)
+                entry = AuditLog(store).append(action, patient_id, detail)
+                store._flush_index()  # the manifest is written before the lock goes
+                return entry
             finally:
                 store.writer = False
     finally:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.settings import EMBEDDED_MODEL, Settings
+from engine.settings import EMBEDDED_MODEL, Settings, StoreSettings
 
 __all__ = [
     "Finding",
@@ -147,11 +147,12 @@ def check_vault(settings: Settings) -> list[Finding]:
         out.append(
             _ok("vault", f"header readable (scrypt n=2^{header.kdf.log2_n}, r={header.kdf.r})")
         )
-        if header.kdf.log2_n < 15:
+        default_cost = StoreSettings().scrypt_log2_n
+        if header.kdf.log2_n < default_cost:
             out.append(
                 _warn(
                     "vault",
-                    f"scrypt cost n=2^{header.kdf.log2_n} is below the default 2^15: "
+                    f"scrypt cost n=2^{header.kdf.log2_n} is below the default 2^{default_cost}: "
                     "a stolen copy is cheaper to brute-force",
                     fix="phyassist passwd (re-wraps the key at the configured cost)",
                 )
@@ -222,6 +223,20 @@ def check_vault_unlocked(settings: Settings, passphrase: str) -> list[Finding]:
     except PhyAssistError as exc:
         return [_fail("vault", f"cannot unlock: {exc}")]
     with store:
+        integrity = store.verify_manifest()
+        for problem in integrity:
+            out.append(
+                _fail(
+                    "vault",
+                    problem,
+                    fix="find out who changed the vault; restore it whole from a trusted "
+                    "backup, or `phyassist doctor --accept-restore` after a deliberate restore",
+                )
+            )
+        if not integrity:
+            out.append(
+                _ok("vault", "every record, blob, index and audit file is the one last written")
+            )
         indexed = {s.id for s in store.list_patients()}
         rebuilt = store.rebuild_index()  # read-only handle: in memory, nothing written
         if rebuilt == len(indexed):

@@ -107,37 +107,63 @@ def shred_file(path: Path) -> None:
 
 
 class WriterLock:
-    """An exclusive, non-blocking ``flock`` on a lock file: one writer per vault.
+    """An exclusive, non-blocking ``flock`` held by the one writer process of a vault.
 
-    The lock dies with the process (kill -9 included), so there are no stale locks to clean.
+    The lock is taken on the vault *directory* itself (which cannot be deleted from under
+    the holder while the vault is in it) and on the lock file (which holds the pid, and
+    which older PhyAssist versions lock). Deleting the lock file therefore does not let a
+    second writer in. The locks die with the process (kill -9 included): no stale locks.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fd: int | None = None
+        self._dir_fd: int | None = None
 
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+    def _busy(self) -> VaultBusy:
+        return VaultBusy(
+            f"The vault at {self.path.parent} is open for writing in another "
+            "PhyAssist process. Close it there first, or open this one read-only."
+        )
+
+    @staticmethod
+    def _flock(fd: int) -> bool:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise VaultBusy(
-                    f"The vault at {self.path.parent} is open for writing in another "
-                    "PhyAssist process. Close it there first, or open this one read-only."
-                ) from None
+                return False
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        return True
+
+    def acquire(self) -> None:
+        dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if not self._flock(dir_fd):
+                raise self._busy()
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+            try:
+                if not self._flock(fd):
+                    raise self._busy()
+                os.ftruncate(fd, 0)
+                os.write(fd, f"{os.getpid()}\n".encode())
+            except BaseException:
+                os.close(fd)
+                raise
+        except BaseException:
+            os.close(dir_fd)
+            raise
         self._fd = fd
+        self._dir_fd = dir_fd
 
     def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        for fd in (self._fd, self._dir_fd):
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+        self._fd = None
+        self._dir_fd = None
 
     @property
     def held(self) -> bool:

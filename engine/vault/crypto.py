@@ -96,6 +96,11 @@ def derive_key(passphrase: str, params: KdfParams) -> bytes:
     return kdf.derive(secret)
 
 
+def stamp_of(envelope: bytes) -> str:
+    """The envelope's nonce in hex: unique per write and readable without the key."""
+    return envelope[NONCE_OFFSET:HEADER_BYTES].hex()
+
+
 def _full_aad(aad: bytes, version: int) -> bytes:
     return MAGIC + bytes([version]) + b"\x00" + aad
 

@@ -10,8 +10,12 @@ silently weakening the KDF.
 from __future__ import annotations
 
 import base64
+import functools
+import importlib.resources
+import itertools
 import json
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,9 +26,38 @@ from engine.vault import crypto
 from engine.vault.atomicio import atomic_write
 
 HEADER_NAME = "vault.json"
-VAULT_SCHEMA_VERSION = 1
+# 2: the vault keeps a manifest (engine/vault/manifest.py); the version is bound into the
+# wrapped key's associated data, so a header edited back to 1 reads as a wrong passphrase.
+VAULT_SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 MIN_PASSPHRASE_CHARS = 8
 MAX_PASSPHRASE_CHARS = 1024
+COMMON_PASSPHRASES_FILE = "common_passphrases.txt"
+
+
+@functools.cache
+def _common_passphrases() -> frozenset[str]:
+    text = (
+        importlib.resources.files("engine.vault")
+        .joinpath(COMMON_PASSPHRASES_FILE)
+        .read_text(encoding="utf-8")
+    )
+    return frozenset(
+        _passphrase_key(line) for line in text.splitlines() if line and not line.startswith("#")
+    )
+
+
+def _passphrase_key(text: str) -> str:
+    return "".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _is_trivial(key: str) -> bool:
+    """One repeated character or block ("abababab"), or a run of consecutive characters."""
+    for size in (1, 2, 3, 4):
+        if len(key) % size == 0 and key == key[:size] * (len(key) // size):
+            return True
+    steps = {ord(b) - ord(a) for a, b in itertools.pairwise(key)}
+    return steps in ({1}, {-1})
 
 
 def check_new_passphrase(passphrase: str) -> None:
@@ -37,6 +70,16 @@ def check_new_passphrase(passphrase: str) -> None:
         )
     if len(passphrase) > MAX_PASSPHRASE_CHARS:
         raise InputRejected(f"The passphrase must be at most {MAX_PASSPHRASE_CHARS} characters.")
+    try:
+        passphrase.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputRejected("The passphrase holds bytes that are not valid text.") from None
+    key = _passphrase_key(passphrase)
+    if key in _common_passphrases() or _is_trivial(key):
+        raise InputRejected(
+            "That passphrase is among the most common ones and would be guessed first. "
+            "Use a few unrelated words or a sentence only you would write."
+        )
 
 
 def _b64(data: bytes) -> str:
@@ -88,7 +131,7 @@ class VaultHeader:
         if not isinstance(doc, dict):
             raise TamperedFile(path, "the vault header is not a JSON object")
         version = doc.get("schema_version")
-        if version != VAULT_SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise UnknownSchema(path, version)
         try:
             kdf = doc["kdf"]
@@ -125,6 +168,15 @@ def _wrap(master_key: bytes, passphrase: str, store: StoreSettings, vault_id: st
     return VaultHeader(vault_id=vault_id, kdf=params, wrapped_master_key=wrapped, created=created)
 
 
+def upgrade(
+    vault_dir: Path, header: VaultHeader, master_key: bytes, passphrase: str, store: StoreSettings
+) -> VaultHeader:
+    """Rewrite a schema-1 header as the current schema (same master key, current KDF cost)."""
+    fresh = _wrap(master_key, passphrase, store, header.vault_id, header.created)
+    atomic_write(header_path(vault_dir), fresh.to_json())
+    return fresh
+
+
 def write_new_header(vault_dir: Path, passphrase: str, store: StoreSettings) -> bytes:
     """Write a fresh header for a new vault; returns the new random master key."""
     check_new_passphrase(passphrase)
@@ -157,6 +209,8 @@ def rewrap(
 ) -> VaultHeader:
     """Re-wrap the same master key under ``new`` (fresh salt, current scrypt cost)."""
     check_new_passphrase(new)
+    if header.schema_version < VAULT_SCHEMA_VERSION:
+        raise InputRejected("Open the vault for writing once (it upgrades) before re-wrapping.")
     fresh = _wrap(master_key, new, store, header.vault_id, header.created)
     atomic_write(header_path(vault_dir), fresh.to_json())
     return fresh

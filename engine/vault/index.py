@@ -58,11 +58,17 @@ class EncryptedStorage(Storage):
         self._defer = 0
         self.dirty = False
         self.writes = 0  # times the file was written (for tests and benchmarks)
+        self.stamp: str | None = None  # nonce of the file as last read or written
+
+    @property
+    def persist(self) -> bool:
+        return self._persist
 
     def load(self) -> None:
         """Decrypt the file into memory; raises FileNotFoundError, TamperedFile, UnknownSchema."""
         blob = self.path.read_bytes()
         plain = crypto.decrypt(self._key, blob, INDEX_AAD, label=self.path)
+        self.stamp = crypto.stamp_of(blob)
         try:
             tables = json.loads(plain.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
@@ -91,9 +97,9 @@ class EncryptedStorage(Storage):
 
     def _write_file(self, data: dict[str, dict[str, Any]]) -> None:
         payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        atomic_write(
-            self.path, crypto.encrypt(self._key, payload, INDEX_AAD), temp_dir=self._temp_dir
-        )
+        envelope = crypto.encrypt(self._key, payload, INDEX_AAD)
+        atomic_write(self.path, envelope, temp_dir=self._temp_dir)
+        self.stamp = crypto.stamp_of(envelope)
         self.dirty = False
         self.writes += 1
 

@@ -49,12 +49,14 @@ from engine.errors import (
     PatientNotFound,
     PhyAssistError,
     ReadOnlyVault,
+    RolledBack,
     StorageError,
     TamperedFile,
     UnknownSchema,
     VaultClosed,
     VaultExists,
     VaultNotFound,
+    WrongPassphrase,
 )
 from engine.records import (
     BASIC_FIELDS,
@@ -67,6 +69,7 @@ from engine.records import (
     utcnow,
 )
 from engine.settings import Limits, Settings, load_settings
+from engine.trust import unlock_throttle
 from engine.vault import crypto
 from engine.vault import header as vault
 from engine.vault.atomicio import (
@@ -78,6 +81,7 @@ from engine.vault.atomicio import (
     shred_file,
 )
 from engine.vault.index import INDEX_NAME, EncryptedStorage, PatientIndex
+from engine.vault.manifest import MANIFEST_NAME, Manifest, PatientFiles
 
 LOCK_NAME = "vault.lock"
 PENDING_NAME = "index.pending"  # exists while the index on disk may lag the record files
@@ -97,6 +101,17 @@ _ID_RE = re.compile(r"[0-9a-f]{8,64}")  # always fullmatch()
 _KIND_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _MAX_KIND_CHARS = 120
 _CONTROL = {"Cc", "Cf", "Zl", "Zp"}
+MANIFEST_AAD = b"\x00manifest"
+
+# Test hook: called with a step name at each durable step of a multi-step change (deletion),
+# so tests can kill the process exactly there. None in the product.
+fault_hook = None
+
+
+def _step(name: str) -> None:
+    if fault_hook is not None:
+        fault_hook(name)
+
 
 logger = logging.getLogger("phyassist.store")
 
@@ -115,7 +130,16 @@ Stamp = str  # the record file's nonce (hex): unique per write, readable without
 
 
 def _stamp_of(envelope: bytes) -> Stamp:
-    return envelope[crypto.NONCE_OFFSET : crypto.HEADER_BYTES].hex()
+    return crypto.stamp_of(envelope)
+
+
+def _read_head(path: Path) -> Stamp | None:
+    """The stamp of an encrypted file from its plaintext header, None when it is missing."""
+    try:
+        with open(path, "rb") as fh:
+            return _stamp_of(fh.read(crypto.HEADER_BYTES))
+    except FileNotFoundError:
+        return None
 
 
 def _as_bytes(data: bytes | bytearray | memoryview) -> bytes:
@@ -176,6 +200,11 @@ class Store:
         self._data_keys: dict[str, bytes] = {}
         self._damaged: dict[str, str] = {}
         self._pending = False  # index.pending exists because of this handle
+        # What the vault last wrote (None: a schema-1 vault opened read-only, no manifest yet).
+        self._manifest: Manifest | None = None
+        self._manifest_strict = True  # in-memory manifest knows every write (see _verify_file)
+        self._problems: list[str] = []  # rollbacks and disappearances found so far
+        self._startup_leftovers: list[Path] | None = None  # one folder scan serves the open
         self._flush_timer: threading.Timer | None = None
         self._index = PatientIndex(
             EncryptedStorage(
@@ -220,7 +249,9 @@ class Store:
                 ensure_dir(vault_dir / sub)
             master_key = vault.write_new_header(vault_dir, passphrase, settings.store)
             store = cls(vault_dir, master_key, vault.read_header(vault_dir), settings, lock)
+            store._manifest = Manifest()
             store._index.replace_all([])
+            store._write_manifest(dirty=False)
             return store
         except BaseException:
             lock.release()
@@ -245,14 +276,20 @@ class Store:
         if not cls.exists(vault_dir):
             raise VaultNotFound(f"No vault at {vault_dir}. Create one with `phyassist init` first.")
         header = vault.read_header(vault_dir)
+        unlock_throttle.check(vault_dir)  # UnlockThrottled after repeated wrong passphrases
         lock = WriterLock(vault_dir / LOCK_NAME) if writer else None
         if lock is not None:
             lock.acquire()
         store: Store | None = None
         try:
-            master_key = vault.unlock(header, passphrase)
+            try:
+                master_key = vault.unlock(header, passphrase)
+            except WrongPassphrase:
+                unlock_throttle.failed(vault_dir)
+                raise
+            unlock_throttle.succeeded(vault_dir)
             store = cls(vault_dir, master_key, header, settings, lock)
-            store._startup()
+            store._startup(passphrase)
             return store
         except BaseException:
             if store is not None:
@@ -261,21 +298,262 @@ class Store:
                 lock.release()
             raise
 
-    def _startup(self) -> None:
+    def _startup(self, passphrase: str) -> None:
         if self.writer:
             for sub in (TMP_DIR, PATIENTS_DIR, VAULT_BLOBS_DIR):
                 ensure_dir(self.vault_dir / sub)
             remove_stale_temps(self.vault_dir / TMP_DIR)
+        manifest_state = self._load_manifest()
         try:
             self._index.load()
         except (OSError, PhyAssistError) as exc:
+            if manifest_state == "clean":
+                self._problem(f"index.bin cannot be read ({exc}); rebuilt from the record files")
             logger.warning("index unreadable (%s); rebuilding it", type(exc).__name__)
             self.rebuild_index()
             self.index_rebuilt = True
+        else:
+            if manifest_state == "clean" and self._index.storage.stamp != (
+                self._manifest.index_stamp if self._manifest else None
+            ):
+                self._problem(
+                    "index.bin is not the copy the vault last wrote (an older copy put back?); "
+                    "rebuilt from the record files"
+                )
+                self.rebuild_index()
+                self.index_rebuilt = True
+            elif (self.vault_dir / PENDING_NAME).exists() or manifest_state != "clean":
+                self._pending = self.writer
+                self._verify_index()
+        self._check_folders(manifest_state)
+        if self.writer:
+            self._finish_manifest(manifest_state, passphrase)
+
+    # -- the manifest: what the vault last wrote ------------------------------------------------
+
+    @property
+    def _manifest_path(self) -> Path:
+        return self.vault_dir / MANIFEST_NAME
+
+    def _problem(self, text: str) -> None:
+        if text not in self._problems:
+            logger.warning("vault integrity: %s", text)
+            self._problems.append(text)
+
+    def integrity_problems(self) -> list[str]:
+        """Rollbacks and disappearances found since this handle opened (empty: none)."""
+        with self._mutex:
+            return list(self._problems)
+
+    def _read_manifest(self) -> Manifest | None:
+        try:
+            raw = self._read_encrypted(self._manifest_path, self._key(), MANIFEST_AAD)
+        except FileNotFoundError:
+            return None
+        return Manifest.from_bytes(raw, self._manifest_path)
+
+    def _load_manifest(self) -> str:
+        """Read the manifest; returns "clean", "dirty" (a writer died mid-change) or "none"."""
+        try:
+            manifest = self._read_manifest()
+        except PhyAssistError as exc:
+            self._problem(f"{MANIFEST_NAME} cannot be read ({exc}); rollback checks were reset")
+            manifest = None
+        if manifest is None:
+            if self._header.schema_version >= 2 and not self._problems:
+                self._problem(
+                    f"{MANIFEST_NAME} is missing although the vault header says it keeps one: "
+                    "rollbacks before this open cannot be detected"
+                )
+            self._manifest = None
+            return "none"
+        self._manifest = manifest
+        # A dirty manifest lags the files until _finish_manifest has taken them in.
+        self._manifest_strict = not manifest.dirty
+        return "dirty" if manifest.dirty else "clean"
+
+    def _reload_manifest(self) -> None:
+        """Read-only handles: another process may have written since this one opened."""
+        manifest = self._read_manifest()
+        if manifest is not None:
+            self._manifest = manifest
+            self._manifest_strict = not manifest.dirty
+
+    def _write_manifest(self, *, dirty: bool) -> None:
+        manifest = self._manifest
+        if manifest is None or not self.writer:
             return
-        if (self.vault_dir / PENDING_NAME).exists():
-            self._pending = self.writer
-            self._verify_index()
+        manifest.dirty = dirty
+        manifest.generation += 1
+        if self._index.storage.persist:
+            manifest.index_stamp = self._index.storage.stamp
+        self._write_encrypted(self._manifest_path, self._key(), manifest.to_bytes(), MANIFEST_AAD)
+
+    def _scan_blobs(self, directory: Path) -> dict[str, Stamp]:
+        stamps: dict[str, Stamp] = {}
+        with suppress(FileNotFoundError):
+            for entry in os.scandir(directory):
+                kind = _blob_kind_from_file(entry.name)
+                if kind is not None:
+                    stamp = _read_head(Path(entry.path))
+                    if stamp is not None:
+                        stamps[kind] = stamp
+        return stamps
+
+    def _manifest_from_disk(self, known: Manifest | None) -> Manifest:
+        """What is on disk now, keeping ``known``'s record versions as a floor."""
+        fresh = Manifest(generation=known.generation if known else 0)
+        complete, _leftovers = self._scan()
+        for pid, stamp in complete.items():
+            old = known.patients.get(pid) if known else None
+            if old is not None and (pid in self._damaged or old.stamp == stamp):
+                # unchanged since the manifest (or unreadable: keep what the vault wrote)
+                fresh.patients[pid] = PatientFiles(
+                    version=old.version,
+                    stamp=old.stamp,
+                    blobs=self._scan_blobs(self._patient_dir(pid) / BLOBS_DIR),
+                )
+                continue
+            try:
+                _patient, _has, stamp, version = self._read_record_raw(pid)
+            except PhyAssistError as exc:
+                self._damaged[pid] = str(exc)
+                continue
+            floor = old.version if old is not None else 0
+            if version < floor:
+                self._problem(
+                    f"the record of patient {pid} was rolled back: it is save #{version}, "
+                    f"the vault last wrote save #{floor}"
+                )
+            fresh.patients[pid] = PatientFiles(
+                version=max(version, floor),
+                stamp=stamp,
+                blobs=self._scan_blobs(self._patient_dir(pid) / BLOBS_DIR),
+            )
+        fresh.vault_blobs = self._scan_blobs(self.vault_dir / VAULT_BLOBS_DIR)
+        return fresh
+
+    def _finish_manifest(self, state: str, passphrase: str) -> None:
+        """Writers: finish interrupted deletions, take in a crashed writer's files, migrate."""
+        manifest = self._manifest
+        if manifest is not None and manifest.deleting:
+            for pid in sorted(manifest.deleting):
+                self._complete_delete(pid)
+        if state == "clean":
+            leftovers = self._startup_leftovers or []
+            self._clean_leftovers(leftovers)
+            return
+        if state == "dirty" or manifest is None:
+            self._manifest = self._manifest_from_disk(manifest)
+            self._manifest_strict = True
+            self._flush_index()
+            self._write_manifest(dirty=False)
+        if self._header.schema_version < vault.VAULT_SCHEMA_VERSION:
+            self._header = vault.upgrade(
+                self.vault_dir, self._header, self._key(), passphrase, self.settings.store
+            )
+
+    def _check_folders(self, state: str) -> None:
+        """Every patient the manifest knows still has its files; no unknown patient appeared."""
+        manifest = self._manifest
+        if manifest is None:
+            return
+        complete, leftovers = self._scan()
+        self._startup_leftovers = leftovers
+        for pid in manifest.patients:
+            if pid not in complete and pid not in manifest.deleting:
+                summary = self._index.summary(pid)
+                self._damaged[pid] = "its folder or record was removed"
+                self._problem(
+                    f"patient {pid} is gone: its folder or record was removed"
+                    + (" (the index was older too)" if summary is None else "")
+                )
+        for pid, stamp in complete.items():
+            if pid in manifest.deleting:
+                continue
+            if pid not in manifest.patients:
+                if state == "clean":
+                    self._damaged[pid] = "not in the vault manifest"
+                    self._problem(
+                        f"patient folder {pid} is not in the vault manifest "
+                        "(restored from an older copy or another vault?)"
+                    )
+                continue
+            if self._index.stamp(pid) != stamp and pid not in self._damaged:
+                try:
+                    self._read_record(pid)
+                except RolledBack as exc:
+                    self._damaged[pid] = str(exc)
+                except PhyAssistError as exc:
+                    self._damaged[pid] = str(exc)
+
+    def _verify_file(self, path: Path, problem_of) -> None:
+        """Raise RolledBack when ``problem_of(manifest, strict)`` finds one."""
+        if self._manifest is None:
+            return
+        problem = problem_of(self._manifest, self._manifest_strict)
+        if problem is not None and not self.writer:
+            self._reload_manifest()
+            problem = problem_of(self._manifest, self._manifest_strict)
+        if problem is not None:
+            self._problem(problem)
+            raise RolledBack(path, problem)
+
+    def _verify_stamp(self, patient_id: str | None, kind: str, stamp: Stamp | None) -> None:
+        path = (
+            self._vault_blob_path(kind) if patient_id is None else self._blob_path(patient_id, kind)
+        )
+        self._verify_file(
+            path, lambda m, strict: m.blob_problem(patient_id, kind, stamp, strict=strict)
+        )
+
+    def verify_manifest(self) -> list[str]:
+        """Check every record, blob, vault blob and the index against the manifest (doctor)."""
+        with self._mutex:
+            self._key()
+            manifest = self._manifest
+            if manifest is None:
+                self._problem(f"no {MANIFEST_NAME}: open the vault for writing once to make it")
+                return self.integrity_problems()
+            complete, _leftovers = self._scan()
+            for pid in sorted(set(manifest.patients) | set(complete)):
+                if pid in manifest.deleting:
+                    continue
+                with suppress(PhyAssistError):
+                    self._read_record(pid)
+                expected = manifest.patients.get(pid, PatientFiles()).blobs
+                present = self._scan_blobs(self._patient_dir(pid) / BLOBS_DIR)
+                for kind in sorted(set(expected) | set(present)):
+                    with suppress(PhyAssistError):
+                        self._verify_stamp(pid, kind, present.get(kind))
+            present = self._scan_blobs(self.vault_dir / VAULT_BLOBS_DIR)
+            for kind in sorted(set(manifest.vault_blobs) | set(present)):
+                with suppress(PhyAssistError):
+                    self._verify_stamp(None, kind, present.get(kind))
+            index_stamp = _read_head(self.vault_dir / INDEX_NAME)
+            if self._manifest_strict and not self._pending and index_stamp != manifest.index_stamp:
+                self._problem("index.bin is not the copy the vault last wrote")
+            return self.integrity_problems()
+
+    def missing_vault_blobs(self, prefix: str = "") -> list[str]:
+        """Vault-level blobs the manifest lists that are gone (e.g. deleted audit segments)."""
+        with self._mutex:
+            if self._manifest is None:
+                return []
+            present = set(self._kinds_in(self.vault_dir / VAULT_BLOBS_DIR, prefix))
+            missing = [
+                k for k in self._manifest.vault_blobs if k.startswith(prefix) and k not in present
+            ]
+            if missing and not self.writer:
+                self._reload_manifest()
+                if not self._manifest_strict:
+                    return []
+                missing = [
+                    k
+                    for k in self._manifest.vault_blobs
+                    if k.startswith(prefix) and k not in present
+                ]
+            return sorted(missing)
 
     def close(self) -> None:
         """Write what the index still owes, drop the keys and release the writer lock."""
@@ -393,6 +671,8 @@ class Store:
     def _mark_pending(self) -> None:
         if self._pending:
             return
+        # The manifest says "dirty" on disk before any file changes (see engine/vault/manifest.py).
+        self._write_manifest(dirty=True)
         # An encrypted empty payload, so that every vault file but the header and the lock
         # is an authenticated envelope (what `phyassist doctor` checks).
         self._write_encrypted(
@@ -405,6 +685,18 @@ class Store:
         self._cancel_flush_timer()
         try:
             self._index.storage.flush()
+            manifest = self._manifest
+            if (
+                manifest is not None
+                and self.writer
+                and self._manifest_strict  # not while startup still takes in a crash's files
+                and (
+                    self._pending
+                    or manifest.dirty
+                    or manifest.index_stamp != self._index.storage.stamp
+                )
+            ):
+                self._write_manifest(dirty=False)
             if self._pending:
                 with suppress(FileNotFoundError):
                     (self.vault_dir / PENDING_NAME).unlink()
@@ -494,7 +786,19 @@ class Store:
     # -- records -----------------------------------------------------------------------------
 
     def _read_record(self, patient_id: str) -> tuple[Patient, bool, Stamp]:
-        """The patient, its has_adapter flag and the record file's stamp."""
+        """The patient, its has_adapter flag and the record file's stamp.
+
+        Raises RolledBack when the record is older than the one the vault last wrote.
+        """
+        patient, has_adapter, stamp, version = self._read_record_raw(patient_id)
+        path = self._patient_dir(patient_id) / RECORD_FILE
+        self._verify_file(
+            path, lambda m, strict: m.record_problem(patient_id, version, strict=strict)
+        )
+        return patient, has_adapter, stamp
+
+    def _read_record_raw(self, patient_id: str) -> tuple[Patient, bool, Stamp, int]:
+        """The record as it is on disk (no manifest check) and its save counter."""
         path = self._patient_dir(patient_id) / RECORD_FILE
         key = self._data_key(patient_id)
         try:
@@ -505,6 +809,7 @@ class Store:
         try:
             doc = json.loads(plain)
             version = doc["patient"].get("schema_version")
+            saves = int(doc.get("saves", 0))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise TamperedFile(path, f"unreadable record: {type(exc).__name__}") from None
         if version != SCHEMA_VERSION:
@@ -516,21 +821,46 @@ class Store:
             raise TamperedFile(path, f"unreadable record: {type(exc).__name__}") from None
         if patient.id != patient_id:
             raise TamperedFile(path, "the record belongs to another patient")
-        return patient, has_adapter, _stamp_of(blob)
+        return patient, has_adapter, _stamp_of(blob), saves
+
+    def _manifest_entry(self, patient_id: str) -> PatientFiles | None:
+        if self._manifest is None:
+            return None
+        return self._manifest.patients.setdefault(patient_id, PatientFiles())
 
     def _write_record(self, patient: Patient, has_adapter: bool) -> Stamp:
         path = self._patient_dir(patient.id) / RECORD_FILE
+        entry = self._manifest_entry(patient.id)
+        saves = (entry.version if entry is not None else 0) + 1
+        try:
+            body = patient.model_dump_json().encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputRejected(
+                "The text holds characters that are not valid Unicode (e.g. a lone surrogate); "
+                "nothing was saved."
+            ) from None
+        if len(body) > self.limits.max_record_bytes:
+            raise InputRejected(
+                f"The record would be {len(body) / 1e6:.1f} MB; the limit is "
+                f"{self.limits.max_record_bytes / 1e6:.0f} MB. Nothing was saved."
+            )
         payload = (
             b'{"has_adapter":'
             + (b"true" if has_adapter else b"false")
+            + b',"saves":'
+            + str(saves).encode()
             + b',"patient":'
-            + patient.model_dump_json().encode("utf-8")
+            + body
             + b"}"
         )
         envelope = self._write_encrypted(
             path, self._data_key(patient.id), payload, _aad(patient.id, "record")
         )
-        return _stamp_of(envelope)
+        stamp = _stamp_of(envelope)
+        if entry is not None:
+            entry.version = saves
+            entry.stamp = stamp
+        return stamp
 
     @staticmethod
     def _summary_of(patient: Patient, has_adapter: bool) -> PatientSummary:
@@ -551,11 +881,21 @@ class Store:
 
     @staticmethod
     def _check_text(label: str, text: str | None, limit: int) -> None:
-        if text is not None and len(text) > limit:
+        if text is None:
+            return
+        if len(text) > limit:
             raise InputRejected(
                 f"{label} is {len(text):,} characters long; the limit is {limit:,}. "
                 "Shorten it and try again (nothing was saved)."
             )
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InputRejected(
+                    f"{label} holds bytes that are not valid text (invalid UTF-8 or a lone "
+                    "surrogate). Retype it; nothing was saved."
+                ) from None
 
     def _clean_name(self, name: str) -> str:
         name = unicodedata.normalize("NFC", name or "").strip()
@@ -589,7 +929,13 @@ class Store:
         analysis = note.analysis
         self._check_item("The symptom type", analysis.symptom_type)
         for section in ("reasons", "advice", "unplaced"):
-            for number, item in enumerate(getattr(analysis, section), start=1):
+            items = getattr(analysis, section)
+            if len(items) > self.limits.max_items_per_section:
+                raise InputRejected(
+                    f"{section.capitalize()} has {len(items)} items; the limit is "
+                    f"{self.limits.max_items_per_section}. Merge some; nothing was saved."
+                )
+            for number, item in enumerate(items, start=1):
                 self._check_item(f"{section.capitalize()} item {number}", item)
         self._check_text("The model output", analysis.raw_output, MAX_RAW_OUTPUT_CHARS)
         self._check_text("The model name", analysis.model_name, self.limits.max_field_chars)
@@ -651,9 +997,21 @@ class Store:
             raise InputRejected(f"A patient with id {patient.id} already exists.")
         ensure_dir(directory)
         data_key = crypto.new_key()
-        self._write_encrypted(directory / KEY_FILE, self._key(), data_key, _aad(patient.id, "key"))
-        self._data_keys[patient.id] = data_key
-        return self._write_record(patient, False)
+        try:
+            self._write_encrypted(
+                directory / KEY_FILE, self._key(), data_key, _aad(patient.id, "key")
+            )
+            self._data_keys[patient.id] = data_key
+            return self._write_record(patient, False)
+        except BaseException:
+            # leave no folder holding only a key behind
+            self._data_keys.pop(patient.id, None)
+            if self._manifest is not None:
+                self._manifest.patients.pop(patient.id, None)
+            with suppress(OSError):
+                shred_file(directory / KEY_FILE)
+                self._remove_patient_dir(directory)
+            raise
 
     def load_patient(self, patient_id: str) -> Patient:
         """The whole record. Raises PatientNotFound, TamperedFile, UnknownSchema."""
@@ -712,22 +1070,54 @@ class Store:
                 self._index.upsert(self._summary_of(patient, value), stamp)
 
     def delete_patient(self, patient_id: str) -> None:
-        """Cryptographic erase: shred the wrapped data key, then remove every file."""
+        """Cryptographic erase, as a transaction a later open finishes if this one dies.
+
+        A durable tombstone in the manifest first, then the wrapped data key is shredded,
+        then the folder and the index row are removed, then the tombstone.
+        """
         with self._mutex:
             self._require_writer()
             directory = self._patient_dir(patient_id)
             if not directory.is_dir() and patient_id not in self._index:
                 raise PatientNotFound(f"No patient with id {patient_id!r}.")
             with self._changing(defer=False):
-                shred_file(directory / KEY_FILE)
-                self._data_keys.pop(patient_id, None)
-                self._remove_patient_dir(directory)
-                self._damaged.pop(patient_id, None)
-                self._index.remove(patient_id)
+                if self._manifest is not None:
+                    self._manifest.deleting.add(patient_id)
+                    self._write_manifest(dirty=True)
+                _step("delete:tombstoned")
+                self._complete_delete(patient_id)
+
+    def _complete_delete(self, patient_id: str) -> None:
+        """The steps after the tombstone; each can be repeated after a kill."""
+        directory = self._patient_dir(patient_id)
+        shred_file(directory / KEY_FILE)
+        self._data_keys.pop(patient_id, None)
+        _step("delete:key_shredded")
+        self._remove_patient_dir(directory)
+        _step("delete:folder_removed")
+        self._damaged.pop(patient_id, None)
+        self._index.remove(patient_id)
+        if self._manifest is not None:
+            self._manifest.patients.pop(patient_id, None)
+            self._manifest.deleting.discard(patient_id)
 
     def _remove_patient_dir(self, directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         fsync_dir(self._patients_dir)
+
+    def accept_current_files(self) -> None:
+        """Take the files as they are now as what the vault wrote (after a deliberate restore).
+
+        Clears the rollback reports; `phyassist doctor --accept-restore` calls it.
+        """
+        with self._mutex:
+            self._require_writer()
+            self._manifest = self._manifest_from_disk(None)
+            self._manifest_strict = True
+            self._damaged.clear()
+            self._problems.clear()
+            self.rebuild_index()
+            self._write_manifest(dirty=False)
 
     def damaged_patients(self) -> dict[str, str]:
         """Patients whose record could not be read at the last index check: id -> reason."""
@@ -739,33 +1129,59 @@ class Store:
     def _blob_path(self, patient_id: str, kind: str) -> Path:
         return self._patient_dir(patient_id) / BLOBS_DIR / _blob_file_name(kind)
 
+    def _check_blob_size(self, kind: str, data: bytes) -> None:
+        if len(data) > self.limits.max_blob_bytes:
+            raise InputRejected(
+                f"{kind!r} is {len(data) / 1e6:.1f} MB; the limit for one stored item is "
+                f"{self.limits.max_blob_bytes / 1e6:.0f} MB (PHYASSIST_LIMITS__MAX_BLOB_BYTES). "
+                "Nothing was saved."
+            )
+
     def write_blob(self, patient_id: str, kind: str, data: bytes) -> None:
         """Encrypt ``data`` under the patient's key as ``kind`` (e.g. "draft", "adapter/v3")."""
         with self._mutex:
             self._require_writer()
             path = self._blob_path(patient_id, kind)
+            data = _as_bytes(data)
+            self._check_blob_size(kind, data)
             key = self._data_key(patient_id)
             ensure_dir(path.parent)
-            self._write_encrypted(path, key, _as_bytes(data), _aad(patient_id, f"blob:{kind}"))
+            with self._changing(defer=True):
+                envelope = self._write_encrypted(path, key, data, _aad(patient_id, f"blob:{kind}"))
+                entry = self._manifest_entry(patient_id)
+                if entry is not None:
+                    entry.blobs[kind] = _stamp_of(envelope)
 
     def read_blob(self, patient_id: str, kind: str) -> bytes | None:
-        """The blob's bytes, or None if never written. Raises TamperedFile, PatientNotFound."""
+        """The blob's bytes, or None if never written.
+
+        Raises TamperedFile, PatientNotFound, RolledBack (an older copy, or a blob the vault
+        wrote that is gone).
+        """
         with self._mutex:
             self._key()
             path = self._blob_path(patient_id, kind)
             key = self._data_key(patient_id)
             try:
-                return self._read_encrypted(path, key, _aad(patient_id, f"blob:{kind}"))
+                blob = self._read_file(path)
             except FileNotFoundError:
+                blob = None
+            self._verify_stamp(patient_id, kind, None if blob is None else _stamp_of(blob))
+            if blob is None:
                 return None
+            return crypto.decrypt(key, blob, _aad(patient_id, f"blob:{kind}"), label=path)
 
     def delete_blob(self, patient_id: str, kind: str) -> None:
         with self._mutex:
             self._require_writer()
             path = self._blob_path(patient_id, kind)
-            with suppress(FileNotFoundError):
-                path.unlink()
-                fsync_dir(path.parent)
+            with self._changing(defer=True):
+                with suppress(FileNotFoundError):
+                    path.unlink()
+                    fsync_dir(path.parent)
+                entry = self._manifest_entry(patient_id)
+                if entry is not None:
+                    entry.blobs.pop(kind, None)
 
     def list_blobs(self, patient_id: str, prefix: str = "") -> list[str]:
         """Kinds of this patient's blobs that start with ``prefix``, sorted."""
@@ -796,26 +1212,40 @@ class Store:
         with self._mutex:
             self._require_writer()
             path = self._vault_blob_path(kind)
+            data = _as_bytes(data)
+            self._check_blob_size(kind, data)
             ensure_dir(path.parent)
-            self._write_encrypted(
-                path, self._key(), _as_bytes(data), _aad("", f"vault-blob:{kind}")
-            )
+            with self._changing(defer=True):
+                envelope = self._write_encrypted(
+                    path, self._key(), data, _aad("", f"vault-blob:{kind}")
+                )
+                if self._manifest is not None:
+                    self._manifest.vault_blobs[kind] = _stamp_of(envelope)
 
     def read_vault_blob(self, kind: str) -> bytes | None:
+        """The blob's bytes or None; RolledBack when it is not what the vault last wrote."""
         with self._mutex:
             path = self._vault_blob_path(kind)
+            key = self._key()
             try:
-                return self._read_encrypted(path, self._key(), _aad("", f"vault-blob:{kind}"))
+                blob = self._read_file(path)
             except FileNotFoundError:
+                blob = None
+            self._verify_stamp(None, kind, None if blob is None else _stamp_of(blob))
+            if blob is None:
                 return None
+            return crypto.decrypt(key, blob, _aad("", f"vault-blob:{kind}"), label=path)
 
     def delete_vault_blob(self, kind: str) -> None:
         with self._mutex:
             self._require_writer()
             path = self._vault_blob_path(kind)
-            with suppress(FileNotFoundError):
-                path.unlink()
-                fsync_dir(path.parent)
+            with self._changing(defer=True):
+                with suppress(FileNotFoundError):
+                    path.unlink()
+                    fsync_dir(path.parent)
+                if self._manifest is not None:
+                    self._manifest.vault_blobs.pop(kind, None)
 
     def list_vault_blobs(self, prefix: str = "") -> list[str]:
         with self._mutex:
@@ -852,6 +1282,8 @@ class Store:
         if not self.writer:
             return
         for directory in leftovers:
+            if self._manifest is not None and directory.name in self._manifest.patients:
+                continue  # a patient the vault wrote whose record is gone: reported, kept
             shred_file(directory / KEY_FILE)
             self._remove_patient_dir(directory)
 

@@ -49,7 +49,9 @@ def open_store(cfg: Settings | None = None, *, writer: bool = True) -> Store:
     from engine.vault.store import Store
 
     cfg = cfg or settings()
-    return Store.open(cfg.vault_dir, read_passphrase(), writer=writer, settings=cfg)
+    store = Store.open(cfg.vault_dir, read_passphrase(), writer=writer, settings=cfg)
+    warn_integrity(store)
+    return store
 
 
 def match_patient_id(ids: Iterable[str], text: str) -> str:
@@ -66,3 +68,17 @@ def match_patient_id(ids: Iterable[str], text: str) -> str:
 def resolve_patient_id(store: Store, text: str) -> str:
     """A full patient id of the vault from the id or a unique prefix of it."""
     return match_patient_id((s.id for s in store.list_patients()), text)
+
+
+def warn_integrity(store: Store) -> None:
+    """Say on stderr what the vault found rolled back or missing when it opened."""
+    from engine.trust.sanitize import safe_terminal_text
+
+    for problem in store.integrity_problems():
+        print(f"WARNING: {safe_terminal_text(problem)}", file=sys.stderr)
+    if store.integrity_problems():
+        print(
+            "WARNING: run `phyassist doctor --unlock` for the full list. If you restored a "
+            "backup on purpose, `phyassist doctor --accept-restore` takes the files as they are.",
+            file=sys.stderr,
+        )

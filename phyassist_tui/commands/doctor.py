@@ -30,6 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     doctor.add_argument(
         "--no-gpu", action="store_true", help="skip the GPU check (no torch import)"
     )
+    doctor.add_argument(
+        "--accept-restore",
+        action="store_true",
+        help="after restoring files from a backup on purpose: take the vault's files as they "
+        "are now as what it last wrote (clears rollback reports; audited)",
+    )
     doctor.add_argument("--json", action="store_true", help="findings as JSON")
     doctor.set_defaults(handler=_cmd_doctor)
 
@@ -47,7 +53,16 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         changed = fix_permissions(cfg)
         if not args.json:
             print(f"Fixed the mode of {changed} path(s) under {cfg.data_dir}.")
-    passphrase = read_passphrase() if args.unlock else None
+    passphrase = read_passphrase() if (args.unlock or args.accept_restore) else None
+    if args.accept_restore:
+        from engine.trust.audit import record
+        from engine.vault.store import Store
+
+        with Store.open(cfg.vault_dir, passphrase, settings=cfg) as store:
+            before = store.integrity_problems()
+            store.accept_current_files()
+            record(store, "restore_accepted", None, f"{len(before)} problem(s) cleared")
+        print(f"Took the vault's files as they are now ({len(before)} report(s) cleared).")
     findings = run_checks(cfg, passphrase, gpu=not args.no_gpu)
     bad = problems(findings)
     if args.json:

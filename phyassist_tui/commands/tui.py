@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,6 +18,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="serve the workspace in a browser on localhost")
     serve.add_argument("--port", type=int, default=8000, help="port on localhost (default 8000)")
     serve.add_argument("--model", metavar="PATH", help="as for `phyassist tui`")
+    serve.add_argument(
+        "--max-sessions",
+        type=int,
+        default=2,
+        help="browser sessions at once (each runs its own TUI process; default 2)",
+    )
     serve.set_defaults(handler=run_serve)
 
 
@@ -43,10 +47,12 @@ def run_tui(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from textual_serve.server import Server
+    from phyassist_tui.serve import serve, tui_command
 
-    command = [sys.executable, "-m", "phyassist_tui", "tui"]
-    if args.model:
-        command += ["--model", os.path.abspath(os.path.expanduser(args.model))]
-    Server(shlex.join(command), host="localhost", port=args.port, title="PhyAssist").serve()
-    return 0
+    model = os.path.abspath(os.path.expanduser(args.model)) if args.model else None
+    return serve(
+        tui_command(model),
+        port=args.port,
+        data_dir=_settings(None).data_dir,
+        max_sessions=max(1, args.max_sessions),
+    )

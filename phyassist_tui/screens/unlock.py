@@ -142,6 +142,16 @@ class UnlockScreen(Screen):
             app.call_from_thread(self._failed, f"Could not open the vault: {exc}")
             return
         app.call_from_thread(app.vault_unlocked, patients)
+        problems = session.integrity_problems()
+        if problems:  # rolled-back or missing files: say so before anyone relies on them
+            app.call_from_thread(
+                app.notify,
+                "\n".join(problems[:5]) + "\nRun `phyassist doctor --unlock` for the full list.",
+                title="The vault is not as it was last written",
+                severity="error",
+                timeout=60,
+                markup=False,
+            )
 
     def _failed(self, message: str) -> None:
         self._set_busy(False)

@@ -309,12 +309,15 @@ def test_stale_index_is_repaired_on_open(store, vault_dir, reopen):
     other = store.create_patient("李娜")
     old_index = (vault_dir / "index.bin").read_bytes()
     store.add_note(patient.id, Note(question="第一次"))
+    # the manifest as the crash leaves it: marked dirty before the first change
+    dirty_manifest = (vault_dir / "manifest.bin").read_bytes()
     store.add_note(patient.id, Note(question="第二次"))
     store.delete_patient(other.id)
     fresh = store.create_patient("张三")
     store.close()
     # the state a crash leaves: records ahead of index.bin, the pending marker present
     (vault_dir / "index.bin").write_bytes(old_index)
+    (vault_dir / "manifest.bin").write_bytes(dirty_manifest)
     (vault_dir / "index.pending").touch()
     with reopen() as again:
         assert not again.index_rebuilt
@@ -384,17 +387,41 @@ def test_delete_patient_erases_everything(store, vault_dir, reopen, tmp_path):
         assert [s.id for s in again.list_patients()] == [keep.id]
 
 
-def test_interrupted_delete_is_finished_on_open(store, vault_dir, reopen):
+class _Died(BaseException):
+    """Stands in for a kill at one step of a deletion."""
+
+
+@pytest.mark.parametrize(
+    "step", ["delete:tombstoned", "delete:key_shredded", "delete:folder_removed"]
+)
+def test_interrupted_delete_is_finished_on_open(store, vault_dir, reopen, monkeypatch, step):
+    from engine.vault import store as store_module
+
     keep = store.create_patient("李娜")
     gone = store.create_patient("王伟")
+    store.add_note(gone.id, Note(question="秘密"))
+    store.flush()
     directory = vault_dir / "patients" / gone.id
-    (directory / "key.bin").unlink()  # the shred happened, then the process died
-    (vault_dir / "index.pending").touch()
-    store.close()
-    (vault_dir / "index.pending").touch()
+
+    def die(name):
+        if name == step:
+            raise _Died(name)
+
+    monkeypatch.setattr(store_module, "fault_hook", die)
+    with pytest.raises(_Died):
+        store.delete_patient(gone.id)
+    monkeypatch.setattr(store_module, "fault_hook", None)
+    # the process is gone: nothing more of it reaches the disk
+    store._abandon()
+    store._lock.release()
     with reopen() as again:
         assert [s.id for s in again.list_patients()] == [keep.id]
+        assert again.integrity_problems() == []
+        with pytest.raises(PatientNotFound):
+            again.load_patient(gone.id)
     assert not directory.exists()
+    with reopen() as again:
+        assert again.integrity_problems() == []
 
 
 # -- blobs ------------------------------------------------------------------------------------

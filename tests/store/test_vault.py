@@ -97,7 +97,7 @@ def test_kdf_parameters_are_stored(store, vault_dir):
     header = json.loads((vault_dir / "vault.json").read_text())
     assert header["kdf"]["name"] == "scrypt"
     assert header["kdf"]["log2_n"] == 10
-    assert header["schema_version"] == 1
+    assert header["schema_version"] == 2
 
 
 def test_default_kdf_cost_is_strong():

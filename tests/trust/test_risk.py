@@ -39,7 +39,7 @@ def test_fixture_file_is_well_formed(cases) -> None:
     assert len({c["id"] for c in cases}) == len(cases)
     for c in cases:
         assert c["lang"] in ("en", "zh")
-        assert c["split"] in ("dev", "dev2", "dev3", "heldout", "heldout2")
+        assert c["split"] in ("dev", "dev2", "dev3", "dev4", "heldout", "heldout2", "heldout3")
         assert set(c["labels"]) <= set(CATEGORIES)
     for lang in ("en", "zh"):
         mine = [c for c in cases if c["lang"] == lang]
@@ -48,15 +48,18 @@ def test_fixture_file_is_well_formed(cases) -> None:
 
 
 # Floors a little under what bench/risk.py measured (SECURITY.md); a rule change that loses
-# recall or precision fails here. The rules were tuned on dev, dev2 and dev3 only; heldout
-# (session 1) and heldout2 (session 2, written before that session's tuning) never were.
+# recall or precision fails here. The rules were tuned on dev, dev2, dev3 and dev4 only;
+# heldout (session 1), heldout2 (session 2) and heldout3 (issue 18; each written before that
+# session's tuning) never were.
 FLOORS = {
     # slice: (min precision, min recall) of "any category flagged"
     "dev": (0.97, 0.97),
     "dev2": (0.95, 0.95),
     "dev3": (0.95, 0.95),
+    "dev4": (0.95, 0.95),
     "heldout": (0.85, 0.30),
     "heldout2": (0.78, 0.50),
+    "heldout3": (0.70, 0.50),
 }
 
 
