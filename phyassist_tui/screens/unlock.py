@@ -153,8 +153,7 @@ class UnlockScreen(Screen):
         if problems:  # rolled-back or missing files: say so before anyone relies on them
             app.call_from_thread(
                 app.notify,
-                "\n".join(problems[:5])
-                + "\nRun `phyassist doctor --unlock` for the full list.",
+                "\n".join(problems[:5]) + "\nRun `phyassist doctor --unlock` for the full list.",
                 title="The vault is not as it was last written",
                 severity="error",
                 timeout=60,
