@@ -275,7 +275,10 @@ def main() -> None:
                         rows.append(row)
                         if n < args.samples:
                             print(f"--- {model}/{mode}/{item['id']}\n{text}\n", file=sys.stderr)
-                    result["runs"][f"{model}/{mode}/{lang}"] = summarize(rows)
+                    key = f"{model}/{mode}/{lang}"
+                    result["runs"][key] = summarize(rows)
+                    # each figure as soon as it exists: a run cut short still reports it
+                    print(json.dumps({key: result["runs"][key]}), file=sys.stderr, flush=True)
             for mode_pair in [("engine", "free")]:
                 rates = []
                 for mode in mode_pair:
