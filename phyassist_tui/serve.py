@@ -15,7 +15,7 @@ spawn a TUI process as the counselor and let it guess passphrases. This server a
   for a connection that never unlocks;
 * "address in use" as a clear message, not a traceback.
 
-Wrong passphrases back off in every process (``engine.trust.unlock_throttle``).
+Wrong passphrases back off in every process (``engine.vault.unlock_throttle``).
 """
 
 from __future__ import annotations

@@ -69,8 +69,7 @@ from engine.records import (
     utcnow,
 )
 from engine.settings import Limits, Settings, load_settings
-from engine.trust import unlock_throttle
-from engine.vault import crypto
+from engine.vault import crypto, unlock_throttle
 from engine.vault import header as vault
 from engine.vault.atomicio import (
     WriterLock,

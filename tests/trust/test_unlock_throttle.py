@@ -7,9 +7,9 @@ import time
 import pytest
 
 from engine.errors import WrongPassphrase
-from engine.trust import unlock_throttle
-from engine.trust.unlock_throttle import FREE_FAILURES, UnlockThrottled
+from engine.vault import unlock_throttle
 from engine.vault.store import Store
+from engine.vault.unlock_throttle import FREE_FAILURES, UnlockThrottled
 
 
 def test_repeated_wrong_passphrases_back_off_and_success_resets(
