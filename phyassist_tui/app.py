@@ -27,7 +27,7 @@ from textual.timer import Timer
 
 from engine.errors import PhyAssistError
 from engine.settings import Settings, load_settings
-from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for
+from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for, web_keymap
 from phyassist_tui.focus import is_text_field
 from phyassist_tui.ports import (
     AssistantLike,
@@ -117,6 +117,8 @@ class PhyAssistApp(App):
             self.theme = self.settings.theme
         self._theme_loaded = True
         known, unknown = keymap_from_settings(self.settings.keymap)
+        if self.is_web:  # keys a browser keeps for itself (Ctrl+N, Ctrl+T) get F-keys first
+            known = {**web_keymap(known), **known}
         if known:
             self.set_keymap(known)
         if unknown:
@@ -384,6 +386,23 @@ class PhyAssistApp(App):
     async def action_lock(self) -> None:
         await self.lock(reason="Locked.")
 
+    def action_help(self) -> None:
+        from phyassist_tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_screenshot(self, *args: object, **kwargs: object) -> None:
+        """Off: a screenshot is an unencrypted file of what is on screen (patient data)."""
+        self.deliver_screenshot()
+
+    def deliver_screenshot(self, *args: object, **kwargs: object) -> None:
+        """Off, like ``action_screenshot`` (Textual's palette entry and key call this)."""
+        self.notify(
+            "Screenshots are off: they would write patient data to disk unencrypted.",
+            severity="warning",
+        )
+
     async def action_quit(self) -> None:
         workspace = self._workspace()
         if workspace is not None:
@@ -403,7 +422,9 @@ class PhyAssistApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every action of the table in ``bindings.py``, for the screen it was opened on."""
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":  # an unencrypted SVG of patient data: never
+                yield command
         scopes = ["app"]
         if is_workspace(screen):
             scopes += ["workspace", "draft", "chat"]

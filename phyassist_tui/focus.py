@@ -75,6 +75,15 @@ class HandOffInput(Input):
             self._moved_on = self.moves_on()
             await self.action_submit()
             return
+        if event.key == "tab" and self.moves_on():
+            # Tab is the screen's focus_next binding, which runs after the letters queued
+            # behind it here: move on now, in order, and pass those letters on (as for Enter)
+            event.stop()
+            event.prevent_default()
+            if not self._moved_on:
+                self._moved_on = True
+                self.screen.set_focus(self.next_field)
+            return
         if self._moved_on and event.is_printable and event.character:
             event.stop()
             event.prevent_default()

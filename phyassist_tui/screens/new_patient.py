@@ -38,17 +38,31 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
     NewPatientScreen Button { margin-left: 1; }
     """
 
-    def __init__(self, *, max_name: int, max_field: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_name: int,
+        max_field: int,
+        initial: tuple[str, BasicInfo] | None = None,
+    ) -> None:
+        """``initial``: the name and basic information to correct (the form then edits)."""
         super().__init__()
         self.max_name = max_name
         self.max_field = max_field
+        self.initial = initial
 
     def compose(self) -> ComposeResult:
         with Vertical(id="form") as form:
-            form.border_title = "New patient · Ctrl+S creates · Esc cancels"
+            name, basic = self.initial or ("", BasicInfo())
+            verb = "saves" if self.initial else "creates"
+            form.border_title = (
+                f"{'Edit basic information' if self.initial else 'New patient'}"
+                f" · Ctrl+S {verb} · Esc cancels"
+            )
             with VerticalScroll(id="form-scroll"):
                 yield Label("Name (required)")
                 yield HandOffInput(
+                    value=clean(name),
                     hand_off_to="#field-demographics",
                     placeholder="Name or pseudonym",
                     id="name",
@@ -56,11 +70,20 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
                 )
                 for field, (english, chinese) in BASIC_FIELDS.items():
                     yield Label(f"{english} / {chinese}")
-                    yield TextArea(id=f"field-{field}", soft_wrap=True)
+                    yield TextArea(
+                        clean(getattr(basic, field)), id=f"field-{field}", soft_wrap=True
+                    )
             yield Static("", id="form-error", markup=False)
             with Horizontal(id="form-buttons"):
                 yield Button("Cancel", id="cancel")
-                yield Button("Create", id="create", variant="primary")
+                yield Button("Save" if self.initial else "Create", id="create", variant="primary")
+
+    def on_mount(self) -> None:
+        # focusing the name field scrolled the form down two rows (its label out of sight)
+        self.call_after_refresh(self._to_top)
+
+    def _to_top(self) -> None:
+        self.query_one("#form-scroll", VerticalScroll).scroll_home(animate=False, immediate=True)
 
     def validate_form(self) -> tuple[str, BasicInfo] | str:
         """The form's values, or a message saying what to fix."""

@@ -22,7 +22,7 @@ from textual.content import Content
 from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane, TextArea
+from textual.widgets import Header, Input, TabbedContent, TabPane, TextArea
 
 from engine.errors import GenerationCancelled, PhyAssistError
 from engine.records import AnalysisDraft, ChatMessage, Note, Patient, PatientSummary
@@ -47,15 +47,18 @@ from phyassist_tui.messages import (
 from phyassist_tui.ports import AssistantLike, stats_dict
 from phyassist_tui.screens.confirm import ConfirmScreen
 from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.screens.restore import RestoreDraftScreen
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
 from phyassist_tui.widgets.draft_pane import DraftPane
+from phyassist_tui.widgets.footer import RankedFooter
 from phyassist_tui.widgets.notes_view import NotesView
 from phyassist_tui.widgets.patients_pane import PatientsPane
 from phyassist_tui.widgets.status_line import StatusLine
 from phyassist_tui.widgets.text import clean
 
 DRAFT_BLOB = "draft"  # encrypted autosave of the unsaved draft, one per patient
+KEPT_DRAFT_BLOB = "draft-kept"  # an autosave the counselor put off ("Later"), until decided
 CHAT_BLOB = "chat"
 AUTOSAVE_DELAY_S = 1.0
 STREAM_FLUSH_S = 0.1  # streamed text is shown at most ten times a second
@@ -108,7 +111,7 @@ class WorkspaceScreen(Screen):
                 with TabPane(self._tab_title("chat"), id="chat"):
                     yield Lazy(ChatPane(id="chat-pane"))
         yield StatusLine(id="status")
-        yield Footer(compact=True)  # compact: the keys that matter fit in 80 columns
+        yield RankedFooter(compact=True)  # Generate, Save, Lock first: they fit in 80 columns
 
     def _tab_title(self, tab: str) -> Content:
         """The tab's name with its key (as remapped in settings), e.g. ``Notes F2``.
@@ -199,7 +202,7 @@ class WorkspaceScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_generation":
             return self.generating is not None or self._risk_check_running()
-        if action in ("generate", "train"):
+        if action in ("generate", "train", "edit_basic", "note_actions"):
             return self.patient is not None
         return True
 
@@ -250,9 +253,11 @@ class WorkspaceScreen(Screen):
 
         self.run_worker(create, name="create-patient", thread=True, exit_on_error=False)
 
-    def action_generate(self) -> None:
+    def action_generate(self, confirmed: bool = False) -> None:
         if self.patient is None:
             self.notify("Open a patient first.", severity="warning")
+            return
+        if not confirmed and self._ask_before_replacing_edits():
             return
         question = self.analysis.question
         limit = self.app.settings.limits.max_statement_chars
@@ -307,6 +312,31 @@ class WorkspaceScreen(Screen):
             checking=checking,
         )
 
+    def _ask_before_replacing_edits(self) -> bool:
+        """Ask before a new draft replaces one the counselor edited; ``True`` if asked."""
+        from phyassist_tui.widgets.draft_pane import unsaved_edits
+
+        if not self.panes_mounted or self.generating is not None:
+            return False
+        edits = unsaved_edits(self.draft_pane.draft)
+        if not edits:
+            return False
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.action_generate(confirmed=True)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"The current draft has {edits} edit{'s' if edits != 1 else ''} of yours. "
+                "A new draft replaces it (u in the Draft undoes). Draft anew?",
+                yes="Draft anew",
+                no="Keep",
+            ),
+            answer,
+        )
+        return True
+
     def _risk_check_running(self) -> bool:
         return any(w.group == "risk-check" and w.is_running for w in self.workers)
 
@@ -329,6 +359,148 @@ class WorkspaceScreen(Screen):
         self.run_worker(self.chat.show_history([]), exclusive=False)
         self._save_chat()
 
+    # -- corrections of the saved record (basic information, notes) ----------------------------
+    def action_edit_basic(self) -> None:
+        patient = self.patient
+        if patient is None:
+            self.notify("Open a patient first.", severity="warning")
+            return
+        limits = self.app.settings.limits
+
+        def done(result: tuple[str, Any] | None) -> None:
+            if result is not None:
+                name, basic = result
+                self._correct_record(
+                    lambda s: s.update_patient_info(patient.id, name=name, basic=basic),
+                    "patient_updated",
+                    "Basic information saved.",
+                )
+
+        self.app.push_screen(
+            NewPatientScreen(
+                max_name=limits.max_name_chars,
+                max_field=limits.max_field_chars,
+                initial=(patient.name, patient.basic),
+            ),
+            done,
+        )
+
+    def action_note_actions(self) -> None:
+        """Pick a saved note, then amend it, see its versions, or delete it."""
+        from phyassist_tui.screens.choose import ChooseScreen
+        from phyassist_tui.widgets.text import format_when
+
+        patient = self.patient
+        if patient is None or not patient.notes:
+            self.notify("This patient has no saved note yet.", severity="warning")
+            return
+        choices = []
+        for number, note in enumerate(patient.notes, start=1):  # oldest = 1, as stored
+            words = " ".join(clean(note.question).split())
+            words = words[:50] + "…" if len(words) > 50 else words
+            amended = " (amended)" if note.amended else ""
+            choices.append((note.id, f"{number}. {format_when(note.created)}{amended}: {words}"))
+
+        def picked(note_id: str | None) -> None:
+            if note_id is not None:
+                self._note_menu(note_id)
+
+        self.app.push_screen(ChooseScreen("Which note?", choices), picked)
+
+    def _note_menu(self, note_id: str) -> None:
+        from phyassist_tui.screens.choose import ChooseScreen
+        from phyassist_tui.screens.records import NoteEditScreen, NoteHistoryScreen, ReasonScreen
+
+        patient = self.patient
+        if patient is None:
+            return
+        note = patient.note(note_id)
+        patient_id = patient.id
+
+        def amended(result: Any) -> None:
+            if result is None:
+                return
+            question, observed, analysis, reason = result
+            self._correct_record(
+                lambda s: s.amend_note(
+                    patient_id,
+                    note_id,
+                    question=question,
+                    observed_state=observed,
+                    analysis=analysis,
+                    reason=reason,
+                ),
+                "note_amended",
+                "Note amended; the earlier version is kept.",
+                detail=note_id,
+            )
+
+        def deleted(reason: str | None) -> None:
+            if reason is not None:
+                self._correct_record(
+                    lambda s: s.delete_note(patient_id, note_id, reason),
+                    "note_deleted",
+                    "Note deleted (a dated tombstone stays in the record).",
+                    detail=note_id,
+                )
+
+        def chosen(what: str | None) -> None:
+            if what == "amend":
+                self.app.push_screen(NoteEditScreen(note), amended)
+            elif what == "history":
+                self.app.push_screen(NoteHistoryScreen(note))
+            elif what == "delete":
+                self.app.push_screen(
+                    ReasonScreen(
+                        "Delete this note? Its text and earlier versions are erased; a dated "
+                        "tombstone with your reason stays until the patient is deleted.",
+                        yes="Delete note",
+                    ),
+                    deleted,
+                )
+
+        versions = len(note.versions)
+        self.app.push_screen(
+            ChooseScreen(
+                "This note:",
+                [
+                    ("amend", "Amend (the current text is kept as an earlier version)"),
+                    ("history", f"History ({versions} earlier version{'s' * (versions != 1)})"),
+                    ("delete", "Delete…"),
+                ],
+            ),
+            chosen,
+        )
+
+    def _correct_record(
+        self, change: Callable[[Any], Patient], action: str, done: str, detail: str = "tui"
+    ) -> None:
+        """Write a correction in a worker; audit it; show the updated record."""
+
+        def run() -> None:
+            def write(store: Any) -> Patient:
+                updated = change(store)
+                audit_record(store, action, updated.id, detail)  # trust
+                return updated
+
+            try:
+                updated = self.app.store_call(write)
+            except PhyAssistError as exc:
+                self.app.call_from_thread(self.notify, f"Not saved: {exc}", severity="error")
+                return
+            self.post_message(PatientSaved(updated))
+            self.app.call_from_thread(self._record_corrected, updated, done)
+
+        self.run_worker(run, name="correct-record", group="store-write", thread=True)
+
+    async def _record_corrected(self, patient: Patient, done: str) -> None:
+        if self.patient is None or self.patient.id != patient.id:
+            return
+        self.patient = patient
+        self.sub_title = clean(patient.name)
+        await self.query_one(NotesView).show_patient(patient)
+        self.notify(done)
+
     # -- patients ------------------------------------------------------------------------------
     @on(PatientChosen)
     def _patient_chosen(self, message: PatientChosen) -> None:
@@ -342,22 +514,20 @@ class WorkspaceScreen(Screen):
         patient_id = message.patient_id
 
         def load() -> None:
-            def read(store: Any) -> tuple[Patient, bytes | None]:
-                return store.load_patient(patient_id), store.read_blob(patient_id, DRAFT_BLOB)
+            def read(store: Any) -> tuple[Patient, bytes | None, bytes | None]:
+                return (
+                    store.load_patient(patient_id),
+                    store.read_blob(patient_id, DRAFT_BLOB),
+                    store.read_blob(patient_id, KEPT_DRAFT_BLOB),
+                )
 
             try:
-                patient, blob = self.app.store_call(read)
+                patient, blob, kept = self.app.store_call(read)
             except PhyAssistError as exc:
                 self.app.call_from_thread(self.notify, str(exc), severity="error")
                 return
             audit_record(self.app.store, "patient_opened", patient_id, "tui")  # trust
-            autosave = None
-            if blob:
-                try:
-                    autosave = json.loads(blob.decode("utf-8"))
-                except ValueError:
-                    autosave = None
-            self.post_message(PatientLoaded(patient, autosave))
+            self.post_message(PatientLoaded(patient, _json_or_none(blob), _json_or_none(kept)))
 
         self.run_worker(
             load,
@@ -390,24 +560,67 @@ class WorkspaceScreen(Screen):
         self._load_chat(patient)
         if self.app.model_state == "ready":
             self._use_patient(patient)
-        if message.autosave:
-            payload = message.autosave
+        offers = [(DRAFT_BLOB, message.autosave), (KEPT_DRAFT_BLOB, message.kept_autosave)]
+        if message.autosave and message.autosave == message.kept_autosave:
+            offers = [(DRAFT_BLOB, message.autosave)]  # put off once, unchanged since
+        self._offer_autosaves(patient, [(kind, p) for kind, p in offers if p], message)
 
-            async def answer(restore: bool | None) -> None:
-                if restore:
-                    await self._restore_autosave(payload)
-                else:
-                    self._delete_autosave(patient.id)
+    def _offer_autosaves(
+        self, patient: Patient, offers: list[tuple[str, dict[str, Any]]], message: PatientLoaded
+    ) -> None:
+        """Offer each unsaved draft kept for ``patient``: Restore, Later (Esc) or Discard.
 
-            self.app.push_screen(
-                ConfirmScreen(
-                    f"An unsaved draft for {clean(patient.name)} was kept from last time. "
-                    "Restore it?",
-                    yes="Restore",
-                    no="Discard",
-                ),
-                answer,
-            )
+        Later keeps it (copied to the ``KEPT_DRAFT_BLOB``, so new work autosaved meanwhile
+        cannot overwrite it) and it is offered again on the next open; only Discard deletes.
+        """
+        if not offers:
+            return
+        (kind, payload), rest = offers[0], offers[1:]
+        both = message.autosave == message.kept_autosave  # one draft in both blobs
+
+        async def answer(choice: str | None) -> None:
+            if self.patient is None or self.patient.id != patient.id:
+                return  # another patient was opened meanwhile: ask again next time
+            if choice == "restore":
+                await self._restore_autosave(payload)
+                if kind == KEPT_DRAFT_BLOB or both:  # now in the panes, autosaved as usual
+                    self._delete_blob(patient.id, KEPT_DRAFT_BLOB)
+                return  # another kept draft (if any) is offered next time
+            if choice == "discard":
+                self._delete_blob(patient.id, kind)
+                if both:
+                    self._delete_blob(patient.id, KEPT_DRAFT_BLOB)
+            elif kind == DRAFT_BLOB:  # later: keep a copy the autosave never overwrites
+                self._write_blob(patient.id, KEPT_DRAFT_BLOB, payload)
+            self._offer_autosaves(patient, rest, message)
+
+        when = "kept from last time" if kind == DRAFT_BLOB else "put off earlier"
+        self.app.push_screen(
+            RestoreDraftScreen(
+                f"An unsaved draft for {clean(patient.name)} was {when}"
+                f"{_autosave_preview(payload)}. Restore it?"
+            ),
+            answer,
+        )
+
+    def _write_blob(self, patient_id: str, kind: str, payload: dict[str, Any] | None) -> None:
+        def write(store: Any) -> None:
+            if payload is None:
+                store.delete_blob(patient_id, kind)
+            else:
+                data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                store.write_blob(patient_id, kind, data)
+
+        def run() -> None:
+            try:
+                self.app.store_call(write)
+            except PhyAssistError as exc:
+                self.app.call_from_thread(self.notify, f"Not kept: {exc}", severity="error")
+
+        self.run_worker(run, name="keep-draft", group="store-write", thread=True)
+
+    def _delete_blob(self, patient_id: str, kind: str) -> None:
+        self._write_blob(patient_id, kind, None)
 
     @on(PatientSaved)
     def _patient_saved(self, message: PatientSaved) -> None:
@@ -618,6 +831,7 @@ class WorkspaceScreen(Screen):
         if message.kind == "regenerate_all" and message.cancelled:
             self.notify("Regeneration stopped; the previous draft is kept.")
             return
+        self.draft_pane.remember("new draft" if message.kind == "analysis" else "regenerate all")
         await self.draft_pane.load(message.draft)
         self._schedule_autosave()
         review = self._key_display("workspace.show_draft")
@@ -648,6 +862,7 @@ class WorkspaceScreen(Screen):
                 if message.cancelled:
                     self.notify("Regeneration stopped; the item is unchanged.")
             else:
+                self.draft_pane.remember("regenerate item")
                 row.item.draft = new_text
                 row.item.text = new_text
             row.refresh_body()
@@ -892,10 +1107,19 @@ class WorkspaceScreen(Screen):
         if self.patient is None:
             return
         patient_id, history = self.patient.id, list(self.history)
+        # saves run in threads: a later one (question + reply) must never be overwritten by
+        # an earlier one (the question alone) that happened to run after it
+        self._chat_save_seq = seq = getattr(self, "_chat_save_seq", 0) + 1
 
         def save() -> None:
+            def write(store: Any) -> None:
+                if getattr(self, "_chat_saved_seq", 0) > seq:
+                    return
+                self.app.save_chat_history(patient_id, history, store)
+                self._chat_saved_seq = seq
+
             try:
-                self.app.store_call(partial(self.app.save_chat_history, patient_id, history))
+                self.app.store_call(write)
             except PhyAssistError as exc:
                 self.app.call_from_thread(self.notify, f"Chat not saved: {exc}", severity="error")
 
@@ -910,7 +1134,12 @@ class WorkspaceScreen(Screen):
             self.notify("Open a patient first.", severity="warning")
             return
         if self.generating is not None:
-            self.notify("A generation is running (Esc stops it).", severity="warning")
+            self.chat.give_back(message.text)  # kept in the box, nothing lost
+            self.notify(
+                "A generation is running; your message is kept in the box. "
+                "Press Enter again when it ends (Esc stops it).",
+                severity="warning",
+            )
             return
         history = list(self.history)
         text = message.text
@@ -923,6 +1152,7 @@ class WorkspaceScreen(Screen):
             )
             return
         self.history.append(ChatMessage(role="user", content=text))
+        self._save_chat()  # the question survives a reply cut off (reload, crash, lock)
         await self.chat.add_bubble("user", text)
         bubble: ChatBubble = await self.chat.add_bubble("assistant", "")
         bubble.set_text("")
@@ -930,3 +1160,23 @@ class WorkspaceScreen(Screen):
             "chat",
             lambda a, cancel: a.stream_chat(patient, history, text, cancel=cancel),
         )
+
+
+def _json_or_none(blob: bytes | None) -> dict[str, Any] | None:
+    """A decrypted autosave blob as a dict (``None`` if absent or unreadable)."""
+    if not blob:
+        return None
+    try:
+        value = json.loads(blob.decode("utf-8"))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _autosave_preview(payload: dict[str, Any]) -> str:
+    """A few words of the kept draft's question, so two kept drafts can be told apart."""
+    words = clean(str(payload.get("question") or "")).split()
+    if not words:
+        return ""
+    text = " ".join(words)
+    return f" (“{text[:40]}…”)" if len(text) > 40 else f" (“{text}”)"

@@ -78,7 +78,15 @@ def draft_markdown(draft: AnalysisDraft, level: int = 3) -> str:
 
 
 def note_markdown(note: Note) -> str:
-    parts = [f"## Note of {format_when(note.created)}", "", "### Counseling Question", ""]
+    parts = [f"## Note of {format_when(note.created)}", ""]
+    if note.amended is not None:
+        earlier = len(note.versions)
+        parts += [
+            f"*Amended {format_when(note.amended)}; {earlier} earlier "
+            f"version{'s' if earlier != 1 else ''} kept (F10 → History).*",
+            "",
+        ]
+    parts += ["### Counseling Question", ""]
     parts.append(md_block(note.question))
     if note.observed_state.strip():
         parts += ["", "**Observed state:**", "", md_block(note.observed_state)]
@@ -101,6 +109,13 @@ def patient_markdown(patient: Patient) -> str:
         parts += ["*No notes yet. Press F3 to write the counseling question.*"]
     for note in notes:
         parts += [note_markdown(note), ""]
+    for tomb in patient.deleted_notes:
+        why = f" ({md_escape(tomb.reason)})" if tomb.reason.strip() else ""
+        parts += [
+            f"*A note of {format_when(tomb.created)} was deleted "
+            f"{format_when(tomb.deleted)}{why}.*",
+            "",
+        ]
     return "\n".join(parts)
 
 
