@@ -102,6 +102,34 @@ class NoteVersion(_Model):
     reason: str = ""  # the counselor's reason for the amendment that replaced it, optional
 
 
+def items_from_lines(old: list[Item], text: str) -> list[Item]:
+    """The section's items after an amendment given one item per line.
+
+    Line *n* replaces the text of the *n*-th live item (its model original and comments stay,
+    so the change is still a preference pair); extra lines are the counselor's own items;
+    live items beyond the last line are marked deleted (model items) or dropped (own items).
+    Items deleted in the draft stay as they were.
+    """
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    result: list[Item] = []
+    used = 0
+    for item in old:
+        if item.deleted:
+            result.append(item.model_copy(deep=True))
+            continue
+        copy = item.model_copy(deep=True)
+        if used < len(lines):
+            copy.text = lines[used]
+            used += 1
+            result.append(copy)
+        elif not copy.added_by_counselor:
+            copy.deleted = True
+            result.append(copy)
+    result.extend(Item(text=line, draft=None) for line in lines[used:])
+    return result
+
+
 class Note(_Model):
     """One dated session note: the counseling question, the Analysis and the Advice.
 

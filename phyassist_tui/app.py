@@ -105,6 +105,7 @@ class PhyAssistApp(App):
         self._theme_loaded = False
         self._model_load_started = False
         self._model_timer: Timer | None = None
+        self._after_unlock: list[str] = []  # said once the vault is open again
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "lock":
@@ -209,6 +210,9 @@ class PhyAssistApp(App):
         self.refresh_bindings()
         self._last_activity = time.monotonic()
         self.switch_screen(WorkspaceScreen(patients))
+        for message in self._after_unlock:  # e.g. how a training ended while locked
+            self.notify(message, timeout=15)
+        self._after_unlock.clear()
         self.call_after_refresh(freeze_heap)
 
     def store_call(self, fn: Callable[[VaultStore], T]) -> T:
@@ -352,9 +356,37 @@ class PhyAssistApp(App):
                 self.last_typed_at = self._last_activity
         await super().on_event(event)
 
+    def training_screen(self) -> Any:
+        """The training screen if one is open (running or showing its outcome), else None."""
+        module = sys.modules.get("phyassist_tui.screens.train")
+        if module is None:
+            return None
+        return next((s for s in self.screen_stack if isinstance(s, module.TrainScreen)), None)
+
+    def _training_running(self) -> bool:
+        train = self.training_screen()
+        return train is not None and not train.finished
+
+    def _keep_training_outcome(self) -> None:
+        """Before a lock closes the training screen: remember what to say after unlock."""
+        train = self.training_screen()
+        if train is None:
+            return
+        name = clean(train.patient_name)
+        if not train.finished:
+            train.cancel.set()
+            self._after_unlock.append(
+                f"The training for {name} was stopped by the lock; "
+                "the previous adapter stays active."
+            )
+        else:
+            self._after_unlock.append(f"Training for {name}: {train.outcome}")
+
     def _check_idle(self) -> None:
         if self.store is None:
             return
+        if self._training_running():
+            return  # the idle lock waits for the training (locking would stop it)
         idle = time.monotonic() - self._last_activity
         if idle >= self.settings.idle_lock_minutes * 60:
             self.run_worker(
@@ -371,11 +403,25 @@ class PhyAssistApp(App):
         workspace = self._workspace()
         if workspace is not None:
             await workspace.prepare_lock()
+        self._keep_training_outcome()
         await asyncio.to_thread(self._close_store)
         while len(self.screen_stack) > 1:
             await self.pop_screen()
         self._patient_in_model = None
+        self.run_worker(self._forget_patient_model, name="forget-patient-model", thread=True)
         await self.push_screen(UnlockScreen(reason))
+
+    def _forget_patient_model(self) -> None:
+        """After a lock: no patient's adapter stays active, nor named in the status line."""
+        if not self.model_ready.is_set() or self.assistant is None:
+            return
+        with self._model_lock:
+            try:
+                label = self.assistant.use_patient(None)
+            except Exception:  # the label below still drops the patient's adapter
+                label = ""
+            self._patient_in_model = None
+        self.call_from_thread(setattr, self, "model_label", clean(str(label or "")))
 
     def _close_store(self) -> None:
         with self._store_lock:
@@ -384,7 +430,26 @@ class PhyAssistApp(App):
                 store.close()
 
     async def action_lock(self) -> None:
-        await self.lock(reason="Locked.")
+        train = self.training_screen()
+        if train is None or train.finished:
+            await self.lock(reason="Locked.")
+            return
+        from phyassist_tui.screens.confirm import ConfirmScreen
+
+        async def answer(yes: bool | None) -> None:
+            if yes:
+                await self.lock(reason="Locked.")
+
+        self.push_screen(
+            ConfirmScreen(
+                f"The adapter for {clean(train.patient_name)} is training. Locking now stops "
+                "it (the previous adapter stays active). Lock anyway? (The idle lock waits "
+                "for the training instead.)",
+                yes="Lock and stop",
+                no="Keep training",
+            ),
+            answer,
+        )
 
     def action_help(self) -> None:
         from phyassist_tui.screens.help import HelpScreen

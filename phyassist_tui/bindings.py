@@ -74,7 +74,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     # workspace
     ActionSpec(
         "workspace.new_patient",
-        "ctrl+n",
+        "ctrl+n,f6",
         "new_patient",
         "New patient",
         "Create a patient with the five basic-information fields",
@@ -156,7 +156,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec(
         "workspace.train",
-        "ctrl+t",
+        "ctrl+t,f7",
         "train",
         "Train",
         "Train this patient's adapter on their notes",
@@ -284,6 +284,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "train",
         palette=False,
     ),
+    ActionSpec(
+        "train.lock",
+        "ctrl+l",
+        "app.lock",
+        "Lock",
+        "Lock the vault (asks first: locking stops the training)",
+        "train",
+        palette=False,
+    ),
 )
 
 _BY_ID = {spec.id: spec for spec in ACTIONS}
@@ -298,11 +307,34 @@ def footer_rank(action: str) -> int:
 def web_keymap(user_keymap: Mapping[str, str]) -> dict[str, str]:
     """Keys for a browser: the browser-safe key first (it is the one hints show), the
     terminal key kept as well; what the counselor remapped in settings is left alone."""
-    return {
-        spec.id: f"{spec.web_key},{spec.key}"
-        for spec in ACTIONS
-        if spec.web_key and spec.id not in user_keymap
-    }
+    keymap = {}
+    for spec in ACTIONS:
+        if spec.web_key and spec.id not in user_keymap:
+            others = [k.strip() for k in spec.key.split(",") if k.strip() != spec.web_key]
+            keymap[spec.id] = ",".join([spec.web_key, *others])
+    return keymap
+
+
+def key_display(app: object, binding_id: str) -> str:
+    """The key of a binding as the counselor sees it: as remapped in settings (or for a
+    browser), the first of its keys, F-keys as printed on the keyboard (``F6``)."""
+    keymap = getattr(app, "_keymap", {}) or {}
+    key = keymap.get(binding_id, _BY_ID[binding_id].key).split(",")[0].strip()
+    return pretty_key(key)
+
+
+def pretty_key(key: str) -> str:
+    """``ctrl+n`` -> ``Ctrl+N``, ``f6`` -> ``F6``, ``escape`` -> ``Esc``."""
+    names = {"escape": "Esc", "enter": "Enter", "tab": "Tab", "ctrl": "Ctrl", "alt": "Alt"}
+    parts = []
+    for part in key.split("+"):
+        if part in names:
+            parts.append(names[part])
+        elif len(part) == 1 or (part[:1] == "f" and part[1:].isdigit()):
+            parts.append(part.upper())
+        else:
+            parts.append(part.capitalize())
+    return "+".join(parts)
 
 
 def bindings_for(scope: Scope) -> list[Binding]:

@@ -125,7 +125,8 @@ class WriterLock:
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise VaultBusy(
                     f"The vault at {self.path.parent} is open for writing in another "
-                    "PhyAssist process. Close it there first, or open this one read-only."
+                    "PhyAssist process. Close it there first; meanwhile `phyassist patients "
+                    "list/show` and `phyassist doctor` can read it without writing."
                 ) from None
             raise
         os.ftruncate(fd, 0)

@@ -6,6 +6,7 @@ import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -45,11 +46,21 @@ def run_tui(args: argparse.Namespace) -> int:
     return int(app.return_code or 0)
 
 
+SERVE_TEMPLATES = Path(__file__).resolve().parent.parent / "serve_templates"
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from textual_serve.server import Server
 
     command = [sys.executable, "-m", "phyassist_tui", "tui"]
     if args.model:
         command += ["--model", os.path.abspath(os.path.expanduser(args.model))]
-    Server(shlex.join(command), host="localhost", port=args.port, title="PhyAssist").serve()
+    Server(
+        shlex.join(command),
+        host="localhost",
+        port=args.port,
+        title="PhyAssist",
+        # textual-serve's page plus: the terminal takes the keys on load; no web font
+        templates_path=SERVE_TEMPLATES,
+    ).serve()
     return 0

@@ -15,7 +15,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from phyassist_tui.bindings import ACTIONS, ActionSpec, spec
+from phyassist_tui.bindings import ACTIONS, ActionSpec, pretty_key, spec
 
 SCOPE_TITLES = {
     "app": "Anywhere",
@@ -88,9 +88,8 @@ class HelpScreen(ModalScreen[None]):
 
     def key_of(self, binding_id: str) -> str:
         """The key as the counselor presses it (settings keymap, browser keys included)."""
-        key = self.app._keymap.get(binding_id, spec(binding_id).key).split(",")[0].strip()
-        display = self.app.get_key_display(Binding(key, ""))
-        return display.upper() if display[:1] == "f" and display[1:].isdigit() else display
+        keys = self.app._keymap.get(binding_id, spec(binding_id).key).split(",")
+        return " / ".join(pretty_key(k.strip()) for k in keys if k.strip())
 
     def _flow(self) -> Content:
         lines = []

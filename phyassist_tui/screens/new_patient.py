@@ -30,6 +30,7 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
         width: 96; max-width: 100%; height: 100%; max-height: 40;
         border: round $primary; background: $surface;
     }
+    NewPatientScreen #form-name { height: auto; padding: 0 1; }
     NewPatientScreen #form-scroll { height: 1fr; padding: 0 1; }
     NewPatientScreen Label { margin-top: 1; color: $text-primary; }
     NewPatientScreen TextArea { height: 4; }
@@ -59,7 +60,9 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
                 f"{'Edit basic information' if self.initial else 'New patient'}"
                 f" · Ctrl+S {verb} · Esc cancels"
             )
-            with VerticalScroll(id="form-scroll"):
+            # the name stays above the scrolling fields: focusing it scrolled the form down
+            # two rows before, hiding "Name (required)"
+            with Vertical(id="form-name"):
                 yield Label("Name (required)")
                 yield HandOffInput(
                     value=clean(name),
@@ -68,6 +71,7 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
                     id="name",
                     max_length=self.max_name,
                 )
+            with VerticalScroll(id="form-scroll"):
                 for field, (english, chinese) in BASIC_FIELDS.items():
                     yield Label(f"{english} / {chinese}")
                     yield TextArea(
@@ -77,13 +81,6 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
             with Horizontal(id="form-buttons"):
                 yield Button("Cancel", id="cancel")
                 yield Button("Save" if self.initial else "Create", id="create", variant="primary")
-
-    def on_mount(self) -> None:
-        # focusing the name field scrolled the form down two rows (its label out of sight)
-        self.call_after_refresh(self._to_top)
-
-    def _to_top(self) -> None:
-        self.query_one("#form-scroll", VerticalScroll).scroll_home(animate=False, immediate=True)
 
     def validate_form(self) -> tuple[str, BasicInfo] | str:
         """The form's values, or a message saying what to fix."""

@@ -16,38 +16,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Markdown, Static, TextArea
 
-from engine.records import AnalysisDraft, Item, Note
+from engine.records import AnalysisDraft, Item, Note, items_from_lines
 from phyassist_tui.widgets.text import clean, draft_markdown, format_when, md_block
 
 AmendResult = tuple[str, str, AnalysisDraft, str]  # question, observed, analysis, reason
-
-
-def lines_to_items(old: list[Item], text: str) -> list[Item]:
-    """The section's items after an amendment given one item per line.
-
-    Line *n* replaces the text of the *n*-th live item (its model original and comments stay,
-    so the change is still a preference pair); extra lines are the counselor's own items;
-    live items beyond the last line are marked deleted (model items) or dropped (own items).
-    Items deleted in the draft stay as they were.
-    """
-    lines = [" ".join(clean(line).split()) for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    result: list[Item] = []
-    used = 0
-    for item in old:
-        if item.deleted:
-            result.append(item.model_copy(deep=True))
-            continue
-        copy = item.model_copy(deep=True)
-        if used < len(lines):
-            copy.text = lines[used]
-            used += 1
-            result.append(copy)
-        elif not copy.added_by_counselor:
-            copy.deleted = True
-            result.append(copy)
-    result.extend(Item(text=line, draft=None) for line in lines[used:])
-    return result
 
 
 def item_lines(items: list[Item]) -> str:
@@ -111,11 +83,11 @@ class NoteEditScreen(ModalScreen[AmendResult | None]):
         analysis = self.note.analysis.model_copy(deep=True)
         symptom = " ".join(clean(self.query_one("#amend-symptom", Input).value).split())
         analysis.symptom_type.text = symptom
-        analysis.reasons = lines_to_items(
-            self.note.analysis.reasons, self.query_one("#amend-reasons", TextArea).text
+        analysis.reasons = items_from_lines(
+            self.note.analysis.reasons, clean(self.query_one("#amend-reasons", TextArea).text)
         )
-        analysis.advice = lines_to_items(
-            self.note.analysis.advice, self.query_one("#amend-advice", TextArea).text
+        analysis.advice = items_from_lines(
+            self.note.analysis.advice, clean(self.query_one("#amend-advice", TextArea).text)
         )
         observed = clean(self.query_one("#amend-observed", Input).value).strip()
         reason = " ".join(clean(self.query_one("#amend-reason", Input).value).split())

@@ -202,8 +202,12 @@ class DraftPane(Vertical):
         self.undo_stack: list[tuple[str, AnalysisDraft]] = []  # (what was done, draft before)
 
     def compose(self) -> ComposeResult:
+        from phyassist_tui.bindings import key_display
+
         yield Static(
-            "No draft yet. Write the counseling question (F3) and press Ctrl+G.",
+            "No draft yet. Write the counseling question "
+            f"({key_display(self.app, 'workspace.show_analysis')}) and press "
+            f"{key_display(self.app, 'workspace.generate')}.",
             id="draft-empty",
         )
         yield DraftList(id="draft-items")

@@ -137,3 +137,22 @@ def word_diff(original: str, final: str) -> Content:
         if op in ("insert", "replace"):
             pieces.append(("".join(b[j1:j2]), "underline $text-success"))
     return Content.assemble(*pieces)
+
+
+def ellipsize(text: str, cells: int) -> str:
+    """``text`` on one line of at most ``cells`` terminal cells (Chinese counts two), with
+    an ellipsis where it was cut."""
+    from rich.cells import cell_len
+
+    text = " ".join(text.split())
+    if cell_len(text) <= cells:
+        return text
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        width = cell_len(ch)
+        if used + width > cells - 1:
+            break
+        out.append(ch)
+        used += width
+    return "".join(out) + "…"

@@ -260,7 +260,7 @@ async def test_incremental_search_filters_list(make_app, vault):
             lambda: listing.names == ["Sun"],
             what="search result",
         )
-        await pilot.press("enter", "enter")
+        await pilot.press("enter")  # one Enter opens the match
         await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Sun")
 
 

@@ -401,3 +401,186 @@ async def test_a_saved_note_is_amended_with_history_and_deleted(make_app, vault,
         assert "note_amended" in actions and "note_deleted" in actions
     finally:
         store.close()
+
+
+# -- 4: the idle lock waits for a training; its outcome is said after unlock -------------
+def _slow_runner(seen: dict, steps: int = 60, pause: float = 0.05):
+    def runner(*, patient, store, settings, cancel):
+        for step in range(1, steps + 1):
+            if cancel.is_set():
+                seen["cancelled_at"] = step
+                return
+            yield {"phase": "training", "step": step, "total_steps": steps, "loss": 1.0}
+            cancel.wait(pause)
+        seen["finished"] = True
+
+    return runner
+
+
+async def test_idle_lock_waits_for_a_training_and_says_how_it_ended(make_app, vault, settings):
+    from tui_fakes import unlock
+
+    from phyassist_tui.screens.train import TrainScreen
+    from phyassist_tui.screens.unlock import UnlockScreen
+
+    settings.idle_lock_minutes = 0.02  # 1.2 s idle; the training takes ~4 s
+    seen: dict = {}
+    app = make_app(settings=settings, training_runner=_slow_runner(seen, steps=80))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_patient(pilot, "Sun")
+        await pilot.press("ctrl+t")
+        train = await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen)
+        await pilot.pause(2.5)  # idle for twice the limit, training still running
+        assert app.store is not None and not train.finished
+        await wait_for(pilot, lambda: train.finished, timeout=10, what="training done")
+        assert seen.get("finished") and "cancelled_at" not in seen
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, UnlockScreen), timeout=8, what="idle lock after"
+        )
+        await unlock(pilot)
+        await wait_for(
+            pilot,
+            lambda: any("Training for Sun" in n.message for n in app._notifications),
+            what="outcome said after unlock",
+        )
+
+
+async def test_explicit_lock_during_training_asks_and_says_it_stopped(make_app, vault):
+    from tui_fakes import unlock
+
+    from phyassist_tui.screens.train import TrainScreen
+    from phyassist_tui.screens.unlock import UnlockScreen
+
+    seen: dict = {}
+    app = make_app(training_runner=_slow_runner(seen, steps=400))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await open_patient(pilot, "Sun")
+        await pilot.press("ctrl+t")
+        train = await wait_for(pilot, lambda: isinstance(app.screen, TrainScreen) and app.screen)
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="asks")
+        await pilot.press("n")  # keep training
+        await pilot.pause(0.2)
+        assert app.store is not None and not train.cancel.is_set()
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="asks again")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, UnlockScreen), what="locked")
+        await wait_for(pilot, lambda: "cancelled_at" in seen, what="trainer stopped")
+        await unlock(pilot)
+        await wait_for(
+            pilot,
+            lambda: any("stopped by the lock" in n.message for n in app._notifications),
+            what="said after unlock",
+        )
+
+
+# -- 10: smaller items ----------------------------------------------------------------------
+async def test_search_opens_the_match_with_one_enter_even_typed_fast(make_app, vault):
+    from tui_fakes import open_workspace
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace(pilot)
+        await pilot.press("ctrl+f")
+        await type_text(pilot, "Li")
+        await pilot.press("enter")  # before the search's pause has even passed
+        await wait_for(
+            pilot, lambda: screen.patient is not None and screen.patient.name == "Li", what="Li"
+        )
+
+
+async def test_a_long_name_is_one_line_with_an_ellipsis(make_app, settings):
+    from tui_fakes import PASSPHRASE, open_workspace
+
+    from engine.vault.store import Store
+
+    store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+    store.create_patient("Maximiliane " * 10)
+    store.close()
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_workspace(pilot)
+        lines = [line for line in screen_text(app).splitlines() if "Maximiliane" in line]
+        assert len(lines) == 1 and "…" in lines[0]
+
+
+async def test_after_unlock_no_adapter_of_the_last_patient_is_shown(make_app, vault):
+    from tui_fakes import open_workspace
+
+    fake = FakeAssistant()
+    fake.adapter_for = "Sun"
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await wait_for(pilot, lambda: "adapter v1" in str(screen.status.render()), what="label")
+        await pilot.press("ctrl+l")
+        screen = await open_workspace(pilot)
+        await pilot.pause(0.3)
+        assert screen.patient is None
+        assert "adapter v1" not in str(screen.status.render())
+        assert "Sun" not in str(screen.status.render())
+
+
+async def test_name_tab_details_typed_in_one_burst_land_in_their_fields(make_app, vault):
+    from tui_fakes import open_workspace, send_burst
+
+    from phyassist_tui.screens.new_patient import NewPatientScreen
+
+    app = make_app()
+    async with app.run_test(size=(100, 36)) as pilot:
+        await open_workspace(pilot)
+        await pilot.press("ctrl+n")
+        form = await wait_for(
+            pilot, lambda: isinstance(app.screen, NewPatientScreen) and app.screen
+        )
+        await wait_for(pilot, lambda: app.focused is form.query_one("#name"))
+        send_burst(app, [*((c, c) for c in "Wang"), ("tab", None), *((c, c) for c in "28")])
+        await wait_for(pilot, lambda: form.query_one("#field-demographics", TextArea).text == "28")
+        assert form.query_one("#name", Input).value == "Wang"
+
+
+@pytest.mark.parametrize("size", [(142, 36), (142, 39), (80, 24)])
+async def test_new_patient_form_opens_at_the_top(make_app, vault, size):
+    from tui_fakes import open_workspace
+
+    from phyassist_tui.screens.new_patient import NewPatientScreen
+
+    app = make_app()
+    async with app.run_test(size=size) as pilot:
+        await open_workspace(pilot)
+        await pilot.press("ctrl+n")
+        form = await wait_for(
+            pilot, lambda: isinstance(app.screen, NewPatientScreen) and app.screen
+        )
+        await pilot.pause(0.3)
+        assert form.query_one("#form-scroll").scroll_y == 0
+        assert "Name (required)" in screen_text(app)
+
+
+# -- 11: keys that a browser keeps for itself have F-keys, and the hints say so ------------
+async def test_new_patient_and_train_have_f_keys_and_browser_hints(make_app, vault, monkeypatch):
+    from tui_fakes import open_workspace
+
+    from phyassist_tui.app import PhyAssistApp
+    from phyassist_tui.bindings import web_keymap
+    from phyassist_tui.screens.new_patient import NewPatientScreen
+
+    assert web_keymap({}) == {"workspace.new_patient": "f6,ctrl+n", "workspace.train": "f7,ctrl+t"}
+    assert web_keymap({"workspace.train": "f12"}) == {"workspace.new_patient": "f6,ctrl+n"}
+    monkeypatch.setattr(PhyAssistApp, "is_web", property(lambda self: True))
+    app = make_app()
+    async with app.run_test(size=(120, 30)) as pilot:
+        await open_workspace(pilot)
+        text = screen_text(app)
+        assert "F6 to add one" in text and "Ctrl+N" not in text
+        assert "f6 New patient" in text.splitlines()[-1]
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewPatientScreen), what="form")
+
+
+def test_serve_page_focuses_the_terminal_and_loads_nothing_from_the_internet():
+    from phyassist_tui.commands.tui import SERVE_TEMPLATES
+
+    page = (SERVE_TEMPLATES / "app_index.html").read_text(encoding="utf-8")
+    assert "focusTerminal" in page and "https://" not in page
