@@ -387,6 +387,9 @@ class PhyAssistApp(App):
             return
         if self._training_running():
             return  # the idle lock waits for the training (locking would stop it)
+        workspace = self._workspace()
+        if workspace is not None and workspace.generating is not None:
+            return  # nor does it cut a draft the counselor is waiting for (it ends by itself)
         idle = time.monotonic() - self._last_activity
         if idle >= self.settings.idle_lock_minutes * 60:
             self.run_worker(

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
 from engine.records import BASIC_FIELDS, BasicInfo
-from phyassist_tui.focus import HandOffInput
+from phyassist_tui.focus import HandOffInput, hand_off_text_area_class
 from phyassist_tui.widgets.text import clean
 
 
@@ -74,7 +74,7 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
             with VerticalScroll(id="form-scroll"):
                 for field, (english, chinese) in BASIC_FIELDS.items():
                     yield Label(f"{english} / {chinese}")
-                    yield TextArea(
+                    yield hand_off_text_area_class()(
                         clean(getattr(basic, field)), id=f"field-{field}", soft_wrap=True
                     )
             yield Static("", id="form-error", markup=False)

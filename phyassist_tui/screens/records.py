@@ -17,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Markdown, Static, TextArea
 
 from engine.records import AnalysisDraft, Item, Note, items_from_lines
+from phyassist_tui.focus import HandOffInput, hand_off_text_area_class
 from phyassist_tui.widgets.text import clean, draft_markdown, format_when, md_block
 
 AmendResult = tuple[str, str, AnalysisDraft, str]  # question, observed, analysis, reason
@@ -33,7 +34,7 @@ class NoteEditScreen(ModalScreen[AmendResult | None]):
         Binding("ctrl+s", "save", "Save amendment", id="amend.save"),
         Binding("escape", "cancel", "Cancel", id="amend.cancel"),
     ]
-    AUTO_FOCUS = "#amend-question"
+    AUTO_FOCUS = None  # focused in on_mount without scrolling the first label away
     DEFAULT_CSS = """
     NoteEditScreen { align: center middle; }
     NoteEditScreen > #amend-form {
@@ -54,21 +55,30 @@ class NoteEditScreen(ModalScreen[AmendResult | None]):
 
     def compose(self) -> ComposeResult:
         a = self.note.analysis
+        area = hand_off_text_area_class()  # Tab in a fast burst moves on in order
         with Vertical(id="amend-form") as form:
             form.border_title = (
                 f"Amend the note of {format_when(self.note.created)} · Ctrl+S saves · Esc cancels"
             )
             with VerticalScroll(id="amend-scroll"):
                 yield Label("Counseling question")
-                yield TextArea(clean(self.note.question), id="amend-question", soft_wrap=True)
+                yield area(clean(self.note.question), id="amend-question", soft_wrap=True)
                 yield Label("Observed state")
-                yield Input(clean(self.note.observed_state), id="amend-observed")
+                yield HandOffInput(
+                    value=clean(self.note.observed_state),
+                    id="amend-observed",
+                    hand_off_to="#amend-symptom",
+                )
                 yield Label("Symptom type")
-                yield Input(clean(a.symptom_type.text), id="amend-symptom")
+                yield HandOffInput(
+                    value=clean(a.symptom_type.text),
+                    id="amend-symptom",
+                    hand_off_to="#amend-reasons",
+                )
                 yield Label("Reasons (one per line)")
-                yield TextArea(item_lines(a.reasons), id="amend-reasons", soft_wrap=True)
+                yield area(item_lines(a.reasons), id="amend-reasons", soft_wrap=True)
                 yield Label("Advice (one per line)")
-                yield TextArea(item_lines(a.advice), id="amend-advice", soft_wrap=True)
+                yield area(item_lines(a.advice), id="amend-advice", soft_wrap=True)
                 yield Label("Why (optional; kept with the earlier version)")
                 yield Input(placeholder="e.g. wrong dosage noted", id="amend-reason")
             yield Static("The earlier version is kept (F10 → History).", id="amend-error")
@@ -92,6 +102,9 @@ class NoteEditScreen(ModalScreen[AmendResult | None]):
         observed = clean(self.query_one("#amend-observed", Input).value).strip()
         reason = " ".join(clean(self.query_one("#amend-reason", Input).value).split())
         return question, observed, analysis, reason
+
+    def on_mount(self) -> None:
+        self.query_one("#amend-question").focus(scroll_visible=False)
 
     @on(Button.Pressed, "#save")
     def action_save(self) -> None:

@@ -178,6 +178,7 @@ class ItemRow(ListItem):
         editor = ItemEditor(mode, self.item.text if mode == "edit" else "")
         await self.mount(editor)
         self.screen.set_focus(editor)
+        editor.action_end()  # the view shows the end of a long text, where the cursor is
         return editor
 
 

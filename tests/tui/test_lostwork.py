@@ -535,9 +535,22 @@ async def test_name_tab_details_typed_in_one_burst_land_in_their_fields(make_app
             pilot, lambda: isinstance(app.screen, NewPatientScreen) and app.screen
         )
         await wait_for(pilot, lambda: app.focused is form.query_one("#name"))
-        send_burst(app, [*((c, c) for c in "Wang"), ("tab", None), *((c, c) for c in "28")])
-        await wait_for(pilot, lambda: form.query_one("#field-demographics", TextArea).text == "28")
+        send_burst(
+            app,
+            [
+                *((c, c) for c in "Wang"),
+                ("tab", None),
+                *((c, c) for c in "28"),
+                ("tab", None),
+                *((c, c) for c in "eldest"),
+            ],
+        )
+        await wait_for(pilot, lambda: form.query_one("#field-developmental_history", TextArea).text)
+        await pilot.pause(0.2)
+        await pilot.pause(0.2)
         assert form.query_one("#name", Input).value == "Wang"
+        assert form.query_one("#field-demographics", TextArea).text == "28"
+        assert form.query_one("#field-developmental_history", TextArea).text == "eldest"
 
 
 @pytest.mark.parametrize("size", [(142, 36), (142, 39), (80, 24)])
@@ -584,3 +597,59 @@ def test_serve_page_focuses_the_terminal_and_loads_nothing_from_the_internet():
 
     page = (SERVE_TEMPLATES / "app_index.html").read_text(encoding="utf-8")
     assert "focusTerminal" in page and "https://" not in page
+
+
+async def test_idle_lock_waits_for_a_running_draft(make_app, vault, settings):
+    from phyassist_tui.screens.unlock import UnlockScreen
+
+    settings.idle_lock_minutes = 0.02  # 1.2 s
+    fake = FakeAssistant(pause_after=3)
+    app = make_app(settings=settings, assistant=fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await generate(pilot, screen, "Question")
+        await wait_for(pilot, lambda: fake.paused.is_set(), what="draft under way")
+        await pilot.pause(2.5)
+        assert app.store is not None and screen.generating == "analysis"
+        fake.resume.set()
+        await wait_for(pilot, lambda: screen.draft_pane.draft is not None, what="draft")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, UnlockScreen), timeout=8, what="lock after"
+        )
+
+
+async def test_amend_form_keeps_a_fast_burst_in_order(make_app, vault):
+    from tui_fakes import send_burst
+
+    from phyassist_tui.screens.choose import ChooseScreen
+    from phyassist_tui.screens.records import NoteEditScreen
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await open_patient(pilot, "Sun")
+        await pilot.press("f10")
+        await wait_for(pilot, lambda: isinstance(app.screen, ChooseScreen), what="notes")
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, ChooseScreen) and "note" in app.screen.title_text
+        )
+        await pilot.press("enter")
+        form = await wait_for(pilot, lambda: isinstance(app.screen, NoteEditScreen) and app.screen)
+        assert form.query_one("#amend-scroll").scroll_y == 0  # the first label in view
+        form.query_one("#amend-symptom").focus()
+        await pilot.pause()
+        send_burst(
+            app,
+            [
+                *((c, c) for c in "X"),
+                ("tab", None),
+                *((c, c) for c in "Y "),
+                ("tab", None),
+                *((c, c) for c in "Z "),
+            ],
+        )
+        await wait_for(pilot, lambda: "Z" in form.query_one("#amend-advice", TextArea).text)
+        await pilot.pause(0.2)
+        assert "X" in form.query_one("#amend-symptom", Input).value
+        assert form.query_one("#amend-reasons", TextArea).text.startswith("Y Family")
+        assert form.query_one("#amend-advice", TextArea).text.startswith("Z Sleep")
