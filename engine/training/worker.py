@@ -483,7 +483,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    __import__(
-        "engine.trust.hardening"
-    ).hardening.harden_process()  # trust: no core dumps, umask 077
+    # __import__ returns the top package: the module is engine.trust.hardening (since the
+    # layer packages; .hardening alone raised AttributeError and every training failed)
+    __import__("engine.trust.hardening").trust.hardening.harden_process()  # trust: no core dumps
     raise SystemExit(main())

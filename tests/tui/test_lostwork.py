@@ -267,7 +267,9 @@ async def test_footer_keeps_generate_save_lock_and_help_in_view(make_app, vault,
     app = make_app()
     async with app.run_test(size=(width, 30)) as pilot:
         screen = await open_patient(pilot, "Sun")
-        footer = screen_text(app).splitlines()[-1]
+        footer = await wait_for(
+            pilot, lambda: "^g Generate" in screen_text(app) and screen_text(app).splitlines()[-1]
+        )
         for key in ("^g Generate", "^l Lock", "f1 Help"):
             assert key in footer, footer
         await generate(pilot, screen, "Question")
