@@ -147,7 +147,7 @@ def test_draft_with_edits(snap_compare, make_app, vault, size):
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Since the exam I cannot focus.")
         await draft_ready(pilot, screen)
-        await pilot.press("down", "e")
+        await pilot.press("down", "down", "e")  # past the Reasons header
         app.focused.value = "Very high expectations from the parents"
         await pilot.press("enter", "down", "c")
         await type_text(pilot, "mention the village")
