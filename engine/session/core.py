@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRAFT_BLOB",
+    "KEPT_DRAFT_BLOB",
     "ModelState",
     "OpenedPatient",
     "RiskCheck",
@@ -63,6 +64,7 @@ __all__ = [
 
 T = TypeVar("T")
 DRAFT_BLOB = "draft"  # encrypted autosave of the unsaved draft, one per patient
+KEPT_DRAFT_BLOB = "draft-kept"  # an autosave the counselor put off ("Later"), until decided
 
 
 class VaultLocked(PhyAssistError):
@@ -74,10 +76,14 @@ class VaultLocked(PhyAssistError):
 
 @dataclass(frozen=True)
 class OpenedPatient:
-    """A patient as opened: the record and any unsaved draft kept from last time."""
+    """A patient as opened: the record and any unsaved draft kept from last time.
+
+    ``kept_autosave`` is a draft the counselor put off earlier ("Later" on the restore
+    prompt): it is kept apart so that new autosaves cannot overwrite it."""
 
     patient: Patient
     autosave: dict[str, Any] | None = None
+    kept_autosave: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,6 +189,19 @@ class Session:
             label = self._vault(lambda store: assistant.use_patient(patient, store))
             self._patient_in_model = patient.id
             return str(label or "")
+
+    def forget_patient(self) -> str | None:
+        """After a lock: no patient's adapter stays active in the model (the domain adapter
+        or the base is used). Returns the model's new label, ``None`` if it is not ready."""
+        assistant = self._loader.ready_backend
+        with self._model_lock:
+            self._patient_in_model = None
+            if assistant is None:
+                return None
+            try:
+                return str(assistant.use_patient(None) or "")
+            except Exception:  # the caller still drops the patient's adapter from the label
+                return ""
 
     def prefill_record(self, patient: Patient, cancel: threading.Event) -> int:
         """Read the patient's record into the model's prompt cache while the counselor types
@@ -313,8 +332,9 @@ class Session:
         def read(store: VaultStore) -> OpenedPatient:
             patient = store.load_patient(patient_id)
             blob = store.read_blob(patient_id, DRAFT_BLOB)
+            kept = store.read_blob(patient_id, KEPT_DRAFT_BLOB)
             self._audit(store, "patient_opened", patient_id, detail)
-            return OpenedPatient(patient, _decode_autosave(blob))
+            return OpenedPatient(patient, _decode_autosave(blob), _decode_autosave(kept))
 
         return self._vault(read)
 
@@ -324,6 +344,57 @@ class Session:
             self._audit(store, "patient_updated", patient.id)
 
         self._vault(save)
+
+    # -- corrections of the saved record (each audited) ---------------------------------------
+    def update_patient_info(
+        self, patient_id: str, *, name: str | None = None, basic: BasicInfo | None = None
+    ) -> Patient:
+        """Correct the name and/or the basic information (audited as patient_updated)."""
+
+        def save(store: VaultStore) -> Patient:
+            updated = store.update_patient_info(patient_id, name=name, basic=basic)
+            self._audit(store, "patient_updated", patient_id)
+            return updated
+
+        return self._vault(save)
+
+    def amend_note(
+        self,
+        patient_id: str,
+        note_id: str,
+        *,
+        question: str | None = None,
+        observed_state: str | None = None,
+        analysis: AnalysisDraft | None = None,
+        reason: str = "",
+    ) -> Patient:
+        """Replace a note's content; the store keeps the content it had as an earlier,
+        encrypted version with ``reason``. Audited as note_amended (detail: the note id)."""
+
+        def amend(store: VaultStore) -> Patient:
+            updated = store.amend_note(
+                patient_id,
+                note_id,
+                question=question,
+                observed_state=observed_state,
+                analysis=analysis,
+                reason=reason,
+            )
+            self._audit(store, "note_amended", patient_id, note_id)
+            return updated
+
+        return self._vault(amend)
+
+    def delete_note(self, patient_id: str, note_id: str, reason: str = "") -> Patient:
+        """Delete a note: its text and versions go, a dated tombstone with ``reason`` stays
+        until the patient is deleted. Audited as note_deleted (detail: the note id)."""
+
+        def delete(store: VaultStore) -> Patient:
+            updated = store.delete_note(patient_id, note_id, reason)
+            self._audit(store, "note_deleted", patient_id, note_id)
+            return updated
+
+        return self._vault(delete)
 
     def delete_patient(self, patient_id: str) -> None:
         def delete(store: VaultStore) -> None:
@@ -353,6 +424,19 @@ class Session:
             else:
                 data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
                 store.write_blob(patient_id, DRAFT_BLOB, data)
+
+        self._vault(write)
+
+    def write_kept_autosave(self, patient_id: str, payload: dict[str, Any] | None) -> None:
+        """Keep a draft the counselor put off ("Later") apart from the autosave, which new
+        work overwrites; ``None`` removes it (restored or discarded)."""
+
+        def write(store: VaultStore) -> None:
+            if payload is None:
+                store.delete_blob(patient_id, KEPT_DRAFT_BLOB)
+            else:
+                data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                store.write_blob(patient_id, KEPT_DRAFT_BLOB, data)
 
         self._vault(write)
 

@@ -27,8 +27,8 @@ def test_serve_runs_the_tui_command_on_localhost(monkeypatch):
     seen = {}
 
     class FakeServer:
-        def __init__(self, command, host, port, title):
-            seen.update(command=command, host=host, port=port)
+        def __init__(self, command, host, port, title, templates_path):
+            seen.update(command=command, host=host, port=port, templates=templates_path)
 
         def serve(self):
             seen["served"] = True
@@ -40,6 +40,8 @@ def test_serve_runs_the_tui_command_on_localhost(monkeypatch):
     assert args.handler(args) == 0
     assert seen["host"] == "localhost" and seen["port"] == 8124 and seen["served"]
     assert seen["command"].endswith("-m phyassist_tui tui")
+    # our page: the terminal takes the keys on load (no click first)
+    assert "focusTerminal" in (seen["templates"] / "app_index.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(("argv", "model"), [([], None), (["--model", "/m"], "/m")])
