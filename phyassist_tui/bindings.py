@@ -278,8 +278,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "workspace.notes_menu",
         "f10",
         "note_actions",
-        "Amend / delete note",
-        "Amend a saved note (earlier versions kept), see its history, or delete it",
+        "Correct the record",
+        "Amend a saved note (earlier versions kept), see its history, delete it, or edit the "
+        "basic information",
         "workspace",
         show=False,
     ),
