@@ -23,23 +23,31 @@ def test_model_path_reaches_settings(tmp_path):
     assert settings.model.spec == str(tmp_path / "weights.gguf")
 
 
-def test_serve_runs_the_tui_command_on_localhost(monkeypatch):
+def test_serve_runs_the_tui_command_on_localhost(monkeypatch, tmp_path, capsys):
     seen = {}
+    monkeypatch.setenv("PHYASSIST_HOME", str(tmp_path))
 
-    class FakeServer:
-        def __init__(self, command, host, port, title, templates_path):
-            seen.update(command=command, host=host, port=port, templates=templates_path)
+    from phyassist_tui import serve as serve_module
 
-        def serve(self):
-            seen["served"] = True
+    def fake_serve(self):
+        token_file = tmp_path / "data" / serve_module.TOKEN_FILE
+        seen.update(
+            command=self.command,
+            host=self.host,
+            port=self.port,
+            served=True,
+            token_on_disk=token_file.read_text().strip() == self.token,
+            templates=self.templates_path,
+        )
 
-    import textual_serve.server
-
-    monkeypatch.setattr(textual_serve.server, "Server", FakeServer)
+    monkeypatch.setattr(serve_module.GuardedServer, "serve", fake_serve)
     args = build_parser().parse_args(["serve", "--port", "8124"])
     assert args.handler(args) == 0
     assert seen["host"] == "localhost" and seen["port"] == 8124 and seen["served"]
     assert seen["command"].endswith("-m phyassist_tui tui")
+    assert seen["token_on_disk"]
+    assert "?token=" in capsys.readouterr().out  # printed once for the counselor
+    assert not (tmp_path / "data" / serve_module.TOKEN_FILE).exists()  # removed on exit
     # our page: the terminal takes the keys on load (no click first)
     assert "focusTerminal" in (seen["templates"] / "app_index.html").read_text(encoding="utf-8")
 
