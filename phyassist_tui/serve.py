@@ -133,9 +133,9 @@ def serve(
     command: str, *, port: int, data_dir: Path, max_sessions: int = DEFAULT_MAX_SESSIONS
 ) -> int:
     """Run until Ctrl+C; returns the exit status (2: the port is taken)."""
-    import os
-
-    os.environ["PHYASSIST_MODEL_LOAD_BEFORE_UNLOCK"] = "0"
+    # each session's TUI loads the model only once its vault is unlocked (set for the
+    # sessions' shell command only, not in this process's environment)
+    command = f"PHYASSIST_MODEL_LOAD_BEFORE_UNLOCK=0 {command}"
     server = GuardedServer(command, port=port, max_sessions=max_sessions)
     token_path = write_token(data_dir, server.token)
     print(

@@ -123,6 +123,7 @@ class Session:
         self._model_lock = threading.Lock()
         self._patient_in_model: str | None = None
         self._failed_unlocks = 0
+        self._pending_audit: threading.Thread | None = None  # unlock's entries, being written
 
     @classmethod
     def over(
@@ -230,7 +231,8 @@ class Session:
         return self._store is not None
 
     def _vault(self, fn: Callable[[VaultStore], T]) -> T:
-        """Run ``fn(store)``, one vault call at a time."""
+        """Run ``fn(store)``, one vault call at a time (after unlock's audit entries)."""
+        self._join_pending_audit()
         with self._store_lock:
             if self._store is None:
                 raise VaultLocked()
@@ -251,6 +253,28 @@ class Session:
 
         record(store, action, patient_id, self.origin if detail is None else detail)  # type: ignore[arg-type]
 
+    def _audit_soon(self, entries: list[tuple[str, str | None, str | None]]) -> None:
+        """Write ``entries`` in a thread: the counselor waits for the patient list after an
+        unlock, not for the audit log (an append is ~50 ms, more on a busy disk). Every
+        later vault call waits for them first, so the log keeps the order of events."""
+
+        def write() -> None:
+            with contextlib.suppress(VaultLocked), self._store_lock:
+                if self._store is None:
+                    raise VaultLocked()
+                for action, patient_id, detail in entries:
+                    self._audit(self._store, action, patient_id, detail)
+
+        thread = threading.Thread(target=write, name="audit-unlock", daemon=True)
+        self._pending_audit = thread
+        thread.start()
+
+    def _join_pending_audit(self) -> None:
+        thread = self._pending_audit
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+            self._pending_audit = None
+
     def vault_exists(self) -> bool:
         return bool(self.opener.exists(self.settings.vault_dir))
 
@@ -259,8 +283,9 @@ class Session:
         store = self.opener.create(self.settings.vault_dir, passphrase, settings=self.settings)
         with self._store_lock:
             self._store = store
-            self._audit(store, "vault_created")
-        return self._list_after_open()
+        patients = self._list_after_open()
+        self._audit_soon([("vault_created", None, None)])
+        return patients
 
     def unlock(self, passphrase: str) -> list[PatientSummary] | None:
         """Open the vault (raises ``WrongPassphrase`` etc.); returns the patient list if it
@@ -276,10 +301,13 @@ class Session:
         with self._store_lock:
             self._store = store
             failed, self._failed_unlocks = self._failed_unlocks, 0
-            if failed:
-                self._audit(store, "unlock_failed", None, f"{failed} failed attempt(s)")
-            self._audit(store, "unlock")
-        return self._list_after_open()
+        patients = self._list_after_open()
+        entries: list[tuple[str, str | None, str | None]] = []
+        if failed:
+            entries.append(("unlock_failed", None, f"{failed} failed attempt(s)"))
+        entries.append(("unlock", None, None))
+        self._audit_soon(entries)
+        return patients
 
     def _list_after_open(self) -> list[PatientSummary] | None:
         try:
@@ -289,6 +317,7 @@ class Session:
 
     def lock(self) -> None:
         """Close the vault (audited first); the model forgets whose adapter it holds."""
+        self._join_pending_audit()
         with self._store_lock:
             store, self._store = self._store, None
             if store is not None:
@@ -300,6 +329,7 @@ class Session:
     def close(self) -> None:
         """Close the vault at the end of a command-line action (no ``lock`` entry: nothing
         was unlocked for a session)."""
+        self._join_pending_audit()
         with self._store_lock:
             store, self._store = self._store, None
             if store is not None:

@@ -458,29 +458,32 @@ class Store:
 
     def _check_folders(self, state: str) -> None:
         """Every patient the manifest knows still has its files; no unknown patient appeared."""
-        manifest = self._manifest
-        if manifest is None:
+        if self._manifest is None:
             return
         complete, leftovers = self._scan()
         self._startup_leftovers = leftovers
-        for pid in manifest.patients:
-            if pid not in complete and pid not in manifest.deleting:
-                summary = self._index.summary(pid)
-                self._damaged[pid] = "its folder or record was removed"
-                self._problem(
-                    f"patient {pid} is gone: its folder or record was removed"
-                    + (" (the index was older too)" if summary is None else "")
-                )
+        missing, unknown = self._folder_mismatches(complete, state)
+        if (missing or unknown) and not self.writer:
+            # a writer in another process may have created or deleted since we read
+            self._reload_manifest()
+            complete, _leftovers = self._scan()
+            missing, unknown = self._folder_mismatches(complete, state)
+        manifest = self._manifest
+        for pid in missing:
+            summary = self._index.summary(pid)
+            self._damaged[pid] = "its folder or record was removed"
+            self._problem(
+                f"patient {pid} is gone: its folder or record was removed"
+                + (" (the index was older too)" if summary is None else "")
+            )
+        for pid in unknown:
+            self._damaged[pid] = "not in the vault manifest"
+            self._problem(
+                f"patient folder {pid} is not in the vault manifest "
+                "(restored from an older copy or another vault?)"
+            )
         for pid, stamp in complete.items():
-            if pid in manifest.deleting:
-                continue
-            if pid not in manifest.patients:
-                if state == "clean":
-                    self._damaged[pid] = "not in the vault manifest"
-                    self._problem(
-                        f"patient folder {pid} is not in the vault manifest "
-                        "(restored from an older copy or another vault?)"
-                    )
+            if pid in manifest.deleting or pid not in manifest.patients:
                 continue
             if self._index.stamp(pid) != stamp and pid not in self._damaged:
                 try:
@@ -489,6 +492,23 @@ class Store:
                     self._damaged[pid] = str(exc)
                 except PhyAssistError as exc:
                     self._damaged[pid] = str(exc)
+
+    def _folder_mismatches(
+        self, complete: dict[str, Stamp], state: str
+    ) -> tuple[list[str], list[str]]:
+        """Patients the manifest knows whose files are gone; folders it does not know."""
+        manifest = self._manifest
+        assert manifest is not None
+        strict = state == "clean" and self._manifest_strict
+        missing = [
+            pid for pid in manifest.patients if pid not in complete and pid not in manifest.deleting
+        ]
+        unknown = [
+            pid
+            for pid in complete
+            if strict and pid not in manifest.patients and pid not in manifest.deleting
+        ]
+        return missing, unknown
 
     def _verify_file(self, path: Path, problem_of) -> None:
         """Raise RolledBack when ``problem_of(manifest, strict)`` finds one."""

@@ -5,8 +5,9 @@ model wait, adapter, stream, parse); this module only moves its text to the scre
 
     action -> ``_begin(run)`` -> one ``@work`` thread per run kind (``_analysis_worker``,
     ``_item_worker``, ``_chat_worker``) -> ``GenerationStarted`` / ``GenerationChunk``* ->
-    the kind's target pane (``_TARGETS``) -> one ``GenerationFinished(outcome)`` -> the
-    kind's on-done handler (``_DONE``), which gets the typed, already-parsed outcome.
+    the kind's target pane (``_TARGETS``, at the end of the module) -> one
+    ``GenerationFinished(outcome)`` -> the kind's on-done handler (``_DONE``), which gets
+    the typed, already-parsed outcome.
 
 Streamed text is buffered (``StreamBuffer``, ``StreamView.feed``) so that the screen is
 laid out a few times a second, not once per token. ``GenerationHandling`` is a base of
@@ -17,6 +18,8 @@ laid out a few times a second, not once per token. ``GenerationHandling`` is a b
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from textual import on, work
@@ -43,20 +46,6 @@ ACTIVITY: dict[GenerationKind, str] = {
     "regenerate_item": "regenerating item…",
     "regenerate_all": "regenerating draft…",
     "chat": "replying…",
-}
-# where each kind's text streams: the Analysis pane's StreamView, the item's row, the bubble
-_TARGETS: dict[GenerationKind, str] = {
-    "analysis": "_show_in_stream",
-    "regenerate_all": "_show_in_stream",
-    "regenerate_item": "_show_in_row",
-    "chat": "_show_in_bubble",
-}
-# what each kind does once finished (with its typed outcome)
-_DONE: dict[GenerationKind, str] = {
-    "analysis": "_analysis_done",
-    "regenerate_all": "_analysis_done",
-    "regenerate_item": "_item_done",
-    "chat": "_chat_done",
 }
 
 
@@ -87,8 +76,7 @@ class GenerationHandling(Screen):
         self.status.activity = "waiting for the model…" if self.app.model_state != "ready" else ""
         self.status.tokens_per_s = None
         self.refresh_bindings()
-        target = getattr(self, _TARGETS[run.kind])
-        self._side_buffer = StreamBuffer(self, target)
+        self._side_buffer = StreamBuffer(self, partial(_TARGETS[run.kind], self))
         worker = {
             "analysis": self._analysis_worker,
             "regenerate_all": self._analysis_worker,
@@ -187,7 +175,7 @@ class GenerationHandling(Screen):
                 severity="warning",
                 timeout=8,
             )
-        await getattr(self, _DONE[outcome.kind])(outcome)
+        await _DONE[outcome.kind](self, outcome)
 
     async def _analysis_done(self, outcome: AnalysisOutcome) -> None:
         # decided before any await: meanwhile the counselor may start the next generation,
@@ -319,3 +307,19 @@ class GenerationHandling(Screen):
 
 
 __all__ = ["ACTIVITY", "GenerationHandling"]
+
+
+# where each kind's text streams: the Analysis pane's StreamView, the item's row, the bubble
+_TARGETS: dict[GenerationKind, Callable[[GenerationHandling, str], None]] = {
+    "analysis": GenerationHandling._show_in_stream,
+    "regenerate_all": GenerationHandling._show_in_stream,
+    "regenerate_item": GenerationHandling._show_in_row,
+    "chat": GenerationHandling._show_in_bubble,
+}
+# what each kind does once finished, with its typed outcome
+_DONE: dict[GenerationKind, Callable[[GenerationHandling, Any], Awaitable[None]]] = {
+    "analysis": GenerationHandling._analysis_done,
+    "regenerate_all": GenerationHandling._analysis_done,
+    "regenerate_item": GenerationHandling._item_done,
+    "chat": GenerationHandling._chat_done,
+}

@@ -258,26 +258,27 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         # screen's styles are off the launch path); the Session audits shown/ack/cancel
         from phyassist_tui.screens.risk import check_risk_then
 
-        def checking(activity: str) -> None:
-            self.status.activity = activity
-            self.refresh_bindings()  # Esc can stop the check
-
-        def not_checked() -> None:
-            self.status.activity = ""
-            self.refresh_bindings()
-
-        def checked_then_start() -> None:
-            self.status.activity = ""
-            self._start_analysis(question, observed)
-
         check_risk_then(
             self,
             patient.id,
             question,
-            checked_then_start,
-            cancelled=not_checked,
-            checking=checking,
+            partial(self._risk_checked, question, observed),
+            cancelled=self._risk_not_checked,
+            checking=self._risk_checking,
         )
+
+    def _risk_checking(self, activity: str) -> None:
+        self.status.activity = activity
+        self.refresh_bindings()  # Esc can stop the check
+
+    def _risk_not_checked(self) -> None:
+        self.status.activity = ""
+        self.refresh_bindings()
+
+    def _risk_checked(self, question: str, observed: str) -> None:
+        """No flags, or the counselor acknowledged them: draft the Analysis."""
+        self.status.activity = ""
+        self._start_analysis(question, observed)
 
     def _risk_check_running(self) -> bool:
         return any(w.group == "risk-check" and w.is_running for w in self.workers)

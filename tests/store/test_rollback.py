@@ -185,3 +185,20 @@ def test_clean_vault_has_no_problems(store, reopen):
         assert again.integrity_problems() == []
         assert again.verify_manifest() == []
     assert isinstance(again, Store)
+
+
+def test_doctor_fails_on_a_removed_patient_and_an_older_index(
+    store, vault_dir, settings, passphrase
+):
+    from engine.trust.doctor import check_vault_unlocked
+
+    store.create_patient("李娜")
+    old_index = _copy(vault_dir / "index.bin")
+    later = store.create_patient("张三")
+    store.close()
+    shutil.rmtree(vault_dir / "patients" / later.id)
+    (vault_dir / "index.bin").write_bytes(old_index)
+    findings = check_vault_unlocked(settings, passphrase)
+    failed = [f.message for f in findings if f.level == "fail"]
+    assert any(later.id in m and "gone" in m for m in failed), findings
+    assert any("index.bin" in m for m in failed), findings
