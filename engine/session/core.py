@@ -12,8 +12,9 @@ them so that no front end has to remember the rules:
 * one vault call at a time (``_vault``), raising ``VaultLocked`` once the vault is closed;
 * every action writes its audit entry here (``engine.trust.audit.record``): vault created,
   unlocked (with the failed attempts before it), locked; patient created, edited, deleted,
-  opened; note saved; risk flags shown, acknowledged, cancelled; training started,
-  finished, failed, killed; adapter rolled back, exported;
+  opened; note saved, amended, deleted (``engine.session.corrections``); risk flags shown,
+  acknowledged, cancelled; training started, finished, failed, killed; adapter rolled back,
+  exported;
 * generations are :class:`~engine.session.runs.Run` objects whose ``result()`` is typed and
   parsed here (``engine.inference.analysis``), never by the front end.
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.errors import PhyAssistError, WrongPassphrase
+from engine.session.corrections import RecordCorrections
 from engine.session.loading import ModelLoader, ModelState
 from engine.session.runs import AnalysisOutcome, ChatOutcome, ItemOutcome, Outcome, Run
 from engine.session.training import cancellable, run_training
@@ -100,7 +102,7 @@ def _real_opener() -> VaultOpener:
     return Store  # type: ignore[return-value]
 
 
-class Session:
+class Session(RecordCorrections):
     """Vault, model, runs and audit for one counselor's session (see the module docstring)."""
 
     def __init__(
@@ -374,57 +376,6 @@ class Session:
             self._audit(store, "patient_updated", patient.id)
 
         self._vault(save)
-
-    # -- corrections of the saved record (each audited) ---------------------------------------
-    def update_patient_info(
-        self, patient_id: str, *, name: str | None = None, basic: BasicInfo | None = None
-    ) -> Patient:
-        """Correct the name and/or the basic information (audited as patient_updated)."""
-
-        def save(store: VaultStore) -> Patient:
-            updated = store.update_patient_info(patient_id, name=name, basic=basic)
-            self._audit(store, "patient_updated", patient_id)
-            return updated
-
-        return self._vault(save)
-
-    def amend_note(
-        self,
-        patient_id: str,
-        note_id: str,
-        *,
-        question: str | None = None,
-        observed_state: str | None = None,
-        analysis: AnalysisDraft | None = None,
-        reason: str = "",
-    ) -> Patient:
-        """Replace a note's content; the store keeps the content it had as an earlier,
-        encrypted version with ``reason``. Audited as note_amended (detail: the note id)."""
-
-        def amend(store: VaultStore) -> Patient:
-            updated = store.amend_note(
-                patient_id,
-                note_id,
-                question=question,
-                observed_state=observed_state,
-                analysis=analysis,
-                reason=reason,
-            )
-            self._audit(store, "note_amended", patient_id, note_id)
-            return updated
-
-        return self._vault(amend)
-
-    def delete_note(self, patient_id: str, note_id: str, reason: str = "") -> Patient:
-        """Delete a note: its text and versions go, a dated tombstone with ``reason`` stays
-        until the patient is deleted. Audited as note_deleted (detail: the note id)."""
-
-        def delete(store: VaultStore) -> Patient:
-            updated = store.delete_note(patient_id, note_id, reason)
-            self._audit(store, "note_deleted", patient_id, note_id)
-            return updated
-
-        return self._vault(delete)
 
     def delete_patient(self, patient_id: str) -> None:
         def delete(store: VaultStore) -> None:
