@@ -106,14 +106,72 @@ class AnalysisDraft(_Model):
         ]
 
 
+class NoteVersion(_Model):
+    """A note's content as it was before an amendment (kept, encrypted with the record)."""
+
+    question: str
+    observed_state: str = ""
+    analysis: AnalysisDraft = Field(default_factory=AnalysisDraft)
+    written: datetime  # when this version was saved (the note's date, or its amendment's)
+    replaced: datetime = Field(default_factory=utcnow)  # when the next version replaced it
+    reason: str = ""  # the counselor's reason for the amendment that replaced it, optional
+
+
+def items_from_lines(old: list[Item], text: str) -> list[Item]:
+    """The section's items after an amendment given one item per line.
+
+    Line *n* replaces the text of the *n*-th live item (its model original and comments stay,
+    so the change is still a preference pair); extra lines are the counselor's own items;
+    live items beyond the last line are marked deleted (model items) or dropped (own items).
+    Items deleted in the draft stay as they were.
+    """
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [line for line in lines if line]
+    result: list[Item] = []
+    used = 0
+    for item in old:
+        if item.deleted:
+            result.append(item.model_copy(deep=True))
+            continue
+        copy = item.model_copy(deep=True)
+        if used < len(lines):
+            copy.text = lines[used]
+            used += 1
+            result.append(copy)
+        elif not copy.added_by_counselor:
+            copy.deleted = True
+            result.append(copy)
+    result.extend(Item(text=line, draft=None) for line in lines[used:])
+    return result
+
+
 class Note(_Model):
-    """One dated session note: the counseling question, the Analysis and the Advice."""
+    """One dated session note: the counseling question, the Analysis and the Advice.
+
+    The fields hold the current version; ``versions`` the earlier ones, oldest first, so a
+    corrected note never loses what it said before. Everything built from notes (prompts,
+    training data) reads the current version only.
+    """
 
     id: str = Field(default_factory=new_id)
     created: datetime = Field(default_factory=utcnow)
     question: str  # the client's statement / counseling question
     observed_state: str = ""  # the counselor's observation of the client, optional
     analysis: AnalysisDraft = Field(default_factory=AnalysisDraft)
+    amended: datetime | None = None  # when the current version was saved, if not the first
+    versions: list[NoteVersion] = Field(default_factory=list)
+
+
+class NoteTombstone(_Model):
+    """What remains of a deleted note: that it existed, when, and why it was deleted.
+
+    Its text is gone (with its versions); the tombstone stays until the patient is deleted.
+    """
+
+    id: str
+    created: datetime
+    deleted: datetime = Field(default_factory=utcnow)
+    reason: str = ""
 
 
 class ChatMessage(_Model):
@@ -131,7 +189,15 @@ class Patient(_Model):
     created: datetime = Field(default_factory=utcnow)
     updated: datetime = Field(default_factory=utcnow)
     basic: BasicInfo = Field(default_factory=BasicInfo)
-    notes: list[Note] = Field(default_factory=list)
+    notes: list[Note] = Field(default_factory=list)  # live notes only, oldest first
+    deleted_notes: list[NoteTombstone] = Field(default_factory=list)
+
+    def note(self, note_id: str) -> Note:
+        """The live note with ``note_id`` (``KeyError`` if there is none)."""
+        for note in self.notes:
+            if note.id == note_id:
+                return note
+        raise KeyError(note_id)
 
     def notes_newest_first(self) -> list[Note]:
         return sorted(self.notes, key=lambda n: n.created, reverse=True)

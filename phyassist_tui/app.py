@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from textual import events
 from textual.app import App, SystemCommand
@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from engine.settings import Settings, load_settings
-from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for
+from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for, web_keymap
 from phyassist_tui.focus import is_text_field
 from phyassist_tui.ports import SessionPort, real_session
 from phyassist_tui.screens.unlock import UnlockScreen
@@ -86,6 +86,7 @@ class PhyAssistApp(App):
         self.last_typed_at = 0.0  # monotonic time of the last printable key into a text field
         self._theme_loaded = False
         self._model_timer: Timer | None = None
+        self._after_unlock: list[str] = []  # said once the vault is open again
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "lock":
@@ -98,6 +99,8 @@ class PhyAssistApp(App):
             self.theme = self.settings.theme
         self._theme_loaded = True
         known, unknown = keymap_from_settings(self.settings.keymap)
+        if self.is_web:  # keys a browser keeps for itself (Ctrl+N, Ctrl+T) get F-keys first
+            known = {**web_keymap(known), **known}
         if known:
             self.set_keymap(known)
         if unknown:
@@ -174,6 +177,9 @@ class PhyAssistApp(App):
         self.refresh_bindings()
         self._last_activity = time.monotonic()
         self.switch_screen(WorkspaceScreen(patients))
+        for message in self._after_unlock:  # e.g. how a training ended while locked
+            self.notify(message, timeout=15)
+        self._after_unlock.clear()
         self.call_after_refresh(freeze_heap)
 
     # -- training ---------------------------------------------------------------------------------
@@ -238,9 +244,40 @@ class PhyAssistApp(App):
                 self.last_typed_at = self._last_activity
         await super().on_event(event)
 
+    def training_screen(self) -> Any:
+        """The training screen if one is open (running or showing its outcome), else None."""
+        module = sys.modules.get("phyassist_tui.screens.train")
+        if module is None:
+            return None
+        return next((s for s in self.screen_stack if isinstance(s, module.TrainScreen)), None)
+
+    def _training_running(self) -> bool:
+        train = self.training_screen()
+        return train is not None and not train.finished
+
+    def _keep_training_outcome(self) -> None:
+        """Before a lock closes the training screen: remember what to say after unlock."""
+        train = self.training_screen()
+        if train is None:
+            return
+        name = clean(train.patient_name)
+        if not train.finished:
+            train.cancel.set()
+            self._after_unlock.append(
+                f"The training for {name} was stopped by the lock; "
+                "the previous adapter stays active."
+            )
+        else:
+            self._after_unlock.append(f"Training for {name}: {train.outcome}")
+
     def _check_idle(self) -> None:
         if not self.session.unlocked:
             return
+        if self._training_running():
+            return  # the idle lock waits for the training (locking would stop it)
+        workspace = self._workspace()
+        if workspace is not None and workspace.generating is not None:
+            return  # nor does it cut a draft the counselor is waiting for (it ends by itself)
         idle = time.monotonic() - self._last_activity
         if idle >= self.settings.idle_lock_minutes * 60:
             self.run_worker(
@@ -257,14 +294,58 @@ class PhyAssistApp(App):
         workspace = self._workspace()
         if workspace is not None:
             await workspace.prepare_lock()
+        self._keep_training_outcome()  # stops a running training; said after unlock
         await self._backup_in_background(automatic=True)  # backup: setting backup.on_lock_and_quit
         await asyncio.to_thread(self.session.lock)
         while len(self.screen_stack) > 1:
             await self.pop_screen()
+        self.run_worker(self._forget_patient_model, name="forget-patient-model", thread=True)
         await self.push_screen(UnlockScreen(reason))
 
+    def _forget_patient_model(self) -> None:
+        """After a lock: no patient's adapter stays active, nor named in the status line."""
+        label = self.session.forget_patient()
+        if label is not None:
+            self.call_from_thread(setattr, self, "model_label", clean(label))
+
     async def action_lock(self) -> None:
-        await self.lock(reason="Locked.")
+        train = self.training_screen()
+        if train is None or train.finished:
+            await self.lock(reason="Locked.")
+            return
+        from phyassist_tui.screens.confirm import ConfirmScreen
+
+        async def answer(yes: bool | None) -> None:
+            if yes:
+                await self.lock(reason="Locked.")
+
+        self.push_screen(
+            ConfirmScreen(
+                f"The adapter for {clean(train.patient_name)} is training. Locking now stops "
+                "it (the previous adapter stays active). Lock anyway? (The idle lock waits "
+                "for the training instead.)",
+                yes="Lock and stop",
+                no="Keep training",
+            ),
+            answer,
+        )
+
+    def action_help(self) -> None:
+        from phyassist_tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_screenshot(self, *args: object, **kwargs: object) -> None:
+        """Off: a screenshot is an unencrypted file of what is on screen (patient data)."""
+        self.deliver_screenshot()
+
+    def deliver_screenshot(self, *args: object, **kwargs: object) -> None:
+        """Off, like ``action_screenshot`` (Textual's palette entry and key call this)."""
+        self.notify(
+            "Screenshots are off: they would write patient data to disk unencrypted.",
+            severity="warning",
+        )
 
     async def action_quit(self) -> None:
         workspace = self._workspace()
@@ -299,7 +380,9 @@ class PhyAssistApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """Every action of the table in ``bindings.py``, for the screen it was opened on."""
-        yield from super().get_system_commands(screen)
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot":  # an unencrypted SVG of patient data: never
+                yield command
         scopes = ["app"]
         if is_workspace(screen):
             scopes += ["workspace", "draft", "chat"]

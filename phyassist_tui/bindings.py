@@ -31,6 +31,8 @@ class ActionSpec:
     priority: bool = False
     palette: bool = True
     short: str = ""  # the Footer's label where the description is too long for 80 columns
+    web_key: str = ""  # the key in a browser (``phyassist serve``) where ``key`` is the browser's
+    footer_rank: int = 50  # lower comes first in the Footer (which cuts off on the right)
 
     def binding(self) -> Binding:
         return Binding(
@@ -47,15 +49,31 @@ class ActionSpec:
 ACTIONS: tuple[ActionSpec, ...] = (
     # app
     ActionSpec(
-        "app.quit", "ctrl+q", "quit", "Quit", "Save the draft, lock and quit", "app", priority=True
+        "app.quit",
+        "ctrl+q",
+        "quit",
+        "Quit",
+        "Save the draft, lock and quit",
+        "app",
+        priority=True,
+        footer_rank=90,
     ),
-    ActionSpec("app.lock", "ctrl+l", "lock", "Lock", "Lock the vault now", "app"),
+    ActionSpec("app.lock", "ctrl+l", "lock", "Lock", "Lock the vault now", "app", footer_rank=3),
+    ActionSpec(
+        "app.help",
+        "f1",
+        "help",
+        "Help",
+        "How to use PhyAssist: the flow from patient to trained adapter, and every key",
+        "app",
+        footer_rank=4,
+    ),
     ActionSpec(
         "app.theme", "f9", "change_theme", "Theme", "Pick a colour theme", "app", show=False
     ),
     ActionSpec(
         "app.backup",
-        "f8",
+        "alt+b",  # palette first (Ctrl+P "Back up now"); F8 is the workspace's
         "backup_now",
         "Back up now",
         "Send an encrypted snapshot of the vault to every backup target (in the background)",
@@ -65,11 +83,13 @@ ACTIONS: tuple[ActionSpec, ...] = (
     # workspace
     ActionSpec(
         "workspace.new_patient",
-        "ctrl+n",
+        "ctrl+n,f6",
         "new_patient",
         "New patient",
         "Create a patient with the five basic-information fields",
         "workspace",
+        web_key="f6",  # a browser opens a new window on Ctrl+N
+        footer_rank=20,
     ),
     ActionSpec(
         "workspace.search",
@@ -78,6 +98,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Search",
         "Search patients by name",
         "workspace",
+        footer_rank=21,
     ),
     ActionSpec(
         "workspace.toggle_patients",
@@ -131,6 +152,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Generate",
         "Draft an analysis of the counseling question",
         "workspace",
+        footer_rank=1,
     ),
     ActionSpec(
         "workspace.cancel",
@@ -139,19 +161,28 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Stop",
         "Stop the running generation and keep what came",
         "workspace",
+        footer_rank=0,
     ),
     ActionSpec(
         "workspace.train",
-        "ctrl+t",
+        "ctrl+t,f7",
         "train",
         "Train",
         "Train this patient's adapter on their notes",
         "workspace",
         show=False,
+        web_key="f7",  # a browser opens a new tab on Ctrl+T
     ),
     # draft pane (active while the draft list has focus)
     ActionSpec("draft.edit", "e", "edit_item", "Edit", "Edit the selected item in place", "draft"),
-    ActionSpec("draft.add", "a", "add_item", "Add", "Add an item after the selected one", "draft"),
+    ActionSpec(
+        "draft.add",
+        "a",
+        "add_item",
+        "Add",
+        "Add an item to the selected section (after the selected item)",
+        "draft",
+    ),
     ActionSpec(
         "draft.delete",
         "d",
@@ -184,6 +215,26 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Regen all",
         "Regenerate the whole draft using all comments",
         "draft",
+        short="Regen all",
+        footer_rank=60,
+    ),
+    ActionSpec(
+        "draft.move",
+        "m",
+        "move_item",
+        "Move item",
+        "Move the selected item to another section (e.g. an unplaced line to Advice)",
+        "draft",
+        show=False,
+    ),
+    ActionSpec(
+        "draft.undo",
+        "u",
+        "undo",
+        "Undo",
+        "Take back the last delete, move or regeneration of the draft",
+        "draft",
+        show=False,  # in the Help (F1) and the palette; the Footer keeps room for Save
     ),
     ActionSpec(
         "draft.save",
@@ -192,6 +243,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Save note",
         "Save the draft into a new dated note",
         "draft",
+        short="Save",
+        footer_rank=2,
     ),
     # chat pane
     ActionSpec(
@@ -211,6 +264,26 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "chat",
         show=False,
     ),
+    # records (the Notes tab)
+    ActionSpec(
+        "workspace.edit_basic",
+        "alt+i",  # also in the F10 menu; F8 is kept for the coming Similar tab
+        "edit_basic",
+        "Edit basic info",
+        "Correct the open patient's name and basic information",
+        "workspace",
+        show=False,
+    ),
+    ActionSpec(
+        "workspace.notes_menu",
+        "f10",
+        "note_actions",
+        "Correct the record",
+        "Amend a saved note (earlier versions kept), see its history, delete it, or edit the "
+        "basic information",
+        "workspace",
+        show=False,
+    ),
     # train screen
     ActionSpec(
         "train.cancel",
@@ -221,9 +294,57 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "train",
         palette=False,
     ),
+    ActionSpec(
+        "train.lock",
+        "ctrl+l",
+        "app.lock",
+        "Lock",
+        "Lock the vault (asks first: locking stops the training)",
+        "train",
+        palette=False,
+    ),
 )
 
 _BY_ID = {spec.id: spec for spec in ACTIONS}
+
+
+def footer_rank(action: str) -> int:
+    """Where an action's key goes in the Footer (unknown actions after ours)."""
+    ranks = [spec.footer_rank for spec in ACTIONS if spec.action == action]
+    return min(ranks) if ranks else 70
+
+
+def web_keymap(user_keymap: Mapping[str, str]) -> dict[str, str]:
+    """Keys for a browser: the browser-safe key first (it is the one hints show), the
+    terminal key kept as well; what the counselor remapped in settings is left alone."""
+    keymap = {}
+    for spec in ACTIONS:
+        if spec.web_key and spec.id not in user_keymap:
+            others = [k.strip() for k in spec.key.split(",") if k.strip() != spec.web_key]
+            keymap[spec.id] = ",".join([spec.web_key, *others])
+    return keymap
+
+
+def key_display(app: object, binding_id: str) -> str:
+    """The key of a binding as the counselor sees it: as remapped in settings (or for a
+    browser), the first of its keys, F-keys as printed on the keyboard (``F6``)."""
+    keymap = getattr(app, "_keymap", {}) or {}
+    key = keymap.get(binding_id, _BY_ID[binding_id].key).split(",")[0].strip()
+    return pretty_key(key)
+
+
+def pretty_key(key: str) -> str:
+    """``ctrl+n`` -> ``Ctrl+N``, ``f6`` -> ``F6``, ``escape`` -> ``Esc``."""
+    names = {"escape": "Esc", "enter": "Enter", "tab": "Tab", "ctrl": "Ctrl", "alt": "Alt"}
+    parts = []
+    for part in key.split("+"):
+        if part in names:
+            parts.append(names[part])
+        elif len(part) == 1 or (part[:1] == "f" and part[1:].isdigit()):
+            parts.append(part.upper())
+        else:
+            parts.append(part.capitalize())
+    return "+".join(parts)
 
 
 def bindings_for(scope: Scope) -> list[Binding]:

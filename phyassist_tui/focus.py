@@ -75,9 +75,75 @@ class HandOffInput(Input):
             self._moved_on = self.moves_on()
             await self.action_submit()
             return
-        if self._moved_on and event.is_printable and event.character:
+        if event.key == "tab" and self.moves_on():
+            # Tab is the screen's focus_next binding, which runs after the letters queued
+            # behind it here: move on now, in order, and pass those letters on (as for Enter)
             event.stop()
             event.prevent_default()
-            type_into(self.next_field, event.character)
+            if not self._moved_on:
+                self._moved_on = True
+                self.screen.set_focus(self.next_field)
+            else:  # a second Tab of the burst belongs to the next field, in order
+                pass_on(event, self.next_field)
+            return
+        if self._moved_on and (event.is_printable or self.screen.focused is not self):
+            # every key still queued here came after the move: the next field's, in order
+            event.stop()
+            event.prevent_default()
+            pass_on(event, self.next_field)
             return
         await super()._on_key(event)
+
+
+def pass_on(event: events.Key, target: Widget) -> None:
+    """Queue a copy of ``event`` for ``target``, behind the keys already passed to it."""
+    copy = events.Key(event.key, event.character)
+    target._forward_event(copy)
+
+
+def hand_off_text_area_class() -> type:
+    """``HandOffTextArea``: a TextArea whose Tab moves on in order with the letters typed.
+
+    Made on first use (TextArea is off the launch path). Tab is the screen's ``focus_next``
+    binding, which Textual runs after the keys already queued for this field: in a fast
+    "text Tab text" burst the second text landed here. Here Tab moves the focus at once
+    and the letters still queued here go to the field that has the focus now.
+    """
+    global _HandOffTextArea
+    if _HandOffTextArea is not None:
+        return _HandOffTextArea
+    from textual.widgets import TextArea
+
+    class HandOffTextArea(TextArea):
+        _moved_to: Widget | None = None
+
+        def _on_focus(self, event: Focus) -> None:
+            self._moved_to = None
+            super()._on_focus(event)
+
+        def check_consume_key(self, key: str, character: str | None = None) -> bool:
+            # Tab comes here (not to the screen's binding first), to be handled in order
+            return key == "tab" or super().check_consume_key(key, character)
+
+        async def _on_key(self, event: events.Key) -> None:
+            target = self._moved_to
+            if target is not None and target is not self:
+                # keys queued here after the Tab: the field that has the focus takes them,
+                # in order (its own Tab moves on again)
+                event.stop()
+                event.prevent_default()
+                pass_on(event, target)
+                return
+            if event.key == "tab" and self.tab_behavior == "focus":
+                event.stop()
+                event.prevent_default()
+                self.screen.focus_next()
+                self._moved_to = self.screen.focused
+                return
+            await super()._on_key(event)
+
+    _HandOffTextArea = HandOffTextArea
+    return HandOffTextArea
+
+
+_HandOffTextArea: type | None = None

@@ -38,6 +38,7 @@ class PatientLoaded(Message):
 
     patient: Patient
     autosave: dict[str, Any] | None = None
+    kept_autosave: dict[str, Any] | None = None  # an earlier one the counselor put off ("Later")
 
 
 @dataclass

@@ -36,6 +36,8 @@ from engine.vault.atomicio import atomic_write, ensure_dir
 TOKEN_FILE = "serve.token"
 DEFAULT_MAX_SESSIONS = 2
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")
+# textual-serve's page plus: the terminal takes the keys on load (no click first); no web font
+SERVE_TEMPLATES = Path(__file__).resolve().parent / "serve_templates"
 
 
 def tui_command(model: str | None = None) -> str:
@@ -57,7 +59,9 @@ class GuardedServer(Server):
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         title: str = "PhyAssist",
     ) -> None:
-        super().__init__(command, host="localhost", port=port, title=title)
+        super().__init__(
+            command, host="localhost", port=port, title=title, templates_path=SERVE_TEMPLATES
+        )
         self.token = token or secrets.token_urlsafe(32)
         self.max_sessions = max_sessions
         self.sessions = 0

@@ -9,6 +9,7 @@ Nothing here imports torch or textual at import time.
 from engine.session.backend import ModelBackend, TrainingRunner, VaultOpener, VaultStore
 from engine.session.core import (
     DRAFT_BLOB,
+    KEPT_DRAFT_BLOB,
     ModelState,
     OpenedPatient,
     RiskCheck,
@@ -19,6 +20,7 @@ from engine.session.runs import AnalysisOutcome, ChatOutcome, ItemOutcome, Outco
 
 __all__ = [
     "DRAFT_BLOB",
+    "KEPT_DRAFT_BLOB",
     "AnalysisOutcome",
     "ChatOutcome",
     "ItemOutcome",

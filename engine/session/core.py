@@ -12,8 +12,9 @@ them so that no front end has to remember the rules:
 * one vault call at a time (``_vault``), raising ``VaultLocked`` once the vault is closed;
 * every action writes its audit entry here (``engine.trust.audit.record``): vault created,
   unlocked (with the failed attempts before it), locked; patient created, edited, deleted,
-  opened; note saved; risk flags shown, acknowledged, cancelled; training started,
-  finished, failed, killed; adapter rolled back, exported;
+  opened; note saved, amended, deleted (``engine.session.corrections``); risk flags shown,
+  acknowledged, cancelled; training started, finished, failed, killed; adapter rolled back,
+  exported;
 * generations are :class:`~engine.session.runs.Run` objects whose ``result()`` is typed and
   parsed here (``engine.inference.analysis``), never by the front end.
 
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.errors import PhyAssistError, WrongPassphrase
+from engine.session.corrections import RecordCorrections
 from engine.session.loading import ModelLoader, ModelState
 from engine.session.runs import AnalysisOutcome, ChatOutcome, ItemOutcome, Outcome, Run
 from engine.session.training import cancellable, run_training
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DRAFT_BLOB",
+    "KEPT_DRAFT_BLOB",
     "ModelState",
     "OpenedPatient",
     "RiskCheck",
@@ -63,6 +66,7 @@ __all__ = [
 
 T = TypeVar("T")
 DRAFT_BLOB = "draft"  # encrypted autosave of the unsaved draft, one per patient
+KEPT_DRAFT_BLOB = "draft-kept"  # an autosave the counselor put off ("Later"), until decided
 
 
 class VaultLocked(PhyAssistError):
@@ -74,10 +78,14 @@ class VaultLocked(PhyAssistError):
 
 @dataclass(frozen=True)
 class OpenedPatient:
-    """A patient as opened: the record and any unsaved draft kept from last time."""
+    """A patient as opened: the record and any unsaved draft kept from last time.
+
+    ``kept_autosave`` is a draft the counselor put off earlier ("Later" on the restore
+    prompt): it is kept apart so that new autosaves cannot overwrite it."""
 
     patient: Patient
     autosave: dict[str, Any] | None = None
+    kept_autosave: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def _real_opener() -> VaultOpener:
     return Store  # type: ignore[return-value]
 
 
-class Session:
+class Session(RecordCorrections):
     """Vault, model, runs and audit for one counselor's session (see the module docstring)."""
 
     def __init__(
@@ -184,6 +192,19 @@ class Session:
             label = self._vault(lambda store: assistant.use_patient(patient, store))
             self._patient_in_model = patient.id
             return str(label or "")
+
+    def forget_patient(self) -> str | None:
+        """After a lock: no patient's adapter stays active in the model (the domain adapter
+        or the base is used). Returns the model's new label, ``None`` if it is not ready."""
+        assistant = self._loader.ready_backend
+        with self._model_lock:
+            self._patient_in_model = None
+            if assistant is None:
+                return None
+            try:
+                return str(assistant.use_patient(None) or "")
+            except Exception:  # the caller still drops the patient's adapter from the label
+                return ""
 
     def prefill_record(self, patient: Patient, cancel: threading.Event) -> int:
         """Read the patient's record into the model's prompt cache while the counselor types
@@ -343,8 +364,9 @@ class Session:
         def read(store: VaultStore) -> OpenedPatient:
             patient = store.load_patient(patient_id)
             blob = store.read_blob(patient_id, DRAFT_BLOB)
+            kept = store.read_blob(patient_id, KEPT_DRAFT_BLOB)
             self._audit(store, "patient_opened", patient_id, detail)
-            return OpenedPatient(patient, _decode_autosave(blob))
+            return OpenedPatient(patient, _decode_autosave(blob), _decode_autosave(kept))
 
         return self._vault(read)
 
@@ -383,6 +405,19 @@ class Session:
             else:
                 data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
                 store.write_blob(patient_id, DRAFT_BLOB, data)
+
+        self._vault(write)
+
+    def write_kept_autosave(self, patient_id: str, payload: dict[str, Any] | None) -> None:
+        """Keep a draft the counselor put off ("Later") apart from the autosave, which new
+        work overwrites; ``None`` removes it (restored or discarded)."""
+
+        def write(store: VaultStore) -> None:
+            if payload is None:
+                store.delete_blob(patient_id, KEPT_DRAFT_BLOB)
+            else:
+                data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+                store.write_blob(patient_id, KEPT_DRAFT_BLOB, data)
 
         self._vault(write)
 

@@ -156,3 +156,18 @@ def _assistant(text: str) -> Message:
 def example_text(example: dict[str, Any]) -> str:
     """All the text of one SFT example (for scans that plaintext never reached disk)."""
     return "\n".join(m["content"] for m in [*example["prompt"], *example["completion"]])
+
+
+def count_edits(patient: Patient) -> int:
+    """How many items the counselor changed in the live notes: edited, deleted or written.
+
+    Every one shows the counselor's judgement; the edited and deleted model items also make
+    preference pairs (``build_training_data``), the counselor's own items do not.
+    """
+    count = 0
+    for note in patient.notes:
+        a = note.analysis
+        for item in [a.symptom_type, *a.reasons, *a.advice, *a.unplaced]:
+            if item.edited or item.deleted or (item.added_by_counselor and item.text.strip()):
+                count += 1
+    return count

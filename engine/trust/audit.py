@@ -75,6 +75,8 @@ ACTIONS = (
     "patient_opened",
     "patient_updated",
     "note_saved",
+    "note_amended",
+    "note_deleted",
     "draft_saved",
     "chat_saved",
     "adapter_trained",

@@ -123,7 +123,8 @@ class WriterLock:
     def _busy(self) -> VaultBusy:
         return VaultBusy(
             f"The vault at {self.path.parent} is open for writing in another "
-            "PhyAssist process. Close it there first, or open this one read-only."
+            "PhyAssist process. Close it there first; meanwhile `phyassist patients "
+            "list/show` and `phyassist doctor` can read it without writing."
         )
 
     @staticmethod

@@ -61,9 +61,12 @@ from engine.errors import (
 from engine.records import (
     BASIC_FIELDS,
     SCHEMA_VERSION,
+    AnalysisDraft,
     BasicInfo,
     Item,
     Note,
+    NoteTombstone,
+    NoteVersion,
     Patient,
     PatientSummary,
     utcnow,
@@ -1076,6 +1079,100 @@ class Store:
                 stamp = self._write_record(patient, has_adapter)
                 self._index.upsert(self._summary_of(patient, has_adapter), stamp)
             return patient
+
+    # -- corrections: basic information, amended and deleted notes -------------------------
+
+    def update_patient_info(
+        self, patient_id: str, *, name: str | None = None, basic: BasicInfo | None = None
+    ) -> Patient:
+        """Correct the name and/or the basic information; returns the updated patient."""
+        with self._mutex:
+            self._require_writer()
+            patient, has_adapter, _stamp = self._read_record(patient_id)
+            if name is not None:
+                patient.name = self._clean_name(name)
+            if basic is not None:
+                self._check_basic(basic)
+                patient.basic = basic.model_copy(deep=True)
+            return self._rewrite(patient, has_adapter)
+
+    def amend_note(
+        self,
+        patient_id: str,
+        note_id: str,
+        *,
+        question: str | None = None,
+        observed_state: str | None = None,
+        analysis: AnalysisDraft | None = None,
+        reason: str = "",
+    ) -> Patient:
+        """Replace a note's content, keeping the content it had as an earlier version.
+
+        ``reason`` (optional) says why; it is kept with the earlier version.
+        """
+        with self._mutex:
+            self._require_writer()
+            self._check_text("The reason", reason, self.limits.max_field_chars)
+            patient, has_adapter, _stamp = self._read_record(patient_id)
+            note = self._live_note(patient, note_id)
+            amended = note.model_copy(deep=True)
+            if question is not None:
+                amended.question = question
+            if observed_state is not None:
+                amended.observed_state = observed_state
+            if analysis is not None:
+                amended.analysis = analysis.model_copy(deep=True)
+            self._check_note(amended, new=True)
+            if (amended.question, amended.observed_state, amended.analysis) == (
+                note.question,
+                note.observed_state,
+                note.analysis,
+            ):
+                raise InputRejected("The amendment changes nothing; the note is as it was.")
+            now = max(utcnow(), note.amended or note.created)
+            amended.versions.append(
+                NoteVersion(
+                    question=note.question,
+                    observed_state=note.observed_state,
+                    analysis=note.analysis,
+                    written=note.amended or note.created,
+                    replaced=now,
+                    reason=reason.strip(),
+                )
+            )
+            amended.amended = now
+            patient.notes[patient.notes.index(note)] = amended
+            return self._rewrite(patient, has_adapter)
+
+    def delete_note(self, patient_id: str, note_id: str, reason: str = "") -> Patient:
+        """Delete a note: its text and versions go, a tombstone (date, reason) stays."""
+        with self._mutex:
+            self._require_writer()
+            self._check_text("The reason", reason, self.limits.max_field_chars)
+            patient, has_adapter, _stamp = self._read_record(patient_id)
+            note = self._live_note(patient, note_id)
+            patient.notes.remove(note)
+            patient.deleted_notes.append(
+                NoteTombstone(id=note.id, created=note.created, reason=reason.strip())
+            )
+            return self._rewrite(patient, has_adapter)
+
+    @staticmethod
+    def _live_note(patient: Patient, note_id: str) -> Note:
+        try:
+            return patient.note(note_id)
+        except KeyError:
+            gone = any(t.id == note_id for t in patient.deleted_notes)
+            raise InputRejected(
+                "That note was deleted." if gone else f"No note with id {note_id!r}."
+            ) from None
+
+    def _rewrite(self, patient: Patient, has_adapter: bool) -> Patient:
+        patient.updated = max(utcnow(), patient.updated)
+        with self._changing(defer=True):
+            stamp = self._write_record(patient, has_adapter)
+            self._index.upsert(self._summary_of(patient, has_adapter), stamp)
+        return patient
 
     def set_has_adapter(self, patient_id: str, value: bool) -> None:
         """Record whether the patient has a trained adapter (shown in the list)."""

@@ -54,28 +54,44 @@ def _fmt_loss(value: object) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from engine.training.data import build_training_data, count_edits
     from engine.training.versions import list_versions
     from phyassist_tui.commands._common import open_store, resolve_patient_id
 
     with open_store(writer=False) as store:
         patient_id = resolve_patient_id(store, args.id)
         versions = list_versions(store, patient_id)
+        patient = store.load_patient(patient_id)
+    data = build_training_data(patient)
+    now = {"notes": len(patient.notes), "edits": count_edits(patient), "pairs": len(data.pairs)}
     if args.json:
         rows = [{"version": v.version, "active": v.active, "card": v.card} for v in versions]
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     if not versions:
         print("No adapter trained yet for this patient (the base model is used).")
+        print(f"The record now: {now['notes']} notes, {now['edits']} edits by the counselor.")
         return 0
     for v in versions:
         card = v.card or {}
         mark = "*" if v.active else " "
         print(
             f"{mark} v{v.version}  {card.get('date', '?')}  base {card.get('base_model', '?')}  "
-            f"notes {card.get('examples', '?')}  edits {card.get('preference_pairs', '?')}  "
+            f"trained on {card.get('examples', '?')} notes, "
+            f"{card.get('preference_pairs', '?')} edit pairs  "
             f"steps {card.get('steps', '?')}  final loss {_fmt_loss(card.get('final_loss'))}"
         )
     print("(* = active)")
+    print(
+        f"The record now: {now['notes']} notes, {now['edits']} edits by the counselor "
+        f"({now['pairs']} usable as preference pairs)."
+    )
+    active = next((v for v in versions if v.active), None)
+    if active is not None and (
+        (active.card or {}).get("examples") != len(data.sft)
+        or (active.card or {}).get("preference_pairs") != len(data.pairs)
+    ):
+        print("The active adapter was trained on an earlier record: train again to include it.")
     return 0
 
 

@@ -2,17 +2,20 @@
 
 A second after the last edit (question, observed state, streamed text, draft items) the
 unsaved work of the open patient is written, encrypted, through
-``Session.write_autosave``; opening the patient again offers to restore it; Save and
-Discard remove it. ``DraftAutosave`` is a base of ``WorkspaceScreen`` (it reads the
-screen's ``patient``, ``analysis`` and ``draft_pane``).
+``Session.write_autosave``; opening the patient again offers it (``offer_autosaves``):
+Restore, Later (Esc) or Discard. Later copies it apart (``Session.write_kept_autosave``)
+so that new work autosaved meanwhile cannot overwrite it, and it is offered again on the
+next open; Save removes the autosave, and only an explicit Discard (or Restore) removes a
+draft put off. ``DraftAutosave`` is a base of ``WorkspaceScreen`` (it reads the screen's
+``patient``, ``analysis`` and ``draft_pane``).
 """
 
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from textual import on
+from textual import on, work
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Input, TextArea
@@ -20,6 +23,11 @@ from textual.widgets import Input, TextArea
 from engine.errors import PhyAssistError
 from engine.records import AnalysisDraft
 from phyassist_tui.messages import DraftChanged
+from phyassist_tui.screens.restore import RestoreDraftScreen
+from phyassist_tui.widgets.text import clean
+
+if TYPE_CHECKING:
+    from engine.records import Patient
 
 AUTOSAVE_DELAY_S = 1.0
 
@@ -121,3 +129,69 @@ class DraftAutosave(Screen):
                 self.action_show_tab("draft")
                 return
         self.action_show_tab("analysis")
+
+    # -- the offer on opening a patient: Restore, Later (Esc), Discard ---------------------------
+    def offer_autosaves(
+        self,
+        patient: Patient,
+        autosave: dict[str, Any] | None,
+        kept: dict[str, Any] | None,
+    ) -> None:
+        """Offer each unsaved draft kept for ``patient``: the autosave, then one put off."""
+        offers: list[tuple[bool, dict[str, Any]]] = []
+        if autosave:
+            offers.append((False, autosave))
+        if kept and kept != autosave:  # put off once and unchanged since: offered once
+            offers.append((True, kept))
+        self._offer_next(patient, offers, both=bool(autosave) and autosave == kept)
+
+    def _offer_next(
+        self, patient: Patient, offers: list[tuple[bool, dict[str, Any]]], *, both: bool
+    ) -> None:
+        if not offers:
+            return
+        (is_kept, payload), rest = offers[0], offers[1:]
+
+        async def answer(choice: str | None) -> None:
+            if self.patient is None or self.patient.id != patient.id:
+                return  # another patient was opened meanwhile: asked again next time
+            if choice == "restore":
+                await self._restore_autosave(payload)
+                if is_kept or both:  # now in the panes, autosaved as usual
+                    self._write_kept(patient.id, None)
+                return  # another kept draft (if any) is offered next time
+            if choice == "discard":
+                if is_kept:
+                    self._write_kept(patient.id, None)
+                else:
+                    self._delete_autosave(patient.id)
+                    if both:
+                        self._write_kept(patient.id, None)
+            elif not is_kept:  # later: a copy that the autosave never overwrites
+                self._write_kept(patient.id, payload)
+            self._offer_next(patient, rest, both=both)
+
+        when = "put off earlier" if is_kept else "kept from last time"
+        self.app.push_screen(
+            RestoreDraftScreen(
+                f"An unsaved draft for {clean(patient.name)} was {when}"
+                f"{autosave_preview(payload)}. Restore it?"
+            ),
+            answer,
+        )
+
+    @work(thread=True, name="keep-draft", group="store-write", exit_on_error=False)
+    def _write_kept(self, patient_id: str, payload: dict[str, Any] | None) -> None:
+        try:
+            self.app.session.write_kept_autosave(patient_id, payload)
+        except PhyAssistError as exc:
+            self.app.call_from_thread(self.notify, f"Draft not kept: {exc}", severity="error")
+
+
+def autosave_preview(payload: dict[str, Any]) -> str:
+    """A few words of the kept draft's question, so two kept drafts can be told apart."""
+    words = clean(str(payload.get("question") or "")).split()
+    if not words:
+        return ""
+    text = " ".join(words)
+    return f" (“{text[:40]}…”)" if len(text) > 40 else f" (“{text}”)"

@@ -189,6 +189,7 @@ class GenerationHandling(Screen):
         if outcome.kind == "regenerate_all" and outcome.cancelled:
             self.notify("Regeneration stopped; the previous draft is kept.")
             return
+        self.draft_pane.remember("new draft" if outcome.kind == "analysis" else "regenerate all")
         await self.draft_pane.load(outcome.draft)
         self._schedule_autosave()
         review = self._key_display("workspace.show_draft")
@@ -214,6 +215,7 @@ class GenerationHandling(Screen):
                 if outcome.cancelled:
                     self.notify("Regeneration stopped; the item is unchanged.")
             else:
+                self.draft_pane.remember("regenerate item")
                 row.item.draft = new_text
                 row.item.text = new_text
             row.refresh_body()
@@ -230,6 +232,32 @@ class GenerationHandling(Screen):
         self._save_chat()
 
     # -- regenerating --------------------------------------------------------------------------
+    def _ask_before_replacing_edits(self) -> bool:
+        """Ask before a new draft replaces one the counselor edited; ``True`` if asked."""
+        from phyassist_tui.screens.confirm import ConfirmScreen
+        from phyassist_tui.widgets.draft_pane import unsaved_edits
+
+        if not self.panes_mounted or self.generating is not None:
+            return False
+        edits = unsaved_edits(self.draft_pane.draft)
+        if not edits:
+            return False
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.action_generate(confirmed=True)
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"The current draft has {edits} edit{'s' if edits != 1 else ''} of yours. "
+                "A new draft replaces it (u in the Draft undoes). Draft anew?",
+                yes="Draft anew",
+                no="Keep",
+            ),
+            answer,
+        )
+        return True
+
     @on(RegenerateItemRequested)
     def _regenerate_item(self, message: RegenerateItemRequested) -> None:
         draft, patient = self.draft_pane.draft, self.patient

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
 from engine.records import BASIC_FIELDS, BasicInfo
-from phyassist_tui.focus import HandOffInput
+from phyassist_tui.focus import HandOffInput, hand_off_text_area_class
 from phyassist_tui.widgets.text import clean
 
 
@@ -30,6 +30,7 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
         width: 96; max-width: 100%; height: 100%; max-height: 40;
         border: round $primary; background: $surface;
     }
+    NewPatientScreen #form-name { height: auto; padding: 0 1; }
     NewPatientScreen #form-scroll { height: 1fr; padding: 0 1; }
     NewPatientScreen Label { margin-top: 1; color: $text-primary; }
     NewPatientScreen TextArea { height: 4; }
@@ -38,29 +39,48 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
     NewPatientScreen Button { margin-left: 1; }
     """
 
-    def __init__(self, *, max_name: int, max_field: int) -> None:
+    def __init__(
+        self,
+        *,
+        max_name: int,
+        max_field: int,
+        initial: tuple[str, BasicInfo] | None = None,
+    ) -> None:
+        """``initial``: the name and basic information to correct (the form then edits)."""
         super().__init__()
         self.max_name = max_name
         self.max_field = max_field
+        self.initial = initial
 
     def compose(self) -> ComposeResult:
         with Vertical(id="form") as form:
-            form.border_title = "New patient · Ctrl+S creates · Esc cancels"
-            with VerticalScroll(id="form-scroll"):
+            name, basic = self.initial or ("", BasicInfo())
+            verb = "saves" if self.initial else "creates"
+            form.border_title = (
+                f"{'Edit basic information' if self.initial else 'New patient'}"
+                f" · Ctrl+S {verb} · Esc cancels"
+            )
+            # the name stays above the scrolling fields: focusing it scrolled the form down
+            # two rows before, hiding "Name (required)"
+            with Vertical(id="form-name"):
                 yield Label("Name (required)")
                 yield HandOffInput(
+                    value=clean(name),
                     hand_off_to="#field-demographics",
                     placeholder="Name or pseudonym",
                     id="name",
                     max_length=self.max_name,
                 )
+            with VerticalScroll(id="form-scroll"):
                 for field, (english, chinese) in BASIC_FIELDS.items():
                     yield Label(f"{english} / {chinese}")
-                    yield TextArea(id=f"field-{field}", soft_wrap=True)
+                    yield hand_off_text_area_class()(
+                        clean(getattr(basic, field)), id=f"field-{field}", soft_wrap=True
+                    )
             yield Static("", id="form-error", markup=False)
             with Horizontal(id="form-buttons"):
                 yield Button("Cancel", id="cancel")
-                yield Button("Create", id="create", variant="primary")
+                yield Button("Save" if self.initial else "Create", id="create", variant="primary")
 
     def validate_form(self) -> tuple[str, BasicInfo] | str:
         """The form's values, or a message saying what to fix."""

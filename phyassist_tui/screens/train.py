@@ -58,6 +58,7 @@ class TrainScreen(ModalScreen[bool]):
         self.cancel = threading.Event()
         self.finished = False
         self.succeeded = False
+        self.outcome = ""  # what the result line says once finished
 
     def compose(self) -> ComposeResult:
         with Vertical(id="train-box") as box:
@@ -115,6 +116,7 @@ class TrainScreen(ModalScreen[bool]):
             text = "Stopped: the previous adapter stays active. Esc closes."
         else:
             text = f"{message.detail} The previous adapter stays active. Esc closes."
+        self.outcome = text.removesuffix(" Esc closes.")
         self.query_one("#train-result", Static).update(text)
         self.query_one("#train-phase", Label).update(
             "finished" if message.ok else ("cancelled" if message.cancelled else "failed")

@@ -1,9 +1,10 @@
 """The counselor's workspace: patients on the left; notes, analysis, draft and chat on the right.
 
 This screen owns the open patient and what the counselor sees of it. Its jobs live in
-three modules: this one (panes, actions, patients, notes, chat), ``generation`` (the one
-run in flight, streamed into its pane, cancellable with Esc) and ``autosave`` (the
-encrypted draft autosave). Every vault or model call goes to the engine's ``Session``
+four modules: this one (panes, actions, patients, notes, chat), ``generation`` (the one
+run in flight, streamed into its pane, cancellable with Esc), ``autosave`` (the
+encrypted draft autosave and the offer to restore it) and ``corrections`` (basic
+information, amended and deleted notes). Every vault or model call goes to the engine's ``Session``
 (``self.app.session``) from a named thread worker; results come back as typed messages
 (``phyassist_tui.messages``).
 """
@@ -22,7 +23,7 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.lazy import Lazy
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, TabbedContent, TabPane
+from textual.widgets import Header, Input, TabbedContent, TabPane
 
 from engine.errors import PhyAssistError
 from engine.records import ChatMessage, Note, Patient, PatientSummary
@@ -37,12 +38,13 @@ from phyassist_tui.messages import (
     SaveNoteRequested,
 )
 from phyassist_tui.screens.autosave import DraftAutosave
-from phyassist_tui.screens.confirm import ConfirmScreen
+from phyassist_tui.screens.corrections import RecordCorrections
 from phyassist_tui.screens.generation import GenerationHandling
 from phyassist_tui.screens.new_patient import NewPatientScreen
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
 from phyassist_tui.widgets.draft_pane import DraftPane
+from phyassist_tui.widgets.footer import RankedFooter
 from phyassist_tui.widgets.notes_view import NotesView
 from phyassist_tui.widgets.patients_pane import PatientsPane
 from phyassist_tui.widgets.status_line import StatusLine
@@ -52,7 +54,7 @@ TABS = ("notes", "analysis", "draft", "chat")
 PANES_RETRY_S = 0.01  # a call that needs a lazy pane retries this often until it is mounted
 
 
-class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
+class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Screen):
     BINDINGS = bindings_for("workspace")
     AUTO_FOCUS = "#patient-list"
     # Class-level, not set in on_mount: a title change there wakes the Header's watcher, which
@@ -68,6 +70,11 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
         self.draft_question = ""  # the question the current draft answers
         self.history: list[ChatMessage] = []
         self._prefill_cancel: threading.Event | None = None  # reading the record ahead
+        # chat saves run in threads: a later one (question + reply) must never be
+        # overwritten by an earlier one (the question alone) that happened to run after it
+        self._chat_save_lock = threading.Lock()
+        self._chat_save_seq = 0
+        self._chat_saved_seq = 0
 
     def compose(self) -> ComposeResult:
         yield Header(show_clock=False, icon="✚")
@@ -85,7 +92,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
                 with TabPane(self._tab_title("chat"), id="chat"):
                     yield Lazy(ChatPane(id="chat-pane"))
         yield StatusLine(id="status")
-        yield Footer(compact=True)  # compact: the keys that matter fit in 80 columns
+        yield RankedFooter(compact=True)  # Generate, Save, Lock first: they fit in 80 columns
 
     def _tab_title(self, tab: str) -> Content:
         """The tab's name with its key (as remapped in settings), e.g. ``Notes F2``.
@@ -176,7 +183,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "cancel_generation":
             return self.generating is not None or self._risk_check_running()
-        if action in ("generate", "train"):
+        if action in ("generate", "train", "edit_basic", "note_actions"):
             return self.patient is not None
         return True
 
@@ -226,9 +233,11 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
         self.post_message(PatientSaved(patient))
         self.post_message(PatientLoaded(patient, None))
 
-    def action_generate(self) -> None:
+    def action_generate(self, confirmed: bool = False) -> None:
         if self.patient is None:
             self.notify("Open a patient first.", severity="warning")
+            return
+        if not confirmed and self._ask_before_replacing_edits():
             return
         question = self.analysis.question
         limit = self.app.settings.limits.max_statement_chars
@@ -310,7 +319,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
         except PhyAssistError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
             return
-        self.post_message(PatientLoaded(opened.patient, opened.autosave))
+        self.post_message(PatientLoaded(opened.patient, opened.autosave, opened.kept_autosave))
 
     @on(PatientLoaded)
     async def _patient_loaded(self, message: PatientLoaded) -> None:
@@ -332,24 +341,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
         self._load_chat(patient)
         if self.app.model_state == "ready":
             self._use_patient(patient)
-        if message.autosave:
-            payload = message.autosave
-
-            async def answer(restore: bool | None) -> None:
-                if restore:
-                    await self._restore_autosave(payload)
-                else:
-                    self._delete_autosave(patient.id)
-
-            self.app.push_screen(
-                ConfirmScreen(
-                    f"An unsaved draft for {clean(patient.name)} was kept from last time. "
-                    "Restore it?",
-                    yes="Restore",
-                    no="Discard",
-                ),
-                answer,
-            )
+        self.offer_autosaves(patient, message.autosave, message.kept_autosave)
 
     @on(PatientSaved)
     def _patient_saved(self, message: PatientSaved) -> None:
@@ -449,12 +441,17 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
     def _save_chat(self) -> None:
         if self.patient is None:
             return
-        self._write_chat(self.patient.id, list(self.history))
+        self._chat_save_seq += 1
+        self._write_chat(self.patient.id, list(self.history), self._chat_save_seq)
 
     @work(thread=True, name="save-chat", group="store-write", exit_on_error=False)
-    def _write_chat(self, patient_id: str, history: list[ChatMessage]) -> None:
+    def _write_chat(self, patient_id: str, history: list[ChatMessage], seq: int) -> None:
         try:
-            self.app.session.save_chat(patient_id, history)
+            with self._chat_save_lock:  # saves in the order they were asked for
+                if self._chat_saved_seq > seq:
+                    return  # a newer history is already saved
+                self.app.session.save_chat(patient_id, history)
+                self._chat_saved_seq = seq
         except PhyAssistError as exc:
             self.app.call_from_thread(self.notify, f"Chat not saved: {exc}", severity="error")
 
@@ -465,7 +462,12 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
             self.notify("Open a patient first.", severity="warning")
             return
         if self.generating is not None:
-            self.notify("A generation is running (Esc stops it).", severity="warning")
+            self.chat.give_back(message.text)  # kept in the box, nothing lost
+            self.notify(
+                "A generation is running; your message is kept in the box. "
+                "Press Enter again when it ends (Esc stops it).",
+                severity="warning",
+            )
             return
         history = list(self.history)
         text = message.text
@@ -478,6 +480,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
             )
             return
         self.history.append(ChatMessage(role="user", content=text))
+        self._save_chat()  # the question survives a reply cut off (reload, crash, lock)
         await self.chat.add_bubble("user", text)
         bubble: ChatBubble = await self.chat.add_bubble("assistant", "")
         bubble.set_text("")

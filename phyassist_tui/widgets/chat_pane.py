@@ -78,6 +78,14 @@ class ChatPane(Vertical):
             event.input.value = ""
             self.post_message(ChatSubmitted(text))
 
+    def give_back(self, text: str) -> None:
+        """Put a message that could not be sent back into the box (before what was typed since)."""
+        box = self.query_one("#chat-input", Input)
+        if box.value.startswith(text):
+            return
+        box.value = f"{text} {box.value}".strip() if box.value else text
+        box.cursor_position = len(box.value)
+
     def action_copy_message(self) -> None:
         focused = self.screen.focused
         if isinstance(focused, ChatBubble):

@@ -39,13 +39,61 @@ SECTION_TITLES = {
 }
 
 
+MOVE_TARGETS = ("reasons", "advice")  # where an item can be moved (m)
+UNDO_DEPTH = 10  # destructive steps (delete, regenerate) that u can take back
+
+
+def unsaved_edits(draft: AnalysisDraft | None) -> int:
+    """How many items the counselor changed (edited, added or deleted) in ``draft``."""
+    if draft is None:
+        return 0
+    items = [draft.symptom_type, *draft.reasons, *draft.advice, *draft.unplaced]
+    return sum(1 for i in items if i.edited or i.deleted or (i.added_by_counselor and i.text))
+
+
 class SectionHeader(ListItem):
-    def __init__(self, section: str) -> None:
-        super().__init__(disabled=True, classes="section-header")
+    """A section's title; selectable, so ``a`` adds to this section even when it is empty."""
+
+    def __init__(self, section: str, empty: bool = False) -> None:
+        super().__init__(classes="section-header")
         self.section = section
+        self.empty = empty
 
     def compose(self) -> ComposeResult:
-        yield Label(SECTION_TITLES[self.section], markup=False)
+        title = SECTION_TITLES[self.section]
+        if self.empty and self.section in MOVE_TARGETS:
+            yield Label(
+                Content.assemble(title, ("  (none; a adds one)", "dim italic")), markup=False
+            )
+        else:
+            yield Label(title, markup=False)
+
+
+class DraftList(ListView):
+    """The draft's rows; Home/End/PgUp/PgDn move the selection, not just the view, so the
+    next edit goes to the row that is shown as selected."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("home", "first", "First", show=False),
+        Binding("end", "last", "Last", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+    ]
+
+    def action_first(self) -> None:
+        if len(self):
+            self.index = 0
+
+    def action_last(self) -> None:
+        if len(self):
+            self.index = len(self) - 1
+
+    def action_page(self, direction: int) -> None:
+        if not len(self):
+            return
+        step = max(1, self.scrollable_content_region.height // 2)
+        current = self.index or 0
+        self.index = max(0, min(len(self) - 1, current + direction * step))
 
 
 class ItemEditor(Input):
@@ -57,8 +105,15 @@ class ItemEditor(Input):
 
     def __init__(self, mode: EditMode, value: str) -> None:
         placeholder = "Comment to guide regeneration" if mode == "comment" else "Item text"
-        super().__init__(value=value, placeholder=placeholder, classes=f"editor {mode}")
+        # the cursor goes to the end, nothing selected: the first key must not replace the text
+        super().__init__(
+            value=value,
+            placeholder=placeholder,
+            classes=f"editor {mode}",
+            select_on_focus=False,
+        )
         self.mode = mode
+        self.cursor_position = len(value)
 
     def action_abandon(self) -> None:
         row = self.parent
@@ -123,6 +178,7 @@ class ItemRow(ListItem):
         editor = ItemEditor(mode, self.item.text if mode == "edit" else "")
         await self.mount(editor)
         self.screen.set_focus(editor)
+        editor.action_end()  # the view shows the end of a long text, where the cursor is
         return editor
 
 
@@ -144,13 +200,18 @@ class DraftPane(Vertical):
         super().__init__(**kwargs)
         self.draft: AnalysisDraft | None = None
         self.busy = False  # a regeneration is streaming
+        self.undo_stack: list[tuple[str, AnalysisDraft]] = []  # (what was done, draft before)
 
     def compose(self) -> ComposeResult:
+        from phyassist_tui.bindings import key_display
+
         yield Static(
-            "No draft yet. Write the counseling question (F3) and press Ctrl+G.",
+            "No draft yet. Write the counseling question "
+            f"({key_display(self.app, 'workspace.show_analysis')}) and press "
+            f"{key_display(self.app, 'workspace.generate')}.",
             id="draft-empty",
         )
-        yield ListView(id="draft-items")
+        yield DraftList(id="draft-items")
 
     def on_mount(self) -> None:
         self.query_one(ListView).display = False
@@ -165,13 +226,14 @@ class DraftPane(Vertical):
         keep = focus_item or self.selected_item_id
         await listing.clear()
         if draft is None:
+            self.undo_stack.clear()  # saved or another patient: nothing left to take back
             return
         rows: list[ListItem] = []
         for section in ("symptom_type", "reasons", "advice", "unplaced"):
             items = [draft.symptom_type] if section == "symptom_type" else getattr(draft, section)
             if section == "unplaced" and not items:
                 continue
-            rows.append(SectionHeader(section))
+            rows.append(SectionHeader(section, empty=not items))
             number = 0
             for item in items:
                 number += 0 if item.deleted else 1
@@ -187,6 +249,12 @@ class DraftPane(Vertical):
     def selected_row(self) -> ItemRow | None:
         row = self.query_one(ListView).highlighted_child
         return row if isinstance(row, ItemRow) else None
+
+    @property
+    def selected_section(self) -> str | None:
+        """The section of the selected row, or of the selected section header."""
+        row = self.query_one(ListView).highlighted_child
+        return getattr(row, "section", None)
 
     @property
     def selected_item_id(self) -> str | None:
@@ -211,6 +279,8 @@ class DraftPane(Vertical):
         return any(row.editing for row in self.query(ItemRow))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "undo" and not self.busy and not self.editing:
+            return True  # also after a regeneration replaced the draft
         # While an editor is open its letters are text, never list commands (keys typed in
         # a burst right after 'e' may still be on their way through the list). Hidden, not
         # greyed: at 80 columns the Footer then has room for Esc (Stop) during generation.
@@ -235,11 +305,14 @@ class DraftPane(Vertical):
         if self.draft is None:
             return
         row = self.selected_row
-        section = row.section if row and row.section in ("reasons", "advice") else "reasons"
+        section = self.selected_section
+        section = section if section in MOVE_TARGETS else "reasons"
         items: list[Item] = getattr(self.draft, section)
         new = Item(text="", draft=None)
         position = len(items)
-        if row is not None and row.section == section:
+        if row is None:  # on the section's header: the new item comes first
+            position = 0
+        elif row.section == section:
             position = next(i for i, it in enumerate(items) if it.id == row.item.id) + 1
         items.insert(position, new)
         await self.load(self.draft, focus_item=new.id)
@@ -256,6 +329,7 @@ class DraftPane(Vertical):
                 "The symptom type cannot be deleted; edit it instead (e).", severity="warning"
             )
             return
+        self.remember("delete")
         items: list[Item] = getattr(self.draft, row.section)
         if row.item.added_by_counselor:
             items.remove(row.item)
@@ -274,7 +348,66 @@ class DraftPane(Vertical):
         self.post_message(RegenerateItemRequested(row.section, row.item.id))
 
     def action_regenerate_all(self) -> None:
-        self.post_message(RegenerateAllRequested())
+        edits = unsaved_edits(self.draft)
+        if not edits:
+            self.post_message(RegenerateAllRequested())
+            return
+        from phyassist_tui.screens.confirm import ConfirmScreen
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.post_message(RegenerateAllRequested())
+
+        self.app.push_screen(
+            ConfirmScreen(
+                f"Regenerating replaces the whole draft, with your {edits} edit"
+                f"{'s' if edits != 1 else ''}. Comments guide the new draft; u undoes it. "
+                "Regenerate?",
+                yes="Regenerate",
+                no="Keep",
+            ),
+            answer,
+        )
+
+    async def action_move_item(self) -> None:
+        """Move the selected item into another section (e.g. an unplaced line into Advice)."""
+        row = self.selected_row
+        if row is None or self.draft is None or row.section == "symptom_type":
+            self.notify("Select a reason, advice or unplaced item to move.", severity="warning")
+            return
+        targets = [s for s in MOVE_TARGETS if s != row.section]
+        from phyassist_tui.screens.choose import ChooseScreen
+
+        async def chosen(target: str | None) -> None:
+            if target is None or self.draft is None:
+                return
+            self.remember("move")
+            getattr(self.draft, row.section).remove(row.item)
+            getattr(self.draft, target).append(row.item)
+            await self.load(self.draft, focus_item=row.item.id)
+            self._changed()
+
+        self.app.push_screen(
+            ChooseScreen("Move the item to", [(t, SECTION_TITLES[t]) for t in targets]),
+            chosen,
+        )
+
+    def remember(self, what: str) -> None:
+        """Keep the draft as it is now, so ``u`` can take back the step about to happen."""
+        if self.draft is None:
+            return
+        self.undo_stack.append((what, self.draft.model_copy(deep=True)))
+        del self.undo_stack[:-UNDO_DEPTH]
+
+    async def action_undo(self) -> None:
+        if not self.undo_stack:
+            self.notify("Nothing to undo.", severity="warning")
+            return
+        what, before = self.undo_stack.pop()
+        keep = self.selected_item_id
+        await self.load(before, focus_item=keep)
+        self._changed()
+        self.notify(f"Undone: {what}.")
 
     def action_save_note(self) -> None:
         if self.draft is not None:

@@ -14,14 +14,19 @@ from phyassist_tui.widgets.text import patient_markdown
 if TYPE_CHECKING:
     from engine.records import Patient
 
-EMPTY = Content.assemble(
-    ("No patient open", "bold"),
-    "\n\nPick a patient on the left and press ",
-    ("Enter", "bold"),
-    ", or ",
-    ("Ctrl+N", "bold"),
-    " to add one.",
-)
+
+def empty_hint(new_patient_key: str) -> Content:
+    """What the Notes tab says before a patient is open (with the key that works here)."""
+    return Content.assemble(
+        ("No patient open", "bold"),
+        "\n\nPick a patient on the left and press ",
+        ("Enter", "bold"),
+        ", or ",
+        (new_patient_key, "bold"),
+        " to add one. ",
+        ("F1", "bold"),
+        " shows how PhyAssist works.",
+    )
 
 
 class NotesView(VerticalScroll):
@@ -35,7 +40,9 @@ class NotesView(VerticalScroll):
     """
 
     def compose(self) -> ComposeResult:
-        yield Static(EMPTY, id="notes-empty")
+        from phyassist_tui.bindings import key_display
+
+        yield Static(empty_hint(key_display(self.app, "workspace.new_patient")), id="notes-empty")
 
     async def show_patient(self, patient: Patient | None) -> None:
         empty = self.query_one("#notes-empty", Static)

@@ -12,17 +12,19 @@ from textual.widgets.option_list import Option
 
 from engine.records import PatientSummary
 from phyassist_tui.messages import PatientChosen, PatientsListed
-from phyassist_tui.widgets.text import clean
+from phyassist_tui.widgets.text import clean, ellipsize
 
 ADAPTER_MARK = "◆"
 MODEL_LOAD_AFTER_LIST_S = 0.5
+NAME_CELLS = 24  # the pane is 28 wide: mark, space, name, scrollbar
 
 
 def patient_prompt(summary: PatientSummary) -> Content:
     """Two lines: adapter mark and name, then the number of notes (dim)."""
     mark = ADAPTER_MARK if summary.has_adapter else " "
     notes = f"{summary.note_count} note" + ("" if summary.note_count == 1 else "s")
-    return Content.assemble((mark, "$accent"), " ", clean(summary.name), ("\n  " + notes, "dim"))
+    name = ellipsize(clean(summary.name), NAME_CELLS)  # one line, however long the name
+    return Content.assemble((mark, "$accent"), " ", name, ("\n  " + notes, "dim"))
 
 
 class PatientList(OptionList):
@@ -80,6 +82,8 @@ class PatientsPane(Vertical):
         super().__init__(**kwargs)
         self._search_timer: Timer | None = None
         self._initial = patients
+        self._shown_query = ""  # the search whose result the list shows
+        self._open_when_listed = False  # Enter came before the search's result
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="Search patients", id="search")
@@ -122,10 +126,30 @@ class PatientsPane(Vertical):
 
     @on(Input.Submitted, "#search")
     def _search_submitted(self) -> None:
+        """Enter in the search opens the first (or highlighted) match: one Enter, not two.
+
+        If the list does not show this search's result yet, it opens once it does.
+        """
+        if self._search_timer is not None:
+            self._search_timer.stop()
+            self._search_timer = None
+        if self._shown_query != self.search_text:
+            self._open_when_listed = True
+            self.refresh_list()
+            return
+        self._open_highlighted()
+
+    def _open_highlighted(self) -> None:
+        self._open_when_listed = False
         listing = self.query_one(PatientList)
-        if listing.option_count:
-            listing.highlighted = listing.highlighted or 0
-            listing.focus()
+        if not listing.option_count:
+            self.notify("No patient matches the search.", severity="warning")
+            return
+        listing.highlighted = listing.highlighted or 0
+        listing.focus()
+        summary = listing.highlighted_summary
+        if summary is not None:
+            self.post_message(PatientChosen(summary.id))
 
     @on(PatientsListed)
     def _listed(self, message: PatientsListed) -> None:
@@ -133,7 +157,10 @@ class PatientsPane(Vertical):
         if message.query != self.search_text:
             return  # a newer search is on its way
         self.query_one(PatientList).show(message.patients, keep=self.highlighted_id)
+        self._shown_query = message.query
         self._list_shown()
+        if self._open_when_listed:
+            self._open_highlighted()
 
     def _list_shown(self) -> None:
         shown = getattr(self.app, "patient_list_shown", None)

@@ -65,7 +65,15 @@ def draft_markdown(draft: AnalysisDraft, level: int = 3) -> str:
 
 
 def note_markdown(note: Note) -> str:
-    parts = [f"## Note of {format_when(note.created)}", "", "### Counseling Question", ""]
+    parts = [f"## Note of {format_when(note.created)}", ""]
+    if note.amended is not None:
+        earlier = len(note.versions)
+        parts += [
+            f"*Amended {format_when(note.amended)}; {earlier} earlier "
+            f"version{'s' if earlier != 1 else ''} kept (F10 → History).*",
+            "",
+        ]
+    parts += ["### Counseling Question", ""]
     parts.append(md_block(note.question))
     if note.observed_state.strip():
         parts += ["", "**Observed state:**", "", md_block(note.observed_state)]
@@ -88,6 +96,13 @@ def patient_markdown(patient: Patient) -> str:
         parts += ["*No notes yet. Press F3 to write the counseling question.*"]
     for note in notes:
         parts += [note_markdown(note), ""]
+    for tomb in patient.deleted_notes:
+        why = f" ({md_escape(tomb.reason)})" if tomb.reason.strip() else ""
+        parts += [
+            f"*A note of {format_when(tomb.created)} was deleted "
+            f"{format_when(tomb.deleted)}{why}.*",
+            "",
+        ]
     return "\n".join(parts)
 
 
@@ -109,3 +124,22 @@ def word_diff(original: str, final: str) -> Content:
         if op in ("insert", "replace"):
             pieces.append(("".join(b[j1:j2]), "underline $text-success"))
     return Content.assemble(*pieces)
+
+
+def ellipsize(text: str, cells: int) -> str:
+    """``text`` on one line of at most ``cells`` terminal cells (Chinese counts two), with
+    an ellipsis where it was cut."""
+    from rich.cells import cell_len
+
+    text = " ".join(text.split())
+    if cell_len(text) <= cells:
+        return text
+    out: list[str] = []
+    used = 0
+    for ch in text:
+        width = cell_len(ch)
+        if used + width > cells - 1:
+            break
+        out.append(ch)
+        used += width
+    return "".join(out) + "…"

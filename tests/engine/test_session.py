@@ -140,6 +140,52 @@ def test_every_action_is_audited_by_the_session(tmp_path: Path, settings_for) ->
     assert {action for action, _, _ in _log(settings)} <= set(ACTIONS)  # all documented
 
 
+def test_record_corrections_and_kept_drafts_through_the_session(
+    tmp_path: Path, settings_for
+) -> None:
+    """Basic information, amended and deleted notes and the put-off draft (issue 16) go
+    through Session methods that write their own audit entries (never the front end)."""
+    from engine.records import Item
+
+    settings = settings_for(tmp_path)
+    session = Session(settings, origin="tui")
+    session.create_vault(PASSPHRASE)
+    sun = session.create_patient("Sun", BasicInfo(demographics="19"))
+    first = session.save_note(sun.id, Note(question="exams")).notes[0]
+    second = session.save_note(sun.id, Note(question="sleep")).notes[1]
+
+    updated = session.update_patient_info(
+        sun.id, name="Sun Y.", basic=BasicInfo(demographics="20, law student")
+    )
+    assert (updated.name, updated.basic.demographics) == ("Sun Y.", "20, law student")
+    analysis = AnalysisDraft(advice=[Item(text="Weekly exercise", draft="Weekly exercise")])
+    amended = session.amend_note(sun.id, first.id, analysis=analysis, reason="advice missing")
+    note = amended.note(first.id)
+    assert note.analysis.advice[0].text == "Weekly exercise" and note.amended is not None
+    assert note.versions[0].reason == "advice missing" and note.versions[0].question == "exams"
+    after = session.delete_note(sun.id, second.id, "wrong client")
+    assert [n.id for n in after.notes] == [first.id]
+    assert after.deleted_notes[0].reason == "wrong client"
+
+    # "Later" on the restore prompt: kept apart from the autosave, which new work overwrites
+    session.write_autosave(sun.id, {"version": 1, "question": "put off"})
+    session.write_kept_autosave(sun.id, {"version": 1, "question": "put off"})
+    session.write_autosave(sun.id, {"version": 1, "question": "new work"})
+    opened = session.open_patient(sun.id)
+    assert opened.autosave == {"version": 1, "question": "new work"}
+    assert opened.kept_autosave == {"version": 1, "question": "put off"}
+    session.write_kept_autosave(sun.id, None)  # discarded
+    assert session.open_patient(sun.id).kept_autosave is None
+    assert session.forget_patient() is None  # no model loaded: nothing to tell
+    session.lock()
+
+    log = _log(settings)
+    assert ("patient_updated", sun.id, "tui") in log
+    assert ("note_amended", sun.id, first.id) in log
+    assert ("note_deleted", sun.id, second.id) in log
+    assert "advice missing" not in str(log) and "wrong client" not in str(log)
+
+
 class BlockedModel:
     """A model whose load waits for ``release`` (a slow first load)."""
 

@@ -92,8 +92,12 @@ class FakeAssistant:
         self.prefills.append((patient.id, cancel.is_set()))
         return 0 if cancel.is_set() else 100
 
+    adapter_for: str | None = None  # a patient name that has an adapter (tests set it)
+
     def use_patient(self, patient: Patient | None, store: Any = None) -> str:
-        self.calls.append(Call("use_patient", {"patient_id": patient.id if patient else None}))
+        self.calls.append(Call("use_patient", {"patient_id": patient and patient.id}))
+        if patient is not None and patient.name == self.adapter_for:
+            return f"fake-model · adapter v1 of {patient.name}"
         return "base model (no adapter)"
 
     def risk_model_refusal(self) -> str | None:

@@ -37,6 +37,7 @@ def test_serve_runs_the_tui_command_on_localhost(monkeypatch, tmp_path, capsys):
             port=self.port,
             served=True,
             token_on_disk=token_file.read_text().strip() == self.token,
+            templates=self.templates_path,
         )
 
     monkeypatch.setattr(serve_module.GuardedServer, "serve", fake_serve)
@@ -47,6 +48,8 @@ def test_serve_runs_the_tui_command_on_localhost(monkeypatch, tmp_path, capsys):
     assert seen["token_on_disk"]
     assert "?token=" in capsys.readouterr().out  # printed once for the counselor
     assert not (tmp_path / "data" / serve_module.TOKEN_FILE).exists()  # removed on exit
+    # our page: the terminal takes the keys on load (no click first)
+    assert "focusTerminal" in (seen["templates"] / "app_index.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(("argv", "model"), [([], None), (["--model", "/m"], "/m")])

@@ -29,8 +29,8 @@ from tui_fakes import (
 from engine.records import BasicInfo
 from engine.vault.store import Store
 from phyassist_tui.bindings import ACTIONS
-from phyassist_tui.screens.confirm import ConfirmScreen
 from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.screens.restore import RestoreDraftScreen
 from phyassist_tui.screens.unlock import UnlockScreen
 from phyassist_tui.screens.workspace import WorkspaceScreen
 from phyassist_tui.widgets.chat_pane import ChatBubble
@@ -260,7 +260,7 @@ async def test_incremental_search_filters_list(make_app, vault):
             lambda: listing.names == ["Sun"],
             what="search result",
         )
-        await pilot.press("enter", "enter")
+        await pilot.press("enter")  # one Enter opens the match
         await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Sun")
 
 
@@ -284,8 +284,8 @@ async def test_analysis_streams_edit_comment_regenerate_save(make_app, vault, se
         assert pane.draft.reasons[0].text == "High expectations from the family"
         assert "tok/s" in str(screen.status.render())
 
-        # edit the first reason in place
-        await pilot.press("down", "e")
+        # edit the first reason in place (down, down: past the Reasons header)
+        await pilot.press("down", "down", "e")
         editor = app.focused
         assert isinstance(editor, Input) and editor.value == "High expectations from the family"
         editor.value = "Very high expectations from the parents"
@@ -460,7 +460,7 @@ async def test_lock_keeps_encrypted_draft_and_offers_it_back(make_app, vault, se
                 assert secret.encode() not in path.read_bytes(), path
         screen = await open_patient(pilot, "Sun")
         confirm = await wait_for(
-            pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen
+            pilot, lambda: isinstance(app.screen, RestoreDraftScreen) and app.screen
         )
         assert "unsaved draft" in confirm.question
         await pilot.press("y")
@@ -521,7 +521,7 @@ async def test_switching_patients_keeps_each_draft_apart(make_app, vault, settin
         listing.highlight_name("Sun")
         listing.focus()
         await pilot.press("enter")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="offer")
+        await wait_for(pilot, lambda: isinstance(app.screen, RestoreDraftScreen), what="offer")
         await pilot.press("y")
         await wait_for(pilot, lambda: pane.draft is not None)
         assert screen.patient.id == sun_id and screen.analysis.question == "SUN-ONLY question"
@@ -631,10 +631,10 @@ async def test_stop_key_is_in_the_footer_at_80x24_while_generating(make_app, vau
         await draft_ready(pilot, screen)
         await pilot.pause(0.2)
         footer = screen_text(app).splitlines()[-1]
-        assert "e Edit" in footer and "^s Save note" in footer
+        assert "e Edit" in footer and "^s Save" in footer
         fake.resume.clear()
         fake.paused.clear()
-        await pilot.press("down", "r")  # regenerate one item: its keys give way to Stop
+        await pilot.press("down", "down", "r")  # regenerate one item: its keys give way to Stop
         await wait_for(pilot, lambda: fake.paused.is_set())
         await pilot.pause(0.1)
         footer = screen_text(app).splitlines()[-1]
@@ -922,7 +922,7 @@ async def test_chinese_seed_case_through_form_draft_and_save(make_app, settings,
         assert pane.draft.symptom_type.text == "学业焦虑"
         assert "学业压力" in screen_text(app)  # wide characters render in the list
 
-        await pilot.press("down", "e")  # first reason, edited in Chinese
+        await pilot.press("down", "down", "e")  # first reason (past its header), in Chinese
         app.focused.value = "学业压力：复读一年，父母期望很高"
         await pilot.press("enter", "c")
         await type_text(pilot, "提到失眠和头痛")

@@ -172,7 +172,7 @@ async def test_model_waits_for_unlock_when_asked(make_app, settings, fake):
     try:
         async with app.run_test() as pilot:
             await pilot.pause(0.5)
-            assert not app._model_load_started
+            assert app.session.model_state.state == "idle"  # never started
     finally:
         app_module.MODEL_LOAD_GRACE_S = original
     app2 = make_app()
@@ -180,7 +180,7 @@ async def test_model_waits_for_unlock_when_asked(make_app, settings, fake):
     try:
         async with app2.run_test() as pilot:
             await pilot.pause(0.5)
-            assert app2._model_load_started  # the default still preloads while typing
+            assert app2.session.model_state.state != "idle"  # the default preloads while typing
     finally:
         app_module.MODEL_LOAD_GRACE_S = original
 

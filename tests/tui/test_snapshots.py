@@ -147,7 +147,7 @@ def test_draft_with_edits(snap_compare, make_app, vault, size):
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Since the exam I cannot focus.")
         await draft_ready(pilot, screen)
-        await pilot.press("down", "e")
+        await pilot.press("down", "down", "e")  # past the Reasons header
         app.focused.value = "Very high expectations from the parents"
         await pilot.press("enter", "down", "c")
         await type_text(pilot, "mention the village")
@@ -212,14 +212,14 @@ def test_restore_draft_offer(snap_compare, make_app, vault, size):
     app = make_app()
 
     async def run_before(pilot):
-        from phyassist_tui.screens.confirm import ConfirmScreen
+        from phyassist_tui.screens.restore import RestoreDraftScreen
 
         screen = await open_patient(pilot, "Sun")
         await generate(pilot, screen, "Since the exam I cannot focus.")
         await draft_ready(pilot, screen)
         await pilot.press("ctrl+l")
         await open_patient(pilot, "Sun")
-        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, RestoreDraftScreen))
         await settle(pilot)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
