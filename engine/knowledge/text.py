@@ -19,113 +19,20 @@ _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _SPLIT = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)")
 _SENTENCE = re.compile(r"(?<=[.!?。！？；;\n])\s*")
 
-STOP_EN = frozenset(STOPWORDS_EN_PLUS) | frozenset(
-    [
-        "i'm",
-        "i've",
-        "i'd",
-        "i'll",
-        "don't",
-        "can't",
-        "won't",
-        "it's",
-        "that's",
-        "he's",
-        "she's",
-        "really",
-        "just",
-        "like",
-        "get",
-        "got",
-        "know",
-        "feel",
-        "want",
-        "would",
-        "could",
-        "also",
-        "one",
-        "even",
-        "much",
-    ]
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+STOP_EN = frozenset(STOPWORDS_EN_PLUS) | _words(
+    "i'm i've i'd i'll don't can't won't it's that's he's she's really just like get got "
+    "know feel want would could also one even much"
 )
 # Function words and particles; content characters (累, 怕, 哭) stay.
-STOP_ZH = frozenset(
-    [
-        "的",
-        "了",
-        "是",
-        "我",
-        "你",
-        "他",
-        "她",
-        "它",
-        "们",
-        "在",
-        "和",
-        "与",
-        "及",
-        "就",
-        "都",
-        "也",
-        "很",
-        "又",
-        "还",
-        "吗",
-        "呢",
-        "吧",
-        "啊",
-        "呀",
-        "着",
-        "过",
-        "把",
-        "被",
-        "让",
-        "给",
-        "对",
-        "从",
-        "到",
-        "向",
-        "这",
-        "那",
-        "这个",
-        "那个",
-        "一个",
-        "一些",
-        "没有",
-        "什么",
-        "怎么",
-        "因为",
-        "所以",
-        "但是",
-        "而且",
-        "如果",
-        "可以",
-        "自己",
-        "我们",
-        "你们",
-        "他们",
-        "她们",
-        "一",
-        "有",
-        "不",
-        "会",
-        "要",
-        "说",
-        "上",
-        "下",
-        "去",
-        "来",
-        "个",
-        "之",
-        "其",
-        "或",
-        "等",
-        "所",
-        "而",
-        "以",
-        "于",
-        "为",
-    ]
+STOP_ZH = _words(
+    "的 了 是 我 你 他 她 它 们 在 和 与 及 就 都 也 很 又 还 吗 呢 吧 啊 呀 着 过 把 被 让 给 "
+    "对 从 到 向 这 那 这个 那个 一个 一些 没有 什么 怎么 因为 所以 但是 而且 如果 可以 自己 "
+    "我们 你们 他们 她们 一 有 不 会 要 说 上 下 去 来 个 之 其 或 等 所 而 以 于 为"
 )
 
 _jieba_lock = threading.Lock()
