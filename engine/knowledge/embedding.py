@@ -8,7 +8,10 @@ so the two files are opened here directly: nothing is ever fetched.
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -25,15 +28,29 @@ class EmbeddingUnavailable(PhyAssistError):
     """The embedding model could not be loaded; retrieval falls back to lexical only."""
 
 
+@contextmanager
+def _no_root_logging_setup() -> Iterator[None]:
+    """wordllama calls ``logging.basicConfig`` on import, which would put a stderr handler on
+    the root logger (log lines over the TUI); with a handler already there it is a no-op."""
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        yield
+    finally:
+        root.removeHandler(guard)
+
+
 class Embedder:
     """Texts -> L2-normalised float32 vectors."""
 
     def __init__(self) -> None:
         try:
-            import wordllama
+            with _no_root_logging_setup():
+                import wordllama
+                from wordllama.inference import WordLlamaInference
             from safetensors import safe_open
             from tokenizers import Tokenizer
-            from wordllama.inference import WordLlamaInference
         except ImportError as exc:  # pragma: no cover - the package is pinned
             raise EmbeddingUnavailable(f"wordllama is not installed: {exc}") from exc
         root = Path(wordllama.__file__).parent

@@ -14,6 +14,7 @@ patients that are gone. ``update_patient`` / ``remove_patient`` do the same eage
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -23,11 +24,17 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from engine.errors import PhyAssistError
-from engine.inference.prompts import detect_language
-from engine.knowledge.embedding import Embedder, EmbeddingUnavailable, shared_embedder
+from engine.knowledge.embedding import (
+    MODEL_NAME,
+    Embedder,
+    EmbeddingUnavailable,
+    shared_embedder,
+)
 from engine.knowledge.entries import Entry, Match, patient_entries
-from engine.knowledge.segment import Segment
+from engine.knowledge.segment import Segment, embed_entries
 from engine.knowledge.text import best_passage, tokenize
 from engine.records import Patient
 
@@ -48,6 +55,22 @@ logger = logging.getLogger("phyassist.knowledge")
 class _Shard:
     stamp: str | None
     entries: list[Entry]
+    vectors: np.ndarray | None = None  # one row per entry, from the embedding model
+
+
+def _pack(vectors: np.ndarray | None) -> str | None:
+    if vectors is None:
+        return None
+    return base64.b64encode(vectors.astype(np.float16).tobytes()).decode("ascii")
+
+
+def _unpack(raw: str | None, rows: int) -> np.ndarray | None:
+    if not raw or rows == 0:
+        return None
+    flat = np.frombuffer(base64.b64decode(raw), dtype=np.float16).astype(np.float32)
+    if flat.size % rows:
+        return None
+    return flat.reshape(rows, -1)
 
 
 class KnowledgeIndex:
@@ -101,15 +124,29 @@ class KnowledgeIndex:
     def _load_reference(self) -> None:
         raw = self.store.read_vault_blob(REFERENCE_BLOB)
         entries: list[Entry] = []
+        vectors = None
         self.reference_info = {}
         if raw:
             try:
                 doc = json.loads(raw)
                 entries = [Entry.from_dict(e) for e in doc["entries"]]
                 self.reference_info = doc.get("info", {})
+                vectors = self._vectors_for(entries, doc.get("vectors"), doc.get("model"))
             except (ValueError, KeyError, TypeError) as exc:
                 logger.warning("reference corpus unreadable (%s); rebuild it", exc)
-        self._reference = Segment(entries, self.embedder)
+        self._reference = Segment(entries, self.embedder, vectors)
+
+    def _vectors_for(
+        self, entries: list[Entry], packed: str | None, model: str | None
+    ) -> np.ndarray | None:
+        """Stored vectors if they were made by this embedding model, else fresh ones."""
+        if self.embedder is None or not entries:
+            return None
+        if model == MODEL_NAME:
+            vectors = _unpack(packed, len(entries))
+            if vectors is not None and vectors.shape[1] == self.embedder.dim:
+                return vectors
+        return embed_entries(self.embedder, entries)
 
     def _read_shard(self, pid: str) -> _Shard | None:
         try:
@@ -122,7 +159,9 @@ class KnowledgeIndex:
             doc = json.loads(raw)
             if doc.get("format") != FORMAT:
                 return None
-            return _Shard(doc.get("stamp"), [Entry.from_dict(e) for e in doc["entries"]])
+            entries = [Entry.from_dict(e) for e in doc["entries"]]
+            vectors = self._vectors_for(entries, doc.get("vectors"), doc.get("model"))
+            return _Shard(doc.get("stamp"), entries, vectors)
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -138,29 +177,43 @@ class KnowledgeIndex:
         entries = patient_entries(patient)
         for entry in entries:
             entry.terms = tokenize(entry.search)
-        shard = _Shard(stamp, entries)
+        vectors = embed_entries(self.embedder, entries) if self.embedder and entries else None
+        shard = _Shard(stamp, entries, vectors)
         self.rebuilt_patients += 1
         if getattr(self.store, "writer", False):
-            doc = {"format": FORMAT, "stamp": stamp, "entries": [e.to_dict() for e in entries]}
+            doc = {
+                "format": FORMAT,
+                "stamp": stamp,
+                "entries": [e.to_dict() for e in entries],
+                "model": MODEL_NAME if vectors is not None else None,
+                "vectors": _pack(vectors),
+            }
             try:
                 self.store.write_blob(pid, NOTES_BLOB, json.dumps(doc, ensure_ascii=False).encode())
             except PhyAssistError as exc:  # the in-memory index still serves this session
                 logger.warning("could not write the knowledge shard of %s: %s", pid[:8], exc)
         return shard
 
+    def _segment_of(self, shards: list[_Shard]) -> Segment:
+        entries = [e for shard in shards for e in shard.entries]
+        vectors = None
+        if self.embedder is not None and entries:
+            parts = [s.vectors for s in shards if s.entries]
+            if all(p is not None for p in parts):
+                vectors = np.vstack(parts)  # type: ignore[arg-type]
+        return Segment(entries, self.embedder, vectors)
+
     def _build_main(self) -> None:
-        entries = [e for shard in self._shards.values() for e in shard.entries]
-        self._main = Segment(entries, self.embedder)
+        self._main = self._segment_of(list(self._shards.values()))
         self._main_ids = set(self._shards)
         self._fresh = Segment([], self.embedder)
 
     def _build_fresh(self) -> None:
-        stale = [pid for pid in self._shards if pid not in self._main_ids]
-        entries = [e for pid in stale for e in self._shards[pid].entries]
-        if len(entries) > COMPACT_AT:
+        stale = [self._shards[pid] for pid in self._shards if pid not in self._main_ids]
+        if sum(len(s.entries) for s in stale) > COMPACT_AT:
             self._build_main()
         else:
-            self._fresh = Segment(entries, self.embedder)
+            self._fresh = self._segment_of(stale)
 
     # -- keeping up with the vault -------------------------------------------------------------
 
@@ -237,10 +290,17 @@ class KnowledgeIndex:
         for entry in entries:
             if not entry.terms:
                 entry.terms = tokenize(entry.search)
-        doc = {"format": FORMAT, "info": info or {}, "entries": [e.to_dict() for e in entries]}
+        vectors = embed_entries(self.embedder, entries) if self.embedder and entries else None
+        doc = {
+            "format": FORMAT,
+            "info": info or {},
+            "entries": [e.to_dict() for e in entries],
+            "model": MODEL_NAME if vectors is not None else None,
+            "vectors": _pack(vectors),
+        }
         self.store.write_vault_blob(REFERENCE_BLOB, json.dumps(doc, ensure_ascii=False).encode())
         with self._lock:
-            self._reference = Segment(entries, self.embedder)
+            self._reference = Segment(entries, self.embedder, vectors)
             self.reference_info = info or {}
         return len(entries)
 
@@ -284,10 +344,9 @@ class KnowledgeIndex:
         if sync:
             self.sync()
         terms = tokenize(text)
-        use_lexical = mode in ("auto", "lexical", "hybrid")
-        use_dense = self.embedder is not None and (
-            mode in ("embedding", "hybrid") or (mode == "auto" and detect_language(text) == "en")
-        )
+        # auto = hybrid: fusion beat either part alone in both languages (bench/retrieval.py).
+        use_lexical = mode != "embedding"
+        use_dense = self.embedder is not None and mode != "lexical"
         query_vector = self.embedder.embed([text])[0] if use_dense else None
         fused: dict[str, list[Any]] = {}
         with self._lock:

@@ -11,20 +11,33 @@ import threading
 
 import bm25s
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from engine.knowledge.embedding import Embedder
 from engine.knowledge.entries import Entry
 
+EMBED_CHARS = 2_000  # the start of a long post is enough for a static embedding
+_ONE_BLAS_THREAD = ThreadpoolController()
+
+
+def embed_entries(embedder: Embedder, entries: list[Entry]) -> np.ndarray:
+    return embedder.embed([e.search[:EMBED_CHARS] for e in entries])
+
 
 class Segment:
-    def __init__(self, entries: list[Entry], embedder: Embedder | None = None) -> None:
+    def __init__(
+        self,
+        entries: list[Entry],
+        embedder: Embedder | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> None:
         self.entries = entries
         self.alive = np.ones(len(entries), dtype=bool)
         self.sources = np.array([e.source for e in entries], dtype=object)
         self.patients = np.array([e.patient_id for e in entries], dtype=object)
         self._embedder = embedder
         self._bm25: bm25s.BM25 | None = None
-        self._vectors: np.ndarray | None = None
+        self._vectors = vectors if vectors is not None and len(vectors) == len(entries) else None
         self._lock = threading.Lock()
         if entries:
             self._bm25 = bm25s.BM25()
@@ -73,7 +86,7 @@ class Segment:
             return None
         with self._lock:
             if self._vectors is None:
-                self._vectors = self._embedder.embed([e.search for e in self.entries])
+                self._vectors = embed_entries(self._embedder, self.entries)
             return self._vectors
 
     def dense(
@@ -82,7 +95,9 @@ class Segment:
         vectors = self.vectors()
         if vectors is None:
             return []
-        sims = vectors @ query_vector
+        with _ONE_BLAS_THREAD.limit(limits=1, user_api="blas"):
+            # On two busy cores a threaded mat-vec took 4 ms where one thread takes 0.2 ms.
+            sims = vectors @ query_vector
         sims[~allowed] = -1.0
         return _top(sims, n, floor=floor)
 

@@ -93,7 +93,7 @@ def sentences(text: str) -> list[str]:
 
 def best_passage(text: str, query_terms: list[str], max_chars: int = 280) -> str:
     """The sentence (with its neighbour when short) sharing most terms with the query."""
-    parts = sentences(text) or [text]
+    parts = (sentences(text) or [text])[:60]  # a match's passage is near its start
     wanted = set(query_terms)
     best, best_hits = 0, -1
     for n, sentence in enumerate(parts):
