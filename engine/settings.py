@@ -101,6 +101,21 @@ class StoreSettings(BaseModel):
     scrypt_p: int = Field(1, ge=1)
 
 
+class KnowledgeSettings(BaseModel):
+    """The knowledge query (similar own cases and reference entries) and grounded drafting.
+
+    ``grounding``: put the top ``top_k`` matches into Analysis and Chat prompts: "auto" (when
+    the index has entries), "on" or "off". At most ``max_context_tokens`` of the prompt go to
+    them (what does not fit is left out and the context report says so).
+    """
+
+    grounding: Literal["auto", "on", "off"] = "auto"
+    top_k: int = Field(3, ge=1, le=10)
+    max_context_tokens: int = Field(450, ge=50, le=4096)
+    mode: Literal["auto", "lexical", "embedding", "hybrid"] = "auto"
+    embedding: bool = True  # the static embedding shipped in the wordllama wheel
+
+
 class Settings(BaseSettings):
     """Everything configurable in PhyAssist, in one place."""
 
@@ -119,6 +134,7 @@ class Settings(BaseSettings):
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     limits: Limits = Field(default_factory=Limits)
     store: StoreSettings = Field(default_factory=StoreSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
 
     theme: str = "textual-dark"
     idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock

@@ -66,6 +66,10 @@ class Assistant:
         self._count: CountingCache | None = None
         self._suffix = "base"
         self._domain_name: str | None = None
+        # knowledge hook: a KnowledgeIndex (engine.knowledge) set by the app once the vault
+        # is open; Analysis and Chat then take its top matches as context (settings.knowledge).
+        self.knowledge: Any | None = None
+        self.last_grounding: Any | None = None  # engine.knowledge.grounding.Grounding
 
     # Loading -------------------------------------------------------------------------------
 
@@ -447,14 +451,51 @@ class Assistant:
         self._check_text(question, "statement")
         lang = detect_language(question)
         user = analysis_request(question, lang, observed=observed, guidance=guidance)
+        user, grounding = self._grounded(user, question, patient, lang)  # knowledge hook
         max_new = self._max_new()
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
-        self.context_report = report
+        self.context_report = report + (f"; {grounding.report()}" if grounding else "")
         return iter(self._run(patient, ids, cancel, max_new, start))
 
     def parse_analysis(self, text: str) -> AnalysisDraft:
-        """The structured draft; text that fits nowhere is kept in ``unplaced``."""
-        return parse_analysis(text, model_name=self.model_label if self.loaded else "")
+        """The structured draft; text that fits nowhere is kept in ``unplaced``. Items that
+        use the last Analysis's similar entries carry their ``[n]`` citation markers."""
+        draft = parse_analysis(text, model_name=self.model_label if self.loaded else "")
+        from engine.knowledge.grounding import attach_citations  # knowledge hook
+
+        return attach_citations(draft, self.last_grounding)
+
+    def _grounded(
+        self, user: str, query: str, patient: Patient | None, lang: Lang
+    ) -> tuple[str, Any | None]:
+        """``user`` with the knowledge index's top matches for ``query`` in front (knowledge
+        hook). Nothing changes when grounding is off, the index is empty or unavailable."""
+        self.last_grounding = None
+        settings = self.settings.knowledge
+        index = self.knowledge
+        if settings.grounding == "off" or index is None or self._count is None:
+            return user, None
+        from engine.knowledge.grounding import build_grounding
+
+        try:
+            if settings.grounding == "auto" and len(index) == 0:
+                index.sync()
+                if len(index) == 0:
+                    return user, None
+            matches = index.query(
+                query,
+                k=settings.top_k,
+                exclude_patient=patient.id if patient is not None else None,
+                mode=settings.mode,
+            )
+        except PhyAssistError:
+            return user, None  # the draft goes on without context rather than failing
+        budget = min(settings.max_context_tokens, self.model.context_window // 4)
+        grounding = build_grounding(matches, lang, budget, self._count)
+        self.last_grounding = grounding
+        if not grounding.text:
+            return user, grounding
+        return f"{grounding.text}\n\n{user}", grounding
 
     def clean_item_text(self, text: str) -> str:
         """The final text of a regenerated item (numbering, heading and quotes removed)."""
@@ -497,11 +538,12 @@ class Assistant:
             for m in history
             if m.role in ("user", "assistant") and m.content.strip()
         ]
+        user, grounding = self._grounded(message, message, patient, detect_language(message))
         max_new = self._max_new()
         ids, report = self._build(
-            patient, [{"role": "user", "content": message}], max_new, history_turns=past
+            patient, [{"role": "user", "content": user}], max_new, history_turns=past
         )
-        self.context_report = report
+        self.context_report = report + (f"; {grounding.report()}" if grounding else "")
         return iter(self._run(patient, ids, cancel, max_new, start))
 
 
