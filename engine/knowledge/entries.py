@@ -34,6 +34,7 @@ class Entry:
     patient_id: str = ""
     note_id: str = ""
     date: str = ""  # YYYY-MM-DD for notes
+    lang: str = ""  # "en" or "zh" (detect_language of ``search``); "" = not known yet
     terms: list[str] = field(default_factory=list)  # tokenize(search), kept to skip re-segmenting
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +102,7 @@ def note_entry(patient: Patient, note: Note) -> Entry:
         patient_id=patient.id,
         note_id=note.id,
         date=note.created.strftime("%Y-%m-%d"),
+        lang=lang,
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 
 from engine.errors import PhyAssistError
+from engine.inference.prompts import detect_language
 from engine.knowledge.embedding import (
     MODEL_NAME,
     Embedder,
@@ -348,6 +349,7 @@ class KnowledgeIndex:
         use_lexical = mode != "embedding"
         use_dense = self.embedder is not None and mode != "lexical"
         query_vector = self.embedder.embed([text])[0] if use_dense else None
+        lang = detect_language(text)
         fused: dict[str, list[Any]] = {}
         with self._lock:
             groups = ((self._main, self._fresh), (self._reference,))
@@ -365,7 +367,7 @@ class KnowledgeIndex:
                     hits = [
                         (score, seg.entries[i])
                         for seg, mask in zip(group, masks, strict=True)
-                        for i, score in seg.dense(query_vector, CANDIDATES, DENSE_FLOOR, mask)
+                        for i, score in seg.dense(query_vector, CANDIDATES, DENSE_FLOOR, mask, lang)
                     ]
                     lists.append([e for _s, e in sorted(hits, key=lambda h: -h[0])[:CANDIDATES]])
                 for which, ranked in enumerate(lists):

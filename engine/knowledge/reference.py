@@ -60,37 +60,44 @@ def counselchat_entries(rows: list[dict[str, str]], splits: set[str] | None = No
                 search=question,
                 label=topic,
                 advice=answer,
+                lang="en",
             )
         )
     return entries
 
 
 def imhi_entries(root: Path) -> list[Entry]:
-    """IMHI training posts with the gold label sentence and its reasoning (one per post and
-    question)."""
-    entries: list[Entry] = []
-    seen: set[tuple[str, str]] = set()
+    """IMHI training posts, one entry per post, with every gold label sentence and reasoning
+    given for it (a post is asked about several risks or wellness dimensions)."""
+    by_post: dict[str, list[tuple[str, str, str, str]]] = {}
     for task, _stem, path in find_train_csvs(root):
         for row in read_csv_rows(path, task):
             match = _POST.match(row.query.strip())
-            if not match or not row.answer.strip():
+            if not match or not row.answer.strip() or not match["post"].strip():
                 continue
-            post, question = match["post"].strip(), match["q"].strip()
-            if (post, question) in seen or not post:
-                continue
-            seen.add((post, question))
             label, _, reasoning = row.answer.partition("Reasoning:")
-            entries.append(
-                Entry(
-                    key=f"imhi:{task}:{len(entries)}",
-                    source="imhi",
-                    title=f"{task}: {question}"[:120],
-                    text=f"{post}\n\n{question}\n{label.strip()}\nReasoning: {reasoning.strip()}",
-                    search=post,
-                    label=label.strip(),
-                    advice=reasoning.strip(),
-                )
+            answer = (task, match["q"].strip(), label.strip(), reasoning.strip())
+            answers = by_post.setdefault(match["post"].strip(), [])
+            if answer not in answers:
+                answers.append(answer)
+    entries: list[Entry] = []
+    for n, (post, answers) in enumerate(by_post.items()):
+        lines = [post, ""]
+        for _task, question, label, reasoning in answers:
+            lines.append(f"{question}\n{label}\nReasoning: {reasoning}")
+        task, question, label, reasoning = answers[0]
+        entries.append(
+            Entry(
+                key=f"imhi:{task}:{n}",
+                source="imhi",
+                title=f"{task}: {question}"[:120],
+                text="\n".join(lines),
+                search=post,
+                label="; ".join(a[2] for a in answers)[:300],
+                advice=reasoning,
+                lang="en",
             )
+        )
     return entries
 
 

@@ -13,6 +13,7 @@ import bm25s
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+from engine.inference.prompts import detect_language
 from engine.knowledge.embedding import Embedder
 from engine.knowledge.entries import Entry
 
@@ -35,6 +36,7 @@ class Segment:
         self.alive = np.ones(len(entries), dtype=bool)
         self.sources = np.array([e.source for e in entries], dtype=object)
         self.patients = np.array([e.patient_id for e in entries], dtype=object)
+        self.langs = np.array([e.lang or detect_language(e.search) for e in entries], dtype=object)
         self._embedder = embedder
         self._bm25: bm25s.BM25 | None = None
         self._vectors = vectors if vectors is not None and len(vectors) == len(entries) else None
@@ -90,11 +92,14 @@ class Segment:
             return self._vectors
 
     def dense(
-        self, query_vector: np.ndarray, n: int, floor: float, allowed: np.ndarray
+        self, query_vector: np.ndarray, n: int, floor: float, allowed: np.ndarray, lang: str
     ) -> list[tuple[int, float]]:
+        """Top ``n`` live entries by cosine, in the query's language only: the static model's
+        Chinese vectors sit close to any English text (a Chinese query matched random posts)."""
         vectors = self.vectors()
         if vectors is None:
             return []
+        allowed = allowed & (self.langs == lang)
         with _ONE_BLAS_THREAD.limit(limits=1, user_api="blas"):
             # On two busy cores a threaded mat-vec took 4 ms where one thread takes 0.2 ms.
             sims = vectors @ query_vector
