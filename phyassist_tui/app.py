@@ -29,6 +29,7 @@ from engine.errors import PhyAssistError
 from engine.settings import Settings, load_settings
 from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for
 from phyassist_tui.focus import is_text_field
+from phyassist_tui.knowledge import drop_knowledge, ensure_knowledge
 from phyassist_tui.ports import (
     AssistantLike,
     TrainingRunner,
@@ -105,6 +106,7 @@ class PhyAssistApp(App):
         self._theme_loaded = False
         self._model_load_started = False
         self._model_timer: Timer | None = None
+        self.knowledge: Any | None = None  # engine.knowledge.index.KnowledgeIndex (knowledge hook)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "lock":
@@ -186,6 +188,7 @@ class PhyAssistApp(App):
             return
         self.model_ready.set()
         self.call_from_thread(self._model_loaded, "ready", self.assistant.model_label, "")
+        ensure_knowledge(self)  # knowledge hook: grounded drafting once a vault is open
 
     def _model_loaded(self, state: str, label: str, detail: str) -> None:
         resume_gc()  # if the vault is still locked (see phyassist_tui.startup)
@@ -208,6 +211,8 @@ class PhyAssistApp(App):
         self._last_activity = time.monotonic()
         self.switch_screen(WorkspaceScreen(patients))
         self.call_after_refresh(freeze_heap)
+        if self.model_ready.is_set():  # knowledge hook (else _load_model opens it)
+            self.run_worker(partial(ensure_knowledge, self), name="open-knowledge", thread=True)
 
     def store_call(self, fn: Callable[[VaultStore], T]) -> T:
         """Run ``fn(store)`` (from a worker thread), one vault call at a time."""
@@ -377,6 +382,7 @@ class PhyAssistApp(App):
 
     def _close_store(self) -> None:
         with self._store_lock:
+            drop_knowledge(self)  # knowledge hook
             store, self.store = self.store, None
             if store is not None:
                 store.close()
@@ -406,7 +412,7 @@ class PhyAssistApp(App):
         yield from super().get_system_commands(screen)
         scopes = ["app"]
         if is_workspace(screen):
-            scopes += ["workspace", "draft", "chat"]
+            scopes += ["workspace", "draft", "chat", "similar"]
         builtin = {"quit", "change_theme"}  # the system provider lists these already
         for spec in specs_for(scopes):
             if spec.scope == "app" and spec.action in builtin:
