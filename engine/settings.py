@@ -114,6 +114,9 @@ class KnowledgeSettings(BaseModel):
     max_context_tokens: int = Field(450, ge=50, le=4096)
     mode: Literal["auto", "lexical", "embedding", "hybrid"] = "auto"
     embedding: bool = True  # the static embedding shipped in the wordllama wheel
+    # The TUI reads the index this long after the vault and model are ready (so the first
+    # grounded Analysis does not wait for it); 0 = only when first needed.
+    warm_up_s: float = Field(10.0, ge=0.0)
 
 
 class Settings(BaseSettings):

@@ -29,7 +29,7 @@ from engine.errors import PhyAssistError
 from engine.settings import Settings, load_settings
 from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for
 from phyassist_tui.focus import is_text_field
-from phyassist_tui.knowledge import drop_knowledge, ensure_knowledge
+from phyassist_tui.knowledge import attach_knowledge, drop_knowledge
 from phyassist_tui.ports import (
     AssistantLike,
     TrainingRunner,
@@ -188,7 +188,6 @@ class PhyAssistApp(App):
             return
         self.model_ready.set()
         self.call_from_thread(self._model_loaded, "ready", self.assistant.model_label, "")
-        ensure_knowledge(self)  # knowledge hook: grounded drafting once a vault is open
 
     def _model_loaded(self, state: str, label: str, detail: str) -> None:
         resume_gc()  # if the vault is still locked (see phyassist_tui.startup)
@@ -196,6 +195,8 @@ class PhyAssistApp(App):
         self.model_label = label
         self.model_detail = detail
         self.model_state = state
+        if state == "ready":
+            attach_knowledge(self)  # knowledge hook: grounded drafting
         if state == "failed":
             self.notify(f"The model could not be loaded: {detail}", severity="error", timeout=10)
 
@@ -211,8 +212,7 @@ class PhyAssistApp(App):
         self._last_activity = time.monotonic()
         self.switch_screen(WorkspaceScreen(patients))
         self.call_after_refresh(freeze_heap)
-        if self.model_ready.is_set():  # knowledge hook (else _load_model opens it)
-            self.run_worker(partial(ensure_knowledge, self), name="open-knowledge", thread=True)
+        attach_knowledge(self)  # knowledge hook: Similar pane and grounded drafting
 
     def store_call(self, fn: Callable[[VaultStore], T]) -> T:
         """Run ``fn(store)`` (from a worker thread), one vault call at a time."""

@@ -84,13 +84,8 @@ class KnowledgeIndex:
 
     def __init__(self, store: Any, *, embedder: Embedder | str | None = "auto") -> None:
         self.store = store
-        if embedder == "auto":
-            try:
-                embedder = shared_embedder()
-            except (EmbeddingUnavailable, OSError) as exc:
-                logger.warning("embedding model unavailable (%s); lexical only", exc)
-                embedder = None
-        self.embedder: Embedder | None = embedder  # type: ignore[assignment]
+        self._embedder_choice = embedder  # resolved by load(): constructing stays cheap
+        self.embedder: Embedder | None = embedder if isinstance(embedder, Embedder) else None
         self._lock = threading.RLock()
         self._shards: dict[str, _Shard] = {}
         self._main = Segment([], self.embedder)
@@ -104,10 +99,23 @@ class KnowledgeIndex:
 
     # -- opening ------------------------------------------------------------------------------
 
+    def _resolve_embedder(self) -> None:
+        if self._embedder_choice == "auto":
+            self._embedder_choice = None
+            try:
+                self.embedder = shared_embedder()
+            except (EmbeddingUnavailable, OSError) as exc:
+                logger.warning("embedding model unavailable (%s); lexical only", exc)
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
     def load(self) -> KnowledgeIndex:
         """Read the reference corpus and every patient's shard; rebuild stale shards."""
         start = time.perf_counter()
         with self._lock:
+            self._resolve_embedder()
             self._load_reference()
             stamps = self.store.record_stamps()
             self.rebuilt_patients = 0
@@ -273,6 +281,7 @@ class KnowledgeIndex:
     def rebuild(self) -> int:
         """Re-read every record (and drop every shard); returns the notes indexed."""
         with self._lock:
+            self._resolve_embedder()
             self._shards.clear()
             self._loaded = False
             stamps = self.store.record_stamps()
@@ -287,6 +296,7 @@ class KnowledgeIndex:
 
     def set_reference(self, entries: Iterable[Entry], info: dict[str, Any] | None = None) -> int:
         """Replace the reference corpus (encrypted into the vault); returns its size."""
+        self._resolve_embedder()
         entries = list(entries)
         for entry in entries:
             if not entry.terms:
