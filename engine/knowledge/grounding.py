@@ -37,6 +37,7 @@ HEADER: dict[Lang, str] = {
 class Grounding:
     text: str  # the block for the prompt ("" when nothing fit)
     citations: list[Citation] = field(default_factory=list)
+    passages: list[str] = field(default_factory=list)  # what the prompt showed, per citation
     found: int = 0  # matches the index returned
     lang: Lang = "en"
 
@@ -86,18 +87,25 @@ def build_grounding(
             continue  # a shorter later match may still fit
         used += cost
         lines.append(line)
-        grounding.citations.append(
-            Citation(
-                marker=marker,
-                key=match.entry.key,
-                source=match.entry.source,
-                label=match.entry.citation_label,
-                passage=passage,
-            )
-        )
+        grounding.citations.append(citation_for(match, marker, passage))
+        grounding.passages.append(passage)
     if grounding.citations:
         grounding.text = "\n".join(lines)
     return grounding
+
+
+def citation_for(match: Match, marker: str, passage: str) -> Citation:
+    """A citation as kept in a draft. An own case keeps only its key and label: its text
+    stays in that patient's record, so forgetting the patient leaves no copy in others'
+    (opening the citation looks the key up in the index)."""
+    entry = match.entry
+    return Citation(
+        marker=marker,
+        key=entry.key,
+        source=entry.source,
+        label=entry.citation_label,
+        passage="" if entry.source == "note" else passage,
+    )
 
 
 def attach_citations(draft: AnalysisDraft, grounding: Grounding | None) -> AnalysisDraft:
@@ -105,7 +113,10 @@ def attach_citations(draft: AnalysisDraft, grounding: Grounding | None) -> Analy
     if grounding is None or not grounding.citations:
         return draft
     by_marker = {c.marker: c for c in grounding.citations}
-    terms = {c.marker: set(tokenize(c.passage)) for c in grounding.citations}
+    terms = {
+        c.marker: set(tokenize(t))
+        for c, t in zip(grounding.citations, grounding.passages, strict=True)
+    }
     used: set[str] = set()
     for section in ("reasons", "advice"):
         for item in draft.live(section):  # type: ignore[arg-type]

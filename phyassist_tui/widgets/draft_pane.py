@@ -310,7 +310,20 @@ class DraftPane(Vertical):
         if not cited:
             self.notify("This item cites nothing.", severity="information")
             return
-        body = "\n\n".join(f"[{c.marker}] {c.label}\n{c.passage}" for c in cited)
+        index = getattr(self.app, "knowledge", None)
+        loaded = index is not None and index.loaded
+
+        def full(citation: Citation) -> str:
+            entry = index.entry(citation.key) if loaded else None
+            if entry is not None:
+                return entry.text
+            if citation.passage:
+                return citation.passage
+            if citation.source == "note":
+                return "(That case is no longer in the index: deleted, or the index not read yet.)"
+            return ""
+
+        body = "\n\n".join(f"[{c.marker}] {c.label}\n{full(c)}" for c in cited)
         self.app.push_screen(EntryScreen("Sources of this item", row.item.text, body))
 
     # -- in-place editor -----------------------------------------------------------------------

@@ -14,7 +14,6 @@ from textual.content import Content
 from textual.widgets import Label, OptionList
 from textual.widgets.option_list import Option
 
-from engine.records import Citation
 from phyassist_tui.bindings import bindings_for
 from phyassist_tui.messages import CitedPointRequested, SimilarRequested
 from phyassist_tui.screens.entry import EntryScreen
@@ -24,16 +23,20 @@ POINT_CHARS = 240
 
 
 def cited_point(entry, passage: str) -> str:
-    """The text of an inserted advice item: the entry's advice (its first sentences), else
-    the passage that matched."""
+    """The text of an inserted advice item: the entry's advice (its first lines or
+    sentences, up to ``POINT_CHARS``), else the passage that matched."""
+    from engine.inference.prompts import detect_language
     from engine.knowledge.text import sentences
 
     source = entry.advice.strip() or passage
+    joiner = "；" if detect_language(source) == "zh" else "; "
+    pieces = [p for line in source.splitlines() for p in sentences(" ".join(line.split()))]
     point = ""
-    for sentence in sentences(" ".join(source.split())):
-        if point and len(point) + len(sentence) > POINT_CHARS:
+    for piece in pieces:
+        candidate = f"{point}{joiner}{piece}" if point else piece
+        if point and len(candidate) > POINT_CHARS:
             break
-        point = f"{point} {sentence}".strip()
+        point = candidate
     if len(point) > POINT_CHARS:
         point = point[: POINT_CHARS - 1].rstrip() + "…"
     return point or passage
@@ -99,15 +102,11 @@ class SimilarPane(Vertical):
         match = self.selected
         if match is None:
             return
-        entry = match.entry
-        citation = Citation(
-            marker="",  # the draft numbers it
-            key=entry.key,
-            source=entry.source,
-            label=entry.citation_label,
-            passage=" ".join(match.passage.split()),
-        )
-        self.post_message(CitedPointRequested(cited_point(entry, match.passage), citation))
+        from engine.knowledge.grounding import citation_for  # not at import: it pulls scipy
+
+        passage = " ".join(match.passage.split())
+        citation = citation_for(match, "", passage)  # the draft numbers it
+        self.post_message(CitedPointRequested(cited_point(match.entry, match.passage), citation))
 
     def action_refresh_similar(self) -> None:
         self.post_message(SimilarRequested())

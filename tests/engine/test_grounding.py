@@ -93,3 +93,14 @@ def test_a_grounded_analysis_on_the_real_model_has_the_similar_case_in_its_promp
     finally:
         assistant.knowledge = None
         assistant.settings.knowledge.grounding = "auto"
+
+
+def test_an_own_case_citation_keeps_no_copy_of_the_other_clients_text():
+    entry = Entry(
+        "note:ab12cd34ef:n1", "note", "t", "Panic on the subway", "Panic on the subway",
+        patient_id="ab12cd34ef", date="2026-10-12",
+    )  # fmt: skip
+    grounding = build_grounding([Match(entry, 1.0, "Panic on the subway")], "en", 500, _count)
+    assert "Panic on the subway" in grounding.text  # the prompt sees it (in memory only)
+    citation = grounding.citations[0]
+    assert citation.passage == "" and citation.label == "own case · Case ab12cd · 2026-10-12"
