@@ -273,7 +273,7 @@ def _chrf(hyp: str, ref: str, n: int = 6, beta: float = 2.0) -> float:
     return 100 * (1 + beta**2) * p * r / (beta**2 * p + r)
 
 
-def chrf(tmp: Path, limit: int) -> dict:
+def chrf(tmp: Path, limit: int, max_new: int = 200) -> dict:
     from engine.inference.assistant import Assistant
     from engine.settings import load_settings
 
@@ -283,29 +283,40 @@ def chrf(tmp: Path, limit: int) -> dict:
     store = _store(tmp)
     index = KnowledgeIndex(store).load()
     index.set_reference(reference)
-    settings = load_settings(generation={"max_new_tokens": 200})
+    settings = load_settings(generation={"max_new_tokens": max_new})
     assistant = Assistant(settings)
     assistant.load()
     patient = store.create_patient("Held-out client")
     scores: dict[str, list[float]] = {"without": [], "with": []}
     reports = []
+    example: dict = {}
     for entry in held:
         for arm in ("without", "with"):
             assistant.knowledge = index if arm == "with" else None
             chunks = assistant.stream_analysis(
                 patient, entry.search[:2000], cancel=threading.Event()
             )
-            draft = assistant.parse_analysis("".join(chunks))
+            text = "".join(chunks)
+            draft = assistant.parse_analysis(text)
             advice = " ".join(i.text for i in draft.live("advice"))
             scores[arm].append(_chrf(advice, entry.advice))
             if arm == "with":
                 reports.append(assistant.context_report)
+                if not example:
+                    example = {
+                        "question": entry.search[:300],
+                        "raw_output": text[:1500],
+                        "advice": [i.text for i in draft.live("advice")],
+                        "reasons": [i.text for i in draft.live("reasons")],
+                        "citations": [c.model_dump() for c in draft.citations],
+                    }
     store.close()
     return {
         "questions": len(held),
         "chrf_without": round(statistics.fmean(scores["without"]), 2),
         "chrf_with": round(statistics.fmean(scores["with"]), 2),
         "context_report_example": reports[0] if reports else "",
+        "example_with_retrieval": example,
     }
 
 
@@ -315,6 +326,7 @@ def main() -> None:
     parser.add_argument("--notes", type=int, default=20)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--chrf-limit", type=int, default=0)
+    parser.add_argument("--chrf-max-new-tokens", type=int, default=200)
     parser.add_argument("--skip", nargs="*", default=[], choices=["en", "zh", "scale"])
     args = parser.parse_args()
     if not DATA.is_dir():
@@ -335,7 +347,7 @@ def main() -> None:
         if args.chrf_limit:
             sub = Path(tmp) / "chrf"
             sub.mkdir()
-            result["chrf"] = chrf(sub, args.chrf_limit)
+            result["chrf"] = chrf(sub, args.chrf_limit, args.chrf_max_new_tokens)
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
