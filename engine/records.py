@@ -78,6 +78,17 @@ class Item(_Model):
         return self.draft is None
 
 
+class Citation(_Model):
+    """What a ``[n]`` marker in a draft item points to: a similar own case or a reference
+    entry from the knowledge index (engine.knowledge), with the passage the prompt used."""
+
+    marker: str  # "1" for "[1]"
+    key: str  # the knowledge entry's key
+    source: str  # "note", "counselchat", "imhi"
+    label: str  # e.g. "own case · Case 3f2a91 · 2026-11-02" (never a patient's name)
+    passage: str = ""
+
+
 class AnalysisDraft(_Model):
     """A structured Analysis + Advice, as drafted by the model and edited by the counselor."""
 
@@ -87,6 +98,7 @@ class AnalysisDraft(_Model):
     unplaced: list[Item] = Field(default_factory=list)  # text the parser could not place
     raw_output: str = ""  # the model's whole output, verbatim
     model_name: str = ""  # model (+ adapter) that produced the draft
+    citations: list[Citation] = Field(default_factory=list)  # what "[n]" in items points to
 
     def live(self, section: Section) -> list[Item]:
         if section == "symptom_type":

@@ -28,6 +28,7 @@ from textual.timer import Timer
 from engine.settings import Settings, load_settings
 from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for
 from phyassist_tui.focus import is_text_field
+from phyassist_tui.knowledge import schedule_warm_up
 from phyassist_tui.ports import SessionPort, real_session
 from phyassist_tui.screens.unlock import UnlockScreen
 from phyassist_tui.startup import resume_gc
@@ -161,6 +162,8 @@ class PhyAssistApp(App):
         self.model_label = state.label
         self.model_detail = clean(state.detail)
         self.model_state = state.state
+        if state.state == "ready":
+            schedule_warm_up(self)  # knowledge: read the index before the first lookup
         if state.state == "failed":
             self.notify(
                 f"The model could not be loaded: {self.model_detail}", severity="error", timeout=10
@@ -175,6 +178,7 @@ class PhyAssistApp(App):
         self._last_activity = time.monotonic()
         self.switch_screen(WorkspaceScreen(patients))
         self.call_after_refresh(freeze_heap)
+        schedule_warm_up(self)  # knowledge: Similar pane and grounded drafting
 
     # -- training ---------------------------------------------------------------------------------
     def start_training(self, patient: Patient | None) -> None:
@@ -302,7 +306,7 @@ class PhyAssistApp(App):
         yield from super().get_system_commands(screen)
         scopes = ["app"]
         if is_workspace(screen):
-            scopes += ["workspace", "draft", "chat"]
+            scopes += ["workspace", "draft", "chat", "similar"]
         builtin = {"quit", "change_theme"}  # the system provider lists these already
         for spec in specs_for(scopes):
             if spec.scope == "app" and spec.action in builtin:

@@ -14,7 +14,9 @@ from typing import Literal
 
 from textual.binding import Binding
 
-Scope = Literal["app", "unlock", "workspace", "patients", "analysis", "draft", "chat", "train"]
+Scope = Literal[
+    "app", "unlock", "workspace", "patients", "analysis", "draft", "chat", "similar", "train"
+]
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec(
         "app.backup",
-        "f8",
+        "alt+b",  # F8 is the Similar tab
         "backup_now",
         "Back up now",
         "Send an encrypted snapshot of the vault to every backup target (in the background)",
@@ -121,6 +123,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "show_tab('chat')",
         "Chat",
         "Talk with the model about this patient",
+        "workspace",
+        show=False,  # the key is in the tab's title
+    ),
+    ActionSpec(
+        "workspace.show_similar",
+        "f8",  # F6/F7 select a line / all in a TextArea (the question field)
+        "show_tab('similar')",
+        "Similar",
+        "Similar own cases and reference answers for the current statement",
         "workspace",
         show=False,  # the key is in the tab's title
     ),
@@ -192,6 +203,39 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Save note",
         "Save the draft into a new dated note",
         "draft",
+    ),
+    ActionSpec(
+        "draft.open_citation",
+        "o",
+        "open_citation",
+        "Sources",
+        "Open what the selected item's [n] citation markers point to",
+        "draft",
+    ),
+    # similar pane (knowledge query)
+    ActionSpec(
+        "similar.open",
+        "enter",
+        "open_entry",
+        "Open",
+        "Open the selected similar entry in full",
+        "similar",
+    ),
+    ActionSpec(
+        "similar.insert",
+        "i",
+        "insert_point",
+        "Insert cited",
+        "Insert the selected entry's point into the draft's advice, with its citation",
+        "similar",
+    ),
+    ActionSpec(
+        "similar.refresh",
+        "r",  # not ctrl+r: the browser's reload under `phyassist serve`
+        "refresh_similar",
+        "Refresh",
+        "Look up similar entries for the current statement again",
+        "similar",
     ),
     # chat pane
     ActionSpec(

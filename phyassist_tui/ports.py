@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
+    from engine.knowledge.entries import Entry
+    from engine.knowledge.index import KnowledgeIndex
     from engine.records import (
         AnalysisDraft,
         BasicInfo,
@@ -78,6 +80,10 @@ class SessionPort(Protocol):
     def write_autosave(self, patient_id: str, payload: dict[str, Any] | None) -> None: ...
     def load_chat(self, patient_id: str) -> list[ChatMessage]: ...
     def save_chat(self, patient_id: str, history: list[ChatMessage]) -> None: ...
+
+    # knowledge index (Similar pane, citations)
+    def knowledge(self, *, load: bool = True) -> KnowledgeIndex | None: ...
+    def knowledge_entry(self, key: str) -> Entry | None: ...
 
     # risk
     def risk_model_refusal(self) -> str | None: ...

@@ -29,26 +29,30 @@ from engine.records import ChatMessage, Note, Patient, PatientSummary
 from phyassist_tui.bindings import bindings_for
 from phyassist_tui.bindings import spec as binding_spec
 from phyassist_tui.focus import is_text_field
-from phyassist_tui.messages import (
+from phyassist_tui.messages import (  # knowledge hook
     ChatSubmitted,
+    CitedPointRequested,
     PatientChosen,
     PatientLoaded,
     PatientSaved,
     SaveNoteRequested,
+    SimilarRequested,
 )
 from phyassist_tui.screens.autosave import DraftAutosave
 from phyassist_tui.screens.confirm import ConfirmScreen
 from phyassist_tui.screens.generation import GenerationHandling
 from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.screens.similar_flow import insert_cited_point, lookup_similar
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
 from phyassist_tui.widgets.draft_pane import DraftPane
 from phyassist_tui.widgets.notes_view import NotesView
 from phyassist_tui.widgets.patients_pane import PatientsPane
+from phyassist_tui.widgets.similar_pane import SimilarPane
 from phyassist_tui.widgets.status_line import StatusLine
 from phyassist_tui.widgets.text import clean
 
-TABS = ("notes", "analysis", "draft", "chat")
+TABS = ("notes", "analysis", "draft", "chat", "similar")
 PANES_RETRY_S = 0.01  # a call that needs a lazy pane retries this often until it is mounted
 
 
@@ -84,6 +88,8 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
                     yield Lazy(DraftPane(id="draft-pane"))
                 with TabPane(self._tab_title("chat"), id="chat"):
                     yield Lazy(ChatPane(id="chat-pane"))
+                with TabPane(self._tab_title("similar"), id="similar"):  # knowledge hook
+                    yield Lazy(SimilarPane(id="similar-pane"))
         yield StatusLine(id="status")
         yield Footer(compact=True)  # compact: the keys that matter fit in 80 columns
 
@@ -194,8 +200,19 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
             "analysis": "#question",
             "draft": "#draft-items",
             "chat": "#chat-input",
+            "similar": "#similar-list",
         }[tab]
         self.query_one(focus).focus()
+        if tab == "similar":  # knowledge hook
+            lookup_similar(self)
+
+    @on(SimilarRequested)
+    def _similar_requested(self) -> None:  # knowledge hook
+        lookup_similar(self)
+
+    @on(CitedPointRequested)
+    async def _cited_point(self, message: CitedPointRequested) -> None:  # knowledge hook
+        await insert_cited_point(self, message.text, message.citation)
 
     def action_focus_search(self) -> None:
         self.patients.display = True
