@@ -376,6 +376,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     work_dir = Path(job["work_dir"])
     staging = Path(job["staging_path"])
     overrides = dict(job.get("overrides") or {})
+    overrides.pop("domain_adapter", None)  # the parent's switch, resolved into the job
     settings_data = job["settings"]
 
     t = time.perf_counter()
@@ -401,6 +402,9 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     emit({"phase": "loading", "step": 0, "total_steps": 0, "device": device})
     loaded = load_model(settings)
     model, tokenizer = loaded.model, loaded.tokenizer
+    domain = job.get("domain_adapter")
+    if domain:
+        model = merge_domain_adapter(model, Path(domain["path"]))
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -450,7 +454,27 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "cpu_threads": torch.get_num_threads(),
         "hyperparameters": hp.model_dump(),
+        "domain_adapter": (
+            {k: domain[k] for k in ("name", "sha256") if k in domain} if domain else None
+        ),
     }
+
+
+def merge_domain_adapter(model: Any, path: Path) -> Any:
+    """The base with the domain LoRA merged into its weights: the patient LoRA is trained over
+    the domain-adapted model. At inference the two adapters are stacked (LoRA deltas add), which
+    reproduces this model plus the patient delta (``tests/train/test_stack.py``). A 4-bit base
+    merges with rounding (PEFT dequantizes, adds, requantizes)."""
+    from peft import get_peft_model, set_peft_model_state_dict
+
+    from engine.model.adapters import _peft_config, read_adapter_dir
+
+    config, state = read_adapter_dir(path)
+    peft_model = get_peft_model(model, _peft_config(config), adapter_name="domain")
+    result = set_peft_model_state_dict(peft_model, state, adapter_name="domain")
+    if list(getattr(result, "unexpected_keys", []) or []):
+        raise TrainingError(f"The domain adapter in {path} does not fit this model.")
+    return peft_model.merge_and_unload()
 
 
 def main() -> int:
