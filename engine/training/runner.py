@@ -363,6 +363,7 @@ class TrainingRun:
             "steps": done.get("steps"),
             "final_loss": done.get("final_loss"),
             "preference_steps": done.get("preference_steps"),
+            "preference_pairs_used": done.get("preference_pairs_used"),
             "preference_loss": done.get("preference_loss"),
             "tokens": done.get("tokens"),
             "train_s": done.get("train_s"),

@@ -42,6 +42,7 @@ class TrainResult:
     fit_s: float = 0.0  # inside ``trainer.train()``: the optimizer steps themselves
     preference_steps: int = 0
     preference_loss: float | None = None
+    preference_pairs_used: int = 0
     tokens_seen: int = 0
     train_s: float = 0.0
     losses: list[float] = field(default_factory=list)
@@ -260,6 +261,8 @@ def train_adapter(
     )
     del trainer
 
+    pairs = hp.preference_pairs(pairs)
+    result.preference_pairs_used = len(pairs) if hp.use_preference_step(len(pairs)) else 0
     if hp.use_preference_step(len(pairs)):
         pref_losses: list[float] = []
         t = time.perf_counter()
@@ -449,6 +452,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         "steps": result.steps,
         "final_loss": result.final_loss,
         "preference_steps": result.preference_steps,
+        "preference_pairs_used": result.preference_pairs_used,
         "preference_loss": result.preference_loss,
         "train_s": round(result.train_s, 3),
         "timings": {k: round(v, 3) for k, v in timings.items()},

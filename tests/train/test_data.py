@@ -198,3 +198,17 @@ def test_loss_falls_on_the_answer_only(tiny_model_dir, patient_record, tmp_path)
     assert answer in learned
     assert "Session 1." not in learned
     assert len(learned) < len(answer) + 40  # the answer plus the turn's end marker
+
+
+def test_adapter_list_reports_counts_per_signal_and_note(patient_record):
+    """`adapter list` once said "notes 1 edits 0" for 2 notes with several edits."""
+    from phyassist_tui.commands.adapter import signal_lines
+
+    data = build_training_data(patient_record("Zorblax", 2))
+    lines = signal_lines({"signals": data.signals, "preference_pairs_used": 10})
+    assert lines[0] == (
+        "notes 2/2 trained; edits 6, deletions 2, added 2, regenerations 0, choices 0; "
+        "preference pairs 10"
+    )
+    assert len(lines) == 3 and all("edits 3, deletions 1, added 1" in x for x in lines[1:])
+    assert "not recorded" in signal_lines({"examples": 1, "preference_pairs": 0})[0]
