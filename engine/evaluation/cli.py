@@ -19,6 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also run the base model (adapter disabled) and report both side by side",
     )
+    parser.add_argument(
+        "--patient-adapter",
+        type=Path,
+        help="a patient adapter (PEFT dir, e.g. `phyassist adapter export`) stacked on --adapter "
+        "as the app stacks it; reports --adapter alone and both together",
+    )
     parser.add_argument("--model", help="model spec (default: settings model.spec)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated IMHI tasks")
     parser.add_argument("--limit", type=int, help="rows per task (seeded random sample)")
@@ -71,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if args.adapter is not None and not (args.adapter / "adapter_config.json").is_file():
         raise InputRejected(f"{args.adapter}: not a PEFT adapter (no adapter_config.json)")
 
+    if args.patient_adapter is not None:
+        _check_patient_adapter(args)
+
     def say(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
 
@@ -96,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
             runs.append(
                 evaluate_imhi(loaded.model, loaded.tokenizer, args.data, name="base", **common)
             )
-        model = PeftModel.from_pretrained(loaded.model, str(args.adapter))
+        model = PeftModel.from_pretrained(loaded.model, str(args.adapter), adapter_name="domain")
         # Merged LoRA weights generate as fast as the base; a quantized base cannot merge.
         merge = not getattr(loaded.model, "is_loaded_in_4bit", False)
         meta["adapter_merged"] = merge
@@ -104,6 +113,20 @@ def run(args: argparse.Namespace) -> int:
             if merge:
                 model.merge_adapter()
             runs.append(evaluate_imhi(model, loaded.tokenizer, args.data, name="adapter", **common))
+            if args.patient_adapter is not None:
+                meta["patient_adapter"] = str(args.patient_adapter)
+                if merge:
+                    model.unmerge_adapter()
+                model.load_adapter(str(args.patient_adapter), adapter_name="patient")
+                both = ["domain", "patient"]
+                model.base_model.set_adapter(both)  # the deltas add, as in the app
+                if merge:
+                    model.merge_adapter(adapter_names=both)
+                runs.append(
+                    evaluate_imhi(
+                        model, loaded.tokenizer, args.data, name="adapter+patient", **common
+                    )
+                )
         finally:
             # load_model shares the model in-process: restore the weights, drop the layers.
             if merge:
@@ -115,6 +138,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_patient_adapter(args: argparse.Namespace) -> None:
+    """A patient adapter is only meaningful on the domain adapter it was trained over."""
+    import json
+
+    from engine.errors import InputRejected
+    from engine.model.stack import adapter_identity, stack_refusal
+
+    path = args.patient_adapter
+    if args.adapter is None:
+        raise InputRejected("--patient-adapter needs --adapter (the domain adapter under it)")
+    if not (path / "adapter_config.json").is_file():
+        raise InputRejected(f"{path}: not a PEFT adapter (no adapter_config.json)")
+    card_path = path / "phyassist_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    why = stack_refusal(card, adapter_identity(args.adapter))
+    if why is not None:
+        raise InputRejected(f"{path}: {why}")
+
+
 def _rescore(args: argparse.Namespace) -> int:
     from engine.errors import InputRejected
     from engine.evaluation.imhi import rescore
@@ -123,7 +165,7 @@ def _rescore(args: argparse.Namespace) -> int:
     files = sorted(Path(args.rescore).glob("predictions-*.jsonl"))
     if not files:
         raise InputRejected(f"{args.rescore}: no predictions-*.jsonl to rescore")
-    order = {"base": 0, "adapter": 1}
+    order = {"base": 0, "adapter": 1, "adapter+patient": 2}
     runs = sorted((rescore(f) for f in files), key=lambda r: order.get(r.name, 2))
     md = write_report(args.out, runs, meta={"rescored_from": str(args.rescore)})
     print(md.read_text(encoding="utf-8"))
