@@ -140,6 +140,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "workspace",
         show=False,
     ),
+    ActionSpec(
+        "workspace.rollback_adapter",
+        "f6",
+        "rollback_adapter",
+        "Roll back adapter",
+        "Use this patient's previous adapter version (phyassist adapter rollback)",
+        "workspace",
+        show=False,
+    ),
     # draft pane (active while the draft list has focus)
     ActionSpec("draft.edit", "e", "edit_item", "Edit", "Edit the selected item in place", "draft"),
     ActionSpec("draft.add", "a", "add_item", "Add", "Add an item after the selected one", "draft"),

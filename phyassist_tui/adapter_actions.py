@@ -1,0 +1,78 @@
+"""Adapter actions of the workspace that live outside its module: roll back (one key).
+
+Kept apart from ``screens/workspace.py`` (which is being split) so the workspace only binds
+the key: ``action_rollback_adapter`` calls ``rollback_adapter(app, patient)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.errors import PhyAssistError
+from engine.records import Patient
+from engine.trust.audit import record as audit_record
+from phyassist_tui.widgets.text import clean
+
+
+def rollback_adapter(app: Any, patient: Patient | None) -> None:
+    """Ask, then make the version before the active one active and use it at once.
+
+    The same as ``phyassist adapter rollback ID``; audited the same way."""
+    from engine.training.versions import list_versions, rollback
+
+    if patient is None:
+        app.notify("Open a patient first.", severity="warning")
+        return
+    if getattr(app, "store", None) is None:
+        return
+    versions = list_versions(app.store, patient.id)
+    active = next((v for v in versions if v.active), None)
+    older = [v for v in versions if active is not None and v.version < active.version]
+    if active is None or not older:
+        app.notify(
+            "There is no older adapter version to roll back to."
+            if active
+            else "This patient has no trained adapter.",
+            severity="warning",
+        )
+        return
+    target = older[-1]
+    card = target.card or {}
+    what = f"{card.get('examples', '?')} notes, trained {card.get('date', '?')}"
+
+    def answer(yes: bool | None) -> None:
+        if not yes:
+            return
+
+        def work() -> None:
+            try:
+                version = app.store_call(lambda s: rollback(s, patient.id, target.version))
+                app.store_call(
+                    lambda s: audit_record(
+                        s,
+                        "adapter_activated",
+                        patient.id,
+                        f"rollback v{active.version}->v{version}",
+                    )
+                )
+            except PhyAssistError as exc:
+                app.call_from_thread(app.notify, str(exc), severity="error")
+                return
+            label = app.use_patient_model(patient, force=True)
+            if label:
+                app.call_from_thread(setattr, app, "model_label", label)
+            app.call_from_thread(app.notify, f"Adapter v{version} is now active.")
+
+        app.run_worker(work, thread=True, name="rollback-adapter", exit_on_error=False)
+
+    from phyassist_tui.screens.confirm import ConfirmScreen
+
+    app.push_screen(
+        ConfirmScreen(
+            f"Switch {clean(patient.name)}'s adapter from v{active.version} back to "
+            f"v{target.version} ({what})?",
+            yes="Roll back",
+            no="Keep",
+        ),
+        answer,
+    )
