@@ -1,7 +1,8 @@
-"""Adapter actions of the workspace that live outside its module: roll back (one key).
+"""Adapter actions of the workspace that live outside its module: roll back, Compare.
 
 Kept apart from ``screens/workspace.py`` (which is being split) so the workspace only binds
-the key: ``action_rollback_adapter`` calls ``rollback_adapter(app, patient)``.
+the keys: ``action_rollback_adapter`` calls ``rollback_adapter(app, patient)``,
+``action_compare`` calls ``start_compare(workspace)``.
 """
 
 from __future__ import annotations
@@ -76,3 +77,51 @@ def rollback_adapter(app: Any, patient: Patient | None) -> None:
         ),
         answer,
     )
+
+
+def start_compare(workspace: Any) -> None:
+    """Draft the current statement with the domain model and with the patient's adapter, show
+    both side by side (``CompareScreen``), store the picks, put the taken draft in the Draft tab.
+    """
+    from engine.inference.compare import compare_drafts, record_choice
+    from phyassist_tui.screens.compare import CompareScreen
+
+    app = workspace.app
+    patient = workspace.patient
+    if patient is None:
+        app.notify("Open a patient first.", severity="warning")
+        return
+    question = workspace.analysis.question or workspace.draft_question
+    observed = workspace.analysis.observed
+    if not question:
+        workspace.action_show_tab("analysis")
+        app.notify("Write the counseling question first.", severity="warning")
+        return
+    if workspace.generating is not None:
+        app.notify("A generation is already running (Esc stops it).", severity="warning")
+        return
+
+    def make_pair(cancel: Any):
+        assistant = app.wait_for_model(cancel)
+        if assistant is None:
+            raise PhyAssistError(f"The model is not available: {app.model_detail}")
+        workspace._stop_prefill()
+        with app._model_lock:  # nothing else switches adapters while both drafts are made
+            pair = compare_drafts(
+                assistant, patient, app.store, question, cancel=cancel, observed=observed
+            )
+            app._patient_in_model = patient.id  # compare_drafts leaves the patient's adapter on
+        return pair
+
+    def store_choices(choices: list) -> int:
+        return app.store_call(lambda s: record_choice(s, patient.id, choices))
+
+    async def taken(draft: Any) -> None:
+        if draft is None:
+            return
+        workspace.draft_question = question
+        await workspace.draft_pane.load(draft)
+        workspace.action_show_tab("draft")
+        workspace._schedule_autosave()
+
+    app.push_screen(CompareScreen(clean(patient.name), make_pair, store_choices), taken)

@@ -142,10 +142,19 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec(
         "workspace.rollback_adapter",
-        "f6",
+        "ctrl+r",  # not f6/f7: a TextArea takes those (select line / all)
         "rollback_adapter",
         "Roll back adapter",
         "Use this patient's previous adapter version (phyassist adapter rollback)",
+        "workspace",
+        show=False,
+    ),
+    ActionSpec(
+        "workspace.compare",
+        "f8",
+        "compare",
+        "Compare drafts",
+        "Draft the question with the domain model and the patient's adapter, side by side",
         "workspace",
         show=False,
     ),

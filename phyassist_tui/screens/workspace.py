@@ -324,6 +324,11 @@ class WorkspaceScreen(Screen):
 
         rollback_adapter(self.app, self.patient)
 
+    def action_compare(self) -> None:  # learning: domain vs patient-adapter drafts
+        from phyassist_tui.adapter_actions import start_compare
+
+        start_compare(self)
+
     def action_clear_chat(self) -> None:
         if not self._once_panes_mounted(self.action_clear_chat):
             return

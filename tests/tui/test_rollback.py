@@ -1,4 +1,4 @@
-"""One key rolls a patient's adapter back (F6), as `phyassist adapter rollback` does."""
+"""One key rolls a patient's adapter back (ctrl+r), as `phyassist adapter rollback` does."""
 
 from __future__ import annotations
 
@@ -30,12 +30,12 @@ def _two_versions(settings) -> str:
         store.close()
 
 
-async def test_f6_rolls_the_adapter_back_after_asking(make_app, vault, settings):
+async def test_ctrl_r_rolls_the_adapter_back_after_asking(make_app, vault, settings):
     pid = _two_versions(settings)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await open_patient(pilot, "Sun")
-        await pilot.press("f6")
+        await pilot.press("ctrl+r")
         confirm = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
         assert confirm
         assert "from v2 back to v1 (1 notes" in app.screen.question
@@ -46,7 +46,7 @@ async def test_f6_rolls_the_adapter_back_after_asking(make_app, vault, settings)
         )
         entry = AuditLog(app.store).entries(pid)[-1]
         assert (entry.action, entry.detail) == ("adapter_activated", "rollback v2->v1")
-        await pilot.press("f6")  # nothing older than v1: says so, asks nothing
+        await pilot.press("ctrl+r")  # nothing older than v1: says so, asks nothing
         await pilot.pause(0.1)
         assert not isinstance(app.screen, ConfirmScreen)
         assert any("no older adapter" in n.message for n in app._notifications)
