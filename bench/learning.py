@@ -232,6 +232,21 @@ def measure(notes: list[AnalysisDraft]) -> dict[str, Any]:
     }
 
 
+def patient_logit_effect(assistant: Any, patient: Any, store: Any) -> float:
+    """Largest |logit| change the patient adapter makes on the last eval prompt (a check that
+    the stacked adapter is live: 0 would mean the two conditions are one model)."""
+    import torch
+
+    ids = torch.tensor([assistant.last_prompt_ids])
+    with torch.no_grad():
+        assistant.use_patient(None)
+        domain = assistant.adapters.model(ids).logits[0, -1]
+        assistant.use_patient(patient, store)
+        stacked = assistant.adapters.model(ids).logits[0, -1]
+    assistant.use_patient(None)
+    return round(float((stacked - domain).abs().max()), 4)
+
+
 def children_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
@@ -296,15 +311,19 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
         patient = store.load_patient(patient_k.id)
         conditions: dict[str, list[AnalysisDraft]] = {"domain": [], "domain+patient": []}
         labels: dict[str, str] = {}
+        raw: dict[str, list[str]] = {"domain": [], "domain+patient": []}
         for name in conditions:
             labels[name] = assistant.use_patient(
                 None if name == "domain" else patient, None if name == "domain" else store
             )
             for question in eval_q:
                 draft, _ = generate(assistant, patient, question)
+                raw[name].append(draft.raw_output)
                 conditions[name].append(policy.edit(draft, question))
         for name, notes in conditions.items():
             row[name] = {"model": labels[name], **measure(notes)}
+        row["drafts_differ"] = [a != b for a, b in zip(*raw.values(), strict=True)]
+        row["patient_logit_effect"] = patient_logit_effect(assistant, patient, store)
         base, ours = row["domain"]["changed_share"], row["domain+patient"]["changed_share"]
         if base:
             row["changed_share_reduction"] = round(1 - (ours or 0) / base, 4)

@@ -246,7 +246,8 @@ def test_preference_step_trains_the_same_adapter(tiny_model_dir, patient_record,
     from engine.training.worker import train_adapter
 
     data = build_training_data(patient_record("Rex", 1))
-    assert len(data.pairs) == 4
+    assert len(data.pairs) == 5  # 3 edits, 1 deletion, 1 added item
+    data.pairs = data.pairs[:4]
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     events: list[dict] = []
