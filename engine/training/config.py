@@ -26,9 +26,11 @@ MIXTRAL_ROUTER = "block_sparse_moe.gate"
 # a little toward that act and cannot undo the SFT. (It was 4: a patient with three edits got
 # no preference step at all.)
 MIN_PREFERENCE_PAIRS = 1
-# On the CPU a DPO step reads each pair four times (policy and reference, chosen and rejected):
-# ~1-2 s a pair on 2 cores. The newest pairs are kept so a 10-note run stays within a minute.
-CPU_MAX_PREFERENCE_PAIRS = 16
+# On the CPU a DPO step costs about 2.7 SFT steps (forward + backward over chosen and rejected,
+# plus the reference forward over both): with ten notes' SFT at ~30 s of a one-minute budget on
+# 2 idle cores, about six pairs fit. The newest are kept: the counselor's latest preferences.
+# (An estimate from step costs: the shared box was too loaded to time it; see issue 17's note.)
+CPU_MAX_PREFERENCE_PAIRS = 6
 # Tokens (examples x epochs) a CPU run may process. The embedded 135M model trains at roughly
 # 250-300 tokens/s on 2 idle cores (measured: ~150 tokens per CPU-second, answer-only LM head),
 # so 8k tokens take ~30 s and the whole run (startup, load, save included) stays under a
