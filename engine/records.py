@@ -53,6 +53,17 @@ class BasicInfo(_Model):
         return {k: v for k, v in self.model_dump().items() if v.strip()}
 
 
+class Regeneration(_Model):
+    """One "regenerate this item" step: the text the counselor's comments were about, the
+    comments that steered it and the text the model produced. Kept so the comment and what it
+    produced stay training signal after the item's text is replaced (learning record)."""
+
+    previous: str = ""
+    comments: list[str] = Field(default_factory=list)
+    produced: str = ""
+    created: datetime = Field(default_factory=utcnow)
+
+
 class Item(_Model):
     """One reason, advice line or symptom type.
 
@@ -68,6 +79,16 @@ class Item(_Model):
     # Why the engine (not the model, not the counselor) put this item here, e.g.
     # "risk:suicide_self_harm" for the safety-assessment item; "" for every other item.
     inserted_by: str = ""
+    regenerations: list[Regeneration] = Field(default_factory=list)  # oldest first
+
+    def apply_regeneration(self, produced: str) -> None:
+        """Put a regenerated text in place, remembering what it replaced and why."""
+        self.regenerations = [
+            *self.regenerations,
+            Regeneration(previous=self.text, comments=list(self.comments), produced=produced),
+        ]
+        self.draft = produced
+        self.text = produced
 
     @property
     def edited(self) -> bool:
@@ -128,6 +149,25 @@ class Note(_Model):
     analysis: AnalysisDraft = Field(default_factory=AnalysisDraft)
 
 
+class PreferenceChoice(_Model):
+    """The counselor took one of two drafts (Compare): per item or the whole answer.
+
+    ``chosen``/``rejected`` are the taken and the passed-over text (one item's text, or the
+    whole Analysis + Advice for ``section == "whole"``); ``chosen_from``/``rejected_from`` name
+    the model that wrote each (e.g. "domain", "patient v3"). Stored in the encrypted patient
+    file; training turns each into a preference pair (learning record)."""
+
+    id: str = Field(default_factory=new_id)
+    created: datetime = Field(default_factory=utcnow)
+    question: str
+    observed_state: str = ""
+    section: Literal["symptom_type", "reasons", "advice", "whole"] = "whole"
+    chosen: str
+    rejected: str
+    chosen_from: str = ""
+    rejected_from: str = ""
+
+
 class ChatMessage(_Model):
     role: Literal["system", "user", "assistant"]
     content: str
@@ -144,6 +184,7 @@ class Patient(_Model):
     updated: datetime = Field(default_factory=utcnow)
     basic: BasicInfo = Field(default_factory=BasicInfo)
     notes: list[Note] = Field(default_factory=list)
+    preferences: list[PreferenceChoice] = Field(default_factory=list)  # Compare choices
 
     def notes_newest_first(self) -> list[Note]:
         return sorted(self.notes, key=lambda n: n.created, reverse=True)

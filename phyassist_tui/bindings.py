@@ -160,6 +160,24 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "workspace",
         show=False,
     ),
+    ActionSpec(
+        "workspace.rollback_adapter",
+        "alt+r",  # not f6/f7 (a TextArea's) nor ctrl+r (the browser's reload under serve)
+        "rollback_adapter",
+        "Roll back adapter",
+        "Use this patient's previous adapter version (phyassist adapter rollback)",
+        "workspace",
+        show=False,
+    ),
+    ActionSpec(
+        "workspace.compare",
+        "alt+c",  # F8 is the Similar tab
+        "compare",
+        "Compare drafts",
+        "Draft the question with the domain model and the patient's adapter, side by side",
+        "workspace",
+        show=False,
+    ),
     # draft pane (active while the draft list has focus)
     ActionSpec("draft.edit", "e", "edit_item", "Edit", "Edit the selected item in place", "draft"),
     ActionSpec("draft.add", "a", "add_item", "Add", "Add an item after the selected one", "draft"),

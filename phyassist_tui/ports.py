@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
+    from engine.inference.compare import DraftPair
     from engine.knowledge.entries import Entry
     from engine.knowledge.index import KnowledgeIndex
     from engine.records import (
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         Note,
         Patient,
         PatientSummary,
+        PreferenceChoice,
     )
     from engine.session import (
         AnalysisOutcome,
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     )
     from engine.session.backend import VaultStore
     from engine.settings import Settings
+    from engine.training.versions import AdapterVersion
     from engine.trust.risk import RiskFlag
 
 T = TypeVar("T")
@@ -113,6 +116,11 @@ class SessionPort(Protocol):
     def after_training(self, patient: Patient) -> str | None: ...
     def rollback_adapter(self, patient_id: str, version: int | None = None) -> tuple[int, int]: ...
     def export_adapter(self, patient_id: str, out: Path, version: int | None = None) -> Path: ...
+    def adapter_versions(self, patient_id: str) -> list[AdapterVersion]: ...
+    def compare(
+        self, patient: Patient, question: str, cancel: threading.Event, *, observed: str = ""
+    ) -> DraftPair: ...
+    def record_preferences(self, patient_id: str, choices: list[PreferenceChoice]) -> int: ...
 
 
 def real_session(settings: Settings, **kwargs: Any) -> SessionPort:

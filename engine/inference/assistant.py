@@ -145,13 +145,8 @@ class Assistant:
                     problem = "adapters unreadable"
                     self.last_adapter_error = str(exc)
                 if version is not None:
-                    name = f"patient-{patient.id[:16]}-v{version}"
                     try:
-                        if not manager.is_loaded(name):
-                            config, state = registry.read(patient.id, version)
-                            manager.load(name, config, state)
-                        manager.activate(name)
-                        self._suffix = f"adapter v{version}"
+                        self._suffix = self._activate_patient_adapter(registry, patient, version)
                         return self.model_label
                     except PhyAssistError as exc:
                         problem = f"adapter v{version} unusable"
@@ -164,6 +159,39 @@ class Assistant:
             if problem:
                 self._suffix += f" ({problem})"
         return self.model_label
+
+    def _activate_patient_adapter(self, registry: AdapterRegistry, patient: Patient, v: int) -> str:
+        """Load and activate patient adapter ``v``; returns the label suffix (learning).
+
+        An adapter trained over the domain adapter (its card says which) is stacked on it:
+        domain + patient deltas together. If that domain adapter is not the one available,
+        raises AdapterLoadError (the caller falls back to the domain adapter and says why).
+        An adapter trained on the bare base (older cards) is used alone, as before."""
+        from engine.errors import AdapterLoadError
+        from engine.model.stack import adapter_identity, stack_refusal, trained_over_domain
+
+        manager = self.adapters
+        name = f"patient-{patient.id[:16]}-v{v}"
+        card = registry.card(patient.id, v)
+        stack: list[str] = []
+        if trained_over_domain(card):
+            model = self.settings.model
+            try:
+                path = resolve_domain_adapter(model.domain_adapter, model.spec)
+            except PhyAssistError:
+                path = None
+            why = stack_refusal(card, adapter_identity(path) if path is not None else None)
+            if why is not None:
+                raise AdapterLoadError(f"not used: {why}.")
+            if not manager.is_loaded("domain"):
+                config, state = read_adapter_dir(path)  # type: ignore[arg-type]
+                manager.load("domain", config, state)
+            stack.append("domain")
+        if not manager.is_loaded(name):
+            config, state = registry.read(patient.id, v)
+            manager.load(name, config, state)
+        manager.activate_stack([*stack, name])
+        return f"domain + adapter v{v}" if stack else f"adapter v{v}"
 
     def _activate_domain(self) -> bool:
         try:

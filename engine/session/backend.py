@@ -37,7 +37,12 @@ class ModelBackend(Protocol):
     # What Analysis and Chat are grounded in (``engine.knowledge``): the Session sets a
     # proxy of the open vault's index once the model is ready; ``None``: no grounding.
     knowledge: Any | None
+    # Which adapter(s) the model uses now (``"domain+patient-…-v3"`` for a stack; ``None``:
+    # the base) and why the patient's adapter could not be used (Compare says so).
+    last_adapter_error: str | None
 
+    @property
+    def active_adapter(self) -> str | None: ...
     @property
     def loaded(self) -> bool: ...
     @property

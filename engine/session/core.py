@@ -40,6 +40,7 @@ from engine.session.training import cancellable, run_training
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from engine.inference.compare import DraftPair
     from engine.knowledge.entries import Entry
     from engine.knowledge.index import KnowledgeIndex
     from engine.records import (
@@ -49,10 +50,12 @@ if TYPE_CHECKING:
         Note,
         Patient,
         PatientSummary,
+        PreferenceChoice,
     )
     from engine.session.backend import ModelBackend, TrainingRunner, VaultOpener, VaultStore
     from engine.settings import Settings
     from engine.training.runner import TrainingEvent
+    from engine.training.versions import AdapterVersion
     from engine.trust.risk import RiskFlag
 
 __all__ = [
@@ -611,6 +614,50 @@ class Session:
             return current, now
 
         return self._vault(roll)
+
+    def adapter_versions(self, patient_id: str) -> list[AdapterVersion]:
+        """The patient's adapter versions, oldest first, with their cards and which is active."""
+        from engine.training.versions import list_versions
+
+        return self._vault(lambda store: list_versions(store, patient_id))
+
+    def compare(
+        self, patient: Patient, question: str, cancel: threading.Event, *, observed: str = ""
+    ) -> DraftPair:
+        """Draft ``question`` with the domain model (left) and the patient's adapter (right),
+        for the counselor to pick from (blocking: call it from a worker). Waits for the model;
+        nothing else switches adapters meanwhile, and the patient's adapter is in use after.
+        Raises ``AdapterNotFound`` (nothing to compare), ``GenerationCancelled`` or
+        ``PhyAssistError`` (the model is not available)."""
+        from engine.errors import GenerationCancelled
+        from engine.inference.compare import compare_drafts
+
+        if not self.wait_ready(cancel):
+            if cancel.is_set():
+                raise GenerationCancelled()
+            raise PhyAssistError(f"The model is not available: {self.model_state.detail}")
+        assistant = self.model
+        store = self._vault(lambda s: s)  # compare_drafts takes its own turns on the vault
+        with self._model_lock:
+            try:
+                return compare_drafts(
+                    assistant, patient, store, question, cancel=cancel, observed=observed
+                )
+            finally:
+                self._patient_in_model = patient.id  # compare_drafts leaves this patient's
+
+    def record_preferences(self, patient_id: str, choices: list[PreferenceChoice]) -> int:
+        """Keep the counselor's Compare picks (encrypted, in the patient file) as training
+        signal; audited with counts only. Returns how many were kept."""
+        from engine.inference.compare import choice_audit_detail, record_choice
+
+        def keep(store: VaultStore) -> int:
+            kept = record_choice(store, patient_id, choices)
+            if kept:
+                self._audit(store, "preference_recorded", patient_id, choice_audit_detail(choices))
+            return kept
+
+        return self._vault(keep)
 
     def export_adapter(self, patient_id: str, out: Path, version: int | None = None) -> Path:
         """Write an adapter UNENCRYPTED to ``out`` (audited)."""

@@ -214,8 +214,7 @@ class GenerationHandling(Screen):
                 if outcome.cancelled:
                     self.notify("Regeneration stopped; the item is unchanged.")
             else:
-                row.item.draft = new_text
-                row.item.text = new_text
+                row.item.apply_regeneration(new_text)  # learning: keeps comments + old text
             row.refresh_body()
         if not self._counselor_is_typing():
             self.draft_pane.focus_list()

@@ -298,6 +298,16 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, Screen):
     def action_train(self) -> None:
         self.app.start_training(self.patient)
 
+    def action_rollback_adapter(self) -> None:  # learning: one key, as `adapter rollback`
+        from phyassist_tui.adapter_actions import rollback_adapter
+
+        rollback_adapter(self.app, self.patient)
+
+    def action_compare(self) -> None:  # learning: domain vs patient-adapter drafts
+        from phyassist_tui.adapter_actions import start_compare
+
+        start_compare(self)
+
     def action_clear_chat(self) -> None:
         if not self._once_panes_mounted(self.action_clear_chat):
             return
