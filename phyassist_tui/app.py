@@ -162,8 +162,6 @@ class PhyAssistApp(App):
         self.model_label = state.label
         self.model_detail = clean(state.detail)
         self.model_state = state.state
-        if state.state == "ready":
-            schedule_warm_up(self)  # knowledge: read the index before the first lookup
         if state.state == "failed":
             self.notify(
                 f"The model could not be loaded: {self.model_detail}", severity="error", timeout=10
