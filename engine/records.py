@@ -53,6 +53,17 @@ class BasicInfo(_Model):
         return {k: v for k, v in self.model_dump().items() if v.strip()}
 
 
+class Regeneration(_Model):
+    """One "regenerate this item" step: the text the counselor's comments were about, the
+    comments that steered it and the text the model produced. Kept so the comment and what it
+    produced stay training signal after the item's text is replaced (learning record)."""
+
+    previous: str = ""
+    comments: list[str] = Field(default_factory=list)
+    produced: str = ""
+    created: datetime = Field(default_factory=utcnow)
+
+
 class Item(_Model):
     """One reason, advice line or symptom type.
 
@@ -68,6 +79,16 @@ class Item(_Model):
     # Why the engine (not the model, not the counselor) put this item here, e.g.
     # "risk:suicide_self_harm" for the safety-assessment item; "" for every other item.
     inserted_by: str = ""
+    regenerations: list[Regeneration] = Field(default_factory=list)  # oldest first
+
+    def apply_regeneration(self, produced: str) -> None:
+        """Put a regenerated text in place, remembering what it replaced and why."""
+        self.regenerations = [
+            *self.regenerations,
+            Regeneration(previous=self.text, comments=list(self.comments), produced=produced),
+        ]
+        self.draft = produced
+        self.text = produced
 
     @property
     def edited(self) -> bool:
@@ -76,6 +97,17 @@ class Item(_Model):
     @property
     def added_by_counselor(self) -> bool:
         return self.draft is None
+
+
+class Citation(_Model):
+    """What a ``[n]`` marker in a draft item points to: a similar own case or a reference
+    entry from the knowledge index (engine.knowledge), with the passage the prompt used."""
+
+    marker: str  # "1" for "[1]"
+    key: str  # the knowledge entry's key
+    source: str  # "note", "counselchat", "imhi"
+    label: str  # e.g. "own case · Case 3f2a91 · 2026-11-02" (never a patient's name)
+    passage: str = ""
 
 
 class AnalysisDraft(_Model):
@@ -87,6 +119,7 @@ class AnalysisDraft(_Model):
     unplaced: list[Item] = Field(default_factory=list)  # text the parser could not place
     raw_output: str = ""  # the model's whole output, verbatim
     model_name: str = ""  # model (+ adapter) that produced the draft
+    citations: list[Citation] = Field(default_factory=list)  # what "[n]" in items points to
 
     def live(self, section: Section) -> list[Item]:
         if section == "symptom_type":
@@ -174,6 +207,25 @@ class NoteTombstone(_Model):
     reason: str = ""
 
 
+class PreferenceChoice(_Model):
+    """The counselor took one of two drafts (Compare): per item or the whole answer.
+
+    ``chosen``/``rejected`` are the taken and the passed-over text (one item's text, or the
+    whole Analysis + Advice for ``section == "whole"``); ``chosen_from``/``rejected_from`` name
+    the model that wrote each (e.g. "domain", "patient v3"). Stored in the encrypted patient
+    file; training turns each into a preference pair (learning record)."""
+
+    id: str = Field(default_factory=new_id)
+    created: datetime = Field(default_factory=utcnow)
+    question: str
+    observed_state: str = ""
+    section: Literal["symptom_type", "reasons", "advice", "whole"] = "whole"
+    chosen: str
+    rejected: str
+    chosen_from: str = ""
+    rejected_from: str = ""
+
+
 class ChatMessage(_Model):
     role: Literal["system", "user", "assistant"]
     content: str
@@ -191,6 +243,7 @@ class Patient(_Model):
     basic: BasicInfo = Field(default_factory=BasicInfo)
     notes: list[Note] = Field(default_factory=list)  # live notes only, oldest first
     deleted_notes: list[NoteTombstone] = Field(default_factory=list)
+    preferences: list[PreferenceChoice] = Field(default_factory=list)  # Compare choices
 
     def note(self, note_id: str) -> Note:
         """The live note with ``note_id`` (``KeyError`` if there is none)."""

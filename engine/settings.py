@@ -139,6 +139,24 @@ class BackupSettings(BaseModel):
     retry_delays_s: list[float] = Field(default_factory=lambda: [60.0, 300.0, 900.0])
 
 
+class KnowledgeSettings(BaseModel):
+    """The knowledge query (similar own cases and reference entries) and grounded drafting.
+
+    ``grounding``: put the top ``top_k`` matches into Analysis and Chat prompts: "auto" (when
+    the index has entries), "on" or "off". At most ``max_context_tokens`` of the prompt go to
+    them (what does not fit is left out and the context report says so).
+    """
+
+    grounding: Literal["auto", "on", "off"] = "auto"
+    top_k: int = Field(3, ge=1, le=10)
+    max_context_tokens: int = Field(450, ge=50, le=4096)
+    mode: Literal["auto", "lexical", "embedding", "hybrid"] = "auto"
+    embedding: bool = True  # the static embedding shipped in the wordllama wheel
+    # The TUI reads the index this long after the vault and model are ready (so the first
+    # grounded Analysis does not wait for it); 0 = only when first needed.
+    warm_up_s: float = Field(10.0, ge=0.0)
+
+
 class Settings(BaseSettings):
     """Everything configurable in PhyAssist, in one place."""
 
@@ -158,6 +176,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     store: StoreSettings = Field(default_factory=StoreSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
 
     theme: str = "textual-dark"
     idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock

@@ -28,6 +28,7 @@ from textual.timer import Timer
 from engine.settings import Settings, load_settings
 from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for, web_keymap
 from phyassist_tui.focus import is_text_field
+from phyassist_tui.knowledge import schedule_warm_up
 from phyassist_tui.ports import SessionPort, real_session
 from phyassist_tui.screens.unlock import UnlockScreen
 from phyassist_tui.startup import resume_gc
@@ -181,6 +182,7 @@ class PhyAssistApp(App):
             self.notify(message, timeout=15)
         self._after_unlock.clear()
         self.call_after_refresh(freeze_heap)
+        schedule_warm_up(self)  # knowledge: Similar pane and grounded drafting
 
     # -- training ---------------------------------------------------------------------------------
     def start_training(self, patient: Patient | None) -> None:
@@ -385,7 +387,7 @@ class PhyAssistApp(App):
                 yield command
         scopes = ["app"]
         if is_workspace(screen):
-            scopes += ["workspace", "draft", "chat"]
+            scopes += ["workspace", "draft", "chat", "similar"]
         builtin = {"quit", "change_theme"}  # the system provider lists these already
         for spec in specs_for(scopes):
             if spec.scope == "app" and spec.action in builtin:

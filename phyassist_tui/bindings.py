@@ -14,7 +14,9 @@ from typing import Literal
 
 from textual.binding import Binding
 
-Scope = Literal["app", "unlock", "workspace", "patients", "analysis", "draft", "chat", "train"]
+Scope = Literal[
+    "app", "unlock", "workspace", "patients", "analysis", "draft", "chat", "similar", "train"
+]
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,15 @@ ACTIONS: tuple[ActionSpec, ...] = (
         show=False,  # the key is in the tab's title
     ),
     ActionSpec(
+        "workspace.show_similar",
+        "f8",  # F6/F7 select a line / all in a TextArea (the question field)
+        "show_tab('similar')",
+        "Similar",
+        "Similar own cases and reference answers for the current statement",
+        "workspace",
+        show=False,  # the key is in the tab's title
+    ),
+    ActionSpec(
         "workspace.generate",
         "ctrl+g",
         "generate",
@@ -172,6 +183,24 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "workspace",
         show=False,
         web_key="f7",  # a browser opens a new tab on Ctrl+T
+    ),
+    ActionSpec(
+        "workspace.rollback_adapter",
+        "alt+r",  # not f6/f7 (a TextArea's) nor ctrl+r (the browser's reload under serve)
+        "rollback_adapter",
+        "Roll back adapter",
+        "Use this patient's previous adapter version (phyassist adapter rollback)",
+        "workspace",
+        show=False,
+    ),
+    ActionSpec(
+        "workspace.compare",
+        "alt+c",  # F8 is the Similar tab
+        "compare",
+        "Compare drafts",
+        "Draft the question with the domain model and the patient's adapter, side by side",
+        "workspace",
+        show=False,
     ),
     # draft pane (active while the draft list has focus)
     ActionSpec("draft.edit", "e", "edit_item", "Edit", "Edit the selected item in place", "draft"),
@@ -245,6 +274,39 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "draft",
         short="Save",
         footer_rank=2,
+    ),
+    ActionSpec(
+        "draft.open_citation",
+        "o",
+        "open_citation",
+        "Sources",
+        "Open what the selected item's [n] citation markers point to",
+        "draft",
+    ),
+    # similar pane (knowledge query)
+    ActionSpec(
+        "similar.open",
+        "enter",
+        "open_entry",
+        "Open",
+        "Open the selected similar entry in full",
+        "similar",
+    ),
+    ActionSpec(
+        "similar.insert",
+        "i",
+        "insert_point",
+        "Insert cited",
+        "Insert the selected entry's point into the draft's advice, with its citation",
+        "similar",
+    ),
+    ActionSpec(
+        "similar.refresh",
+        "r",  # not ctrl+r: the browser's reload under `phyassist serve`
+        "refresh_similar",
+        "Refresh",
+        "Look up similar entries for the current statement again",
+        "similar",
     ),
     # chat pane
     ActionSpec(

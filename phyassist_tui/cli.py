@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "phyassist_tui.commands.audit",
     "phyassist_tui.commands.doctor",
     "phyassist_tui.commands.backup",
+    "phyassist_tui.commands.knowledge",
 )
 TUI_MODULES = ("phyassist_tui.commands.tui",)
 

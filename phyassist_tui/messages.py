@@ -11,7 +11,7 @@ from typing import Any
 
 from textual.message import Message
 
-from engine.records import AnalysisDraft, Patient, PatientSummary
+from engine.records import AnalysisDraft, Citation, Patient, PatientSummary
 from engine.session import Outcome, RunKind
 
 GenerationKind = RunKind
@@ -112,3 +112,16 @@ class SaveNoteRequested(Message):
 @dataclass
 class ChatSubmitted(Message):
     text: str
+
+
+@dataclass
+class SimilarRequested(Message):
+    """The Similar pane wants matches for the current statement (the screen knows it)."""
+
+
+@dataclass
+class CitedPointRequested(Message):
+    """Insert ``text`` into the draft's advice, citing ``citation`` (an engine Citation)."""
+
+    text: str
+    citation: Citation

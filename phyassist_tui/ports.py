@@ -15,6 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
+    from engine.inference.compare import DraftPair
+    from engine.knowledge.entries import Entry
+    from engine.knowledge.index import KnowledgeIndex
     from engine.records import (
         AnalysisDraft,
         BasicInfo,
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
         Note,
         Patient,
         PatientSummary,
+        PreferenceChoice,
     )
     from engine.session import (
         AnalysisOutcome,
@@ -34,6 +38,7 @@ if TYPE_CHECKING:
     )
     from engine.session.backend import VaultStore
     from engine.settings import Settings
+    from engine.training.versions import AdapterVersion
     from engine.trust.risk import RiskFlag
 
 T = TypeVar("T")
@@ -95,6 +100,10 @@ class SessionPort(Protocol):
     def load_chat(self, patient_id: str) -> list[ChatMessage]: ...
     def save_chat(self, patient_id: str, history: list[ChatMessage]) -> None: ...
 
+    # knowledge index (Similar pane, citations)
+    def knowledge(self, *, load: bool = True) -> KnowledgeIndex | None: ...
+    def knowledge_entry(self, key: str) -> Entry | None: ...
+
     # risk
     def risk_model_refusal(self) -> str | None: ...
     def check_risk(self, text: str) -> RiskCheck: ...
@@ -123,6 +132,11 @@ class SessionPort(Protocol):
     def after_training(self, patient: Patient) -> str | None: ...
     def rollback_adapter(self, patient_id: str, version: int | None = None) -> tuple[int, int]: ...
     def export_adapter(self, patient_id: str, out: Path, version: int | None = None) -> Path: ...
+    def adapter_versions(self, patient_id: str) -> list[AdapterVersion]: ...
+    def compare(
+        self, patient: Patient, question: str, cancel: threading.Event, *, observed: str = ""
+    ) -> DraftPair: ...
+    def record_preferences(self, patient_id: str, choices: list[PreferenceChoice]) -> int: ...
 
 
 def real_session(settings: Settings, **kwargs: Any) -> SessionPort:

@@ -23,6 +23,7 @@ def evaluate(
     out_dir: Path,
     *,
     adapter: Path | None = None,
+    patient_adapter: Path | None = None,
     compare_base: bool = False,
     tasks: Sequence[str] = TASKS,
     limit: int | None = None,
@@ -31,8 +32,9 @@ def evaluate(
     seed: int = 0,
     progress: Progress = print,
 ) -> Path:
-    """Score the configured model (with ``adapter``; also without it if ``compare_base``)
-    on IMHI's test sets; returns the written ``results.md`` (``results.json`` beside it).
+    """Score the configured model (with ``adapter``; also without it if ``compare_base``;
+    also with ``patient_adapter`` stacked on ``adapter``, as the app stacks them) on IMHI's
+    test sets; returns the written ``results.md`` (``results.json`` beside it).
 
     Bad arguments raise ``InputRejected`` before any model is loaded.
     """
@@ -48,6 +50,8 @@ def evaluate(
         raise InputRejected("--compare-base needs --adapter (the base is what runs without one)")
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise InputRejected(f"{adapter}: not a PEFT adapter (no adapter_config.json)")
+    if patient_adapter is not None:
+        _check_patient_adapter(patient_adapter, adapter)
 
     loaded = load_model(settings, progress=progress)
     common: dict[str, Any] = dict(
@@ -71,7 +75,7 @@ def evaluate(
             runs.append(
                 evaluate_imhi(loaded.model, loaded.tokenizer, data_dir, name="base", **common)
             )
-        model = PeftModel.from_pretrained(loaded.model, str(adapter))
+        model = PeftModel.from_pretrained(loaded.model, str(adapter), adapter_name="domain")
         # Merged LoRA weights generate as fast as the base; a quantized base cannot merge.
         merge = not getattr(loaded.model, "is_loaded_in_4bit", False)
         meta["adapter_merged"] = merge
@@ -79,6 +83,20 @@ def evaluate(
             if merge:
                 model.merge_adapter()
             runs.append(evaluate_imhi(model, loaded.tokenizer, data_dir, name="adapter", **common))
+            if patient_adapter is not None:
+                meta["patient_adapter"] = str(patient_adapter)
+                if merge:
+                    model.unmerge_adapter()
+                model.load_adapter(str(patient_adapter), adapter_name="patient")
+                both = ["domain", "patient"]
+                model.base_model.set_adapter(both)  # the deltas add, as in the app
+                if merge:
+                    model.merge_adapter(adapter_names=both)
+                runs.append(
+                    evaluate_imhi(
+                        model, loaded.tokenizer, data_dir, name="adapter+patient", **common
+                    )
+                )
         finally:
             # load_model shares the model in-process: restore the weights, drop the layers.
             if merge:
@@ -87,12 +105,29 @@ def evaluate(
     return write_report(out_dir, runs, meta=meta)
 
 
+def _check_patient_adapter(path: Path, adapter: Path | None) -> None:
+    """A patient adapter is only meaningful on the domain adapter it was trained over."""
+    import json
+
+    from engine.model.stack import adapter_identity, stack_refusal
+
+    if adapter is None:
+        raise InputRejected("--patient-adapter needs --adapter (the domain adapter under it)")
+    if not (path / "adapter_config.json").is_file():
+        raise InputRejected(f"{path}: not a PEFT adapter (no adapter_config.json)")
+    card_path = path / "phyassist_card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    why = stack_refusal(card, adapter_identity(adapter))
+    if why is not None:
+        raise InputRejected(f"{path}: {why}")
+
+
 def rescore_predictions(predictions_dir: Path, out_dir: Path) -> Path:
     """A new report from ``predictions_dir/predictions-*.jsonl`` with the current label rules
     (no generation); returns the written ``results.md``."""
     files = sorted(Path(predictions_dir).glob("predictions-*.jsonl"))
     if not files:
         raise InputRejected(f"{predictions_dir}: no predictions-*.jsonl to rescore")
-    order = {"base": 0, "adapter": 1}
+    order = {"base": 0, "adapter": 1, "adapter+patient": 2}
     runs = sorted((rescore(f) for f in files), key=lambda r: order.get(r.name, 2))
     return write_report(out_dir, runs, meta={"rescored_from": str(predictions_dir)})

@@ -76,6 +76,10 @@ class Assistant:
         self._count: CountingCache | None = None
         self._suffix = "base"
         self._domain_name: str | None = None
+        # knowledge hook: a KnowledgeIndex (engine.knowledge) the Session sets (a lazy proxy
+        # of the open vault's index); Analysis and Chat then take its top matches as context
+        # (settings.knowledge). Each stream's report says what was used; nothing is kept here.
+        self.knowledge: Any | None = None
 
     # Loading -------------------------------------------------------------------------------
 
@@ -141,13 +145,8 @@ class Assistant:
                     problem = "adapters unreadable"
                     self.last_adapter_error = str(exc)
                 if version is not None:
-                    name = f"patient-{patient.id[:16]}-v{version}"
                     try:
-                        if not manager.is_loaded(name):
-                            config, state = registry.read(patient.id, version)
-                            manager.load(name, config, state)
-                        manager.activate(name)
-                        self._suffix = f"adapter v{version}"
+                        self._suffix = self._activate_patient_adapter(registry, patient, version)
                         return self.model_label
                     except PhyAssistError as exc:
                         problem = f"adapter v{version} unusable"
@@ -160,6 +159,39 @@ class Assistant:
             if problem:
                 self._suffix += f" ({problem})"
         return self.model_label
+
+    def _activate_patient_adapter(self, registry: AdapterRegistry, patient: Patient, v: int) -> str:
+        """Load and activate patient adapter ``v``; returns the label suffix (learning).
+
+        An adapter trained over the domain adapter (its card says which) is stacked on it:
+        domain + patient deltas together. If that domain adapter is not the one available,
+        raises AdapterLoadError (the caller falls back to the domain adapter and says why).
+        An adapter trained on the bare base (older cards) is used alone, as before."""
+        from engine.errors import AdapterLoadError
+        from engine.model.stack import adapter_identity, stack_refusal, trained_over_domain
+
+        manager = self.adapters
+        name = f"patient-{patient.id[:16]}-v{v}"
+        card = registry.card(patient.id, v)
+        stack: list[str] = []
+        if trained_over_domain(card):
+            model = self.settings.model
+            try:
+                path = resolve_domain_adapter(model.domain_adapter, model.spec)
+            except PhyAssistError:
+                path = None
+            why = stack_refusal(card, adapter_identity(path) if path is not None else None)
+            if why is not None:
+                raise AdapterLoadError(f"not used: {why}.")
+            if not manager.is_loaded("domain"):
+                config, state = read_adapter_dir(path)  # type: ignore[arg-type]
+                manager.load("domain", config, state)
+            stack.append("domain")
+        if not manager.is_loaded(name):
+            config, state = registry.read(patient.id, v)
+            manager.load(name, config, state)
+        manager.activate_stack([*stack, name])
+        return f"domain + adapter v{v}" if stack else f"adapter v{v}"
 
     def _activate_domain(self) -> bool:
         try:
@@ -475,8 +507,11 @@ class Assistant:
         statement_lang = detect_language(question)
         lang = requested_language(_draft_comments(guidance)) or statement_lang
         user = analysis_request(question, lang, observed=observed, guidance=guidance)
+        user, grounding = self._grounded(user, question, patient, lang)  # knowledge hook
         max_new = self._max_new()
         ids, report = self._build(patient, [{"role": "user", "content": user}], max_new)
+        if grounding:
+            report += f"; {grounding.report()}"
         gen = self.settings.generation
         name = self.model_label
         if gen.draft_layout == "free":
@@ -501,15 +536,48 @@ class Assistant:
             )
 
         def draft_of(text: str) -> AnalysisDraft:
+            from engine.knowledge.grounding import attach_citations  # bm25s only when drafting
+
             if drafter is not None and text == drafter.text:
                 draft = drafter.draft.model_copy(deep=True)
             else:
                 draft = parse_analysis(text)
             draft.model_name = name
-            return ensure_risk_items(draft, question, statement_lang, guidance)
+            draft = ensure_risk_items(draft, question, statement_lang, guidance)
+            return attach_citations(draft, grounding)  # knowledge: [n] markers on items
 
         stream.draft_of = draft_of
         return stream
+
+    def _grounded(
+        self, user: str, query: str, patient: Patient | None, lang: Lang
+    ) -> tuple[str, Any | None]:
+        """``user`` with the knowledge index's top matches for ``query`` in front (knowledge
+        hook). Nothing changes when grounding is off, the index is empty or unavailable."""
+        settings = self.settings.knowledge
+        index = self.knowledge
+        if settings.grounding == "off" or index is None or self._count is None:
+            return user, None
+        from engine.knowledge.grounding import build_grounding
+
+        try:
+            if settings.grounding == "auto" and len(index) == 0:
+                index.sync()
+                if len(index) == 0:
+                    return user, None
+            matches = index.query(
+                query,
+                k=settings.top_k,
+                exclude_patient=patient.id if patient is not None else None,
+                mode=settings.mode,
+            )
+        except PhyAssistError:
+            return user, None  # the draft goes on without context rather than failing
+        budget = min(settings.max_context_tokens, self.model.context_window // 4)
+        grounding = build_grounding(matches, lang, budget, self._count)
+        if not grounding.text:
+            return user, grounding
+        return f"{grounding.text}\n\n{user}", grounding
 
     def stream_regenerate_item(
         self,
@@ -562,10 +630,13 @@ class Assistant:
             for m in history
             if m.role in ("user", "assistant") and m.content.strip()
         ]
+        user, grounding = self._grounded(message, message, patient, detect_language(message))
         max_new = self._max_new()
         ids, report = self._build(
-            patient, [{"role": "user", "content": message}], max_new, history_turns=past
+            patient, [{"role": "user", "content": user}], max_new, history_turns=past
         )
+        if grounding:
+            report += f"; {grounding.report()}"
         return _stream(self._run(patient, ids, cancel, max_new, start), report)
 
 

@@ -47,6 +47,7 @@ class BlobStore(Protocol):
 #: and unpacking time on a switch, bench/RESULTS.md). Version 1 containers (fp32 weights, no
 #: ``phyassist_adapter`` metadata) still load.
 STORAGE_DTYPE = "bfloat16"
+STACK_SEP = "+"  # AdapterManager.active for several adapters at once: "domain+patient-…"
 CONTAINER_VERSION = 2
 _VERSION_KEY = "phyassist_adapter"
 _ST_DTYPES = {  # safetensors dtype codes -> torch dtype names
@@ -506,13 +507,14 @@ class AdapterManager:
 
     def _evict(self, room_for: int) -> None:
         while len(self._resident) + room_for > self.max_resident:
-            victim = next((n for n in self._resident if n != self.active), None)
+            live = self.active_parts()
+            victim = next((n for n in self._resident if n not in live), None)
             if victim is None:
                 return
             self._resident.pop(victim)
             if self.peft is not None:
                 if self.active is not None:
-                    self.peft.set_adapter(self.active)
+                    self._apply(self.active)
                 else:
                     keep = next(iter(self._resident), None)
                     if keep is not None:
@@ -527,8 +529,31 @@ class AdapterManager:
             self.peft.base_model.disable_adapter_layers()
         else:
             self.peft.base_model.enable_adapter_layers()
-            self.peft.set_adapter(name)
+            parts = name.split(STACK_SEP)
+            if len(parts) > 1:  # LoraModel takes a list: every listed adapter's delta is added
+                self.peft.base_model.set_adapter(parts)
+            else:
+                self.peft.set_adapter(name)
         self.peft.eval()
+
+    def active_parts(self) -> list[str]:
+        """The adapters in use: one name, the parts of a stack, or none (the base)."""
+        return self.active.split(STACK_SEP) if self.active else []
+
+    def activate_stack(self, names: list[str]) -> None:
+        """Use several loaded adapters at once (learning: a patient adapter over the domain
+        one). LoRA deltas add, so the result is base + each adapter's B·A; ``active`` reads
+        ``"a+b"``."""
+        with self.lock:
+            missing = [n for n in names if n not in self._resident]
+            if missing:
+                raise AdapterNotFound(f"Adapter {missing[0]!r} is not loaded.")
+            if not names:
+                return self.activate(None)
+            self._apply(STACK_SEP.join(names))
+            self.active = STACK_SEP.join(names)
+            for n in names:
+                self._resident.move_to_end(n)
 
     def activate(self, name: str | None) -> None:
         """Use adapter ``name`` (already loaded), or the base model for None."""

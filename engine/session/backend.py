@@ -34,6 +34,15 @@ __all__ = ["ModelBackend", "TrainingRunner", "VaultOpener", "VaultStore"]
 class ModelBackend(Protocol):
     """The model side: ``engine.inference.assistant.Assistant``."""
 
+    # What Analysis and Chat are grounded in (``engine.knowledge``): the Session sets a
+    # proxy of the open vault's index once the model is ready; ``None``: no grounding.
+    knowledge: Any | None
+    # Which adapter(s) the model uses now (``"domain+patient-…-v3"`` for a stack; ``None``:
+    # the base) and why the patient's adapter could not be used (Compare says so).
+    last_adapter_error: str | None
+
+    @property
+    def active_adapter(self) -> str | None: ...
     @property
     def loaded(self) -> bool: ...
     @property
@@ -102,6 +111,7 @@ class VaultStore(Protocol):
     def read_blob(self, patient_id: str, kind: str) -> bytes | None: ...
     def delete_blob(self, patient_id: str, kind: str) -> None: ...
     def integrity_problems(self) -> list[str]: ...
+    def record_stamps(self) -> dict[str, str | None]: ...
 
 
 class VaultOpener(Protocol):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from engine.errors import PhyAssistError, WrongPassphrase
 from engine.session.corrections import RecordCorrections
+from engine.session.knowledge import KnowledgeHolder, KnowledgeProxy
 from engine.session.loading import ModelLoader, ModelState
 from engine.session.runs import AnalysisOutcome, ChatOutcome, ItemOutcome, Outcome, Run
 from engine.session.training import cancellable, run_training
@@ -41,6 +42,9 @@ from engine.session.training import cancellable, run_training
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from engine.inference.compare import DraftPair
+    from engine.knowledge.entries import Entry
+    from engine.knowledge.index import KnowledgeIndex
     from engine.records import (
         AnalysisDraft,
         BasicInfo,
@@ -48,10 +52,12 @@ if TYPE_CHECKING:
         Note,
         Patient,
         PatientSummary,
+        PreferenceChoice,
     )
     from engine.session.backend import ModelBackend, TrainingRunner, VaultOpener, VaultStore
     from engine.settings import Settings
     from engine.training.runner import TrainingEvent
+    from engine.training.versions import AdapterVersion
     from engine.trust.risk import RiskFlag
 
 __all__ = [
@@ -126,6 +132,8 @@ class Session(RecordCorrections):
         self._patient_in_model: str | None = None
         self._failed_unlocks = 0
         self._pending_audit: threading.Thread | None = None  # unlock's entries, being written
+        self._knowledge = KnowledgeHolder(settings)
+        self._loader.subscribe(self._give_model_knowledge)
 
     @classmethod
     def over(
@@ -220,6 +228,32 @@ class Session(RecordCorrections):
                 return int(assistant.prefill_record(patient, cancel) or 0)
             except Exception:
                 return 0
+
+    # -- the knowledge index (similar cases, references; grounded drafting) -------------------
+    def _give_model_knowledge(self, state: ModelState) -> None:
+        """Once the model is ready it drafts with the open vault's index (read on first use)."""
+        backend = self._loader.ready_backend
+        if state.state == "ready" and backend is not None:
+            backend.knowledge = KnowledgeProxy(self.knowledge)
+
+    def _open_store(self) -> VaultStore | None:
+        with self._store_lock:
+            return self._store
+
+    def knowledge(self, *, load: bool = True) -> KnowledgeIndex | None:
+        """The open vault's knowledge index, read (synced with the vault) on first use when
+        ``load``: blocking, call it from a worker. ``None`` while the vault is locked or
+        when the index cannot be read (the log says why)."""
+        store = self._open_store()
+        if store is None:
+            return None
+        return self._knowledge.get(store, load=load)
+
+    def knowledge_entry(self, key: str) -> Entry | None:
+        """A knowledge entry by key if the index was read already (never blocks): what a
+        draft's ``[n]`` citation points to."""
+        store = self._open_store()
+        return self._knowledge.entry(store, key) if store is not None else None
 
     # -- the vault ---------------------------------------------------------------------------
     @property
@@ -320,6 +354,7 @@ class Session(RecordCorrections):
     def lock(self) -> None:
         """Close the vault (audited first); the model forgets whose adapter it holds."""
         self._join_pending_audit()
+        self._knowledge.drop()  # its decrypted entries go with the vault
         with self._store_lock:
             store, self._store = self._store, None
             if store is not None:
@@ -332,6 +367,7 @@ class Session(RecordCorrections):
         """Close the vault at the end of a command-line action (no ``lock`` entry: nothing
         was unlocked for a session)."""
         self._join_pending_audit()
+        self._knowledge.drop()
         with self._store_lock:
             store, self._store = self._store, None
             if store is not None:
@@ -381,19 +417,23 @@ class Session(RecordCorrections):
         def delete(store: VaultStore) -> None:
             store.delete_patient(patient_id)
             self._audit(store, "patient_deleted", patient_id)
+            self._knowledge.patient_deleted(store, patient_id)  # none of their notes shown again
 
         self._vault(delete)
 
     def save_note(self, patient_id: str, note: Note) -> Patient:
-        """Add the note (audited) and drop the draft's autosave it came from."""
+        """Add the note (audited), drop the draft's autosave it came from, and index the
+        patient's notes in the knowledge index if it was read (blocking: from a worker)."""
 
-        def write(store: VaultStore) -> Patient:
+        def write(store: VaultStore) -> tuple[VaultStore, Patient]:
             updated = store.add_note(patient_id, note)
             self._audit(store, "note_saved", patient_id)
             store.delete_blob(patient_id, DRAFT_BLOB)
-            return updated
+            return store, updated
 
-        return self._vault(write)
+        store, updated = self._vault(write)
+        self._knowledge.note_saved(store, updated)  # outside the vault turn: it embeds
+        return updated
 
     # -- draft autosave and chat history (encrypted blobs of the patient) ---------------------
     def write_autosave(self, patient_id: str, payload: dict[str, Any] | None) -> None:
@@ -609,6 +649,50 @@ class Session(RecordCorrections):
             return current, now
 
         return self._vault(roll)
+
+    def adapter_versions(self, patient_id: str) -> list[AdapterVersion]:
+        """The patient's adapter versions, oldest first, with their cards and which is active."""
+        from engine.training.versions import list_versions
+
+        return self._vault(lambda store: list_versions(store, patient_id))
+
+    def compare(
+        self, patient: Patient, question: str, cancel: threading.Event, *, observed: str = ""
+    ) -> DraftPair:
+        """Draft ``question`` with the domain model (left) and the patient's adapter (right),
+        for the counselor to pick from (blocking: call it from a worker). Waits for the model;
+        nothing else switches adapters meanwhile, and the patient's adapter is in use after.
+        Raises ``AdapterNotFound`` (nothing to compare), ``GenerationCancelled`` or
+        ``PhyAssistError`` (the model is not available)."""
+        from engine.errors import GenerationCancelled
+        from engine.inference.compare import compare_drafts
+
+        if not self.wait_ready(cancel):
+            if cancel.is_set():
+                raise GenerationCancelled()
+            raise PhyAssistError(f"The model is not available: {self.model_state.detail}")
+        assistant = self.model
+        store = self._vault(lambda s: s)  # compare_drafts takes its own turns on the vault
+        with self._model_lock:
+            try:
+                return compare_drafts(
+                    assistant, patient, store, question, cancel=cancel, observed=observed
+                )
+            finally:
+                self._patient_in_model = patient.id  # compare_drafts leaves this patient's
+
+    def record_preferences(self, patient_id: str, choices: list[PreferenceChoice]) -> int:
+        """Keep the counselor's Compare picks (encrypted, in the patient file) as training
+        signal; audited with counts only. Returns how many were kept."""
+        from engine.inference.compare import choice_audit_detail, record_choice
+
+        def keep(store: VaultStore) -> int:
+            kept = record_choice(store, patient_id, choices)
+            if kept:
+                self._audit(store, "preference_recorded", patient_id, choice_audit_detail(choices))
+            return kept
+
+        return self._vault(keep)
 
     def export_adapter(self, patient_id: str, out: Path, version: int | None = None) -> Path:
         """Write an adapter UNENCRYPTED to ``out`` (audited)."""

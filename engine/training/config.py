@@ -20,8 +20,17 @@ from engine.errors import TrainingLimitExceeded
 ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 MIXTRAL_ROUTER = "block_sparse_moe.gate"
 
-# Below this many preference pairs a DPO/ORPO step would mostly fit noise.
-MIN_PREFERENCE_PAIRS = 4
+# Every pair is one deliberate counselor act (an edit, a deletion, an added item, a comment that
+# produced a regeneration, a Compare choice), not a sampled label, so even one is worth a step:
+# at the preference learning rate (5e-5, beta 0.1, one epoch) a single pair moves the adapter
+# a little toward that act and cannot undo the SFT. (It was 4: a patient with three edits got
+# no preference step at all.)
+MIN_PREFERENCE_PAIRS = 1
+# On the CPU a DPO step costs about 2.7 SFT steps (forward + backward over chosen and rejected,
+# plus the reference forward over both): with ten notes' SFT at ~30 s of a one-minute budget on
+# 2 idle cores, about six pairs fit. The newest are kept: the counselor's latest preferences.
+# (An estimate from step costs: the shared box was too loaded to time it; see issue 17's note.)
+CPU_MAX_PREFERENCE_PAIRS = 6
 # Tokens (examples x epochs) a CPU run may process. The embedded 135M model trains at roughly
 # 250-300 tokens/s on 2 idle cores (measured: ~150 tokens per CPU-second, answer-only LM head),
 # so 8k tokens take ~30 s and the whole run (startup, load, save included) stays under a
@@ -53,6 +62,7 @@ class Hyperparameters(BaseModel):
     bf16: bool = False
     preference_method: Literal["dpo", "orpo", "none"] = "dpo"
     min_preference_pairs: int = Field(MIN_PREFERENCE_PAIRS, ge=1)
+    max_preference_pairs: int | None = Field(None, ge=1)  # the newest N; None = all
     preference_beta: float = Field(0.1, gt=0)
     preference_learning_rate: float = Field(5e-5, gt=0)
     preference_epochs: float = Field(1.0, gt=0)
@@ -60,6 +70,12 @@ class Hyperparameters(BaseModel):
 
     def use_preference_step(self, n_pairs: int) -> bool:
         return self.preference_method != "none" and n_pairs >= self.min_preference_pairs
+
+    def preference_pairs(self, pairs: list) -> list:
+        """The pairs the preference step uses: the newest ``max_preference_pairs``."""
+        if self.max_preference_pairs is None or len(pairs) <= self.max_preference_pairs:
+            return list(pairs)
+        return list(pairs[-self.max_preference_pairs :])
 
 
 def target_modules_for(model_type: str) -> list[str]:
@@ -106,6 +122,7 @@ def recipe_for(
         "bf16": on_gpu,
         "gradient_checkpointing": on_gpu,
         "max_length": 2048 if on_gpu else 1024,
+        "max_preference_pairs": None if on_gpu else CPU_MAX_PREFERENCE_PAIRS,
     }
     values.update(overrides or {})
     return Hyperparameters(**values)

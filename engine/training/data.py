@@ -4,10 +4,11 @@ Each saved note becomes one supervised example in the conversational prompt-comp
 TRL's ``SFTTrainer`` understands (the chat template is applied there, and the loss falls on the
 completion, i.e. the answer, only): the prompt holds the basic information, the counselor's
 observation and the client's statement; the completion is the counselor's final Analysis and
-Advice. Each item the counselor changed (edited or deleted a model line) becomes one preference
-pair: the final answer is ``chosen``; ``rejected`` is the same answer with that one change
-undone, i.e. with the model's draft back in place. Pairs that differ in one item keep the
-preference signal on the edit itself.
+Advice. Every counselor signal becomes one preference pair: an edited or deleted model line,
+an item the counselor added, an item regenerated under the counselor's comments (the text the
+comments were about is rejected), and a draft taken over another in Compare. The final answer
+is ``chosen``; ``rejected`` is the same answer with that one change undone. Pairs that differ
+in one item keep the preference signal on the change itself.
 """
 
 from __future__ import annotations
@@ -66,87 +67,163 @@ def _final_lines(items: Iterable[Item]) -> list[str]:
 
 
 def final_answer(analysis: AnalysisDraft, lang: Lang) -> str:
-    """The counselor's saved Analysis + Advice (deleted items left out)."""
+    """The counselor's saved Analysis + Advice (deleted items left out).
+
+    Lines the parser could not place (``unplaced``) but the counselor kept are part of what
+    was saved, so they follow the advice: leaving them out dropped whole notes whose draft
+    had not been placed (the ``adapter list`` "notes 1 edits 0" undercount)."""
     return render_answer(
         analysis.symptom_type.text,
         _final_lines(analysis.reasons),
-        _final_lines(analysis.advice),
+        [*_final_lines(analysis.advice), *_final_lines(analysis.unplaced)],
         lang,
     )
 
 
+SIGNALS = ("edits", "deletions", "added", "regenerations", "choices")
+
+
+def _rejected_texts(item: Item) -> list[tuple[str, str | None]]:
+    """``(signal, text)`` for each counselor signal on one item; text None = the item is absent
+    from the rejected answer (a counselor-added item: the model's answer lacked it)."""
+    final = item.text.strip()
+    out: list[tuple[str, str | None]] = []
+    draft = (item.draft or "").strip()
+    if item.deleted:
+        if draft:
+            out.append(("deletions", item.draft))
+        return out
+    if item.draft is None:
+        if final and not item.regenerations:
+            out.append(("added", None))
+    elif draft and draft != final:
+        out.append(("edits", item.draft))
+    seen = {final, draft} if item.draft is not None and draft != final else {final}
+    for regen in item.regenerations:
+        previous = regen.previous.strip()
+        if previous and previous not in seen:
+            seen.add(previous)
+            out.append(("regenerations", regen.previous))
+    return out
+
+
+def _variants(analysis: AnalysisDraft, lang: Lang) -> list[tuple[str, str]]:
+    """``(signal, rejected answer)`` per counselor signal, each with only that one change
+    undone: pairs that differ in one item keep the preference on the change itself.
+
+    An item the counselor added counts only where the model drafted this note: in a note the
+    counselor wrote by hand there is no model answer that lacked it."""
+    drafted = bool(analysis.raw_output.strip()) or any(
+        i.draft is not None
+        for i in [analysis.symptom_type, *analysis.reasons, *analysis.advice, *analysis.unplaced]
+    )
+    sections: dict[str, list[Item]] = {
+        "reasons": list(analysis.reasons),
+        "advice": [*analysis.advice, *analysis.unplaced],
+    }
+    finals = {name: _final_lines(items) for name, items in sections.items()}
+    out: list[tuple[str, str]] = []
+    st = analysis.symptom_type
+    for signal, text in _rejected_texts(st):
+        if signal in ("edits", "regenerations") and text and text.strip():
+            out.append((signal, render_answer(text, finals["reasons"], finals["advice"], lang)))
+    for name, items in sections.items():
+        for index, item in enumerate(items):
+            for signal, text in _rejected_texts(item):
+                if signal == "added" and not drafted:
+                    continue
+                lines: list[str] = []
+                for j, other in enumerate(items):
+                    if j == index:
+                        if text is not None:
+                            lines.append(text)
+                    elif not other.deleted and other.text.strip():
+                        lines.append(other.text)
+                changed = {**finals, name: lines}
+                out.append(
+                    (
+                        signal,
+                        render_answer(st.text, changed["reasons"], changed["advice"], lang),
+                    )
+                )
+    return out
+
+
 def _reverted_variants(analysis: AnalysisDraft, lang: Lang) -> list[str]:
     """One answer per counselor change, with only that change undone (draft put back)."""
-    symptom = analysis.symptom_type.text
-    reasons = list(analysis.reasons)
-    advice = list(analysis.advice)
-    variants: list[str] = []
-
-    def lines_with(items: list[Item], index: int) -> list[str]:
-        out: list[str] = []
-        for j, item in enumerate(items):
-            if j == index:
-                out.append(item.draft or "")
-            elif not item.deleted:
-                out.append(item.text)
-        return out
-
-    st = analysis.symptom_type
-    if st.draft is not None and st.draft.strip() and st.draft.strip() != st.text.strip():
-        variants.append(render_answer(st.draft, _final_lines(reasons), _final_lines(advice), lang))
-    for section in ("reasons", "advice"):
-        items = reasons if section == "reasons" else advice
-        for index, item in enumerate(items):
-            if item.draft is None or not item.draft.strip():
-                continue  # written by the counselor: no model text to reject
-            if not (item.deleted or item.draft.strip() != item.text.strip()):
-                continue  # accepted unchanged
-            changed = lines_with(items, index)
-            variants.append(
-                render_answer(
-                    symptom,
-                    changed if section == "reasons" else _final_lines(reasons),
-                    changed if section == "advice" else _final_lines(advice),
-                    lang,
-                )
-            )
-    return variants
+    return [text for _signal, text in _variants(analysis, lang)]
 
 
 @dataclass
 class TrainingData:
-    """What the worker trains on: SFT examples and preference pairs, plain dicts."""
+    """What the worker trains on: SFT examples and preference pairs, plain dicts.
+
+    ``signals`` counts what went in, per signal and per note (for the adapter card and
+    ``phyassist adapter list``); it holds counts, dates and ids, never patient text."""
 
     sft: list[dict[str, Any]] = field(default_factory=list)
     pairs: list[dict[str, Any]] = field(default_factory=list)
+    signals: dict[str, Any] = field(default_factory=dict)
 
     def to_job(self) -> dict[str, Any]:
         return {"sft": self.sft, "pairs": self.pairs}
 
 
 def build_training_data(patient: Patient) -> TrainingData:
-    """Supervised examples from every note with a saved answer; a pair per counselor change."""
+    """Supervised examples from every note with a saved answer (the counselor's final text);
+    a preference pair per counselor signal: edits, deletions, added items, comment-steered
+    regenerations, and Compare choices."""
     data = TrainingData()
-    for note in sorted(patient.notes, key=lambda n: n.created):
-        if not note.question.strip():
-            continue
+    totals = dict.fromkeys(SIGNALS, 0)
+    per_note: list[dict[str, Any]] = []
+    notes = [n for n in sorted(patient.notes, key=lambda n: n.created) if n.question.strip()]
+    for note in notes:
         prompt = prompt_messages(patient, note)
         lang = detect_language(note.question)
         a = note.analysis
-        if not (a.symptom_type.text.strip() or _final_lines(a.reasons) or _final_lines(a.advice)):
+        counts = dict.fromkeys(SIGNALS, 0)
+        row: dict[str, Any] = {
+            "note": note.id[:8],
+            "date": note.created.date().isoformat(),
+            "trained": False,
+            **counts,
+        }
+        per_note.append(row)
+        if not (
+            a.symptom_type.text.strip()
+            or _final_lines(a.reasons)
+            or _final_lines(a.advice)
+            or _final_lines(a.unplaced)
+        ):
             continue  # nothing saved yet: no answer to learn
         chosen = final_answer(a, lang)
         data.sft.append({"prompt": prompt, "completion": [_assistant(chosen)]})
-        for rejected in _reverted_variants(note.analysis, lang):
+        row["trained"] = True
+        for signal, rejected in _variants(a, lang):
             if rejected.strip() and rejected != chosen:
-                data.pairs.append(
-                    {
-                        "prompt": prompt,
-                        "chosen": [_assistant(chosen)],
-                        "rejected": [_assistant(rejected)],
-                    }
-                )
+                data.pairs.append(_pair(prompt, chosen, rejected))
+                row[signal] += 1
+                totals[signal] += 1
+    for choice in patient.preferences:
+        if not (choice.question.strip() and choice.chosen.strip()):
+            continue
+        if choice.chosen.strip() == choice.rejected.strip():
+            continue
+        note = Note(question=choice.question, observed_state=choice.observed_state)
+        data.pairs.append(_pair(prompt_messages(patient, note), choice.chosen, choice.rejected))
+        totals["choices"] += 1
+    data.signals = {
+        "notes": len(notes),
+        "notes_trained": len(data.sft),
+        "preference_pairs": len(data.pairs),
+        **totals,
+        "per_note": per_note,
+    }
     return data
+
+
+def _pair(prompt: list[Message], chosen: str, rejected: str) -> dict[str, Any]:
+    return {"prompt": prompt, "chosen": [_assistant(chosen)], "rejected": [_assistant(rejected)]}
 
 
 def _assistant(text: str) -> Message:

@@ -138,6 +138,7 @@ class TrainingRun:
         self.run_id = uuid.uuid4().hex
         self.result: StoredAdapter | None = None
         self.summary: dict[str, Any] = {}
+        self.signals: dict[str, Any] = {}  # what went in, per signal and note (for the card)
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self._proc: subprocess.Popen | None = None
         self._cancelled = threading.Event()
@@ -149,6 +150,7 @@ class TrainingRun:
     def training_data(self) -> TrainingData:
         patient = self.store.load_patient(self.patient_id)
         data = build_training_data(patient)
+        self.signals = data.signals
         if not data.sft:
             raise TrainingError(
                 "This patient has no saved notes with an Analysis yet; save a note first."
@@ -168,12 +170,28 @@ class TrainingRun:
                 "config_dir": str(s.config_dir),
             },
             "max_training_tokens": s.limits.max_training_tokens,
+            "domain_adapter": self.domain_adapter(),
             "overrides": self.overrides,
             "transfer_key": base64.b64encode(key).decode("ascii"),
             "work_dir": str(self.work_dir),
             "staging_path": str(self.staging_path),
             **data.to_job(),
         }
+
+    def domain_adapter(self) -> dict[str, str] | None:
+        """The domain adapter the patient adapter is trained over (merged into the base in the
+        worker; stacked under it at inference): path, name, hash. None: the bare base
+        (no domain adapter for this model, or ``overrides["domain_adapter"] = False``)."""
+        if self.overrides.get("domain_adapter", True) is False:
+            return None
+        from engine.model.adapters import resolve_domain_adapter
+        from engine.model.stack import adapter_identity
+
+        model = self.settings.model
+        path = resolve_domain_adapter(model.domain_adapter, model.spec)
+        if path is None:
+            return None
+        return {"path": str(path), **adapter_identity(path)}
 
     @property
     def staging_path(self) -> Path:
@@ -337,11 +355,14 @@ class TrainingRun:
         config, state = unpack_adapter(packed)
         card = {
             "base_model": done.get("base_model"),
+            "domain_adapter": done.get("domain_adapter"),
+            "signals": self.signals,
             "examples": done.get("examples"),
             "preference_pairs": done.get("preference_pairs"),
             "steps": done.get("steps"),
             "final_loss": done.get("final_loss"),
             "preference_steps": done.get("preference_steps"),
+            "preference_pairs_used": done.get("preference_pairs_used"),
             "preference_loss": done.get("preference_loss"),
             "tokens": done.get("tokens"),
             "train_s": done.get("train_s"),

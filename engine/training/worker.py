@@ -42,6 +42,7 @@ class TrainResult:
     fit_s: float = 0.0  # inside ``trainer.train()``: the optimizer steps themselves
     preference_steps: int = 0
     preference_loss: float | None = None
+    preference_pairs_used: int = 0
     tokens_seen: int = 0
     train_s: float = 0.0
     losses: list[float] = field(default_factory=list)
@@ -260,6 +261,8 @@ def train_adapter(
     )
     del trainer
 
+    pairs = hp.preference_pairs(pairs)
+    result.preference_pairs_used = len(pairs) if hp.use_preference_step(len(pairs)) else 0
     if hp.use_preference_step(len(pairs)):
         pref_losses: list[float] = []
         t = time.perf_counter()
@@ -376,6 +379,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     work_dir = Path(job["work_dir"])
     staging = Path(job["staging_path"])
     overrides = dict(job.get("overrides") or {})
+    overrides.pop("domain_adapter", None)  # the parent's switch, resolved into the job
     settings_data = job["settings"]
 
     t = time.perf_counter()
@@ -401,6 +405,9 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     emit({"phase": "loading", "step": 0, "total_steps": 0, "device": device})
     loaded = load_model(settings)
     model, tokenizer = loaded.model, loaded.tokenizer
+    domain = job.get("domain_adapter")
+    if domain:
+        model = merge_domain_adapter(model, Path(domain["path"]))
     timings["load_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -445,12 +452,33 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         "steps": result.steps,
         "final_loss": result.final_loss,
         "preference_steps": result.preference_steps,
+        "preference_pairs_used": result.preference_pairs_used,
         "preference_loss": result.preference_loss,
         "train_s": round(result.train_s, 3),
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "cpu_threads": torch.get_num_threads(),
         "hyperparameters": hp.model_dump(),
+        "domain_adapter": (
+            {k: domain[k] for k in ("name", "sha256") if k in domain} if domain else None
+        ),
     }
+
+
+def merge_domain_adapter(model: Any, path: Path) -> Any:
+    """The base with the domain LoRA merged into its weights: the patient LoRA is trained over
+    the domain-adapted model. At inference the two adapters are stacked (LoRA deltas add), which
+    reproduces this model plus the patient delta (``tests/train/test_stack.py``). A 4-bit base
+    merges with rounding (PEFT dequantizes, adds, requantizes)."""
+    from peft import get_peft_model, set_peft_model_state_dict
+
+    from engine.model.adapters import _peft_config, read_adapter_dir
+
+    config, state = read_adapter_dir(path)
+    peft_model = get_peft_model(model, _peft_config(config), adapter_name="domain")
+    result = set_peft_model_state_dict(peft_model, state, adapter_name="domain")
+    if list(getattr(result, "unexpected_keys", []) or []):
+        raise TrainingError(f"The domain adapter in {path} does not fit this model.")
+    return peft_model.merge_and_unload()
 
 
 def main() -> int:

@@ -81,6 +81,7 @@ ACTIONS = (
     "chat_saved",
     "adapter_trained",
     "adapter_activated",
+    "preference_recorded",  # learning: a Compare choice (counts only)
     "adapter_deleted",
     "export",
     "import",

@@ -196,6 +196,10 @@ class PatientIndex:
         row = self.row(patient_id)
         return None if row is None else row.get("stamp")
 
+    def stamps(self) -> dict[str, str | None]:
+        """Every patient's record stamp (what a derived index compares to see changes)."""
+        return {row["id"]: row.get("stamp") for row in self._table.all()}
+
     def summary(self, patient_id: str) -> PatientSummary | None:
         cached = self._summaries.get(patient_id)
         return cached.model_copy() if cached is not None else None

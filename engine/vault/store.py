@@ -984,6 +984,16 @@ class Store:
             self._key()
             return self._index.search(text or "")
 
+    def record_stamps(self) -> dict[str, str | None]:
+        """Patient id -> stamp of its record file (a per-write nonce), from memory.
+
+        A derived index (engine.knowledge) keeps the stamp it read each record at and
+        compares: a changed stamp is a saved or amended note, a missing id a deleted patient.
+        """
+        with self._mutex:
+            self._key()
+            return self._index.stamps()
+
     def get_summary(self, patient_id: str) -> PatientSummary:
         with self._mutex:
             self._key()

@@ -77,10 +77,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
         mark = "*" if v.active else " "
         print(
             f"{mark} v{v.version}  {card.get('date', '?')}  base {card.get('base_model', '?')}  "
-            f"trained on {card.get('examples', '?')} notes, "
-            f"{card.get('preference_pairs', '?')} edit pairs  "
-            f"steps {card.get('steps', '?')}  final loss {_fmt_loss(card.get('final_loss'))}"
+            f"{_over(card)}  steps {card.get('steps', '?')}  "
+            f"final loss {_fmt_loss(card.get('final_loss'))}"
         )
+        for line in signal_lines(card):
+            print(f"      {line}")
     print("(* = active)")
     print(
         f"The record now: {now['notes']} notes, {now['edits']} edits by the counselor "
@@ -93,6 +94,44 @@ def _cmd_list(args: argparse.Namespace) -> int:
     ):
         print("The active adapter was trained on an earlier record: train again to include it.")
     return 0
+
+
+def _over(card: dict) -> str:
+    domain = card.get("domain_adapter")
+    if domain:
+        return f"over domain {domain.get('name', '?')} ({str(domain.get('sha256', ''))[:12]})"
+    if "domain_adapter" in card:
+        return "over the bare base"
+    return "over the bare base (older card)"
+
+
+def signal_lines(card: dict) -> list[str]:
+    """What went into a version: counts per signal, then per note (learning)."""
+    signals = card.get("signals")
+    if not isinstance(signals, dict):  # a card written before the counts were kept
+        return [
+            f"notes {card.get('examples', '?')}, preference pairs "
+            f"{card.get('preference_pairs', '?')} (per-signal counts not recorded)"
+        ]
+    names = ("edits", "deletions", "added", "regenerations", "choices")
+    lines = [
+        f"notes {signals.get('notes_trained', 0)}/{signals.get('notes', 0)} trained; "
+        + ", ".join(f"{n} {signals.get(n, 0)}" for n in names)
+        + f"; preference pairs {signals.get('preference_pairs', 0)}"
+        + (
+            f" ({card['preference_pairs_used']} used)"
+            if isinstance(card.get("preference_pairs_used"), int)
+            and card["preference_pairs_used"] != signals.get("preference_pairs", 0)
+            else ""
+        )
+    ]
+    for note in signals.get("per_note") or []:
+        counts = ", ".join(f"{n} {note.get(n, 0)}" for n in names if note.get(n))
+        state = "" if note.get("trained") else " (no saved Analysis: not trained)"
+        lines.append(
+            f"  note {note.get('date', '?')} {note.get('note', '')}: {counts or '-'}{state}"
+        )
+    return lines
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:

@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="IMHI folder (test/<TASK>.csv)")
     parser.add_argument("--adapter", type=Path, help="PEFT adapter directory to evaluate")
     parser.add_argument(
+        "--patient-adapter",
+        type=Path,
+        help="a patient adapter (PEFT dir, e.g. `phyassist adapter export`) stacked on --adapter "
+        "as the app stacks it; reports --adapter alone and both together",
+    )
+    parser.add_argument(
         "--compare-base",
         action="store_true",
         help="also run the base model (adapter disabled) and report both side by side",
@@ -54,6 +60,7 @@ def _imhi(args: argparse.Namespace) -> int:
         args.data,
         args.out,
         adapter=args.adapter,
+        patient_adapter=args.patient_adapter,
         compare_base=args.compare_base,
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
         limit=args.limit,

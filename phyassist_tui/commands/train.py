@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     patient.add_argument(
         "--preference",
         choices=("dpo", "orpo", "none"),
-        help="preference step after SFT when enough edits exist (default: dpo)",
+        help="preference step after SFT from the counselor signals (default: dpo)",
     )
     patient.add_argument("--json", action="store_true", help="print the raw JSON events")
     patient.set_defaults(handler=_cmd_train_patient)
@@ -61,7 +61,8 @@ def format_event(event: TrainingEvent) -> str | None:
         pref = ", then a preference step" if d.get("preference_step") else ""
         return (
             f"Training on {d.get('examples')} notes ({d.get('tokens')} tokens) and "
-            f"{d.get('preference_pairs')} edits{pref}."
+            f"{d.get('preference_pairs')} preference pairs (counselor edits, deletions, added "
+            f"items, regenerations, Compare choices){pref}."
         )
     if event.phase in ("sft", "dpo", "orpo"):
         if event.step == 0:

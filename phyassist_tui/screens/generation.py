@@ -216,8 +216,7 @@ class GenerationHandling(Screen):
                     self.notify("Regeneration stopped; the item is unchanged.")
             else:
                 self.draft_pane.remember("regenerate item")
-                row.item.draft = new_text
-                row.item.text = new_text
+                row.item.apply_regeneration(new_text)  # learning: keeps comments + old text
             row.refresh_body()
         if not self._counselor_is_typing():
             self.draft_pane.focus_list()

@@ -30,27 +30,31 @@ from engine.records import ChatMessage, Note, Patient, PatientSummary
 from phyassist_tui.bindings import bindings_for
 from phyassist_tui.bindings import spec as binding_spec
 from phyassist_tui.focus import is_text_field
-from phyassist_tui.messages import (
+from phyassist_tui.messages import (  # knowledge hook
     ChatSubmitted,
+    CitedPointRequested,
     PatientChosen,
     PatientLoaded,
     PatientSaved,
     SaveNoteRequested,
+    SimilarRequested,
 )
 from phyassist_tui.screens.autosave import DraftAutosave
 from phyassist_tui.screens.corrections import RecordCorrections
 from phyassist_tui.screens.generation import GenerationHandling
 from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.screens.similar_flow import insert_cited_point, lookup_similar
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
 from phyassist_tui.widgets.draft_pane import DraftPane
 from phyassist_tui.widgets.footer import RankedFooter
 from phyassist_tui.widgets.notes_view import NotesView
 from phyassist_tui.widgets.patients_pane import PatientsPane
+from phyassist_tui.widgets.similar_pane import SimilarPane
 from phyassist_tui.widgets.status_line import StatusLine
 from phyassist_tui.widgets.text import clean
 
-TABS = ("notes", "analysis", "draft", "chat")
+TABS = ("notes", "analysis", "draft", "chat", "similar")
 PANES_RETRY_S = 0.01  # a call that needs a lazy pane retries this often until it is mounted
 
 
@@ -91,6 +95,8 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
                     yield Lazy(DraftPane(id="draft-pane"))
                 with TabPane(self._tab_title("chat"), id="chat"):
                     yield Lazy(ChatPane(id="chat-pane"))
+                with TabPane(self._tab_title("similar"), id="similar"):  # knowledge hook
+                    yield Lazy(SimilarPane(id="similar-pane"))
         yield StatusLine(id="status")
         yield RankedFooter(compact=True)  # Generate, Save, Lock first: they fit in 80 columns
 
@@ -201,8 +207,19 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
             "analysis": "#question",
             "draft": "#draft-items",
             "chat": "#chat-input",
+            "similar": "#similar-list",
         }[tab]
         self.query_one(focus).focus()
+        if tab == "similar":  # knowledge hook
+            lookup_similar(self)
+
+    @on(SimilarRequested)
+    def _similar_requested(self) -> None:  # knowledge hook
+        lookup_similar(self)
+
+    @on(CitedPointRequested)
+    async def _cited_point(self, message: CitedPointRequested) -> None:  # knowledge hook
+        await insert_cited_point(self, message.text, message.citation)
 
     def action_focus_search(self) -> None:
         self.patients.display = True
@@ -289,6 +306,16 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
 
     def action_train(self) -> None:
         self.app.start_training(self.patient)
+
+    def action_rollback_adapter(self) -> None:  # learning: one key, as `adapter rollback`
+        from phyassist_tui.adapter_actions import rollback_adapter
+
+        rollback_adapter(self.app, self.patient)
+
+    def action_compare(self) -> None:  # learning: domain vs patient-adapter drafts
+        from phyassist_tui.adapter_actions import start_compare
+
+        start_compare(self)
 
     def action_clear_chat(self) -> None:
         if not self._once_panes_mounted(self.action_clear_chat):

@@ -19,7 +19,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView, Static
 
-from engine.records import AnalysisDraft, Item
+from engine.records import AnalysisDraft, Citation, Item
 from phyassist_tui.bindings import bindings_for, specs_for
 from phyassist_tui.messages import (
     DraftChanged,
@@ -412,6 +412,51 @@ class DraftPane(Vertical):
     def action_save_note(self) -> None:
         if self.draft is not None:
             self.post_message(SaveNoteRequested(self.draft))
+
+    # -- citations (knowledge query) -----------------------------------------------------------
+    async def add_cited_item(self, text: str, citation: Citation) -> bool:
+        """Append ``text`` to the advice with a ``[n]`` marker citing ``citation``; the item
+        counts as the counselor's (no model draft). False when there is no draft."""
+        if self.draft is None:
+            return False
+        known = {c.key: c.marker for c in self.draft.citations}
+        marker = known.get(citation.key)
+        if marker is None:
+            numbers = [int(c.marker) for c in self.draft.citations if c.marker.isdigit()]
+            marker = str(max(numbers, default=0) + 1)
+            self.draft.citations.append(citation.model_copy(update={"marker": marker}))
+        item = Item(text=f"{text.strip()} [{marker}]", draft=None)
+        self.draft.advice.append(item)
+        await self.load(self.draft, focus_item=item.id)
+        self._changed()
+        return True
+
+    def action_open_citation(self) -> None:
+        from engine.knowledge.grounding import markers_in
+        from phyassist_tui.screens.entry import EntryScreen
+
+        row = self.selected_row
+        if row is None or self.draft is None:
+            return
+        by_marker = {c.marker: c for c in self.draft.citations}
+        cited = [by_marker[m] for m in dict.fromkeys(markers_in(row.item.text)) if m in by_marker]
+        if not cited:
+            self.notify("This item cites nothing.", severity="information")
+            return
+        session = self.app.session
+
+        def full(citation: Citation) -> str:
+            entry = session.knowledge_entry(citation.key)  # None until the index was read
+            if entry is not None:
+                return entry.text
+            if citation.passage:
+                return citation.passage
+            if citation.source == "note":
+                return "(That case is no longer in the index: deleted, or the index not read yet.)"
+            return ""
+
+        body = "\n\n".join(f"[{c.marker}] {c.label}\n{full(c)}" for c in cited)
+        self.app.push_screen(EntryScreen("Sources of this item", row.item.text, body))
 
     # -- in-place editor -----------------------------------------------------------------------
     @on(Input.Submitted, "ItemEditor")

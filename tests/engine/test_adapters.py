@@ -361,3 +361,47 @@ def test_unknown_patient_in_the_store_falls_back_to_base(assistant, real_store) 
     assert label == "SmolLM2-135M-Instruct · base (adapters unreadable)"
     assert "No patient" in (assistant.last_adapter_error or "")
     assert assistant.use_patient(stranger) == "SmolLM2-135M-Instruct · base"
+
+
+@pytest.mark.model
+def test_patient_adapter_trained_over_the_domain_stacks_on_it(
+    assistant, real_store, tmp_path, cancel
+) -> None:
+    """Learning: a card naming the loaded domain adapter -> domain + patient active together;
+    a card naming another domain adapter -> not used, the domain adapter alone, said why."""
+    from safetensors.torch import save_file
+
+    from engine.model.stack import adapter_identity
+
+    config = assistant.model.model.config
+    cfg, state = random_lora(config, seed=5, layers=[0, 1])
+    path = tmp_path / "domain"
+    path.mkdir()
+    (path / "adapter_config.json").write_text(json.dumps(cfg))
+    save_file(state, path / "adapter_model.safetensors")
+    original = assistant.settings.model.domain_adapter
+    assistant.settings.model.domain_adapter = str(path)
+    try:
+        patient = real_store.create_patient("Stacked")
+        registry = AdapterRegistry(real_store)
+        card = {"domain_adapter": adapter_identity(path)}
+        registry.save(patient.id, *random_lora(config, seed=6), card)
+        label = assistant.use_patient(patient, real_store)
+        assert label.endswith("· domain + adapter v1")
+        assert assistant.active_adapter == f"domain+patient-{patient.id[:16]}-v1"
+        ids = torch.tensor([[1, 504, 3300, 30, 1200]])
+        with torch.no_grad():
+            stacked = assistant.adapters.model(ids).logits
+            assistant.adapters.activate(f"patient-{patient.id[:16]}-v1")
+            alone = assistant.adapters.model(ids).logits
+        assert (stacked - alone).abs().max() > 1e-3  # the domain delta is really in
+
+        other = dict(card["domain_adapter"], sha256="0" * 64, name="older-domain")
+        registry.save(patient.id, *random_lora(config, seed=7), {"domain_adapter": other})
+        label = assistant.use_patient(patient, real_store)
+        assert label.endswith("· domain adapter (adapter v2 unusable)")
+        assert "older-domain" in (assistant.last_adapter_error or "")
+        assert assistant.active_adapter == "domain"
+    finally:
+        assistant.settings.model.domain_adapter = original
+        assistant.use_patient(None)

@@ -260,7 +260,9 @@ def test_runs_return_typed_parsed_results_on_the_real_model(
     assert outcome.draft.raw_output == outcome.text
     assert outcome.draft.model_name == assistant.model_label
     assert isinstance(outcome.stats, GenerationStats) and outcome.stats.tokens >= 1
-    assert outcome.context_report == "1 of 1 notes fit"
+    # grounded in the open vault's knowledge index, where only this patient's note is (never
+    # offered to their own drafts)
+    assert outcome.context_report == "1 of 1 notes fit; no similar entries"
     for gone in ("last_stats", "context_report"):  # results live on the run only
         assert not hasattr(assistant, gone)
 
@@ -283,3 +285,32 @@ def test_runs_return_typed_parsed_results_on_the_real_model(
     session.lock()
     log = [a for a, _, _ in _log(settings)]
     assert log == ["vault_created", "patient_created", "note_saved", "lock"]
+
+
+def test_the_knowledge_index_follows_the_open_vault(tmp_path: Path, settings_for) -> None:
+    """The Session holds the vault's knowledge index: read on first use, told of a saved
+    note and a deleted patient at once, and gone (with its decrypted entries) on lock."""
+    settings = settings_for(tmp_path)
+    settings.knowledge.embedding = False  # lexical is enough here, and quick
+    session = Session(settings)
+    session.create_vault(PASSPHRASE)
+    other = session.create_patient("Earlier client")
+    session.save_note(other.id, Note(question="Since the exam I cannot sleep at all."))
+    me = session.create_patient("New client")
+    assert session.knowledge_entry("note:anything") is None  # not read yet: never blocks
+
+    index = session.knowledge()
+    assert index is not None and index.loaded
+    matches = index.query("exam and sleep", k=3, exclude_patient=me.id)
+    assert [m.entry.patient_id for m in matches] == [other.id]
+    assert session.knowledge_entry(matches[0].entry.key) is not None
+
+    session.save_note(other.id, Note(question="Panic attacks on the subway every morning."))
+    found = index.query("panic on the subway", k=3, exclude_patient=me.id)  # no sync needed
+    assert found and "subway" in found[0].entry.text
+
+    session.delete_patient(other.id)
+    assert index.query("exam and sleep", k=3, exclude_patient=me.id) == []
+
+    session.lock()
+    assert session.knowledge() is None and session.knowledge_entry(found[0].entry.key) is None

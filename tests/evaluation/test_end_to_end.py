@@ -77,3 +77,23 @@ def test_domain_train_forwards_its_own_arguments() -> None:
     assert forwarded_arguments(["domain", "train", "--data", "d"]) == ["--data", "d"]
     assert forwarded_arguments(["train", "domain", "--out", "o"]) == ["--out", "o"]
     assert forwarded_arguments(["train", "patient", "abc"]) is None
+
+
+def test_eval_refuses_a_patient_adapter_trained_over_another_domain_adapter(
+    tmp_path, imhi_fixture, capsys
+):
+    from pathlib import Path
+
+    from engine.model.stack import adapter_identity
+
+    shipped = Path(__file__).resolve().parents[2] / "adapters" / "smollm2-135m-imhi-counselchat"
+    patient = tmp_path / "patient"
+    patient.mkdir()
+    (patient / "adapter_config.json").write_text("{}")
+    other = dict(adapter_identity(shipped), sha256="0" * 64, name="older-domain")
+    (patient / "phyassist_card.json").write_text(json.dumps({"domain_adapter": other}))
+    common = ["eval", "imhi", "--data", str(imhi_fixture), "--out", str(tmp_path / "o")]
+    assert main([*common, "--patient-adapter", str(patient)]) == 1
+    assert "needs --adapter" in capsys.readouterr().err
+    assert main([*common, "--adapter", str(shipped), "--patient-adapter", str(patient)]) == 1
+    assert "older-domain" in capsys.readouterr().err

@@ -71,11 +71,16 @@ def test_overrides_win_and_unknown_keys_are_rejected():
         )
 
 
-def test_preference_step_needs_enough_pairs():
+def test_preference_step_from_one_pair_and_newest_pairs_on_cpu():
     hp = Hyperparameters()
-    assert not hp.use_preference_step(3)
-    assert hp.use_preference_step(4)
+    assert not hp.use_preference_step(0)
+    assert hp.use_preference_step(1)  # every counselor signal counts (it was >= 4)
     assert not Hyperparameters(preference_method="none").use_preference_step(100)
+    cpu = recipe_for(n_examples=10, n_tokens=3000, device="cpu", model_type="llama")
+    pairs = list(range(40))
+    assert cpu.preference_pairs(pairs) == pairs[-cpu.max_preference_pairs :]
+    gpu = recipe_for(n_examples=10, n_tokens=3000, device="cuda", model_type="llama")
+    assert gpu.preference_pairs(pairs) == pairs
 
 
 def test_token_limit_message_says_what_to_do():

@@ -31,25 +31,92 @@ def test_one_example_per_saved_note_with_final_text(patient_record):
 def test_each_counselor_change_is_one_pair(patient_record):
     patient = patient_record("Zorblax", 2)
     data = build_training_data(patient)
-    # per note: symptom edited, reason 1 edited, advice 1 edited, advice 2 deleted
-    assert len(data.pairs) == 8
+    # per note: symptom edited, reason 1 edited, reason 2 added by the counselor,
+    # advice 1 edited, advice 2 deleted
+    assert len(data.pairs) == 10
     chosen = {p["chosen"][0]["content"] for p in data.pairs}
     assert chosen == {ex["completion"][0]["content"] for ex in data.sft}
-    rejected = [p["rejected"][0]["content"] for p in data.pairs[:4]]
+    rejected = [p["rejected"][0]["content"] for p in data.pairs[:5]]
     assert rejected[0].startswith("Symptom type: Generalized anxiety")
     assert "1. The client is lonely" in rejected[1]
-    assert "1. Practise relaxation" in rejected[2]
-    assert "Buy a new dog" in rejected[3]
+    assert "Zorblax is ageing" not in rejected[2]  # the added reason is what the model lacked
+    assert "1. Practise relaxation" in rejected[3]
+    assert "Buy a new dog" in rejected[4]
     # exactly one change per pair: everything else equals the final answer
     final = data.pairs[1]["chosen"][0]["content"].splitlines()
     diff = [a for a, b in zip(final, rejected[1].splitlines(), strict=True) if a != b]
     assert len(diff) == 1
+    signals = data.signals
+    assert (signals["notes"], signals["notes_trained"]) == (2, 2)
+    assert (signals["edits"], signals["deletions"], signals["added"]) == (6, 2, 2)
+    assert [n["edits"] for n in signals["per_note"]] == [3, 3]
 
 
-def test_counselor_written_items_and_untouched_drafts_make_no_pairs(patient_record):
+def test_untouched_drafts_make_no_pairs_and_hand_written_notes_no_added_pairs(patient_record):
     data = build_training_data(patient_record("Zorblax", 2, edits=False))
     assert len(data.sft) == 2
-    assert data.pairs == []
+    # each note still has one model draft line ("Buy a new dog", kept unchanged): the three
+    # lines the counselor wrote next to it are "added" items; nothing else is a signal
+    assert (data.signals["added"], data.signals["edits"], data.signals["deletions"]) == (6, 0, 0)
+    hand_written = Patient(
+        name="X",
+        notes=[
+            Note(
+                question="q",
+                analysis=AnalysisDraft(symptom_type=Item(text="s"), reasons=[Item(text="r")]),
+            )
+        ],
+    )
+    assert build_training_data(hand_written).pairs == []
+
+
+def test_regeneration_with_comments_is_a_pair():
+    item = Item(text="Keep a sleep diary", draft="Keep a sleep diary")
+    item.comments = ["more concrete: what to write down"]
+    item.apply_regeneration("Write down bedtime, wake time and worries each night")
+    assert item.regenerations[0].previous == "Keep a sleep diary"
+    assert item.regenerations[0].comments == ["more concrete: what to write down"]
+    note = Note(
+        question="I cannot sleep",
+        analysis=AnalysisDraft(symptom_type=Item(text="Insomnia", draft="Insomnia"), advice=[item]),
+    )
+    data = build_training_data(Patient(name="X", notes=[note]))
+    assert data.signals["regenerations"] == 1 and data.signals["edits"] == 0
+    (pair,) = data.pairs
+    assert "1. Keep a sleep diary" in pair["rejected"][0]["content"]
+    assert "Write down bedtime" in pair["chosen"][0]["content"]
+
+
+def test_compare_choices_are_pairs():
+    from engine.records import PreferenceChoice
+
+    patient = Patient(
+        name="X",
+        preferences=[
+            PreferenceChoice(question="I fight with my sister", chosen="A", rejected="B"),
+            PreferenceChoice(question="same text", chosen="C", rejected="C"),  # no preference
+        ],
+    )
+    data = build_training_data(patient)
+    assert data.signals["choices"] == 1
+    (pair,) = data.pairs
+    assert "I fight with my sister" in pair["prompt"][1]["content"]
+    assert (pair["chosen"][0]["content"], pair["rejected"][0]["content"]) == ("A", "B")
+
+
+def test_unplaced_lines_the_counselor_kept_are_trained_and_counted():
+    """The "notes 1 edits 0" undercount: a note whose draft the parser could not place."""
+    note = Note(
+        question="I feel low",
+        analysis=AnalysisDraft(
+            raw_output="whatever the model wrote",
+            unplaced=[Item(text="Talk to a friend daily", draft="Talk to a friend")],
+        ),
+    )
+    data = build_training_data(Patient(name="X", notes=[Note(question="first"), note]))
+    assert data.signals["notes"] == 2 and data.signals["notes_trained"] == 1
+    assert data.signals["edits"] == 1
+    assert "Talk to a friend daily" in data.sft[0]["completion"][0]["content"]
 
 
 def test_notes_without_analysis_are_skipped():
@@ -76,8 +143,9 @@ def test_chinese_note_uses_chinese_layout():
     assert "复读生" in data.sft[0]["prompt"][0]["content"]
     assert "我最近总是失眠" in example_text(data.sft[0])
     assert [p["rejected"][0]["content"].splitlines()[0] for p in data.pairs] == [
-        "症状类型：焦虑",
-        "症状类型：学业焦虑",
+        "症状类型：焦虑",  # symptom edited
+        "症状类型：学业焦虑",  # reason added by the counselor
+        "症状类型：学业焦虑",  # advice edited
     ]
 
 
@@ -130,3 +198,17 @@ def test_loss_falls_on_the_answer_only(tiny_model_dir, patient_record, tmp_path)
     assert answer in learned
     assert "Session 1." not in learned
     assert len(learned) < len(answer) + 40  # the answer plus the turn's end marker
+
+
+def test_adapter_list_reports_counts_per_signal_and_note(patient_record):
+    """`adapter list` once said "notes 1 edits 0" for 2 notes with several edits."""
+    from phyassist_tui.commands.adapter import signal_lines
+
+    data = build_training_data(patient_record("Zorblax", 2))
+    lines = signal_lines({"signals": data.signals, "preference_pairs_used": 10})
+    assert lines[0] == (
+        "notes 2/2 trained; edits 6, deletions 2, added 2, regenerations 0, choices 0; "
+        "preference pairs 10"
+    )
+    assert len(lines) == 3 and all("edits 3, deletions 1, added 1" in x for x in lines[1:])
+    assert "not recorded" in signal_lines({"examples": 1, "preference_pairs": 0})[0]

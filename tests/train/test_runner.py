@@ -46,14 +46,16 @@ def test_run_streams_progress_and_stores_a_sealed_version(
         assert all(e.total_steps == 3 and e.loss is not None and e.loss > 0 for e in sft)
         assert all(e.tokens_per_s and e.tokens_per_s > 0 for e in sft)
         assert sft[-1].eta_s == 0
-        # 3 notes x 4 edits = 12 pairs >= 4: the DPO step ran after SFT
+        # 3 notes x 5 signals (4 edits/deletions, 1 added item) = 15 pairs: DPO ran after SFT
         dpo = [e for e in events if e.phase == "dpo" and e.step > 0]
         assert dpo and phases.index("dpo") > phases.index("sft")
 
         versions = list_versions(store, pid)
         assert [(v.version, v.active) for v in versions] == [(1, True)]
         card = versions[0].card
-        assert card["examples"] == 3 and card["preference_pairs"] == 12
+        assert card["examples"] == 3 and card["preference_pairs"] == 15
+        assert card["signals"]["notes"] == 3 and card["signals"]["added"] == 3
+        assert card["domain_adapter"] is None  # no domain adapter for the tiny model
         assert card["steps"] == 3 and card["final_loss"] == pytest.approx(sft[-1].loss)
         assert card["preference_steps"] == len(dpo)
         assert card["hyperparameters"]["lora_r"] == 32
@@ -245,7 +247,8 @@ def test_preference_step_trains_the_same_adapter(tiny_model_dir, patient_record,
     from engine.training.worker import train_adapter
 
     data = build_training_data(patient_record("Rex", 1))
-    assert len(data.pairs) == 4
+    assert len(data.pairs) == 5  # 3 edits, 1 deletion, 1 added item
+    data.pairs = data.pairs[:4]
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     events: list[dict] = []
@@ -257,3 +260,28 @@ def test_preference_step_trains_the_same_adapter(tiny_model_dir, patient_record,
     assert list(result.peft_model.peft_config) == ["default"]
     assert result.state_dict and all("ref" not in k for k in result.state_dict)
     assert result.config["r"] == 32 and result.config["peft_type"] == "LORA"
+
+
+def test_patient_adapter_is_trained_over_the_domain_adapter_and_says_so(
+    tiny_settings, tiny_model_dir, open_vault, make_patient, marker, tmp_path
+):
+    """Learning: the worker merges the domain LoRA before training; the card names it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine.model.stack import adapter_identity
+
+    torch.manual_seed(3)
+    domain = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=2, target_modules=["q_proj", "up_proj"], init_lora_weights=False),
+    )
+    domain.save_pretrained(tmp_path / "domain")
+    tiny_settings.model.domain_adapter = str(tmp_path / "domain")
+    with open_vault(tiny_settings) as store:
+        pid = make_patient(store, marker, 1)
+        _train(store, pid, tiny_settings, {"max_steps": 1, "preference_method": "none"})
+        card = list_versions(store, pid)[0].card
+    assert card["domain_adapter"] == adapter_identity(tmp_path / "domain")
+    assert card["signals"]["per_note"][0]["edits"] == 3

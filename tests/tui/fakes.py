@@ -69,6 +69,9 @@ class FakeAssistant:
         self.fail_load = fail_load
         self.pause_after = pause_after
         self.risk_refusal = risk_refusal
+        self.knowledge = None  # set by the Session (not used by the fake's streams)
+        self.active_adapter: str | None = None  # no adapters: the base
+        self.last_adapter_error: str | None = None
         self.resume = threading.Event()
         self.paused = threading.Event()
         self.loaded = False

@@ -1,0 +1,415 @@
+"""Do patient adapters move drafts toward the counselor's own writing? Prints one JSON object.
+
+A simulated counselor with a fixed, recognisable style (``CounselorPolicy``, written before any
+figure was seen and not tuned to the evaluation sessions) works through the sessions of
+synthetic patients. Each patient is one CounselChat topic; its sessions are that topic's real
+questions in ``questionID`` order. The policy:
+
+- writes the symptom type as a short label of its own (one per topic);
+- rewrites the reasons in the first person of the client's words: the reasons become the
+  client's first-person sentences from the statement, quoted (at most two);
+- deletes generic reassurance from the advice (``GENERIC``: "you are not alone", "seek
+  professional help", "be kind to yourself", ...);
+- always ends the advice with one concrete homework task (one per topic).
+
+Each session: the model drafts on the real product path (``Assistant.stream_analysis`` with the
+patient's record in the prompt, greedy decoding), the policy edits the draft, the result is
+saved as the note (model text in ``draft``, the policy's text in ``text``). Sessions 1..K are
+drafted by the domain adapter. For each k in ``--k`` a patient holding the first k notes is
+trained through ``TrainingRun`` (the real subprocess, over the domain adapter, SFT + DPO), then
+on the held-out later sessions K+1..K+E (the same ones for every k) drafts are made by the
+domain adapter alone and by domain + patient adapter, with that patient's record in the prompt
+for both. Measured per condition: the character-level edit distance between the draft and the
+policy's final answer, and the share of items the policy changes (edited + deleted + added,
+over draft items + added). Plus training wall time and the workers' peak RSS.
+
+    python bench/learning.py [--topics depression] [--k 3,5,10] [--eval-sessions 3]
+        [--max-new-tokens 160] [--export-adapter DIR] [--out FILE]
+
+Goals (issue 17): after 10 sessions the policy changes >= 30 % fewer items with the patient
+adapter than with the domain adapter alone; 10-note training <= 60 s on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import resource
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from engine.records import AnalysisDraft, Item  # noqa: E402
+
+PASSPHRASE = "learning bench passphrase, not a secret"
+COUNSEL_CHAT = ROOT.parent / "shared" / "data" / "counsel_chat" / "counsel_chat.csv"
+
+LABELS = {
+    "depression": "Low mood",
+    "anxiety": "Worry and tension",
+    "relationships": "Relationship strain",
+    "intimacy": "Intimacy concerns",
+    "family-conflict": "Family conflict",
+    "parenting": "Parenting stress",
+    "self-esteem": "Low self-worth",
+}
+HOMEWORK = {
+    "depression": (
+        "Homework: each evening this week, write down one thing you did and how your mood "
+        "was before and after it."
+    ),
+    "anxiety": (
+        "Homework: three times this week, when the worry starts, write down the thought and "
+        "rate it from 0 to 10."
+    ),
+}
+DEFAULT_HOMEWORK = (
+    "Homework: before our next session, write down three moments when this came up and what "
+    "you did next."
+)
+GENERIC = re.compile(
+    r"you are not alone|you're not alone|it'?s (?:okay|ok|normal)|it is (?:okay|ok|normal)|"
+    r"be (?:kind|gentle|patient) (?:to|with) yourself|take care of yourself|remember that|"
+    r"don'?t hesitate|reach out|seek (?:out )?(?:professional )?(?:help|support)|"
+    r"(?:talk|speak)(?:ing)? (?:to|with) a (?:therapist|counsel+or|professional|mental health)|"
+    r"self-care|you deserve|stay positive|things will get better",
+    re.IGNORECASE,
+)
+FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|my|me|myself)\b")
+
+
+class CounselorPolicy:
+    """The simulated counselor: a deterministic edit of a draft, in one fixed style."""
+
+    def __init__(self, topic: str) -> None:
+        self.label = LABELS.get(topic, topic.replace("-", " ").capitalize())
+        self.homework = HOMEWORK.get(topic, DEFAULT_HOMEWORK)
+
+    @staticmethod
+    def client_sentences(statement: str, at_most: int = 2) -> list[str]:
+        """The client's own first-person sentences, quoted (reasons in the client's words)."""
+        out: list[str] = []
+        for raw in re.split(r"(?<=[.!?])\s+|\n+", statement):
+            sentence = " ".join(raw.split()).strip()
+            if len(sentence) < 12 or not FIRST_PERSON.search(sentence) or sentence.endswith("?"):
+                continue
+            if len(sentence) > 160:
+                sentence = sentence[:160].rsplit(" ", 1)[0] + "…"
+            out.append(f'"{sentence}"')
+            if len(out) == at_most:
+                break
+        return out
+
+    def edit(self, draft: AnalysisDraft, statement: str) -> AnalysisDraft:
+        """The note as the counselor saves it: model text in ``draft``, theirs in ``text``."""
+        st = draft.symptom_type
+        symptom = Item(text=self.label, draft=st.text if st.text.strip() else None)
+        model_reasons = [i.text for i in draft.reasons if i.text.strip()]
+        quoted = self.client_sentences(statement)
+        reasons: list[Item] = []
+        if quoted:
+            for index, text in enumerate(model_reasons):
+                if index < len(quoted):
+                    reasons.append(Item(text=quoted[index], draft=text))
+                else:
+                    reasons.append(Item(text=text, draft=text, deleted=True))
+            reasons += [Item(text=q) for q in quoted[len(model_reasons) :]]
+        else:
+            reasons = [Item(text=t, draft=t) for t in model_reasons]
+        advice: list[Item] = []
+        model_advice = [i.text for i in [*draft.advice, *draft.unplaced] if i.text.strip()]
+        for text in model_advice:
+            generic = bool(GENERIC.search(text))
+            advice.append(Item(text=text, draft=text, deleted=generic))
+        kept = [i for i in advice if not i.deleted]
+        if kept and kept[-1].text.strip() == self.homework:
+            pass  # the draft already ends with the homework task
+        else:
+            for item in advice:  # a homework line elsewhere moves to the end: drop it here
+                if item.text.strip() == self.homework and not item.deleted:
+                    item.deleted = True
+            advice.append(Item(text=self.homework))
+        return AnalysisDraft(
+            symptom_type=symptom, reasons=reasons, advice=advice, raw_output=draft.raw_output
+        )
+
+
+def item_changes(note: AnalysisDraft) -> tuple[int, int]:
+    """(items the policy changed: edited + deleted + added, items in draft + added)."""
+    items = [note.symptom_type, *note.reasons, *note.advice]
+    changed = total = 0
+    for item in items:
+        if item.draft is None:
+            if item.text.strip():
+                changed += 1
+                total += 1
+            continue
+        total += 1
+        if item.deleted or item.draft.strip() != item.text.strip():
+            changed += 1
+    return changed, total
+
+
+def levenshtein(a: str, b: str) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def draft_text(note: AnalysisDraft) -> str:
+    """The model's draft in the answer layout (what the counselor started from)."""
+    from engine.training.data import render_answer
+
+    def drafts(items: list[Item]) -> list[str]:
+        return [i.draft for i in items if i.draft is not None and i.draft.strip()]
+
+    return render_answer(
+        note.symptom_type.draft or "", drafts(note.reasons), drafts(note.advice), "en"
+    )
+
+
+def final_text(note: AnalysisDraft) -> str:
+    from engine.training.data import final_answer
+
+    return final_answer(note, "en")
+
+
+def sessions_for(topic: str, n: int, max_chars: int) -> list[str]:
+    """The topic's real CounselChat questions, one per questionID, in questionID order."""
+    seen: dict[int, str] = {}
+    with open(COUNSEL_CHAT, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            if row["topic"] != topic:
+                continue
+            qid = int(row["questionID"])
+            text = " ".join((row["questionText"] or row["questionTitle"] or "").split())
+            if qid not in seen and len(text) >= 40:
+                seen[qid] = text[:max_chars]
+    texts = [seen[k] for k in sorted(seen)]
+    if len(texts) < n:
+        raise SystemExit(f"topic {topic!r} has {len(texts)} usable questions, {n} needed")
+    return texts[:n]
+
+
+def generate(assistant: Any, patient: Any, question: str) -> tuple[AnalysisDraft, float]:
+    started = time.perf_counter()
+    cancel = threading.Event()
+    text = "".join(assistant.stream_analysis(patient, question, cancel=cancel))
+    return assistant.parse_analysis(text), time.perf_counter() - started
+
+
+def measure(notes: list[AnalysisDraft]) -> dict[str, Any]:
+    distances = [levenshtein(draft_text(n), final_text(n)) for n in notes]
+    changes = [item_changes(n) for n in notes]
+    changed = sum(c for c, _ in changes)
+    total = sum(t for _, t in changes)
+    return {
+        "edit_distance_mean": round(sum(distances) / len(distances), 1),
+        "edit_distance": distances,
+        "items_changed": changed,
+        "items_total": total,
+        "changed_share": round(changed / total, 4) if total else None,
+        "per_session_changed": [c for c, _ in changes],
+    }
+
+
+def patient_logit_effect(assistant: Any, patient: Any, store: Any) -> float:
+    """Largest |logit| change the patient adapter makes on the last eval prompt (a check that
+    the stacked adapter is live: 0 would mean the two conditions are one model)."""
+    import torch
+
+    ids = torch.tensor([assistant.last_prompt_ids])
+    with torch.no_grad():
+        assistant.use_patient(None)
+        domain = assistant.adapters.model(ids).logits[0, -1]
+        assistant.use_patient(patient, store)
+        stacked = assistant.adapters.model(ids).logits[0, -1]
+    assistant.use_patient(None)
+    return round(float((stacked - domain).abs().max()), 4)
+
+
+def children_peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+
+
+def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: Any, topic: str):
+    from engine.records import Note
+    from engine.training.runner import TrainingRun
+
+    ks = sorted(args.k)
+    max_k = ks[-1]
+    sessions = sessions_for(topic, max_k + args.eval_sessions, settings.limits.max_statement_chars)
+    train_q, eval_q = sessions[:max_k], sessions[max_k:]
+    policy = CounselorPolicy(topic)
+    out: dict[str, Any] = {"topic": topic, "label": policy.label, "homework": policy.homework}
+
+    # The counselor works through sessions 1..K on the domain adapter.
+    pid = store.create_patient(f"Learning bench {topic}").id
+    saved: list[Note] = []
+    gen_s: list[float] = []
+    for question in train_q:
+        patient = store.load_patient(pid)
+        assistant.use_patient(None)
+        draft, seconds = generate(assistant, patient, question)
+        gen_s.append(seconds)
+        note = Note(question=question, analysis=policy.edit(draft, question))
+        store.add_note(pid, note)
+        saved.append(note)
+    out["training_sessions"] = measure([n.analysis for n in saved])
+    out["training_sessions"]["generation_s_mean"] = round(sum(gen_s) / len(gen_s), 1)
+
+    results = []
+    for k in ks:
+        patient_k = store.create_patient(f"Learning bench {topic} k={k}")
+        for note in saved[:k]:
+            store.add_note(patient_k.id, note.model_copy(deep=True))
+        run = TrainingRun(store, patient_k.id, settings)
+        started = time.perf_counter()
+        for _event in run.events():
+            pass
+        wall = time.perf_counter() - started
+        summary, card = run.summary, (run.result.card if run.result else {})
+        row: dict[str, Any] = {
+            "k": k,
+            "training": {
+                "wall_s": round(wall, 1),
+                "worker_train_s": summary.get("train_s"),
+                "timings": summary.get("timings"),
+                "steps": summary.get("steps"),
+                "preference_steps": summary.get("preference_steps"),
+                "preference_pairs": summary.get("preference_pairs"),
+                "preference_pairs_used": summary.get("preference_pairs_used"),
+                "final_loss": summary.get("final_loss"),
+                "cpu_threads": summary.get("cpu_threads"),
+                "peak_rss_mb_max_over_workers_so_far": children_peak_rss_mb(),
+                "signals": {
+                    s: card.get("signals", {}).get(s)
+                    for s in ("notes_trained", "edits", "deletions", "added", "regenerations")
+                },
+                "domain_adapter": (card.get("domain_adapter") or {}).get("name"),
+            },
+        }
+        patient = store.load_patient(patient_k.id)
+        conditions: dict[str, list[AnalysisDraft]] = {"domain": [], "domain+patient": []}
+        labels: dict[str, str] = {}
+        raw: dict[str, list[str]] = {"domain": [], "domain+patient": []}
+        for name in conditions:
+            labels[name] = assistant.use_patient(
+                None if name == "domain" else patient, None if name == "domain" else store
+            )
+            for question in eval_q:
+                draft, _ = generate(assistant, patient, question)
+                raw[name].append(draft.raw_output)
+                conditions[name].append(policy.edit(draft, question))
+        for name, notes in conditions.items():
+            row[name] = {"model": labels[name], **measure(notes)}
+        row["drafts_differ"] = [a != b for a, b in zip(*raw.values(), strict=True)]
+        row["patient_logit_effect"] = patient_logit_effect(assistant, patient, store)
+        base, ours = row["domain"]["changed_share"], row["domain+patient"]["changed_share"]
+        if base:
+            row["changed_share_reduction"] = round(1 - (ours or 0) / base, 4)
+        base_d = row["domain"]["edit_distance_mean"]
+        if base_d:
+            row["edit_distance_reduction"] = round(
+                1 - row["domain+patient"]["edit_distance_mean"] / base_d, 4
+            )
+        if args.export_adapter and k == max_k:
+            from engine.training.versions import export_adapter
+
+            target = Path(args.export_adapter) / topic
+            export_adapter(store, patient_k.id, target)
+            row["exported_to"] = str(target)
+        results.append(row)
+        assistant.use_patient(None)
+        print(json.dumps({"progress": topic, "k": k, "row": row}), file=sys.stderr, flush=True)
+    out["by_k"] = results
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--topics", default="depression", help="CounselChat topics, one each")
+    parser.add_argument("--k", default="3,5,10", help="train on the first k sessions")
+    parser.add_argument("--eval-sessions", "--limit", type=int, default=3, dest="eval_sessions")
+    parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads here (0: default)")
+    parser.add_argument("--export-adapter", help="write the largest-k adapter here (PEFT dir)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    args.k = [int(x) for x in args.k.split(",") if x.strip()]
+
+    import torch
+
+    from engine.inference.assistant import Assistant
+    from engine.settings import GenerationSettings, ModelSettings, StoreSettings, load_settings
+    from engine.vault.store import Store
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    # The user's model cache (public dequantized weights); vault, adapters and training runs
+    # live in a throw-away home.
+    os.environ.setdefault("PHYASSIST_CACHE_DIR", str(load_settings().cache_dir))
+    with tempfile.TemporaryDirectory(prefix="phyassist-learning-") as tmp:
+        os.environ["PHYASSIST_HOME"] = tmp
+        settings = load_settings(
+            model=ModelSettings(device="cpu", domain_adapter="auto"),
+            generation=GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=False),
+            store=StoreSettings(scrypt_log2_n=12),
+        )
+        store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+        assistant = Assistant(settings)
+        assistant.load()
+        try:
+            topics = [
+                bench_topic(args, assistant, store, settings, t.strip())
+                for t in args.topics.split(",")
+                if t.strip()
+            ]
+        finally:
+            store.close()
+    result = {
+        "bench": "learning",
+        "command": " ".join(["python", "bench/learning.py", *sys.argv[1:]]),
+        "model": assistant.model.name,
+        "domain_adapter": str(settings.model.domain_adapter),
+        "k": args.k,
+        "eval_sessions": args.eval_sessions,
+        "max_new_tokens": args.max_new_tokens,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "topics": topics,
+        "wall_s": round(time.perf_counter() - started, 1),
+        "goals": {
+            "changed_share_reduction_at_k10": ">= 0.30",
+            "training_wall_s_at_k10": "<= 60 on 2 cores",
+        },
+    }
+    text = json.dumps(result, ensure_ascii=False, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Compare at 80x24: domain vs patient-adapter drafts side by side, take per item or whole."""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import TextArea
+from tui_fakes import FakeAssistant, open_patient, screen_text, wait_for
+
+from engine.training.data import build_training_data
+from engine.trust.audit import AuditLog
+from phyassist_tui.screens.compare import CompareScreen
+
+pytestmark = pytest.mark.anyio
+
+DOMAIN = "Symptom type: Depression\nReasons:\n1. Poor sleep\nAdvice:\n1. You are not alone"
+PATIENT = 'Symptom type: Low mood\nReasons:\n1. "I barely sleep"\nAdvice:\n1. Walk daily'
+
+
+class AdapterFake(FakeAssistant):
+    """A fake engine with a patient adapter: the draft depends on the active adapter."""
+
+    has_adapter = True
+    active_adapter: str | None = None
+    last_adapter_error: str | None = None
+
+    def use_patient(self, patient, store=None) -> str:
+        if patient is not None and store is not None and self.has_adapter:
+            self.active_adapter = "domain+patient-x-v2"
+            return "fake · domain + adapter v2"
+        self.active_adapter = "domain"
+        return "fake · domain adapter"
+
+    def stream_analysis(self, patient, question, *, cancel, guidance=None, observed=""):
+        text = PATIENT if "patient" in (self.active_adapter or "") else DOMAIN
+        return self._stream(text, cancel)
+
+
+@pytest.mark.parametrize("fake", [AdapterFake()])
+async def test_compare_takes_rows_and_stores_the_choices(make_app, vault, fake):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f3")
+        screen.query_one("#question", TextArea).load_text("I barely sleep and feel worthless.")
+        await pilot.press("alt+c")
+        compare = await wait_for(
+            pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.pair and app.screen
+        )
+        text = screen_text(app)
+        assert "Left: domain adapter" in text and "Right: domain + adapter v2" in text
+        assert "Depression" in text and "Low mood" in text
+        await pilot.press("left")  # symptom type row: take the domain's
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, CompareScreen))
+        draft = screen.draft_pane.draft
+        assert draft.symptom_type.text == "Depression"
+        assert [i.text for i in draft.reasons] == ['"I barely sleep"']
+        pid = screen.patient.id
+        stored = app.session.vault_call(lambda store: store.load_patient(pid))
+        assert [c.section for c in stored.preferences] == ["symptom_type"]
+        assert build_training_data(stored).signals["choices"] == 1
+        entries = app.session.vault_call(lambda store: AuditLog(store).entries(pid))
+        assert entries[-1].action == "preference_recorded"
+        assert compare.cancel.is_set() is False
+
+
+async def test_compare_without_an_adapter_says_so(make_app, vault):
+    fake = AdapterFake()
+    fake.has_adapter = False
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_patient(pilot, "Sun")
+        await pilot.press("f3")
+        app.screen.query_one("#question", TextArea).load_text("I barely sleep.")
+        await pilot.press("alt+c")
+        await wait_for(
+            pilot, lambda: any("Nothing to compare" in n.message for n in app._notifications)
+        )
+        assert not isinstance(app.screen, CompareScreen)
