@@ -129,6 +129,11 @@ class PhyAssistApp(App):
 
     def on_unmount(self) -> None:
         resume_gc()
+        # An app torn down without Quit (a closed terminal, a crash, a test) still writes what
+        # the vault owes and stops its timers now: no write may land after the app is gone.
+        if self.session.unlocked:
+            with contextlib.suppress(Exception):
+                self.session.lock()
 
     def _model_grace_elapsed(self) -> None:
         """Start the model while the passphrase is being typed, not while the vault opens."""
