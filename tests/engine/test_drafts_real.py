@@ -126,7 +126,7 @@ def test_a_session_analysis_returns_the_engine_draft_with_the_risk_item(
 
     settings = real_settings.model_copy(update={"data_dir": tmp_path / "data"})
     session = Session(settings, assistant=assistant)
-    session.create_vault("correct horse battery staple")
+    session.create_vault("lantern okapi quartz 4471")
     session.start_model_load()
     assert session.wait_ready(timeout=30)
     patient = session.create_patient("Ben")
