@@ -131,9 +131,10 @@ class PhyAssistApp(App):
         resume_gc()
         # An app torn down without Quit (a closed terminal, a crash, a test) still writes what
         # the vault owes and stops its timers now: no write may land after the app is gone.
+        # (Quit and Lock have locked it already, with their audit entry.)
         if self.session.unlocked:
             with contextlib.suppress(Exception):
-                self.session.lock()
+                self.session.close()
 
     def _model_grace_elapsed(self) -> None:
         """Start the model while the passphrase is being typed, not while the vault opens."""

@@ -36,21 +36,23 @@ class CompareRow(ListItem):
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="compare-row"):
-            yield Static(id="left", classes="compare-cell", markup=False)
-            yield Static(id="right", classes="compare-cell", markup=False)
+            for side in ("left", "right"):
+                cell = Static(self._cell_text(side), id=side, classes="compare-cell", markup=False)
+                cell.set_class(side == self.side, "taken")
+                yield cell
 
-    def on_mount(self) -> None:
-        self.refresh_cells()
-
-    def refresh_cells(self) -> None:
+    def _cell_text(self, side: str) -> str:
         label = SECTION_LABEL[self.section]
         number = "" if self.section == "symptom_type" else f" {self.index + 1}"
+        text = self.pair.text(side, self.section, self.index) or "—"  # type: ignore[arg-type]
+        mark = "● " if side == self.side else "○ "
+        return f"{mark}{label}{number}: {text}"
+
+    def refresh_cells(self) -> None:
         for side in ("left", "right"):
-            text = self.pair.text(side, self.section, self.index) or "—"  # type: ignore[arg-type]
-            mark = "● " if side == self.side else "○ "
-            cell = self.query_one(f"#{side}", Static)
-            cell.update(f"{mark}{label}{number}: {text}")
-            cell.set_class(side == self.side, "taken")
+            for cell in self.query(f"#{side}").results(Static):  # none before compose ran
+                cell.update(self._cell_text(side))
+                cell.set_class(side == self.side, "taken")
 
 
 class CompareScreen(ModalScreen[AnalysisDraft | None]):

@@ -17,6 +17,20 @@ pytestmark = pytest.mark.model
 QUESTION = "I cannot sleep before exams and my parents expect me to be the best."
 
 
+@pytest.fixture(autouse=True)
+def free_layout(request):
+    """These tests guard the generation mechanics (one run per request: stats, cancel, the
+    prefix cache); the engine-owned draft layout runs one per item and has its own tests
+    (tests/engine/test_structured.py, test_drafts_real.py)."""
+    if "assistant" not in request.fixturenames:
+        yield
+        return
+    generation = request.getfixturevalue("assistant").settings.generation
+    before, generation.draft_layout = generation.draft_layout, "free"
+    yield
+    generation.draft_layout = before
+
+
 @pytest.fixture
 def patient() -> Patient:
     return Patient(

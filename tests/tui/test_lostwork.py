@@ -612,9 +612,9 @@ async def test_new_patient_and_train_have_f_keys_and_browser_hints(make_app, vau
         await wait_for(pilot, lambda: isinstance(app.screen, NewPatientScreen), what="form")
 
 
-def test_app_and_workspace_keys_are_each_bound_once_and_f8_is_free():
+def test_app_and_workspace_keys_are_each_bound_once():
     """The key plan of the merged branches: one action per key where app and workspace keys
-    are live together; F8 stays free for the workspace's coming Similar tab."""
+    are live together; F8 is the workspace's Similar tab."""
     from phyassist_tui.bindings import ACTIONS
 
     seen: dict[str, str] = {}
@@ -624,7 +624,7 @@ def test_app_and_workspace_keys_are_each_bound_once_and_f8_is_free():
         for key in action.key.split(","):
             assert key not in seen, f"{key} is bound to {seen.get(key)} and {action.id}"
             seen[key] = action.id
-    assert "f8" not in seen
+    assert seen["f8"] == "workspace.show_similar"
     assert seen["alt+b"] == "app.backup" and seen["alt+i"] == "workspace.edit_basic"
     assert seen["f1"] == "app.help" and seen["f10"] == "workspace.notes_menu"
 
