@@ -111,4 +111,6 @@ class NewPatientScreen(ModalScreen[tuple[str, BasicInfo] | None]):
 
     @on(Input.Submitted, "#name")
     def _name_done(self) -> None:
-        self.focus_next()
+        # the first field itself, not focus_next: that is the scrolling container around the
+        # fields, and the letters typed after Enter were lost there
+        self.set_focus(self.query_one("#field-demographics"))
