@@ -80,6 +80,7 @@ async def drive(vault_dir: Path, passphrase: str, seed: int, run: int) -> None:
     from phyassist_tui.app import PhyAssistApp
     from phyassist_tui.screens.confirm import ConfirmScreen
     from phyassist_tui.screens.new_patient import NewPatientScreen
+    from phyassist_tui.screens.restore import RestoreDraftScreen
     from phyassist_tui.screens.risk import RiskFlagScreen
     from phyassist_tui.widgets.draft_pane import DraftPane
     from phyassist_tui.widgets.patients_pane import PatientList
@@ -120,12 +121,13 @@ async def drive(vault_dir: Path, passphrase: str, seed: int, run: int) -> None:
                 await wait_for(
                     pilot,
                     lambda w=wanted: (
-                        isinstance(app.screen, ConfirmScreen)
+                        isinstance(app.screen, ConfirmScreen | RestoreDraftScreen)
                         or (screen.patient is not None and screen.patient.id == w)
                     ),
                     what="patient opened",
                 )
-                if isinstance(app.screen, ConfirmScreen):  # a draft kept from a killed run
+                await pilot.pause(0.3)  # a draft kept from a killed run: the restore offer follows
+                if isinstance(app.screen, ConfirmScreen | RestoreDraftScreen):
                     await pilot.press(rng.choice("yn"))
                     await wait_for(pilot, lambda: app.screen is screen, what="restore answered")
             await wait_for(pilot, lambda: screen.patient is not None and screen.generating is None)
@@ -133,6 +135,9 @@ async def drive(vault_dir: Path, passphrase: str, seed: int, run: int) -> None:
             question = f"{marker} " + (RISKY if rng.random() < 0.15 else rng.choice(QUESTIONS))
             screen.query_one("#question", TextArea).load_text(question)
             await pilot.press("ctrl+g")
+            await pilot.pause(0.1)
+            if isinstance(app.screen, ConfirmScreen):  # "replace the draft with your edits?"
+                await pilot.press("y")
             if RISKY in question:
                 await wait_for(pilot, lambda: isinstance(app.screen, RiskFlagScreen))
                 await pilot.press("a")
