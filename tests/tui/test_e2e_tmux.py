@@ -181,7 +181,7 @@ def test_note_survives_relaunch_with_real_model(phyassist_bin, isolated_home):
         tmux.keys(QUESTION, literal=True)
         tmux.keys("C-g")
         # the draft list appears once the real model finished its few tokens
-        tmux.wait("Save note", MODEL_S)
+        tmux.wait("^s Save", MODEL_S)  # the Footer's short label once a draft is there
         assert "SmolLM2" in tmux.text()  # the status line names the model in use
         tmux.keys("e")  # the cursor starts on the symptom type: edit it in place
         tmux.wait("Cancel edit")  # the editor has focus (its Esc hint is in the footer)
