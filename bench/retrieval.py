@@ -37,6 +37,8 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from bench.drafts import chrf as score_chrf  # one chrF for every bench
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -253,26 +255,6 @@ def scale(tmp: Path, n_patients: int, n_notes: int, n_queries: int) -> dict:
     return out
 
 
-def _chrf(hyp: str, ref: str, n: int = 6, beta: float = 2.0) -> float:
-    """chrF (Popović 2015): character n-gram F-beta, n = 1..6, whitespace removed."""
-    hyp, ref = "".join(hyp.split()), "".join(ref.split())
-    precisions, recalls = [], []
-    for order in range(1, n + 1):
-        h = Counter(hyp[i : i + order] for i in range(len(hyp) - order + 1))
-        r = Counter(ref[i : i + order] for i in range(len(ref) - order + 1))
-        if not h or not r:
-            continue
-        overlap = sum((h & r).values())
-        precisions.append(overlap / sum(h.values()))
-        recalls.append(overlap / sum(r.values()))
-    if not precisions:
-        return 0.0
-    p, r = statistics.fmean(precisions), statistics.fmean(recalls)
-    if p + r == 0:
-        return 0.0
-    return 100 * (1 + beta**2) * p * r / (beta**2 * p + r)
-
-
 def chrf(tmp: Path, limit: int, max_new: int = 200) -> dict:
     from engine.inference.assistant import Assistant
     from engine.settings import load_settings
@@ -299,7 +281,7 @@ def chrf(tmp: Path, limit: int, max_new: int = 200) -> dict:
             text = "".join(chunks)
             draft = assistant.parse_analysis(text)
             advice = " ".join(i.text for i in draft.live("advice"))
-            scores[arm].append(_chrf(advice, entry.advice))
+            scores[arm].append(score_chrf(advice, entry.advice))
             if arm == "with":
                 reports.append(assistant.context_report)
                 if not example:
