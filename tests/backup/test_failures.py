@@ -135,9 +135,17 @@ def _cli(args: list[str], home: Path) -> subprocess.Popen:
     )
 
 
-def _kill_after(proc: subprocess.Popen, delay: float) -> bool:
-    """SIGKILL ``proc`` and its rclone child after ``delay`` s; True if it was still running."""
-    time.sleep(delay)
+def _kill_after(proc: subprocess.Popen, delay: float | None) -> bool:
+    """SIGKILL ``proc`` and its rclone child; True if it was still running when killed.
+
+    ``delay`` seconds after the start, or with ``None`` the moment rclone is running (a kill
+    mid-transfer on any machine, however fast: a random delay alone missed every run on CI).
+    """
+    if delay is None:
+        while proc.poll() is None and not _children(proc.pid):
+            time.sleep(0.005)
+    else:
+        time.sleep(delay)
     alive = proc.poll() is None
     if alive:
         for child in _children(proc.pid):
@@ -168,7 +176,7 @@ def test_sigkill_during_backup_loses_nothing(env, serve, monkeypatch, tmp_path, 
             p = store.create_patient(f"Added before kill {run}")
             store.write_blob(p.id, "adapter/v1/weights", os.urandom(512 * 1024))
         proc = _cli(["backup", "run"], env)
-        killed += _kill_after(proc, rng.uniform(0.3, 2.5))
+        killed += _kill_after(proc, None if run == 0 else rng.uniform(0.3, 2.5))
     assert killed >= 1, "no run was still going when killed; raise the delays"
     # The vault is untouched by a killed backup; the next run completes the snapshot.
     original = _contents(cfg.vault_dir)
@@ -193,18 +201,18 @@ def test_sigkill_during_restore_leaves_old_or_new_vault(env, tmp_path, monkeypat
     rng = random.Random(os.getpid())
     fresh = tmp_path / "fresh"
     killed = 0
-    for _ in range(KILL_RUNS):
+    for run in range(KILL_RUNS):
         # Onto an empty home: afterwards there is no vault, or the whole restored one.
         killed += _kill_after(_cli(["backup", "restore", "--from", str(target)], fresh),
-                              rng.uniform(0.2, 2.0))  # fmt: skip
+                              None if run == 0 else rng.uniform(0.2, 2.0))  # fmt: skip
         vault = fresh / "data" / "vault"
         if vault.exists():
             assert _contents(vault) == snapshot
             break
-    for _ in range(KILL_RUNS):
+    for run in range(KILL_RUNS):
         # Over a newer vault: afterwards it is the newer one whole, or the restored one whole.
         proc = _cli(["backup", "restore", "--target", "usb", "--replace"], env)
-        killed += _kill_after(proc, rng.uniform(0.2, 2.0))
+        killed += _kill_after(proc, None if run == 0 else rng.uniform(0.2, 2.0))
         got = _contents(cfg.vault_dir)
         assert got in (snapshot, newer)
         if got == snapshot:
