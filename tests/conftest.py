@@ -136,3 +136,14 @@ def tiny_model_dir(embedded_model_dir: Path, tmp_path_factory: pytest.TempPathFa
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir, local_files_only=True)
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tokenizer)
+
+
+@pytest.fixture
+def private_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh TMPDIR for this test, so every temp file PhyAssist writes lands where we scan."""
+    import tempfile
+
+    tmp = tmp_path_factory.mktemp("phyassist-tmp")
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return tmp

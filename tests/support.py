@@ -12,6 +12,7 @@ from typing import Any
 
 from platformdirs import user_cache_path
 
+REPO = Path(__file__).resolve().parents[1]  # the checkout: PYTHONPATH for subprocesses, data paths
 TINY_VOCAB = 49152  # same ids as the SmolLM2 tokenizer, so the real tokenizer can drive it
 
 

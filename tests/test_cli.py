@@ -1,6 +1,7 @@
 """The console script's dispatcher."""
 
 from phyassist_tui.cli import build_parser, main
+from tests.support import REPO
 
 
 def test_help_lists_subcommands(capsys):
@@ -24,7 +25,6 @@ def test_domain_pipeline_commands_need_no_textual():
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     code = (
         "import sys; sys.modules['textual'] = None\n"
@@ -36,7 +36,7 @@ def test_domain_pipeline_commands_need_no_textual():
         "        assert exc.code == 0, cmd\n"
         "assert not any(m.startswith('textual') for m in sys.modules if sys.modules[m])\n"
     )
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(REPO)
     env = dict(os.environ, PYTHONPATH=root)
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120

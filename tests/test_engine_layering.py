@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ENGINE = Path(__file__).resolve().parents[1] / "engine"
+from tests.support import REPO
+
+ENGINE = REPO / "engine"
 FORBIDDEN = ("textual", "textual_plotext", "textual_serve", "phyassist_tui")
 
 

@@ -24,7 +24,7 @@ synchronises the GPU every layer. This module removes both problems:
 
 What can differ from ``generate``: the decode attention covers the whole static cache under a
 mask, and the Triton MoE sums in another order. In bf16 the logits can therefore differ in the
-last bits, and a near-tie can flip a greedy token. tests/gpu checks exact equality with fp32
+last bits, and a near-tie can flip a greedy token. tests/engine/gpu checks exact equality with fp32
 compute and step-by-step agreement with bf16 (see bench/RESULTS.md).
 
 A :class:`PrefilledPrefix` keeps the keys and values of a long prefix (the patient's record), so a

@@ -146,7 +146,7 @@ def score_answer_tokens_only() -> bool:
     fixed for graph compilers (Neuron). Eager CPU code has no such concern, and with answer-only
     loss about 70 % of a note's tokens are prompt: projecting them onto the 49k-word vocabulary
     cost ~20 % of each CPU step for nothing. The loss and gradients are the same either way
-    (``tests/train/test_speed.py``). Returns whether TRL's switch was found.
+    (``tests/engine/training/test_speed.py``). Returns whether TRL's switch was found.
     """
     try:
         import trl.trainer.utils as trl_utils
@@ -467,7 +467,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
 def merge_domain_adapter(model: Any, path: Path) -> Any:
     """The base with the domain LoRA merged into its weights: the patient LoRA is trained over
     the domain-adapted model. At inference the two adapters are stacked (LoRA deltas add), which
-    reproduces this model plus the patient delta (``tests/train/test_stack.py``). A 4-bit base
+    reproduces this model plus the patient delta (``tests/engine/model/test_stack.py``). A 4-bit base
     merges with rounding (PEFT dequantizes, adds, requantizes)."""
     from peft import get_peft_model, set_peft_model_state_dict
 

@@ -77,9 +77,10 @@ def cancel() -> threading.Event:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(session_root: Path, real_model) -> Path:
+def fixed_ids_model_dir(session_root: Path, real_model) -> Path:
     """A 2-layer random Llama (hidden 64, fixed SmolLM2 ids, 512 positions) saved as a local
-    HF directory with the real tokenizer (overrides tests/conftest.py's)."""
+    HF directory with the real tokenizer; unlike tests/conftest.py's ``tiny_model_dir`` its
+    ids and 512 positions match ``tests.support.tiny_llama`` built in a test."""
     import torch
 
     torch.manual_seed(0)

@@ -2,34 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
 from engine.records import AnalysisDraft, BasicInfo, Item, Note
 from engine.settings import Settings, StoreSettings
+from tests.tui.fakes import PASSPHRASE, FakeAssistant
 
-
-def _load_fakes():
-    """``fakes.py`` importable as ``tui_fakes`` (tests run with --import-mode=importlib)."""
-    if "tui_fakes" not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            "tui_fakes", Path(__file__).with_name("fakes.py")
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["tui_fakes"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["tui_fakes"]
-
-
-FakeAssistant = _load_fakes().FakeAssistant
-
-PASSPHRASE = _load_fakes().PASSPHRASE
 FIXED_DATE = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 
 

@@ -7,7 +7,6 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from tui_fakes import PASSPHRASE, open_workspace, screen_text, unlock, wait_for
 
 from engine.backup import service
 from engine.backup.snapshots import list_snapshots
@@ -16,6 +15,7 @@ from engine.backup.targets import keys_of, load_targets, rclone_for
 from engine.vault.store import Store
 from phyassist_tui.screens.unlock import UnlockScreen
 from phyassist_tui.widgets.status_line import StatusLine
+from tests.tui.fakes import PASSPHRASE, open_workspace, screen_text, unlock, wait_for
 
 pytestmark = pytest.mark.anyio
 

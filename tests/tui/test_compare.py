@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import TextArea
-from tui_fakes import FakeAssistant, open_patient, screen_text, wait_for
 
 from engine.training.data import build_training_data
 from engine.trust.audit import AuditLog
 from phyassist_tui.screens.compare import CompareScreen
+from tests.tui.fakes import FakeAssistant, open_patient, screen_text, wait_for
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,18 @@ import json
 
 import pytest
 from textual.widgets import Input, TabbedContent, TextArea
-from tui_fakes import (
+
+from engine.records import BasicInfo
+from engine.vault.store import Store
+from phyassist_tui.bindings import ACTIONS
+from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.screens.restore import RestoreDraftScreen
+from phyassist_tui.screens.unlock import UnlockScreen
+from phyassist_tui.screens.workspace import WorkspaceScreen
+from phyassist_tui.widgets.chat_pane import ChatBubble
+from phyassist_tui.widgets.draft_pane import DraftPane
+from phyassist_tui.widgets.patients_pane import PatientList
+from tests.tui.fakes import (
     ANALYSIS_TEXT,
     CHAT_REPLY,
     PASSPHRASE,
@@ -25,17 +36,6 @@ from tui_fakes import (
     unlock,
     wait_for,
 )
-
-from engine.records import BasicInfo
-from engine.vault.store import Store
-from phyassist_tui.bindings import ACTIONS
-from phyassist_tui.screens.new_patient import NewPatientScreen
-from phyassist_tui.screens.restore import RestoreDraftScreen
-from phyassist_tui.screens.unlock import UnlockScreen
-from phyassist_tui.screens.workspace import WorkspaceScreen
-from phyassist_tui.widgets.chat_pane import ChatBubble
-from phyassist_tui.widgets.draft_pane import DraftPane
-from phyassist_tui.widgets.patients_pane import PatientList
 
 pytestmark = pytest.mark.anyio
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import Input, TextArea
-from tui_fakes import (
+
+from phyassist_tui.screens.choose import ChooseScreen
+from phyassist_tui.screens.confirm import ConfirmScreen
+from phyassist_tui.screens.restore import RestoreDraftScreen
+from phyassist_tui.widgets.draft_pane import ItemRow, SectionHeader
+from tests.tui.fakes import (
     ANALYSIS_TEXT,
     FakeAssistant,
     draft_ready,
@@ -15,11 +20,6 @@ from tui_fakes import (
     type_text,
     wait_for,
 )
-
-from phyassist_tui.screens.choose import ChooseScreen
-from phyassist_tui.screens.confirm import ConfirmScreen
-from phyassist_tui.screens.restore import RestoreDraftScreen
-from phyassist_tui.widgets.draft_pane import ItemRow, SectionHeader
 
 pytestmark = pytest.mark.anyio
 
@@ -438,10 +438,9 @@ def _slow_runner(seen: dict, steps: int = 60, pause: float = 0.05):
 
 
 async def test_idle_lock_waits_for_a_training_and_says_how_it_ended(make_app, vault, settings):
-    from tui_fakes import unlock
-
     from phyassist_tui.screens.train import TrainScreen
     from phyassist_tui.screens.unlock import UnlockScreen
+    from tests.tui.fakes import unlock
 
     settings.idle_lock_minutes = 0.02  # 1.2 s idle; the training takes ~4 s
     seen: dict = {}
@@ -466,10 +465,9 @@ async def test_idle_lock_waits_for_a_training_and_says_how_it_ended(make_app, va
 
 
 async def test_explicit_lock_during_training_asks_and_says_it_stopped(make_app, vault):
-    from tui_fakes import unlock
-
     from phyassist_tui.screens.train import TrainScreen
     from phyassist_tui.screens.unlock import UnlockScreen
+    from tests.tui.fakes import unlock
 
     seen: dict = {}
     app = make_app(training_runner=_slow_runner(seen, steps=400))
@@ -497,7 +495,7 @@ async def test_explicit_lock_during_training_asks_and_says_it_stopped(make_app, 
 
 # -- 10: smaller items ----------------------------------------------------------------------
 async def test_search_opens_the_match_with_one_enter_even_typed_fast(make_app, vault):
-    from tui_fakes import open_workspace
+    from tests.tui.fakes import open_workspace
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -511,9 +509,8 @@ async def test_search_opens_the_match_with_one_enter_even_typed_fast(make_app, v
 
 
 async def test_a_long_name_is_one_line_with_an_ellipsis(make_app, settings):
-    from tui_fakes import PASSPHRASE, open_workspace
-
     from engine.vault.store import Store
+    from tests.tui.fakes import PASSPHRASE, open_workspace
 
     store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
     store.create_patient("Maximiliane " * 10)
@@ -526,7 +523,7 @@ async def test_a_long_name_is_one_line_with_an_ellipsis(make_app, settings):
 
 
 async def test_after_unlock_no_adapter_of_the_last_patient_is_shown(make_app, vault):
-    from tui_fakes import open_workspace
+    from tests.tui.fakes import open_workspace
 
     fake = FakeAssistant()
     fake.adapter_for = "Sun"
@@ -543,9 +540,8 @@ async def test_after_unlock_no_adapter_of_the_last_patient_is_shown(make_app, va
 
 
 async def test_name_tab_details_typed_in_one_burst_land_in_their_fields(make_app, vault):
-    from tui_fakes import open_workspace, send_burst
-
     from phyassist_tui.screens.new_patient import NewPatientScreen
+    from tests.tui.fakes import open_workspace, send_burst
 
     app = make_app()
     async with app.run_test(size=(100, 36)) as pilot:
@@ -575,9 +571,8 @@ async def test_name_tab_details_typed_in_one_burst_land_in_their_fields(make_app
 
 @pytest.mark.parametrize("size", [(142, 36), (142, 39), (80, 24)])
 async def test_new_patient_form_opens_at_the_top(make_app, vault, size):
-    from tui_fakes import open_workspace
-
     from phyassist_tui.screens.new_patient import NewPatientScreen
+    from tests.tui.fakes import open_workspace
 
     app = make_app()
     async with app.run_test(size=size) as pilot:
@@ -593,11 +588,10 @@ async def test_new_patient_form_opens_at_the_top(make_app, vault, size):
 
 # -- 11: keys that a browser keeps for itself have F-keys, and the hints say so ------------
 async def test_new_patient_and_train_have_f_keys_and_browser_hints(make_app, vault, monkeypatch):
-    from tui_fakes import open_workspace
-
     from phyassist_tui.app import PhyAssistApp
     from phyassist_tui.bindings import web_keymap
     from phyassist_tui.screens.new_patient import NewPatientScreen
+    from tests.tui.fakes import open_workspace
 
     assert web_keymap({}) == {"workspace.new_patient": "f6,ctrl+n", "workspace.train": "f7,ctrl+t"}
     assert web_keymap({"workspace.train": "f12"}) == {"workspace.new_patient": "f6,ctrl+n"}
@@ -660,10 +654,9 @@ async def test_idle_lock_waits_for_a_running_draft(make_app, vault, settings):
 
 
 async def test_amend_form_keeps_a_fast_burst_in_order(make_app, vault):
-    from tui_fakes import send_burst
-
     from phyassist_tui.screens.choose import ChooseScreen
     from phyassist_tui.screens.records import NoteEditScreen
+    from tests.tui.fakes import send_burst
 
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tui_fakes import PASSPHRASE, open_patient, wait_for
 
 from engine.model.adapters import AdapterRegistry
 from engine.trust.audit import AuditLog
 from engine.vault.store import Store
 from phyassist_tui.screens.confirm import ConfirmScreen
+from tests.tui.fakes import PASSPHRASE, open_patient, wait_for
 
 pytestmark = pytest.mark.anyio
 

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from phyassist_tui.serve import GuardedServer, write_token
+from tests.support import REPO
 
 # announces itself as a Textual app (the prelude textual-serve waits for), then idles until
 # the server writes to it (the "quit" message when the websocket closes)
@@ -145,7 +146,7 @@ def test_address_in_use_is_a_clear_message(tmp_path: Path):
         port = taken.getsockname()[1]
         env = dict(
             os.environ,
-            PYTHONPATH=str(Path(__file__).resolve().parents[2]),
+            PYTHONPATH=str(REPO),
             PHYASSIST_HOME=str(tmp_path),
         )
         proc = subprocess.run(
@@ -188,9 +189,8 @@ async def test_model_waits_for_unlock_when_asked(make_app, settings, fake):
 @pytest.mark.anyio
 async def test_tui_says_when_a_record_was_rolled_back(make_app, vault, settings):
     """The unlock screen reports what the vault found older or missing (issue 18, item 1)."""
-    from tui_fakes import PASSPHRASE, open_workspace, wait_for
-
     from engine.vault.store import Store
+    from tests.tui.fakes import PASSPHRASE, open_workspace, wait_for
 
     with Store.open(vault, PASSPHRASE, settings=settings) as store:
         sun = next(s for s in store.list_patients() if s.name == "Sun")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import TextArea
-from tui_fakes import draft_ready, generate, open_patient, screen_text, wait_for
 
 from phyassist_tui.screens.entry import EntryScreen
 from phyassist_tui.widgets.draft_pane import DraftPane
 from phyassist_tui.widgets.similar_pane import SimilarPane
+from tests.tui.fakes import draft_ready, generate, open_patient, screen_text, wait_for
 
 pytestmark = pytest.mark.anyio
 

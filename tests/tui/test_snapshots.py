@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 from textual.widgets import Input
-from tui_fakes import (
+
+from engine.settings import Settings, StoreSettings
+from phyassist_tui.screens.new_patient import NewPatientScreen
+from phyassist_tui.screens.train import TrainScreen
+from phyassist_tui.screens.unlock import UnlockScreen
+from tests.tui.fakes import (
     FakeAssistant,
     add_seed_case_patient,
     draft_ready,
@@ -23,11 +28,6 @@ from tui_fakes import (
     type_text,
     wait_for,
 )
-
-from engine.settings import Settings, StoreSettings
-from phyassist_tui.screens.new_patient import NewPatientScreen
-from phyassist_tui.screens.train import TrainScreen
-from phyassist_tui.screens.unlock import UnlockScreen
 
 SIZES = pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 SNAPSHOT_HOME = Path(tempfile.gettempdir()) / "phyassist-snapshots"
