@@ -49,12 +49,17 @@ def _jieba():
 
 
 def _latin_words(text: str) -> list[str]:
-    words = []
-    for word in _LATIN.findall(text):
-        if word in STOP_EN or len(word) < 2:
-            continue
-        words.append(_stem(word))
-    return words
+    return [term for word in _LATIN.findall(text) if (term := _latin_term(word))]
+
+
+@lru_cache(maxsize=1 << 16)
+def _latin_term(word: str) -> str:
+    """The index term of one lower-cased word ("" for a stop word). Cached: a query
+    tokenizes its text and the sentences of every match (best_passage), the same few
+    thousand words again and again."""
+    if word in STOP_EN or len(word) < 2:
+        return ""
+    return _stem(word)
 
 
 def _stem(word: str) -> str:
