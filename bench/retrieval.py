@@ -277,9 +277,9 @@ def _advice_text(draft) -> str:
 
 
 def chrf(tmp: Path, limit: int, max_new: int = 200) -> dict:
-    """Advice chrF with vs without the top-k CounselChat train entries in the prompt, on the
-    first ``limit`` held-out (val) questions whose text is not also a train question. Greedy
-    decoding (the settings' default), so both arms are deterministic."""
+    """Advice chrF with vs without the top-k CounselChat train entries in the prompt, on
+    ``limit`` held-out (val) questions (seeded sample; none whose text is also a train
+    question). Greedy decoding (the settings' default), so both arms are deterministic."""
     from engine.inference.assistant import Assistant
     from engine.settings import load_settings
 
@@ -287,7 +287,9 @@ def chrf(tmp: Path, limit: int, max_new: int = 200) -> dict:
     reference = counselchat_entries(rows, {"train"})
     train_texts = {e.search for e in reference}
     held = [e for e in counselchat_entries(rows, {"val"}) if e.search not in train_texts]
-    held = [e for e in held if e.advice.strip()][:limit]
+    held = [e for e in held if e.advice.strip()]
+    if limit < len(held):  # a seeded spread: the file lists the held-out questions by topic
+        held = sorted(random.Random(0).sample(held, limit), key=lambda e: int(e.key.split(":")[1]))
     store = _store(tmp)
     index = KnowledgeIndex(store).load()
     index.set_reference(reference)
@@ -298,6 +300,7 @@ def chrf(tmp: Path, limit: int, max_new: int = 200) -> dict:
     patient = store.create_patient("Held-out client")
     scores: dict[str, list[float]] = {"without": [], "with": []}
     per_question = []
+    topics = Counter(e.label for e in held)
     reports = []
     cited = 0
     example: dict = {}
@@ -330,6 +333,7 @@ def chrf(tmp: Path, limit: int, max_new: int = 200) -> dict:
     diffs = [w - wo for w, wo in zip(scores["with"], scores["without"], strict=True)]
     return {
         "questions": len(held),
+        "topics": dict(topics.most_common()),
         "max_new_tokens": max_new,
         "top_k": settings.knowledge.top_k,
         "chrf_without": round(statistics.fmean(scores["without"]), 2),

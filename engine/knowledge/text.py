@@ -17,7 +17,9 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 _LATIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _SPLIT = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)")
-_SENTENCE = re.compile(r"(?<=[.!?。！？；;\n])\s*")
+# A sentence ends after . ! ? 。 ！ ？ ； ; or a line break, but not after the "1." of a numbered
+# item: a saved note's advice reads "建议：1. 按时吃饭 2. ..." and its passage was "建议：1.".
+_SENTENCE = re.compile(r"(?:(?<=[!?。！？；;\n])|(?<=\D\.))\s*")
 
 
 def _words(text: str) -> frozenset[str]:
