@@ -38,22 +38,13 @@ class Entry:
     terms: list[str] = field(default_factory=list)  # tokenize(search), kept to skip re-segmenting
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        # The terms as one space-separated string (no term holds a space): a JSON list of
-        # ~60 short strings per note was the slowest part of parsing the shards at open.
-        joined = " ".join(self.terms)
-        if len(joined.split(" ")) == len(self.terms) and all(self.terms):
-            data["terms"] = joined
-        return data
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Entry:
         fields = cls.__dataclass_fields__
-        if not data.keys() <= fields.keys():
+        if not data.keys() <= fields.keys():  # a key from a newer format: leave it out
             data = {k: v for k, v in data.items() if k in fields}
-        terms = data.get("terms")
-        if isinstance(terms, str):  # the string form of to_dict; older shards hold a list
-            data = {**data, "terms": terms.split(" ") if terms else []}
         return cls(**data)
 
     @property
