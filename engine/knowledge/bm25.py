@@ -19,9 +19,14 @@ B = 0.75
 
 
 class Bm25:
-    """Precomputed BM25 term weights of ``docs`` (lists of terms), one column per term."""
+    """Precomputed BM25 term weights of ``docs`` (lists of terms), one column per term.
 
-    def __init__(self, docs: list[list[str]]) -> None:
+    ``background``: the big index these few docs are searched next to (the notes saved since
+    it was built). Their idf and average length then come from both together, so their
+    scores compare with the big one's: on its own statistics a re-saved note scored far
+    lower (idf of a 20-doc corpus) and dropped out of the top matches."""
+
+    def __init__(self, docs: list[list[str]], background: Bm25 | None = None) -> None:
         self.num_docs = len(docs)
         lengths = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
         tokens = list(chain.from_iterable(docs))
@@ -34,8 +39,18 @@ class Bm25:
         keys, tf = np.unique(flat * max(self.num_docs, 1) + doc_of, return_counts=True)
         term, doc = np.divmod(keys, max(self.num_docs, 1))
         df = np.bincount(term, minlength=n_terms)
-        idf = np.log(1.0 + (self.num_docs - df + 0.5) / (df + 0.5))
-        avg_len = float(lengths.mean()) if self.num_docs else 1.0
+        self.df = df
+        self.total_len = int(lengths.sum())
+        n_stats, df_stats, len_stats = self.num_docs, df, self.total_len
+        if background is not None and background.num_docs:
+            known = np.fromiter(
+                (background.vocab.get(t, -1) for t in self.vocab), dtype=np.int64, count=len(df)
+            )
+            df_stats = df + np.where(known >= 0, background.df[known], 0)
+            n_stats += background.num_docs
+            len_stats += background.total_len
+        idf = np.log(1.0 + (n_stats - df_stats + 0.5) / (df_stats + 0.5))
+        avg_len = len_stats / n_stats if n_stats else 1.0
         norm = K1 * ((1.0 - B) + B * lengths[doc] / (avg_len or 1.0))
         self.data = (idf[term] * tf / (norm + tf)).astype(np.float32)
         self.indices = doc.astype(np.int32)

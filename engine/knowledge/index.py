@@ -206,14 +206,14 @@ class KnowledgeIndex:
                 logger.warning("could not write the knowledge shard of %s: %s", pid[:8], exc)
         return shard
 
-    def _segment_of(self, shards: list[_Shard]) -> Segment:
+    def _segment_of(self, shards: list[_Shard], background: Segment | None = None) -> Segment:
         entries = [e for shard in shards for e in shard.entries]
         vectors = None
         if self.embedder is not None and entries:
             parts = [s.vectors for s in shards if s.entries]
             if all(p is not None for p in parts):
                 vectors = np.vstack(parts)  # type: ignore[arg-type]
-        return Segment(entries, self.embedder, vectors)
+        return Segment(entries, self.embedder, vectors, background)
 
     def _build_main(self) -> None:
         self._main = self._segment_of(list(self._shards.values()))
@@ -225,7 +225,7 @@ class KnowledgeIndex:
         if sum(len(s.entries) for s in stale) > COMPACT_AT:
             self._build_main()
         else:
-            self._fresh = self._segment_of(stale)
+            self._fresh = self._segment_of(stale, background=self._main)
 
     # -- keeping up with the vault -------------------------------------------------------------
 

@@ -42,7 +42,10 @@ class Segment:
         entries: list[Entry],
         embedder: Embedder | None = None,
         vectors: np.ndarray | None = None,
+        background: Segment | None = None,
     ) -> None:
+        """``background``: the segment this one is searched next to (its BM25 statistics
+        are shared, see :class:`engine.knowledge.bm25.Bm25`)."""
         self.entries = entries
         self.alive = np.ones(len(entries), dtype=bool)
         self._source_codes, self._source_names = _codes([e.source for e in entries])
@@ -61,7 +64,10 @@ class Segment:
         self._lock = threading.Lock()
         if entries:
             # An entry without terms still needs a row: a placeholder term keeps ids aligned.
-            self._bm25 = Bm25([e.terms or ["\x00"] for e in entries])
+            self._bm25 = Bm25(
+                [e.terms or ["\x00"] for e in entries],
+                background._bm25 if background is not None else None,
+            )
 
     def __len__(self) -> int:
         return len(self.entries)
