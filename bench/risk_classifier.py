@@ -40,10 +40,11 @@ from bench.risk import DEFAULT_SHARED, FIXTURES, HELDOUT, TUNING, imhi_posts, lo
 SENTENCES = REPO / "data" / "risk_sentences"
 WEIGHTS = REPO / "engine" / "trust" / "risk_classifier.npz"
 S = "suicide_self_harm"
-SPLIT_OF_AUTHOR = {
-    **dict.fromkeys("abcfgh", "train"),
-    **dict.fromkeys("dh", "dev"),
-    **dict.fromkeys("ei", "test"),
+SPLIT_OF_FILE = {
+    **dict.fromkeys(("en_a", "en_b", "en_c", "en_f", "en_g", "en_h"), "train"),
+    **dict.fromkeys(("zh_a", "zh_b", "zh_c", "zh_f", "zh_g"), "train"),
+    **dict.fromkeys(("en_d", "zh_d", "zh_h"), "dev"),
+    **dict.fromkeys(("en_e", "zh_e", "zh_i"), "test"),
 }
 
 
@@ -51,8 +52,8 @@ def written(split: str) -> list[dict]:
     """Written sentences of ``split``: ``{"text", "label", "lang", "author"}``."""
     out = []
     for path in sorted(SENTENCES.glob("*.tsv")):
-        lang, author = path.stem.split("_")
-        if SPLIT_OF_AUTHOR[author] != split:
+        lang = path.stem.split("_")[0]
+        if SPLIT_OF_FILE[path.stem] != split:
             continue
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.strip() or line.startswith("#"):
@@ -119,17 +120,26 @@ def imhi_no_disorder(shared: Path, split: str) -> dict[str, list[str]]:
 
 
 def imhi_positive_proxies(shared: Path) -> dict[str, list[str]]:
-    """IMHI test posts that are related to, not the same as, suicide risk (recall proxies)."""
+    """IMHI test posts that are related to, not the same as, suicide risk (recall proxies);
+    posts whose text also occurs in a train or val CSV are dropped."""
+    seen: set[str] = set()
+    for rel in ("train/DR/train.csv", "train/DR/val.csv", "train/Irf/val.csv"):
+        if (shared / "imhi" / rel).is_file():
+            seen.update(imhi_posts(shared / "imhi" / rel))
     out: dict[str, list[str]] = {}
     irf = shared / "imhi" / "test" / "Irf.csv"
     if irf.is_file():
         posts = imhi_posts(irf)
         out["irf_burdensomeness"] = [
-            t for t, qs in posts.items() if any(v for q, v in qs.items() if "burden" in q)
+            t
+            for t, qs in posts.items()
+            if any(v for q, v in qs.items() if "burden" in q) and t not in seen
         ]
     dr = shared / "imhi" / "test" / "DR.csv"
     if dr.is_file():
-        out["dr_depression"] = [t for t, qs in imhi_posts(dr).items() if any(qs.values())]
+        out["dr_depression"] = [
+            t for t, qs in imhi_posts(dr).items() if any(qs.values()) and t not in seen
+        ]
     return out
 
 
@@ -155,7 +165,9 @@ def _featurize(texts: list[str], dense_scale: float):
     return sp.hstack([sp.csr_matrix(emb), grams]).tocsr()
 
 
-def training_set(shared: Path, imhi_limit: int) -> tuple[list[str], list[int], list[float]]:
+def training_set(
+    shared: Path, imhi_limit: int, rule_positives: bool = False
+) -> tuple[list[str], list[int], list[float]]:
     """Texts, labels and a curated marker (1.0: written sentences and fixture cases; 0.0:
     IMHI no-disorder sentences, a background of everyday text that outnumbers the rest)."""
     from engine.trust.risk_classifier import sentence_spans
@@ -186,7 +198,33 @@ def training_set(shared: Path, imhi_limit: int) -> tuple[list[str], list[int], l
     texts.extend(imhi_sents)
     labels.extend([0] * len(imhi_sents))
     weights.extend([0.0] * len(imhi_sents))
+    if rule_positives:
+        found = rule_flagged_sentences(shared)
+        texts.extend(found)
+        labels.extend([1] * len(found))
+        weights.extend([1.0] * len(found))
     return texts, labels, weights
+
+
+def rule_flagged_sentences(shared: Path) -> list[str]:
+    """Real social-media sentences with a high-severity suicide/self-harm rule flag, from the
+    IMHI *train/val* posts that may carry risk (DR depression, dreaddit stress, Irf val):
+    positives in the register of forum posts (the rules are precise on high flags), so the
+    classifier learns the words around what the rules match."""
+    from engine.trust.risk import assess_rules
+
+    out: set[str] = set()
+    for rel in ("train/DR/train.csv", "train/dreaddit/train.csv", "train/Irf/val.csv"):
+        path = shared / "imhi" / rel
+        if not path.is_file():
+            continue
+        for post, qs in imhi_posts(path).items():
+            if "Irf" not in rel and not any(qs.values()):
+                continue
+            for f in assess_rules(post):
+                if f.category == S and f.severity == "high" and len(f.evidence) <= 300:
+                    out.add(f.evidence)
+    return sorted(out)
 
 
 def fit(x, labels, curated, c: float, dense_scale: float, pos_weight: float, neg_weight: float):
@@ -283,7 +321,7 @@ def cmd_train(args) -> dict:
     from engine.trust.risk_classifier import save
 
     t0 = time.perf_counter()
-    texts, labels, weights = training_set(args.shared, args.imhi_limit)
+    texts, labels, weights = training_set(args.shared, args.imhi_limit, args.rule_positives)
     report: dict = {
         "train_sentences": len(texts),
         "train_positive": int(sum(labels)),
@@ -429,6 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--c", type=float, nargs="+", default=[2.0, 4.0, 16.0])
     tr.add_argument("--pos-weight", type=float, nargs="+", default=[60.0, 150.0])
     tr.add_argument("--neg-weight", type=float, nargs="+", default=[1.0, 20.0, 60.0])
+    tr.add_argument("--rule-positives", action="store_true")
     tr.add_argument("--dense-scale", type=float, default=1.0)
     tr.add_argument("--imhi-limit", type=int, default=30000)
     tr.add_argument("--max-added", type=float, default=0.015)
