@@ -2,6 +2,8 @@
 
 The counselor must see these *before* any analysis, with the words that triggered them.
 Rules come first and are tuned for recall (a missed flag costs more than a dismissed one);
+for suicide / self-harm a sentence classifier (``engine.trust.risk_classifier``) then scores
+every sentence the rules did not flag or find negated, to reach paraphrase the rules cannot;
 an optional model check, given any ``generate(prompt) -> str`` callable, confirms or denies
 each flagged category. The model may drop a medium or low flag it disagrees with but never a
 high one: a client's text can carry instructions aimed at the model (prompt injection), so

@@ -58,7 +58,7 @@ async def test_risk_screen_quotes_the_classifier_sentence(
         screen = await fakes.open_patient(pilot, "Sun")
         await fakes.generate(pilot, screen, question)
         await fakes.wait_for(
-            pilot, lambda: isinstance(app.screen, RiskFlagScreen), timeout=15, what="flags"
+            pilot, lambda: isinstance(app.screen, RiskFlagScreen), timeout=30, what="flags"
         )
         risk = app.screen
         assert [(f.source, f.evidence) for f in risk.flags] == [("classifier", sentence)]
@@ -69,5 +69,6 @@ async def test_risk_screen_quotes_the_classifier_sentence(
         await fakes.wait_for(
             pilot,
             lambda: [c for c in fake.calls if c.name == "stream_analysis"],
+            timeout=15,  # a loaded 2-core CI box
             what="analysis after acknowledging",
         )
