@@ -416,11 +416,12 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
 
 def latency(shared: Path, n: int = 200) -> dict:
     """Milliseconds per ``assess`` call (rules + classifier, warm) on IMHI test posts as
-    statements, and the one-off load time in a fresh process."""
+    statements, against the rules alone in the same run (``ratio_p95``), and the one-off load
+    time in a fresh process."""
     import subprocess
     import sys
 
-    from engine.trust.risk import assess
+    from engine.trust.risk import assess, assess_rules
     from engine.trust.risk_classifier import warm_up
 
     texts = (
@@ -430,11 +431,17 @@ def latency(shared: Path, n: int = 200) -> dict:
     )
     texts = texts or [row["text"] for row in written("test")]
     warm_up()
-    times = []
-    for t in texts:
-        t0 = time.perf_counter()
-        assess(t)
-        times.append(1000 * (time.perf_counter() - t0))
+
+    def timed(fn) -> list[float]:
+        out = []
+        for t in texts:
+            t0 = time.perf_counter()
+            fn(t)
+            out.append(1000 * (time.perf_counter() - t0))
+        return out
+
+    base = timed(assess_rules)  # the baseline, measured in the same run
+    times = timed(assess)
     load = subprocess.run(
         [
             sys.executable,
@@ -454,6 +461,8 @@ def latency(shared: Path, n: int = 200) -> dict:
         "p50_ms": round(float(np.percentile(times, 50)), 2),
         "p95_ms": round(float(np.percentile(times, 95)), 2),
         "max_ms": round(float(np.max(times)), 2),
+        "rules_only_p95_ms": round(float(np.percentile(base, 95)), 2),
+        "ratio_p95": round(float(np.percentile(times, 95) / np.percentile(base, 95)), 2),
         "load_s": round(float(load.stdout.strip()), 3),
     }
 
