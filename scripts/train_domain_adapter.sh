@@ -14,7 +14,7 @@
 #              also when SHIP=1). `bundle` writes WORK/gpu_bundle.tar.gz: the prepared rows
 #              (rows.jsonl.gz) and the IMHI test CSVs, all a GPU host needs besides the model.
 #   TIME_BUDGET (training seconds, default 420), EVAL_LIMIT (rows per task, default 400),
-#   EVAL_BATCH (default 200), DEVICE (auto), DEST (adapters/smollm2-135m-drafts)
+#   EVAL_BATCH (default 200), EVAL_MAX_NEW (default 256), DEVICE (auto), DEST (adapters/smollm2-135m-drafts)
 # On a GPU host without ../shared: tar xzf gpu_bundle.tar.gz -C WORK, then
 #   STAGES=train,eval scripts/train_domain_adapter.sh WORK/shared WORK
 set -euo pipefail
@@ -60,7 +60,7 @@ fi
 if has eval; then
   # every task, held out or trained; results.md then lists them under two means
   "${phyassist[@]}" eval imhi --data "$DATA/imhi" --adapter "$WORK/run/adapter" --compare-base \
-    --limit "${EVAL_LIMIT:-400}" --batch-size "${EVAL_BATCH:-200}" --max-new-tokens 256 \
+    --limit "${EVAL_LIMIT:-400}" --batch-size "${EVAL_BATCH:-200}" --max-new-tokens "${EVAL_MAX_NEW:-256}" \
     --device "$DEVICE" --held-out "$HOLD_OUT,loneliness" --out "$WORK/eval"
 fi
 if has ship; then

@@ -143,6 +143,9 @@ def add_domain_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logging-steps", type=int, default=d.logging_steps)
     parser.add_argument("--max-train-rows", type=int, default=None)
     parser.add_argument(
+        "--max-eval-rows", type=int, default=None, help="validation rows for the loss (all)"
+    )
+    parser.add_argument(
         "--time-budget",
         type=float,
         default=None,
@@ -200,6 +203,7 @@ def _domain_train(args: argparse.Namespace) -> int:
         recipe=recipe,
         resume=not args.no_resume,
         max_train_rows=args.max_train_rows,
+        max_eval_rows=args.max_eval_rows,
         printer=lambda line: print(line, flush=True),
     )
     print(json.dumps(result.as_dict(), indent=2), flush=True)
