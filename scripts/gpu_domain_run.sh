@@ -8,7 +8,8 @@
 #   train: unpack the bundle, LoRA SFT (TIME_BUDGET s, default 360) -> WORK/gpu/run/adapter
 #   eval:  IMHI base vs adapter, 400 rows per task, held-out (MultiWD, loneliness) and
 #          trained tasks' means apart -> WORK/gpu/eval/results.{md,json}
-#   bench: bench/drafts.py on base and the new adapter (all 61 statements, 3 modes)
+#   bench: bench/drafts.py on base or the new adapter (MODELS=base / MODELS=adapter, one
+#          call each; all 61 statements, 3 modes; BENCH_ARGS e.g. "--limit 20")
 set -euo pipefail
 STEP=${1:?train, eval or bench}
 WORK=${2:-build/domain}
@@ -29,10 +30,18 @@ case "$STEP" in
     out eval "$GPU/eval/results.md" "$GPU/eval/results.json"
     ;;
   bench)
-    python bench/drafts.py --models base,adapter --adapter "$GPU/run/adapter" --threads 0 \
-      > "$GPU/drafts_bench.json"
-    cat "$GPU/drafts_bench.json"
-    out bench "$GPU/drafts_bench.json"
+    # MODELS=base or MODELS=adapter per call: 61 statements x 3 modes of one model is about
+    # 180 drafts. Each figure is printed to the .err file as soon as it exists, so a call
+    # stopped by its time limit (BENCH_TIMEOUT, default 560 s) still brings back what it has.
+    models=${MODELS:-base,adapter}; tag=${models//,/_}
+    rc=0
+    timeout "${BENCH_TIMEOUT:-560}" python bench/drafts.py --models "$models" \
+      --adapter "$GPU/run/adapter" --threads 0 ${BENCH_ARGS:-} \
+      > "$GPU/drafts_$tag.json" 2> "$GPU/drafts_$tag.err" || rc=$?
+    grep '^{' "$GPU/drafts_$tag.err" || true
+    cat "$GPU/drafts_$tag.json"
+    out bench "$GPU/drafts_$tag.json" "$GPU/drafts_$tag.err"
+    exit $rc
     ;;
   *) echo "unknown step $STEP (train, eval or bench)" >&2; exit 2 ;;
 esac
