@@ -42,7 +42,7 @@ WEIGHTS = REPO / "engine" / "trust" / "risk_classifier.npz"
 S = "suicide_self_harm"
 SPLIT_OF_FILE = {
     **dict.fromkeys(("en_a", "en_b", "en_c", "en_f", "en_g", "en_h"), "train"),
-    **dict.fromkeys(("zh_a", "zh_b", "zh_c", "zh_f", "zh_g"), "train"),
+    **dict.fromkeys(("zh_a", "zh_b", "zh_c", "zh_f", "zh_g", "zh_j", "en_i"), "train"),
     **dict.fromkeys(("en_d", "zh_d", "zh_h"), "dev"),
     **dict.fromkeys(("en_e", "zh_e", "zh_i"), "test"),
 }

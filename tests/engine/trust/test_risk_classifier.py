@@ -137,3 +137,13 @@ def test_ngrams_are_case_and_apostrophe_insensitive_and_cover_chinese():
     assert np.array_equal(ngram_ids("I DON’T want"), ngram_ids("i don't want"))
     assert len(ngram_ids("不想活")) == 3 + 2 + 1
     assert len(ngram_ids("")) == 0
+
+
+def test_the_seed_case_is_not_a_risk_statement(seed_case_zh):
+    """The brief's worked example: exam distress and tears, no self-harm. The first weights
+    flagged its "每次想到都能落泪" sentence (crying read as risk); hard negatives of distress
+    without risk (data/risk_sentences/en_i, zh_j) were added to the training split."""
+    from engine.trust import risk
+
+    statement = seed_case_zh["counseling_question"]["statement"]
+    assert risk.assess(statement) == []
