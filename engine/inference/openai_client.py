@@ -163,7 +163,7 @@ class ServerClient:
         if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
             return ServerError(
                 f"The inference server at {where} did not answer within "
-                f"{self.read_timeout_s:.0f} s (busy or stuck). What was written so far is kept; "
+                f"{self.read_timeout_s:g} s (busy or stuck). What was written so far is kept; "
                 "try again, or raise backend.read_timeout_s."
             )
         if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError):

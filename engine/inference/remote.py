@@ -18,6 +18,7 @@ on lock (``use_patient(None)``).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -91,6 +92,15 @@ class ServedAdapters:
         with self._lock:
             if self._sources.pop(name, None) is not None:
                 self.client.unload_lora(name)
+
+    def drop_patients(self) -> None:
+        """At exit: unload every patient adapter this process loaded (best effort; the
+        shared domain adapter stays for the other counselors)."""
+        for name in [n for n in self._sources if n.startswith("patient-")]:
+            try:
+                self.drop(name)
+            except PhyAssistError:
+                return  # the server is gone: it holds nothing any more
 
     def _upload(self, name: str, parts: AdapterParts) -> None:
         from safetensors.torch import save_file
@@ -311,6 +321,7 @@ class RemoteAssistant(Assistant):
             lambda text: len(tokenizer.encode(text, add_special_tokens=False))
         )
         self._served_adapters = ServedAdapters(self.client)
+        atexit.register(self._served_adapters.drop_patients)  # a quit leaves none behind
         self.prefix_cache.enabled = False  # the server keeps its own (vLLM prefix caching)
         self.use_patient(None)
 

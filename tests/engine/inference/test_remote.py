@@ -9,6 +9,7 @@ import os
 import socket
 import stat
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -108,6 +109,7 @@ class Stub:
         self.tokens: list[int] = []
         self.die_after: int | None = None  # close the connection after this many tokens
         self.status = 200
+        self.delay_s = 0.0  # before the first token
         self.requests: list[dict] = []
         stub = self
 
@@ -136,6 +138,8 @@ class Stub:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                self.wfile.flush()
+                time.sleep(stub.delay_s)
                 for i, token in enumerate(stub.tokens):
                     if stub.die_after is not None and i >= stub.die_after:
                         self.wfile.flush()
@@ -242,4 +246,14 @@ def test_server_refusing_says_why(remote_for, stub):
     remote.load()
     stub.status = 400
     with pytest.raises(ServerError, match=r"refused the request \(400\): refused"):
+        list(remote._run(None, [1, 2], threading.Event(), 8, 0.0))
+
+
+@pytest.mark.model
+def test_slow_server_times_out_with_a_clear_message(remote_for, stub):
+    remote = remote_for(stub.url, timeout=0.5)
+    remote.load()
+    stub.tokens = [504, 3575]
+    stub.delay_s = 2.0
+    with pytest.raises(ServerError, match=r"did not answer within 0.5 s"):
         list(remote._run(None, [1, 2], threading.Event(), 8, 0.0))
