@@ -2,7 +2,9 @@
 
 For each count N (``--counselors 1 4 16``) N simulated counselors each run one Analysis at
 the same moment (the engine's structured draft, greedy, a statement from a fixed EN/ZH list),
-each with its own patient adapter (a random rank-8 LoRA, a different one per counselor):
+each with its own patient adapter (a random rank-8 LoRA, a different one per counselor);
+time to first token is the engine's own (request to the model's first token: the structured
+draft's headings, which stream at once, do not count):
 
 * ``server``: N client processes with ``backend.kind = "openai"`` against one vLLM server
   started here by ``engine.serving`` (what ``phyassist server`` runs), on this machine;
@@ -127,15 +129,13 @@ def counselor(index: int, backend: str, url: str, threads: int) -> None:
     stream = helper.stream_analysis(
         patient, STATEMENTS[index % len(STATEMENTS)], cancel=threading.Event()
     )
-    first = None
-    for chunk in stream:
-        if first is None and chunk.strip():
-            first = time.perf_counter() - start
-    stats = stream.stats
+    for _chunk in stream:
+        pass
+    stats = stream.stats  # ttft_s: the request to the model's first token (not the headings)
     print(
         json.dumps(
             {
-                "ttft_s": first,
+                "ttft_s": stats.ttft_s if stats else None,
                 "tokens": stats.tokens if stats else 0,
                 "total_s": time.perf_counter() - start,
             }

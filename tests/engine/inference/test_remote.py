@@ -257,3 +257,33 @@ def test_slow_server_times_out_with_a_clear_message(remote_for, stub):
     stub.delay_s = 2.0
     with pytest.raises(ServerError, match=r"did not answer within 0.5 s"):
         list(remote._run(None, [1, 2], threading.Event(), 8, 0.0))
+
+
+@pytest.mark.model
+def test_server_plan_binds_localhost_with_lora_and_a_private_key(real_settings, tmp_path):
+    """``phyassist server``'s command line: 127.0.0.1, LoRA at run time, the drafting
+    constraint's logits processor, the key in a 0600 file and the environment only."""
+    from engine.serving import LOGITS_PROCESSOR, connect_hint, plan_server
+
+    python = tmp_path / "python"
+    python.write_text("")
+    settings = real_settings.model_copy(
+        update={
+            "config_dir": tmp_path / "config",
+            "server": real_settings.server.model_copy(update={"python": python, "port": 8123}),
+        },
+        deep=True,
+    )
+    plan = plan_server(settings)
+    argv = plan.argv
+    assert argv[argv.index("--host") + 1] == "127.0.0.1"
+    assert "--enable-lora" in argv and argv[argv.index("--max-loras") + 1] == "8"
+    assert argv[argv.index("--logits-processors") + 1] == LOGITS_PROCESSOR
+    assert argv[argv.index("--model") + 1] == str(plan.model_dir)
+    assert (plan.model_dir / "tokenizer.json").is_file()
+    key = plan.key_file.read_text().strip()
+    assert stat.S_IMODE(plan.key_file.stat().st_mode) == 0o600
+    assert plan.env["VLLM_API_KEY"] == key and not any(key in a for a in argv)
+    assert plan.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
+    assert plan_server(settings).env["VLLM_API_KEY"] == key  # the key stays across restarts
+    assert "PHYASSIST_BACKEND__BASE_URL=http://127.0.0.1:8123/v1" in connect_hint(plan)
