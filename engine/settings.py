@@ -117,6 +117,8 @@ class BackendSettings(BaseModel):
     api_key: str | None = Field(None, repr=False)
     api_key_file: Path | None = None
     connect_timeout_s: float = Field(5.0, gt=0.0)
+    # At start, wait this long for a server that is not up yet (started together with it).
+    wait_for_server_s: float = Field(120.0, ge=0.0)
     # The longest wait for the next token (or the first, which includes the prompt) before
     # the draft stops with a "server too slow" message.
     read_timeout_s: float = Field(120.0, gt=0.0)

@@ -115,7 +115,7 @@ class ServerClient:
         try:
             self._request("POST", "/unload_lora_adapter", json={"lora_name": name})
         except ServerError as exc:
-            if "not found" in str(exc).lower() or "cannot find" in str(exc).lower():
+            if getattr(exc, "status", None) == 404:
                 return
             raise
 
@@ -176,13 +176,16 @@ class ServerClient:
     def _status_error(self, status: int, text: str) -> ServerError:
         detail = _error_detail(text)
         if status == 401:
-            return ServerError(
+            error = ServerError(
                 f"The inference server at {self.base_url} refused the API key. Use the key "
                 "`phyassist server` printed (backend.api_key_file or PHYASSIST_BACKEND__API_KEY)."
             )
-        if status == 404 and "lora" in detail.lower():
-            return ServerError(f"The server does not hold that adapter: {detail}")
-        return ServerError(f"The inference server refused the request ({status}): {detail}")
+        elif status == 404:
+            error = ServerError(f"The server does not hold that model or adapter: {detail}")
+        else:
+            error = ServerError(f"The inference server refused the request ({status}): {detail}")
+        error.status = status  # type: ignore[attr-defined]
+        return error
 
 
 def _error_detail(text: str) -> str:

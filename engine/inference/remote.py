@@ -299,7 +299,7 @@ class RemoteAssistant(Assistant):
         say(f"Connecting to the inference server at {backend.base_url}…")
         if self.client is None:
             self.client = client_for(self.settings)
-        models = self.client.models()
+        models = self._models_when_up(say)
         base = next((m for m in models if not m.get("parent")), None)
         if base is None:
             raise ServerError(f"The server at {backend.base_url} serves no model.")
@@ -324,6 +324,20 @@ class RemoteAssistant(Assistant):
         atexit.register(self._served_adapters.drop_patients)  # a quit leaves none behind
         self.prefix_cache.enabled = False  # the server keeps its own (vLLM prefix caching)
         self.use_patient(None)
+
+    def _models_when_up(self, say: Callable[[str], None]) -> list[dict[str, Any]]:
+        """The server's models, waiting up to ``backend.wait_for_server_s`` for a server
+        that is still starting (a refused key or any other answer fails at once)."""
+        assert self.client is not None
+        deadline = time.monotonic() + self.settings.backend.wait_for_server_s
+        while True:
+            try:
+                return self.client.models()
+            except ServerError as exc:
+                if "not reachable" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                say(f"Waiting for the inference server at {self.settings.backend.base_url}…")
+                time.sleep(2.0)
 
     @property
     def model_label(self) -> str:
@@ -448,10 +462,13 @@ class RemoteAssistant(Assistant):
         once, before any token came."""
         assert self.client is not None and self._served_adapters is not None
         name = payload.get("model")
+        started = False
         try:
-            yield from self.client.stream_completion(payload, cancel)
+            for event in self.client.stream_completion(payload, cancel):
+                started = True
+                yield event
         except ServerError as exc:
-            lost = name != self.served and "not found" in str(exc).lower()
+            lost = not started and name != self.served and getattr(exc, "status", None) == 404
             if not lost or not self._served_adapters.reload(str(name)):
                 raise
             yield from self.client.stream_completion(payload, cancel)

@@ -105,12 +105,14 @@ def test_api_key_file_must_be_private(tmp_path: Path):
 class Stub:
     """``/v1/models`` and a streaming ``/v1/completions`` that sends ``tokens`` (or fails)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.tokens: list[int] = []
         self.die_after: int | None = None  # close the connection after this many tokens
         self.status = 200
         self.delay_s = 0.0  # before the first token
         self.requests: list[dict] = []
+        self.known: set[str] = {"stub"}  # the base and the adapters loaded
+        self.seen_files: list[list[str]] = []  # what each adapter directory held at load
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -133,6 +135,17 @@ class Stub:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.requests.append(body)
+                if self.path.endswith("/load_lora_adapter"):
+                    folder = Path(body["lora_path"])
+                    stub.seen_files.append(sorted(p.name for p in folder.iterdir()))
+                    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+                    stub.known.add(body["lora_name"])
+                    return self._json(200, {})
+                if self.path.endswith("/unload_lora_adapter"):
+                    stub.known.discard(body["lora_name"])
+                    return self._json(200, {})
+                if body.get("model") not in stub.known:
+                    return self._json(404, {"error": {"message": "The model does not exist."}})
                 if stub.status != 200:
                     return self._json(stub.status, {"error": {"message": "refused"}})
                 self.send_response(200)
@@ -150,7 +163,7 @@ class Stub:
                     self.wfile.flush()
                 self.wfile.write(b"data: [DONE]\n\n")
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -170,7 +183,7 @@ def stub():
 def remote_for(real_settings: Settings, tmp_path: Path):
     from engine.inference.remote import RemoteAssistant
 
-    def make(url: str, key: str = "k", timeout: float = 30.0) -> RemoteAssistant:
+    def make(url: str, key: str = "k", timeout: float = 30.0, wait: float = 0.0):
         settings = real_settings.model_copy(
             update={
                 "config_dir": tmp_path / "config",
@@ -180,6 +193,7 @@ def remote_for(real_settings: Settings, tmp_path: Path):
                         "base_url": url,
                         "api_key": key,
                         "read_timeout_s": timeout,
+                        "wait_for_server_s": wait,
                     }
                 ),
             },
@@ -287,3 +301,50 @@ def test_server_plan_binds_localhost_with_lora_and_a_private_key(real_settings, 
     assert plan.env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert plan_server(settings).env["VLLM_API_KEY"] == key  # the key stays across restarts
     assert "PHYASSIST_BACKEND__BASE_URL=http://127.0.0.1:8123/v1" in connect_hint(plan)
+
+
+@pytest.mark.model
+def test_a_server_still_starting_is_waited_for(remote_for):
+    """TUIs started together with ``phyassist server`` connect once it is up."""
+    port = _free_port()
+    remote = remote_for(f"http://127.0.0.1:{port}/v1", wait=60.0)
+    said: list[str] = []
+    late: list[Stub] = []
+    timer = threading.Timer(3.0, lambda: late.append(Stub(port)))
+    timer.start()
+    try:
+        remote.load(said.append)
+    finally:
+        timer.join()
+        for server in late:
+            server.close()
+    assert remote.loaded and any("Waiting for the inference server" in s for s in said)
+
+
+@pytest.mark.model
+def test_patient_adapter_goes_through_memory_and_is_reloaded_after_a_restart(
+    remote_for, stub, real_store
+):
+    """The decrypted adapter exists only while the server loads it (a 0700 directory on a
+    memory filesystem); a server that restarted and lost it gets it again, and the draft
+    goes on; opening no patient unloads it."""
+    from engine.inference.remote import memory_dir
+    from engine.model.adapters import AdapterRegistry
+
+    remote = remote_for(stub.url)
+    remote.load()
+    patient = real_store.create_patient("Remote patient")
+    AdapterRegistry(real_store).save(patient.id, *_lora(4, 8, {"model.l0.q": (8, 8)}, seed=3))
+    assert "adapter v1" in remote.use_patient(patient, real_store)
+    name = remote.active_adapter
+    assert name in stub.known
+    assert stub.seen_files == [["adapter_config.json", "adapter_model.safetensors"]]
+    assert not list(memory_dir().glob("phyassist-lora-*"))
+
+    stub.known = {"stub"}  # the server restarted
+    stub.tokens = remote.model.tokenizer.encode(" Better now.", add_special_tokens=False)
+    text = "".join(remote._run(patient, [1, 2], threading.Event(), 8, 0.0))
+    assert text == " Better now." and name in stub.known and len(stub.seen_files) == 2
+
+    remote.use_patient(None)
+    assert name not in stub.known and remote.active_adapter is None
