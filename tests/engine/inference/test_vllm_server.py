@@ -155,3 +155,21 @@ def test_risk_model_check_gives_the_local_verdicts(assistant, remote):
     assert [(f.category, f.severity, f.source) for f in remote_flags] == [
         (f.category, f.severity, f.source) for f in local_flags
     ]
+
+
+@pytest.mark.parametrize("statement", [PROMPTS[2][1], PROMPTS[3][1]])
+def test_regenerate_one_item_gives_the_local_text(assistant, remote, statement):
+    from engine.records import Patient
+
+    assistant.use_patient(None)
+    patient = Patient(name="T")
+    stream = assistant.stream_analysis(patient, statement, cancel=threading.Event())
+    draft = stream.draft_of("".join(stream))
+    item = draft.reasons[0]
+    texts = []
+    for helper in (assistant, remote):
+        chunks = helper.stream_regenerate_item(
+            patient, statement, draft, "reasons", item.id, cancel=threading.Event()
+        )
+        texts.append("".join(chunks))
+    assert texts[0].strip() and texts[1] == texts[0]
