@@ -46,7 +46,8 @@ async def test_compare_takes_rows_and_stores_the_choices(make_app, vault, fake):
         compare = await wait_for(
             pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.pair and app.screen
         )
-        text = screen_text(app)
+        # the rows are composed a refresh after the pair arrives
+        text = await wait_for(pilot, lambda: "Low mood" in (t := screen_text(app)) and t)
         assert "Left: domain adapter" in text and "Right: domain + adapter v2" in text
         assert "Depression" in text and "Low mood" in text
         await pilot.press("left")  # symptom type row: take the domain's
