@@ -27,10 +27,10 @@ MIXTRAL_ROUTER = "block_sparse_moe.gate"
 # no preference step at all.)
 MIN_PREFERENCE_PAIRS = 1
 # On the CPU a DPO step costs about 2.5 SFT steps (forward + backward over chosen and rejected,
-# plus the reference forward over both). Measured on the embedded model, one torch thread, CPU
-# seconds (the shared box was too loaded for wall times): SFT 3.2 s, DPO 7.3 s per step with
-# LoRA on every layer; 1.95 s and 5.1 s on the top half (CPU_LORA_TOP_SHARE). Six pairs fit the
-# one-minute budget next to ten notes' SFT. The newest are kept: the latest preferences.
+# plus the reference forward over both). ``python -m bench.train_steps`` on the embedded model,
+# one torch thread, CPU seconds: SFT 1.96 s, DPO 4.45 s per step with LoRA on every layer;
+# 1.34 s and 3.46 s on the top half (CPU_LORA_TOP_SHARE). Six pairs fit the one-minute budget
+# next to ten notes' SFT. The newest are kept: the counselor's latest preferences.
 CPU_MAX_PREFERENCE_PAIRS = 6
 # Tokens (examples x epochs) a CPU run may process. The embedded 135M model trains at roughly
 # 250-300 tokens/s on 2 idle cores (measured: ~150 tokens per CPU-second, answer-only LM head),
@@ -38,8 +38,8 @@ CPU_MAX_PREFERENCE_PAIRS = 6
 # minute. Ten notes (~3.2k tokens) get two passes, three notes the full eight.
 CPU_TOKEN_BUDGET = 8_000
 # On the CPU the patient LoRA adapts the top half of the decoder layers only: backpropagation
-# stops at the lowest adapted layer, so a step skips the lower half's backward pass (-39 % CPU
-# per SFT step, -30 % per DPO step on the embedded model, figures above). Style (labels,
+# stops at the lowest adapted layer, so a step skips the lower half's backward pass (-32 % CPU
+# per SFT step, -22 % per DPO step on the embedded model, figures above). Style (labels,
 # wording, the closing homework line) is a matter of the upper layers; the domain adapter
 # below stays as it was trained.
 CPU_LORA_TOP_SHARE = 0.5
