@@ -18,10 +18,20 @@ parser reads it). Per model x mode x language:
   beta 2, as sacrebleu's default) of the advice against the therapist's answer (English only);
 * ``ttft_s``, ``total_s``: means; ``decode_tok_s``: median over drafts.
 
-``constraint_cost`` per model = 1 - decode tok/s (engine) / decode tok/s (free), same run.
+Modes: ``engine`` (the engine's layout with its token constraints), ``layout`` (the same
+layout, every blank generated with no token constraint at all: what the constraints cost is
+engine vs layout) and ``free`` (the model writes the layout). The modes run interleaved,
+statement by statement (their order alternating), so a load change on a shared box hits every
+mode alike; speed is compared per statement (``paired``: median over statements of the ratio
+of decode tok/s), which cancels load drift between statements.
+
+``constraint_cost`` per model = 1 - median paired ratio decode tok/s (engine / layout): the
+token constraints' own cost. ``engine_vs_free_cost`` = 1 - median paired ratio (engine /
+free): constraints plus drafting item by item (short runs).
 
     python bench/drafts.py [--limit N] [--max-new-tokens 256] [--models base,adapter]
-                           [--modes engine,free] [--threads 1] [--samples 0]
+                           [--modes engine,layout,free] [--threads 1] [--samples 0]
+                           [--adapter DIR]
 
 ``--limit N`` keeps the first N statements per language (flagged and unflagged alternate, so a
 reduced run still has flagged ones). ``--samples K`` prints the first K drafts of each
@@ -163,7 +173,7 @@ def judge(draft, lang: str, statement: str) -> dict:
 # Runs -----------------------------------------------------------------------------------------
 
 
-def make_assistant(model: str, root: Path, max_new_tokens: int):
+def make_assistant(model: str, root: Path, max_new_tokens: int, adapter: Path = ADAPTER):
     from platformdirs import user_cache_path
 
     from engine.inference.assistant import Assistant
@@ -174,7 +184,7 @@ def make_assistant(model: str, root: Path, max_new_tokens: int):
         data_dir=root / "data",
         config_dir=root / "config",
         cache_dir=Path(cache) if cache else user_cache_path("phyassist"),
-        model=ModelSettings(domain_adapter=str(ADAPTER) if model == "adapter" else None),
+        model=ModelSettings(domain_adapter=str(adapter) if model == "adapter" else None),
         generation=GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False),
         store=StoreSettings(scrypt_log2_n=10),
     )
@@ -186,16 +196,51 @@ def make_assistant(model: str, root: Path, max_new_tokens: int):
     return assistant
 
 
+def _without_constraints(segments):  # type: ignore[no-untyped-def]
+    """``Assistant._segments`` whose runs get no token constraint (the ``layout`` mode)."""
+
+    def make(patient, cancel, start):  # type: ignore[no-untyped-def]
+        run = segments(patient, cancel, start)
+        return lambda ids, max_new, constraint, stop: run(ids, max_new, None, stop)
+
+    return make
+
+
 def draft_once(assistant, statement: str, mode: str) -> tuple[object, str, object]:
     from engine.records import Patient
 
     gen = assistant.settings.generation
-    gen.draft_layout = "engine" if mode == "engine" else "free"
+    gen.draft_layout = "free" if mode == "free" else "engine"
     gen.language_constraint = mode == "engine"
-    assistant.prefix_cache.clear()  # every draft reads its prompt: same work in both modes
-    stream = assistant.stream_analysis(Patient(name="Bench"), statement, cancel=threading.Event())
-    text = "".join(stream)
+    assistant.prefix_cache.clear()  # every draft reads its prompt: same work in all modes
+    original = assistant._segments
+    if mode == "layout":
+        assistant._segments = _without_constraints(original)
+    try:
+        stream = assistant.stream_analysis(
+            Patient(name="Bench"), statement, cancel=threading.Event()
+        )
+        text = "".join(stream)
+    finally:
+        assistant._segments = original
     return stream.draft_of(text), text, stream.stats
+
+
+def paired_cost(rows: dict[str, list[dict]], mode: str, baseline: str) -> dict | None:
+    """1 - median over statements of decode tok/s (mode) / decode tok/s (baseline), by the
+    wall clock and by the generating thread's CPU time (``cpu``: what a shared box's load
+    does not move; with ``--threads 1`` on a CPU)."""
+    out: dict = {}
+    for name, key in (("cost", "decode_tok_s"), ("cpu_cost", "decode_cpu_tok_s")):
+        pairs = [
+            a[key] / b[key]
+            for a, b in zip(rows.get(mode, []), rows.get(baseline, []), strict=False)
+            if a[key] > 0 and b[key] > 0
+        ]
+        if pairs:
+            out[name] = round(1 - statistics.median(pairs), 3)
+            out["pairs"] = len(pairs)
+    return out or None
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -204,6 +249,7 @@ def summarize(rows: list[dict]) -> dict:
     flagged = [r for r in rows if r["flagged"]]
     chrfs = [r["chrf"] for r in rows if r["chrf"] is not None]
     rates = [r["decode_tok_s"] for r in rows if r["decode_tok_s"] > 0]
+    cpu = [r["decode_cpu_tok_s"] for r in rows if r["decode_cpu_tok_s"] > 0]
     return {
         "n": len(rows),
         "structured": round(statistics.fmean(r["structured"] for r in rows), 3),
@@ -218,6 +264,7 @@ def summarize(rows: list[dict]) -> dict:
         "ttft_s": round(statistics.fmean(r["ttft_s"] for r in rows), 3),
         "total_s": round(statistics.fmean(r["total_s"] for r in rows), 3),
         "decode_tok_s": round(statistics.median(rates), 2) if rates else None,
+        "decode_cpu_tok_s": round(statistics.median(cpu), 2) if cpu else None,
         "tokens": round(statistics.fmean(r["tokens"] for r in rows), 1),
     }
 
@@ -227,7 +274,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="statements per language (0: all)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="free mode's budget")
     parser.add_argument("--models", default="base,adapter")
-    parser.add_argument("--modes", default="engine,free")
+    parser.add_argument("--modes", default="engine,layout,free")
+    parser.add_argument("--adapter", type=Path, default=ADAPTER, help="the adapter to bench")
     parser.add_argument("--langs", default="en,zh")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--samples", type=int, default=0)
@@ -250,18 +298,21 @@ def main() -> None:
             for lang, items in chosen.items()
         },
         "full_set": {lang: len(items) for lang, items in sets.items()},
-        "args": vars(args),
+        "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "runs": {},
     }
     started = time.perf_counter()
+    modes = args.modes.split(",")
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
-            assistant = make_assistant(model, Path(tmp), args.max_new_tokens)
+            assistant = make_assistant(model, Path(tmp), args.max_new_tokens, args.adapter)
             draft_once(assistant, "Warm-up statement about stress at work.", "engine")
-            for mode in args.modes.split(","):
-                for lang, items in chosen.items():
-                    rows = []
-                    for n, item in enumerate(items):
+            by_mode: dict[str, list[dict]] = {}
+            for lang, items in chosen.items():
+                rows: dict[str, list[dict]] = {m: [] for m in modes}
+                for n, item in enumerate(items):
+                    # interleaved, order alternating: load drift hits every mode alike
+                    for mode in modes if n % 2 == 0 else modes[::-1]:
                         draft, text, stats = draft_once(assistant, item["text"], mode)
                         row = judge(draft, lang, item["text"])
                         ref = item.get("reference")
@@ -270,28 +321,25 @@ def main() -> None:
                             ttft_s=stats.ttft_s,
                             total_s=stats.total_s,
                             decode_tok_s=stats.tokens_per_s,
+                            decode_cpu_tok_s=stats.cpu_tokens_per_s,
                             tokens=stats.tokens,
                         )
-                        rows.append(row)
+                        rows[mode].append(row)
                         if n < args.samples:
                             print(f"--- {model}/{mode}/{item['id']}\n{text}\n", file=sys.stderr)
+                for mode in modes:
                     key = f"{model}/{mode}/{lang}"
-                    result["runs"][key] = summarize(rows)
+                    result["runs"][key] = summarize(rows[mode])
+                    by_mode.setdefault(mode, []).extend(rows[mode])
                     # each figure as soon as it exists: a run cut short still reports it
                     print(json.dumps({key: result["runs"][key]}), file=sys.stderr, flush=True)
-            for mode_pair in [("engine", "free")]:
-                rates = []
-                for mode in mode_pair:
-                    keyed = [
-                        result["runs"].get(f"{model}/{mode}/{lang}", {}).get("decode_tok_s")
-                        for lang in chosen
-                    ]
-                    keyed = [k for k in keyed if k]
-                    rates.append(statistics.fmean(keyed) if keyed else None)
-                if all(rates):
-                    result.setdefault("constraint_cost", {})[model] = round(
-                        1 - rates[0] / rates[1], 3
-                    )
+            for name, (mode, baseline) in {
+                "constraint_cost": ("engine", "layout"),
+                "engine_vs_free_cost": ("engine", "free"),
+            }.items():
+                cost = paired_cost(by_mode, mode, baseline)
+                if cost is not None:
+                    result.setdefault(name, {})[model] = cost
     result["wall_s"] = round(time.perf_counter() - started, 1)
     result["goals"] = {
         "structured": 1.0,

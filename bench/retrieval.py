@@ -13,9 +13,11 @@
 * ``scale``: a real vault with ``--patients`` x ``--notes`` notes (text sampled from the
   CounselChat and IMHI training rows) plus the whole reference corpus (CounselChat + IMHI):
   first index build (every record read, segmented, written as an encrypted shard), reopen
-  from the shards, and query latency p50/p95 (each query includes the record-stamp check),
-  against a linear scan over the same terms (no index) as the baseline; the query right
-  after a note is saved (the fresh segment is rebuilt) is reported separately.
+  from the shards, and query latency p50/p95, wall clock and this thread's CPU time, with
+  the load average around them (each query includes the record-stamp check and leaves out
+  one patient's notes, as the Similar pane does for the open patient), against a linear
+  scan over the same terms (no index) as the baseline; the query right after a note is
+  saved (the fresh segment is rebuilt) is reported separately.
 * ``chrf`` (only with ``--chrf-limit N``; slow on CPU): chrF of the embedded model's advice
   against the therapist's answer on N held-out questions, with and without the top 3
   references in the prompt.
@@ -29,6 +31,7 @@ import argparse
 import json
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -58,6 +61,7 @@ from engine.vault.store import Store  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 MODES = ("lexical", "embedding", "hybrid")
+_MARKERS = re.compile(r"\s*\[\d{1,2}\]")
 
 
 def _store(tmp: Path) -> Store:
@@ -184,6 +188,11 @@ def _synthetic_patients(n_patients: int, n_notes: int, texts: list[Entry]) -> li
     return patients
 
 
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return round(ordered[int(0.95 * (len(ordered) - 1))], 2)
+
+
 def _linear_scan(entries: list[list[str]], terms: list[str], k: int) -> list[int]:
     wanted = set(terms)
     scored = [(len(wanted.intersection(doc)), n) for n, doc in enumerate(entries)]
@@ -222,17 +231,22 @@ def scale(tmp: Path, n_patients: int, n_notes: int, n_queries: int) -> dict:
         "embeddings_s": round(embed_s, 2),
         "queries": len(queries),
     }
+    viewing = store.list_patients()[0].id  # the Similar pane leaves out the open patient
+    out["load_avg_before_queries"] = [round(x, 2) for x in os.getloadavg()]
     for mode in ("lexical", "hybrid"):
-        times = []
+        times, cpu = [], []
         for q in queries:
-            t = time.perf_counter()
-            reopened.query(q, k=8, mode=mode)
+            t, c = time.perf_counter(), time.thread_time()
+            reopened.query(q, k=8, mode=mode, exclude_patient=viewing)
             times.append((time.perf_counter() - t) * 1000)
-        times.sort()
+            cpu.append((time.thread_time() - c) * 1000)  # this thread only: BLAS runs 1 thread
         out[f"query_{mode}_ms"] = {
             "p50": round(statistics.median(times), 2),
-            "p95": round(times[int(0.95 * (len(times) - 1))], 2),
+            "p95": _p95(times),
+            "cpu_p50": round(statistics.median(cpu), 2),
+            "cpu_p95": _p95(cpu),
         }
+    out["load_avg_after_queries"] = [round(x, 2) for x in os.getloadavg()]
     all_terms = [e.terms for e in reopened._main.entries] + [e.terms for e in reference]
     times = []
     for q in queries[:20]:
@@ -255,50 +269,84 @@ def scale(tmp: Path, n_patients: int, n_notes: int, n_queries: int) -> dict:
     return out
 
 
+def _advice_text(draft) -> str:
+    """The model's own advice items (not the engine's risk items), citation markers removed:
+    both arms are scored on what the model wrote, and a marker is not advice."""
+    items = [i.text for i in draft.live("advice") if not i.inserted_by]
+    return " ".join(_MARKERS.sub("", t).strip() for t in items)
+
+
 def chrf(tmp: Path, limit: int, max_new: int = 200) -> dict:
+    """Advice chrF with vs without the top-k CounselChat train entries in the prompt, on
+    ``limit`` held-out (val) questions (seeded sample; none whose text is also a train
+    question). Greedy decoding (the settings' default), so both arms are deterministic."""
     from engine.inference.assistant import Assistant
     from engine.settings import load_settings
 
     rows = counselchat_rows(DATA / "counsel_chat" / "counsel_chat.csv")
     reference = counselchat_entries(rows, {"train"})
-    held = counselchat_entries(rows, {"val"})[:limit]
+    train_texts = {e.search for e in reference}
+    held = [e for e in counselchat_entries(rows, {"val"}) if e.search not in train_texts]
+    held = [e for e in held if e.advice.strip()]
+    if limit < len(held):  # a seeded spread: the file lists the held-out questions by topic
+        held = sorted(random.Random(0).sample(held, limit), key=lambda e: int(e.key.split(":")[1]))
     store = _store(tmp)
     index = KnowledgeIndex(store).load()
     index.set_reference(reference)
     settings = load_settings(generation={"max_new_tokens": max_new})
+    assert not settings.generation.do_sample, "the chrF arms must decode greedily"
     assistant = Assistant(settings)
     assistant.load()
     patient = store.create_patient("Held-out client")
     scores: dict[str, list[float]] = {"without": [], "with": []}
+    per_question = []
+    topics = Counter(e.label for e in held)
     reports = []
+    cited = 0
     example: dict = {}
+    start = time.perf_counter()
     for entry in held:
+        row: dict = {"key": entry.key, "topic": entry.label}
         for arm in ("without", "with"):
             assistant.knowledge = index if arm == "with" else None
-            chunks = assistant.stream_analysis(
+            stream = assistant.stream_analysis(
                 patient, entry.search[:2000], cancel=threading.Event()
             )
-            text = "".join(chunks)
-            draft = assistant.parse_analysis(text)
-            advice = " ".join(i.text for i in draft.live("advice"))
-            scores[arm].append(score_chrf(advice, entry.advice))
+            text = "".join(stream)
+            draft = stream.draft_of(text) if stream.draft_of else None
+            advice = _advice_text(draft) if draft is not None else ""
+            score = score_chrf(advice, entry.advice)
+            scores[arm].append(score)
+            row[arm] = round(score, 2)
             if arm == "with":
-                reports.append(assistant.context_report)
-                if not example:
+                reports.append(stream.context_report)
+                cited += bool(draft is not None and draft.citations)
+                if not example and draft is not None:
                     example = {
                         "question": entry.search[:300],
-                        "raw_output": text[:1500],
+                        "context_report": stream.context_report,
                         "advice": [i.text for i in draft.live("advice")],
-                        "reasons": [i.text for i in draft.live("reasons")],
                         "citations": [c.model_dump() for c in draft.citations],
                     }
+        per_question.append(row)
     store.close()
+    diffs = [w - wo for w, wo in zip(scores["with"], scores["without"], strict=True)]
     return {
         "questions": len(held),
+        "topics": dict(topics.most_common()),
+        "max_new_tokens": max_new,
+        "top_k": settings.knowledge.top_k,
         "chrf_without": round(statistics.fmean(scores["without"]), 2),
         "chrf_with": round(statistics.fmean(scores["with"]), 2),
+        "with_minus_without_mean": round(statistics.fmean(diffs), 2),
+        "with_minus_without_stdev": round(statistics.stdev(diffs), 2) if len(diffs) > 1 else 0,
+        "with_better": sum(d > 0 for d in diffs),
+        "with_worse": sum(d < 0 for d in diffs),
+        "drafts_with_a_citation": cited,
+        "seconds": round(time.perf_counter() - start, 1),
         "context_report_example": reports[0] if reports else "",
         "example_with_retrieval": example,
+        "per_question": per_question,
     }
 
 

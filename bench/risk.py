@@ -41,7 +41,7 @@ from pathlib import Path
 from bench import REPO
 from engine.trust.risk import (
     CATEGORIES,
-    assess,
+    assess_rules,
     assess_with_model,
     model_verdict,
     yes_no_scorer,
@@ -72,7 +72,8 @@ def naive(text: str) -> set[str]:
 
 
 def rules(text: str) -> set[str]:
-    return {f.category for f in assess(text)}
+    """The rules alone (the sentence classifier behind them is bench/risk_classifier.py's)."""
+    return {f.category for f in assess_rules(text)}
 
 
 def prf(gold: list[bool], pred: list[bool]) -> dict[str, float | int]:

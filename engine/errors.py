@@ -117,3 +117,9 @@ class StorageError(PhyAssistError):
 
 class GenerationFailed(PhyAssistError):
     """The model failed while generating (out of memory, a broken model); partial text stays."""
+
+
+class ServerError(GenerationFailed, ModelLoadError):
+    """The inference server (``backend.kind = "openai"``) is down, too slow, or refused a
+    request (wrong API key, unknown adapter). The message says which and what to do; a draft
+    cut short keeps its partial text, as for any failed generation."""

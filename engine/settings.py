@@ -102,6 +102,46 @@ class ModelSettings(BaseModel):
     context_window: int | None = None  # override the model's own limit
 
 
+class BackendSettings(BaseModel):
+    """Where generation runs: ``local`` (this process loads the model, the default) or
+    ``openai``: an OpenAI-compatible server (``phyassist server``: vLLM) that serves one copy
+    of the model, with each patient's adapter, to many counselors.
+
+    The API key comes from ``PHYASSIST_BACKEND__API_KEY`` or from ``api_key_file`` (which must
+    not be readable by others: 0600); None = ``<config>/server/api-key``, the file
+    ``phyassist server`` writes on this machine.
+    """
+
+    kind: Literal["local", "openai"] = "local"
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: str | None = Field(None, repr=False)
+    api_key_file: Path | None = None
+    connect_timeout_s: float = Field(5.0, gt=0.0)
+    # At start, wait this long for a server that is not up yet (started together with it).
+    wait_for_server_s: float = Field(120.0, ge=0.0)
+    # The longest wait for the next token (or the first, which includes the prompt) before
+    # the draft stops with a "server too slow" message.
+    read_timeout_s: float = Field(120.0, gt=0.0)
+
+
+class ServerSettings(BaseModel):
+    """``phyassist server``: how it runs vLLM for ``model.spec`` on this machine."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # The Python environment with vLLM (its own: vLLM pins another transformers); None =
+    # ``.venv-vllm`` beside the source tree (``./dev vllm-env`` creates it).
+    python: Path | None = None
+    max_loras: int = Field(8, ge=1)  # adapters resident at once (one per counselor's patient)
+    max_lora_rank: int = Field(32, ge=1)  # the domain + patient stack is served as one LoRA
+    max_cpu_loras: int = Field(32, ge=1)
+    tensor_parallel_size: int = Field(0, ge=0)  # 0: every visible GPU (1 on a CPU)
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    cpu_kv_cache_gib: int = Field(2, ge=1)  # KV cache on a CPU-only machine
+    extra_args: list[str] = Field(default_factory=list)  # passed to vLLM as they are
+
+
 class Limits(BaseModel):
     """Bounds that keep bad input from hurting the product."""
 
@@ -177,6 +217,8 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
+    backend: BackendSettings = Field(default_factory=BackendSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
 
     theme: str = "textual-dark"
     idle_lock_minutes: float = Field(15.0, ge=0.0)  # 0 disables auto-lock
@@ -211,6 +253,11 @@ class Settings(BaseSettings):
     @property
     def model_cache_dir(self) -> Path:
         return self.cache_dir / "models"
+
+    @property
+    def server_dir(self) -> Path:
+        """``phyassist server``'s API key and state (0700)."""
+        return self.config_dir / "server"
 
     def save_preferences(self, **changes: Any) -> None:
         """Persist user-facing preferences (theme, keymap, ...) to ``settings.json``."""

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "phyassist_tui.commands.doctor",
     "phyassist_tui.commands.backup",
     "phyassist_tui.commands.knowledge",
+    "phyassist_tui.commands.server",
 )
 TUI_MODULES = ("phyassist_tui.commands.tui",)
 

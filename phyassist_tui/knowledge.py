@@ -27,6 +27,9 @@ def _warm_up(app: Any) -> None:
     if app.session.model_state.state in ("idle", "loading"):
         schedule_warm_up(app)  # not while the model loads: both want the two cores
         return
+    from phyassist_tui.screens.risk import warm_up_risk_classifier
+
+    warm_up_risk_classifier(app)  # the risk check's sentence classifier (about a second)
     app.run_worker(
         app.session.knowledge,
         name="warm-knowledge",

@@ -33,6 +33,7 @@ class Example:
     completion: str
     group: str = ""  # rows answering the same question share a group
     votes: int = 0
+    system: str = ""  # a system turn before the prompt (draft rows: role + client record)
 
 
 Rows = list[Example]

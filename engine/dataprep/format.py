@@ -22,8 +22,9 @@ def prompt_messages(question: str) -> list[dict[str, str]]:
 
 
 def to_record(example: Example) -> dict[str, Any]:
+    system = [{"role": "system", "content": example.system}] if example.system else []
     return {
-        "prompt": prompt_messages(example.prompt),
+        "prompt": system + prompt_messages(example.prompt),
         "completion": [{"role": "assistant", "content": example.completion}],
         "source": example.source,
         "task": example.task,

@@ -31,6 +31,7 @@ def evaluate(
     max_new_tokens: int = 256,
     seed: int = 0,
     progress: Progress = print,
+    held_out: Sequence[str] = (),
 ) -> Path:
     """Score the configured model (with ``adapter``; also without it if ``compare_base``;
     also with ``patient_adapter`` stacked on ``adapter``, as the app stacks them) on IMHI's
@@ -44,6 +45,9 @@ def evaluate(
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise InputRejected(f"unknown IMHI task(s) {', '.join(unknown)}; known: {', '.join(TASKS)}")
+    strange = [t for t in held_out if t not in TASKS]
+    if strange:
+        raise InputRejected(f"unknown IMHI task(s) to report as held out: {', '.join(strange)}")
     if limit is not None and limit < 1:
         raise InputRejected("--limit must be at least 1")
     if adapter is None and compare_base:
@@ -65,6 +69,8 @@ def evaluate(
     )
     runs: list[EvalRun] = []
     meta: dict[str, Any] = {"model": loaded.name, "device": loaded.device, "data": str(data_dir)}
+    if held_out:  # tasks the adapter was not trained on: reported as their own mean
+        meta["held_out"] = list(held_out)
     if adapter is None:
         runs.append(evaluate_imhi(loaded.model, loaded.tokenizer, data_dir, name="base", **common))
     else:

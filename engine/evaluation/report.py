@@ -35,8 +35,12 @@ def _pct(value: float) -> str:
     return f"{100 * value:.2f}"
 
 
-def markdown_table(runs: list[EvalRun]) -> str:
-    """Per task, each metric for every run next to each other (+ the difference for two runs)."""
+def markdown_table(runs: list[EvalRun], held_out: tuple[str, ...] = ()) -> str:
+    """Per task, each metric for every run next to each other (+ the difference for two runs).
+
+    With ``held_out`` (tasks left out of the adapter's training) the mean is also given over
+    the held-out tasks and over the trained ones: the gain on trained tasks says nothing
+    about tasks the adapter never saw."""
     tasks: list[str] = []
     for run in runs:
         tasks.extend(t for t in run.results if t not in tasks)
@@ -65,12 +69,21 @@ def markdown_table(runs: list[EvalRun]) -> str:
         ns = {r.results[task].n for r in runs if task in r.results}
         lines.append(row(task, "/".join(str(n) for n in sorted(ns)), values))
     common = [t for t in tasks if all(t in r.results for r in runs)]
-    if len(common) > 1:
+
+    def mean_row(label: str, group: list[str]) -> None:
         values = {
-            key: [sum(getattr(r.results[t], key) for t in common) / len(common) for r in runs]
+            key: [sum(getattr(r.results[t], key) for t in group) / len(group) for r in runs]
             for key, _ in METRICS
         }
-        lines.append(row(f"**mean of {len(common)} tasks**", "", values))
+        lines.append(row(label, "", values))
+
+    if len(common) > 1:
+        mean_row(f"**mean of {len(common)} tasks**", common)
+    unseen = [t for t in common if t in held_out]
+    seen = [t for t in common if t not in held_out]
+    if held_out and unseen and seen:
+        mean_row(f"**mean of held-out tasks ({', '.join(unseen)})**", unseen)
+        mean_row(f"**mean of trained tasks ({', '.join(seen)})**", seen)
     return "\n".join(lines) + "\n\n" + METRIC_NOTE + "\n"
 
 
@@ -81,6 +94,12 @@ def write_report(out_dir: Path, runs: list[EvalRun], *, meta: dict | None = None
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    held = tuple((meta or {}).get("held_out", ()))
+    common = [t for t in runs[0].results if all(t in r.results for r in runs)] if runs else []
+    groups = {
+        "held_out": [t for t in common if t in held],
+        "trained": [t for t in common if t not in held],
+    }
     payload = {
         "meta": meta or {},
         "metrics": {"explanation": ROUGE_L_NAME, "note": METRIC_NOTE},
@@ -89,6 +108,14 @@ def write_report(out_dir: Path, runs: list[EvalRun], *, meta: dict | None = None
                 "settings": run.settings,
                 "tasks": {t: r.as_dict() for t, r in run.results.items()},
                 "mean": {key: run.mean(key) for key, _ in METRICS},
+                **{
+                    f"mean_{name}": {
+                        key: sum(getattr(run.results[t], key) for t in group) / len(group)
+                        for key, _ in METRICS
+                    }
+                    for name, group in groups.items()
+                    if held and group
+                },
             }
             for run in runs
         },
@@ -97,7 +124,8 @@ def write_report(out_dir: Path, runs: list[EvalRun], *, meta: dict | None = None
         out_dir / "results.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     )
     md = out_dir / "results.md"
-    atomic_write_text(md, "# IMHI evaluation\n\n" + markdown_table(runs))
+    held_out = tuple((meta or {}).get("held_out", ()))
+    atomic_write_text(md, "# IMHI evaluation\n\n" + markdown_table(runs, held_out))
     for run in runs:
         lines = [
             json.dumps({"task": task, **asdict(p)}, ensure_ascii=False)

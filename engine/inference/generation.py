@@ -88,14 +88,21 @@ class TokenClock:
     def __init__(self) -> None:
         self.first: float | None = None
         self.last: float | None = None
+        self.cpu_first = self.cpu_last = 0.0  # the generating thread's CPU time
         self.tokens = 0
 
     def tick(self, count: int) -> None:
         now = time.perf_counter()
+        cpu = time.thread_time()  # tick runs on the generating thread (the streamer's put)
         if self.first is None:
             self.first = now
+            self.cpu_first = cpu
         self.last = now
+        self.cpu_last = cpu
         self.tokens += count
+
+    def decode_cpu_s(self) -> float:
+        return self.cpu_last - self.cpu_first if self.tokens >= 2 else 0.0
 
     def decode_rate(self) -> float:
         if self.tokens < 2 or self.first is None or self.last is None or self.last <= self.first:
@@ -363,6 +370,10 @@ class GenerationRun:
             prompt_tokens=len(self.input_ids),
             cached_prefix_tokens=self.cached_tokens,
             looped=self.looped,
+            decode_cpu_s=clock.decode_cpu_s(),
+            cpu_tokens_per_s=(
+                (clock.tokens - 1) / clock.decode_cpu_s() if clock.decode_cpu_s() > 0 else 0.0
+            ),
         )
         if self.on_end is not None:
             self.on_end(self)

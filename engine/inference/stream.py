@@ -31,6 +31,11 @@ class GenerationStats:
     prompt_tokens: int
     cached_prefix_tokens: int
     looped: bool = False  # stopped because the output had become one short cycle repeated
+    # Decode rate over the generating thread's CPU time: on a shared CPU box the wall-clock
+    # rate swings with other processes' load, this one much less (one torch thread; 0 when
+    # unknown, and meaningless on a GPU, where the work is not on this thread).
+    cpu_tokens_per_s: float = 0.0
+    decode_cpu_s: float = 0.0
 
 
 class TextStream:

@@ -225,6 +225,7 @@ class _Tally:
     prompt_tokens: int = 0
     cached: int = 0
     segments: int = 0
+    decode_cpu_s: float = 0.0
 
     def add(self, stats: GenerationStats | None) -> None:
         if stats is None:
@@ -235,6 +236,8 @@ class _Tally:
         self.tokens += stats.tokens
         if stats.tokens > 1 and stats.tokens_per_s > 0:
             self.decode_s += (stats.tokens - 1) / stats.tokens_per_s
+        if stats.tokens > 1:
+            self.decode_cpu_s += stats.decode_cpu_s
         self.cancelled = self.cancelled or stats.cancelled
         self.prompt_tokens = stats.prompt_tokens
         self.cached += stats.cached_prefix_tokens
@@ -249,6 +252,10 @@ class _Tally:
             cancelled=self.cancelled,
             prompt_tokens=self.prompt_tokens,
             cached_prefix_tokens=self.cached,
+            decode_cpu_s=self.decode_cpu_s,
+            cpu_tokens_per_s=(
+                (self.tokens - self.segments) / self.decode_cpu_s if self.decode_cpu_s > 0 else 0.0
+            ),
         )
 
 

@@ -42,7 +42,10 @@ class Entry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Entry:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        fields = cls.__dataclass_fields__
+        if not data.keys() <= fields.keys():  # a key from a newer format: leave it out
+            data = {k: v for k, v in data.items() if k in fields}
+        return cls(**data)
 
     @property
     def pseudonym(self) -> str:

@@ -95,6 +95,9 @@ class KnowledgeIndex:
         self.reference_info: dict[str, Any] = {}
         self.load_seconds = 0.0
         self.rebuilt_patients = 0  # shards rebuilt from records at the last open/sync
+        # the record stamps the index last matched completely: a query whose stamps are the
+        # same skips the per-patient comparison (the common case)
+        self._synced_stamps: dict[str, str | None] | None = None
         self._loaded = False
 
     # -- opening ------------------------------------------------------------------------------
@@ -203,14 +206,14 @@ class KnowledgeIndex:
                 logger.warning("could not write the knowledge shard of %s: %s", pid[:8], exc)
         return shard
 
-    def _segment_of(self, shards: list[_Shard]) -> Segment:
+    def _segment_of(self, shards: list[_Shard], background: Segment | None = None) -> Segment:
         entries = [e for shard in shards for e in shard.entries]
         vectors = None
         if self.embedder is not None and entries:
             parts = [s.vectors for s in shards if s.entries]
             if all(p is not None for p in parts):
                 vectors = np.vstack(parts)  # type: ignore[arg-type]
-        return Segment(entries, self.embedder, vectors)
+        return Segment(entries, self.embedder, vectors, background)
 
     def _build_main(self) -> None:
         self._main = self._segment_of(list(self._shards.values()))
@@ -222,7 +225,7 @@ class KnowledgeIndex:
         if sum(len(s.entries) for s in stale) > COMPACT_AT:
             self._build_main()
         else:
-            self._fresh = self._segment_of(stale)
+            self._fresh = self._segment_of(stale, background=self._main)
 
     # -- keeping up with the vault -------------------------------------------------------------
 
@@ -233,12 +236,15 @@ class KnowledgeIndex:
                 self.load()
                 return self.rebuilt_patients
             stamps = self.store.record_stamps()
+            if stamps == self._synced_stamps:  # the common case: one dict compare, in C
+                return 0
             gone = [pid for pid in self._shards if pid not in stamps]
             changed = [
                 pid for pid, stamp in stamps.items()
                 if pid not in self._shards or self._shards[pid].stamp != stamp
             ]  # fmt: skip
             if not gone and not changed:
+                self._synced_stamps = stamps
                 return 0
             for pid in gone:
                 self._forget(pid)
@@ -248,12 +254,14 @@ class KnowledgeIndex:
                 if shard is not None:
                     self._shards[pid] = shard
             self._build_fresh()
+            self._synced_stamps = stamps
             return len(gone) + len(changed)
 
     def _forget(self, pid: str) -> None:
+        self._synced_stamps = None
         self._shards.pop(pid, None)
         if pid in self._main_ids:
-            self._main.kill(lambda e: e.patient_id == pid)
+            self._main.kill_patient(pid)
             self._main_ids.discard(pid)
 
     def update_patient(self, patient: Patient) -> None:
@@ -283,6 +291,7 @@ class KnowledgeIndex:
         with self._lock:
             self._resolve_embedder()
             self._shards.clear()
+            self._synced_stamps = None
             self._loaded = False
             stamps = self.store.record_stamps()
             for pid, stamp in stamps.items():

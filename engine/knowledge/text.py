@@ -17,7 +17,9 @@ from bm25s.stopwords import STOPWORDS_EN_PLUS
 _LATIN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 _SPLIT = re.compile(r"([\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+)")
-_SENTENCE = re.compile(r"(?<=[.!?。！？；;\n])\s*")
+# A sentence ends after . ! ? 。 ！ ？ ； ; or a line break, but not after the "1." of a numbered
+# item: a saved note's advice reads "建议：1. 按时吃饭 2. ..." and its passage was "建议：1.".
+_SENTENCE = re.compile(r"(?:(?<=[!?。！？；;\n])|(?<=\D\.))\s*")
 
 
 def _words(text: str) -> frozenset[str]:
@@ -49,12 +51,17 @@ def _jieba():
 
 
 def _latin_words(text: str) -> list[str]:
-    words = []
-    for word in _LATIN.findall(text):
-        if word in STOP_EN or len(word) < 2:
-            continue
-        words.append(_stem(word))
-    return words
+    return [term for word in _LATIN.findall(text) if (term := _latin_term(word))]
+
+
+@lru_cache(maxsize=1 << 16)
+def _latin_term(word: str) -> str:
+    """The index term of one lower-cased word ("" for a stop word). Cached: a query
+    tokenizes its text and the sentences of every match (best_passage), the same few
+    thousand words again and again."""
+    if word in STOP_EN or len(word) < 2:
+        return ""
+    return _stem(word)
 
 
 def _stem(word: str) -> str:

@@ -462,3 +462,45 @@ def _load_uncached(settings: Settings, progress: Progress, *, use_disk_cache: bo
         source=origin,
         load_s=elapsed,
     )
+
+
+def model_directory(settings: Settings, progress: Progress | None = None) -> Path:
+    """A Hugging Face directory holding ``settings.model.spec``'s weights and tokenizer, for
+    a server that loads models by directory (vLLM) and for the remote backend's tokenizer.
+
+    A GGUF spec is served from its dequantized cache (built here on first use, as the local
+    backend would build it); a directory spec is itself."""
+    source = resolve_spec(settings)
+    if source.kind == "hf-dir":
+        return source.path
+    cache = gguf_cache_dir(settings, source)
+    if not (cache / "config.json").is_file():
+        load_model(settings, progress)  # dequantizes the GGUF and writes the cache
+        if not (cache / "config.json").is_file():
+            raise ModelLoadError(
+                f"The dequantized copy of {source.gguf_file} could not be written to {cache}."
+            )
+    return cache
+
+
+def load_tokenizer(settings: Settings, progress: Progress | None = None) -> Any:
+    """The tokenizer of ``settings.model.spec`` alone (no weights), with the same EOS and pad
+    as :func:`load_model` gives: the remote backend builds its prompts with it."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    directory = model_directory(settings, progress)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"Could not read the tokenizer in {directory}: {exc}") from exc
+    try:
+        generation = GenerationConfig.from_pretrained(directory, local_files_only=True)
+    except Exception:  # no generation_config.json: the tokenizer's own EOS stands
+        generation = None
+
+    class _Config:  # what _fix_tokenizer reads of a model
+        generation_config = generation
+
+    _fix_tokenizer(tokenizer, _Config())
+    return tokenizer

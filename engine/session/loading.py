@@ -47,6 +47,11 @@ class CancelFlag(threading.Event):
 
 
 def _real_assistant(settings: Settings) -> ModelBackend:
+    """The model in this process (``backend.kind = "local"``) or on a server (``"openai"``)."""
+    if settings.backend.kind == "openai":
+        from engine.inference.remote import RemoteAssistant  # transformers: load thread only
+
+        return RemoteAssistant(settings)
     from engine.inference.assistant import Assistant  # torch: in the load thread only
 
     return Assistant(settings)

@@ -63,6 +63,23 @@ def card_text(
     per_task = ", ".join(
         f"{k} {v}" for k, v in prepare_report.get("train_rows_per_task", {}).items()
     )
+    prep = prepare_report.get("settings", {})
+    format_lines = []
+    if prep.get("hold_out"):
+        format_lines.append(
+            "Held out of training entirely (instructions and drafts): "
+            f"{', '.join(prep['hold_out'])} (loneliness has no IMHI training file either); "
+            "the evaluation reports them apart."
+        )
+    if prep.get("drafts"):
+        cases = ", ".join(f"{k} {v}" for k, v in prep.get("draft_cases", {}).items())
+        format_lines.append(
+            "Draft-format rows (`engine.dataprep.drafts`): the engine's own Analysis prompt and "
+            "layout, IMHI reasoning as reasons, CounselChat answers as reasons/advice, Chinese "
+            f"cases written for the project (each repeated {prep.get('zh_repeat')}x) and the "
+            f"seed case; cases per source: {cases}."
+        )
+    data_format = ("\n" + "\n".join(format_lines) + "\n") if format_lines else ""
     seconds = float(summary.get("seconds") or 0)
     train_loss, eval_loss = _num(summary.get("train_loss")), _num(summary.get("eval_loss"))
     hp = ", ".join(f"{k}={v}" for k, v in recipe.items())
@@ -89,7 +106,7 @@ instruction data (MentalLLaMA, MIT) and CounselChat (MIT) prepared by `phyassist
 
 Splits: {", ".join(f"{k} {v}" for k, v in prepare_report.get("splits", {}).items())}.
 Training rows per task: {per_task}.
-
+{data_format}
 ## Training
 {summary.get("steps")} optimizer steps, {summary.get("tokens")} tokens, {seconds:.0f} s;
 final training loss {train_loss}, validation loss {eval_loss}.

@@ -213,6 +213,7 @@ def train_domain(
     recipe: DomainRecipe | None = None,
     resume: bool = True,
     max_train_rows: int | None = None,
+    max_eval_rows: int | None = None,
     printer: Printer = print,
 ) -> DomainResult:
     """Fine-tune the configured model on a prepared dataset; saves ``OUT/adapter``."""
@@ -234,6 +235,8 @@ def train_domain(
     if max_train_rows is not None and max_train_rows < len(train):
         train = train.shuffle(seed=recipe.seed).select(range(max_train_rows))
     evaluation = dataset.get("validation")
+    if evaluation is not None and max_eval_rows is not None and max_eval_rows < len(evaluation):
+        evaluation = evaluation.shuffle(seed=recipe.seed).select(range(max_eval_rows))
     if len(train) == 0:
         raise InputRejected(f"{data_dir}: the training split is empty")
 

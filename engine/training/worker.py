@@ -470,9 +470,9 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
 
 def merge_domain_adapter(model: Any, path: Path) -> Any:
     """The base with the domain LoRA merged into its weights: the patient LoRA is trained over
-    the domain-adapted model. At inference the two adapters are stacked (LoRA deltas add),
-    which reproduces this model plus the patient delta (``tests/engine/model/test_stack.py``).
-    A 4-bit base merges with rounding (PEFT dequantizes, adds, requantizes)."""
+    the domain-adapted model. At inference the two adapters are stacked (LoRA deltas add), which
+    reproduces this model plus the patient delta (``tests/engine/model/test_stack.py``). A
+    4-bit base merges with rounding (PEFT dequantizes, adds, requantizes)."""
     from peft import get_peft_model, set_peft_model_state_dict
 
     from engine.model.adapters import _peft_config, read_adapter_dir

@@ -2,6 +2,8 @@
 
 The counselor must see these *before* any analysis, with the words that triggered them.
 Rules come first and are tuned for recall (a missed flag costs more than a dismissed one);
+for suicide / self-harm a sentence classifier (``engine.trust.risk_classifier``) then scores
+every sentence the rules did not flag or find negated, to reach paraphrase the rules cannot;
 an optional model check, given any ``generate(prompt) -> str`` callable, confirms or denies
 each flagged category. The model may drop a medium or low flag it disagrees with but never a
 high one: a client's text can carry instructions aimed at the model (prompt injection), so
@@ -32,7 +34,9 @@ __all__ = [
     "SEVERITIES",
     "RiskFlag",
     "assess",
+    "assess_rules",
     "assess_with_model",
+    "classifier_error",
     "highest_severity",
     "model_verdict",
     "risk_audit_detail",
@@ -174,14 +178,89 @@ def _sentence_span(text: str, start: int, end: int, limit: int = 240) -> tuple[i
     return s, e
 
 
-def assess(text: str) -> list[RiskFlag]:
-    """Rule-based flags for ``text``, most severe first (one per category and sentence)."""
-    if not text or not text.strip():
+def assess(text: str, *, classifier: bool = True) -> list[RiskFlag]:
+    """Flags for ``text``, most severe first: the rules (:func:`assess_rules`) and, for
+    suicide / self-harm, the sentence classifier (:mod:`engine.trust.risk_classifier`) on
+    every sentence the rules did not flag or find negated. A classifier flag is ``medium``,
+    quotes its sentence (``phrase_start``/``phrase_end`` span all of it) and has
+    ``source="classifier"``.
+    If the classifier cannot load (its weights or the wordllama wheel missing), the rule
+    flags are returned and :func:`classifier_error` says why."""
+    flags, denied = _rule_pass(text)
+    if not classifier or not text or not text.strip():
+        return flags
+    extra = _classifier_flags(text, flags, denied)
+    if not extra:
+        return flags
+    return sorted([*flags, *extra], key=lambda f: (-_RANK[f.severity], f.start, f.category))
+
+
+_CLASSIFIER_ERROR: str | None = None
+
+
+def classifier_error() -> str | None:
+    """Why the last :func:`assess` ran on rules only (``None``: the classifier ran)."""
+    return _CLASSIFIER_ERROR
+
+
+def _classifier_flags(
+    text: str, flags: list[RiskFlag], denied: list[tuple[int, int]]
+) -> list[RiskFlag]:
+    global _CLASSIFIER_ERROR
+    from engine.trust import risk_classifier
+
+    covered = [(f.start, f.end) for f in flags if f.category == "suicide_self_harm"] + denied
+    spans = [
+        (s, e)
+        for s, e in risk_classifier.sentence_spans(text)
+        if not any(s < ce and cs < e for cs, ce in covered)
+    ]
+    if not spans:
         return []
+    try:
+        clf = risk_classifier.classifier()
+        hits = clf.flagged([text[s:e] for s, e in spans])
+    except Exception as exc:  # missing weights or embedding: the rules still stand
+        _CLASSIFIER_ERROR = f"risk classifier unavailable: {exc}"
+        return []
+    _CLASSIFIER_ERROR = None
+    return [
+        RiskFlag(
+            category="suicide_self_harm",
+            severity="medium",
+            evidence=text[s:e],
+            start=s,
+            end=e,
+            phrase_start=s,
+            phrase_end=e,
+            rule="classifier",
+            source="classifier",
+        )
+        for (s, e), hit in zip(spans, hits, strict=True)
+        if hit
+    ]
+
+
+def assess_rules(text: str) -> list[RiskFlag]:
+    """Rule-based flags for ``text``, most severe first (one per category and sentence)."""
+    return _rule_pass(text)[0]
+
+
+def _rule_pass(text: str) -> tuple[list[RiskFlag], list[tuple[int, int]]]:
+    """The rule flags, and the sentences where a suicide/self-harm rule matched but was
+    negated ("I would never kill myself", "denies SI"): the classifier leaves those alone,
+    since the words it would react to are the ones the client denied."""
+    if not text or not text.strip():
+        return [], []
     best: dict[tuple[str, int, int], RiskFlag] = {}
+    denied: list[tuple[int, int]] = []
     for rule in _RULES:
         for m in rule.pattern.finditer(text):
-            if m.end() == m.start() or _negated(rule, text, m.start()):
+            if m.end() == m.start():
+                continue
+            if _negated(rule, text, m.start()):
+                if rule.category == "suicide_self_harm":
+                    denied.append(_sentence_span(text, m.start(), m.end()))
                 continue
             s, e = _sentence_span(text, m.start(), m.end())
             flag = RiskFlag(
@@ -198,7 +277,8 @@ def assess(text: str) -> list[RiskFlag]:
             old = best.get(key)
             if old is None or _RANK[flag.severity] > _RANK[old.severity]:
                 best[key] = flag
-    return sorted(best.values(), key=lambda f: (-_RANK[f.severity], f.start, f.category))
+    flags = sorted(best.values(), key=lambda f: (-_RANK[f.severity], f.start, f.category))
+    return flags, denied
 
 
 def risk_audit_detail(flags: Iterable[RiskFlag]) -> str:

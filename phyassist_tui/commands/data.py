@@ -44,6 +44,33 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.02,
         help="share of IMHI rows held out for validation loss (default 0.02)",
     )
+    parser.add_argument(
+        "--hold-out",
+        default="",
+        metavar="TASKS",
+        help="comma-separated IMHI tasks left out of training entirely (measured as unseen)",
+    )
+    parser.add_argument(
+        "--drafts",
+        action="store_true",
+        help="add rows in the product's Analysis draft format (IMHI reasoning -> reasons, "
+        "CounselChat answers -> reasons/advice, Chinese cases)",
+    )
+    parser.add_argument(
+        "--no-counselchat-qa",
+        action="store_true",
+        help="leave CounselChat out in its own question/answer form (drafts only)",
+    )
+    parser.add_argument(
+        "--zh-cases",
+        type=Path,
+        action="append",
+        default=[],
+        help="JSON of Chinese draft cases written for the project (repeatable)",
+    )
+    parser.add_argument("--seed-case", type=Path, help="the seed case JSON (with its analysis)")
+    parser.add_argument("--draft-cap", type=int, default=2000, help="draft rows per IMHI task")
+    parser.add_argument("--zh-repeat", type=int, default=10, help="copies of each Chinese case")
 
 
 def format_report(result: PrepareResult) -> str:
@@ -55,10 +82,12 @@ def format_report(result: PrepareResult) -> str:
     width = max([len(n) for n in names] + [len("rows in"), 10])
     total = result.total
 
-    def row(label: str, values: list[int | str], tot: int) -> str:
-        return f"{label:<{width}}" + "".join(f"{v:>14}" for v in values) + f"{tot:>10}"
+    col = max([14] + [len(s) + 2 for s in sources])
 
-    lines = [f"{'rule':<{width}}" + "".join(f"{s:>14}" for s in sources) + f"{'total':>10}"]
+    def row(label: str, values: list[int | str], tot: int) -> str:
+        return f"{label:<{width}}" + "".join(f"{v:>{col}}" for v in values) + f"{tot:>10}"
+
+    lines = [f"{'rule':<{width}}" + "".join(f"{s:>{col}}" for s in sources) + f"{'total':>10}"]
     lines.append(row("rows in", [result.reports[s].rows_in for s in sources], total.rows_in))
     for name in names:
         vals: list[int | str] = [result.reports[s].dropped.get(name, "-") for s in sources]
@@ -79,8 +108,17 @@ def _prepare(args: argparse.Namespace) -> int:
         all_answers=args.all_answers,
         max_chars=args.max_chars,
         val_share=args.val_share,
+        hold_out=tuple(t.strip() for t in args.hold_out.split(",") if t.strip()),
+        drafts=args.drafts,
+        counselchat_qa=not args.no_counselchat_qa,
+        zh_cases=tuple(args.zh_cases),
+        seed_case=args.seed_case,
+        draft_cap=args.draft_cap,
+        zh_repeat=args.zh_repeat,
     )
     print(format_report(result))
+    if result.tasks:
+        print("train rows: " + ", ".join(f"{k} {v}" for k, v in result.tasks.items()))
     return 0
 
 
@@ -104,6 +142,9 @@ def add_domain_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-steps", type=int, default=d.save_steps)
     parser.add_argument("--logging-steps", type=int, default=d.logging_steps)
     parser.add_argument("--max-train-rows", type=int, default=None)
+    parser.add_argument(
+        "--max-eval-rows", type=int, default=None, help="validation rows for the loss (all)"
+    )
     parser.add_argument(
         "--time-budget",
         type=float,
@@ -162,6 +203,7 @@ def _domain_train(args: argparse.Namespace) -> int:
         recipe=recipe,
         resume=not args.no_resume,
         max_train_rows=args.max_train_rows,
+        max_eval_rows=args.max_eval_rows,
         printer=lambda line: print(line, flush=True),
     )
     print(json.dumps(result.as_dict(), indent=2), flush=True)

@@ -30,6 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model spec (default: settings model.spec)")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated IMHI tasks")
     parser.add_argument("--limit", type=int, help="rows per task (seeded random sample)")
+    parser.add_argument(
+        "--held-out",
+        default="",
+        metavar="TASKS",
+        help="tasks the adapter was not trained on: the report gives their mean and the "
+        "trained tasks' mean separately",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
@@ -68,6 +75,7 @@ def _imhi(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
         progress=_say,
+        held_out=tuple(t.strip() for t in args.held_out.split(",") if t.strip()),
     )
     print(report.read_text(encoding="utf-8"))
     print(f"results: {args.out / 'results.json'}")

@@ -1,6 +1,8 @@
 """Risk flags, shown before any analysis: the counselor acknowledges them or goes back.
 
-``engine.trust.risk.assess`` runs on the raw statement (rules, no model). Each flag is shown with
+``engine.trust.risk.assess`` runs on the raw statement (rules and the sentence classifier, no
+LLM; the classifier is loaded by :func:`warm_up_risk_classifier` a little after start-up, and
+until then the first check runs in the ``risk-check`` worker). Each flag is shown with
 its category, severity and the quoted sentence, the matched words highlighted. The quote is
 client text: it is sanitized (no escape sequences or control characters reach the terminal)
 and escaped with ``rich.markup.escape`` before it is put in markup, so a statement cannot
@@ -31,6 +33,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 from textual.worker import get_current_worker
 
+from engine.trust import risk_classifier
 from engine.trust.risk import CATEGORY_LABELS, RiskFlag, assess, highest_severity
 from engine.trust.sanitize import safe_terminal_text
 
@@ -136,8 +139,9 @@ class RiskFlagScreen(ModalScreen[bool]):
                         yield Static(evidence_text(flag), classes="risk-evidence")
             yield Static(
                 Text(
-                    "Read the quoted words before you continue. The rules miss paraphrased "
-                    "risk: a statement without flags is not a statement without risk. "
+                    "Read the quoted words before you continue. The rules and the sentence "
+                    "classifier miss some paraphrased risk: a statement without flags is not "
+                    "a statement without risk. "
                     "请先阅读引文再继续。"
                     + (f"\nFound by {safe_terminal_text(self.found_by)}." if self.found_by else "")
                 ),
@@ -237,7 +241,10 @@ def check_risk_then(
     app = owner.app
     session: SessionPort = app.session
     if session.risk_model_refusal() is not None:
-        confirm_risk_then(app, session, patient_id, text, proceed, cancelled=cancelled)
+        if risk_classifier.is_loaded():  # rules + classifier: milliseconds
+            confirm_risk_then(app, session, patient_id, text, proceed, cancelled=cancelled)
+            return
+        _classify_in_worker(owner, patient_id, text, proceed, cancelled)
         return
     if checking is not None:
         checking("checking for risk with the model…")
@@ -262,3 +269,49 @@ def check_risk_then(
         )
 
     owner.run_worker(work, thread=True, name="risk-check", group="risk-check", exclusive=True)
+
+
+def _classify_in_worker(
+    owner: Any,
+    patient_id: str | None,
+    text: str,
+    proceed: Callable[[], Any],
+    cancelled: Callable[[], Any] | None,
+) -> None:
+    """Rules + sentence classifier in the ``risk-check`` worker, for the first check when
+    the classifier is not loaded yet (a second of loading must not freeze the screen)."""
+    app = owner.app
+
+    def work() -> None:
+        worker = get_current_worker()
+        flags = assess(text)
+        if worker.is_cancelled:
+            if cancelled is not None:
+                app.call_from_thread(cancelled)
+            return
+        app.call_from_thread(
+            confirm_risk_then,
+            app,
+            app.session,
+            patient_id,
+            text,
+            proceed,
+            cancelled=cancelled,
+            flags=flags,
+        )
+
+    owner.run_worker(work, thread=True, name="risk-check", group="risk-check", exclusive=True)
+
+
+def warm_up_risk_classifier(app: Any) -> None:
+    """Load the sentence classifier in a worker (called a little after start-up)."""
+    if risk_classifier.is_loaded():
+        return
+    app.run_worker(
+        risk_classifier.warm_up,
+        name="warm-risk",
+        group="warm-risk",
+        exclusive=True,
+        thread=True,
+        exit_on_error=False,
+    )

@@ -1,7 +1,8 @@
 """The fast decode logic (static cache, device-side expert choice, prefix reuse) on CPU.
 
 No CUDA graph here: the same step function runs eagerly, so CI checks that the fast path computes
-what ``generate`` computes; tests/engine/gpu/test_fastdecode_gpu.py checks the graph-captured 4-bit path.
+what ``generate`` computes; tests/engine/gpu/test_fastdecode_gpu.py checks the graph-captured
+4-bit path.
 """
 
 from __future__ import annotations

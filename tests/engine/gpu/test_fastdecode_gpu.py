@@ -67,18 +67,9 @@ def test_fp32_graph_decode_equals_generate(model_fp32, kernel):
         assert stats.tokens == want
 
 
-@pytest.fixture
-def decode_attention(request, monkeypatch):
-    from engine.gpu import fastdecode
-
-    monkeypatch.setattr(fastdecode, "DECODE_ATTENTION", request.param)
-    return request.param
-
-
 @pytest.mark.parametrize(
     ("kernel", "decode_attention"),
     [("triton", "sdpa"), ("gather", "sdpa"), ("triton", "triton")],
-    indirect=["decode_attention"],
 )
 def test_bf16_fast_path_matches_generate_step_by_step(model_bf16, kernel, decode_attention):
     ids = prompt_ids(100, seed=4).cuda()
@@ -95,7 +86,10 @@ def test_bf16_fast_path_matches_generate_step_by_step(model_bf16, kernel, decode
         )
     base_tokens = ref.sequences[0, ids.shape[1] :].tolist()
     base_logits = torch.stack([x[0].float() for x in ref.logits])  # [40, vocab]
-    dec = FastDecoder(model_bf16, max_cache_len=256, kernel=kernel)
+    dec = FastDecoder(
+        model_bf16, max_cache_len=256, kernel=kernel, decode_attention=decode_attention
+    )
+    assert dec.decode_choice[0] == decode_attention
     assert dec.generate(ids, 1).tokens == base_tokens[:1]  # the prefill is generate's own
     ours = forced_logits(dec, ids, base_tokens[:-1])  # predicts base_tokens[1:]
     want = base_logits[1:]

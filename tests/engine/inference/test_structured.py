@@ -2,8 +2,8 @@
 
 A scripted ``run_segment`` stands in for the model: each blank gets the next scripted answer,
 so the tests see exactly what the engine does with what a small model writes (a second line,
-a missing full stop, an empty answer, a long label). tests/engine/inference/test_drafts_real.py checks
-the same on the real embedded model.
+a missing full stop, an empty answer, a long label). tests/engine/inference/test_drafts_real.py
+checks the same on the real embedded model.
 """
 
 from __future__ import annotations

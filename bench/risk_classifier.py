@@ -1,0 +1,494 @@
+"""Train and measure the sentence-level suicide / self-harm risk classifier.
+
+Data, split before any fitting (data/risk_sentences/README.md):
+
+* written sentences, one file per author (data/risk_sentences: train ``*_a``, ``*_b``, ``*_c``,
+  ``*_f``, ``*_g``, ``en_h``; dev ``*_d``, ``zh_h``; test ``*_e``, ``zh_i``);
+* data/fixtures/risk_cases.jsonl: its *tuning* splits (dev..dev4, already used to tune the rules)
+  are training data here; its held-out splits (heldout, heldout2, heldout3) are never trained on
+  and are measured as a second test set;
+* IMHI no-disorder posts (../shared/data/imhi), negatives for the false-flag rate: sentences of
+  the *train* CSVs (dreaddit "no stress", DR "no depression", all SAD) are training negatives;
+  the *val* CSVs' posts are the dev false-flag set; the *test* CSVs' posts (never trained on; any
+  test post whose text also occurs in a train or val CSV is dropped) are the test false-flag set.
+
+``train`` fits on train, picks the regularisation and the threshold on dev only (highest dev
+recall with the post-level dev false-flag rate of rules + classifier at most ``--max-ffr``), and
+writes engine/trust/risk_classifier.npz. ``measure --split dev|test`` prints JSON: recall and
+false-flag rate of the rules alone and of rules + classifier (``engine.trust.risk.assess``), per
+source, plus the check's latency. ``--split test`` is the once-at-the-end figure.
+
+    python -m bench.risk_classifier train
+    python -m bench.risk_classifier measure --split dev
+    python -m bench.risk_classifier measure --split test
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from bench import REPO
+from bench.risk import DEFAULT_SHARED, FIXTURES, HELDOUT, TUNING, imhi_posts, load_fixtures
+
+SENTENCES = REPO / "data" / "risk_sentences"
+WEIGHTS = REPO / "engine" / "trust" / "risk_classifier.npz"
+S = "suicide_self_harm"
+SPLIT_OF_FILE = {
+    **dict.fromkeys(("en_a", "en_b", "en_c", "en_f", "en_g", "en_h"), "train"),
+    **dict.fromkeys(("zh_a", "zh_b", "zh_c", "zh_f", "zh_g", "zh_j", "en_i"), "train"),
+    **dict.fromkeys(("en_d", "zh_d", "zh_h"), "dev"),
+    **dict.fromkeys(("en_e", "zh_e", "zh_i"), "test"),
+}
+
+
+def written(split: str) -> list[dict]:
+    """Written sentences of ``split``: ``{"text", "label", "lang", "author"}``."""
+    out = []
+    for path in sorted(SENTENCES.glob("*.tsv")):
+        lang = path.stem.split("_")[0]
+        if SPLIT_OF_FILE[path.stem] != split:
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            label, text = line.split("\t", 1)
+            out.append({"text": text, "label": int(label), "lang": lang, "author": path.stem})
+    return out
+
+
+def fixture_cases(splits: tuple[str, ...]) -> list[dict]:
+    return [c for c in load_fixtures(FIXTURES) if c["split"] in splits]
+
+
+# IMHI no-disorder posts: (csv under imhi/, which posts count as "no disorder")
+_NO_DISORDER = {
+    "dreaddit_no_stress": ("dreaddit", lambda qs: not any(qs.values())),
+    "dr_no_depression": ("DR", lambda qs: not any(qs.values())),
+    "sad": ("SAD", lambda qs: True),
+    "loneliness_no": ("loneliness", lambda qs: not any(qs.values())),
+}
+_IMHI_FILES = {
+    "train": {
+        "dreaddit": "train/dreaddit/train.csv",
+        "DR": "train/DR/train.csv",
+        "SAD": "train/SAD/train.csv",
+    },
+    "dev": {
+        "dreaddit": "train/dreaddit/val.csv",
+        "DR": "train/DR/val.csv",
+        "SAD": "train/SAD/val.csv",
+    },
+    "test": {
+        "dreaddit": "test/dreaddit.csv",
+        "DR": "test/DR.csv",
+        "SAD": "test/SAD.csv",
+        "loneliness": "test/loneliness.csv",
+    },
+}
+
+
+def _all_posts(shared: Path, split: str) -> dict[str, dict[str, dict[str, bool]]]:
+    out = {}
+    for task, rel in _IMHI_FILES[split].items():
+        path = shared / "imhi" / rel
+        if path.is_file():
+            out[task] = imhi_posts(path)
+    return out
+
+
+def imhi_no_disorder(shared: Path, split: str) -> dict[str, list[str]]:
+    """No-disorder posts per source for ``split``; test posts also seen in train/val are dropped."""
+    posts = _all_posts(shared, split)
+    seen: set[str] = set()
+    if split != "train":
+        for other in ("train", "dev"):
+            if other != split:
+                for task in _all_posts(shared, other).values():
+                    seen.update(task)
+    out: dict[str, list[str]] = {}
+    for name, (task, keep) in _NO_DISORDER.items():
+        if task in posts:
+            out[name] = [t for t, qs in posts[task].items() if keep(qs) and t not in seen]
+    return out
+
+
+def imhi_positive_proxies(shared: Path) -> dict[str, list[str]]:
+    """IMHI test posts that are related to, not the same as, suicide risk (recall proxies);
+    posts whose text also occurs in a train or val CSV are dropped."""
+    seen: set[str] = set()
+    for rel in ("train/DR/train.csv", "train/DR/val.csv", "train/Irf/val.csv"):
+        if (shared / "imhi" / rel).is_file():
+            seen.update(imhi_posts(shared / "imhi" / rel))
+    out: dict[str, list[str]] = {}
+    irf = shared / "imhi" / "test" / "Irf.csv"
+    if irf.is_file():
+        posts = imhi_posts(irf)
+        out["irf_burdensomeness"] = [
+            t
+            for t, qs in posts.items()
+            if any(v for q, v in qs.items() if "burden" in q) and t not in seen
+        ]
+    dr = shared / "imhi" / "test" / "DR.csv"
+    if dr.is_file():
+        out["dr_depression"] = [
+            t for t, qs in imhi_posts(dr).items() if any(qs.values()) and t not in seen
+        ]
+    return out
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+def _featurize(texts: list[str], dense_scale: float):
+    import scipy.sparse as sp
+
+    from engine.knowledge.embedding import shared_embedder
+    from engine.trust.risk_classifier import HASH_BITS, ngram_ids
+
+    emb = shared_embedder().embed(texts) * dense_scale
+    rows, cols, vals = [], [], []
+    for i, t in enumerate(texts):
+        ids = ngram_ids(t)
+        if not len(ids):
+            continue
+        rows.extend([i] * len(ids))
+        cols.extend(ids.tolist())
+        vals.extend([1.0 / np.sqrt(len(ids))] * len(ids))
+    grams = sp.csr_matrix((vals, (rows, cols)), shape=(len(texts), 1 << HASH_BITS))
+    return sp.hstack([sp.csr_matrix(emb), grams]).tocsr()
+
+
+def training_set(
+    shared: Path, imhi_limit: int, rule_positives: bool = False
+) -> tuple[list[str], list[int], list[float]]:
+    """Texts, labels and a curated marker (1.0: written sentences and fixture cases; 0.0:
+    IMHI no-disorder sentences, a background of everyday text that outnumbers the rest)."""
+    from engine.trust.risk_classifier import sentence_spans
+
+    texts, labels, weights = [], [], []
+    for row in written("train"):
+        texts.append(row["text"])
+        labels.append(row["label"])
+        weights.append(1.0)
+    for case in fixture_cases(TUNING):
+        if S in case["labels"]:
+            texts.append(case["text"])
+            labels.append(1)
+            weights.append(1.0)
+        else:
+            for a, b in sentence_spans(case["text"]):
+                texts.append(case["text"][a:b])
+                labels.append(0)
+                weights.append(1.0)
+    rng = np.random.default_rng(18)
+    imhi_sents = []
+    for posts in imhi_no_disorder(shared, "train").values():
+        for post in posts:
+            imhi_sents.extend(post[a:b] for a, b in sentence_spans(post))
+    imhi_sents = sorted(set(imhi_sents))
+    if imhi_limit and len(imhi_sents) > imhi_limit:
+        imhi_sents = [imhi_sents[i] for i in rng.choice(len(imhi_sents), imhi_limit, replace=False)]
+    texts.extend(imhi_sents)
+    labels.extend([0] * len(imhi_sents))
+    weights.extend([0.0] * len(imhi_sents))
+    if rule_positives:
+        found = rule_flagged_sentences(shared)
+        texts.extend(found)
+        labels.extend([1] * len(found))
+        weights.extend([1.0] * len(found))
+    return texts, labels, weights
+
+
+def rule_flagged_sentences(shared: Path) -> list[str]:
+    """Real social-media sentences with a high-severity suicide/self-harm rule flag, from the
+    IMHI *train/val* posts that may carry risk (DR depression, dreaddit stress, Irf val):
+    positives in the register of forum posts (the rules are precise on high flags), so the
+    classifier learns the words around what the rules match."""
+    from engine.trust.risk import assess_rules
+
+    out: set[str] = set()
+    for rel in ("train/DR/train.csv", "train/dreaddit/train.csv", "train/Irf/val.csv"):
+        path = shared / "imhi" / rel
+        if not path.is_file():
+            continue
+        for post, qs in imhi_posts(path).items():
+            if "Irf" not in rel and not any(qs.values()):
+                continue
+            for f in assess_rules(post):
+                if f.category == S and f.severity == "high" and len(f.evidence) <= 300:
+                    out.add(f.evidence)
+    return sorted(out)
+
+
+def fit(x, labels, curated, c: float, dense_scale: float, pos_weight: float, neg_weight: float):
+    """Logistic regression; curated positives weigh ``pos_weight``, curated (hard) negatives
+    ``neg_weight``, background IMHI sentences 1."""
+    from sklearn.linear_model import LogisticRegression
+
+    from engine.trust.risk_classifier import HASH_BITS, SentenceClassifier
+
+    y = np.asarray(labels)
+    w = np.where(np.asarray(curated) > 0, np.where(y == 1, pos_weight, neg_weight), 1.0)
+    model = LogisticRegression(C=c, max_iter=3000, solver="liblinear")
+    model.fit(x, y, sample_weight=w)
+    coef = model.coef_[0]
+    from engine.knowledge.embedding import shared_embedder
+
+    dim = shared_embedder().dim
+    return SentenceClassifier(
+        dense=(coef[:dim] * dense_scale).astype(np.float32),
+        sparse=coef[dim : dim + (1 << HASH_BITS)].astype(np.float32),
+        bias=float(model.intercept_[0]),
+        threshold=0.5,
+        version=f"C={c} dense_scale={dense_scale} pos_weight={pos_weight} neg_weight={neg_weight}",
+    )
+
+
+def max_sentence_score(clf, text: str) -> float:
+    """The classifier's highest sentence score in ``text``."""
+    from engine.trust.risk_classifier import sentence_spans
+
+    spans = sentence_spans(text)
+    if not spans:
+        return 0.0
+    return float(clf.scores([text[a:b] for a, b in spans]).max())
+
+
+def rules_flag(text: str) -> bool:
+    from engine.trust.risk import assess_rules
+
+    return any(f.category == S for f in assess_rules(text))
+
+
+def dev_sets(shared: Path) -> tuple[list[dict], dict[str, list[str]]]:
+    return written("dev"), imhi_no_disorder(shared, "dev")
+
+
+def choose_thresholds(
+    clf, shared: Path, max_added: float, max_written: float
+) -> tuple[dict[str, float], dict]:
+    """Per language, the lowest threshold (highest dev recall) such that the classifier adds
+    flags to at most ``max_added`` of the no-disorder posts the rules left unflagged (per IMHI
+    source for English: the rules' own flags there are mostly real mentions of suicide, "my
+    mother tried to commit suicide"; the everyday Chinese posts ``zh_h`` for Chinese), and
+    rules + classifier flag at most ``max_written`` of the written hard negatives (minimal
+    pairs of the positives, so some false alarms there are expected)."""
+    rows, posts = dev_sets(shared)
+
+    def pairs(texts):
+        return [(rules_flag(t), max_sentence_score(clf, t)) for t in texts]
+
+    everyday = {
+        "en": {k: pairs(v) for k, v in posts.items()},
+        "zh": {"zh_everyday": pairs([r["text"] for r in rows if r["author"] == "zh_h"])},
+    }
+
+    def rate(ps, t):
+        return sum(r or s >= t for r, s in ps) / len(ps) if ps else 0.0
+
+    def added(ps, t):
+        return sum((not r) and s >= t for r, s in ps) / len(ps) if ps else 0.0
+
+    thresholds: dict[str, float] = {}
+    report: dict = {}
+    for lang in ("en", "zh"):
+        mine = [r for r in rows if r["lang"] == lang and r["author"] != "zh_h"]
+        pos_s = pairs([r["text"] for r in mine if r["label"] == 1])
+        neg_s = pairs([r["text"] for r in mine if r["label"] == 0])
+        best: tuple[float, dict] = (1.0, {})
+        for t in np.arange(0.99, 0.04, -0.01):
+            add = {f"{k}_added": added(v, t) for k, v in everyday[lang].items()}
+            if max(add.values()) > max_added or rate(neg_s, t) > max_written:
+                break
+            tot = {f"{k}_total": rate(v, t) for k, v in everyday[lang].items()}
+            best = (
+                round(float(t), 2),
+                {"recall": rate(pos_s, t), "hard_neg": rate(neg_s, t), **add, **tot},
+            )
+        thresholds[lang] = best[0]
+        report[lang] = {"threshold": best[0], **{k: round(v, 4) for k, v in best[1].items()}}
+    return thresholds, report
+
+
+def cmd_train(args) -> dict:
+    from engine.trust.risk_classifier import save
+
+    t0 = time.perf_counter()
+    texts, labels, weights = training_set(args.shared, args.imhi_limit, args.rule_positives)
+    report: dict = {
+        "train_sentences": len(texts),
+        "train_positive": int(sum(labels)),
+        "written_train": len(written("train")),
+        "written_dev": len(written("dev")),
+        "written_test": len(written("test")),
+        "grid": [],
+    }
+    best = None
+    x = _featurize(texts, args.dense_scale)
+    for c, pw, nw in itertools.product(args.c, args.pos_weight, args.neg_weight):
+        clf = fit(x, labels, weights, c, args.dense_scale, pw, nw)
+        t, dev = choose_thresholds(clf, args.shared, args.max_added, args.max_written)
+        row = {"C": c, "pos_weight": pw, "neg_weight": nw, **dev}
+        report["grid"].append(row)
+        print(json.dumps(row), flush=True)
+        recall = sum(dev[lang].get("recall", 0.0) for lang in dev)  # the two languages alike
+        if best is None or recall > best[0]:
+            best = (recall, clf, t)
+    assert best is not None, "no setting met the dev false-flag limit"
+    _, clf, t = best
+    from dataclasses import replace
+
+    clf = replace(
+        clf,
+        threshold=t["en"],
+        threshold_zh=t["zh"],
+        version=clf.version + f" threshold en={t['en']} zh={t['zh']}",
+    )
+    save(clf, args.out)
+    report["chosen"] = clf.version
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    return report
+
+
+# --- measurement --------------------------------------------------------------------------
+
+
+def _rate(flags: list[bool]) -> dict:
+    n = len(flags)
+    return {"n": n, "flagged": int(sum(flags)), "rate": round(sum(flags) / n, 4) if n else None}
+
+
+def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
+    from engine.trust.risk import assess, assess_rules
+
+    def with_rules(text: str) -> bool:
+        return any(f.category == S for f in assess_rules(text))
+
+    def combined(text: str) -> bool:
+        return any(f.category == S for f in assess(text))
+
+    predictors: dict[str, Callable[[str], bool]] = {
+        "rules": with_rules,
+        "rules+classifier": combined,
+    }
+    rows = written(split)
+    everyday = {"zh_h", "zh_i"}  # everyday Chinese posts, all negative
+    out: dict = {"split": split}
+    for name, predict in predictors.items():
+        res: dict = {}
+        for lang in ("en", "zh", "all"):
+            part = [r for r in rows if lang in ("all", r["lang"]) and r["author"] not in everyday]
+            res[f"written_{lang}_recall"] = _rate([predict(r["text"]) for r in part if r["label"]])
+            res[f"written_{lang}_hard_negatives_flagged"] = _rate(
+                [predict(r["text"]) for r in part if not r["label"]]
+            )
+        res["written_zh_everyday_posts_flagged"] = _rate(
+            [predict(r["text"]) for r in rows if r["author"] in everyday]
+        )
+        if split == "test":
+            cases = fixture_cases(HELDOUT)
+            for lang in ("en", "zh", "all"):
+                part = [c for c in cases if lang in ("all", c["lang"])]
+                res[f"fixtures_heldout_{lang}_recall"] = _rate(
+                    [predict(c["text"]) for c in part if S in c["labels"]]
+                )
+                res[f"fixtures_heldout_{lang}_false_flags"] = _rate(
+                    [predict(c["text"]) for c in part if S not in c["labels"]]
+                )
+        if shared.is_dir():
+            for src, posts in imhi_no_disorder(shared, split).items():
+                res[f"imhi_{src}_false_flags"] = _rate([predict(t) for t in posts])
+            if split == "test":
+                for src, posts in imhi_positive_proxies(shared).items():
+                    res[f"imhi_{src}_flagged"] = _rate([predict(t) for t in posts])
+        out[name] = res
+    if with_latency:
+        out["latency"] = latency(shared)
+    return out
+
+
+def latency(shared: Path, n: int = 200) -> dict:
+    """Milliseconds per ``assess`` call (rules + classifier, warm) on IMHI test posts as
+    statements, against the rules alone in the same run (``ratio_p95``), and the one-off load
+    time in a fresh process."""
+    import subprocess
+    import sys
+
+    from engine.trust.risk import assess, assess_rules
+    from engine.trust.risk_classifier import warm_up
+
+    texts = (
+        [t for v in imhi_no_disorder(shared, "test").values() for t in v][:n]
+        if shared.is_dir()
+        else []
+    )
+    texts = texts or [row["text"] for row in written("test")]
+    warm_up()
+
+    def timed(fn) -> list[float]:
+        out = []
+        for t in texts:
+            t0 = time.perf_counter()
+            fn(t)
+            out.append(1000 * (time.perf_counter() - t0))
+        return out
+
+    base = timed(assess_rules)  # the baseline, measured in the same run
+    times = timed(assess)
+    load = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time;t=time.perf_counter();"
+            "from engine.trust.risk_classifier import warm_up;warm_up();"
+            "print(time.perf_counter()-t)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    return {
+        "statements": len(texts),
+        "mean_chars": round(float(np.mean([len(t) for t in texts])), 1),
+        "p50_ms": round(float(np.percentile(times, 50)), 2),
+        "p95_ms": round(float(np.percentile(times, 95)), 2),
+        "max_ms": round(float(np.max(times)), 2),
+        "rules_only_p95_ms": round(float(np.percentile(base, 95)), 2),
+        "ratio_p95": round(float(np.percentile(times, 95) / np.percentile(base, 95)), 2),
+        "load_s": round(float(load.stdout.strip()), 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    tr = sub.add_parser("train")
+    tr.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
+    tr.add_argument("--out", type=Path, default=WEIGHTS)
+    tr.add_argument("--c", type=float, nargs="+", default=[4.0, 16.0])
+    tr.add_argument("--pos-weight", type=float, nargs="+", default=[60.0])
+    tr.add_argument("--neg-weight", type=float, nargs="+", default=[20.0])
+    tr.add_argument("--rule-positives", action="store_true")
+    tr.add_argument("--dense-scale", type=float, default=1.0)
+    tr.add_argument("--imhi-limit", type=int, default=30000)
+    tr.add_argument("--max-added", type=float, default=0.015)
+    tr.add_argument("--max-written", type=float, default=0.2)
+    me = sub.add_parser("measure")
+    me.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
+    me.add_argument("--split", choices=("dev", "test"), default="dev")
+    args = ap.parse_args(argv)
+    report = cmd_train(args) if args.cmd == "train" else measure(args.split, args.shared)
+    print(json.dumps(report, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,285 @@
+"""Many counselors: one vLLM server vs separate local engines; prints one JSON object.
+
+For each count N (``--counselors 1 4 16``) N simulated counselors each run one Analysis at
+the same moment (the engine's structured draft, greedy, a statement from a fixed EN/ZH list),
+each with its own patient adapter (a random rank-8 LoRA, a different one per counselor);
+time to first token is the engine's own (request to the model's first token: the structured
+draft's headings, which stream at once, do not count):
+
+* ``server``: N client processes with ``backend.kind = "openai"`` against one vLLM server
+  started here by ``engine.serving`` (what ``phyassist server`` runs), on this machine;
+* ``local``: N processes each loading its own copy of the model (today's TUI).
+
+Every counselor is its own process (as N TUIs would be). Each loads, reports ready, waits
+for the same start signal and reports its time to first text and tokens written. Per side:
+``aggregate_tokens_per_s`` = all tokens / wall time from start to the last draft done;
+``ttft_p50_s``/``ttft_p95_s``; ``peak_rss_gib`` = the peak over the run of the summed
+resident memory of every process of that side (server process tree included).
+``ratios``: server / local throughput and memory, per N. The baseline (local) is measured in
+the same run, never a stored figure.
+
+    python -m bench.serve [--counselors 1 4 16] [--threads 1] [--port 8123]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+STATEMENTS = [
+    "I can't sleep and I feel worthless since I lost my job.",
+    "我最近总是失眠，觉得自己什么都做不好。",
+    "My client panics before every exam and then freezes.",
+    "他说和父母吵架以后一直很焦虑，不想上学。",
+]
+
+
+class MemoryBlobs:
+    """The blob side of a vault, in memory (the bench holds no patient data)."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[tuple[str, str], bytes] = {}
+
+    def read_blob(self, pid: str, kind: str) -> bytes | None:
+        return self.blobs.get((pid, kind))
+
+    def write_blob(self, pid: str, kind: str, data: bytes) -> None:
+        self.blobs[(pid, kind)] = bytes(data)
+
+    def list_blobs(self, pid: str, prefix: str = "") -> list[str]:
+        return [k for p, k in self.blobs if p == pid and k.startswith(prefix)]
+
+    def set_has_adapter(self, pid: str, value: bool) -> None:
+        pass
+
+
+def _random_adapter(seed: int, rank: int = 8) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A rank-``rank`` LoRA over the attention projections of the embedded model."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    hidden, kv, layers = 576, 192, 30
+    state = {}
+    for layer in range(layers):
+        for name, out in (("q_proj", hidden), ("v_proj", kv)):
+            prefix = f"base_model.model.model.layers.{layer}.self_attn.{name}"
+            state[f"{prefix}.lora_A.weight"] = torch.randn(rank, hidden, generator=g) * 0.02
+            state[f"{prefix}.lora_B.weight"] = torch.randn(out, rank, generator=g) * 0.02
+    config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": rank,
+        "lora_alpha": 2 * rank,
+        "target_modules": ["q_proj", "v_proj"],
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "base_model_name_or_path": "embedded:smollm2-135m-instruct",
+    }
+    return config, state
+
+
+# -- one counselor (a child process) -------------------------------------------------------
+
+
+def counselor(index: int, backend: str, url: str, threads: int) -> None:
+    """Load, say ready, wait for "go" on stdin, draft once, print one JSON line."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from engine.model.adapters import AdapterRegistry
+    from engine.records import Patient
+    from engine.settings import Settings
+
+    settings = Settings(
+        model={"device": "cpu", "domain_adapter": None},
+        knowledge={"grounding": "off"},
+        backend={"kind": backend, "base_url": url},
+    )
+    if backend == "openai":
+        from engine.inference.remote import RemoteAssistant
+
+        helper: Any = RemoteAssistant(settings)
+    else:
+        from engine.inference.assistant import Assistant
+
+        helper = Assistant(settings)
+        helper.prefix_cache.enabled = False  # one draft per counselor: nothing to reuse
+    helper.load()
+    store = MemoryBlobs()
+    patient = Patient(name=f"Counselor {index}'s patient")
+    AdapterRegistry(store).save(patient.id, *_random_adapter(1000 + index), dtype=None)
+    label = helper.use_patient(patient, store)
+    print(json.dumps({"ready": True, "label": label}), flush=True)
+    sys.stdin.readline()
+    start = time.perf_counter()
+    stream = helper.stream_analysis(
+        patient, STATEMENTS[index % len(STATEMENTS)], cancel=threading.Event()
+    )
+    for _chunk in stream:
+        pass
+    stats = stream.stats  # ttft_s: the request to the model's first token (not the headings)
+    print(
+        json.dumps(
+            {
+                "ttft_s": stats.ttft_s if stats else None,
+                "tokens": stats.tokens if stats else 0,
+                "total_s": time.perf_counter() - start,
+            }
+        ),
+        flush=True,
+    )
+
+
+# -- the parent ----------------------------------------------------------------------------
+
+
+def _rss_tree(pids: list[int]) -> int:
+    """Summed resident bytes of these processes and all their descendants."""
+    import psutil
+
+    seen: set[int] = set()
+    total = 0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in procs:
+            if proc.pid in seen:
+                continue
+            seen.add(proc.pid)
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+    return total
+
+
+def run_side(backend: str, n: int, url: str, threads: int, extra_pids: list[int]) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.serve", "--child", str(i), backend, url, str(threads)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for i in range(n)
+    ]
+    load_start = time.perf_counter()
+    labels = []
+    for proc in procs:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise SystemExit(f"a {backend} counselor failed to load")
+        labels.append(json.loads(line)["label"])
+    load_s = time.perf_counter() - load_start
+    peak = 0
+    stop = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _rss_tree([p.pid for p in procs] + extra_pids))
+            stop.wait(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    for proc in procs:
+        proc.stdin.write("go\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+    results = [json.loads(proc.stdout.readline()) for proc in procs]  # type: ignore[union-attr]
+    wall = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    for proc in procs:
+        proc.wait(60)
+    ttfts = sorted(r["ttft_s"] for r in results if r["ttft_s"] is not None)
+    tokens = sum(r["tokens"] for r in results)
+    return {
+        "counselors": n,
+        "load_s": round(load_s, 1),
+        "wall_s": round(wall, 2),
+        "tokens": tokens,
+        "aggregate_tokens_per_s": round(tokens / wall, 2),
+        "ttft_p50_s": round(statistics.median(ttfts), 2) if ttfts else None,
+        "ttft_p95_s": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))], 2)
+        if ttfts
+        else None,
+        "peak_rss_gib": round(peak / 2**30, 2),
+        "adapters": sorted(set(labels)),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--counselors", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per local engine")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--skip-local", action="store_true")
+    args = parser.parse_args()
+
+    from engine.serving import Supervisor, plan_server
+    from engine.settings import Settings
+
+    home = Path(tempfile.mkdtemp(prefix="phyassist-bench-serve-"))
+    os.environ["PHYASSIST_BACKEND__API_KEY_FILE"] = str(home / "api-key")
+    settings = Settings(
+        config_dir=home,
+        model={"device": "cpu", "domain_adapter": None},
+        server={"port": args.port or _free_port()},
+    )
+    plan = plan_server(settings)
+    supervisor = Supervisor(plan, log=home / "vllm.log")
+    started = time.perf_counter()
+    supervisor.start()
+    out: dict[str, Any] = {"bench": "serve", "cpus": os.cpu_count(), "runs": []}
+    try:
+        out["server_start_s"] = round(supervisor.wait_ready(), 1)
+        assert supervisor.process is not None
+        server_pid = supervisor.process.pid
+        out["server_idle_rss_gib"] = round(_rss_tree([server_pid]) / 2**30, 2)
+        for n in args.counselors:
+            row: dict[str, Any] = {"counselors": n}
+            row["server"] = run_side("openai", n, plan.base_url, args.threads, [server_pid])
+            if not args.skip_local:
+                row["local"] = run_side("local", n, "", args.threads, [])
+                s, lo = row["server"], row["local"]
+                row["throughput_ratio"] = round(
+                    s["aggregate_tokens_per_s"] / max(lo["aggregate_tokens_per_s"], 1e-9), 2
+                )
+                row["memory_ratio"] = round(s["peak_rss_gib"] / max(lo["peak_rss_gib"], 1e-9), 2)
+            out["runs"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        supervisor.stop()
+        out["total_s"] = round(time.perf_counter() - started, 1)
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        counselor(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
+        main()

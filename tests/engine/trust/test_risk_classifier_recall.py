@@ -1,0 +1,87 @@
+"""Issue 18 item 8: recall and false-flag rate of the risk check (rules + sentence classifier)
+on the held-out test split, which no fitting or threshold choice ever saw
+(data/risk_sentences/README.md; bench/risk_classifier.py measures the same thing as JSON).
+
+The issue's goal is recall >= 0.9 with <= 3 % of no-disorder posts flagged. It is asserted as
+it stands in ``test_goal``, which is a strict xfail while the measured figures fall short (it
+fails as soon as they meet it, so the marker has to go). ``test_floor`` guards what was
+measured when the classifier was committed, so a change that loses recall or adds false
+flags fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.risk_classifier import measure
+
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "data"
+needs_imhi = pytest.mark.skipif(
+    not (SHARED / "imhi" / "test" / "dreaddit.csv").is_file(), reason="../shared/data not present"
+)
+GOAL_RECALL = 0.9
+GOAL_FALSE_FLAGS = 0.03
+NO_DISORDER = (
+    "imhi_dreaddit_no_stress_false_flags",
+    "imhi_dr_no_depression_false_flags",
+    "imhi_sad_false_flags",
+    "imhi_loneliness_no_false_flags",
+    "written_zh_everyday_posts_flagged",
+)
+
+
+@pytest.fixture(scope="module")
+def figures() -> dict:
+    return measure("test", SHARED, with_latency=False)
+
+
+def rate(block: dict, key: str) -> float:
+    return block[key]["rate"]
+
+
+@needs_imhi
+@pytest.mark.xfail(strict=True, reason="recall goal not met: see SECURITY.md 'Risk flag quality'")
+def test_goal(figures):
+    ours = figures["rules+classifier"]
+    assert rate(ours, "written_en_recall") >= GOAL_RECALL
+    assert rate(ours, "written_zh_recall") >= GOAL_RECALL
+    assert rate(ours, "fixtures_heldout_all_recall") >= GOAL_RECALL
+    for key in NO_DISORDER:
+        if key in ours:
+            assert rate(ours, key) <= GOAL_FALSE_FLAGS, key
+
+
+@needs_imhi
+def test_floor(figures):
+    """The figures measured on the test split when the weights were committed (bench/
+    risk_classifier.py measure --split test; SECURITY.md): recall may not drop, false flags
+    may not rise."""
+    ours, rules = figures["rules+classifier"], figures["rules"]
+    # the classifier adds recall over the rules on text neither was fitted or tuned on
+    for key in ("written_en_recall", "written_zh_recall", "fixtures_heldout_all_recall"):
+        assert rate(ours, key) >= rate(rules, key) + 0.10, key
+    for key, floor in RECALL_FLOOR.items():
+        assert rate(ours, key) >= floor, key
+    for key, cap in FALSE_FLAG_CAP.items():
+        assert rate(ours, key) <= cap, key
+
+
+RECALL_FLOOR = {
+    # retrained with the hard negatives en_i/zh_j (distress, crying, exam pressure without risk)
+    # after the classifier flagged the seed case's "每次想到都能落泪" sentence: written ZH recall
+    # 17 -> 16 of 22, held-out fixtures 56 -> 57 of 66 (ZH 26 -> 27 of 30)
+    "written_en_recall": 0.43,  # 14 / 32
+    "written_zh_recall": 0.72,  # 16 / 22
+    "fixtures_heldout_all_recall": 0.86,  # 57 / 66
+    "imhi_irf_burdensomeness_flagged": 0.56,  # 330 / 582 (a proxy, not suicide labels)
+}
+FALSE_FLAG_CAP = {
+    "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
+    "imhi_dr_no_depression_false_flags": 0.062,  # 6 / 98 (rules alone 4)
+    "imhi_sad_false_flags": 0.003,  # 2 / 684 (rules alone 1)
+    "imhi_loneliness_no_false_flags": 0.131,  # 15 / 115 (rules alone 10)
+    "written_zh_everyday_posts_flagged": 0.025,  # 1 / 40
+    "written_all_hard_negatives_flagged": 0.093,  # 5 / 54 (minimal pairs)
+}
