@@ -211,10 +211,19 @@ def sessions_for(topic: str, n: int, max_chars: int) -> list[str]:
 
 
 def generate(assistant: Any, patient: Any, question: str) -> tuple[AnalysisDraft, float]:
+    """The draft the counselor sees: the stream's own structured draft (``draft_of``, with the
+    engine's risk items), else the tolerant parser's reading of the text."""
+    from engine.inference.analysis import parse_analysis
+
     started = time.perf_counter()
     cancel = threading.Event()
-    text = "".join(assistant.stream_analysis(patient, question, cancel=cancel))
-    return assistant.parse_analysis(text), time.perf_counter() - started
+    stream = assistant.stream_analysis(patient, question, cancel=cancel)
+    text = "".join(stream)
+    draft_of = getattr(stream, "draft_of", None)
+    draft = draft_of(text) if draft_of is not None else parse_analysis(text)
+    if not draft.raw_output:
+        draft.raw_output = text
+    return draft, time.perf_counter() - started
 
 
 def measure(notes: list[AnalysisDraft]) -> dict[str, Any]:
@@ -283,6 +292,7 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
         for note in saved[:k]:
             store.add_note(patient_k.id, note.model_copy(deep=True))
         run = TrainingRun(store, patient_k.id, settings)
+        load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         started = time.perf_counter()
         for _event in run.events():
             pass
@@ -293,6 +303,9 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
             "training": {
                 "wall_s": round(wall, 1),
                 "worker_train_s": summary.get("train_s"),
+                "worker_cpu_s": summary.get("cpu_s"),
+                "load_average_before": load_before,
+                "load_average_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
                 "timings": summary.get("timings"),
                 "steps": summary.get("steps"),
                 "preference_steps": summary.get("preference_steps"),

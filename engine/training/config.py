@@ -26,16 +26,27 @@ MIXTRAL_ROUTER = "block_sparse_moe.gate"
 # a little toward that act and cannot undo the SFT. (It was 4: a patient with three edits got
 # no preference step at all.)
 MIN_PREFERENCE_PAIRS = 1
-# On the CPU a DPO step costs about 2.7 SFT steps (forward + backward over chosen and rejected,
-# plus the reference forward over both): with ten notes' SFT at ~30 s of a one-minute budget on
-# 2 idle cores, about six pairs fit. The newest are kept: the counselor's latest preferences.
-# (An estimate from step costs: the shared box was too loaded to time it; see issue 17's note.)
+# On the CPU a DPO step costs about 2.5 SFT steps (forward + backward over chosen and rejected,
+# plus the reference forward over both). ``python -m bench.train_steps`` on the embedded model,
+# one torch thread, CPU seconds: SFT 1.96 s, DPO 4.45 s per step with LoRA on every layer;
+# 1.34 s and 3.46 s on the top half (CPU_LORA_TOP_SHARE). Six pairs fit the one-minute budget
+# next to ten notes' SFT. The newest are kept: the counselor's latest preferences.
 CPU_MAX_PREFERENCE_PAIRS = 6
 # Tokens (examples x epochs) a CPU run may process. The embedded 135M model trains at roughly
 # 250-300 tokens/s on 2 idle cores (measured: ~150 tokens per CPU-second, answer-only LM head),
 # so 8k tokens take ~30 s and the whole run (startup, load, save included) stays under a
 # minute. Ten notes (~3.2k tokens) get two passes, three notes the full eight.
 CPU_TOKEN_BUDGET = 8_000
+# On the CPU the patient LoRA adapts the top half of the decoder layers only: backpropagation
+# stops at the lowest adapted layer, so a step skips the lower half's backward pass (-32 % CPU
+# per SFT step, -22 % per DPO step on the embedded model, figures above). Style (labels,
+# wording, the closing homework line) is a matter of the upper layers; the domain adapter
+# below stays as it was trained.
+CPU_LORA_TOP_SHARE = 0.5
+# Half the layers learn less per step: at the brief's 2e-4 the CLI test's answer loss fell only
+# to 0.83x the base's (tests/engine/training/test_learns.py asks for <= 0.7x); at 4e-4 to 0.63x.
+CPU_LEARNING_RATE = 4e-4
+CPU_PREFERENCE_LEARNING_RATE = 2e-4
 
 
 class Hyperparameters(BaseModel):
@@ -47,6 +58,9 @@ class Hyperparameters(BaseModel):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
+    # Adapt only these decoder layers (None: all). Backpropagation stops at the lowest adapted
+    # layer, so the top half costs about a third less per step (see CPU_LORA_TOP_SHARE).
+    lora_layers: list[int] | None = None
     learning_rate: float = Field(2e-4, gt=0)
     max_grad_norm: float = Field(0.3, gt=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
@@ -101,10 +115,12 @@ def recipe_for(
     model_type: str,
     overrides: dict[str, Any] | None = None,
     cpu_token_budget: int = CPU_TOKEN_BUDGET,
+    n_layers: int | None = None,
 ) -> Hyperparameters:
     """The brief's recipe scaled to this data and device; ``overrides`` win over everything.
 
-    ``n_tokens`` is the tokenized size of one pass over the SFT examples.
+    ``n_tokens`` is the tokenized size of one pass over the SFT examples; ``n_layers`` the
+    model's decoder layers (on the CPU only the top half is adapted, see CPU_LORA_TOP_SHARE).
     """
     on_gpu = device.startswith("cuda")
     epochs = epochs_for(n_examples)
@@ -124,6 +140,17 @@ def recipe_for(
         "max_length": 2048 if on_gpu else 1024,
         "max_preference_pairs": None if on_gpu else CPU_MAX_PREFERENCE_PAIRS,
     }
+    if not on_gpu:
+        # A few dozen steps: a warm-up step runs at learning rate 0 (a DPO run of six pairs
+        # spent its first, most expensive step learning nothing), so none on the CPU; the
+        # preference step learns at 2e-4 (at 5e-5 six pairs moved the loss from 0.693 to
+        # 0.671: a CPU minute for no change in any draft, issue 17).
+        values["warmup_ratio"] = 0.0
+        values["learning_rate"] = CPU_LEARNING_RATE
+        values["preference_learning_rate"] = CPU_PREFERENCE_LEARNING_RATE
+        if n_layers and n_layers >= 4:
+            first = n_layers - max(1, round(n_layers * CPU_LORA_TOP_SHARE))
+            values["lora_layers"] = list(range(first, n_layers))
     values.update(overrides or {})
     return Hyperparameters(**values)
 

@@ -175,6 +175,7 @@ def lora_config_for(hp: Hyperparameters):
         lora_alpha=hp.lora_alpha,
         lora_dropout=hp.lora_dropout,
         target_modules=list(hp.target_modules),
+        layers_to_transform=list(hp.lora_layers) if hp.lora_layers else None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -420,6 +421,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         device=device,
         model_type=model.config.model_type,
         overrides=overrides,
+        n_layers=getattr(model.config, "num_hidden_layers", None),
     )
     timings["prepare_s"] = time.perf_counter() - t
     emit(
@@ -456,6 +458,8 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         "preference_loss": result.preference_loss,
         "train_s": round(result.train_s, 3),
         "timings": {k: round(v, 3) for k, v in timings.items()},
+        # CPU seconds of this process, all threads: on a shared box the load-independent cost
+        "cpu_s": round(time.process_time(), 3),
         "cpu_threads": torch.get_num_threads(),
         "hyperparameters": hp.model_dump(),
         "domain_adapter": (

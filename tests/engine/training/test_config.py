@@ -7,6 +7,8 @@ from pydantic import ValidationError
 
 from engine.errors import TrainingLimitExceeded
 from engine.training.config import (
+    CPU_LEARNING_RATE,
+    CPU_PREFERENCE_LEARNING_RATE,
     MIXTRAL_ROUTER,
     Hyperparameters,
     check_token_limit,
@@ -89,3 +91,37 @@ def test_token_limit_message_says_what_to_do():
         check_token_limit(1001, 1000)
     assert "limits.max_training_tokens" in str(err.value)
     assert "1,001" in str(err.value)
+
+
+def test_cpu_recipe_adapts_the_top_half_and_wastes_no_step():
+    """Issue 17: on the CPU the patient LoRA covers the top half of the layers (the backward
+    pass stops there) at a higher rate, no step runs at learning rate 0, and the preference
+    step learns at 2e-4, not 5e-5; a GPU keeps the brief's recipe on every layer."""
+    cpu = recipe_for(n_examples=10, n_tokens=3600, device="cpu", model_type="llama", n_layers=30)
+    assert cpu.lora_layers == list(range(15, 30))
+    assert cpu.warmup_ratio == 0.0
+    assert cpu.learning_rate == CPU_LEARNING_RATE > Hyperparameters().learning_rate
+    assert cpu.preference_learning_rate == CPU_PREFERENCE_LEARNING_RATE
+    assert Hyperparameters().preference_learning_rate < CPU_PREFERENCE_LEARNING_RATE
+    gpu = recipe_for(n_examples=10, n_tokens=3600, device="cuda", model_type="llama", n_layers=30)
+    assert gpu.lora_layers is None and gpu.warmup_ratio == 0.03
+    assert (
+        recipe_for(n_examples=3, n_tokens=900, device="cpu", model_type="llama").lora_layers is None
+    )
+    mine = recipe_for(
+        n_examples=10,
+        n_tokens=3600,
+        device="cpu",
+        model_type="llama",
+        n_layers=30,
+        overrides={"lora_layers": None},
+    )
+    assert mine.lora_layers is None  # the caller's override wins
+
+
+def test_lora_layers_reach_the_peft_config():
+    from engine.training.worker import lora_config_for
+
+    config = lora_config_for(Hyperparameters(lora_layers=[2, 3]))
+    assert list(config.layers_to_transform) == [2, 3]
+    assert lora_config_for(Hyperparameters()).layers_to_transform is None
