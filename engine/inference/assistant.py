@@ -46,9 +46,9 @@ from engine.inference.structured import (
 from engine.model.adapters import (
     AdapterManager,
     AdapterRegistry,
+    domain_adapter_path,
     manager_for,
     read_adapter_dir,
-    resolve_domain_adapter,
 )
 from engine.model.llm import LoadedModel, load_model
 from engine.records import AnalysisDraft, ChatMessage, Item, Patient
@@ -167,24 +167,15 @@ class Assistant:
         domain + patient deltas together. If that domain adapter is not the one available,
         raises AdapterLoadError (the caller falls back to the domain adapter and says why).
         An adapter trained on the bare base (older cards) is used alone, as before."""
-        from engine.errors import AdapterLoadError
-        from engine.model.stack import adapter_identity, stack_refusal, trained_over_domain
+        from engine.model.stack import stack_base
 
         manager = self.adapters
         name = f"patient-{patient.id[:16]}-v{v}"
-        card = registry.card(patient.id, v)
         stack: list[str] = []
-        if trained_over_domain(card):
-            model = self.settings.model
-            try:
-                path = resolve_domain_adapter(model.domain_adapter, model.spec)
-            except PhyAssistError:
-                path = None
-            why = stack_refusal(card, adapter_identity(path) if path is not None else None)
-            if why is not None:
-                raise AdapterLoadError(f"not used: {why}.")
+        path = stack_base(registry.card(patient.id, v), self.settings.model)
+        if path is not None:
             if not manager.is_loaded("domain"):
-                config, state = read_adapter_dir(path)  # type: ignore[arg-type]
+                config, state = read_adapter_dir(path)
                 manager.load("domain", config, state)
             stack.append("domain")
         if not manager.is_loaded(name):
@@ -195,8 +186,7 @@ class Assistant:
 
     def _activate_domain(self) -> bool:
         try:
-            model = self.settings.model
-            path = resolve_domain_adapter(model.domain_adapter, model.spec, model.adapters_dir)
+            path = domain_adapter_path(self.settings.model)
         except PhyAssistError as exc:
             self.last_adapter_error = str(exc)
             return False

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from engine.errors import AdapterLoadError, PhyAssistError, ServerError
+from engine.errors import PhyAssistError, ServerError
 from engine.inference.assistant import Assistant
 from engine.inference.constraints import TokenConstraint
 from engine.inference.context import CountingCache
@@ -40,7 +40,7 @@ from engine.inference.generation import is_looping
 from engine.inference.openai_client import ServerClient, client_for
 from engine.inference.remote_constraint import XARG, encode
 from engine.inference.stream import GenerationStats
-from engine.model.adapters import AdapterRegistry, read_adapter_dir, resolve_domain_adapter
+from engine.model.adapters import AdapterRegistry, domain_adapter_path, read_adapter_dir
 from engine.model.llm import LoadedModel, load_tokenizer
 from engine.records import Patient
 from engine.settings import Settings
@@ -405,21 +405,9 @@ class RemoteAssistant(Assistant):
     def _patient_choice(
         self, registry: AdapterRegistry, patient: Patient, version: int
     ) -> tuple[str, Callable[[], AdapterParts], str]:
-        from engine.model.stack import adapter_identity, stack_refusal, trained_over_domain
+        from engine.model.stack import stack_base
 
-        card = registry.card(patient.id, version)
-        domain_path: Path | None = None
-        if trained_over_domain(card):
-            model = self.settings.model
-            try:
-                domain_path = resolve_domain_adapter(model.domain_adapter, model.spec)
-            except PhyAssistError:
-                domain_path = None
-            why = stack_refusal(
-                card, adapter_identity(domain_path) if domain_path is not None else None
-            )
-            if why is not None:
-                raise AdapterLoadError(f"not used: {why}.")
+        domain_path = stack_base(registry.card(patient.id, version), self.settings.model)
         # Read (and so check) the adapter now: a damaged one falls back at once.
         registry.read(patient.id, version)
         name = f"patient-{patient.id[:12]}-v{version}-{self._nonce}"
@@ -434,9 +422,8 @@ class RemoteAssistant(Assistant):
     def _domain_choice(self) -> tuple[str, Callable[[], AdapterParts], str] | None:
         """The shipped domain adapter (public weights: shared by every counselor)."""
         assert self._served_adapters is not None
-        model = self.settings.model
         try:
-            path = resolve_domain_adapter(model.domain_adapter, model.spec, model.adapters_dir)
+            path = domain_adapter_path(self.settings.model)
         except PhyAssistError as exc:
             self.last_adapter_error = str(exc)
             return None

@@ -271,6 +271,12 @@ def resolve_domain_adapter(
     return path
 
 
+def domain_adapter_path(model: Any) -> Path | None:
+    """The domain adapter of ``settings.model`` (``domain_adapter``, ``spec``,
+    ``adapters_dir``): the one place inference, stacking and training read it from."""
+    return resolve_domain_adapter(model.domain_adapter, model.spec, model.adapters_dir)
+
+
 def shipped_adapters_dir(adapters_dir: Path | None = None) -> Path:
     """``settings.model.adapters_dir``, or the source tree's ``adapters/`` when it is None."""
     from engine.settings import default_adapters_dir

@@ -13,7 +13,8 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from engine.model.adapters import WEIGHTS_NAME
+from engine.errors import AdapterLoadError, PhyAssistError
+from engine.model.adapters import WEIGHTS_NAME, domain_adapter_path
 
 CARD_KEY = "domain_adapter"
 
@@ -49,3 +50,20 @@ def stack_refusal(card: dict[str, Any] | None, available: dict[str, str] | None)
 
 def trained_over_domain(card: dict[str, Any] | None) -> bool:
     return bool((card or {}).get(CARD_KEY))
+
+
+def stack_base(card: dict[str, Any] | None, model: Any) -> Path | None:
+    """The domain adapter a patient adapter with this card is stacked on (``None``: it was
+    trained on the bare base and is used alone). Raises AdapterLoadError when it was trained
+    over a domain adapter that is not the one ``model`` (``settings.model``) uses here.
+    Shared by the local and the server backend so both refuse the same stacks."""
+    if not trained_over_domain(card):
+        return None
+    try:
+        path = domain_adapter_path(model)
+    except PhyAssistError:
+        path = None
+    why = stack_refusal(card, adapter_identity(path) if path is not None else None)
+    if why is not None:
+        raise AdapterLoadError(f"not used: {why}.")
+    return path

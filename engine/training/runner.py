@@ -184,11 +184,10 @@ class TrainingRun:
         (no domain adapter for this model, or ``overrides["domain_adapter"] = False``)."""
         if self.overrides.get("domain_adapter", True) is False:
             return None
-        from engine.model.adapters import resolve_domain_adapter
+        from engine.model.adapters import domain_adapter_path
         from engine.model.stack import adapter_identity
 
-        model = self.settings.model
-        path = resolve_domain_adapter(model.domain_adapter, model.spec)
+        path = domain_adapter_path(self.settings.model)
         if path is None:
             return None
         return {"path": str(path), **adapter_identity(path)}

@@ -80,3 +80,26 @@ def test_stack_refusal_names_the_domain_adapter(tmp_path: Path):
     assert "not the one loaded" in (stack_refusal(card, b) or "")
     assert "not available" in (stack_refusal(card, None) or "")
     assert stack_refusal({}, None) is None  # trained on the bare base: used alone
+
+
+def test_stack_base_uses_the_configured_adapters_dir(tmp_path: Path) -> None:
+    """Local and server backends both ask ``stack_base``; it reads the domain adapter where
+    ``model.adapters_dir`` says (the patient path used to ignore that setting)."""
+    import shutil
+
+    from engine.errors import AdapterLoadError
+    from engine.model.stack import CARD_KEY, stack_base
+    from engine.settings import default_adapters_dir, load_settings
+
+    shipped = default_adapters_dir() / "smollm2-135m-imhi-counselchat"
+    if not shipped.is_dir():
+        pytest.skip("the shipped domain adapter is not in this checkout")
+    copy = tmp_path / "adapters" / shipped.name
+    shutil.copytree(shipped, copy)
+    model = load_settings().model.model_copy(update={"adapters_dir": tmp_path / "adapters"})
+    card = {CARD_KEY: {"name": shipped.name, **adapter_identity(copy)}}
+    assert stack_base(card, model) == copy
+    assert stack_base({}, model) is None  # trained on the bare base: used alone
+    other = {CARD_KEY: {"name": "other", "sha256": "0" * 64}}
+    with pytest.raises(AdapterLoadError, match="retrain it"):
+        stack_base(other, model)
