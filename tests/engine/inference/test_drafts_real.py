@@ -7,7 +7,6 @@ it writes: the layout, the language, complete items, the risk item, the comment 
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -16,11 +15,9 @@ import pytest
 from engine.inference.analysis import parse_analysis, parse_item_text
 from engine.inference.prompts import detect_language
 from engine.records import AnalysisDraft, Patient
-from tests.support import REPO
 
 pytestmark = pytest.mark.model
 
-SEED = REPO / "../shared/data/cases/seed_case_zh.json"
 ENGLISH = (
     "I've been feeling really anxious at work lately. My boss criticizes everything I do "
     "and I can't sleep before meetings."
@@ -31,8 +28,8 @@ PASSIVE = (
 )
 
 
-def seed_statement() -> str:
-    return json.loads(SEED.read_text(encoding="utf-8"))["counseling_question"]["statement"]
+def seed_statement(seed_case: dict) -> str:
+    return seed_case["counseling_question"]["statement"]
 
 
 def draft_of(assistant, statement: str, guidance: AnalysisDraft | None = None):
@@ -68,8 +65,9 @@ def assert_structured(d: AnalysisDraft, lang: str) -> None:
     assert not d.unplaced
 
 
-def test_the_seed_case_comes_back_structured_in_chinese(assistant) -> None:
-    text, d = draft_of(assistant, seed_statement())
+def test_the_seed_case_comes_back_structured_in_chinese(assistant, seed_case_zh) -> None:
+    """The seed case comes from ../shared (the ``seed_case_zh`` fixture skips without it)."""
+    text, d = draft_of(assistant, seed_statement(seed_case_zh))
     assert text.startswith("症状类型：") and "\n原因：\n1." in text and "\n建议：\n" in text
     assert_structured(d, "zh")
 
