@@ -12,6 +12,14 @@ questions in ``questionID`` order. The policy:
   professional help", "be kind to yourself", ...);
 - always ends the advice with one concrete homework task (one per topic).
 
+A model item that already says what the policy would write is kept as the model wrote it, as a
+counselor leaves a line alone that needs no edit. "Already says" is decided in the policy's own
+canonical form (``canonical``: Unicode NFKC, case folded, whitespace collapsed, quotation marks
+and a closing full stop dropped), so ``Low mood.`` for the label ``Low mood`` or an unquoted
+client sentence for a quoted one is no edit. This rule was fixed before any run with it; the
+style itself (label, quotes, deletions, homework) is unchanged. A reason that quotes a client
+sentence is kept wherever it stands among the reasons.
+
 Each session: the model drafts on the real product path (``Assistant.stream_analysis`` with the
 patient's record in the prompt, greedy decoding), the policy edits the draft, the result is
 saved as the note (model text in ``draft``, the policy's text in ``text``). Sessions 1..K are
@@ -42,6 +50,7 @@ import sys
 import tempfile
 import threading
 import time
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +100,16 @@ GENERIC = re.compile(
 FIRST_PERSON = re.compile(r"\b(?:I|I'm|I've|I'd|I'll|my|me|myself)\b")
 
 
+_QUOTES = "\"'“”‘’「」"
+
+
+def canonical(text: str) -> str:
+    """The policy's canonical form of a line, for "does this line need an edit?"."""
+    body = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    body = body.strip(_QUOTES + " ").rstrip(".。!！ ").strip(_QUOTES + " ")
+    return body
+
+
 class CounselorPolicy:
     """The simulated counselor: a deterministic edit of a draft, in one fixed style."""
 
@@ -116,17 +135,28 @@ class CounselorPolicy:
     def edit(self, draft: AnalysisDraft, statement: str) -> AnalysisDraft:
         """The note as the counselor saves it: model text in ``draft``, theirs in ``text``."""
         st = draft.symptom_type
-        symptom = Item(text=self.label, draft=st.text if st.text.strip() else None)
+        label = st.text if canonical(st.text) == canonical(self.label) else self.label
+        symptom = Item(text=label, draft=st.text if st.text.strip() else None)
         model_reasons = [i.text for i in draft.reasons if i.text.strip()]
         quoted = self.client_sentences(statement)
         reasons: list[Item] = []
         if quoted:
-            for index, text in enumerate(model_reasons):
-                if index < len(quoted):
-                    reasons.append(Item(text=quoted[index], draft=text))
+            # A reason that already quotes one of the sentences stays as written; the others
+            # are rewritten to the sentences not yet quoted, in order; the rest go.
+            wanted = {canonical(q): q for q in quoted}
+            kept = {canonical(t) for t in model_reasons if canonical(t) in wanted}
+            todo = [q for q in quoted if canonical(q) not in kept]
+            seen: set[str] = set()
+            for text in model_reasons:
+                key = canonical(text)
+                if key in wanted and key not in seen:
+                    seen.add(key)
+                    reasons.append(Item(text=text, draft=text))
+                elif todo:
+                    reasons.append(Item(text=todo.pop(0), draft=text))
                 else:
                     reasons.append(Item(text=text, draft=text, deleted=True))
-            reasons += [Item(text=q) for q in quoted[len(model_reasons) :]]
+            reasons += [Item(text=q) for q in todo]
         else:
             reasons = [Item(text=t, draft=t) for t in model_reasons]
         advice: list[Item] = []
@@ -135,11 +165,12 @@ class CounselorPolicy:
             generic = bool(GENERIC.search(text))
             advice.append(Item(text=text, draft=text, deleted=generic))
         kept = [i for i in advice if not i.deleted]
-        if kept and kept[-1].text.strip() == self.homework:
+        homework = canonical(self.homework)
+        if kept and canonical(kept[-1].text) == homework:
             pass  # the draft already ends with the homework task
         else:
             for item in advice:  # a homework line elsewhere moves to the end: drop it here
-                if item.text.strip() == self.homework and not item.deleted:
+                if canonical(item.text) == homework and not item.deleted:
                     item.deleted = True
             advice.append(Item(text=self.homework))
         return AnalysisDraft(
@@ -238,6 +269,18 @@ def measure(notes: list[AnalysisDraft]) -> dict[str, Any]:
         "items_total": total,
         "changed_share": round(changed / total, 4) if total else None,
         "per_session_changed": [c for c, _ in changes],
+        # where the changes come from: did the model write the policy's label, how many
+        # reasons did it draft (the policy keeps two), did its advice end with the homework
+        "label_kept": sum(n.symptom_type.draft == n.symptom_type.text for n in notes),
+        "reasons_drafted": [sum(i.draft is not None for i in n.reasons) for n in notes],
+        "reasons_kept": [
+            sum(i.draft is not None and i.draft == i.text and not i.deleted for i in n.reasons)
+            for n in notes
+        ],
+        "homework_drafted": sum(
+            bool(n.advice) and n.advice[-1].draft is not None and not n.advice[-1].deleted
+            for n in notes
+        ),
     }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from engine.inference.constraints import TokenConstraint, language_bias, vocabulary
@@ -42,6 +43,9 @@ ITEMS_PER_SECTION = 3
 # no line break, EOS or full stop before this many tokens (generate path); a CJK character
 # is often two or three byte tokens in a small model's vocabulary
 MIN_ITEM_TOKENS = {"en": 4, "zh": 8}
+# A section holds at least this many model items; after that the model decides whether the
+# next is another item or the section's end (``StructuredDraft._more``), as it would continue
+# the layout it was trained on: a counselor who keeps two reasons teaches that.
 MIN_ITEMS = 2
 
 _END = {"en": ".!?", "zh": "。！？"}
@@ -388,14 +392,46 @@ class StructuredDraft:
             banned.extend(self.tokenizer.encode(raw.strip(), add_special_tokens=False)[:1])
         return label
 
+    def _more(self, section: str, number: int, tally: _Tally) -> bool:
+        """Whether the model writes item ``number`` or ends the section here.
+
+        One greedy token, chosen between the two the layout allows next: the one that starts
+        "\n{number}." and the one that starts what follows the section (the Advice heading
+        after Reasons; the end of the answer after Advice). The layout stays the engine's;
+        only the count is the model's (at least ``MIN_ITEMS``, at most the section's count)."""
+        titles = SECTION_TITLES[self.lang]
+        encode = self.tokenizer.encode
+        more = encode(f"{self.text}\n{number}.", add_special_tokens=False)
+        if section == "reasons":
+            sep = "：" if self.lang == "zh" else ":"
+            stop = encode(f"{self.text}\n{titles['advice']}{sep}", add_special_tokens=False)
+        else:
+            stop = encode(self.text, add_special_tokens=False) + end_of_turn(self.tokenizer)[:1]
+        at = 0
+        while at < min(len(more), len(stop)) and more[at] == stop[at]:
+            at += 1
+        if at >= min(len(more), len(stop)):
+            return True  # the two cannot be told apart by one token: keep the layout's count
+        constraint = TokenConstraint(
+            bias=_choice_bias(len(self.tokenizer), (more[at], stop[at])), repetition_penalty=1.0
+        )
+        run = self.run_segment(self.prompt_ids + more[:at], 1, constraint, lambda _text: True)
+        got = "".join(run)
+        tally.add(run.stats)
+        return got == self.tokenizer.decode([more[at]], skip_special_tokens=True)
+
     def _items(self, section: str, items: list[Item], count: int, tally: _Tally) -> Iterator[str]:
         """Up to ``count`` model items, numbered after those already in ``items``. A blank
-        the model leaves empty is dropped before its number is shown and tried again."""
+        the model leaves empty is dropped before its number is shown and tried again. After
+        ``MIN_ITEMS`` the model may end the section (``_more``)."""
         lang = self.lang
         written = attempts = 0
         while written < count and attempts < count + 2 and not self.cancelled():
             attempts += 1
-            number = f"\n{len([i for i in items if not i.deleted]) + 1}."
+            shown = len([i for i in items if not i.deleted]) + 1
+            if written >= MIN_ITEMS and not self._more(section, shown, tally):
+                break
+            number = f"\n{shown}."
             before = self.text
             self.text += number
             body = ""
@@ -461,6 +497,33 @@ def write_item(
             yield tail
     if stats_out is not None:
         stats_out.append(tally.stats(_now()))
+
+
+def end_of_turn(tokenizer: Any) -> list[int]:
+    """The tokens the chat template puts right after an assistant answer (``<|im_end|>``,
+    ``</s>``): what a model trained on answers in this layout writes after the last item."""
+    marker = "\u2063PHYASSIST-END\u2063"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": "x"}, {"role": "assistant", "content": marker}],
+            tokenize=False,
+        )
+    except Exception:  # no chat template: the tokenizer's EOS
+        return _eos(tokenizer)
+    tail = str(text).split(marker, 1)[-1] if marker in str(text) else ""
+    ids = tokenizer.encode(tail, add_special_tokens=False) if tail.strip() else []
+    return [int(i) for i in ids[:1]] or _eos(tokenizer)
+
+
+@lru_cache(maxsize=64)
+def _choice_bias(size: int, allowed: tuple[int, ...]) -> Any:
+    """A vocabulary bias that allows only ``allowed`` (one tensor per choice, reused: the
+    remote backend packs each bias tensor once)."""
+    import torch
+
+    bias = torch.full((size,), float("-inf"))
+    bias[[i for i in allowed if i < size]] = 0.0
+    return bias
 
 
 def _eos(tokenizer: Any) -> list[int]:

@@ -68,9 +68,20 @@ class ScriptedRun:
 class Script:
     answers: list[str]
     calls: list[tuple[list[int], int, TokenConstraint | None]] = field(default_factory=list)
+    # The engine's one-token "another item or the section's end?" choices (max_new 1), in
+    # order: True writes another item (the default), False ends the section.
+    more: list[bool] = field(default_factory=list)
+    choices: list[tuple[list[int], list[int]]] = field(default_factory=list)
 
     def __call__(self, ids, max_new, constraint, stop):
         self.calls.append((ids, max_new, constraint))
+        if max_new == 1:
+            allowed = (constraint.bias == 0).nonzero().flatten().tolist()
+            self.choices.append((ids, allowed))
+            more = next(i for i in allowed if chr(i).isdigit() or chr(i) == "\n")
+            stop_id = next(i for i in allowed if i != more)
+            chosen = more if (self.more.pop(0) if self.more else True) else stop_id
+            return ScriptedRun([chr(chosen)] if chosen else [])
         text = self.answers.pop(0) if self.answers else ""
         # the run stops where the stop rule says (as GenerationRun's criteria do)
         out = ""
@@ -81,8 +92,14 @@ class Script:
         return ScriptedRun([out[i : i + 3] for i in range(0, len(out), 3)])
 
 
-def draft(answers: list[str], statement: str = "I feel anxious at work.", lang="en", **kw):
-    script = Script(list(answers))
+def draft(
+    answers: list[str],
+    statement: str = "I feel anxious at work.",
+    lang="en",
+    more: list[bool] | None = None,
+    **kw,
+):
+    script = Script(list(answers), more=list(more or []))
     drafter = StructuredDraft(CharTokenizer(), script, [1, 2, 3], lang, statement, **kw)
     text = "".join(drafter.stream())
     return drafter, text, script
@@ -126,6 +143,35 @@ def test_the_engine_writes_the_layout_and_the_model_only_fills_blanks() -> None:
     # Later items must not repeat earlier ones (no-repeat n-grams), the first never may.
     assert script.calls[1][2].avoid and script.calls[2][2].avoid
     assert drafter.stats is not None and drafter.stats.tokens > 0
+
+
+def test_the_model_may_end_a_section_after_two_items() -> None:
+    """The count is the model's: after two items one token decides between the next number and
+    what follows the section. A counselor who keeps two reasons can teach that (issue 17); a
+    fixed three made one deletion per note that no adapter could learn away."""
+    answers = [" Work stress", " Her boss criticizes her.", " She cannot sleep.", " Rest."]
+    drafter, text, script = draft([*answers, " Plan the week."], more=[False, False])
+    assert text == (
+        "Symptom type: Work stress\n"
+        "Reasons:\n1. Her boss criticizes her.\n2. She cannot sleep.\n"
+        "Advice:\n1. Rest.\n2. Plan the week."
+    )
+    assert [len(drafter.draft.reasons), len(drafter.draft.advice)] == [2, 2]
+    # Reasons: after "2. ...\n" the choice is "3" against the Advice heading's first token.
+    (ids, allowed), (ids2, allowed2) = script.choices
+    prefix = "Symptom type: Work stress\nReasons:\n1. Her boss criticizes her.\n"
+    assert "".join(map(chr, ids[3:])) == prefix + "2. She cannot sleep.\n"
+    assert sorted(allowed) == [ord("3"), ord("A")]
+    # Advice: after its last item, a line break (another item) against the end of the answer.
+    assert "".join(map(chr, ids2[3:])).endswith("Advice:\n1. Rest.\n2. Plan the week.")
+    assert sorted(allowed2) == [0, ord("\n")]
+    assert parse_analysis(text).reasons[1].text == "She cannot sleep."
+
+
+def test_the_model_choosing_more_items_keeps_the_layouts_three() -> None:
+    drafter, _text, script = draft(EN, more=[True, True])
+    assert [len(drafter.draft.reasons), len(drafter.draft.advice)] == [3, 3]
+    assert len(script.choices) == 2  # one choice per section, after its second item
 
 
 def test_a_short_label_is_asked_for_by_comment_and_held() -> None:

@@ -48,3 +48,36 @@ def test_the_bench_takes_the_streams_own_draft_and_the_policy_edits_it():
     assert note.advice[-1].text.startswith("Homework:")
     # label, reason edited, reason added, reassurance deleted, homework added; risk item kept
     assert item_changes(note) == (5, 6)
+
+
+def test_a_draft_already_in_the_policys_style_needs_no_edit():
+    """The rule fixed before the issue-17 runs: an item counts as changed when the policy's
+    final differs from the model's text in the policy's canonical form (case, spacing,
+    quotation marks, a closing full stop). Exact-string matching counted ``low mood.`` against
+    ``Low mood`` as an edit, so no adapter could bring the count down."""
+    from bench.learning import CounselorPolicy, canonical, item_changes
+
+    policy = CounselorPolicy("depression")
+    homework = policy.homework.rstrip(".")
+    draft = AnalysisDraft(
+        symptom_type=Item(text="low mood."),
+        reasons=[Item(text="I stopped seeing my friends."), Item(text="“I feel empty most days”")],
+        advice=[Item(text="Plan one outing with a friend."), Item(text=homework)],
+    )
+    note = policy.edit(draft, STATEMENT)
+    assert item_changes(note) == (0, 5)
+    assert note.symptom_type.text == "low mood."  # kept as the model wrote it
+    # Anything else is still the policy's edit: a different label, a third reason, no homework.
+    other = AnalysisDraft(
+        symptom_type=Item(text="Low mood and isolation"),
+        reasons=[Item(text="I feel empty most days."), Item(text="Isolation."), Item(text="x.")],
+        advice=[Item(text="Plan one outing with a friend.")],
+    )
+    note = policy.edit(other, STATEMENT)
+    assert [i.text for i in note.reasons if not i.deleted] == [
+        "I feel empty most days.",
+        '"I stopped seeing my friends."',
+    ]
+    assert note.reasons[2].deleted and note.advice[-1].text == policy.homework
+    assert item_changes(note) == (4, 6)  # label, reason rewritten, reason deleted, homework
+    assert canonical('  "Low  Mood."  ') == canonical("low mood")
