@@ -31,17 +31,36 @@ from engine.records import AnalysisDraft, Item, Note, Patient
 Message = dict[str, str]
 
 
-def prompt_messages(patient: Patient, note: Note) -> list[Message]:
+# Earlier notes in each training prompt (the most recent ones before the note). Drafting puts
+# every earlier note that fits into the prompt; an adapter trained on bare prompts met that
+# record only at inference (issue 17). All of them would make a ten-note run's examples about
+# three times as long; on the CPU the token budget (config.CPU_TOKEN_BUDGET) then buys fewer
+# passes over the answers. Two keep the record's form ("the 2 most recent of N") at about
+# twice the tokens.
+TRAIN_RECORD_NOTES = 2
+
+
+def prompt_messages(
+    patient: Patient, note: Note, record_notes: int = TRAIN_RECORD_NOTES
+) -> list[Message]:
     """The messages the engine sends when it drafts this note's Analysis.
 
-    Built with ``engine.inference.prompts`` so the adapter learns the layout generation uses;
-    the record holds the basic information only (other notes would leak answers and make
-    every example long).
+    Built with ``engine.inference.prompts`` as drafting builds them: the record as it stood
+    when the note was drafted, i.e. the basic information and the notes saved before it
+    (the newest ``record_notes`` of them, rendered as ``fit_record`` renders a record where
+    only those fit). The note itself and later notes never appear: they would leak the answer.
     """
-    record = render_record(patient, [], record_language(patient))
+    earlier = sorted(
+        (n for n in patient.notes if n.created < note.created and n.id != note.id),
+        key=lambda n: n.created,
+    )
+    then = patient.model_copy(update={"notes": earlier})
+    lang_then = record_language(then)
+    shown = earlier[-record_notes:] if record_notes > 0 else []
+    record = render_record(then, shown, lang_then)
     lang = detect_language(note.question)
     return [
-        {"role": "system", "content": system_prompt(record_language(patient), record)},
+        {"role": "system", "content": system_prompt(lang_then, record)},
         {
             "role": "user",
             "content": analysis_request(note.question, lang, observed=note.observed_state),
@@ -169,16 +188,16 @@ class TrainingData:
         return {"sft": self.sft, "pairs": self.pairs}
 
 
-def build_training_data(patient: Patient) -> TrainingData:
+def build_training_data(patient: Patient, record_notes: int = TRAIN_RECORD_NOTES) -> TrainingData:
     """Supervised examples from every note with a saved answer (the counselor's final text);
     a preference pair per counselor signal: edits, deletions, added items, comment-steered
-    regenerations, and Compare choices."""
+    regenerations, and Compare choices. Prompts carry ``record_notes`` earlier notes."""
     data = TrainingData()
     totals = dict.fromkeys(SIGNALS, 0)
     per_note: list[dict[str, Any]] = []
     notes = [n for n in sorted(patient.notes, key=lambda n: n.created) if n.question.strip()]
     for note in notes:
-        prompt = prompt_messages(patient, note)
+        prompt = prompt_messages(patient, note, record_notes)
         lang = detect_language(note.question)
         a = note.analysis
         counts = dict.fromkeys(SIGNALS, 0)
@@ -209,8 +228,12 @@ def build_training_data(patient: Patient) -> TrainingData:
             continue
         if choice.chosen.strip() == choice.rejected.strip():
             continue
-        note = Note(question=choice.question, observed_state=choice.observed_state)
-        data.pairs.append(_pair(prompt_messages(patient, note), choice.chosen, choice.rejected))
+        note = Note(
+            question=choice.question, observed_state=choice.observed_state, created=choice.created
+        )
+        data.pairs.append(
+            _pair(prompt_messages(patient, note, record_notes), choice.chosen, choice.rejected)
+        )
         totals["choices"] += 1
     data.signals = {
         "notes": len(notes),

@@ -1,0 +1,56 @@
+"""The prompt a patient adapter trains on is the prompt drafting sends (issue 17).
+
+Drafting puts the patient's earlier notes into the system message (``fit_record``); training
+used to put the basic information only, so the adapter met the record for the first time at
+inference. These tests fail with the bare-record prompt."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from engine.inference.context import fit_record
+from engine.inference.prompts import record_language, system_prompt
+from engine.training.data import TRAIN_RECORD_NOTES, build_training_data
+
+
+def _spaced(patient):
+    for n, note in enumerate(patient.notes):
+        note.created = patient.notes[0].created + timedelta(days=n)
+    return patient
+
+
+def _then(patient, index):
+    """The patient as drafting saw it before note ``index`` was saved."""
+    return patient.model_copy(update={"notes": patient.notes[:index]})
+
+
+def test_each_note_trains_on_the_record_as_it_stood_when_it_was_drafted(patient_record):
+    patient = _spaced(patient_record("Zorblax", 3))
+    data = build_training_data(patient, record_notes=10)
+    for index, example in enumerate(data.sft):
+        then = _then(patient, index)
+        lang = record_language(then)
+        # what Assistant._build puts in the system message when the whole record fits
+        drafted = system_prompt(lang, fit_record(then, lang, 10**6, len).text)
+        assert example["prompt"][0]["content"] == drafted
+    first, last = data.sft[0]["prompt"][0]["content"], data.sft[2]["prompt"][0]["content"]
+    assert "Earlier sessions" not in first
+    assert "Session 1." in last and "Session 2." in last and "Session 3." not in last
+    # the note's own answer and later notes never reach its prompt
+    assert "Session 2." not in data.sft[1]["prompt"][0]["content"].split("Session 1.", 1)[0]
+
+
+def test_by_default_the_newest_earlier_notes_go_in_as_a_record_that_fits_them(patient_record):
+    patient = _spaced(patient_record("Zorblax", 4))
+    data = build_training_data(patient)
+    system = data.sft[3]["prompt"][0]["content"]
+    assert TRAIN_RECORD_NOTES == 2
+    assert f"the {TRAIN_RECORD_NOTES} most recent of 3" in system
+    assert "Session 1." not in system and "Session 2." in system and "Session 3." in system
+    # the same text drafting sends when only the two newest notes fit the window
+    then = _then(patient, 3)
+    lang = record_language(then)
+    budget = len(system) - len(system_prompt(lang, "")) + 40
+    assert system == system_prompt(lang, fit_record(then, lang, budget, len).text)
+    # preference pairs carry the same prompt as their note's example
+    assert data.pairs[-1]["prompt"] == data.sft[3]["prompt"]
