@@ -32,7 +32,7 @@ policy's final answer, and the share of items the policy changes (edited + delet
 over draft items + added). Plus training wall time and the workers' peak RSS.
 
     python bench/learning.py [--topics depression] [--k 3,5,10] [--eval-sessions 3]
-        [--max-new-tokens 160] [--export-adapter DIR] [--out FILE]
+        [--max-new-tokens 160] [--export-adapter DIR] [--train-overrides JSON] [--out FILE]
 
 Goals (issue 17): after 10 sessions the policy changes >= 30 % fewer items with the patient
 adapter than with the domain adapter alone; 10-note training <= 60 s on 2 cores.
@@ -299,6 +299,41 @@ def patient_logit_effect(assistant: Any, patient: Any, store: Any) -> float:
     return round(float((stacked - domain).abs().max()), 4)
 
 
+def style_margins(assistant: Any, patient: Any, question: str, draft: AnalysisDraft, homework: str):
+    """How far the active model leans toward the policy's style where greedy text hides it:
+    (log P(Advice heading) - log P("3") after the draft's first two reasons; mean log-prob per
+    token of the policy's homework line as the next advice item). Teacher-forced on the
+    product's own prompt (``Assistant._build``) and layout."""
+    import torch
+
+    from engine.inference.prompts import SECTION_TITLES, analysis_request
+
+    titles = SECTION_TITLES["en"]
+    request = analysis_request(question, "en")
+    ids, _ = assistant._build(patient, [{"role": "user", "content": request}], 16)
+    reasons = [i.text for i in draft.reasons if i.text.strip()][:2]
+    advice = [i.text for i in draft.advice if i.text.strip()]
+    if len(reasons) < 2:
+        return None, None
+    head = f"{titles['symptom_type']}: {draft.symptom_type.text}\n{titles['reasons']}:\n"
+    head += "".join(f"{n}. {t}\n" for n, t in enumerate(reasons, 1))
+    tok = assistant.model.tokenizer
+    model = assistant.adapters.model
+
+    def logprobs(text: str, tail: str) -> list[float]:
+        prefix = ids + tok.encode(text, add_special_tokens=False)
+        full = ids + tok.encode(text + tail, add_special_tokens=False)
+        with torch.no_grad():
+            out = model(torch.tensor([full])).logits[0].float().log_softmax(-1)
+        return [float(out[i - 1, full[i]]) for i in range(len(prefix), len(full))]
+
+    stop = logprobs(head, f"{titles['advice']}:")[0]
+    more = logprobs(head, "3.")[0]
+    body = head + f"{titles['advice']}:\n" + "".join(f"{n}. {t}\n" for n, t in enumerate(advice, 1))
+    home = logprobs(body + f"{len(advice) + 1}.", f" {homework}")
+    return round(stop - more, 3), round(sum(home) / len(home), 3)
+
+
 def children_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
@@ -334,7 +369,7 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
         patient_k = store.create_patient(f"Learning bench {topic} k={k}")
         for note in saved[:k]:
             store.add_note(patient_k.id, note.model_copy(deep=True))
-        run = TrainingRun(store, patient_k.id, settings)
+        run = TrainingRun(store, patient_k.id, settings, overrides=args.train_overrides)
         load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
         started = time.perf_counter()
         for _event in run.events():
@@ -368,16 +403,28 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
         conditions: dict[str, list[AnalysisDraft]] = {"domain": [], "domain+patient": []}
         labels: dict[str, str] = {}
         raw: dict[str, list[str]] = {"domain": [], "domain+patient": []}
+        margins: dict[str, list[Any]] = {}
+        domain_drafts: list[AnalysisDraft] = []
         for name in conditions:
             labels[name] = assistant.use_patient(
                 None if name == "domain" else patient, None if name == "domain" else store
             )
+            margins[name] = []
             for question in eval_q:
                 draft, _ = generate(assistant, patient, question)
                 raw[name].append(draft.raw_output)
                 conditions[name].append(policy.edit(draft, question))
+                # teacher-forced on the domain model's draft in both conditions
+                if name == "domain":
+                    domain_drafts.append(draft)
+                same = domain_drafts[len(margins[name])]
+                margins[name].append(
+                    style_margins(assistant, patient, question, same, policy.homework)
+                )
         for name, notes in conditions.items():
             row[name] = {"model": labels[name], **measure(notes)}
+            # per eval session: [log P(end reasons after 2) - log P("3"), homework log-prob]
+            row[name]["style_margins"] = margins[name]
         row["drafts_differ"] = [a != b for a, b in zip(*raw.values(), strict=True)]
         row["patient_logit_effect"] = patient_logit_effect(assistant, patient, store)
         base, ours = row["domain"]["changed_share"], row["domain+patient"]["changed_share"]
@@ -409,6 +456,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--threads", type=int, default=0, help="torch threads here (0: default)")
     parser.add_argument("--export-adapter", help="write the largest-k adapter here (PEFT dir)")
+    parser.add_argument(
+        "--train-overrides",
+        type=json.loads,
+        default=None,
+        help='recipe overrides, JSON (a diagnostic: {"num_train_epochs": 4})',
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     args.k = [int(x) for x in args.k.split(",") if x.strip()]
@@ -451,6 +504,7 @@ def main() -> None:
         "k": args.k,
         "eval_sessions": args.eval_sessions,
         "max_new_tokens": args.max_new_tokens,
+        "train_overrides": args.train_overrides,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
