@@ -29,7 +29,10 @@ on the held-out later sessions K+1..K+E (the same ones for every k) drafts are m
 domain adapter alone and by domain + patient adapter, with that patient's record in the prompt
 for both. Measured per condition: the character-level edit distance between the draft and the
 policy's final answer, and the share of items the policy changes (edited + deleted + added,
-over draft items + added). Plus training wall time and the workers' peak RSS.
+over draft items + added). Plus training wall time and the workers' peak RSS, and per eval
+session two teacher-forced margins on the domain model's draft (``style_margins``: does the
+model lean toward ending Reasons after two, toward the homework line), which show how far an
+adapter moved where the greedy text does not change.
 
     python bench/learning.py [--topics depression] [--k 3,5,10] [--eval-sessions 3]
         [--max-new-tokens 160] [--export-adapter DIR] [--train-overrides JSON] [--out FILE]
