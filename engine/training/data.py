@@ -32,12 +32,13 @@ Message = dict[str, str]
 
 
 # Earlier notes in each training prompt (the most recent ones before the note). Drafting puts
-# every earlier note that fits into the prompt; an adapter trained on bare prompts met that
-# record only at inference (issue 17). All of them would make a ten-note run's examples about
-# three times as long; on the CPU the token budget (config.CPU_TOKEN_BUDGET) then buys fewer
-# passes over the answers. Two keep the record's form ("the 2 most recent of N") at about
-# twice the tokens.
-TRAIN_RECORD_NOTES = 2
+# every earlier note that fits into the prompt, so with 0 an adapter meets that record only at
+# inference (issue 17). Measured with 2 (bench/RESULTS.md, "Issue 17, second pass"): no fewer
+# changed items than with 0, 58 % more worker CPU at ten notes (140.8 vs 89.3 CPU-s: longer
+# examples, and the CPU token budget cannot go below one pass), and the CLI test's adapter
+# learned less (answer loss 2.45 -> 2.06 instead of -> 1.54). So 0 until the CPU recipe has
+# signal to spare; ``build_training_data(patient, record_notes=2)`` gives the matched prompts.
+TRAIN_RECORD_NOTES = 0
 
 
 def prompt_messages(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from engine.inference.context import fit_record
-from engine.inference.prompts import record_language, system_prompt
+from engine.inference.prompts import record_language, render_record, system_prompt
 from engine.training.data import TRAIN_RECORD_NOTES, build_training_data
 
 
@@ -40,12 +40,11 @@ def test_each_note_trains_on_the_record_as_it_stood_when_it_was_drafted(patient_
     assert "Session 2." not in data.sft[1]["prompt"][0]["content"].split("Session 1.", 1)[0]
 
 
-def test_by_default_the_newest_earlier_notes_go_in_as_a_record_that_fits_them(patient_record):
+def test_the_newest_earlier_notes_go_in_as_a_record_that_fits_them(patient_record):
     patient = _spaced(patient_record("Zorblax", 4))
-    data = build_training_data(patient)
+    data = build_training_data(patient, record_notes=2)
     system = data.sft[3]["prompt"][0]["content"]
-    assert TRAIN_RECORD_NOTES == 2
-    assert f"the {TRAIN_RECORD_NOTES} most recent of 3" in system
+    assert "the 2 most recent of 3" in system
     assert "Session 1." not in system and "Session 2." in system and "Session 3." in system
     # the same text drafting sends when only the two newest notes fit the window
     then = _then(patient, 3)
@@ -54,3 +53,8 @@ def test_by_default_the_newest_earlier_notes_go_in_as_a_record_that_fits_them(pa
     assert system == system_prompt(lang, fit_record(then, lang, budget, len).text)
     # preference pairs carry the same prompt as their note's example
     assert data.pairs[-1]["prompt"] == data.sft[3]["prompt"]
+    # the default (TRAIN_RECORD_NOTES, 0 on the measured trade) is the record drafting sends
+    # when no earlier note fits: basic information only, under the same header and role
+    bare = build_training_data(patient).sft[3]["prompt"][0]["content"]
+    assert TRAIN_RECORD_NOTES == 0 and "Earlier sessions" not in bare
+    assert bare == system_prompt(lang, render_record(then, [], lang))
