@@ -477,7 +477,7 @@ def _append_via_temporary_lock(
     Raises VaultBusy when another process is the writer (its own appends would race ours).
     """
     from engine.vault.atomicio import WriterLock
-    from engine.vault.store import LOCK_NAME
+    from engine.vault.files import LOCK_NAME
 
     lock = WriterLock(store.vault_dir / LOCK_NAME)
     lock.acquire()  # VaultBusy when another process writes
