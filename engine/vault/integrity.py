@@ -20,6 +20,7 @@ from engine.vault.index import INDEX_NAME
 from engine.vault.manifest import MANIFEST_NAME, Manifest, PatientFiles
 
 MANIFEST_AAD = b"\x00manifest"
+
 logger = logging.getLogger("phyassist.store")
 
 

@@ -68,6 +68,7 @@ from engine.vault.patients import PatientRecords
 from engine.vault.validation import RecordChecks
 
 logger = logging.getLogger("phyassist.store")
+
 # Writers still open at interpreter exit get closed (index written, lock released) then.
 _OPEN_WRITERS: weakref.WeakSet[Store] = weakref.WeakSet()
 
