@@ -374,3 +374,28 @@ async def generate(pilot, screen, question: str) -> None:
     await pilot.press("f3")
     screen.query_one("#question", TextArea).load_text(question)
     await pilot.press("ctrl+g")
+
+
+async def open_draft(pilot, name: str, question: str = "Question"):
+    """The drafting setup of the flow tests: unlock, open ``name``, generate a draft of
+    ``question`` and wait until it is in the Draft pane; returns (workspace, draft pane)."""
+    screen = await open_patient(pilot, name)
+    await generate(pilot, screen, question)
+    return screen, await draft_ready(pilot, screen)
+
+
+async def draft_under_way(pilot, fake: FakeAssistant, question: str = "Question"):
+    """Open Sun and start a draft; returns once ``fake`` holds it mid-stream."""
+    screen = await open_patient(pilot, "Sun")
+    await generate(pilot, screen, question)
+    await wait_for(pilot, lambda: fake.paused.is_set(), what="draft under way")
+    return screen
+
+
+def patient_id(settings, name: str) -> str:
+    """The id of the patient called ``name`` in the vault on disk (read-only open)."""
+    store = read_only(settings)
+    try:
+        return next(s.id for s in store.list_patients() if s.name == name)
+    finally:
+        store.close()
