@@ -37,6 +37,7 @@ __all__ = [
     "assess_rules",
     "assess_with_model",
     "classifier_error",
+    "found_by",
     "highest_severity",
     "model_verdict",
     "risk_audit_detail",
@@ -201,6 +202,24 @@ _CLASSIFIER_ERROR: str | None = None
 def classifier_error() -> str | None:
     """Why the last :func:`assess` ran on rules only (``None``: the classifier ran)."""
     return _CLASSIFIER_ERROR
+
+
+def found_by(model: str | None = None, *, model_not_asked: str | None = None) -> str:
+    """The counselor's line naming the checks behind the last :func:`assess`: the rules, the
+    sentence classifier unless it could not load (then why), the model where it was asked,
+    and why it was not (``model_not_asked``), e.g. "rules and the sentence classifier; no
+    model check: the model is still loading"."""
+    checks = ["rules"]
+    if _CLASSIFIER_ERROR is None:
+        checks.append("the sentence classifier")
+    if model:
+        checks.append(model)
+    line = "rules only" if len(checks) == 1 else ", ".join(checks[:-1]) + " and " + checks[-1]
+    if _CLASSIFIER_ERROR is not None:
+        line += f" ({_CLASSIFIER_ERROR})"
+    if model_not_asked:
+        line += f"; no model check: {model_not_asked}"
+    return line
 
 
 def _classifier_flags(

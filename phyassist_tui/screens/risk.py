@@ -119,7 +119,7 @@ class RiskFlagScreen(ModalScreen[bool]):
     def __init__(self, flags: Sequence[RiskFlag], found_by: str = "") -> None:
         super().__init__()
         self.flags = list(flags)
-        self.found_by = found_by  # "rules and Mixtral-…", "rules only: …"
+        self.found_by = found_by  # "rules, the sentence classifier and Mixtral-…"
 
     def compose(self) -> ComposeResult:
         top = highest_severity(self.flags) or "low"
