@@ -63,6 +63,65 @@ def written(split: str) -> list[dict]:
     return out
 
 
+IRF_LABELS = SENTENCES / "imhi_irf_val.labels"
+
+
+def irf_labelled(shared: Path, split: str) -> list[dict]:
+    """IMHI Irf *val* posts labelled by hand for suicide / self-harm (``IRF_LABELS``; its split
+    is fixed by the post id): ``{"id", "text", "label", "read", "evidence"}``, ``read`` being
+    how many characters of the post were read when labelling (ambiguous posts left out)."""
+    import hashlib
+
+    path = shared / "imhi" / "train" / "Irf" / "val.csv"
+    if not path.is_file() or split not in ("train", "dev"):
+        return []
+    by_id = {hashlib.sha1(t.encode()).hexdigest()[:8]: t for t in imhi_posts(path)}
+    out = []
+    for line in IRF_LABELS.read_text(encoding="utf-8").splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        pid, part, label, read, evidence = line.split("\t")
+        if part != split or label not in "01" or pid not in by_id:
+            continue
+        text = by_id[pid]
+        out.append(
+            {"id": pid, "text": text, "label": int(label), "read": int(read), "evidence": evidence}
+        )
+    return out
+
+
+def irf_sentences(rows: list[dict]) -> tuple[list[str], list[int]]:
+    """Training sentences of labelled posts: of a risk post the sentence(s) holding its quoted
+    evidence (positives), of a no-risk post every sentence inside the part that was read
+    (in-register negatives: distress, depression, loneliness without a wish to die)."""
+    from engine.trust.risk_classifier import sentence_spans
+
+    texts, labels = [], []
+    for row in rows:
+        text = row["text"]
+        if row["label"]:
+            at = text.find(row["evidence"])
+            hit = (at, at + len(row["evidence"]))
+            for a, b in sentence_spans(text):
+                if a < hit[1] and hit[0] < b:
+                    texts.append(text[a:b])
+                    labels.append(1)
+        else:
+            for a, b in sentence_spans(text):
+                if b <= row["read"]:
+                    texts.append(text[a:b])
+                    labels.append(0)
+    return texts, labels
+
+
+def irf_dev_posts(shared: Path) -> tuple[list[str], list[str]]:
+    """Dev posts of ``IRF_LABELS``: risk posts whole, no-risk posts cut to the part read."""
+    rows = irf_labelled(shared, "dev")
+    pos = [r["text"] for r in rows if r["label"]]
+    neg = [r["text"][: r["read"]] for r in rows if not r["label"]]
+    return pos, neg
+
+
 def fixture_cases(splits: tuple[str, ...]) -> list[dict]:
     return [c for c in load_fixtures(FIXTURES) if c["split"] in splits]
 
@@ -166,7 +225,7 @@ def _featurize(texts: list[str], dense_scale: float):
 
 
 def training_set(
-    shared: Path, imhi_limit: int, rule_positives: bool = False
+    shared: Path, imhi_limit: int, rule_positives: bool = False, irf: bool = True
 ) -> tuple[list[str], list[int], list[float]]:
     """Texts, labels and a curated marker (1.0: written sentences and fixture cases; 0.0:
     IMHI no-disorder sentences, a background of everyday text that outnumbers the rest)."""
@@ -187,6 +246,11 @@ def training_set(
                 texts.append(case["text"][a:b])
                 labels.append(0)
                 weights.append(1.0)
+    if irf:
+        found, marks = irf_sentences(irf_labelled(shared, "train"))
+        texts.extend(found)
+        labels.extend(marks)
+        weights.extend([1.0] * len(found))
     rng = np.random.default_rng(18)
     imhi_sents = []
     for posts in imhi_no_disorder(shared, "train").values():
@@ -285,6 +349,7 @@ def choose_thresholds(
     def pairs(texts):
         return [(rules_flag(t), max_sentence_score(clf, t)) for t in texts]
 
+    irf_pos, irf_neg = (pairs(v) for v in irf_dev_posts(shared))
     everyday = {
         "en": {k: pairs(v) for k, v in posts.items()},
         "zh": {"zh_everyday": pairs([r["text"] for r in rows if r["author"] == "zh_h"])},
@@ -308,9 +373,14 @@ def choose_thresholds(
             if max(add.values()) > max_added or rate(neg_s, t) > max_written:
                 break
             tot = {f"{k}_total": rate(v, t) for k, v in everyday[lang].items()}
+            irf = (
+                {"irf_recall": rate(irf_pos, t), "irf_no_risk_flagged": rate(irf_neg, t)}
+                if lang == "en" and irf_pos
+                else {}
+            )
             best = (
                 round(float(t), 2),
-                {"recall": rate(pos_s, t), "hard_neg": rate(neg_s, t), **add, **tot},
+                {"recall": rate(pos_s, t), "hard_neg": rate(neg_s, t), **irf, **add, **tot},
             )
         thresholds[lang] = best[0]
         report[lang] = {"threshold": best[0], **{k: round(v, 4) for k, v in best[1].items()}}
@@ -338,7 +408,8 @@ def cmd_train(args) -> dict:
         row = {"C": c, "pos_weight": pw, "neg_weight": nw, **dev}
         report["grid"].append(row)
         print(json.dumps(row), flush=True)
-        recall = sum(dev[lang].get("recall", 0.0) for lang in dev)  # the two languages alike
+        # the two languages alike; in English the written sentences and the labelled posts alike
+        recall = sum(dev[lang].get("recall", 0.0) for lang in dev) + dev["en"].get("irf_recall", 0)
         if best is None or recall > best[0]:
             best = (recall, clf, t)
     assert best is not None, "no setting met the dev false-flag limit"
@@ -392,6 +463,10 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
         res["written_zh_everyday_posts_flagged"] = _rate(
             [predict(r["text"]) for r in rows if r["author"] in everyday]
         )
+        if split == "dev" and shared.is_dir():
+            irf_pos, irf_neg = irf_dev_posts(shared)
+            res["irf_dev_posts_recall"] = _rate([predict(t) for t in irf_pos])
+            res["irf_dev_no_risk_posts_flagged"] = _rate([predict(t) for t in irf_neg])
         if split == "test":
             cases = fixture_cases(HELDOUT)
             for lang in ("en", "zh", "all"):

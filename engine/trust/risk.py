@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from engine.trust.normalise import matching_view
+
 __all__ = [
     "CATEGORIES",
     "CATEGORY_LABELS",
@@ -271,25 +273,33 @@ def _rule_pass(text: str) -> tuple[list[RiskFlag], list[tuple[int, int]]]:
     since the words it would react to are the ones the client denied."""
     if not text or not text.strip():
         return [], []
+    # rules match on one spelling of apostrophes ("don‚Äôt" -> "don't"); offsets map back
+    view, back = matching_view(text)
+
+    def at(i: int) -> int:
+        return back[i] if back is not None else i
+
     best: dict[tuple[str, int, int], RiskFlag] = {}
     denied: list[tuple[int, int]] = []
     for rule in _RULES:
-        for m in rule.pattern.finditer(text):
+        for m in rule.pattern.finditer(view):
             if m.end() == m.start():
                 continue
-            if _negated(rule, text, m.start()):
+            if _negated(rule, view, m.start()):
                 if rule.category == "suicide_self_harm":
-                    denied.append(_sentence_span(text, m.start(), m.end()))
+                    a, b = _sentence_span(view, m.start(), m.end())
+                    denied.append((at(a), at(b)))
                 continue
-            s, e = _sentence_span(text, m.start(), m.end())
+            a, b = _sentence_span(view, m.start(), m.end())
+            s, e = at(a), at(b)
             flag = RiskFlag(
                 category=rule.category,
                 severity=rule.severity,
                 evidence=text[s:e],
                 start=s,
                 end=e,
-                phrase_start=m.start(),
-                phrase_end=m.end(),
+                phrase_start=at(m.start()),
+                phrase_end=at(m.end()),
                 rule=rule.id,
             )
             key = (rule.category, s, e)
