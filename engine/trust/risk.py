@@ -39,6 +39,7 @@ __all__ = [
     "assess_rules",
     "assess_with_model",
     "classifier_error",
+    "classifier_sentences",
     "found_by",
     "highest_severity",
     "model_verdict",
@@ -224,18 +225,32 @@ def found_by(model: str | None = None, *, model_not_asked: str | None = None) ->
     return line
 
 
+def classifier_sentences(text: str) -> list[tuple[int, int]]:
+    """The sentences of ``text`` that :func:`assess` gives the classifier: those where no
+    suicide / self-harm rule matched, negated or not (for choosing its threshold on exactly
+    what it will see)."""
+    flags, denied = _rule_pass(text)
+    return _unflagged_sentences(text, flags, denied)
+
+
+def _unflagged_sentences(
+    text: str, flags: list[RiskFlag], denied: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    from engine.trust.risk_classifier import sentence_spans
+
+    covered = [(f.start, f.end) for f in flags if f.category == "suicide_self_harm"] + denied
+    return [
+        (s, e) for s, e in sentence_spans(text) if not any(s < ce and cs < e for cs, ce in covered)
+    ]
+
+
 def _classifier_flags(
     text: str, flags: list[RiskFlag], denied: list[tuple[int, int]]
 ) -> list[RiskFlag]:
     global _CLASSIFIER_ERROR
     from engine.trust import risk_classifier
 
-    covered = [(f.start, f.end) for f in flags if f.category == "suicide_self_harm"] + denied
-    spans = [
-        (s, e)
-        for s, e in risk_classifier.sentence_spans(text)
-        if not any(s < ce and cs < e for cs, ce in covered)
-    ]
+    spans = _unflagged_sentences(text, flags, denied)
     if not spans:
         return []
     try:
