@@ -41,7 +41,7 @@ from engine.model.adapters import AdapterManager, manager_for
 from engine.model.llm import LoadedModel, load_model
 from engine.records import AnalysisDraft, ChatMessage, Item, Patient
 from engine.settings import EMBEDDED_MODEL, Settings
-from engine.trust.risk import RiskFlag, assess, assess_with_model, yes_no_scorer
+from engine.trust.risk import RiskFlag, assess, assess_with_model, found_by, yes_no_scorer
 
 __all__ = ["Assistant", "GenerationStats", "TextStream"]
 
@@ -109,7 +109,7 @@ class Assistant(PromptAssembly, AdapterChoice, LocalRuns):
     # Risk ----------------------------------------------------------------------------------
 
     def risk_model_refusal(self) -> str | None:
-        """Why the risk check will be rules only (None: the model is asked too).
+        """Why the model is not asked in the risk check (None: it is asked too).
 
         Cheap, no model call: the TUI uses it to decide whether to spend a worker."""
         mode = self.settings.risk_model_check
@@ -134,15 +134,17 @@ class Assistant(PromptAssembly, AdapterChoice, LocalRuns):
         """
         why = self.risk_model_refusal()
         if why is not None:
-            return assess(text), f"rules only: {why}"
+            flags = assess(text)
+            return flags, found_by(model_not_asked=why)
         loaded = self.model
         try:
             with loaded.lock:
                 scorer = yes_no_scorer(loaded.model, loaded.tokenizer)
                 flags = assess_with_model(text, scorer, ask_unflagged=True, may_drop=False)
         except Exception as exc:  # the rule flags are still shown: never lose them
-            return assess(text), f"rules only: the model check failed ({exc})"
-        return flags, f"rules and {loaded.name}"
+            flags = assess(text)
+            return flags, found_by(model_not_asked=f"the model check failed ({exc})")
+        return flags, found_by(loaded.name)
 
     # Streams -------------------------------------------------------------------------------
 

@@ -44,7 +44,7 @@ from engine.model.adapters import AdapterRegistry, domain_adapter_path, read_ada
 from engine.model.llm import LoadedModel, load_tokenizer
 from engine.records import Patient
 from engine.settings import Settings
-from engine.trust.risk import RiskFlag, assess, assess_with_model
+from engine.trust.risk import RiskFlag, assess, assess_with_model, found_by
 
 __all__ = ["RemoteAssistant", "RemoteRun", "ServedAdapters", "memory_dir"]
 
@@ -503,12 +503,14 @@ class RemoteAssistant(Assistant):
         category, here one token chosen among the yes/no tokens by the server (greedy)."""
         why = self.risk_model_refusal()
         if why is not None:
-            return assess(text), f"rules only: {why}"
+            flags = assess(text)
+            return flags, found_by(model_not_asked=why)
         try:
             flags = assess_with_model(text, self._yes_no(), ask_unflagged=True, may_drop=False)
         except Exception as exc:  # the rule flags are still shown: never lose them
-            return assess(text), f"rules only: the model check failed ({exc})"
-        return flags, f"rules and {self.model.name} (server)"
+            flags = assess(text)
+            return flags, found_by(model_not_asked=f"the model check failed ({exc})")
+        return flags, found_by(f"{self.model.name} (server)")
 
     def _yes_no(self) -> Callable[[str], str]:
         tokenizer = self.model.tokenizer

@@ -34,7 +34,7 @@ class RiskActions:
     _audit: Callable[..., None]
 
     def risk_model_refusal(self) -> str | None:
-        """Why the risk check is rules only (``None``: the model is asked too). Cheap."""
+        """Why the model is not asked in the risk check (``None``: it is). Cheap."""
         assistant = self._loader.ready_backend
         if assistant is None:
             return "the model is still loading"
@@ -43,11 +43,12 @@ class RiskActions:
     def check_risk(self, text: str) -> RiskCheck:
         """Rules always; the model too where :meth:`risk_model_refusal` allows (blocking:
         call it from a worker then). The model never silences a rule flag."""
-        from engine.trust.risk import assess
+        from engine.trust.risk import assess, found_by
 
         why = self.risk_model_refusal()
         if why is not None:
-            return RiskCheck(assess(text), f"rules only: {why}")
+            flags = assess(text)
+            return RiskCheck(flags, found_by(model_not_asked=why))
         flags, found_by = self.model.risk_flags(text)
         return RiskCheck(list(flags), found_by)
 
