@@ -139,7 +139,13 @@ class ServerSettings(BaseModel):
     # ``.venv-vllm`` beside the source tree (``./dev vllm-env`` creates it).
     python: Path | None = None
     max_loras: int = Field(8, ge=1)  # adapters resident at once (one per counselor's patient)
-    max_lora_rank: int = Field(32, ge=1)  # the domain + patient stack is served as one LoRA
+    # The domain + patient stack is served as one LoRA whose rank is the sum of both. None:
+    # the smallest rank vLLM allows that holds the domain adapter plus a patient adapter of
+    # the training recipe's rank.
+    max_lora_rank: int | None = Field(None, ge=1)
+    # Modules given LoRA slots on a CPU (LoRA costs there on every slot, used or not). None:
+    # those the domain adapter and the patient training recipe adapt.
+    lora_target_modules: list[str] | None = None
     max_cpu_loras: int = Field(32, ge=1)
     tensor_parallel_size: int = Field(0, ge=0)  # 0: every visible GPU (1 on a CPU)
     max_model_len: int | None = None

@@ -36,7 +36,6 @@ def vllm_server(real_settings: Settings, tmp_path_factory: pytest.TempPathFactor
                 update={
                     "socket": root / "run" / "vllm.sock",
                     "python": VLLM_PYTHON,
-                    "max_lora_rank": 32,
                 }
             ),
         },

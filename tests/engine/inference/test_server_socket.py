@@ -154,3 +154,40 @@ def test_cpu_plan_on_a_socket_with_a_kv_cache_sized_to_need(real_settings, tmp_p
     settings.server.cpu_kv_cache_gib = 1.5
     argv = plan_server(settings).argv
     assert int(argv[argv.index("--kv-cache-memory-bytes") + 1]) == int(1.5 * 2**30)
+
+
+@pytest.mark.model
+def test_lora_slots_fit_the_largest_stack_the_server_is_handed(real_settings, tmp_path):
+    """A patient adapter (the recipe's rank 32 on q/k/v/o) merged with the shipped domain
+    adapter (rank 16, every projection) is rank 48: a server capped at 32 refused it. Without
+    a domain adapter the CPU server gives LoRA slots to the attention projections only."""
+    from engine.model.adapters import domain_adapter_path
+    from engine.serving import plan_server
+
+    python = tmp_path / "python"
+    python.write_text("")
+    server = real_settings.server.model_copy(update={"python": python})
+    with_domain = real_settings.model_copy(
+        update={
+            "config_dir": tmp_path / "config",
+            "server": server,
+            "model": real_settings.model.model_copy(
+                update={"device": "cpu", "domain_adapter": "auto"}
+            ),
+        },
+        deep=True,
+    )
+    assert domain_adapter_path(with_domain.model) is not None
+    argv = plan_server(with_domain).argv
+    assert argv[argv.index("--max-lora-rank") + 1] == "64"
+    modules = argv[argv.index("--lora-target-modules") + 1 :][:7]
+    assert sorted(modules) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+    bare = with_domain.model_copy(deep=True)
+    bare.model.domain_adapter = None
+    argv = plan_server(bare).argv
+    assert argv[argv.index("--max-lora-rank") + 1] == "32"
+    i = argv.index("--lora-target-modules") + 1
+    assert argv[i : i + 4] == ["k_proj", "o_proj", "q_proj", "v_proj"]

@@ -117,7 +117,15 @@ def test_patient_adapter_loaded_at_run_time_changes_the_output(assistant, remote
 
     shipped = next(shipped_adapters_dir().glob("*/adapter_config.json")).parent
     config, state = read_adapter_dir(shipped)
-    state = {k: (v.float() * 3 if ".lora_B." in k else v.float()) for k, v in state.items()}
+    # A patient adapter as the training recipe makes one: the attention projections only.
+    from engine.training.config import ATTENTION_PROJECTIONS
+
+    config = {**config, "target_modules": list(ATTENTION_PROJECTIONS)}
+    state = {
+        k: (v.float() * 3 if ".lora_B." in k else v.float())
+        for k, v in state.items()
+        if any(f".{m}." in k for m in ATTENTION_PROJECTIONS)
+    }
     patient = real_store.create_patient("Adapter patient")
     AdapterRegistry(real_store).save(patient.id, config, state, dtype=None)
     prompt = "The client keeps checking the door lock at night."
