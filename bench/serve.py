@@ -21,9 +21,9 @@ the server's own part apart (``server_peak_rss_gib``/``server_peak_pss_gib``).
 ``ratios``: server / local throughput and memory, per N. The baseline (local) is measured in
 the same run, never a stored figure. Load averages are recorded before and after each side.
 
-Before each side the bench checks free memory: a side whose estimated need (per process, from
-the smaller N already measured, else 1.2 GiB per local engine and 0.7 GiB per client) plus
-1 GiB of headroom exceeds what the machine has available is skipped and says so.
+Before each side the bench checks free memory: a side whose estimated need (PSS per process,
+from the smaller N already measured, else 1.0 GiB per local engine and 0.6 GiB per client)
+plus 1 GiB of headroom exceeds what the machine has available is skipped and says so.
 
     python -m bench.serve [--counselors 1 4 16] [--threads 1] [--port 8123]
 """
@@ -318,7 +318,9 @@ def main() -> None:
         server_pid = supervisor.process.pid
         out["server_idle_rss_gib"] = round(_rss_tree([server_pid]) / 2**30, 2)
         out["server_idle_pss_gib"] = round(_pss_tree([server_pid]) / 2**30, 2)
-        per_process = {"openai": 0.7 * 2**30, "local": 1.2 * 2**30}  # until measured
+        # Physical memory per counselor process (PSS: shared library pages split among the
+        # processes that map them), until measured at a smaller N.
+        per_process = {"openai": 0.6 * 2**30, "local": 1.0 * 2**30}
         for n in sorted(args.counselors):
             row: dict[str, Any] = {"counselors": n}
             sides = ["openai"] + ([] if args.skip_local else ["local"])
@@ -335,7 +337,7 @@ def main() -> None:
                 extra = [server_pid] if backend == "openai" else []
                 url = plan.base_url if backend == "openai" else ""
                 row[key] = result = run_side(backend, n, url, args.threads, extra)
-                clients = (result["peak_rss_gib"] - result.get("server_peak_rss_gib", 0)) * 2**30
+                clients = (result["peak_pss_gib"] - result.get("server_peak_pss_gib", 0)) * 2**30
                 per_process[backend] = max(per_process[backend], clients / n)
             s, lo = row["server"], row.get("local", {})
             if "aggregate_tokens_per_s" in s and "aggregate_tokens_per_s" in lo:
