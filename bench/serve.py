@@ -338,7 +338,7 @@ def main() -> None:
                 url = plan.base_url if backend == "openai" else ""
                 row[key] = result = run_side(backend, n, url, args.threads, extra)
                 clients = (result["peak_pss_gib"] - result.get("server_peak_pss_gib", 0)) * 2**30
-                per_process[backend] = max(per_process[backend], clients / n)
+                per_process[backend] = clients / n  # measured replaces the first guess
             s, lo = row["server"], row.get("local", {})
             if "aggregate_tokens_per_s" in s and "aggregate_tokens_per_s" in lo:
                 row["throughput_ratio"] = round(
