@@ -361,7 +361,8 @@ class Supervisor:
                     self.say(f"phyassist server: {exc}")
                     self.stop()
                     return 1
-                self.say(f"vLLM ready in {took:.0f} s at {self.plan.base_url}.")
+                where = f"unix:{self.plan.socket}" if self.plan.socket else self.plan.base_url
+                self.say(f"vLLM ready in {took:.0f} s at {where}.")
                 assert self.process is not None
                 while not self._stopping and self.process.poll() is None:
                     time.sleep(0.5)
