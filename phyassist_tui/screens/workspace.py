@@ -21,7 +21,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
-from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import Header, Input, TabbedContent, TabPane
 
@@ -46,6 +45,7 @@ from phyassist_tui.screens.new_patient import NewPatientScreen
 from phyassist_tui.screens.similar_flow import insert_cited_point, lookup_similar
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
+from phyassist_tui.widgets.deferred import AfterFirstFrame
 from phyassist_tui.widgets.draft_pane import DraftPane
 from phyassist_tui.widgets.footer import RankedFooter
 from phyassist_tui.widgets.notes_view import NotesView
@@ -90,13 +90,13 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
                 # The hidden panes mount just after the first frame (Lazy): styling and
                 # laying out their widgets was a third of the time to the patient list.
                 with TabPane(self._tab_title("analysis"), id="analysis"):
-                    yield Lazy(AnalysisPane(id="analysis-pane"))
+                    yield AfterFirstFrame(AnalysisPane(id="analysis-pane"))
                 with TabPane(self._tab_title("draft"), id="draft"):
-                    yield Lazy(DraftPane(id="draft-pane"))
+                    yield AfterFirstFrame(DraftPane(id="draft-pane"))
                 with TabPane(self._tab_title("chat"), id="chat"):
-                    yield Lazy(ChatPane(id="chat-pane"))
+                    yield AfterFirstFrame(ChatPane(id="chat-pane"))
                 with TabPane(self._tab_title("similar"), id="similar"):  # knowledge hook
-                    yield Lazy(SimilarPane(id="similar-pane"))
+                    yield AfterFirstFrame(SimilarPane(id="similar-pane"))
         yield StatusLine(id="status")
         yield RankedFooter(compact=True)  # Generate, Save, Lock first: they fit in 80 columns
 
@@ -148,7 +148,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         pane is mounted and composed). Keys typed ahead (Enter on the list, F3) can arrive
         in between; what needs a pane waits for it with ``_once_panes_mounted``.
         """
-        return not self.query(Lazy)
+        return not self.query(AfterFirstFrame)
 
     def _once_panes_mounted(self, callback: Callable[..., Any], *args: Any) -> bool:
         """``True`` if the panes are mounted; else run ``callback(*args)`` once they are."""
