@@ -1,21 +1,47 @@
-"""The Footer with the keys that matter first.
+"""Footers: rebuilt once per burst of binding changes, and with the keys that matter first.
 
 Textual's Footer lists keys from the focused widget outwards and cuts off what does not fit
 on the right; at 80 columns that hid Generate, Save and Lock behind the draft's item keys.
-This one orders them by ``ActionSpec.footer_rank`` (``phyassist_tui.bindings``): Stop,
+``RankedFooter`` orders them by ``ActionSpec.footer_rank`` (``phyassist_tui.bindings``): Stop,
 Generate, Save, Lock and Help first, then the keys of the pane in use, then the rest.
 """
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.screen import Screen
 from textual.widgets import Footer
 from textual.widgets._footer import FooterKey
 
 from phyassist_tui.bindings import footer_rank
 
 
-class RankedFooter(Footer):
+class CoalescedFooter(Footer):
+    """Textual's Footer, rebuilt once per burst of binding changes rather than once per change.
+
+    Textual's Footer schedules a full recompose (remove, make and style every key) after the
+    next refresh each time the screen publishes new bindings; a screen appearing publishes
+    several in a row (the screen, its focus, ``refresh_bindings``), and each recompose read
+    the same bindings. Here a change while one is pending adds nothing: the pending one
+    reads the bindings when it runs, so the keys shown are the same.
+    """
+
+    _recompose_pending = False
+
+    def bindings_changed(self, screen: Screen) -> None:
+        self._bindings_ready = True
+        if not screen.app.app_focus:
+            return
+        if self.is_attached and screen is self.screen and not self._recompose_pending:
+            self._recompose_pending = True
+            self.call_after_refresh(self._recompose_once)
+
+    async def _recompose_once(self) -> None:
+        self._recompose_pending = False  # a change from now on needs a new one
+        await self.recompose()
+
+
+class RankedFooter(CoalescedFooter):
     def compose(self) -> ComposeResult:
         if not self._bindings_ready:
             return
