@@ -17,16 +17,20 @@ from phyassist_tui.bindings import footer_rank
 
 
 class CoalescedFooter(Footer):
-    """Textual's Footer, rebuilt once per burst of binding changes rather than once per change.
+    """Textual's Footer, rebuilt once per burst of binding changes, and only when the keys
+    it shows changed.
 
     Textual's Footer schedules a full recompose (remove, make and style every key) after the
-    next refresh each time the screen publishes new bindings; a screen appearing publishes
-    several in a row (the screen, its focus, ``refresh_bindings``), and each recompose read
-    the same bindings. Here a change while one is pending adds nothing: the pending one
-    reads the bindings when it runs, so the keys shown are the same.
+    next refresh each time the screen publishes its bindings: on every focus change, on
+    ``refresh_bindings`` and when a screen appears (several in one frame), mostly with the
+    same keys as before; on the unlock screen each passphrase attempt rebuilt it three times.
+    Here a publish while a rebuild is pending adds nothing (the pending one reads the
+    bindings when it runs), and a rebuild is skipped when the keys, their descriptions and
+    whether each is enabled are what is shown already.
     """
 
     _recompose_pending = False
+    _shown: tuple | None = None  # what the keys shown were made from
 
     def bindings_changed(self, screen: Screen) -> None:
         self._bindings_ready = True
@@ -34,10 +38,27 @@ class CoalescedFooter(Footer):
             return
         if self.is_attached and screen is self.screen and not self._recompose_pending:
             self._recompose_pending = True
-            self.call_after_refresh(self._recompose_once)
+            self.call_after_refresh(self._recompose_if_changed)
 
-    async def _recompose_once(self) -> None:
+    def _keys_shown(self) -> tuple:
+        palette = self.app.COMMAND_PALETTE_BINDING
+        return (
+            self.show_command_palette,
+            tuple(
+                (key, b.action, b.description, b.key_display, b.group, enabled, tooltip)
+                for key, (_node, b, enabled, tooltip) in self.screen.active_bindings.items()
+                if b.show or key == palette
+            ),
+        )
+
+    async def _recompose_if_changed(self) -> None:
         self._recompose_pending = False  # a change from now on needs a new one
+        if not self.is_attached:
+            return
+        shown = self._keys_shown()
+        if shown == self._shown:
+            return
+        self._shown = shown
         await self.recompose()
 
 
