@@ -16,7 +16,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
@@ -70,6 +70,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         """``patients``: the list as read when the vault opened (else it is read on mount)."""
         super().__init__()
         self._initial_patients = patients
+        self._resumed = False
         self.patient: Patient | None = None
         self.draft_question = ""  # the question the current draft answers
         self.history: list[ChatMessage] = []
@@ -124,6 +125,13 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         """
         typed_at = self.app.last_typed_at
         return is_text_field(self.app.focused) and typed_at >= self._gen_requested_at
+
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        """Shown for the first time: Textual's resume restyles every widget, which were
+        styled as they mounted a moment ago (a full pass before the list is painted)."""
+        if not self._resumed:
+            self._resumed = True
+            event.refresh_styles = False  # later resumes (after a dialog) still restyle
 
     def on_mount(self) -> None:
         self.watch(self.app, "model_state", self._model_changed, init=True)
