@@ -88,8 +88,8 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
             with TabbedContent(id="tabs", initial="notes"):
                 with TabPane(self._tab_title("notes"), id="notes"):
                     yield NotesView(id="notes-view")
-                # The hidden panes mount just after the first frame (Lazy): styling and
-                # laying out their widgets was a third of the time to the patient list.
+                # The hidden panes mount a moment after the first frame (AfterFirstFrame):
+                # styling and laying out their widgets was a third of the time to the list.
                 with TabPane(self._tab_title("analysis"), id="analysis"):
                     yield AfterFirstFrame(AnalysisPane(id="analysis-pane"))
                 with TabPane(self._tab_title("draft"), id="draft"):
