@@ -309,7 +309,9 @@ async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
     await pilot.press("enter")
 
 
-async def open_workspace(pilot):
+async def open_workspace(pilot, panes: bool = True):
+    """Unlock; returns the workspace once its list is filled and (``panes``) its hidden
+    panes are mounted (a moment after the first frame, see ``widgets.deferred``)."""
     from phyassist_tui.screens.workspace import WorkspaceScreen
 
     await unlock(pilot)
@@ -320,6 +322,8 @@ async def open_workspace(pilot):
         lambda: app.screen.query_one("#patient-list", PatientList).option_count,
         what="patient list",
     )
+    if panes:
+        await wait_for(pilot, lambda: app.screen.panes_mounted, what="hidden panes")
     return app.screen
 
 
@@ -330,6 +334,7 @@ async def open_workspace_empty(pilot):
     await unlock(pilot)
     app = pilot.app
     await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
+    await wait_for(pilot, lambda: app.screen.panes_mounted, what="hidden panes")
     await pilot.pause(0.1)
     return app.screen
 

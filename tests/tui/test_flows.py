@@ -183,7 +183,7 @@ async def test_keys_typed_before_the_hidden_panes_mount_wait_for_them(make_app, 
     monkeypatch.setattr(Lazy, "mount_composed_widgets", held)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_workspace(pilot)
+        screen = await open_workspace(pilot, panes=False)
         assert not screen.panes_mounted and screen.autosave_payload() is None
         listing = screen.query_one("#patient-list", PatientList)
         listing.highlight_name("Sun")
