@@ -26,12 +26,8 @@ import torch
 from bench.gpu import build_random_4bit, mixtral_config, random_ids
 from bench.reference import baseline_generate
 from engine.gpu import nf4_moe
-from engine.gpu.fastdecode import (
-    FastDecoder,
-    _fast_moe_forward,
-    _set_fast,
-    _set_kernel,
-)
+from engine.gpu.fast_moe import _fast_moe_forward, _set_fast, _set_kernel
+from engine.gpu.fastdecode import FastDecoder
 from engine.gpu.quant import QuantSpec
 
 

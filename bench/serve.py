@@ -14,9 +14,16 @@ Every counselor is its own process (as N TUIs would be). Each loads, reports rea
 for the same start signal and reports its time to first text and tokens written. Per side:
 ``aggregate_tokens_per_s`` = all tokens / wall time from start to the last draft done;
 ``ttft_p50_s``/``ttft_p95_s``; ``peak_rss_gib`` = the peak over the run of the summed
-resident memory of every process of that side (server process tree included).
+resident memory of every process of that side (server process tree included), and
+``peak_pss_gib`` the same in proportional set size (a page shared by k processes counts 1/k
+in each: the summed RSS counts shared library pages once per process, on both sides), with
+the server's own part apart (``server_peak_rss_gib``/``server_peak_pss_gib``).
 ``ratios``: server / local throughput and memory, per N. The baseline (local) is measured in
-the same run, never a stored figure.
+the same run, never a stored figure. Load averages are recorded before and after each side.
+
+Before each side the bench checks free memory: a side whose estimated need (PSS per process,
+from the smaller N already measured, else 1.0 GiB per local engine and 0.6 GiB per client)
+plus 1 GiB of headroom exceeds what the machine has available is skipped and says so.
 
     python -m bench.serve [--counselors 1 4 16] [--threads 1] [--port 8123]
 """
@@ -147,12 +154,10 @@ def counselor(index: int, backend: str, url: str, threads: int) -> None:
 # -- the parent ----------------------------------------------------------------------------
 
 
-def _rss_tree(pids: list[int]) -> int:
-    """Summed resident bytes of these processes and all their descendants."""
+def _tree(pids: list[int]) -> list[Any]:
     import psutil
 
-    seen: set[int] = set()
-    total = 0
+    seen: dict[int, Any] = {}
     for pid in pids:
         try:
             root = psutil.Process(pid)
@@ -160,12 +165,34 @@ def _rss_tree(pids: list[int]) -> int:
         except psutil.Error:
             continue
         for proc in procs:
-            if proc.pid in seen:
-                continue
-            seen.add(proc.pid)
-            with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
+            seen.setdefault(proc.pid, proc)
+    return list(seen.values())
+
+
+def _rss_tree(pids: list[int]) -> int:
+    """Summed resident bytes of these processes and all their descendants."""
+    import psutil
+
+    total = 0
+    for proc in _tree(pids):
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_info().rss
     return total
+
+
+def _pss_tree(pids: list[int]) -> int:
+    """Summed proportional set size (shared pages split among their users)."""
+    import psutil
+
+    total = 0
+    for proc in _tree(pids):
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_full_info().pss
+    return total
+
+
+def _loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def run_side(backend: str, n: int, url: str, threads: int, extra_pids: list[int]) -> dict:
@@ -188,13 +215,22 @@ def run_side(backend: str, n: int, url: str, threads: int, extra_pids: list[int]
             raise SystemExit(f"a {backend} counselor failed to load")
         labels.append(json.loads(line)["label"])
     load_s = time.perf_counter() - load_start
-    peak = 0
+    peak = {"rss": 0, "pss": 0, "server_rss": 0, "server_pss": 0}
     stop = threading.Event()
+    load_before = _loadavg()
 
     def sample() -> None:
-        nonlocal peak
+        ticks = 0
+        pids = [p.pid for p in procs] + extra_pids
         while not stop.is_set():
-            peak = max(peak, _rss_tree([p.pid for p in procs] + extra_pids))
+            peak["rss"] = max(peak["rss"], _rss_tree(pids))
+            if extra_pids:
+                peak["server_rss"] = max(peak["server_rss"], _rss_tree(extra_pids))
+            if ticks % 5 == 0:  # reading smaps is slower: once a second
+                peak["pss"] = max(peak["pss"], _pss_tree(pids))
+                if extra_pids:
+                    peak["server_pss"] = max(peak["server_pss"], _pss_tree(extra_pids))
+            ticks += 1
             stop.wait(0.2)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -221,7 +257,18 @@ def run_side(backend: str, n: int, url: str, threads: int, extra_pids: list[int]
         "ttft_p95_s": round(ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))], 2)
         if ttfts
         else None,
-        "peak_rss_gib": round(peak / 2**30, 2),
+        "peak_rss_gib": round(peak["rss"] / 2**30, 2),
+        "peak_pss_gib": round(peak["pss"] / 2**30, 2),
+        **(
+            {
+                "server_peak_rss_gib": round(peak["server_rss"] / 2**30, 2),
+                "server_peak_pss_gib": round(peak["server_pss"] / 2**30, 2),
+            }
+            if extra_pids
+            else {}
+        ),
+        "loadavg_before": load_before,
+        "loadavg_after": _loadavg(),
         "adapters": sorted(set(labels)),
     }
 
@@ -240,6 +287,8 @@ def main() -> None:
     parser.add_argument("--skip-local", action="store_true")
     args = parser.parse_args()
 
+    import psutil
+
     from engine.serving import Supervisor, plan_server
     from engine.settings import Settings
 
@@ -254,27 +303,59 @@ def main() -> None:
     supervisor = Supervisor(plan, log=home / "vllm.log")
     started = time.perf_counter()
     supervisor.start()
-    out: dict[str, Any] = {"bench": "serve", "cpus": os.cpu_count(), "runs": []}
+    out: dict[str, Any] = {
+        "bench": "serve",
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "available_gib_at_start": round(psutil.virtual_memory().available / 2**30, 1),
+        "server_argv": plan.argv[3:],
+        "loadavg_at_start": _loadavg(),
+        "runs": [],
+    }
     try:
         out["server_start_s"] = round(supervisor.wait_ready(), 1)
         assert supervisor.process is not None
         server_pid = supervisor.process.pid
         out["server_idle_rss_gib"] = round(_rss_tree([server_pid]) / 2**30, 2)
-        for n in args.counselors:
+        out["server_idle_pss_gib"] = round(_pss_tree([server_pid]) / 2**30, 2)
+        # Physical memory per counselor process (PSS: shared library pages split among the
+        # processes that map them), until measured at a smaller N.
+        per_process = {"openai": 0.6 * 2**30, "local": 1.0 * 2**30}
+        for n in sorted(args.counselors):
             row: dict[str, Any] = {"counselors": n}
-            row["server"] = run_side("openai", n, plan.base_url, args.threads, [server_pid])
-            if not args.skip_local:
-                row["local"] = run_side("local", n, "", args.threads, [])
-                s, lo = row["server"], row["local"]
+            sides = ["openai"] + ([] if args.skip_local else ["local"])
+            for backend in sides:
+                key = "server" if backend == "openai" else "local"
+                need = n * per_process[backend] + 2**30
+                available = psutil.virtual_memory().available
+                if need > available:
+                    row[key] = {
+                        "skipped": f"needs ~{need / 2**30:.1f} GiB, "
+                        f"{available / 2**30:.1f} GiB available"
+                    }
+                    continue
+                extra = [server_pid] if backend == "openai" else []
+                url = plan.base_url if backend == "openai" else ""
+                row[key] = result = run_side(backend, n, url, args.threads, extra)
+                clients = (result["peak_pss_gib"] - result.get("server_peak_pss_gib", 0)) * 2**30
+                per_process[backend] = clients / n  # measured replaces the first guess
+            s, lo = row["server"], row.get("local", {})
+            if "aggregate_tokens_per_s" in s and "aggregate_tokens_per_s" in lo:
                 row["throughput_ratio"] = round(
                     s["aggregate_tokens_per_s"] / max(lo["aggregate_tokens_per_s"], 1e-9), 2
                 )
-                row["memory_ratio"] = round(s["peak_rss_gib"] / max(lo["peak_rss_gib"], 1e-9), 2)
+                row["memory_ratio_rss"] = round(
+                    s["peak_rss_gib"] / max(lo["peak_rss_gib"], 1e-9), 2
+                )
+                row["memory_ratio_pss"] = round(
+                    s["peak_pss_gib"] / max(lo["peak_pss_gib"], 1e-9), 2
+                )
             out["runs"].append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     finally:
         supervisor.stop()
         out["total_s"] = round(time.perf_counter() - started, 1)
+        out["loadavg_at_end"] = _loadavg()
     print(json.dumps(out, indent=2, ensure_ascii=False))
 
 

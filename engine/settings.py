@@ -114,6 +114,9 @@ class BackendSettings(BaseModel):
 
     kind: Literal["local", "openai"] = "local"
     base_url: str = "http://127.0.0.1:8000/v1"
+    # Connect through this Unix socket (``phyassist server`` with ``server.socket``) instead
+    # of TCP; base_url's host is then ignored, its path (/v1) kept.
+    socket: Path | None = None
     api_key: str | None = Field(None, repr=False)
     api_key_file: Path | None = None
     connect_timeout_s: float = Field(5.0, gt=0.0)
@@ -129,16 +132,33 @@ class ServerSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    # Listen on this Unix socket instead of host:port: the socket is 0600 in a 0700
+    # directory, so only this Unix user's processes can connect (the key is still required).
+    socket: Path | None = None
     # The Python environment with vLLM (its own: vLLM pins another transformers); None =
     # ``.venv-vllm`` beside the source tree (``./dev vllm-env`` creates it).
     python: Path | None = None
     max_loras: int = Field(8, ge=1)  # adapters resident at once (one per counselor's patient)
-    max_lora_rank: int = Field(32, ge=1)  # the domain + patient stack is served as one LoRA
+    # The domain + patient stack is served as one LoRA whose rank is the sum of both. None:
+    # the smallest rank vLLM allows that holds the domain adapter plus a patient adapter of
+    # the training recipe's rank.
+    max_lora_rank: int | None = Field(None, ge=1)
+    # Modules given LoRA slots on a CPU (LoRA costs there on every slot, used or not). None:
+    # those the domain adapter and the patient training recipe adapt.
+    lora_target_modules: list[str] | None = None
     max_cpu_loras: int = Field(32, ge=1)
     tensor_parallel_size: int = Field(0, ge=0)  # 0: every visible GPU (1 on a CPU)
     max_model_len: int | None = None
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
-    cpu_kv_cache_gib: int = Field(2, ge=1)  # KV cache on a CPU-only machine
+    # Requests decoded together (each counselor's draft is one); vLLM queues the rest.
+    # None: 16 on a CPU, vLLM's own default on GPUs.
+    max_num_seqs: int | None = Field(None, ge=1)
+    # KV cache on a CPU-only machine, which vLLM allocates (and touches) in full at start.
+    # None: sized to need, kv_tokens_per_seq for each of max_num_seqs requests (at least one
+    # full-length request), from the model's layer shapes. A draft's prompt plus answer is
+    # ~600-2,500 tokens; requests beyond the cache wait their turn, none fails.
+    cpu_kv_cache_gib: float | None = Field(None, gt=0.0)
+    kv_tokens_per_seq: int = Field(1024, ge=64)
     extra_args: list[str] = Field(default_factory=list)  # passed to vLLM as they are
 
 

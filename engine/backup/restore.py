@@ -180,7 +180,8 @@ def restore(
     TargetError (the target is down or refuses).
     """
     from engine.trust.audit import AuditLog
-    from engine.vault.store import LOCK_NAME, Store
+    from engine.vault.files import LOCK_NAME
+    from engine.vault.store import Store
 
     say = progress or (lambda _msg: None)
     data_dir = Path(data_dir)
@@ -359,7 +360,8 @@ def _keep_target(store, target: Target) -> Target:
 
 def _swap_into_place(work: Path, vault_dir: Path) -> Path | None:
     """Put ``work`` at ``vault_dir`` atomically; return where the old vault now is."""
-    from engine.vault.store import LOCK_NAME, Store
+    from engine.vault.files import LOCK_NAME
+    from engine.vault.store import Store
 
     data_dir = vault_dir.parent
     if not vault_dir.exists():

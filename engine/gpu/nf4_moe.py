@@ -3,7 +3,7 @@
 Why: at one token a Mixtral layer must read two experts (3 x 29 MB of packed NF4 each); the
 bitsandbytes path (gather the two experts' bytes, then six ``gemm_4bit`` calls) reads them three
 times and launches a dozen kernels. These two kernels read each selected expert's bytes once,
-straight from the stacked bank (:class:`engine.gpu.fastdecode.ExpertBank`), with the expert index
+straight from the stacked bank (:class:`engine.gpu.fast_moe.ExpertBank`), with the expert index
 read from device memory, so they sit inside a CUDA graph:
 
 * ``gate_up``: ``h[s] = silu(W1[e_s] x) * (W3[e_s] x)`` for both selected experts ``e_s``;

@@ -23,7 +23,14 @@ from engine.errors import ServerError
 if TYPE_CHECKING:
     from engine.settings import Settings
 
-__all__ = ["API_KEY_FILE", "ServerClient", "api_key_path", "client_for", "read_api_key"]
+__all__ = [
+    "API_KEY_FILE",
+    "ServerClient",
+    "api_key_path",
+    "client_for",
+    "read_api_key",
+    "server_address",
+]
 
 API_KEY_FILE = "api-key"
 
@@ -75,14 +82,18 @@ class ServerClient:
         *,
         connect_timeout_s: float = 5.0,
         read_timeout_s: float = 120.0,
+        socket: Path | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # Through a Unix socket the URL's host is ignored (only its path is used).
+        self.where = f"unix:{socket}" if socket else self.base_url
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.read_timeout_s = read_timeout_s
         self._http = httpx.Client(
             base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
+            transport=httpx.HTTPTransport(uds=str(socket)) if socket else None,
             trust_env=False,  # a proxy variable must not send patient text elsewhere
         )
         self._lock = threading.Lock()
@@ -154,7 +165,7 @@ class ServerClient:
     # Messages -------------------------------------------------------------------------------
 
     def _transport_error(self, exc: httpx.HTTPError) -> ServerError:
-        where = self.base_url
+        where = self.where
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return ServerError(
                 f"The inference server at {where} is not reachable (is `phyassist server` "
@@ -177,7 +188,7 @@ class ServerClient:
         detail = _error_detail(text)
         if status == 401:
             error = ServerError(
-                f"The inference server at {self.base_url} refused the API key. Use the key "
+                f"The inference server at {self.where} refused the API key. Use the key "
                 "`phyassist server` printed (backend.api_key_file or PHYASSIST_BACKEND__API_KEY)."
             )
         elif status == 404:
@@ -199,6 +210,12 @@ def _error_detail(text: str) -> str:
     return str(error)[:300]
 
 
+def server_address(settings: Settings) -> str:
+    """Where ``settings.backend`` reaches the server, as messages name it."""
+    backend = settings.backend
+    return f"unix:{backend.socket}" if backend.socket else backend.base_url
+
+
 def client_for(settings: Settings) -> ServerClient:
     """The client ``settings.backend`` describes (the key read now)."""
     backend = settings.backend
@@ -207,4 +224,5 @@ def client_for(settings: Settings) -> ServerClient:
         read_api_key(settings),
         connect_timeout_s=backend.connect_timeout_s,
         read_timeout_s=backend.read_timeout_s,
+        socket=backend.socket,
     )

@@ -37,14 +37,14 @@ from engine.inference.assistant import Assistant
 from engine.inference.constraints import TokenConstraint
 from engine.inference.context import CountingCache
 from engine.inference.generation import is_looping
-from engine.inference.openai_client import ServerClient, client_for
+from engine.inference.openai_client import ServerClient, client_for, server_address
 from engine.inference.remote_constraint import XARG, encode
 from engine.inference.stream import GenerationStats
 from engine.model.adapters import AdapterRegistry, domain_adapter_path, read_adapter_dir
 from engine.model.llm import LoadedModel, load_tokenizer
 from engine.records import Patient
 from engine.settings import Settings
-from engine.trust.risk import RiskFlag, assess, assess_with_model
+from engine.trust.risk import RiskFlag, assess, assess_with_model, found_by
 
 __all__ = ["RemoteAssistant", "RemoteRun", "ServedAdapters", "memory_dir"]
 
@@ -295,14 +295,13 @@ class RemoteAssistant(Assistant):
 
     def load(self, progress: Callable[[str], None] | None = None) -> None:
         say = progress or (lambda _msg: None)
-        backend = self.settings.backend
-        say(f"Connecting to the inference server at {backend.base_url}…")
+        say(f"Connecting to the inference server at {server_address(self.settings)}…")
         if self.client is None:
             self.client = client_for(self.settings)
         models = self._models_when_up(say)
         base = next((m for m in models if not m.get("parent")), None)
         if base is None:
-            raise ServerError(f"The server at {backend.base_url} serves no model.")
+            raise ServerError(f"The server at {server_address(self.settings)} serves no model.")
         self.served = str(base["id"])
         say("Reading the model's tokenizer…")
         tokenizer = load_tokenizer(self.settings, say)
@@ -336,14 +335,15 @@ class RemoteAssistant(Assistant):
             except ServerError as exc:
                 if "not reachable" not in str(exc) or time.monotonic() >= deadline:
                     raise
-                say(f"Waiting for the inference server at {self.settings.backend.base_url}…")
+                say(f"Waiting for the inference server at {server_address(self.settings)}…")
                 time.sleep(2.0)
 
     @property
     def model_label(self) -> str:
         if self._loaded is None:
             return "model not loaded"
-        host = urlsplit(self.settings.backend.base_url).netloc
+        backend = self.settings.backend
+        host = f"unix:{backend.socket}" if backend.socket else urlsplit(backend.base_url).netloc
         return f"{self._loaded.name} · {self._suffix} · server {host}"
 
     @property
@@ -503,12 +503,14 @@ class RemoteAssistant(Assistant):
         category, here one token chosen among the yes/no tokens by the server (greedy)."""
         why = self.risk_model_refusal()
         if why is not None:
-            return assess(text), f"rules only: {why}"
+            flags = assess(text)
+            return flags, found_by(model_not_asked=why)
         try:
             flags = assess_with_model(text, self._yes_no(), ask_unflagged=True, may_drop=False)
         except Exception as exc:  # the rule flags are still shown: never lose them
-            return assess(text), f"rules only: the model check failed ({exc})"
-        return flags, f"rules and {self.model.name} (server)"
+            flags = assess(text)
+            return flags, found_by(model_not_asked=f"the model check failed ({exc})")
+        return flags, found_by(f"{self.model.name} (server)")
 
     def _yes_no(self) -> Callable[[str], str]:
         tokenizer = self.model.tokenizer

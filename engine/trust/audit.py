@@ -393,7 +393,13 @@ class AuditLog:
                     first_bad = count
         if not problems:
             if head is None:
-                if count:
+                # No head and the vault never bound one (else _head raised RolledBack): a
+                # crash between the very first segment write and its head leaves one entry.
+                if count == 1:
+                    notes.append(
+                        "1 entry past the head: written just before a crash; it chains correctly."
+                    )
+                elif count:
                     problems.append(f"the audit head is missing but {count} entries exist")
             elif count < head["count"]:
                 problems.append(
@@ -477,7 +483,7 @@ def _append_via_temporary_lock(
     Raises VaultBusy when another process is the writer (its own appends would race ours).
     """
     from engine.vault.atomicio import WriterLock
-    from engine.vault.store import LOCK_NAME
+    from engine.vault.files import LOCK_NAME
 
     lock = WriterLock(store.vault_dir / LOCK_NAME)
     lock.acquire()  # VaultBusy when another process writes

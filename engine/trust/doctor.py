@@ -136,7 +136,7 @@ def check_vault(settings: Settings) -> list[Finding]:
     from engine.errors import PhyAssistError
     from engine.vault import crypto
     from engine.vault import header as vault
-    from engine.vault.store import KEY_FILE, LOCK_NAME, PATIENTS_DIR, RECORD_FILE
+    from engine.vault.files import KEY_FILE, LOCK_NAME, PATIENTS_DIR, RECORD_FILE
 
     vdir = settings.vault_dir
     if not vault.header_path(vdir).is_file():

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from engine.trust.normalise import matching_view
+
 __all__ = [
     "CATEGORIES",
     "CATEGORY_LABELS",
@@ -37,6 +39,8 @@ __all__ = [
     "assess_rules",
     "assess_with_model",
     "classifier_error",
+    "classifier_sentences",
+    "found_by",
     "highest_severity",
     "model_verdict",
     "risk_audit_detail",
@@ -203,18 +207,50 @@ def classifier_error() -> str | None:
     return _CLASSIFIER_ERROR
 
 
+def found_by(model: str | None = None, *, model_not_asked: str | None = None) -> str:
+    """The counselor's line naming the checks behind the last :func:`assess`: the rules, the
+    sentence classifier unless it could not load (then why), the model where it was asked,
+    and why it was not (``model_not_asked``), e.g. "rules and the sentence classifier; no
+    model check: the model is still loading"."""
+    checks = ["rules"]
+    if _CLASSIFIER_ERROR is None:
+        checks.append("the sentence classifier")
+    if model:
+        checks.append(model)
+    line = "rules only" if len(checks) == 1 else ", ".join(checks[:-1]) + " and " + checks[-1]
+    if _CLASSIFIER_ERROR is not None:
+        line += f" ({_CLASSIFIER_ERROR})"
+    if model_not_asked:
+        line += f"; no model check: {model_not_asked}"
+    return line
+
+
+def classifier_sentences(text: str) -> list[tuple[int, int]]:
+    """The sentences of ``text`` that :func:`assess` gives the classifier: those where no
+    suicide / self-harm rule matched, negated or not (for choosing its threshold on exactly
+    what it will see)."""
+    flags, denied = _rule_pass(text)
+    return _unflagged_sentences(text, flags, denied)
+
+
+def _unflagged_sentences(
+    text: str, flags: list[RiskFlag], denied: list[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    from engine.trust.risk_classifier import sentence_spans
+
+    covered = [(f.start, f.end) for f in flags if f.category == "suicide_self_harm"] + denied
+    return [
+        (s, e) for s, e in sentence_spans(text) if not any(s < ce and cs < e for cs, ce in covered)
+    ]
+
+
 def _classifier_flags(
     text: str, flags: list[RiskFlag], denied: list[tuple[int, int]]
 ) -> list[RiskFlag]:
     global _CLASSIFIER_ERROR
     from engine.trust import risk_classifier
 
-    covered = [(f.start, f.end) for f in flags if f.category == "suicide_self_harm"] + denied
-    spans = [
-        (s, e)
-        for s, e in risk_classifier.sentence_spans(text)
-        if not any(s < ce and cs < e for cs, ce in covered)
-    ]
+    spans = _unflagged_sentences(text, flags, denied)
     if not spans:
         return []
     try:
@@ -252,25 +288,33 @@ def _rule_pass(text: str) -> tuple[list[RiskFlag], list[tuple[int, int]]]:
     since the words it would react to are the ones the client denied."""
     if not text or not text.strip():
         return [], []
+    # rules match on one spelling of apostrophes ("don‚Äôt" -> "don't"); offsets map back
+    view, back = matching_view(text)
+
+    def at(i: int) -> int:
+        return back[i] if back is not None else i
+
     best: dict[tuple[str, int, int], RiskFlag] = {}
     denied: list[tuple[int, int]] = []
     for rule in _RULES:
-        for m in rule.pattern.finditer(text):
+        for m in rule.pattern.finditer(view):
             if m.end() == m.start():
                 continue
-            if _negated(rule, text, m.start()):
+            if _negated(rule, view, m.start()):
                 if rule.category == "suicide_self_harm":
-                    denied.append(_sentence_span(text, m.start(), m.end()))
+                    a, b = _sentence_span(view, m.start(), m.end())
+                    denied.append((at(a), at(b)))
                 continue
-            s, e = _sentence_span(text, m.start(), m.end())
+            a, b = _sentence_span(view, m.start(), m.end())
+            s, e = at(a), at(b)
             flag = RiskFlag(
                 category=rule.category,
                 severity=rule.severity,
                 evidence=text[s:e],
                 start=s,
                 end=e,
-                phrase_start=m.start(),
-                phrase_end=m.end(),
+                phrase_start=at(m.start()),
+                phrase_end=at(m.end()),
                 rule=rule.id,
             )
             key = (rule.category, s, e)

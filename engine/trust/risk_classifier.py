@@ -31,6 +31,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from engine.trust.normalise import plain
+
 __all__ = [
     "CLASSIFIER_FILE",
     "HASH_BITS",
@@ -61,7 +63,7 @@ def _hash(token: str) -> int:
 def ngram_ids(text: str) -> np.ndarray:
     """Hashed ids of the sentence's n-grams (sorted, unique): English word unigrams and
     bigrams, and Chinese character 1-, 2- and 3-grams."""
-    low = text.lower().replace("’", "'").replace("‘", "'")
+    low = plain(text).lower()
     ids: set[int] = set()
     words = _EN_WORD.findall(low)
     for i, w in enumerate(words):
@@ -146,7 +148,7 @@ class SentenceClassifier:
             return np.zeros(0, dtype=np.float32)
         from engine.knowledge.embedding import shared_embedder
 
-        emb = shared_embedder().embed(sentences)
+        emb = shared_embedder().embed([plain(s) for s in sentences])
         logits = emb @ self.dense + self.bias
         for i, s in enumerate(sentences):
             ids = ngram_ids(s)

@@ -19,6 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     server.add_argument("--model", help="model spec (default: settings' model.spec)")
     server.add_argument("--device", choices=("auto", "cpu", "cuda"), help="where to run it")
     server.add_argument("--port", type=int, help="port on 127.0.0.1 (default 8000)")
+    server.add_argument(
+        "--socket",
+        type=Path,
+        help="listen on this Unix socket instead (0600 in a 0700 directory: this user only)",
+    )
     server.add_argument("--log", type=Path, help="append vLLM's output to this file")
     server.add_argument("--new-key", action="store_true", help="generate a new API key")
     server.add_argument(
@@ -32,10 +37,10 @@ def _cmd_server(args: argparse.Namespace) -> int:
     from phyassist_tui.commands._common import settings
 
     cfg = settings(spec=args.model, device=args.device)
-    if args.port:
-        cfg = cfg.model_copy(
-            update={"server": cfg.server.model_copy(update={"port": args.port})}, deep=True
-        )
+    given = {"port": args.port, "socket": args.socket}
+    if any(given.values()):
+        update = {k: v for k, v in given.items() if v}
+        cfg = cfg.model_copy(update={"server": cfg.server.model_copy(update=update)}, deep=True)
     plan = plan_server(cfg, main_print, new_key=args.new_key)
     if args.print_command:
         print(shlex.join(plan.argv))

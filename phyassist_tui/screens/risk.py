@@ -34,7 +34,7 @@ from textual.widgets import Button, Static
 from textual.worker import get_current_worker
 
 from engine.trust import risk_classifier
-from engine.trust.risk import CATEGORY_LABELS, RiskFlag, assess, highest_severity
+from engine.trust.risk import CATEGORY_LABELS, RiskFlag, assess, found_by, highest_severity
 from engine.trust.sanitize import safe_terminal_text
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class RiskFlagScreen(ModalScreen[bool]):
     def __init__(self, flags: Sequence[RiskFlag], found_by: str = "") -> None:
         super().__init__()
         self.flags = list(flags)
-        self.found_by = found_by  # "rules and Mixtral-…", "rules only: …"
+        self.found_by = found_by  # "rules, the sentence classifier and Mixtral-…"
 
     def compose(self) -> ComposeResult:
         top = highest_severity(self.flags) or "low"
@@ -240,11 +240,23 @@ def check_risk_then(
     """
     app = owner.app
     session: SessionPort = app.session
-    if session.risk_model_refusal() is not None:
+    why = session.risk_model_refusal()
+    if why is not None:
         if risk_classifier.is_loaded():  # rules + classifier: milliseconds
-            confirm_risk_then(app, session, patient_id, text, proceed, cancelled=cancelled)
+            flags = assess(text)
+            label = found_by(model_not_asked=why)
+            confirm_risk_then(
+                app,
+                session,
+                patient_id,
+                text,
+                proceed,
+                cancelled=cancelled,
+                flags=flags,
+                found_by=label,
+            )
             return
-        _classify_in_worker(owner, patient_id, text, proceed, cancelled)
+        _classify_in_worker(owner, patient_id, text, proceed, cancelled, why)
         return
     if checking is not None:
         checking("checking for risk with the model…")
@@ -277,14 +289,17 @@ def _classify_in_worker(
     text: str,
     proceed: Callable[[], Any],
     cancelled: Callable[[], Any] | None,
+    why: str,
 ) -> None:
     """Rules + sentence classifier in the ``risk-check`` worker, for the first check when
-    the classifier is not loaded yet (a second of loading must not freeze the screen)."""
+    the classifier is not loaded yet (a second of loading must not freeze the screen);
+    ``why`` says why the model is not asked."""
     app = owner.app
 
     def work() -> None:
         worker = get_current_worker()
         flags = assess(text)
+        label = found_by(model_not_asked=why)
         if worker.is_cancelled:
             if cancelled is not None:
                 app.call_from_thread(cancelled)
@@ -298,6 +313,7 @@ def _classify_in_worker(
             proceed,
             cancelled=cancelled,
             flags=flags,
+            found_by=label,
         )
 
     owner.run_worker(work, thread=True, name="risk-check", group="risk-check", exclusive=True)

@@ -6,10 +6,11 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Center, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Input, Label, Static
 
 from engine.errors import PhyAssistError
 from phyassist_tui.focus import HandOffInput
+from phyassist_tui.widgets.footer import CoalescedFooter
 
 MIN_PASSPHRASE = 8
 
@@ -59,7 +60,7 @@ class UnlockScreen(Screen):
             )
             yield Input(password=True, placeholder="Passphrase again", id="confirm")
             yield Static(self.reason, id="unlock-error", markup=False)
-        yield Footer()
+        yield CoalescedFooter()
 
     def on_mount(self) -> None:
         self._probe()

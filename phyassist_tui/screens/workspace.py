@@ -16,12 +16,11 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.content import Content
-from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import Header, Input, TabbedContent, TabPane
 
@@ -46,6 +45,7 @@ from phyassist_tui.screens.new_patient import NewPatientScreen
 from phyassist_tui.screens.similar_flow import insert_cited_point, lookup_similar
 from phyassist_tui.widgets.analysis_pane import AnalysisPane
 from phyassist_tui.widgets.chat_pane import ChatBubble, ChatPane
+from phyassist_tui.widgets.deferred import AfterFirstFrame
 from phyassist_tui.widgets.draft_pane import DraftPane
 from phyassist_tui.widgets.footer import RankedFooter
 from phyassist_tui.widgets.notes_view import NotesView
@@ -70,6 +70,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         """``patients``: the list as read when the vault opened (else it is read on mount)."""
         super().__init__()
         self._initial_patients = patients
+        self._resumed = False
         self.patient: Patient | None = None
         self.draft_question = ""  # the question the current draft answers
         self.history: list[ChatMessage] = []
@@ -87,16 +88,16 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
             with TabbedContent(id="tabs", initial="notes"):
                 with TabPane(self._tab_title("notes"), id="notes"):
                     yield NotesView(id="notes-view")
-                # The hidden panes mount just after the first frame (Lazy): styling and
-                # laying out their widgets was a third of the time to the patient list.
+                # The hidden panes mount a moment after the first frame (AfterFirstFrame):
+                # styling and laying out their widgets was a third of the time to the list.
                 with TabPane(self._tab_title("analysis"), id="analysis"):
-                    yield Lazy(AnalysisPane(id="analysis-pane"))
+                    yield AfterFirstFrame(AnalysisPane(id="analysis-pane"))
                 with TabPane(self._tab_title("draft"), id="draft"):
-                    yield Lazy(DraftPane(id="draft-pane"))
+                    yield AfterFirstFrame(DraftPane(id="draft-pane"))
                 with TabPane(self._tab_title("chat"), id="chat"):
-                    yield Lazy(ChatPane(id="chat-pane"))
+                    yield AfterFirstFrame(ChatPane(id="chat-pane"))
                 with TabPane(self._tab_title("similar"), id="similar"):  # knowledge hook
-                    yield Lazy(SimilarPane(id="similar-pane"))
+                    yield AfterFirstFrame(SimilarPane(id="similar-pane"))
         yield StatusLine(id="status")
         yield RankedFooter(compact=True)  # Generate, Save, Lock first: they fit in 80 columns
 
@@ -125,6 +126,13 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         typed_at = self.app.last_typed_at
         return is_text_field(self.app.focused) and typed_at >= self._gen_requested_at
 
+    def on_screen_resume(self, event: events.ScreenResume) -> None:
+        """Shown for the first time: Textual's resume restyles every widget, which were
+        styled as they mounted a moment ago (a full pass before the list is painted)."""
+        if not self._resumed:
+            self._resumed = True
+            event.refresh_styles = False  # later resumes (after a dialog) still restyle
+
     def on_mount(self) -> None:
         self.watch(self.app, "model_state", self._model_changed, init=True)
         self.watch(self.app, "model_detail", self._model_changed, init=False)
@@ -148,7 +156,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         pane is mounted and composed). Keys typed ahead (Enter on the list, F3) can arrive
         in between; what needs a pane waits for it with ``_once_panes_mounted``.
         """
-        return not self.query(Lazy)
+        return not self.query(AfterFirstFrame)
 
     def _once_panes_mounted(self, callback: Callable[..., Any], *args: Any) -> bool:
         """``True`` if the panes are mounted; else run ``callback(*args)`` once they are."""

@@ -309,7 +309,9 @@ async def unlock(pilot, passphrase: str = PASSPHRASE) -> None:
     await pilot.press("enter")
 
 
-async def open_workspace(pilot):
+async def open_workspace(pilot, panes: bool = True):
+    """Unlock; returns the workspace once its list is filled and (``panes``) its hidden
+    panes are mounted (a moment after the first frame, see ``widgets.deferred``)."""
     from phyassist_tui.screens.workspace import WorkspaceScreen
 
     await unlock(pilot)
@@ -320,6 +322,8 @@ async def open_workspace(pilot):
         lambda: app.screen.query_one("#patient-list", PatientList).option_count,
         what="patient list",
     )
+    if panes:
+        await wait_for(pilot, lambda: app.screen.panes_mounted, what="hidden panes")
     return app.screen
 
 
@@ -330,6 +334,7 @@ async def open_workspace_empty(pilot):
     await unlock(pilot)
     app = pilot.app
     await wait_for(pilot, lambda: isinstance(app.screen, WorkspaceScreen), what="workspace")
+    await wait_for(pilot, lambda: app.screen.panes_mounted, what="hidden panes")
     await pilot.pause(0.1)
     return app.screen
 
@@ -374,3 +379,28 @@ async def generate(pilot, screen, question: str) -> None:
     await pilot.press("f3")
     screen.query_one("#question", TextArea).load_text(question)
     await pilot.press("ctrl+g")
+
+
+async def open_draft(pilot, name: str, question: str = "Question"):
+    """The drafting setup of the flow tests: unlock, open ``name``, generate a draft of
+    ``question`` and wait until it is in the Draft pane; returns (workspace, draft pane)."""
+    screen = await open_patient(pilot, name)
+    await generate(pilot, screen, question)
+    return screen, await draft_ready(pilot, screen)
+
+
+async def draft_under_way(pilot, fake: FakeAssistant, question: str = "Question"):
+    """Open Sun and start a draft; returns once ``fake`` holds it mid-stream."""
+    screen = await open_patient(pilot, "Sun")
+    await generate(pilot, screen, question)
+    await wait_for(pilot, lambda: fake.paused.is_set(), what="draft under way")
+    return screen
+
+
+def patient_id(settings, name: str) -> str:
+    """The id of the patient called ``name`` in the vault on disk (read-only open)."""
+    store = read_only(settings)
+    try:
+        return next(s.id for s in store.list_patients() if s.name == name)
+    finally:
+        store.close()

@@ -24,7 +24,9 @@ from tests.tui.fakes import (
     FakeAssistant,
     add_seed_case_patient,
     draft_ready,
+    draft_under_way,
     generate,
+    open_draft,
     open_patient,
     open_workspace,
     open_workspace_empty,
@@ -41,14 +43,6 @@ pytestmark = pytest.mark.anyio
 
 
 # -- unlock -----------------------------------------------------------------------------------
-async def draft_under_way(pilot, fake: FakeAssistant, question: str = "Question"):
-    """Open Sun and start a draft; returns once ``fake`` holds it mid-stream."""
-    screen = await open_patient(pilot, "Sun")
-    await generate(pilot, screen, question)
-    await wait_for(pilot, lambda: fake.paused.is_set())
-    return screen
-
-
 async def test_first_run_creates_vault_with_confirmation(make_app, settings):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
@@ -189,7 +183,7 @@ async def test_keys_typed_before_the_hidden_panes_mount_wait_for_them(make_app, 
     monkeypatch.setattr(Lazy, "mount_composed_widgets", held)
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_workspace(pilot)
+        screen = await open_workspace(pilot, panes=False)
         assert not screen.panes_mounted and screen.autosave_payload() is None
         listing = screen.query_one("#patient-list", PatientList)
         listing.highlight_name("Sun")
@@ -208,9 +202,7 @@ async def test_a_run_stopped_for_repeating_itself_is_said(make_app, vault):
     """The engine stops a model caught in a loop; the counselor is told why the draft ended."""
     app = make_app(assistant=FakeAssistant(looped=True))
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "我最近总是失眠。")
-        await draft_ready(pilot, screen)
+        screen, _pane = await open_draft(pilot, "Sun", "我最近总是失眠。")
         await wait_for(
             pilot,
             lambda: any("repeating itself" in n.message for n in app._notifications),
@@ -339,9 +331,7 @@ async def test_analysis_streams_edit_comment_regenerate_save(make_app, vault, se
 async def test_regenerate_all_passes_comments_as_guidance(make_app, vault, fake):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        await draft_ready(pilot, screen)
+        screen, _pane = await open_draft(pilot, "Sun")
         await pilot.press("c")
         await type_text(pilot, "shorter")
         await pilot.press("enter", "R")
@@ -362,9 +352,7 @@ async def test_keys_typed_in_a_burst_after_edit_land_in_the_editor(make_app, vau
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        pane = await draft_ready(pilot, screen)
+        screen, pane = await open_draft(pilot, "Sun")
         # 'a', 'd', 'c', 'r' are list keys; sent like the driver does, without waiting
         burst = [("e", "e"), ("ctrl+u", None), *((c, c) for c in "add"), ("space", " ")]
         burst += [*((c, c) for c in "care"), ("enter", "\r")]
@@ -382,9 +370,7 @@ async def test_empty_symptom_type_can_be_filled_but_never_dropped(make_app, vaul
     fake = FakeAssistant(analysis_text="Reasons:\n1. Poor sleep\n")
     app = make_app(assistant=fake)
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        pane = await draft_ready(pilot, screen)
+        _screen, pane = await open_draft(pilot, "Sun")
         assert pane.draft.symptom_type.text == "" and pane.selected_row.section == "symptom_type"
         await pilot.press("e", "enter")  # empty stays empty, the editor closes, no crash
         assert app.focused.id == "draft-items" and pane.draft.symptom_type.text == ""
@@ -445,9 +431,7 @@ async def test_lock_keeps_encrypted_draft_and_offers_it_back(make_app, vault, se
     app = make_app()
     secret = "UNIQUE-QUESTION-TEXT-1234"
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, secret)
-        pane = await draft_ready(pilot, screen)
+        screen, pane = await open_draft(pilot, "Sun", secret)
         await pilot.press("e")
         app.focused.value = "Edited before the lock"
         await pilot.press("enter")
@@ -493,9 +477,7 @@ async def test_switching_patients_keeps_each_draft_apart(make_app, vault, settin
     """An unsaved draft stays with its patient: the next one starts empty, nothing mixes."""
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "SUN-ONLY question")
-        pane = await draft_ready(pilot, screen)
+        screen, pane = await open_draft(pilot, "Sun", "SUN-ONLY question")
         sun_id = screen.patient.id
         listing = screen.query_one("#patient-list", PatientList)
         listing.highlight_name("Li")

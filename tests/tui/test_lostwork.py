@@ -13,8 +13,11 @@ from tests.tui.fakes import (
     ANALYSIS_TEXT,
     FakeAssistant,
     draft_ready,
+    draft_under_way,
     generate,
+    open_draft,
     open_patient,
+    patient_id,
     read_only,
     screen_text,
     type_text,
@@ -26,21 +29,11 @@ pytestmark = pytest.mark.anyio
 NO_ADVICE = "Symptom type: Academic anxiety\nReasons:\n1. Family expectations\n2. See a doctor\n"
 
 
-def _sun_id(settings) -> str:
-    store = read_only(settings)
-    try:
-        return next(s.id for s in store.list_patients() if s.name == "Sun")
-    finally:
-        store.close()
-
-
 # -- 5: e puts the cursor at the end ------------------------------------------------------
 async def test_edit_opens_with_the_cursor_at_the_end_not_all_selected(make_app, vault):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        pane = await draft_ready(pilot, screen)
+        _screen, pane = await open_draft(pilot, "Sun")
         await pilot.press("e")
         editor = app.focused
         assert isinstance(editor, Input)
@@ -54,9 +47,7 @@ async def test_edit_opens_with_the_cursor_at_the_end_not_all_selected(make_app, 
 async def test_home_and_end_move_the_selection_so_edits_go_to_the_shown_row(make_app, vault):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        pane = await draft_ready(pilot, screen)
+        _screen, pane = await open_draft(pilot, "Sun")
         await pilot.press("end")
         assert pane.selected_item_id == pane.draft.advice[-1].id
         await pilot.press("e", "!", "enter")
@@ -73,9 +64,7 @@ async def test_advice_can_be_added_when_the_model_gave_none_and_items_moved(
 ):
     app = make_app(assistant=FakeAssistant(analysis_text=NO_ADVICE))
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        pane = await draft_ready(pilot, screen)
+        screen, pane = await open_draft(pilot, "Sun")
         assert pane.draft.advice == []
         await pilot.press("end")  # the last row: Advice's header (the section is empty)
         header = pane.query_one("#draft-items").highlighted_child
@@ -100,7 +89,7 @@ async def test_advice_can_be_added_when_the_model_gave_none_and_items_moved(
         await wait_for(pilot, lambda: len(screen.patient.notes) == 2, what="saved")
     store = read_only(settings)
     try:
-        note = store.load_patient(_sun_id(settings)).notes_newest_first()[0]
+        note = store.load_patient(patient_id(settings, "Sun")).notes_newest_first()[0]
         assert [i.text for i in note.analysis.advice] == ["Regular sleep", "See a doctor"]
     finally:
         store.close()
@@ -110,9 +99,7 @@ async def test_advice_can_be_added_when_the_model_gave_none_and_items_moved(
 async def test_generate_over_an_edited_draft_asks_and_keeps_edits_on_no(make_app, vault, fake):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        pane = await draft_ready(pilot, screen)
+        screen, pane = await open_draft(pilot, "Sun")
         await pilot.press("e", "!", "enter")
         await pilot.press("ctrl+g")
         confirm = await wait_for(
@@ -143,9 +130,7 @@ async def test_generate_over_an_edited_draft_asks_and_keeps_edits_on_no(make_app
 async def test_undo_brings_back_a_regenerated_item_and_a_deleted_one(make_app, vault):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        pane = await draft_ready(pilot, screen)
+        screen, pane = await open_draft(pilot, "Sun")
         await pilot.press("down", "down")  # Reasons header, then the first reason
         first = pane.draft.reasons[0].id
         await pilot.press("r")
@@ -204,7 +189,7 @@ async def test_escape_on_the_restore_offer_keeps_it_and_asks_again(make_app, vau
         await pilot.pause(0.3)
     store = read_only(settings)
     try:
-        sun = _sun_id(settings)
+        sun = patient_id(settings, "Sun")
         assert store.read_blob(sun, "draft-kept") is None  # restored: no longer kept apart
     finally:
         store.close()
@@ -221,7 +206,7 @@ async def test_only_discard_deletes_the_kept_draft(make_app, vault, settings):
         await wait_for(pilot, lambda: isinstance(app.screen, RestoreDraftScreen), what="offer")
         await pilot.press("x")
         await pilot.pause(0.3)
-        sun = _sun_id(settings)
+        sun = patient_id(settings, "Sun")
         assert app.session.vault_call(lambda s: s.read_blob(sun, "draft")) is None
         assert app.session.vault_call(lambda s: s.read_blob(sun, "draft-kept")) is None
 
@@ -337,7 +322,7 @@ async def test_basic_information_is_edited_in_the_tui(make_app, vault, settings)
         assert len(screen.patient.notes) == 1
     store = read_only(settings)
     try:
-        loaded = store.load_patient(_sun_id(settings))
+        loaded = store.load_patient(patient_id(settings, "Sun"))
         assert loaded.basic.demographics == "20, student of law"
         assert loaded.basic.mental_state == "mild anxiety, insomnia"
         from engine.trust.audit import AuditLog
@@ -413,7 +398,7 @@ async def test_a_saved_note_is_amended_with_history_and_deleted(make_app, vault,
         await wait_for(pilot, lambda: "was deleted" in screen_text(app), what="tombstone shown")
     store = read_only(settings)
     try:
-        loaded = store.load_patient(_sun_id(settings))
+        loaded = store.load_patient(patient_id(settings, "Sun"))
         assert loaded.notes == [] and loaded.deleted_notes[0].reason == "wrong client"
         from engine.trust.audit import AuditLog
 
@@ -641,9 +626,7 @@ async def test_idle_lock_waits_for_a_running_draft(make_app, vault, settings):
     fake = FakeAssistant(pause_after=3)
     app = make_app(settings=settings, assistant=fake)
     async with app.run_test(size=(100, 30)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await generate(pilot, screen, "Question")
-        await wait_for(pilot, lambda: fake.paused.is_set(), what="draft under way")
+        screen = await draft_under_way(pilot, fake)
         await pilot.pause(2.5)
         assert app.session.unlocked and screen.generating == "analysis"
         fake.resume.set()

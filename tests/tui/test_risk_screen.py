@@ -291,3 +291,18 @@ async def test_refused_model_check_is_the_rules_at_once(store: Store) -> None:
         await pilot.press("escape")
         await pilot.pause()
     assert engine.asked == [] and app.answers == [False]
+
+
+async def test_without_the_model_the_screen_names_rules_and_classifier(store: Store) -> None:
+    """The check without a model is rules + the sentence classifier, and the screen says so
+    (it used to show no "Found by" line, and the Session said "rules only")."""
+    pid = store.create_patient("No model").id
+    app = Host(store, pid, EN)  # no assistant: the model is "still loading"
+    async with app.run_test() as pilot:
+        await pilot.press("m")
+        await _until(pilot, lambda: isinstance(app.screen, RiskFlagScreen))
+        hint = str(app.screen.query_one("#risk-hint").content)
+        assert (
+            "Found by rules and the sentence classifier; no model check: the model is still "
+            "loading." in hint
+        )

@@ -6,6 +6,7 @@ Update after an intended visual change with ``pytest tests/tui/test_snapshots.py
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import tempfile
 import threading
@@ -35,15 +36,23 @@ SNAPSHOT_HOME = Path(tempfile.gettempdir()) / "phyassist-snapshots"
 
 @pytest.fixture
 def settings() -> Settings:
-    """Settings with a fixed data directory: the unlock screen shows the vault's path."""
-    shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
-    yield Settings(
-        store=StoreSettings(scrypt_log2_n=10),
-        idle_lock_minutes=0,
-        data_dir=SNAPSHOT_HOME / "data",
-        cache_dir=SNAPSHOT_HOME / "cache",
-    )
-    shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
+    """Settings with a fixed data directory: the unlock screen shows the vault's path.
+
+    The path is fixed, so two test runs on one machine (worktrees, CI jobs) would share it:
+    a lock file serialises them instead of letting one wipe the other's vault mid-test."""
+    with open(f"{SNAPSHOT_HOME}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
+            yield Settings(
+                store=StoreSettings(scrypt_log2_n=10),
+                idle_lock_minutes=0,
+                data_dir=SNAPSHOT_HOME / "data",
+                cache_dir=SNAPSHOT_HOME / "cache",
+            )
+            shutil.rmtree(SNAPSHOT_HOME, ignore_errors=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 async def settle(pilot) -> None:

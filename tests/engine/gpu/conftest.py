@@ -69,7 +69,7 @@ def forced_logits(dec, input_ids: torch.Tensor, forced: list[int]) -> torch.Tens
     """
     from transformers import DynamicCache
 
-    from engine.gpu.fastdecode import _set_fast
+    from engine.gpu.fast_moe import _set_fast
 
     input_ids = input_ids.to(dec.device)
     prompt_len = input_ids.shape[1]

@@ -130,7 +130,7 @@ def test_sampling_never_takes_the_fast_path() -> None:
 
 
 def test_assistant_uses_the_fast_path_only_for_moe_on_a_gpu() -> None:
-    from engine.inference.assistant import fast_decode_refusal
+    from engine.inference.local_runs import fast_decode_refusal
     from engine.model.llm import LoadedModel
 
     moe = LoadedModel(tiny_mixtral(), NumberTokenizer(), "tiny", 1024, "cpu")

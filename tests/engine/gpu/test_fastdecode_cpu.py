@@ -11,12 +11,8 @@ import pytest
 import torch
 
 from bench.reference import baseline_generate
-from engine.gpu.fastdecode import (
-    FastDecoder,
-    FastDecodeUnsupported,
-    _set_fast,
-    install_fast_moe,
-)
+from engine.gpu.fast_moe import _set_fast, install_fast_moe
+from engine.gpu.fastdecode import FastDecoder, FastDecodeUnsupported
 
 from .conftest import prompt_ids, tiny_mixtral
 
@@ -131,7 +127,7 @@ def test_adapter_weights_are_copied_in_place():
 
 
 def test_suffix_prefill_attention_is_lower_right_causal():
-    from engine.gpu.fastdecode import _suffix_prefill_attention
+    from engine.gpu.fast_attention import _suffix_prefill_attention
 
     torch.manual_seed(0)
     q = torch.randn(1, 4, 5, 16)
@@ -152,7 +148,7 @@ def test_suffix_prefill_through_the_model_matches_sdpa():
     """transformers builds no mask for a custom attention function; ours must still be causal."""
     from transformers import DynamicCache
 
-    from engine.gpu.fastdecode import SUFFIX_PREFILL, _register_attention
+    from engine.gpu.fast_attention import SUFFIX_PREFILL, _register_attention
 
     _register_attention()
     model = tiny_mixtral()

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from bench.reference import baseline_generate
-from engine.gpu.fastdecode import FastDecoder, _set_fast, _set_kernel
+from engine.gpu.fast_moe import _set_fast, _set_kernel
+from engine.gpu.fastdecode import FastDecoder
 from engine.gpu.quant import QuantSpec, load_quantized
 
 from .conftest import forced_logits, prompt_ids

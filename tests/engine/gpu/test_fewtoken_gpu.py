@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from bench.reference import baseline_generate
-from engine.gpu import fastdecode, nf4_moe
-from engine.gpu.fastdecode import FastDecoder, install_fast_moe
+from engine.gpu import fastdecode, nf4_moe, static_suffix
+from engine.gpu.fast_moe import install_fast_moe
+from engine.gpu.fastdecode import FastDecoder
 from engine.gpu.quant import QuantSpec, load_quantized
 
 from .conftest import prompt_ids, tiny_mixtral
@@ -156,7 +157,7 @@ def test_suffix_after_a_cached_prefix_uses_the_kernel_and_equals_generate(
         suffix = n_total - n_prefix
         if suffix <= fastdecode.FEW_TOKENS_MAX:
             assert got.static_suffix == static
-            rows = -(-suffix // fastdecode.SUFFIX_BUCKET) * fastdecode.SUFFIX_BUCKET
+            rows = -(-suffix // static_suffix.SUFFIX_BUCKET) * static_suffix.SUFFIX_BUCKET
             assert calls and all(c[0] == (rows if static else suffix) for c in calls)
             again = dec.generate(ids, 24, prefix=prefix)  # a replay (static) or a new prefill
             assert again.tokens == want
@@ -197,7 +198,7 @@ def test_bf16_suffix_prefill_logits_match_the_eager_prefill(cuda_bnb, tmp_path):
 def test_suffix_attention_flash_path_matches_a_masked_reference(cuda_bnb, q_len, kv_len):
     import torch.nn.functional as F
 
-    from engine.gpu.fastdecode import _suffix_prefill_attention
+    from engine.gpu.fast_attention import _suffix_prefill_attention
 
     q = torch.randn(1, 32, q_len, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, 8, kv_len, 128, device="cuda", dtype=torch.bfloat16)

@@ -357,9 +357,9 @@ class CancelAfter(threading.Event):
 def test_a_cancelled_prefill_keeps_what_it_read(
     assistant, patient_with_history, monkeypatch
 ) -> None:
-    from engine.inference import assistant as assistant_module
+    from engine.inference import local_runs
 
-    monkeypatch.setattr(assistant_module, "PREFILL_CHUNK_CPU", 32)
+    monkeypatch.setattr(local_runs, "PREFILL_CHUNK_CPU", 32)
     assistant.prefix_cache.clear()
     assert (
         assistant.prefill_record(patient_with_history, CancelAfter(0)) == 0
@@ -379,9 +379,9 @@ def test_a_generation_asked_for_during_a_prefill_continues_from_it(
     so not before the prefill has put it back)."""
     import time
 
-    from engine.inference import assistant as assistant_module
+    from engine.inference import local_runs
 
-    monkeypatch.setattr(assistant_module, "PREFILL_CHUNK_CPU", 8)
+    monkeypatch.setattr(local_runs, "PREFILL_CHUNK_CPU", 8)
     assistant.prefix_cache.clear()
     stop = threading.Event()
     result: list[int] = []

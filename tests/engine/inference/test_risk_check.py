@@ -28,7 +28,8 @@ def test_embedded_model_is_rules_only_by_default(assistant, mode) -> None:
     mode("auto")
     assert "embedded model" in assistant.risk_model_refusal()
     flags, found_by = assistant.risk_flags(TEXT)
-    assert flags == assess(TEXT) and found_by.startswith("rules only")
+    assert flags == assess(TEXT)
+    assert found_by.startswith("rules and the sentence classifier; no model check: the embedded")
     mode("off")
     assert "off in the settings" in assistant.risk_model_refusal()
 
@@ -39,7 +40,7 @@ def test_model_check_confirms_or_adds_and_never_drops(assistant, mode) -> None:
     rules = assess(TEXT)
     assert [f.category for f in rules] == ["abuse"]
     flags, found_by = assistant.risk_flags(TEXT)
-    assert found_by == f"rules and {assistant.model.name}"
+    assert found_by == f"rules, the sentence classifier and {assistant.model.name}"
     abuse = [f for f in flags if f.category == "abuse" and f.evidence]
     assert len(abuse) == 1 and abuse[0].model_verdict is not None  # the model was asked
     assert abuse[0].evidence == rules[0].evidence  # kept, whatever the model said

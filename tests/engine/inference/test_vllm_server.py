@@ -1,21 +1,19 @@
 """Against a real vLLM server on the CPU serving the embedded model (``-m vllm``;
-``./dev test-vllm`` creates ``.venv-vllm`` and runs these). Skipped when vLLM's environment
-is absent. The server is started once for the module by ``engine.serving`` (the code behind
-``phyassist server``) and stopped after."""
+``./dev test`` and ``./dev test-vllm`` create ``.venv-vllm`` and run these). Skipped when
+vLLM's environment is absent (failed under ``PHYASSIST_REQUIRE_VLLM=1``). The server is
+started once for the session by ``engine.serving`` (the code behind ``phyassist server``) on a
+Unix socket, and stopped after (conftest.py)."""
 
 from __future__ import annotations
 
 import socket
+import stat
 import threading
 from pathlib import Path
 
 import pytest
 
-from engine.settings import Settings
-
 pytestmark = [pytest.mark.vllm, pytest.mark.model]
-
-VLLM_PYTHON = Path(__file__).resolve().parents[3] / ".venv-vllm" / "bin" / "python"
 
 PROMPTS = [
     ("chat", "What is the capital of France?"),
@@ -26,56 +24,16 @@ PROMPTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def server(vllm_server):
+    """The session's server (tests/engine/inference/conftest.py), on a Unix socket."""
+    settings, plan, _ = vllm_server
+    return settings, plan
 
 
-@pytest.fixture(scope="module")
-def server(real_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
-    if not VLLM_PYTHON.is_file():
-        pytest.skip("no .venv-vllm (./dev vllm-env creates it)")
-    from engine.serving import Supervisor, plan_server
-
-    root = tmp_path_factory.mktemp("vllm")
-    settings = real_settings.model_copy(
-        update={
-            "config_dir": root / "config",
-            "server": real_settings.server.model_copy(
-                update={"port": _free_port(), "python": VLLM_PYTHON, "max_lora_rank": 32}
-            ),
-        },
-        deep=True,
-    )
-    plan = plan_server(settings)
-    supervisor = Supervisor(plan, log=root / "vllm.log", ready_timeout_s=600)
-    supervisor.start()
-    try:
-        supervisor.wait_ready()
-    except Exception:
-        supervisor.stop()
-        raise
-    yield settings, plan
-    supervisor.stop()
-
-
-@pytest.fixture(scope="module")
-def remote(server):
-    from engine.inference.remote import RemoteAssistant
-
-    settings, plan = server
-    settings = settings.model_copy(
-        update={
-            "backend": settings.backend.model_copy(
-                update={"kind": "openai", "base_url": plan.base_url}
-            )
-        },
-        deep=True,
-    )
-    helper = RemoteAssistant(settings)
-    helper.load()
-    return helper
+@pytest.fixture
+def remote(vllm_remote):
+    return vllm_remote
 
 
 def _generate(helper, kind: str, text: str, patient=None) -> tuple[str, list[int]]:
@@ -94,7 +52,49 @@ def test_key_file_is_private_and_not_on_the_command_line(server):
     assert plan.key_file.stat().st_mode & 0o077 == 0
     key = plan.key_file.read_text().strip()
     assert key and not any(key in arg for arg in plan.argv)
-    assert "--host" in plan.argv and plan.argv[plan.argv.index("--host") + 1] == "127.0.0.1"
+
+
+def _answers_http(port: int) -> bool:
+    """Whether 127.0.0.1:``port`` answers an HTTP request (vLLM's internal listeners don't)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
+            conn.sendall(b"GET /v1/models HTTP/1.0\r\nHost: x\r\n\r\n")
+            return conn.recv(5) == b"HTTP/"
+    except OSError:
+        return False
+
+
+def test_unix_socket_is_private_and_the_only_way_in(vllm_server, vllm_remote):
+    """``server.socket``: vLLM serves its API on a 0600 socket in a 0700 directory and on no
+    TCP port (its engine's internal torch.distributed listeners on 127.0.0.1 speak no HTTP);
+    the key is still required there; the client reaches it through the socket."""
+    import psutil
+
+    from engine.errors import ServerError
+    from engine.inference.openai_client import ServerClient
+
+    _, plan, supervisor = vllm_server
+    sock = plan.socket
+    assert sock is not None and sock.is_socket()
+    assert stat.S_IMODE(sock.stat().st_mode) == 0o600
+    assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+    assert "--host" not in plan.argv and "--port" not in plan.argv
+    server = psutil.Process(supervisor.process.pid)
+    ports = {
+        c.laddr.port
+        for proc in (server, *server.children(recursive=True))
+        for c in proc.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    assert not [port for port in ports if _answers_http(port)]
+    assert "server unix:" in vllm_remote.model_label
+    assert vllm_remote.client.models()[0]["id"] == vllm_remote.served
+    intruder = ServerClient(plan.base_url, "not-the-key", socket=sock)
+    try:
+        with pytest.raises(ServerError, match="refused the API key"):
+            intruder.models()
+    finally:
+        intruder.close()
 
 
 @pytest.mark.parametrize(("kind", "text"), PROMPTS)
@@ -117,7 +117,15 @@ def test_patient_adapter_loaded_at_run_time_changes_the_output(assistant, remote
 
     shipped = next(shipped_adapters_dir().glob("*/adapter_config.json")).parent
     config, state = read_adapter_dir(shipped)
-    state = {k: (v.float() * 3 if ".lora_B." in k else v.float()) for k, v in state.items()}
+    # A patient adapter as the training recipe makes one: the attention projections only.
+    from engine.training.config import ATTENTION_PROJECTIONS
+
+    config = {**config, "target_modules": list(ATTENTION_PROJECTIONS)}
+    state = {
+        k: (v.float() * 3 if ".lora_B." in k else v.float())
+        for k, v in state.items()
+        if any(f".{m}." in k for m in ATTENTION_PROJECTIONS)
+    }
     patient = real_store.create_patient("Adapter patient")
     AdapterRegistry(real_store).save(patient.id, config, state, dtype=None)
     prompt = "The client keeps checking the door lock at night."

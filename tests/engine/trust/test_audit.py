@@ -229,3 +229,25 @@ def test_cli_wrong_passphrase(store, monkeypatch, capsys) -> None:
     AuditLog(store).append("unlock")
     code, _, err = _cli(monkeypatch, capsys, "not the passphrase", "audit", "verify")
     assert code == 1 and "Wrong passphrase" in err
+
+
+def test_crash_before_first_head_is_a_note(store, monkeypatch) -> None:
+    """A kill between the very first segment write and the first head leaves one entry and no
+    head (the vault never bound one): verify notes it, the next append goes on from it."""
+    real_write = store.write_vault_blob
+
+    def crash_on_head(kind, data):
+        if kind == audit_mod.HEAD_KIND:
+            raise KeyboardInterrupt("killed before the head was written")
+        return real_write(kind, data)
+
+    monkeypatch.setattr(store, "write_vault_blob", crash_on_head)
+    with pytest.raises(KeyboardInterrupt):
+        AuditLog(store).append("vault_created")
+    monkeypatch.setattr(store, "write_vault_blob", real_write)
+    log = AuditLog(store)
+    result = log.verify()
+    assert result.ok and result.count == 1 and result.notes, result.summary()
+    log.append("unlock")
+    after = log.verify()
+    assert after.ok and after.count == 2 and after.head_count == 2

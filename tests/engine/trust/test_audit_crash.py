@@ -55,7 +55,10 @@ def _runs(n: int, settings, passphrase: str, seed: int) -> dict:
         assert child.stdout.readline() == b"ready\n", child.stderr.read().decode()
         time.sleep(rng.uniform(0.0, 0.25))
         child.send_signal(signal.SIGKILL)
-        out, _err = child.communicate(timeout=30)
+        # Read on through the buffer readline() filled: communicate() reads the raw pipe and
+        # would miss the lines the child wrote before readline() ran (it is dead by now).
+        out = child.stdout.read()
+        child.communicate(timeout=30)
         lines = out.decode().split("\n")[:-1]
         done = [int(x.split()[1]) for x in lines if x.startswith("audit ")]
         if done:

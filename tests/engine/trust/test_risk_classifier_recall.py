@@ -85,3 +85,16 @@ FALSE_FLAG_CAP = {
     "written_zh_everyday_posts_flagged": 0.025,  # 1 / 40
     "written_all_hard_negatives_flagged": 0.093,  # 5 / 54 (minimal pairs)
 }
+
+
+@needs_imhi
+def test_dev_forum_posts_floor():
+    """Real forum posts: the hand-labelled IMHI Irf *val* dev posts (data/risk_sentences/
+    imhi_irf_val.labels; dev, so thresholds may be chosen on them, unlike the floors above).
+    Measured with the shipped weights: 71 of 85 risk posts flagged (rules alone 65), 5 of
+    the 110 without risk."""
+    dev = measure("dev", SHARED, with_latency=False)
+    ours, rules = dev["rules+classifier"], dev["rules"]
+    assert ours["irf_dev_posts_recall"]["flagged"] >= 71
+    assert rules["irf_dev_posts_recall"]["flagged"] >= 65
+    assert ours["irf_dev_no_risk_posts_flagged"]["flagged"] <= 5

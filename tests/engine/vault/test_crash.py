@@ -80,7 +80,10 @@ def _crash_runs(runs: int, vault_dir: Path, settings, passphrase: str, seed: int
             raise AssertionError(f"child failed to start: {child.stderr.read().decode()}")
         time.sleep(rng.uniform(0.0, 0.3))
         child.send_signal(signal.SIGKILL)
-        out, err = child.communicate(timeout=30)
+        # Read on through the buffer readline() filled: communicate() reads the raw pipe and
+        # would miss the lines the child wrote before readline() ran (it is dead by now).
+        out = child.stdout.read()
+        _rest, err = child.communicate(timeout=30)
         assert child.returncode == -signal.SIGKILL, err.decode()
         lines = out.decode("utf-8", "replace").split("\n")[:-1]  # only complete lines
         done_notes = [int(x.split()[1]) for x in lines if x.startswith("note ")]

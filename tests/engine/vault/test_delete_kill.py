@@ -1,7 +1,7 @@
 """Deleting a patient is a transaction: a SIGKILL at any step leaves no zombie patient.
 
 A child process deletes a patient and kills itself (SIGKILL, no cleanup of any kind) at
-one named step of the deletion (``engine.vault.store.fault_hook``). The next open must
+one named step of the deletion (``engine.vault.deletion.fault_hook``). The next open must
 finish the deletion: the patient is gone from the list, its folder is gone, nothing is
 reported as tampered, and the other patient is intact.
 """
@@ -24,7 +24,7 @@ CHILD = r"""
 import os, signal, sys
 from pathlib import Path
 from engine.settings import Settings, StoreSettings
-from engine.vault import store as store_module
+from engine.vault import deletion
 from engine.vault.store import Store
 
 vault_dir, passphrase, patient_id, step = sys.argv[1:5]
@@ -35,7 +35,7 @@ def die(name):
     if name == step:
         os.kill(os.getpid(), signal.SIGKILL)
 
-store_module.fault_hook = die
+deletion.fault_hook = die
 store.delete_patient(patient_id)
 print("finished", flush=True)
 """

@@ -186,7 +186,7 @@ def test_unknown_record_format_version(store, vault_dir):
 def test_record_from_newer_schema_is_unknown(store, vault_dir):
     """A record written (validly encrypted) by a newer PhyAssist reports UnknownSchema."""
     from engine.vault import crypto
-    from engine.vault.store import _aad
+    from engine.vault.files import _aad
 
     patient = store.create_patient("王伟")
     newer = patient.model_dump(mode="json") | {"schema_version": 2}
@@ -395,7 +395,7 @@ class _Died(BaseException):
     "step", ["delete:tombstoned", "delete:key_shredded", "delete:folder_removed"]
 )
 def test_interrupted_delete_is_finished_on_open(store, vault_dir, reopen, monkeypatch, step):
-    from engine.vault import store as store_module
+    from engine.vault import deletion
 
     keep = store.create_patient("李娜")
     gone = store.create_patient("王伟")
@@ -407,10 +407,10 @@ def test_interrupted_delete_is_finished_on_open(store, vault_dir, reopen, monkey
         if name == step:
             raise _Died(name)
 
-    monkeypatch.setattr(store_module, "fault_hook", die)
+    monkeypatch.setattr(deletion, "fault_hook", die)
     with pytest.raises(_Died):
         store.delete_patient(gone.id)
-    monkeypatch.setattr(store_module, "fault_hook", None)
+    monkeypatch.setattr(deletion, "fault_hook", None)
     # the process is gone: nothing more of it reaches the disk
     store._abandon()
     store._lock.release()
