@@ -24,6 +24,7 @@ from typing import Any
 from engine.errors import InputRejected, ModelLoadError, PhyAssistError
 from engine.inference.adapter_choice import AdapterChoice
 from engine.inference.analysis import parse_analysis, strip_leading_marker
+from engine.inference.constraints import language_caveat
 from engine.inference.context import CountingCache, PrefixCache
 from engine.inference.generation import GenerationRun
 from engine.inference.local_runs import LocalRuns
@@ -195,6 +196,7 @@ class Assistant(PromptAssembly, AdapterChoice, LocalRuns):
             stream = TextStream(
                 drafter.stream(), context_report=report, stats=lambda: drafter.stats
             )
+        stream.caveat = language_caveat(self.model.tokenizer, lang)
 
         def draft_of(text: str) -> AnalysisDraft:
             from engine.knowledge.grounding import attach_citations  # bm25s only when drafting

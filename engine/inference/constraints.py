@@ -174,6 +174,44 @@ def vocabulary(tokenizer: Any) -> Vocabulary:
         return vocab
 
 
+# A model whose vocabulary holds fewer whole Chinese characters than this spells Chinese byte
+# by byte (SmolLM2-135M: 77; Llama-2/Mixtral: about 700; Qwen: thousands) and, small as such
+# models are, writes characters that make no words. The counselor is told, not left guessing.
+MIN_WHOLE_CHINESE_CHARACTERS = 200
+
+
+_WHOLE_ZH: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+
+
+def whole_chinese_characters(tokenizer: Any) -> int:
+    """How many distinct CJK ideographs the vocabulary holds inside whole tokens (cached)."""
+    count = _WHOLE_ZH.get(tokenizer)
+    if count is None:
+        seen: set[str] = set()
+        for piece in vocabulary(tokenizer).pieces:
+            if piece and any(0xE3 <= b <= 0xE9 for b in piece):  # lead bytes of ideographs
+                text = piece.decode("utf-8", "ignore")
+                seen.update(
+                    c for c in text if 0x4E00 <= ord(c) <= 0x9FFF or 0x3400 <= ord(c) <= 0x4DBF
+                )
+        count = _WHOLE_ZH[tokenizer] = len(seen)
+    return count
+
+
+def language_caveat(tokenizer: Any, lang: Lang) -> str:
+    """A warning for the counselor when this model cannot really write ``lang`` ("" if it can)."""
+    if lang != "zh":
+        return ""
+    count = whole_chinese_characters(tokenizer)
+    if count >= MIN_WHOLE_CHINESE_CHARACTERS:
+        return ""
+    return (
+        f"This model knows only {count} Chinese characters as tokens and spells the rest byte "
+        "by byte: its Chinese drafts are unreliable and often not real words. Read them as "
+        "placeholders, or use a larger model for Chinese (model.spec, see the README)."
+    )
+
+
 def language_bias(tokenizer: Any, lang: Lang) -> torch.Tensor:
     """The cached language mask of ``tokenizer`` (about 0.3 s to build for a 50k vocabulary)."""
     vocab = vocabulary(tokenizer)

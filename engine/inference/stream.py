@@ -47,10 +47,12 @@ class TextStream:
         *,
         context_report: str = "",
         stats: Callable[[], GenerationStats | None] = lambda: None,
+        caveat: str = "",
     ) -> None:
         self._chunks = chunks
         self._stats = stats
         self.context_report = context_report
+        self.caveat = caveat  # what the counselor should know about this output's reliability
         # An Analysis stream's reading of its own text: the engine's structured draft (with
         # its risk items) for the text it streamed; None for other streams.
         self.draft_of: Callable[[str], AnalysisDraft] | None = None

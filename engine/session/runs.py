@@ -47,6 +47,7 @@ class Outcome:
     error: str | None = None  # for the counselor; the text so far is kept
     stats: GenerationStats | None = None
     context_report: str = ""  # what of the record fit the prompt
+    caveat: str = ""  # the engine's warning about this output's reliability (e.g. language)
     # the stream's own reading of ``text`` (TextStream.draft_of), for Analysis runs
     draft_of: Callable[[str], AnalysisDraft] | None = field(default=None, repr=False)
 
@@ -173,6 +174,7 @@ class Run(Generic[OutcomeT]):
                 error=self._error,
                 stats=stream.stats if stream is not None else None,
                 context_report=stream.context_report if stream is not None else "",
+                caveat=stream.caveat if stream is not None else "",
                 draft_of=getattr(stream, "draft_of", None),
             )
             self._outcome = self._finish(base)

@@ -175,6 +175,8 @@ class GenerationHandling(Screen):
                 severity="warning",
                 timeout=8,
             )
+        if outcome.caveat and not outcome.error:  # e.g. a model that cannot write Chinese
+            self.notify(clean(outcome.caveat), severity="warning", timeout=12)
         await _DONE[outcome.kind](self, outcome)
 
     async def _analysis_done(self, outcome: AnalysisOutcome) -> None:

@@ -55,6 +55,7 @@ class FakeAssistant:
         fail_load: str | None = None,
         pause_after: int | None = None,
         looped: bool = False,
+        caveat: str = "",
         prefill_s: float = 0.0,
         risk_refusal: str | None = "the fake model has no risk check",
     ) -> None:
@@ -63,6 +64,7 @@ class FakeAssistant:
         self.prefills: list[tuple[str, bool]] = []  # (patient id, was cancelled)
         self.prefill_started = threading.Event()
         self.looped = looped  # report the run as stopped for repeating itself
+        self.caveat = caveat  # the engine's reliability warning on Analysis streams
         self.load_delay = load_delay
         self.analysis_text = analysis_text
         self.chat_reply = chat_reply
@@ -163,7 +165,9 @@ class FakeAssistant:
                 {"question": question, "guidance": guidance, "observed": observed},
             )
         )
-        return self._stream(self.analysis_text, cancel)
+        stream = self._stream(self.analysis_text, cancel)
+        stream.caveat = self.caveat
+        return stream
 
     def stream_regenerate_item(
         self,

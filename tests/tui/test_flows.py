@@ -211,6 +211,18 @@ async def test_a_run_stopped_for_repeating_itself_is_said(make_app, vault):
         assert "repeated itself" in str(screen.status.render())
 
 
+async def test_the_engines_caveat_about_a_draft_is_shown(make_app, vault):
+    """A model that cannot write the statement's language: the counselor reads why."""
+    app = make_app(assistant=FakeAssistant(caveat="This model knows only 77 Chinese characters"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_draft(pilot, "Sun", "我最近总是失眠。")
+        await wait_for(
+            pilot,
+            lambda: any("77 Chinese characters" in n.message for n in app._notifications),
+            what="caveat notice",
+        )
+
+
 async def test_opening_a_patient_reads_the_record_ahead_until_a_draft_is_asked_for(make_app, vault):
     """The model reads the opened patient's record while the counselor types; Generate stops
     that reading (what was read is kept by the engine) and the draft streams."""
