@@ -361,19 +361,27 @@ def time_launch(args: list[str], env: dict[str, str]) -> tuple[float, str]:
         stderr=subprocess.PIPE,
     )
     os.close(write_fd)
-    line = b""
-    while not line.endswith(b"\n"):
-        if not select.select([read_fd], [], [], LAUNCH_TIMEOUT_S)[0]:
-            proc.kill()
-            raise RuntimeError(f"no patient list after {LAUNCH_TIMEOUT_S:.0f} s: {args[:2]}")
-        chunk = os.read(read_fd, 256)
-        if not chunk:
-            raise RuntimeError(f"child failed: {proc.stderr.read().decode()[-2000:]}")
-        line += chunk
+    line = read_status_line(proc, read_fd, f"{args[:2]}", LAUNCH_TIMEOUT_S)
     elapsed = time.perf_counter() - start
     os.close(read_fd)
     proc.wait(timeout=120)
-    return elapsed, line.decode().split(" ", 1)[1].strip()
+    return elapsed, line.split(" ", 1)[1].strip()
+
+
+def read_status_line(
+    proc: subprocess.Popen, read_fd: int, what: str, timeout_s: float = LAUNCH_TIMEOUT_S
+) -> str:
+    """The one line a launched child writes to its status pipe once the list is painted."""
+    line = b""
+    while not line.endswith(b"\n"):
+        if not select.select([read_fd], [], [], timeout_s)[0]:
+            proc.kill()
+            raise RuntimeError(f"no patient list after {timeout_s:.0f} s: {what}")
+        chunk = os.read(read_fd, 256)
+        if not chunk:
+            raise RuntimeError(f"{what}: child failed: {proc.stderr.read().decode()[-2000:]}")
+        line += chunk
+    return line.decode()
 
 
 def measure_latency(args: list[str], env: dict[str, str], samples: int, timeout: float) -> dict:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import select
 import shutil
 import statistics
 import subprocess
@@ -38,6 +37,7 @@ import time
 from pathlib import Path
 
 from bench import REPO
+from bench.tui import read_status_line
 
 LAUNCH_TIMEOUT_S = 60.0
 
@@ -121,19 +121,11 @@ def launch(tree: Path, env: dict[str, str], child: list[str]) -> tuple[float, fl
         stderr=subprocess.PIPE,
     )
     os.close(write_fd)
-    line = b""
-    while not line.endswith(b"\n"):
-        if not select.select([read_fd], [], [], LAUNCH_TIMEOUT_S)[0]:
-            proc.kill()
-            raise RuntimeError(f"{tree}: no patient list after {LAUNCH_TIMEOUT_S:.0f} s")
-        chunk = os.read(read_fd, 256)
-        if not chunk:
-            raise RuntimeError(f"{tree}: child failed: {proc.stderr.read().decode()[-2000:]}")
-        line += chunk
+    line = read_status_line(proc, read_fd, str(tree), LAUNCH_TIMEOUT_S)
     wall = time.perf_counter() - start
     os.close(read_fd)
     proc.wait(timeout=120)
-    return wall, float(line.decode().rsplit("cpu=", 1)[1])
+    return wall, float(line.rsplit("cpu=", 1)[1])
 
 
 def summary(walls: list[float], cpus: list[float]) -> dict:
