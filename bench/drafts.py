@@ -61,7 +61,7 @@ SHARED = ROOT / ".." / "shared" / "data"
 COUNSEL_CHAT = SHARED / "counsel_chat" / "counsel_chat.csv"
 SEED = SHARED / "cases" / "seed_case_zh.json"
 ZH_FIXTURES = ROOT / "data" / "fixtures" / "drafts_zh.json"
-ADAPTER = ROOT / "adapters" / "smollm2-135m-imhi-counselchat"
+ADAPTER = ROOT / "adapters" / "smollm2-135m-drafts"
 PASSIVE = (
     "Sometimes I think it would be easier if I just didn't wake up in the morning. "
     "I wouldn't do anything, but the thought is there."

@@ -95,7 +95,8 @@ class ModelSettings(BaseModel):
     device_map: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     # A PEFT adapter dir; "auto" = the one under adapters/ made for ``spec`` (the embedded model
-    # ships one: adapters/smollm2-135m-imhi-counselchat); None or "" = no domain adapter.
+    # ships adapters/smollm2-135m-drafts, first by name of the two made for it); None or "" =
+    # no domain adapter.
     domain_adapter: str | None = "auto"
     # Where the shipped adapters live ("auto" looks there); None = ``default_adapters_dir()``.
     adapters_dir: Path | None = None

@@ -120,13 +120,13 @@ def test_shipped_domain_adapter_reported(settings, monkeypatch, tmp_path) -> Non
     from engine.trust import doctor
 
     ok = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
-    assert [f.level for f in ok] == ["ok"] and "smollm2-135m-imhi-counselchat" in ok[0].message
+    assert [f.level for f in ok] == ["ok"] and "smollm2-135m-drafts" in ok[0].message
     settings.model.adapters_dir = tmp_path / "adapters"  # model.adapters_dir, e.g. a wheel
     missing = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
     assert [f.level for f in missing] == ["warn"] and "base model is used" in missing[0].message
     assert str(tmp_path / "adapters") in missing[0].message
     # The setting is where "auto" looks: a copy of the shipped folder there is found.
-    shipped = default_adapters_dir() / "smollm2-135m-imhi-counselchat"
+    shipped = default_adapters_dir() / "smollm2-135m-drafts"
     shutil.copytree(shipped, tmp_path / "adapters" / shipped.name)
     moved = [f for f in doctor.check_model(settings) if "domain adapter" in f.message]
     assert [f.level for f in moved] == ["ok"] and str(tmp_path / "adapters") in moved[0].message
