@@ -19,6 +19,17 @@ class AdapterChoice:
     the Assistant provides ``settings``, ``adapters``, ``model_label`` and the ``_loaded``,
     ``_adapters``, ``_suffix``, ``_domain_name`` and ``last_adapter_error`` state)."""
 
+    def _active_version(
+        self, registry: AdapterRegistry, patient: Patient
+    ) -> tuple[int | None, str]:
+        """The patient's active adapter version, or None and what the label says instead
+        (``last_adapter_error`` gets the detail). Both backends choose through this."""
+        try:
+            return registry.active(patient.id), ""
+        except PhyAssistError as exc:
+            self.last_adapter_error = str(exc)
+            return None, "adapters unreadable"
+
     def use_patient(self, patient: Patient | None, store: Any | None = None) -> str:
         """Activate the patient's adapter (the newest, or the one a rollback chose), else the
         domain adapter, else the base.
@@ -34,12 +45,7 @@ class AdapterChoice:
         with manager.lock:
             if patient is not None and store is not None:
                 registry = AdapterRegistry(store)
-                version: int | None = None
-                try:
-                    version = registry.active(patient.id)
-                except PhyAssistError as exc:
-                    problem = "adapters unreadable"
-                    self.last_adapter_error = str(exc)
+                version, problem = self._active_version(registry, patient)
                 if version is not None:
                     try:
                         self._suffix = self._activate_patient_adapter(registry, patient, version)

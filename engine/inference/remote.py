@@ -365,12 +365,7 @@ class RemoteAssistant(Assistant):
             chosen: tuple[str, Callable[[], AdapterParts], str] | None = None
             if patient is not None and store is not None:
                 registry = AdapterRegistry(store)
-                version: int | None = None
-                try:
-                    version = registry.active(patient.id)
-                except PhyAssistError as exc:
-                    problem = "adapters unreadable"
-                    self.last_adapter_error = str(exc)
+                version, problem = self._active_version(registry, patient)
                 if version is not None:
                     try:
                         chosen = self._patient_choice(registry, patient, version)
