@@ -27,7 +27,7 @@ from textual.timer import Timer
 
 from engine.settings import Settings, load_settings
 from phyassist_tui.bindings import bindings_for, keymap_from_settings, specs_for, web_keymap
-from phyassist_tui.focus import is_text_field
+from phyassist_tui.focus import is_command_key, is_text_field
 from phyassist_tui.knowledge import schedule_warm_up
 from phyassist_tui.ports import SessionPort, real_session
 from phyassist_tui.screens.unlock import UnlockScreen
@@ -240,6 +240,8 @@ class PhyAssistApp(App):
         focused = self.focused
         if not (event.is_forwarded and event.is_printable and event.character):
             return
+        if is_command_key(event.key):
+            return  # Alt+C arrives as "alt+c" with the character "c": a command, not text
         if isinstance(focused, Input):
             focused.insert_text_at_cursor(event.character)
         elif isinstance(focused, TextArea) and not focused.read_only:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from textual import events
 from textual.widgets import TextArea
 
 from engine.training.data import build_training_data
@@ -63,6 +64,22 @@ async def test_compare_takes_rows_and_stores_the_choices(make_app, vault, fake):
         entries = app.session.vault_call(lambda store: AuditLog(store).entries(pid))
         assert entries[-1].action == "preference_recorded"
         assert compare.cancel.is_set() is False
+
+
+async def test_alt_c_from_the_statement_box_compares_and_types_nothing(make_app, vault):
+    """A terminal sends Alt+C as ESC c: Textual's key "alt+c" carries the character "c". The
+    statement box typed the "c" and Compare never opened."""
+    app = make_app(assistant=AdapterFake())
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f3")
+        box = screen.query_one("#question", TextArea)
+        box.load_text("I barely sleep.")
+        box.focus()
+        await pilot.pause()
+        app.post_message(events.Key("alt+c", "c"))  # as the terminal parser makes it
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        assert box.text == "I barely sleep."
 
 
 async def test_compare_without_an_adapter_says_so(make_app, vault):
