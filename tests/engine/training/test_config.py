@@ -52,6 +52,7 @@ def test_few_notes_get_more_passes_and_cpu_stays_within_budget():
     assert epochs_for(5) == 6
     assert epochs_for(10) == 3
     assert epochs_for(200) == 3
+    assert epochs_for(10, at_least=4) == 4 and epochs_for(2, at_least=4) == 8
     small = recipe_for(n_examples=2, n_tokens=600, device="cpu", model_type="llama")
     assert small.num_train_epochs == 8
     big = recipe_for(
@@ -80,8 +81,20 @@ def test_preference_step_from_one_pair_and_newest_pairs_on_cpu():
     assert not Hyperparameters(preference_method="none").use_preference_step(100)
     cpu = recipe_for(n_examples=10, n_tokens=3000, device="cpu", model_type="llama")
     pairs = list(range(40))
-    assert cpu.preference_pairs(pairs) == pairs[-cpu.max_preference_pairs :]
+    # The CPU minute goes to SFT passes (issue 17): no preference step unless overridden,
+    # and then on the newest pairs.
+    assert cpu.preference_method == "none" and not cpu.use_preference_step(len(pairs))
+    asked = recipe_for(
+        n_examples=10,
+        n_tokens=3000,
+        device="cpu",
+        model_type="llama",
+        overrides={"preference_method": "dpo"},
+    )
+    assert asked.use_preference_step(len(pairs))
+    assert asked.preference_pairs(pairs) == pairs[-asked.max_preference_pairs :]
     gpu = recipe_for(n_examples=10, n_tokens=3000, device="cuda", model_type="llama")
+    assert gpu.preference_method == "dpo" and gpu.use_preference_step(len(pairs))
     assert gpu.preference_pairs(pairs) == pairs
 
 

@@ -37,7 +37,10 @@ def test_run_streams_progress_and_stores_a_sealed_version(
 ):
     with open_vault(tiny_settings) as store:
         pid = make_patient(store, marker)
-        run, events = _train(store, pid, tiny_settings, {"max_steps": 3, "preference_epochs": 0.25})
+        # a CPU run makes no preference step unless asked (config.CPU_PREFERENCE_METHOD): ask, so
+        # the whole pipeline (SFT, then DPO on the pairs, one adapter) runs in the subprocess
+        overrides = {"max_steps": 3, "preference_epochs": 0.25, "preference_method": "dpo"}
+        run, events = _train(store, pid, tiny_settings, overrides)
         phases = [e.phase for e in events]
         assert phases[0] == "loading"
         assert "prepared" in phases and phases[-2:] == ["done", "stored"]
