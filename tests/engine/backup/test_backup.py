@@ -318,8 +318,9 @@ def test_obscure_matches_rclone():
     from engine.backup.rclone import obscure, rclone_binary
 
     secret = "pässwörd 龘 with spaces"
+    # "--": one obscured form in 64 starts with "-" (base64url), which rclone read as a flag
     out = subprocess.run(
-        [rclone_binary(), "reveal", obscure(secret)],
+        [rclone_binary(), "reveal", "--", obscure(secret)],
         capture_output=True,
         text=True,
         env={"RCLONE_CONFIG": ""},
