@@ -28,6 +28,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -142,18 +143,26 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+# A file modified this close to a scan may change again within the same timestamp tick (and,
+# rewritten atomically, get a recycled inode) with its size unchanged: its digest is not kept
+# for the next scan, which reads it again (git's "racily clean" rule).
+RACY_NS = 2_000_000_000
+
+
 def scan(vault_dir: Path, data_dir: Path) -> dict[str, list]:
     """path -> [sha256, size] of every vault file; unchanged files are not re-read."""
     cache_path = backup_dir(data_dir) / "hashes.json"
     cache = read_json(cache_path) or {}
     files: dict[str, list] = {}
     fresh: dict[str, list] = {}
+    started_ns = time.time_ns()
     for rel, st in vault_files(vault_dir):
         key = [st.st_size, st.st_mtime_ns, st.st_ino]
         hit = cache.get(rel)
-        digest = hit[3] if hit and hit[:3] == key else _digest(vault_dir / rel)
+        cached = hit[3] if hit and hit[:3] == key else None
+        digest = cached or _digest(vault_dir / rel)
         files[rel] = [digest, st.st_size]
-        fresh[rel] = [*key, digest]
+        fresh[rel] = [*key, digest if st.st_mtime_ns < started_ns - RACY_NS else None]
     if fresh != cache:
         write_json(cache_path, fresh)
     return files

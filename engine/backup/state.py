@@ -6,6 +6,7 @@ is locked and a headless cron job can update it while the app holds the vault:
 
     state.json            per target: last success, last snapshot, last error
     hashes.json           vault file -> (size, mtime, inode, SHA-256) to skip rehashing
+                          (no SHA-256 for a file modified within 2 s of the scan)
     targets/<name>.json   the file list of the last snapshot sent to that target
     jobs/<id>/            a prepared snapshot being sent (hard links/copies of ciphertext)
     <name>.lock           held while a backup to that target runs

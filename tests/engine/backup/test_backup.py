@@ -327,3 +327,23 @@ def test_obscure_matches_rclone():
         check=True,
     ).stdout
     assert out.rstrip("\n") == secret
+
+
+def test_scan_reads_again_a_file_rewritten_within_the_same_timestamp(tmp_path):
+    """A vault file rewritten right after a scan, same size, same mtime (one timestamp tick),
+    same inode: the next scan must not reuse the old digest, or the incremental backup skips
+    the change and a restore silently lacks it."""
+    import os
+
+    from engine.backup.snapshots import scan
+
+    vault, data = tmp_path / "vault", tmp_path / "data"
+    vault.mkdir()
+    record = vault / "record.bin"
+    record.write_bytes(b"note one")
+    first = scan(vault, data)
+    st = record.stat()
+    with open(record, "r+b") as fh:  # same size, same inode
+        fh.write(b"note two")
+    os.utime(record, ns=(st.st_atime_ns, st.st_mtime_ns))  # the same tick
+    assert scan(vault, data)["record.bin"][0] != first["record.bin"][0]
