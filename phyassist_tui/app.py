@@ -240,14 +240,16 @@ class PhyAssistApp(App):
         focused = self.focused
         if not (event.is_forwarded and event.is_printable and event.character):
             return
-        if is_command_key(event.key):
-            return  # Alt+C arrives as "alt+c" with the character "c": a command, not text
         if isinstance(focused, Input):
             focused.insert_text_at_cursor(event.character)
         elif isinstance(focused, TextArea) and not focused.read_only:
             focused.insert(event.character)
 
     async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key) and event.character and is_command_key(event.key):
+            # Alt+C arrives as "alt+c" with the character "c": a command, never text, so no
+            # text field may type it (and swallow the binding)
+            event = events.Key(event.key, None)
         if isinstance(event, ACTIVITY_EVENTS):
             self._last_activity = time.monotonic()
             if isinstance(event, events.Key) and event.is_printable and is_text_field(self.focused):

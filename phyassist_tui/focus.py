@@ -105,32 +105,9 @@ def is_command_key(key: str) -> bool:
     """Alt combinations are commands (Alt+C Compare, Alt+R roll back), never text.
 
     A terminal sends Alt+C as ESC c, which Textual reads as the key ``alt+c`` with the
-    character "c": a TextArea typed the "c" and swallowed the command."""
+    character "c": a TextArea or an Input typed the "c" and swallowed the command. The app
+    drops the character of such keys before any widget sees them (``PhyAssistApp.on_event``)."""
     return key.startswith("alt+")
-
-
-def command_keys_text_area_class() -> type:
-    """``CommandKeysTextArea``: a TextArea that lets Alt combinations through to the bindings.
-
-    Made on first use (TextArea is off the launch path)."""
-    global _CommandKeysTextArea
-    if _CommandKeysTextArea is not None:
-        return _CommandKeysTextArea
-    from textual.widgets import TextArea
-
-    class CommandKeysTextArea(TextArea):
-        def check_consume_key(self, key: str, character: str | None = None) -> bool:
-            return not is_command_key(key) and super().check_consume_key(key, character)
-
-        async def _on_key(self, event: events.Key) -> None:
-            if is_command_key(event.key):
-                event.prevent_default()  # TextArea's own handler would insert the character
-
-    _CommandKeysTextArea = CommandKeysTextArea
-    return CommandKeysTextArea
-
-
-_CommandKeysTextArea: type | None = None
 
 
 def hand_off_text_area_class() -> type:
@@ -144,8 +121,9 @@ def hand_off_text_area_class() -> type:
     global _HandOffTextArea
     if _HandOffTextArea is not None:
         return _HandOffTextArea
+    from textual.widgets import TextArea
 
-    class HandOffTextArea(command_keys_text_area_class()):
+    class HandOffTextArea(TextArea):
         _moved_to: Widget | None = None
 
         def _on_focus(self, event: Focus) -> None:

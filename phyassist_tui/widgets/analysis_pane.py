@@ -6,7 +6,6 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Label, TextArea
 
-from phyassist_tui.focus import command_keys_text_area_class
 from phyassist_tui.widgets.stream_view import StreamView
 from phyassist_tui.widgets.text import clean
 
@@ -21,9 +20,7 @@ class AnalysisPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("Counseling question (the client's statement)")
-        # Alt+C (Compare) and the other Alt commands work while the statement has the focus
-        statement = command_keys_text_area_class()
-        yield statement(id="question", soft_wrap=True, show_line_numbers=False)
+        yield TextArea(id="question", soft_wrap=True, show_line_numbers=False)
         yield Input(placeholder="Observed state (optional)", id="observed")
         yield StreamView("The draft streams here.", id="stream")
 
