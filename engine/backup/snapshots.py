@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from engine.backup.rclone import Rclone, TargetError
@@ -111,9 +111,24 @@ def object_name(digest: str) -> str:
     return f"{digest[:2]}/{digest}"
 
 
-def new_snapshot_id(when: datetime | None = None) -> str:
+# Snapshot ids sort by time: a restore takes the last id in sorted order as the newest, so two
+# runs in one second must not share a stamp (their random suffixes would order them by chance).
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+_OLD_STAMP = "%Y%m%dT%H%M%SZ"  # ids written before microseconds were added
+
+
+def snapshot_time(snapshot_id: str) -> datetime:
+    stamp = snapshot_id.split("-", 1)[0]
+    fmt = _STAMP if "." in stamp else _OLD_STAMP
+    return datetime.strptime(stamp, fmt).replace(tzinfo=UTC)
+
+
+def new_snapshot_id(when: datetime | None = None, *, after: str | None = None) -> str:
+    """A time-ordered id; it sorts after ``after`` even if the clock did not move on."""
     when = when or datetime.now(UTC)
-    return when.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    if after is not None:
+        when = max(when, snapshot_time(after) + timedelta(microseconds=1))
+    return when.strftime(_STAMP) + "-" + secrets.token_hex(3)
 
 
 # -- taking a snapshot -----------------------------------------------------------------------
@@ -254,7 +269,9 @@ def prepare(store, data_dir: Path, targets: list[str]) -> Job:
                     shutil.copyfile(vault_dir / rel, dest)
         shutil.copyfile(vault_dir / HEADER_NAME, job_dir / HEADER_COPY)
     vault_id = json.loads((job_dir / HEADER_COPY).read_text(encoding="utf-8"))["vault_id"]
-    job = Job(new_snapshot_id(created), created.isoformat(timespec="seconds"), vault_id, job_dir,
+    sent_ids = [s["snapshot"] for t in targets if (s := last_sent(data_dir, t))]
+    snapshot_id = new_snapshot_id(created, after=max(sent_ids, default=None))
+    job = Job(snapshot_id, created.isoformat(timespec="seconds"), vault_id, job_dir,
               files)  # fmt: skip
     write_json(job_dir / "job.json", {**job.to_json(), "files": files})
     return job

@@ -180,6 +180,47 @@ def test_two_targets_backup_incremental_and_restore_on_fresh_home(
     capsys.readouterr()
 
 
+def test_two_runs_in_one_second_restore_the_newer(env, tmp_path, monkeypatch, capsys):
+    """A restore takes the newest snapshot even when two runs share a clock second.
+
+    Ids were stamped to the second plus a random suffix, so a restore after two quick runs
+    took the older one half the time and the last note was silently missing.
+    """
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from engine.backup import snapshots
+
+    secrets = _secrets()
+    ids = _fill(secrets, patients=1)
+    frozen = datetime(2026, 12, 5, 18, 0, 0, 500_000, tzinfo=UTC)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return frozen
+
+    countdown = iter(range(10_000, 0, -1))  # each suffix sorts before the one before it
+    monkeypatch.setattr(snapshots, "datetime", Clock)
+    monkeypatch.setattr(
+        snapshots, "secrets", SimpleNamespace(token_hex=lambda n: f"{next(countdown):0{2 * n}x}")
+    )
+    assert main(["backup", "init", str(tmp_path / "usb"), "--name", "usb", "--no-sheet"]) == 0
+    assert main(["backup", "run"]) == 0
+    cfg = load_settings()
+    with Store.open(cfg.vault_dir, PASSPHRASE, settings=cfg) as store:
+        store.add_note(ids[0], _note(secrets["changed"], secrets["reason"], secrets["advice"]))
+    assert main(["backup", "run"]) == 0
+    original = _contents(cfg.vault_dir)
+    capsys.readouterr()
+
+    _use_home(monkeypatch, tmp_path / "fresh")
+    assert main(["backup", "restore", "--from", str(tmp_path / "usb")]) == 0
+    got = _contents(load_settings().vault_dir)
+    assert got["patients"] == original["patients"]
+    assert len(got["patients"][ids[0]]["record"]["notes"]) == 4
+
+
 def test_restore_over_newer_vault_is_explicit_and_audited(env, tmp_path, monkeypatch, capsys):
     secrets = _secrets()
     _fill(secrets, patients=2)
