@@ -308,6 +308,17 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Look up similar entries for the current statement again",
         "similar",
     ),
+    # patient list
+    ActionSpec(
+        "patients.open",
+        "enter",
+        "open_patient",
+        "Open",
+        "Open the highlighted patient",
+        "patients",
+        show=False,
+        palette=False,  # the palette opens patients by name (Ctrl+F)
+    ),
     # chat pane
     ActionSpec(
         "chat.copy",

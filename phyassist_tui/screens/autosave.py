@@ -112,9 +112,17 @@ class DraftAutosave(Screen):
         )
 
     async def _restore_autosave(self, payload: dict[str, Any]) -> None:
-        self.analysis.set_inputs(
-            str(payload.get("question", "")), str(payload.get("observed_state", ""))
-        )
+        # what was typed since the patient opened (before the offer was answered) stays,
+        # after the restored text: restoring must not overwrite it
+        typed_question, typed_observed = self.analysis.question, self.analysis.observed
+        question = _after(str(payload.get("question", "")), typed_question, "\n\n")
+        observed = _after(str(payload.get("observed_state", "")), typed_observed, "; ")
+        self.analysis.set_inputs(question, observed)
+        if (typed_question, typed_observed) != ("", "") and (question, observed) != (
+            typed_question,
+            typed_observed,
+        ):
+            self.notify("Restored the kept draft; what you had typed follows it.")
         self.analysis.stream.set_text(str(payload.get("stream_text", "")))
         self.draft_question = str(payload.get("draft_question", ""))
         draft = payload.get("draft")
@@ -186,6 +194,13 @@ class DraftAutosave(Screen):
             self.app.session.write_kept_autosave(patient_id, payload)
         except PhyAssistError as exc:
             self.app.call_from_thread(self.notify, f"Draft not kept: {exc}", severity="error")
+
+
+def _after(restored: str, typed: str, sep: str) -> str:
+    """``restored`` then ``typed`` (each once; either may be empty)."""
+    if not typed or typed == restored:
+        return restored
+    return f"{restored}{sep}{typed}" if restored else typed
 
 
 def autosave_preview(payload: dict[str, Any]) -> str:

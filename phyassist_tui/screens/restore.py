@@ -2,20 +2,29 @@
 
 Esc (or n) means *later*: the kept draft stays encrypted in the vault and is offered again
 the next time the patient is opened. Only the explicit Discard deletes it.
+
+The offer can appear while the counselor is typing the statement of the patient just opened.
+Letters typed on through its appearance are text, not answers (an ``x`` in "relax" would
+discard the kept draft): they go to the field being typed in until the typing pauses.
 """
 
 from __future__ import annotations
 
+import time
 from typing import ClassVar, Literal
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from phyassist_tui.focus import is_text_field, type_into
+
 RestoreChoice = Literal["restore", "later", "discard"]
+
+TYPING_PAUSE_S = 0.8  # a key this soon after the last typed one is still typing
 
 
 class RestoreDraftScreen(ModalScreen[RestoreChoice]):
@@ -38,6 +47,7 @@ class RestoreDraftScreen(ModalScreen[RestoreChoice]):
     def __init__(self, question: str) -> None:
         super().__init__()
         self.question = question
+        self._typing_until = 0.0  # keys before this are typing, not answers
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -54,6 +64,22 @@ class RestoreDraftScreen(ModalScreen[RestoreChoice]):
 
     def on_mount(self) -> None:
         self.query_one("#restore").focus()
+        last_typed = getattr(self.app, "last_typed_at", None)
+        typing = last_typed is not None and time.monotonic() - last_typed < TYPING_PAUSE_S
+        self._typing_until = time.monotonic() + TYPING_PAUSE_S if typing else 0.0
+
+    def on_key(self, event: events.Key) -> None:
+        """While the counselor types on, keys go to the field beneath, not to the buttons."""
+        now = time.monotonic()
+        if now >= self._typing_until:
+            return
+        event.stop()
+        event.prevent_default()
+        self._typing_until = now + TYPING_PAUSE_S
+        stack = self.app.screen_stack
+        field = stack[-2].focused if len(stack) > 1 else None
+        if event.is_printable and event.character and is_text_field(field):
+            type_into(field, event.character)  # type: ignore[arg-type]
 
     @on(Button.Pressed)
     def _pressed(self, event: Button.Pressed) -> None:

@@ -73,6 +73,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         self._resumed = False
         self.patient: Patient | None = None
         self.draft_question = ""  # the question the current draft answers
+        self._views_reset_for: str | None = None  # chosen, its record still being read
         self.history: list[ChatMessage] = []
         self._prefill_cancel: threading.Event | None = None  # reading the record ahead
         # chat saves run in threads: a later one (question + reply) must never be
@@ -217,7 +218,9 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
             "chat": "#chat-input",
             "similar": "#similar-list",
         }[tab]
-        self.query_one(focus).focus()
+        # at once, not after a refresh as ``focus()`` does: letters typed right behind the
+        # function key (one burst) must find the field already focused
+        self.set_focus(self.query_one(focus))
         if tab == "similar":  # knowledge hook
             lookup_similar(self)
 
@@ -337,15 +340,36 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
 
     # -- patients ------------------------------------------------------------------------------
     @on(PatientChosen)
-    def _patient_chosen(self, message: PatientChosen) -> None:
-        if not self._once_panes_mounted(self._patient_chosen, message):
+    async def choose_patient(self, message: PatientChosen) -> None:
+        """Switch to the chosen patient: views reset now, its record read in a worker."""
+        if not self._once_panes_mounted(self.choose_patient, message):
             return
         if self.generating is not None:
             self.notify("Stop the generation first (Esc).", severity="warning")
             return
-        self._flush_autosave()
+        self._flush_autosave()  # the open patient's unsaved text is kept, then the views reset
         self._stop_prefill()
+        await self._reset_views()
+        self.sub_title = "opening…"
+        self._views_reset_for = message.patient_id
         self._open_patient(message.patient_id)
+
+    async def _reset_views(self) -> None:
+        """Empty every patient view and close the open patient, before another one opens.
+
+        Done when the patient is chosen, not when its record has been read: keys typed in
+        between (Enter, F3 and the statement in one burst) belong to the new patient and are
+        kept; nothing started in between (a generation, an autosave) can mix two patients.
+        """
+        self._stop_autosave_timer()
+        self.patient = None
+        self.refresh_bindings()
+        self.draft_question = ""
+        await self.query_one(NotesView).show_patient(None)
+        self.analysis.set_inputs("", "")
+        self.analysis.stream.set_text("")
+        await self.draft_pane.load(None)
+        self.query_one(TabbedContent).active = "notes"
 
     @work(thread=True, name="load-patient", group="patient", exclusive=True, exit_on_error=False)
     def _open_patient(self, patient_id: str) -> None:
@@ -353,6 +377,7 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
             opened = self.app.session.open_patient(patient_id)  # audited as opened
         except PhyAssistError as exc:
             self.app.call_from_thread(self.notify, str(exc), severity="error")
+            self.app.call_from_thread(setattr, self, "sub_title", self.SUB_TITLE)
             return
         self.post_message(PatientLoaded(opened.patient, opened.autosave, opened.kept_autosave))
 
@@ -362,14 +387,11 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
             return
         patient = message.patient
         self.sub_title = clean(patient.name)
-        self.draft_question = ""
-        # reset every view before the patient becomes current, so nothing started in
-        # between (a generation, an autosave) can mix two patients
+        if self._views_reset_for != patient.id:
+            await self._reset_views()  # a patient created here: nothing typed for it yet
+        self._views_reset_for = None
+        # what was typed since the patient was chosen stays (typed ahead for this patient)
         await self.query_one(NotesView).show_patient(patient)
-        self.analysis.set_inputs("", "")
-        self.analysis.stream.set_text("")
-        await self.draft_pane.load(None)
-        self.query_one(TabbedContent).active = "notes"
         self._stop_autosave_timer()
         self.patient = patient
         self.refresh_bindings()

@@ -11,6 +11,7 @@ from textual.widgets import Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 from engine.records import PatientSummary
+from phyassist_tui.bindings import bindings_for
 from phyassist_tui.messages import PatientChosen, PatientsListed
 from phyassist_tui.widgets.text import clean, ellipsize
 
@@ -41,6 +42,8 @@ class PatientList(OptionList):
     PatientList > .option-list--option { text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
+    BINDINGS = bindings_for("patients")
+
     def __init__(self, summaries: list[PatientSummary], **kwargs) -> None:
         super().__init__(*(Option(patient_prompt(s), id=s.id) for s in summaries), **kwargs)
         self.summaries = list(summaries)
@@ -55,6 +58,24 @@ class PatientList(OptionList):
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.summaries]
+
+    async def action_open_patient(self) -> None:
+        """Enter opens the highlighted patient, before the keys typed behind it are handled.
+
+        Textual runs a binding when its key reaches the app, and the keys queued behind
+        Enter (F3 and the statement, typed in one burst) run right after it. A posted
+        ``PatientChosen`` would reach the screen only after them, and switching patients
+        would then empty the statement they typed: so the switch is awaited here.
+        """
+        summary = self.highlighted_summary
+        if summary is None:
+            return
+        chosen = PatientChosen(summary.id)
+        choose = getattr(self.screen, "choose_patient", None)
+        if choose is None:
+            self.post_message(chosen)
+        else:
+            await choose(chosen)
 
     @property
     def highlighted_summary(self) -> PatientSummary | None:
