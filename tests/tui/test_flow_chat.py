@@ -1,0 +1,109 @@
+"""Pilot tests of the Chat tab: streaming, copying, stopping, limits.
+
+On a real vault (engine.vault.store) and the fake engine.
+"""
+
+from __future__ import annotations
+
+import pytest
+from textual.widgets import Input
+
+from phyassist_tui.widgets.chat_pane import ChatBubble
+from tests.tui.fakes import (
+    CHAT_REPLY,
+    FakeAssistant,
+    open_patient,
+    read_only,
+    type_text,
+    wait_for,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+# -- chat -------------------------------------------------------------------------------------
+async def test_chat_streams_copies_and_persists(make_app, vault, settings, fake):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f5")
+        await type_text(pilot, "How to start?")
+        await pilot.press("enter")
+        await wait_for(
+            pilot, lambda: screen.generating is None and len(screen.history) == 2, what="chat reply"
+        )
+        bubbles = list(screen.query(ChatBubble))
+        assert [b.role for b in bubbles] == ["user", "assistant"]
+        assert bubbles[1].text == CHAT_REPLY
+        await pilot.press("ctrl+y")
+        assert app.clipboard == CHAT_REPLY
+        await pilot.pause(0.3)
+    store = read_only(settings)
+    try:
+        sun = next(s for s in store.list_patients() if s.name == "Sun")
+        from engine.vault.chat import load_history
+
+        history = load_history(store, sun.id)
+        assert [m.role for m in history] == ["user", "assistant"]
+    finally:
+        store.close()
+
+
+async def test_chat_message_over_the_limit_is_given_back(make_app, vault, settings, fake):
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f5")
+        huge = "话" * (settings.limits.max_statement_chars + 1)
+        await type_text(pilot, huge)
+        await pilot.press("enter")
+        await pilot.pause(0.1)
+        assert screen.query_one("#chat-input", Input).value == huge  # nothing lost
+        assert screen.history == [] and screen.generating is None
+        assert not [c for c in fake.calls if c.name == "stream_chat"]
+        assert any("limit" in n.message for n in app._notifications)
+
+
+async def chat_then_stop(pilot, fake: FakeAssistant, message: str):
+    """Open Sun, send ``message`` in Chat, press Esc once the reply is under way."""
+    screen = await open_patient(pilot, "Sun")
+    await pilot.press("f5")
+    await type_text(pilot, message)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: fake.paused.is_set())
+    await pilot.press("escape")
+    await wait_for(pilot, lambda: screen.generating is None)
+    return screen
+
+
+async def test_chat_escape_stops_reply(make_app, vault):
+    fake = FakeAssistant(pause_after=2)
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await chat_then_stop(pilot, fake, "Hi")
+        reply = list(screen.query(ChatBubble))[-1].text
+        assert reply.startswith("Consider asking") and reply.endswith("[stopped]")
+
+
+async def test_stop_drops_a_character_cut_in_half(make_app, vault):
+    """Stopped mid-character, the engine flushes U+FFFD; it must not reach the chat."""
+    import threading
+
+    from engine.inference.stream import TextStream
+
+    class HalfCharAssistant(FakeAssistant):
+        def stream_chat(self, patient, history, message, *, cancel: threading.Event):
+            def chunks():
+                yield "最新"
+                self.paused.set()
+                cancel.wait(5)
+                yield "\ufffd"  # what the streamer flushes when stopped mid-character
+
+            return TextStream(chunks())
+
+    fake = HalfCharAssistant()
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await chat_then_stop(pilot, fake, "下次先问什么？")
+        assert list(screen.query(ChatBubble))[-1].text == "最新 [stopped]"
+        assert screen.history[-1].content == "最新 [stopped]"
