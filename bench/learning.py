@@ -465,6 +465,9 @@ def main() -> None:
         default=None,
         help='recipe overrides, JSON (a diagnostic: {"num_train_epochs": 4})',
     )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu (the 2-core goal) or cuda (the GPU recipe: SFT + DPO)"
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     args.k = [int(x) for x in args.k.split(",") if x.strip()]
@@ -484,7 +487,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="phyassist-learning-") as tmp:
         os.environ["PHYASSIST_HOME"] = tmp
         settings = load_settings(
-            model=ModelSettings(device="cpu", domain_adapter="auto"),
+            model=ModelSettings(device=args.device, domain_adapter="auto"),
             generation=GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=False),
             store=StoreSettings(scrypt_log2_n=12),
         )
@@ -508,6 +511,7 @@ def main() -> None:
         "eval_sessions": args.eval_sessions,
         "max_new_tokens": args.max_new_tokens,
         "train_overrides": args.train_overrides,
+        "device": args.device,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
