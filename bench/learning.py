@@ -327,7 +327,8 @@ def style_margins(assistant: Any, patient: Any, question: str, draft: AnalysisDr
         prefix = ids + tok.encode(text, add_special_tokens=False)
         full = ids + tok.encode(text + tail, add_special_tokens=False)
         with torch.no_grad():
-            out = model(torch.tensor([full])).logits[0].float().log_softmax(-1)
+            tokens = torch.tensor([full], device=next(model.parameters()).device)
+            out = model(tokens).logits[0].float().log_softmax(-1).cpu()
         return [float(out[i - 1, full[i]]) for i in range(len(prefix), len(full))]
 
     stop = logprobs(head, f"{titles['advice']}:")[0]
