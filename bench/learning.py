@@ -292,7 +292,8 @@ def patient_logit_effect(assistant: Any, patient: Any, store: Any) -> float:
     the stacked adapter is live: 0 would mean the two conditions are one model)."""
     import torch
 
-    ids = torch.tensor([assistant.last_prompt_ids])
+    device = next(assistant.adapters.model.parameters()).device
+    ids = torch.tensor([assistant.last_prompt_ids], device=device)
     with torch.no_grad():
         assistant.use_patient(None)
         domain = assistant.adapters.model(ids).logits[0, -1]
