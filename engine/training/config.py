@@ -127,6 +127,7 @@ def recipe_for(
     overrides: dict[str, Any] | None = None,
     cpu_token_budget: int = CPU_TOKEN_BUDGET,
     n_layers: int | None = None,
+    quantized: bool | None = None,
 ) -> Hyperparameters:
     """The brief's recipe scaled to this data and device; ``overrides`` win over everything.
 
@@ -134,6 +135,9 @@ def recipe_for(
     model's decoder layers (on the CPU only the top half is adapted, see CPU_LORA_TOP_SHARE).
     """
     on_gpu = device.startswith("cuda")
+    # QLoRA (4-bit base, paged AdamW) only where the drafts come from a 4-bit model: see
+    # ``quantized_training``. None keeps the brief's default for a GPU (benches, tests).
+    quantized = on_gpu if quantized is None else (quantized and on_gpu)
     epochs = epochs_for(n_examples, 3 if on_gpu else CPU_MIN_PASSES)
     if not on_gpu and n_tokens > 0 and n_tokens * epochs > cpu_token_budget:
         epochs = max(1.0, math.floor(cpu_token_budget / n_tokens))
@@ -144,8 +148,8 @@ def recipe_for(
         # (8 on a GPU, in one micro-batch: the 4-bit weights are dequantized once for all 8).
         "per_device_train_batch_size": (8 if n_examples >= 16 else 4) if on_gpu else 1,
         "gradient_accumulation_steps": 1 if n_examples < 16 or on_gpu else 4,
-        "optim": "paged_adamw_32bit" if on_gpu else "adamw_torch",
-        "load_in_4bit": on_gpu,
+        "optim": "paged_adamw_32bit" if quantized else "adamw_torch",
+        "load_in_4bit": quantized,
         "bf16": on_gpu,
         "gradient_checkpointing": on_gpu,
         "max_length": 2048 if on_gpu else 1024,
@@ -165,6 +169,24 @@ def recipe_for(
             values["lora_layers"] = list(range(first, n_layers))
     values.update(overrides or {})
     return Hyperparameters(**values)
+
+
+def quantized_training(device: str, inference_4bit: bool, overrides: dict[str, Any]) -> bool:
+    """Train on a 4-bit base only when the drafts are made by a 4-bit model.
+
+    A patient LoRA learns the difference between the model it was trained on and the
+    counselor's text. Trained over a 4-bit copy (the domain adapter merged into it, which
+    re-quantizes) and applied to the full-precision model that drafts, it also learns the
+    quantization error. On one H100 with the embedded model and ten notes (bench/learning.py
+    --device cuda --k 10, depression, items the simulated counselor changes on three later
+    sessions, domain adapter alone -> with the patient adapter): trained 4-bit 16 -> 18, edit
+    distance +21 %; trained in bf16 16 -> 17, +13.5 % (the GPU recipe itself does not move
+    drafts yet; the CPU recipe gives 16 -> 11). Mixtral drafts in 4-bit
+    (``model.load_in_4bit``), so it trains with QLoRA as the brief says.
+    """
+    if "load_in_4bit" in overrides:
+        return bool(overrides["load_in_4bit"])
+    return device.startswith("cuda") and inference_4bit
 
 
 def check_token_limit(n_tokens: int, max_training_tokens: int) -> None:

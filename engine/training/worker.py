@@ -24,7 +24,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.errors import PhyAssistError, TrainingError, TrainingLimitExceeded
-from engine.training.config import Hyperparameters, check_token_limit, recipe_for
+from engine.training.config import (
+    Hyperparameters,
+    check_token_limit,
+    quantized_training,
+    recipe_for,
+)
 
 Emit = Callable[[dict[str, Any]], None]
 JOB_VERSION = 1
@@ -401,7 +406,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     device = settings.model.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    want_4bit = bool(overrides.get("load_in_4bit", device == "cuda"))
+    want_4bit = quantized_training(device, settings.model.load_in_4bit, overrides)
     settings.model.load_in_4bit = want_4bit
     emit({"phase": "loading", "step": 0, "total_steps": 0, "device": device})
     loaded = load_model(settings)
@@ -422,6 +427,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         model_type=model.config.model_type,
         overrides=overrides,
         n_layers=getattr(model.config, "num_hidden_layers", None),
+        quantized=want_4bit,
     )
     timings["prepare_s"] = time.perf_counter() - t
     emit(

@@ -138,3 +138,23 @@ def test_lora_layers_reach_the_peft_config():
     config = lora_config_for(Hyperparameters(lora_layers=[2, 3]))
     assert list(config.layers_to_transform) == [2, 3]
     assert lora_config_for(Hyperparameters()).layers_to_transform is None
+
+
+def test_a_patient_adapter_trains_in_the_precision_that_drafts():
+    """QLoRA only where the drafts come from a 4-bit model (Mixtral with model.load_in_4bit);
+    a full-precision model on a GPU trains in full precision, so the adapter does not learn
+    the 4-bit copy's error (it made drafts worse on the H100, issue 17)."""
+    from engine.training.config import quantized_training
+
+    assert quantized_training("cuda", True, {}) is True
+    assert quantized_training("cuda", False, {}) is False
+    assert quantized_training("cpu", True, {}) is False
+    assert quantized_training("cuda", False, {"load_in_4bit": True}) is True
+    full = recipe_for(
+        n_examples=10, n_tokens=5000, device="cuda", model_type="llama", quantized=False
+    )
+    assert not full.load_in_4bit and full.optim == "adamw_torch" and full.bf16
+    qlora = recipe_for(
+        n_examples=10, n_tokens=5000, device="cuda", model_type="mixtral", quantized=True
+    )
+    assert qlora.load_in_4bit and qlora.optim.startswith("paged_adamw")
