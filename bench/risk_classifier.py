@@ -51,9 +51,17 @@ S = "suicide_self_harm"
 SPLIT_OF_FILE = {
     **dict.fromkeys(("en_a", "en_b", "en_c", "en_f", "en_g", "en_h"), "train"),
     **dict.fromkeys(("zh_a", "zh_b", "zh_c", "zh_f", "zh_g", "zh_j", "en_i"), "train"),
-    **dict.fromkeys(("en_d", "zh_d", "zh_h"), "dev"),
+    **dict.fromkeys(("en_l", "zh_l"), "train"),
+    **dict.fromkeys(("en_d", "zh_d", "zh_h", "zh_m"), "dev"),
     **dict.fromkeys(("en_e", "zh_e", "zh_i"), "test"),
+    # written before any change of the session that added them, measured with --split test
+    **dict.fromkeys(("en_k", "zh_k"), "fresh"),
 }
+
+
+# all-negative posts: everyday Chinese (zh_h dev, zh_i test) and self-critical or anxious
+# Chinese posts (zh_m dev): false-flag sets like IMHI's no-disorder posts, not hard negatives
+EVERYDAY = {"zh_h", "zh_i", "zh_m"}
 
 
 def written(split: str) -> list[dict]:
@@ -404,7 +412,10 @@ def choose_thresholds(
     irf_pos, irf_neg = (pairs(v) for v in irf_dev_posts(shared))
     everyday = {
         "en": {k: pairs(v) for k, v in posts.items()},
-        "zh": {"zh_everyday": pairs([r["text"] for r in rows if r["author"] == "zh_h"])},
+        "zh": {
+            "zh_everyday": pairs([r["text"] for r in rows if r["author"] == "zh_h"]),
+            "zh_self_critical": pairs([r["text"] for r in rows if r["author"] == "zh_m"]),
+        },
     }
 
     def rate(ps, t):
@@ -416,7 +427,7 @@ def choose_thresholds(
     thresholds: dict[str, float] = {}
     report: dict = {}
     for lang in ("en", "zh"):
-        mine = [r for r in rows if r["lang"] == lang and r["author"] != "zh_h"]
+        mine = [r for r in rows if r["lang"] == lang and r["author"] not in EVERYDAY]
         pos_s = pairs([r["text"] for r in mine if r["label"] == 1])
         neg_s = pairs([r["text"] for r in mine if r["label"] == 0])
         best: tuple[float, dict] = (1.0, {})
@@ -518,24 +529,36 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
         "rules+classifier": combined,
     }
     rows = written(split)
-    everyday = {"zh_h", "zh_i"}  # everyday Chinese posts, all negative
     out: dict = {"split": split}
     for name, predict in predictors.items():
         res: dict = {}
         for lang in ("en", "zh", "all"):
-            part = [r for r in rows if lang in ("all", r["lang"]) and r["author"] not in everyday]
+            part = [r for r in rows if lang in ("all", r["lang"]) and r["author"] not in EVERYDAY]
             res[f"written_{lang}_recall"] = _rate([predict(r["text"]) for r in part if r["label"]])
             res[f"written_{lang}_hard_negatives_flagged"] = _rate(
                 [predict(r["text"]) for r in part if not r["label"]]
             )
         res["written_zh_everyday_posts_flagged"] = _rate(
-            [predict(r["text"]) for r in rows if r["author"] in everyday]
+            [predict(r["text"]) for r in rows if r["author"] in ("zh_h", "zh_i")]
         )
+        if split == "dev":
+            res["written_zh_self_critical_posts_flagged"] = _rate(
+                [predict(r["text"]) for r in rows if r["author"] == "zh_m"]
+            )
         if split == "dev" and shared.is_dir():
             irf_pos, irf_neg = irf_dev_posts(shared)
             res["irf_dev_posts_recall"] = _rate([predict(t) for t in irf_pos])
             res["irf_dev_no_risk_posts_flagged"] = _rate([predict(t) for t in irf_neg])
         if split == "test":
+            fresh = written("fresh")
+            for lang in ("en", "zh", "all"):
+                part = [r for r in fresh if lang in ("all", r["lang"])]
+                res[f"fresh_{lang}_recall"] = _rate(
+                    [predict(r["text"]) for r in part if r["label"]]
+                )
+                res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
+                    [predict(r["text"]) for r in part if not r["label"]]
+                )
             cases = fixture_cases(HELDOUT)
             for lang in ("en", "zh", "all"):
                 part = [c for c in cases if lang in ("all", c["lang"])]

@@ -31,7 +31,7 @@ ISSUE = [
 # work): training sentences, so this guards the plumbing (sentence split, threshold, quoted
 # evidence), not generalisation; that is test_risk_classifier_recall.py's job.
 PARAPHRASES = [
-    "I keep hoping a car will hit me on the way to work so I don't have to deal with any of this.",
+    "I bought a rope last week and it's sitting in my closet.",
     "Every single day I wake up and the first thing I feel is disappointment that I'm still here.",
     "每天醒来第一个感觉就是失望，怎么还活着。",
     "今天跟弟弟告了别，他不知道那是最后一次。",
