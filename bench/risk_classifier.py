@@ -235,7 +235,7 @@ def imhi_positive_proxies(shared: Path) -> dict[str, list[str]]:
 # --- training -----------------------------------------------------------------------------
 
 
-def _featurize(texts: list[str]):
+def _featurize(texts: list[str], zh_words: bool = False):
     """``(embedding, n-grams)`` of ``texts`` as the shipped classifier computes them; the
     fit's features are ``[embedding * dense_scale, n-grams]``."""
     import scipy.sparse as sp
@@ -247,7 +247,7 @@ def _featurize(texts: list[str]):
     emb = shared_embedder().embed([plain(t) for t in texts])
     rows, cols, vals = [], [], []
     for i, t in enumerate(texts):
-        ids = ngram_ids(t)
+        ids = ngram_ids(t, zh_words)
         if not len(ids):
             continue
         rows.extend([i] * len(ids))
@@ -345,6 +345,7 @@ def fit(
     pos_weight: float,
     neg_weight: float,
     background_weight: float = 1.0,
+    zh_words: bool = False,
 ):
     """Logistic regression; curated positives weigh ``pos_weight``, curated (hard) negatives
     ``neg_weight`` (both times the curated marker), background IMHI sentences
@@ -368,7 +369,8 @@ def fit(
         bias=float(model.intercept_[0]),
         threshold=0.5,
         version=f"C={c} dense_scale={dense_scale} pos_weight={pos_weight} "
-        f"neg_weight={neg_weight} background_weight={background_weight}",
+        f"neg_weight={neg_weight} background_weight={background_weight} zh_words={zh_words}",
+        zh_words=zh_words,
     )
 
 
@@ -398,12 +400,15 @@ def choose_thresholds(
 ) -> tuple[dict[str, float], dict]:
     """Per language, the lowest threshold (highest dev recall) such that the classifier adds
     flags to at most ``max_added`` of the dev no-disorder posts pooled (the IMHI val posts of
-    every source for English; the everyday Chinese posts ``zh_h`` for Chinese) and to at most
+    every source for English; the everyday and the self-critical Chinese posts ``zh_h``,
+    ``zh_m`` for Chinese) and to at most
     ``max_source_added`` of any one source's, and rules + classifier flag at most
     ``max_written`` of the written hard negatives (minimal pairs of the positives, so some
     false alarms there are expected). Only flags the classifier adds count: the rules' own
     flags in those posts are mostly real mentions of suicide ("my mother tried to commit
-    suicide"), and no threshold changes them."""
+    suicide"), and no threshold changes them. A limit allows at least one post: on the small
+    Chinese sets (40 and 30 posts) a rate limit would otherwise mean none at all, so one
+    borderline sentence ("我觉得自己在家里是最没用的那个") would decide the threshold alone."""
     rows, posts = dev_sets(shared)
 
     def pairs(texts):
@@ -424,6 +429,10 @@ def choose_thresholds(
     def added(ps, t):
         return sum((not r) and s >= t for r, s in ps) / len(ps) if ps else 0.0
 
+    def over(ps, t, limit):
+        n = sum((not r) and s >= t for r, s in ps)
+        return n > max(int(limit * len(ps) + 1e-9), 1)
+
     thresholds: dict[str, float] = {}
     report: dict = {}
     for lang in ("en", "zh"):
@@ -435,8 +444,8 @@ def choose_thresholds(
             add = {f"{k}_added": added(v, t) for k, v in everyday[lang].items()}
             pooled = added([p for v in everyday[lang].values() for p in v], t)
             if (
-                pooled > max_added
-                or max(add.values()) > max_source_added
+                over([p for v in everyday[lang].values() for p in v], t, max_added)
+                or any(over(v, t, max_source_added) for v in everyday[lang].values())
                 or rate(neg_s, t) > max_written
             ):
                 break
@@ -474,13 +483,13 @@ def cmd_train(args) -> dict:
     best = None
     import scipy.sparse as sp
 
-    emb, grams = _featurize(texts)
+    emb, grams = _featurize(texts, args.zh_words)
     grid = itertools.product(
         args.dense_scale, args.c, args.pos_weight, args.neg_weight, args.background_weight
     )
     for ds, c, pw, nw, bw in grid:
         x = sp.hstack([sp.csr_matrix(emb * ds), grams]).tocsr()
-        clf = fit(x, labels, weights, c, ds, pw, nw, bw)
+        clf = fit(x, labels, weights, c, ds, pw, nw, bw, args.zh_words)
         t, dev = choose_thresholds(
             clf, args.shared, args.max_added, args.max_written, args.max_source_added
         )
@@ -640,12 +649,18 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     tr.add_argument("--out", type=Path, default=WEIGHTS)
     tr.add_argument("--c", type=float, nargs="+", default=[4.0, 16.0])
-    tr.add_argument("--pos-weight", type=float, nargs="+", default=[60.0])
-    tr.add_argument("--neg-weight", type=float, nargs="+", default=[20.0])
+    tr.add_argument("--pos-weight", type=float, nargs="+", default=[20.0, 60.0])
+    tr.add_argument("--neg-weight", type=float, nargs="+", default=[20.0, 60.0])
     tr.add_argument("--background-weight", type=float, nargs="+", default=[1.0])
     tr.add_argument("--rule-positives", action="store_true")
-    tr.add_argument("--irf-weight", type=float, default=1.0)
-    tr.add_argument("--sentence-weight", type=float, default=1.0)
+    tr.add_argument(
+        "--zh-words",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="jieba word n-grams for Chinese",
+    )
+    tr.add_argument("--irf-weight", type=float, default=0.0)
+    tr.add_argument("--sentence-weight", type=float, default=0.0)
     tr.add_argument("--dense-scale", type=float, nargs="+", default=[1.0])
     tr.add_argument("--imhi-limit", type=int, default=30000)
     tr.add_argument("--max-added", type=float, default=0.01)

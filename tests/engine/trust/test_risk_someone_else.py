@@ -87,3 +87,27 @@ def test_new_phrasings_flag_with_the_words_quoted(text, words):
 )
 def test_their_everyday_lookalikes_do_not_flag(text):
     assert not suicide_rule_flags(text), text
+
+
+# Chinese self-criticism and social anxiety are not suicide risk: the drafts bench's zh06 and
+# the sentence noted in issue 18 were flagged by the sentence classifier (scores 0.91 and 0.80
+# at a threshold of 0.62). Its Chinese n-grams now include jieba's words and its training has
+# self-critical and anxious Chinese negatives (data/risk_sentences/zh_l.tsv); neither sentence
+# was trained on.
+KNOWN_CHINESE_FALSE_FLAGS = [
+    "每次要在会上发言我就心跳加速、手心出汗，说话结结巴巴，事后会反复回想自己哪里说得不好。",
+    "每次要在会上发言我就心跳加速、手心出汗……事后会反复回想自己哪里说得不好。",
+    "我觉得自己什么都做不好",
+    "我觉得自己什么都做不好。",
+]
+
+
+@pytest.mark.parametrize("text", KNOWN_CHINESE_FALSE_FLAGS)
+def test_chinese_self_criticism_is_not_flagged(text):
+    assert not [f for f in assess(text) if f.category == S], text
+
+
+def test_chinese_risk_next_to_self_criticism_still_flags():
+    text = "我觉得自己什么都做不好。有时候真想一睡不醒。"
+    flags = [f for f in assess(text) if f.category == S]
+    assert [f.evidence for f in flags] == ["有时候真想一睡不醒。"]
