@@ -94,7 +94,9 @@ def test_their_everyday_lookalikes_do_not_flag(text):
 # 0.80 at its Chinese threshold 0.62). A refit with jieba word n-grams and self-critical Chinese
 # negatives (`python -m bench.risk_classifier train`, the defaults) scores them 0.40 and 0.31 at
 # its threshold 0.83, but lost Chinese recall on the test split (written ZH 16 -> 8 of 22,
-# held-out fixtures ZH 27 -> 24 of 30), so it is not shipped (SECURITY.md "Risk flag quality").
+# held-out fixtures ZH 27 -> 24 of 30), so it is not shipped (SECURITY.md "Risk flag quality");
+# bench/results/risk_classifier_candidate.npz (its Chinese threshold re-chosen on dev) passes
+# these and failed only the everyday-Chinese-posts cap (2 of 40).
 # Strict xfails: they fail, and the marker must go, once shipped weights stop flagging these.
 KNOWN_CHINESE_FALSE_FLAGS = [
     "每次要在会上发言我就心跳加速、手心出汗，说话结结巴巴，事后会反复回想自己哪里说得不好。",
