@@ -3,7 +3,9 @@
 Data, split before any fitting (data/risk_sentences/README.md):
 
 * written sentences, one file per author (data/risk_sentences: train ``*_a``, ``*_b``, ``*_c``,
-  ``*_f``, ``*_g``, ``en_h``; dev ``*_d``, ``zh_h``; test ``*_e``, ``zh_i``);
+  ``*_f``, ``*_g``, ``en_h``, ``en_i``, ``zh_j``, ``*_l``; dev ``*_d``, ``zh_h``, ``zh_m``; test
+  ``*_e``, ``zh_i``, and the "fresh" test set ``*_k``, written before any change of the round
+  that added it and reported with ``--split test``);
 * data/fixtures/risk_cases.jsonl: its *tuning* splits (dev..dev4, already used to tune the rules)
   are training data here; its held-out splits (heldout, heldout2, heldout3) are never trained on
   and are measured as a second test set;
@@ -17,10 +19,13 @@ Data, split before any fitting (data/risk_sentences/README.md):
 
 ``train`` fits on train, picks the regularisation and the threshold on dev only (highest dev
 recall with the classifier adding flags to at most ``--max-added`` of the dev no-disorder posts
-pooled and ``--max-source-added`` of any one source's), and writes ``--out`` (by default
-engine/trust/risk_classifier.npz). The shipped weights are still the c45c61a fit (written
-sentences, fixtures and IMHI background only; threshold from per-source limits): the fit with
-the hand-labelled IMHI data was better on dev but not on test (data/risk_sentences/README.md).
+pooled and ``--max-source-added`` of any one source's, at least one post), and writes ``--out``
+(by default ``CANDIDATE``, beside the shipped weights rather than over them). The shipped
+weights (engine/trust/risk_classifier.npz) are still the c45c61a fit (written sentences,
+fixtures and IMHI background only). Two refits were better on dev but not on test
+(data/risk_sentences/README.md): the one with the hand-labelled IMHI data (``--irf-weight 1
+--sentence-weight 1``) added test false flags; the defaults' (jieba words for Chinese,
+self-critical negatives ``*_l``) lost Chinese test recall.
 
 ``measure --split dev|test`` prints JSON: recall and false-flag rate of the rules alone and
 of rules + classifier (``engine.trust.risk.assess``), per source, plus the check's latency.
@@ -47,13 +52,22 @@ from bench.risk import DEFAULT_SHARED, FIXTURES, HELDOUT, TUNING, imhi_posts, lo
 
 SENTENCES = REPO / "data" / "risk_sentences"
 WEIGHTS = REPO / "engine" / "trust" / "risk_classifier.npz"
+CANDIDATE = REPO / "bench" / "results" / "risk_classifier_candidate.npz"
 S = "suicide_self_harm"
 SPLIT_OF_FILE = {
     **dict.fromkeys(("en_a", "en_b", "en_c", "en_f", "en_g", "en_h"), "train"),
     **dict.fromkeys(("zh_a", "zh_b", "zh_c", "zh_f", "zh_g", "zh_j", "en_i"), "train"),
-    **dict.fromkeys(("en_d", "zh_d", "zh_h"), "dev"),
+    **dict.fromkeys(("en_l", "zh_l"), "train"),
+    **dict.fromkeys(("en_d", "zh_d", "zh_h", "zh_m", "zh_n"), "dev"),
     **dict.fromkeys(("en_e", "zh_e", "zh_i"), "test"),
+    # written before any change of the session that added them, measured with --split test
+    **dict.fromkeys(("en_k", "zh_k"), "fresh"),
 }
+
+
+# all-negative posts: everyday Chinese (zh_h dev, zh_i test) and self-critical or anxious
+# Chinese posts (zh_m dev): false-flag sets like IMHI's no-disorder posts, not hard negatives
+EVERYDAY = {"zh_h", "zh_i", "zh_m"}
 
 
 def written(split: str) -> list[dict]:
@@ -227,7 +241,7 @@ def imhi_positive_proxies(shared: Path) -> dict[str, list[str]]:
 # --- training -----------------------------------------------------------------------------
 
 
-def _featurize(texts: list[str]):
+def _featurize(texts: list[str], zh_words: bool = False):
     """``(embedding, n-grams)`` of ``texts`` as the shipped classifier computes them; the
     fit's features are ``[embedding * dense_scale, n-grams]``."""
     import scipy.sparse as sp
@@ -239,7 +253,7 @@ def _featurize(texts: list[str]):
     emb = shared_embedder().embed([plain(t) for t in texts])
     rows, cols, vals = [], [], []
     for i, t in enumerate(texts):
-        ids = ngram_ids(t)
+        ids = ngram_ids(t, zh_words)
         if not len(ids):
             continue
         rows.extend([i] * len(ids))
@@ -337,6 +351,7 @@ def fit(
     pos_weight: float,
     neg_weight: float,
     background_weight: float = 1.0,
+    zh_words: bool = False,
 ):
     """Logistic regression; curated positives weigh ``pos_weight``, curated (hard) negatives
     ``neg_weight`` (both times the curated marker), background IMHI sentences
@@ -360,7 +375,8 @@ def fit(
         bias=float(model.intercept_[0]),
         threshold=0.5,
         version=f"C={c} dense_scale={dense_scale} pos_weight={pos_weight} "
-        f"neg_weight={neg_weight} background_weight={background_weight}",
+        f"neg_weight={neg_weight} background_weight={background_weight} zh_words={zh_words}",
+        zh_words=zh_words,
     )
 
 
@@ -390,12 +406,15 @@ def choose_thresholds(
 ) -> tuple[dict[str, float], dict]:
     """Per language, the lowest threshold (highest dev recall) such that the classifier adds
     flags to at most ``max_added`` of the dev no-disorder posts pooled (the IMHI val posts of
-    every source for English; the everyday Chinese posts ``zh_h`` for Chinese) and to at most
+    every source for English; the everyday and the self-critical Chinese posts ``zh_h``,
+    ``zh_m`` for Chinese) and to at most
     ``max_source_added`` of any one source's, and rules + classifier flag at most
     ``max_written`` of the written hard negatives (minimal pairs of the positives, so some
     false alarms there are expected). Only flags the classifier adds count: the rules' own
     flags in those posts are mostly real mentions of suicide ("my mother tried to commit
-    suicide"), and no threshold changes them."""
+    suicide"), and no threshold changes them. A limit allows at least one post: on the small
+    Chinese sets (40 and 30 posts) a rate limit would otherwise mean none at all, so one
+    borderline sentence ("我觉得自己在家里是最没用的那个") would decide the threshold alone."""
     rows, posts = dev_sets(shared)
 
     def pairs(texts):
@@ -404,7 +423,10 @@ def choose_thresholds(
     irf_pos, irf_neg = (pairs(v) for v in irf_dev_posts(shared))
     everyday = {
         "en": {k: pairs(v) for k, v in posts.items()},
-        "zh": {"zh_everyday": pairs([r["text"] for r in rows if r["author"] == "zh_h"])},
+        "zh": {
+            "zh_everyday": pairs([r["text"] for r in rows if r["author"] == "zh_h"]),
+            "zh_self_critical": pairs([r["text"] for r in rows if r["author"] == "zh_m"]),
+        },
     }
 
     def rate(ps, t):
@@ -413,10 +435,14 @@ def choose_thresholds(
     def added(ps, t):
         return sum((not r) and s >= t for r, s in ps) / len(ps) if ps else 0.0
 
+    def over(ps, t, limit):
+        n = sum((not r) and s >= t for r, s in ps)
+        return n > max(int(limit * len(ps) + 1e-9), 1)
+
     thresholds: dict[str, float] = {}
     report: dict = {}
     for lang in ("en", "zh"):
-        mine = [r for r in rows if r["lang"] == lang and r["author"] != "zh_h"]
+        mine = [r for r in rows if r["lang"] == lang and r["author"] not in EVERYDAY]
         pos_s = pairs([r["text"] for r in mine if r["label"] == 1])
         neg_s = pairs([r["text"] for r in mine if r["label"] == 0])
         best: tuple[float, dict] = (1.0, {})
@@ -424,8 +450,8 @@ def choose_thresholds(
             add = {f"{k}_added": added(v, t) for k, v in everyday[lang].items()}
             pooled = added([p for v in everyday[lang].values() for p in v], t)
             if (
-                pooled > max_added
-                or max(add.values()) > max_source_added
+                over([p for v in everyday[lang].values() for p in v], t, max_added)
+                or any(over(v, t, max_source_added) for v in everyday[lang].values())
                 or rate(neg_s, t) > max_written
             ):
                 break
@@ -443,6 +469,38 @@ def choose_thresholds(
         thresholds[lang] = best[0]
         report[lang] = {"threshold": best[0], **{k: round(v, 4) for k, v in best[1].items()}}
     return thresholds, report
+
+
+def zh_threshold_matching_shipped(clf) -> tuple[float, dict]:
+    """The highest Chinese threshold at which rules + ``clf`` find at least as many of the
+    Chinese dev positives as rules + the shipped weights and flag no more of the Chinese dev
+    negatives (everyday, self-critical and minimal-pair posts): no worse than what ships on
+    either side, with fewer false flags where the scores allow. ``zh_n`` holds the positives
+    no rule was written from (``zh_d``'s misses were, so rules catch them all)."""
+    from engine.trust.risk_classifier import classifier, is_chinese
+
+    rows = [r for r in written("dev") if r["lang"] == "zh"]
+    shipped = classifier()
+
+    def scored(model):
+        return [
+            (r["label"], rules_flag(r["text"]), max_sentence_score(model, r["text"])) for r in rows
+        ]
+
+    def counts(pairs, t):
+        pos = sum(bool(lab and (rul or sc >= t)) for lab, rul, sc in pairs)
+        neg = sum(bool((not lab) and (rul or sc >= t)) for lab, rul, sc in pairs)
+        return pos, neg
+
+    assert all(is_chinese(r["text"]) for r in rows)
+    base_pos, base_neg = counts(scored(shipped), shipped.threshold_zh)
+    mine = scored(clf)
+    for t in np.arange(0.99, 0.04, -0.01):
+        pos, neg = counts(mine, t)
+        if pos >= base_pos and neg <= base_neg:
+            report = {"shipped": [base_pos, base_neg], "candidate": [pos, neg], "n": len(rows)}
+            return round(float(t), 2), report
+    return shipped.threshold_zh, {"shipped": [base_pos, base_neg], "candidate": None}
 
 
 def cmd_train(args) -> dict:
@@ -463,13 +521,13 @@ def cmd_train(args) -> dict:
     best = None
     import scipy.sparse as sp
 
-    emb, grams = _featurize(texts)
+    emb, grams = _featurize(texts, args.zh_words)
     grid = itertools.product(
         args.dense_scale, args.c, args.pos_weight, args.neg_weight, args.background_weight
     )
     for ds, c, pw, nw, bw in grid:
         x = sp.hstack([sp.csr_matrix(emb * ds), grams]).tocsr()
-        clf = fit(x, labels, weights, c, ds, pw, nw, bw)
+        clf = fit(x, labels, weights, c, ds, pw, nw, bw, args.zh_words)
         t, dev = choose_thresholds(
             clf, args.shared, args.max_added, args.max_written, args.max_source_added
         )
@@ -483,6 +541,9 @@ def cmd_train(args) -> dict:
     assert best is not None, "no setting met the dev false-flag limit"
     _, clf, t = best
     from dataclasses import replace
+
+    if args.zh_match_shipped:
+        t["zh"], report["zh_match_shipped"] = zh_threshold_matching_shipped(clf)
 
     clf = replace(
         clf,
@@ -518,24 +579,36 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
         "rules+classifier": combined,
     }
     rows = written(split)
-    everyday = {"zh_h", "zh_i"}  # everyday Chinese posts, all negative
     out: dict = {"split": split}
     for name, predict in predictors.items():
         res: dict = {}
         for lang in ("en", "zh", "all"):
-            part = [r for r in rows if lang in ("all", r["lang"]) and r["author"] not in everyday]
+            part = [r for r in rows if lang in ("all", r["lang"]) and r["author"] not in EVERYDAY]
             res[f"written_{lang}_recall"] = _rate([predict(r["text"]) for r in part if r["label"]])
             res[f"written_{lang}_hard_negatives_flagged"] = _rate(
                 [predict(r["text"]) for r in part if not r["label"]]
             )
         res["written_zh_everyday_posts_flagged"] = _rate(
-            [predict(r["text"]) for r in rows if r["author"] in everyday]
+            [predict(r["text"]) for r in rows if r["author"] in ("zh_h", "zh_i")]
         )
+        if split == "dev":
+            res["written_zh_self_critical_posts_flagged"] = _rate(
+                [predict(r["text"]) for r in rows if r["author"] == "zh_m"]
+            )
         if split == "dev" and shared.is_dir():
             irf_pos, irf_neg = irf_dev_posts(shared)
             res["irf_dev_posts_recall"] = _rate([predict(t) for t in irf_pos])
             res["irf_dev_no_risk_posts_flagged"] = _rate([predict(t) for t in irf_neg])
         if split == "test":
+            fresh = written("fresh")
+            for lang in ("en", "zh", "all"):
+                part = [r for r in fresh if lang in ("all", r["lang"])]
+                res[f"fresh_{lang}_recall"] = _rate(
+                    [predict(r["text"]) for r in part if r["label"]]
+                )
+                res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
+                    [predict(r["text"]) for r in part if not r["label"]]
+                )
             cases = fixture_cases(HELDOUT)
             for lang in ("en", "zh", "all"):
                 part = [c for c in cases if lang in ("all", c["lang"])]
@@ -615,14 +688,25 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     tr = sub.add_parser("train")
     tr.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
-    tr.add_argument("--out", type=Path, default=WEIGHTS)
+    tr.add_argument("--out", type=Path, default=CANDIDATE)
     tr.add_argument("--c", type=float, nargs="+", default=[4.0, 16.0])
-    tr.add_argument("--pos-weight", type=float, nargs="+", default=[60.0])
-    tr.add_argument("--neg-weight", type=float, nargs="+", default=[20.0])
+    tr.add_argument("--pos-weight", type=float, nargs="+", default=[20.0, 60.0])
+    tr.add_argument("--neg-weight", type=float, nargs="+", default=[20.0, 60.0])
     tr.add_argument("--background-weight", type=float, nargs="+", default=[1.0])
     tr.add_argument("--rule-positives", action="store_true")
-    tr.add_argument("--irf-weight", type=float, default=1.0)
-    tr.add_argument("--sentence-weight", type=float, default=1.0)
+    tr.add_argument(
+        "--zh-words",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="jieba word n-grams for Chinese",
+    )
+    tr.add_argument(
+        "--zh-match-shipped",
+        action="store_true",
+        help="Chinese threshold: the highest no worse than the shipped weights on Chinese dev",
+    )
+    tr.add_argument("--irf-weight", type=float, default=0.0)
+    tr.add_argument("--sentence-weight", type=float, default=0.0)
     tr.add_argument("--dense-scale", type=float, nargs="+", default=[1.0])
     tr.add_argument("--imhi-limit", type=int, default=30000)
     tr.add_argument("--max-added", type=float, default=0.01)

@@ -60,9 +60,10 @@ def _hash(token: str) -> int:
     return zlib.crc32(token.encode("utf-8")) & _MASK
 
 
-def ngram_ids(text: str) -> np.ndarray:
+def ngram_ids(text: str, zh_words: bool = False) -> np.ndarray:
     """Hashed ids of the sentence's n-grams (sorted, unique): English word unigrams and
-    bigrams, and Chinese character 1-, 2- and 3-grams."""
+    bigrams, Chinese character 1-, 2- and 3-grams and, with ``zh_words``, Chinese word
+    unigrams and bigrams (jieba), which tell "没用的那个" (self-criticism) from "活着没用"."""
     low = plain(text).lower()
     ids: set[int] = set()
     words = _EN_WORD.findall(low)
@@ -74,7 +75,19 @@ def ngram_ids(text: str) -> np.ndarray:
         for n in (1, 2, 3):
             for i in range(len(run) - n + 1):
                 ids.add(_hash(f"c{n}:" + run[i : i + n]))
+        if zh_words:
+            seg = _zh_words(run)
+            for i, w in enumerate(seg):
+                ids.add(_hash("zw:" + w))
+                if i:
+                    ids.add(_hash("zb:" + seg[i - 1] + " " + w))
     return np.fromiter(sorted(ids), dtype=np.int64, count=len(ids))
+
+
+def _zh_words(run: str) -> list[str]:
+    from engine.knowledge.text import _jieba
+
+    return _jieba().lcut(run, HMM=False)
 
 
 def is_chinese(text: str) -> bool:
@@ -134,6 +147,7 @@ class SentenceClassifier:
     threshold: float  # English (and anything not mostly Chinese)
     version: str
     threshold_zh: float = 0.5  # Chinese: calibrated on its own dev sentences
+    zh_words: bool = False  # n-grams include jieba's Chinese words (weights fitted so)
 
     def flagged(self, sentences: list[str]) -> list[bool]:
         """Per sentence: at or over its language's threshold."""
@@ -151,7 +165,7 @@ class SentenceClassifier:
         emb = shared_embedder().embed([plain(s) for s in sentences])
         logits = emb @ self.dense + self.bias
         for i, s in enumerate(sentences):
-            ids = ngram_ids(s)
+            ids = ngram_ids(s, self.zh_words)
             if len(ids):
                 logits[i] += float(self.sparse[ids].sum()) / np.sqrt(len(ids))
         return 1.0 / (1.0 + np.exp(-logits))
@@ -167,6 +181,7 @@ def save(clf: SentenceClassifier, path) -> None:
         threshold=np.float32(clf.threshold),
         threshold_zh=np.float32(clf.threshold_zh),
         version=np.array(clf.version),
+        zh_words=np.bool_(clf.zh_words),
     )
 
 
@@ -179,6 +194,7 @@ def load(data: bytes) -> SentenceClassifier:
             threshold=float(z["threshold"]),
             version=str(z["version"]),
             threshold_zh=float(z["threshold_zh"]),
+            zh_words=bool(z["zh_words"]) if "zh_words" in z.files else False,
         )
 
 
@@ -209,5 +225,7 @@ def warm_up() -> None:
     background thread at launch so the first risk check does not pay for it."""
     from engine.knowledge.embedding import shared_embedder
 
-    classifier()
+    clf = classifier()
     shared_embedder().embed(["warm up"])
+    if clf.zh_words:
+        ngram_ids("热身", zh_words=True)  # jieba's dictionary (about a second)

@@ -31,7 +31,7 @@ ISSUE = [
 # work): training sentences, so this guards the plumbing (sentence split, threshold, quoted
 # evidence), not generalisation; that is test_risk_classifier_recall.py's job.
 PARAPHRASES = [
-    "I keep hoping a car will hit me on the way to work so I don't have to deal with any of this.",
+    "I bought a rope last week and it's sitting in my closet.",
     "Every single day I wake up and the first thing I feel is disappointment that I'm still here.",
     "每天醒来第一个感觉就是失望，怎么还活着。",
     "今天跟弟弟告了别，他不知道那是最后一次。",
@@ -147,3 +147,20 @@ def test_the_seed_case_is_not_a_risk_statement(seed_case_zh):
 
     statement = seed_case_zh["counseling_question"]["statement"]
     assert risk.assess(statement) == []
+
+
+def test_chinese_word_ngrams_are_opt_in_and_survive_save_and_load(tmp_path):
+    """Weights fitted with jieba's Chinese words (``zh_words``) score with them; older weights
+    (no such field) keep the character n-grams they were fitted on."""
+    text = "我觉得自己什么都做不好"
+    chars, words = ngram_ids(text), ngram_ids(text, zh_words=True)
+    assert set(chars) < set(words)
+    assert set(ngram_ids("I feel fine")) == set(ngram_ids("I feel fine", zh_words=True))
+    shipped = risk_classifier.classifier()
+    path = tmp_path / "w.npz"
+    from dataclasses import replace
+
+    risk_classifier.save(replace(shipped, zh_words=True), path)
+    assert risk_classifier.load(path.read_bytes()).zh_words is True
+    risk_classifier.save(shipped, path)
+    assert risk_classifier.load(path.read_bytes()).zh_words is shipped.zh_words

@@ -48,6 +48,7 @@ def test_goal(figures):
     assert rate(ours, "written_en_recall") >= GOAL_RECALL
     assert rate(ours, "written_zh_recall") >= GOAL_RECALL
     assert rate(ours, "fixtures_heldout_all_recall") >= GOAL_RECALL
+    assert rate(ours, "fresh_all_recall") >= GOAL_RECALL
     for key in NO_DISORDER:
         if key in ours:
             assert rate(ours, key) <= GOAL_FALSE_FLAGS, key
@@ -76,14 +77,19 @@ RECALL_FLOOR = {
     "written_zh_recall": 0.72,  # 16 / 22
     "fixtures_heldout_all_recall": 0.86,  # 57 / 66
     "imhi_irf_burdensomeness_flagged": 0.56,  # 330 / 582 (a proxy, not suicide labels)
+    # issue 18, third round: written before any change of that round (en_k, zh_k)
+    "fresh_all_recall": 0.88,  # 44 / 50
 }
 FALSE_FLAG_CAP = {
     "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
     "imhi_dr_no_depression_false_flags": 0.062,  # 6 / 98 (rules alone 4)
     "imhi_sad_false_flags": 0.003,  # 2 / 684 (rules alone 1)
-    "imhi_loneliness_no_false_flags": 0.131,  # 15 / 115 (rules alone 10)
+    "imhi_loneliness_no_false_flags": 0.122,  # 14 / 115 (rules alone 10)
     "written_zh_everyday_posts_flagged": 0.025,  # 1 / 40
     "written_all_hard_negatives_flagged": 0.093,  # 5 / 54 (minimal pairs)
+    # issue 18, third round: someone else's suicide is no longer the client's flag
+    "fixtures_heldout_all_false_flags": 0.123,  # 14 / 114 (was 15)
+    "fresh_all_hard_negatives_flagged": 0.10,  # 5 / 50 (was 8)
 }
 
 
@@ -91,10 +97,10 @@ FALSE_FLAG_CAP = {
 def test_dev_forum_posts_floor():
     """Real forum posts: the hand-labelled IMHI Irf *val* dev posts (data/risk_sentences/
     imhi_irf_val.labels; dev, so thresholds may be chosen on them, unlike the floors above).
-    Measured with the shipped weights: 71 of 85 risk posts flagged (rules alone 65), 5 of
-    the 110 without risk."""
+    Measured with the shipped weights and issue 18's third-round rules: 74 of 85 risk posts
+    flagged (rules alone 68; before those rules 71 and 65), 4 of the 110 without risk (was 5)."""
     dev = measure("dev", SHARED, with_latency=False)
     ours, rules = dev["rules+classifier"], dev["rules"]
-    assert ours["irf_dev_posts_recall"]["flagged"] >= 71
-    assert rules["irf_dev_posts_recall"]["flagged"] >= 65
-    assert ours["irf_dev_no_risk_posts_flagged"]["flagged"] <= 5
+    assert ours["irf_dev_posts_recall"]["flagged"] >= 74
+    assert rules["irf_dev_posts_recall"]["flagged"] >= 68
+    assert ours["irf_dev_no_risk_posts_flagged"]["flagged"] <= 4
