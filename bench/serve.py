@@ -26,6 +26,10 @@ from the smaller N already measured, else 1.0 GiB per local engine and 0.6 GiB p
 plus 1 GiB of headroom exceeds what the machine has available is skipped and says so.
 
     python -m bench.serve [--counselors 1 4 16] [--threads 1] [--port 8123]
+                          [--server max_num_seqs=4 --server cpu_dtype=bfloat16 ...]
+
+``--server KEY=VALUE`` sets one ``server.*`` setting of the server under test (what a
+``settings.json`` would say), e.g. a server sized for the counselors it serves.
 """
 
 from __future__ import annotations
@@ -285,6 +289,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per local engine")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a server.* setting for the server under test (JSON value or a plain string)",
+    )
     args = parser.parse_args()
 
     import psutil
@@ -294,10 +305,17 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="phyassist-bench-serve-"))
     os.environ["PHYASSIST_BACKEND__API_KEY_FILE"] = str(home / "api-key")
+    server: dict[str, Any] = {"port": args.port or _free_port()}
+    for item in args.server:
+        key, _, value = item.partition("=")
+        try:
+            server[key] = json.loads(value)
+        except json.JSONDecodeError:
+            server[key] = value
     settings = Settings(
         config_dir=home,
         model={"device": "cpu", "domain_adapter": None},
-        server={"port": args.port or _free_port()},
+        server=server,
     )
     plan = plan_server(settings)
     supervisor = Supervisor(plan, log=home / "vllm.log")
@@ -309,6 +327,7 @@ def main() -> None:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "available_gib_at_start": round(psutil.virtual_memory().available / 2**30, 1),
         "server_argv": plan.argv[3:],
+        "server_settings": {k: v for k, v in server.items() if k != "port"},
         "loadavg_at_start": _loadavg(),
         "runs": [],
     }
