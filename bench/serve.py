@@ -25,7 +25,20 @@ Before each side the bench checks free memory: a side whose estimated need (PSS 
 from the smaller N already measured, else 1.0 GiB per local engine and 0.6 GiB per client)
 plus 1 GiB of headroom exceeds what the machine has available is skipped and says so.
 
-    python -m bench.serve [--counselors 1 4 16] [--threads 1] [--port 8123]
+    python -m bench.serve [--counselors 1 4 16] [--threads 1] [--port 8123] [--skip-local]
+                          [--server max_num_seqs=4 --server cpu_dtype=bfloat16 ...]
+                          [--adapters random8|product] [--local-dtype auto|bfloat16]
+
+``--server KEY=VALUE`` sets one ``server.*`` setting of the server under test (what a
+``settings.json`` would say), e.g. a server sized for the counselors it serves.
+
+``--adapters random8`` (the default, as earlier runs): no domain adapter; each patient adapter
+is a random rank-8 LoRA on q/v. ``--adapters product``: what the product runs by default: the
+shipped domain adapter, and each patient adapter of the training recipe's rank and modules
+trained over it (its card says so), so both backends stack domain + patient adapter; the
+server gets the LoRA slots ``phyassist server`` plans for that stack. ``--local-dtype`` sets
+the local engines' ``model.dtype`` (a bfloat16 server against float32 engines measures the
+dtype as much as the batching).
 """
 
 from __future__ import annotations
@@ -74,24 +87,39 @@ class MemoryBlobs:
         pass
 
 
-def _random_adapter(seed: int, rank: int = 8) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A rank-``rank`` LoRA over the attention projections of the embedded model."""
+# (in, out, block) of each projection of the embedded model (SmolLM2-135M)
+_SHAPES = {
+    "q_proj": (576, 576, "self_attn"),
+    "k_proj": (576, 192, "self_attn"),
+    "v_proj": (576, 192, "self_attn"),
+    "o_proj": (576, 576, "self_attn"),
+    "gate_proj": (576, 1536, "mlp"),
+    "up_proj": (576, 1536, "mlp"),
+    "down_proj": (1536, 576, "mlp"),
+}
+
+
+def _random_adapter(
+    seed: int, rank: int = 8, modules: tuple[str, ...] = ("q_proj", "v_proj")
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A random rank-``rank`` LoRA on ``modules`` of every layer of the embedded model."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    hidden, kv, layers = 576, 192, 30
+    layers = 30
     state = {}
     for layer in range(layers):
-        for name, out in (("q_proj", hidden), ("v_proj", kv)):
-            prefix = f"base_model.model.model.layers.{layer}.self_attn.{name}"
-            state[f"{prefix}.lora_A.weight"] = torch.randn(rank, hidden, generator=g) * 0.02
+        for name in modules:
+            fan_in, out, block = _SHAPES[name]
+            prefix = f"base_model.model.model.layers.{layer}.{block}.{name}"
+            state[f"{prefix}.lora_A.weight"] = torch.randn(rank, fan_in, generator=g) * 0.02
             state[f"{prefix}.lora_B.weight"] = torch.randn(out, rank, generator=g) * 0.02
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "r": rank,
         "lora_alpha": 2 * rank,
-        "target_modules": ["q_proj", "v_proj"],
+        "target_modules": list(modules),
         "lora_dropout": 0.0,
         "bias": "none",
         "base_model_name_or_path": "embedded:smollm2-135m-instruct",
@@ -102,7 +130,28 @@ def _random_adapter(seed: int, rank: int = 8) -> tuple[dict[str, Any], dict[str,
 # -- one counselor (a child process) -------------------------------------------------------
 
 
-def counselor(index: int, backend: str, url: str, threads: int) -> None:
+def _model_settings(adapters: str) -> dict[str, Any]:
+    return {"device": "cpu"} if adapters == "product" else {"device": "cpu", "domain_adapter": None}
+
+
+def _patient_adapter(index: int, adapters: str, settings: Any) -> tuple[dict, dict, dict]:
+    """(config, state, card) of counselor ``index``'s patient adapter."""
+    if adapters != "product":
+        return (*_random_adapter(1000 + index), {})
+    from engine.model.adapters import domain_adapter_path
+    from engine.model.stack import CARD_KEY, adapter_identity
+    from engine.training.config import Hyperparameters, target_modules_for
+
+    rank = int(Hyperparameters.model_fields["lora_r"].default)
+    config, state = _random_adapter(1000 + index, rank, tuple(target_modules_for("llama")))
+    domain = domain_adapter_path(settings.model)
+    assert domain is not None, "--adapters product needs the shipped domain adapter"
+    return config, state, {CARD_KEY: adapter_identity(domain)}
+
+
+def counselor(
+    index: int, backend: str, url: str, threads: int, adapters: str, dtype: str = "auto"
+) -> None:
     """Load, say ready, wait for "go" on stdin, draft once, print one JSON line."""
     import torch
 
@@ -111,8 +160,11 @@ def counselor(index: int, backend: str, url: str, threads: int) -> None:
     from engine.records import Patient
     from engine.settings import Settings
 
+    model = _model_settings(adapters)
+    if backend == "local":
+        model["dtype"] = dtype  # the local engines' model.dtype (auto: float32 on a CPU)
     settings = Settings(
-        model={"device": "cpu", "domain_adapter": None},
+        model=model,
         knowledge={"grounding": "off"},
         backend={"kind": backend, "base_url": url},
     )
@@ -128,7 +180,8 @@ def counselor(index: int, backend: str, url: str, threads: int) -> None:
     helper.load()
     store = MemoryBlobs()
     patient = Patient(name=f"Counselor {index}'s patient")
-    AdapterRegistry(store).save(patient.id, *_random_adapter(1000 + index), dtype=None)
+    config, state, card = _patient_adapter(index, adapters, settings)
+    AdapterRegistry(store).save(patient.id, config, state, card, dtype=None)
     label = helper.use_patient(patient, store)
     print(json.dumps({"ready": True, "label": label}), flush=True)
     sys.stdin.readline()
@@ -195,11 +248,22 @@ def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_side(backend: str, n: int, url: str, threads: int, extra_pids: list[int]) -> dict:
+def run_side(
+    backend: str,
+    n: int,
+    url: str,
+    threads: int,
+    extra_pids: list[int],
+    adapters: str,
+    local_dtype: str = "auto",
+) -> dict:
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "bench.serve", "--child", str(i), backend, url, str(threads)],
+            [
+                *(sys.executable, "-m", "bench.serve", "--child", str(i)),
+                *(backend, url, str(threads), adapters, local_dtype),
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -285,6 +349,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per local engine")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--skip-local", action="store_true")
+    parser.add_argument("--adapters", choices=["random8", "product"], default="random8")
+    parser.add_argument(
+        "--local-dtype",
+        choices=["auto", "float32", "bfloat16"],
+        default="auto",
+        help="model.dtype of the local engines (auto: float32 on a CPU, the product default)",
+    )
+    parser.add_argument(
+        "--server",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a server.* setting for the server under test (JSON value or a plain string)",
+    )
     args = parser.parse_args()
 
     import psutil
@@ -294,10 +372,17 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="phyassist-bench-serve-"))
     os.environ["PHYASSIST_BACKEND__API_KEY_FILE"] = str(home / "api-key")
+    server: dict[str, Any] = {"port": args.port or _free_port()}
+    for item in args.server:
+        key, _, value = item.partition("=")
+        try:
+            server[key] = json.loads(value)
+        except json.JSONDecodeError:
+            server[key] = value
     settings = Settings(
         config_dir=home,
-        model={"device": "cpu", "domain_adapter": None},
-        server={"port": args.port or _free_port()},
+        model=_model_settings(args.adapters),
+        server=server,
     )
     plan = plan_server(settings)
     supervisor = Supervisor(plan, log=home / "vllm.log")
@@ -309,6 +394,9 @@ def main() -> None:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "available_gib_at_start": round(psutil.virtual_memory().available / 2**30, 1),
         "server_argv": plan.argv[3:],
+        "server_settings": {k: v for k, v in server.items() if k != "port"},
+        "adapters": args.adapters,
+        "local_dtype": args.local_dtype,
         "loadavg_at_start": _loadavg(),
         "runs": [],
     }
@@ -336,7 +424,9 @@ def main() -> None:
                     continue
                 extra = [server_pid] if backend == "openai" else []
                 url = plan.base_url if backend == "openai" else ""
-                row[key] = result = run_side(backend, n, url, args.threads, extra)
+                row[key] = result = run_side(
+                    backend, n, url, args.threads, extra, args.adapters, args.local_dtype
+                )
                 clients = (result["peak_pss_gib"] - result.get("server_peak_pss_gib", 0)) * 2**30
                 per_process[backend] = clients / n  # measured replaces the first guess
             s, lo = row["server"], row.get("local", {})
@@ -361,6 +451,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        counselor(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        mode = sys.argv[6] if len(sys.argv) > 6 else "random8"
+        dtype = sys.argv[7] if len(sys.argv) > 7 else "auto"
+        counselor(int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), mode, dtype)
     else:
         main()

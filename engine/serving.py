@@ -30,6 +30,7 @@ __all__ = [
     "ServerPlan",
     "Supervisor",
     "connect_hint",
+    "cpu_kv_cache_bytes",
     "kv_bytes_per_token",
     "plan_server",
     "prepare_socket",
@@ -92,6 +93,16 @@ def _model_max_len(model_dir: Path) -> int:
 
 
 VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vLLM's allowed max_lora_rank
+CPU_KV_BLOCK_TOKENS = 128  # vLLM's CPU KV block (its default there; passed as --block-size)
+CPU_DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
+
+
+def cpu_kv_cache_bytes(tokens: int, model_dir: Path, dtype: str = "float32") -> int:
+    """A CPU KV cache that holds ``tokens`` tokens at once: whole blocks, plus the one block
+    vLLM keeps back (its null block). Sized at exactly ``tokens`` it refused to start when
+    ``tokens`` was one full-length request ("0.35 GiB needed, 0.35 GiB available")."""
+    blocks = -(-tokens // CPU_KV_BLOCK_TOKENS) + 1
+    return blocks * CPU_KV_BLOCK_TOKENS * kv_bytes_per_token(model_dir, CPU_DTYPE_BYTES[dtype])
 
 
 def lora_needs(settings: Settings, model_dir: Path) -> tuple[int, list[str] | None]:
@@ -198,7 +209,9 @@ def plan_server(settings: Settings, say: Say | None = None, *, new_key: bool = F
         # CPU: float32 as the local backend runs it (same greedy tokens); the engine and its
         # model worker in one process (vLLM's default forks a worker: ~0.6 GiB more for no
         # gain with one CPU worker); a KV cache sized to need (vLLM touches all of it at start).
-        argv += ["--dtype", "float32", "--max-num-seqs", str(server.max_num_seqs or 16)]
+        dtype = server.cpu_dtype
+        argv += ["--dtype", dtype, "--max-num-seqs", str(server.max_num_seqs or 16)]
+        argv += ["--block-size", str(CPU_KV_BLOCK_TOKENS)]
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         # In one process vLLM does not pin its OpenMP threads; left at one per core they
         # fight the front end and the counselors' processes (measured on 2 cores: 0.9 tok/s
@@ -211,7 +224,7 @@ def plan_server(settings: Settings, say: Say | None = None, *, new_key: bool = F
             kv_bytes = int(server.cpu_kv_cache_gib * 2**30)
         else:
             tokens = max(max_len, (server.max_num_seqs or 16) * server.kv_tokens_per_seq)
-            kv_bytes = tokens * kv_bytes_per_token(model_dir)
+            kv_bytes = cpu_kv_cache_bytes(tokens, model_dir, dtype)
         argv += ["--kv-cache-memory-bytes", str(kv_bytes)]
         # vLLM's CPU LoRA gathers every slot's weights per token, used or not: slots only on
         # the modules adapters train (q/k/v/o without a domain adapter: a 500-token prefill
@@ -219,7 +232,7 @@ def plan_server(settings: Settings, say: Say | None = None, *, new_key: bool = F
         modules = server.lora_target_modules or lora_modules
         if modules:
             argv += ["--lora-target-modules", *modules]
-        notes.append(f"CPU, float32, {kv_bytes / 2**30:.2f} GiB KV cache")
+        notes.append(f"CPU, {dtype}, {kv_bytes / 2**30:.2f} GiB KV cache")
     if gpus and server.max_num_seqs:
         argv += ["--max-num-seqs", str(server.max_num_seqs)]
     if server.max_model_len or settings.model.context_window:

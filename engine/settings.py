@@ -160,6 +160,10 @@ class ServerSettings(BaseModel):
     # ~600-2,500 tokens; requests beyond the cache wait their turn, none fails.
     cpu_kv_cache_gib: float | None = Field(None, gt=0.0)
     kv_tokens_per_seq: int = Field(1024, ge=64)
+    # The model's dtype on a CPU-only server. float32 (the default) is what the local backend
+    # runs: the same greedy tokens on both. bfloat16 halves the weights and the KV cache
+    # (bench/RESULTS.md: memory and speed measured) but its greedy text can differ.
+    cpu_dtype: Literal["float32", "bfloat16"] = "float32"
     extra_args: list[str] = Field(default_factory=list)  # passed to vLLM as they are
 
 

@@ -36,6 +36,9 @@ def vllm_server(real_settings: Settings, tmp_path_factory: pytest.TempPathFactor
                 update={
                     "socket": root / "run" / "vllm.sock",
                     "python": VLLM_PYTHON,
+                    # sized for a few counselors: the smallest KV cache vLLM starts with
+                    # (one full-length request), as a server for 4 counselors has it
+                    "max_num_seqs": 4,
                 }
             ),
         },

@@ -144,7 +144,7 @@ def test_cpu_plan_on_a_socket_with_a_kv_cache_sized_to_need(real_settings, tmp_p
     assert f"PHYASSIST_BACKEND__SOCKET={sock}" in connect_hint(plan)
     # SmolLM2-135M: 30 layers x (K + V) x 3 KV heads x 64 dims x 4 bytes (float32)
     assert kv_bytes_per_token(plan.model_dir) == 30 * 2 * 3 * 64 * 4
-    want = 16 * 1024 * kv_bytes_per_token(plan.model_dir)
+    want = (16 * 1024 + 128) * kv_bytes_per_token(plan.model_dir)  # + vLLM's null block
     assert int(argv[argv.index("--kv-cache-memory-bytes") + 1]) == want
     assert argv[argv.index("--max-num-seqs") + 1] == "16"
     assert plan.env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
