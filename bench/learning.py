@@ -341,9 +341,76 @@ def children_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
 
+def train_and_compare(
+    args: argparse.Namespace,
+    assistant: Any,
+    store: Any,
+    settings: Any,
+    policy: CounselorPolicy,
+    eval_q: list[str],
+    domain_drafts: list[AnalysisDraft],
+    patient_id: str,
+    k: int,
+    overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Train the patient's next adapter version with ``overrides`` (the real worker), then
+    draft the eval sessions with domain + that adapter."""
+    from engine.training.runner import TrainingRun
+
+    run = TrainingRun(store, patient_id, settings, overrides=overrides)
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    started = time.perf_counter()
+    for _event in run.events():
+        pass
+    wall = time.perf_counter() - started
+    summary, card = run.summary, (run.result.card if run.result else {})
+    row: dict[str, Any] = {
+        "k": k,
+        "train_overrides": overrides,
+        "training": {
+            "wall_s": round(wall, 1),
+            "worker_train_s": summary.get("train_s"),
+            "worker_cpu_s": summary.get("cpu_s"),
+            "load_average_before": load_before,
+            "load_average_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+            "timings": summary.get("timings"),
+            "steps": summary.get("steps"),
+            "tokens": summary.get("tokens"),
+            "preference_steps": summary.get("preference_steps"),
+            "preference_pairs": summary.get("preference_pairs"),
+            "preference_pairs_used": summary.get("preference_pairs_used"),
+            "final_loss": summary.get("final_loss"),
+            "cpu_threads": summary.get("cpu_threads"),
+            "hyperparameters": summary.get("hyperparameters"),
+            "peak_rss_mb_max_over_workers_so_far": children_peak_rss_mb(),
+            "signals": {
+                s: card.get("signals", {}).get(s)
+                for s in ("notes_trained", "edits", "deletions", "added", "regenerations")
+            },
+            "domain_adapter": (card.get("domain_adapter") or {}).get("name"),
+        },
+    }
+    patient = store.load_patient(patient_id)
+    label = assistant.use_patient(patient, store)
+    notes, raw, margins = [], [], []
+    for question, domain_draft in zip(eval_q, domain_drafts, strict=True):
+        draft, _ = generate(assistant, patient, question)
+        raw.append(draft.raw_output)
+        notes.append(policy.edit(draft, question))
+        # teacher-forced on the domain model's draft, as for the domain condition
+        margins.append(style_margins(assistant, patient, question, domain_draft, policy.homework))
+    row["domain+patient"] = {
+        "model": label,
+        **measure(notes),
+        "style_margins": margins,
+        "drafts": raw,
+    }
+    row["patient_logit_effect"] = patient_logit_effect(assistant, patient, store)
+    return row
+
+
 def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: Any, topic: str):
     from engine.records import Note
-    from engine.training.runner import TrainingRun
 
     ks = sorted(args.k)
     max_k = ks[-1]
@@ -367,86 +434,70 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
     out["training_sessions"] = measure([n.analysis for n in saved])
     out["training_sessions"]["generation_s_mean"] = round(sum(gen_s) / len(gen_s), 1)
 
+    recipes = args.recipes or {"": args.train_overrides}
     results = []
     for k in ks:
         patient_k = store.create_patient(f"Learning bench {topic} k={k}")
         for note in saved[:k]:
             store.add_note(patient_k.id, note.model_copy(deep=True))
-        run = TrainingRun(store, patient_k.id, settings, overrides=args.train_overrides)
-        load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-        started = time.perf_counter()
-        for _event in run.events():
-            pass
-        wall = time.perf_counter() - started
-        summary, card = run.summary, (run.result.card if run.result else {})
-        row: dict[str, Any] = {
-            "k": k,
-            "training": {
-                "wall_s": round(wall, 1),
-                "worker_train_s": summary.get("train_s"),
-                "worker_cpu_s": summary.get("cpu_s"),
-                "load_average_before": load_before,
-                "load_average_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-                "timings": summary.get("timings"),
-                "steps": summary.get("steps"),
-                "preference_steps": summary.get("preference_steps"),
-                "preference_pairs": summary.get("preference_pairs"),
-                "preference_pairs_used": summary.get("preference_pairs_used"),
-                "final_loss": summary.get("final_loss"),
-                "cpu_threads": summary.get("cpu_threads"),
-                "peak_rss_mb_max_over_workers_so_far": children_peak_rss_mb(),
-                "signals": {
-                    s: card.get("signals", {}).get(s)
-                    for s in ("notes_trained", "edits", "deletions", "added", "regenerations")
-                },
-                "domain_adapter": (card.get("domain_adapter") or {}).get("name"),
-            },
-        }
         patient = store.load_patient(patient_k.id)
-        conditions: dict[str, list[AnalysisDraft]] = {"domain": [], "domain+patient": []}
-        labels: dict[str, str] = {}
-        raw: dict[str, list[str]] = {"domain": [], "domain+patient": []}
-        margins: dict[str, list[Any]] = {}
+        # The domain adapter alone: one set of drafts per k, shared by every recipe.
+        domain_label = assistant.use_patient(None)
         domain_drafts: list[AnalysisDraft] = []
-        for name in conditions:
-            labels[name] = assistant.use_patient(
-                None if name == "domain" else patient, None if name == "domain" else store
+        for question in eval_q:
+            draft, _ = generate(assistant, patient, question)
+            domain_drafts.append(draft)
+        domain_margins = [
+            style_margins(assistant, patient, q, d, policy.homework)
+            for q, d in zip(eval_q, domain_drafts, strict=True)
+        ]
+        for recipe, overrides in recipes.items():
+            row = train_and_compare(
+                args,
+                assistant,
+                store,
+                settings,
+                policy,
+                eval_q,
+                domain_drafts,
+                patient_k.id,
+                k,
+                overrides,
             )
-            margins[name] = []
-            for question in eval_q:
-                draft, _ = generate(assistant, patient, question)
-                raw[name].append(draft.raw_output)
-                conditions[name].append(policy.edit(draft, question))
-                # teacher-forced on the domain model's draft in both conditions
-                if name == "domain":
-                    domain_drafts.append(draft)
-                same = domain_drafts[len(margins[name])]
-                margins[name].append(
-                    style_margins(assistant, patient, question, same, policy.homework)
+            if recipe:
+                row["recipe"] = recipe
+            row["domain"] = {
+                "model": domain_label,
+                **measure([policy.edit(d, q) for d, q in zip(domain_drafts, eval_q, strict=True)]),
+                "style_margins": domain_margins,
+                "drafts": [d.raw_output for d in domain_drafts],
+            }
+            patient_row = row.pop("domain+patient")
+            row["domain+patient"] = patient_row
+            row["drafts_differ"] = [
+                a != b for a, b in zip(row["domain"]["drafts"], patient_row["drafts"], strict=True)
+            ]
+            base, ours = row["domain"]["changed_share"], patient_row["changed_share"]
+            if base:
+                row["changed_share_reduction"] = round(1 - (ours or 0) / base, 4)
+            if row["domain"]["items_changed"]:
+                row["items_changed_reduction"] = round(
+                    1 - patient_row["items_changed"] / row["domain"]["items_changed"], 4
                 )
-        for name, notes in conditions.items():
-            row[name] = {"model": labels[name], **measure(notes)}
-            # per eval session: [log P(end reasons after 2) - log P("3"), homework log-prob]
-            row[name]["style_margins"] = margins[name]
-        row["drafts_differ"] = [a != b for a, b in zip(*raw.values(), strict=True)]
-        row["patient_logit_effect"] = patient_logit_effect(assistant, patient, store)
-        base, ours = row["domain"]["changed_share"], row["domain+patient"]["changed_share"]
-        if base:
-            row["changed_share_reduction"] = round(1 - (ours or 0) / base, 4)
-        base_d = row["domain"]["edit_distance_mean"]
-        if base_d:
-            row["edit_distance_reduction"] = round(
-                1 - row["domain+patient"]["edit_distance_mean"] / base_d, 4
-            )
-        if args.export_adapter and k == max_k:
-            from engine.training.versions import export_adapter
+            base_d = row["domain"]["edit_distance_mean"]
+            if base_d:
+                row["edit_distance_reduction"] = round(
+                    1 - patient_row["edit_distance_mean"] / base_d, 4
+                )
+            if args.export_adapter and k == max_k:
+                from engine.training.versions import export_adapter
 
-            target = Path(args.export_adapter) / topic
-            export_adapter(store, patient_k.id, target)
-            row["exported_to"] = str(target)
-        results.append(row)
-        assistant.use_patient(None)
-        print(json.dumps({"progress": topic, "k": k, "row": row}), file=sys.stderr, flush=True)
+                target = Path(args.export_adapter) / (f"{topic}-{recipe}" if recipe else topic)
+                export_adapter(store, patient_k.id, target)
+                row["exported_to"] = str(target)
+            results.append(row)
+            assistant.use_patient(None)
+            print(json.dumps({"progress": topic, "k": k, "row": row}), file=sys.stderr, flush=True)
     out["by_k"] = results
     return out
 
@@ -464,6 +515,13 @@ def main() -> None:
         type=json.loads,
         default=None,
         help='recipe overrides, JSON (a diagnostic: {"num_train_epochs": 4})',
+    )
+    parser.add_argument(
+        "--recipes",
+        type=json.loads,
+        default=None,
+        help="several recipes in one run, JSON {name: overrides}: each trains its own adapter "
+        "version on the same notes and is compared with the same domain drafts",
     )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
@@ -508,6 +566,7 @@ def main() -> None:
         "eval_sessions": args.eval_sessions,
         "max_new_tokens": args.max_new_tokens,
         "train_overrides": args.train_overrides,
+        "recipes": args.recipes,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),

@@ -73,6 +73,10 @@ class Hyperparameters(BaseModel):
     # layer, so the top half costs about a third less per step (see CPU_LORA_TOP_SHARE).
     lora_layers: list[int] | None = None
     learning_rate: float = Field(2e-4, gt=0)
+    # Loss weight of the answer lines the counselor's edits made (edited, regenerated, added
+    # items, the label, the line standing where a model item was deleted) against 1 for the
+    # model's lines they left as written (engine.training.data.edited_lines).
+    edited_line_weight: float = Field(1.0, gt=0)
     max_grad_norm: float = Field(0.3, gt=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler_type: str = "cosine"
