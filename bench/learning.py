@@ -404,6 +404,7 @@ def train_and_compare(
         **measure(notes),
         "style_margins": margins,
         "drafts": raw,
+        "finals": [final_text(n) for n in notes],
     }
     row["patient_logit_effect"] = patient_logit_effect(assistant, patient, store)
     return row
@@ -423,7 +424,15 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
     pid = store.create_patient(f"Learning bench {topic}").id
     saved: list[Note] = []
     gen_s: list[float] = []
-    for question in train_q:
+    cache = Path(args.sessions_cache) / f"{topic}-{max_k}.json" if args.sessions_cache else None
+    cached = json.loads(cache.read_text(encoding="utf-8")) if cache and cache.is_file() else None
+    for n, question in enumerate(train_q):
+        if cached is not None:  # a dev shortcut: the same greedy drafts as a fresh run
+            note = Note.model_validate(cached[n])
+            assert note.question == question
+            store.add_note(pid, note)
+            saved.append(note)
+            continue
         patient = store.load_patient(pid)
         assistant.use_patient(None)
         draft, seconds = generate(assistant, patient, question)
@@ -431,8 +440,14 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
         note = Note(question=question, analysis=policy.edit(draft, question))
         store.add_note(pid, note)
         saved.append(note)
+    if cache is not None and cached is None:
+        cache.write_text(json.dumps([n.model_dump(mode="json") for n in saved]), encoding="utf-8")
+    out["sessions_from_cache"] = cached is not None
     out["training_sessions"] = measure([n.analysis for n in saved])
-    out["training_sessions"]["generation_s_mean"] = round(sum(gen_s) / len(gen_s), 1)
+    out["training_sessions"]["generation_s_mean"] = (
+        round(sum(gen_s) / len(gen_s), 1) if gen_s else None
+    )
+    out["training_sessions"]["finals"] = [final_text(n.analysis) for n in saved]
 
     recipes = args.recipes or {"": args.train_overrides}
     results = []
@@ -524,6 +539,11 @@ def main() -> None:
         "version on the same notes and is compared with the same domain drafts",
     )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--sessions-cache",
+        help="dev shortcut: keep the policy-edited training sessions (public CounselChat text "
+        "and the domain model's greedy drafts) in this folder and reuse them in later runs",
+    )
     args = parser.parse_args()
     args.k = [int(x) for x in args.k.split(",") if x.strip()]
 
