@@ -58,6 +58,14 @@ CPU_LORA_TOP_SHARE = 0.5
 # follow the counselor (bench/learning.py; figures above).
 CPU_LEARNING_RATE = 1e-3
 CPU_PREFERENCE_LEARNING_RATE = 2e-4
+# The counselor's edits are the signal: on the CPU (SFT only, no preference step to carry the
+# edits) the answer lines they edited, added or left in place of a deleted model line weigh
+# this many times the model lines they kept (engine.training.data.edited_lines; the answer
+# tokens still average 1). With every token alike, ten policy-edited notes taught the label
+# but the counselor's two-reason, homework-last layout leaked (homework lines written as
+# reasons). bench/learning.py, depression (a dev topic), 10 notes, items the policy changes,
+# domain alone 16/21: weight 1 -> 12/23, 3 -> 10/20, 6 -> 9/19 (figures: bench/RESULTS.md).
+CPU_EDITED_LINE_WEIGHT = 6.0
 
 
 class Hyperparameters(BaseModel):
@@ -164,6 +172,7 @@ def recipe_for(
         values["learning_rate"] = CPU_LEARNING_RATE
         values["preference_learning_rate"] = CPU_PREFERENCE_LEARNING_RATE
         values["preference_method"] = CPU_PREFERENCE_METHOD
+        values["edited_line_weight"] = CPU_EDITED_LINE_WEIGHT
         if n_layers and n_layers >= 4:
             first = n_layers - max(1, round(n_layers * CPU_LORA_TOP_SHARE))
             values["lora_layers"] = list(range(first, n_layers))

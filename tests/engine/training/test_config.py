@@ -138,3 +138,23 @@ def test_lora_layers_reach_the_peft_config():
     config = lora_config_for(Hyperparameters(lora_layers=[2, 3]))
     assert list(config.layers_to_transform) == [2, 3]
     assert lora_config_for(Hyperparameters()).layers_to_transform is None
+
+
+def test_cpu_recipe_weighs_the_counselors_edited_lines():
+    """Issue 17: the CPU recipe (SFT only, no preference step) weighs the lines the counselor's
+    edits made above the model text they kept; the GPU recipe, whose preference step carries
+    the edits, keeps every answer token alike; an override still wins."""
+    from engine.training.config import CPU_EDITED_LINE_WEIGHT
+
+    cpu = recipe_for(n_examples=10, n_tokens=3600, device="cpu", model_type="llama", n_layers=30)
+    assert cpu.edited_line_weight == CPU_EDITED_LINE_WEIGHT > 1.0
+    gpu = recipe_for(n_examples=10, n_tokens=3600, device="cuda", model_type="llama", n_layers=30)
+    assert gpu.edited_line_weight == 1.0 == Hyperparameters().edited_line_weight
+    plain = recipe_for(
+        n_examples=10,
+        n_tokens=3600,
+        device="cpu",
+        model_type="llama",
+        overrides={"edited_line_weight": 1.0},
+    )
+    assert plain.edited_line_weight == 1.0
