@@ -44,6 +44,7 @@ adapter than with the domain adapter alone; 10-note training <= 60 s on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -341,6 +342,34 @@ def children_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
 
+@contextlib.contextmanager
+def item_opening_quotes(allowed: bool):
+    """Draft with (True: the product) or without (the rule before) opening quotation marks
+    allowed as an item's first token."""
+    from engine.inference.structured import StructuredDraft
+
+    if allowed:
+        yield
+        return
+    original = StructuredDraft._constraint
+
+    def banned(self, avoid=None, first_banned=None, min_tokens=None, quote_first=False):
+        return original(self, avoid, first_banned, min_tokens, False)
+
+    StructuredDraft._constraint = banned
+    try:
+        yield
+    finally:
+        StructuredDraft._constraint = original
+
+
+def opening_quote_items(drafts: list[AnalysisDraft]) -> int:
+    """Items of these drafts that open with a quotation mark: where none does, the same
+    greedy drafts come out under the rule that banned it (a ban on tokens never chosen)."""
+    items = [i for d in drafts for i in [*d.reasons, *d.advice, *d.unplaced]]
+    return sum((i.draft or "").lstrip().startswith(('"', "“", "「", "『")) for i in items)
+
+
 def train_and_compare(
     args: argparse.Namespace,
     assistant: Any,
@@ -354,9 +383,16 @@ def train_and_compare(
     overrides: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Train the patient's next adapter version with ``overrides`` (the real worker), then
-    draft the eval sessions with domain + that adapter."""
+    draft the eval sessions with domain + that adapter.
+
+    ``overrides["_item_opening_quotes"] = False`` (not a training setting) drafts those
+    sessions under the item rule before issue 17's second pass, which banned an opening
+    quotation mark as an item's first token: the old product, measured in the same run."""
     from engine.training.runner import TrainingRun
 
+    overrides = dict(overrides or {})
+    quotes = bool(overrides.pop("_item_opening_quotes", True))
+    overrides = overrides or None
     run = TrainingRun(store, patient_id, settings, overrides=overrides)
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     started = time.perf_counter()
@@ -394,11 +430,13 @@ def train_and_compare(
     label = assistant.use_patient(patient, store)
     notes, raw, margins = [], [], []
     for question, domain_draft in zip(eval_q, domain_drafts, strict=True):
-        draft, _ = generate(assistant, patient, question)
+        with item_opening_quotes(quotes):
+            draft, _ = generate(assistant, patient, question)
         raw.append(draft.raw_output)
         notes.append(policy.edit(draft, question))
         # teacher-forced on the domain model's draft, as for the domain condition
         margins.append(style_margins(assistant, patient, question, domain_draft, policy.homework))
+    row["item_opening_quotes"] = quotes
     row["domain+patient"] = {
         "model": label,
         **measure(notes),
@@ -448,6 +486,9 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
         round(sum(gen_s) / len(gen_s), 1) if gen_s else None
     )
     out["training_sessions"]["finals"] = [final_text(n.analysis) for n in saved]
+    out["training_sessions"]["items_opening_with_a_quote"] = opening_quote_items(
+        [n.analysis for n in saved]
+    )
 
     recipes = args.recipes or {"": args.train_overrides}
     results = []
@@ -486,6 +527,7 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
                 **measure([policy.edit(d, q) for d, q in zip(domain_drafts, eval_q, strict=True)]),
                 "style_margins": domain_margins,
                 "drafts": [d.raw_output for d in domain_drafts],
+                "items_opening_with_a_quote": opening_quote_items(domain_drafts),
             }
             patient_row = row.pop("domain+patient")
             row["domain+patient"] = patient_row
