@@ -64,7 +64,8 @@ CPU_PREFERENCE_LEARNING_RATE = 2e-4
 # tokens still average 1). With every token alike, ten policy-edited notes taught the label
 # but the counselor's two-reason, homework-last layout leaked (homework lines written as
 # reasons). bench/learning.py, depression (a dev topic), 10 notes, items the policy changes,
-# domain alone 16/21: weight 1 -> 12/23, 3 -> 10/20, 6 -> 9/19 (figures: bench/RESULTS.md).
+# domain alone 16/21: weight 1 -> 12/23, 3 -> 10/20, 6 -> 9/19; with quoted reasons allowed
+# 8/20. On three fresh held-out topics 38 -> 30 items (-21 %, old recipe -16 %): bench/RESULTS.md.
 CPU_EDITED_LINE_WEIGHT = 6.0
 
 
