@@ -44,6 +44,7 @@ adapter than with the domain adapter alone; 10-note training <= 60 s on 2 cores.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -343,9 +344,114 @@ def children_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
 
+@contextlib.contextmanager
+def item_opening_quotes(allowed: bool):
+    """Draft with (True: the product) or without (the rule before) opening quotation marks
+    allowed as an item's first token."""
+    from engine.inference.structured import StructuredDraft
+
+    if allowed:
+        yield
+        return
+    original = StructuredDraft._constraint
+
+    def banned(self, avoid=None, first_banned=None, min_tokens=None, quote_first=False):
+        return original(self, avoid, first_banned, min_tokens, False)
+
+    StructuredDraft._constraint = banned
+    try:
+        yield
+    finally:
+        StructuredDraft._constraint = original
+
+
+def opening_quote_items(drafts: list[AnalysisDraft]) -> int:
+    """Items of these drafts that open with a quotation mark: where none does, the same
+    greedy drafts come out under the rule that banned it (a ban on tokens never chosen)."""
+    items = [i for d in drafts for i in [*d.reasons, *d.advice, *d.unplaced]]
+    return sum((i.draft or "").lstrip().startswith(('"', "“", "「", "『")) for i in items)
+
+
+def train_and_compare(
+    args: argparse.Namespace,
+    assistant: Any,
+    store: Any,
+    settings: Any,
+    policy: CounselorPolicy,
+    eval_q: list[str],
+    domain_drafts: list[AnalysisDraft],
+    patient_id: str,
+    k: int,
+    overrides: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Train the patient's next adapter version with ``overrides`` (the real worker), then
+    draft the eval sessions with domain + that adapter.
+
+    ``overrides["_item_opening_quotes"] = False`` (not a training setting) drafts those
+    sessions under the item rule before issue 17's second pass, which banned an opening
+    quotation mark as an item's first token: the old product, measured in the same run."""
+    from engine.training.runner import TrainingRun
+
+    overrides = dict(overrides or {})
+    quotes = bool(overrides.pop("_item_opening_quotes", True))
+    overrides = overrides or None
+    run = TrainingRun(store, patient_id, settings, overrides=overrides)
+    load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    started = time.perf_counter()
+    for _event in run.events():
+        pass
+    wall = time.perf_counter() - started
+    summary, card = run.summary, (run.result.card if run.result else {})
+    row: dict[str, Any] = {
+        "k": k,
+        "train_overrides": overrides,
+        "training": {
+            "wall_s": round(wall, 1),
+            "worker_train_s": summary.get("train_s"),
+            "worker_cpu_s": summary.get("cpu_s"),
+            "load_average_before": load_before,
+            "load_average_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+            "timings": summary.get("timings"),
+            "steps": summary.get("steps"),
+            "tokens": summary.get("tokens"),
+            "preference_steps": summary.get("preference_steps"),
+            "preference_pairs": summary.get("preference_pairs"),
+            "preference_pairs_used": summary.get("preference_pairs_used"),
+            "final_loss": summary.get("final_loss"),
+            "cpu_threads": summary.get("cpu_threads"),
+            "hyperparameters": summary.get("hyperparameters"),
+            "peak_rss_mb_max_over_workers_so_far": children_peak_rss_mb(),
+            "signals": {
+                s: card.get("signals", {}).get(s)
+                for s in ("notes_trained", "edits", "deletions", "added", "regenerations")
+            },
+            "domain_adapter": (card.get("domain_adapter") or {}).get("name"),
+        },
+    }
+    patient = store.load_patient(patient_id)
+    label = assistant.use_patient(patient, store)
+    notes, raw, margins = [], [], []
+    for question, domain_draft in zip(eval_q, domain_drafts, strict=True):
+        with item_opening_quotes(quotes):
+            draft, _ = generate(assistant, patient, question)
+        raw.append(draft.raw_output)
+        notes.append(policy.edit(draft, question))
+        # teacher-forced on the domain model's draft, as for the domain condition
+        margins.append(style_margins(assistant, patient, question, domain_draft, policy.homework))
+    row["item_opening_quotes"] = quotes
+    row["domain+patient"] = {
+        "model": label,
+        **measure(notes),
+        "style_margins": margins,
+        "drafts": raw,
+        "finals": [final_text(n) for n in notes],
+    }
+    row["patient_logit_effect"] = patient_logit_effect(assistant, patient, store)
+    return row
+
+
 def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: Any, topic: str):
     from engine.records import Note
-    from engine.training.runner import TrainingRun
 
     ks = sorted(args.k)
     max_k = ks[-1]
@@ -358,7 +464,15 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
     pid = store.create_patient(f"Learning bench {topic}").id
     saved: list[Note] = []
     gen_s: list[float] = []
-    for question in train_q:
+    cache = Path(args.sessions_cache) / f"{topic}-{max_k}.json" if args.sessions_cache else None
+    cached = json.loads(cache.read_text(encoding="utf-8")) if cache and cache.is_file() else None
+    for n, question in enumerate(train_q):
+        if cached is not None:  # a dev shortcut: the same greedy drafts as a fresh run
+            note = Note.model_validate(cached[n])
+            assert note.question == question
+            store.add_note(pid, note)
+            saved.append(note)
+            continue
         patient = store.load_patient(pid)
         assistant.use_patient(None)
         draft, seconds = generate(assistant, patient, question)
@@ -366,89 +480,83 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
         note = Note(question=question, analysis=policy.edit(draft, question))
         store.add_note(pid, note)
         saved.append(note)
+    if cache is not None and cached is None:
+        cache.write_text(json.dumps([n.model_dump(mode="json") for n in saved]), encoding="utf-8")
+    out["sessions_from_cache"] = cached is not None
     out["training_sessions"] = measure([n.analysis for n in saved])
-    out["training_sessions"]["generation_s_mean"] = round(sum(gen_s) / len(gen_s), 1)
+    out["training_sessions"]["generation_s_mean"] = (
+        round(sum(gen_s) / len(gen_s), 1) if gen_s else None
+    )
+    out["training_sessions"]["finals"] = [final_text(n.analysis) for n in saved]
+    out["training_sessions"]["items_opening_with_a_quote"] = opening_quote_items(
+        [n.analysis for n in saved]
+    )
 
+    recipes = args.recipes or {"": args.train_overrides}
     results = []
     for k in ks:
         patient_k = store.create_patient(f"Learning bench {topic} k={k}")
         for note in saved[:k]:
             store.add_note(patient_k.id, note.model_copy(deep=True))
-        run = TrainingRun(store, patient_k.id, settings, overrides=args.train_overrides)
-        load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-        started = time.perf_counter()
-        for _event in run.events():
-            pass
-        wall = time.perf_counter() - started
-        summary, card = run.summary, (run.result.card if run.result else {})
-        row: dict[str, Any] = {
-            "k": k,
-            "training": {
-                "wall_s": round(wall, 1),
-                "worker_train_s": summary.get("train_s"),
-                "worker_cpu_s": summary.get("cpu_s"),
-                "load_average_before": load_before,
-                "load_average_after": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
-                "timings": summary.get("timings"),
-                "steps": summary.get("steps"),
-                "preference_steps": summary.get("preference_steps"),
-                "preference_pairs": summary.get("preference_pairs"),
-                "preference_pairs_used": summary.get("preference_pairs_used"),
-                "final_loss": summary.get("final_loss"),
-                "cpu_threads": summary.get("cpu_threads"),
-                "peak_rss_mb_max_over_workers_so_far": children_peak_rss_mb(),
-                "signals": {
-                    s: card.get("signals", {}).get(s)
-                    for s in ("notes_trained", "edits", "deletions", "added", "regenerations")
-                },
-                "domain_adapter": (card.get("domain_adapter") or {}).get("name"),
-            },
-        }
         patient = store.load_patient(patient_k.id)
-        conditions: dict[str, list[AnalysisDraft]] = {"domain": [], "domain+patient": []}
-        labels: dict[str, str] = {}
-        raw: dict[str, list[str]] = {"domain": [], "domain+patient": []}
-        margins: dict[str, list[Any]] = {}
+        # The domain adapter alone: one set of drafts per k, shared by every recipe.
+        domain_label = assistant.use_patient(None)
         domain_drafts: list[AnalysisDraft] = []
-        for name in conditions:
-            labels[name] = assistant.use_patient(
-                None if name == "domain" else patient, None if name == "domain" else store
+        for question in eval_q:
+            draft, _ = generate(assistant, patient, question)
+            domain_drafts.append(draft)
+        domain_margins = [
+            style_margins(assistant, patient, q, d, policy.homework)
+            for q, d in zip(eval_q, domain_drafts, strict=True)
+        ]
+        for recipe, overrides in recipes.items():
+            row = train_and_compare(
+                args,
+                assistant,
+                store,
+                settings,
+                policy,
+                eval_q,
+                domain_drafts,
+                patient_k.id,
+                k,
+                overrides,
             )
-            margins[name] = []
-            for question in eval_q:
-                draft, _ = generate(assistant, patient, question)
-                raw[name].append(draft.raw_output)
-                conditions[name].append(policy.edit(draft, question))
-                # teacher-forced on the domain model's draft in both conditions
-                if name == "domain":
-                    domain_drafts.append(draft)
-                same = domain_drafts[len(margins[name])]
-                margins[name].append(
-                    style_margins(assistant, patient, question, same, policy.homework)
+            if recipe:
+                row["recipe"] = recipe
+            row["domain"] = {
+                "model": domain_label,
+                **measure([policy.edit(d, q) for d, q in zip(domain_drafts, eval_q, strict=True)]),
+                "style_margins": domain_margins,
+                "drafts": [d.raw_output for d in domain_drafts],
+                "items_opening_with_a_quote": opening_quote_items(domain_drafts),
+            }
+            patient_row = row.pop("domain+patient")
+            row["domain+patient"] = patient_row
+            row["drafts_differ"] = [
+                a != b for a, b in zip(row["domain"]["drafts"], patient_row["drafts"], strict=True)
+            ]
+            base, ours = row["domain"]["changed_share"], patient_row["changed_share"]
+            if base:
+                row["changed_share_reduction"] = round(1 - (ours or 0) / base, 4)
+            if row["domain"]["items_changed"]:
+                row["items_changed_reduction"] = round(
+                    1 - patient_row["items_changed"] / row["domain"]["items_changed"], 4
                 )
-        for name, notes in conditions.items():
-            row[name] = {"model": labels[name], **measure(notes)}
-            # per eval session: [log P(end reasons after 2) - log P("3"), homework log-prob]
-            row[name]["style_margins"] = margins[name]
-        row["drafts_differ"] = [a != b for a, b in zip(*raw.values(), strict=True)]
-        row["patient_logit_effect"] = patient_logit_effect(assistant, patient, store)
-        base, ours = row["domain"]["changed_share"], row["domain+patient"]["changed_share"]
-        if base:
-            row["changed_share_reduction"] = round(1 - (ours or 0) / base, 4)
-        base_d = row["domain"]["edit_distance_mean"]
-        if base_d:
-            row["edit_distance_reduction"] = round(
-                1 - row["domain+patient"]["edit_distance_mean"] / base_d, 4
-            )
-        if args.export_adapter and k == max_k:
-            from engine.training.versions import export_adapter
+            base_d = row["domain"]["edit_distance_mean"]
+            if base_d:
+                row["edit_distance_reduction"] = round(
+                    1 - patient_row["edit_distance_mean"] / base_d, 4
+                )
+            if args.export_adapter and k == max_k:
+                from engine.training.versions import export_adapter
 
-            target = Path(args.export_adapter) / topic
-            export_adapter(store, patient_k.id, target)
-            row["exported_to"] = str(target)
-        results.append(row)
-        assistant.use_patient(None)
-        print(json.dumps({"progress": topic, "k": k, "row": row}), file=sys.stderr, flush=True)
+                target = Path(args.export_adapter) / (f"{topic}-{recipe}" if recipe else topic)
+                export_adapter(store, patient_k.id, target)
+                row["exported_to"] = str(target)
+            results.append(row)
+            assistant.use_patient(None)
+            print(json.dumps({"progress": topic, "k": k, "row": row}), file=sys.stderr, flush=True)
     out["by_k"] = results
     return out
 
@@ -470,7 +578,19 @@ def main() -> None:
     parser.add_argument(
         "--device", default="cpu", help="cpu (the 2-core goal) or cuda (the GPU recipe: SFT + DPO)"
     )
+    parser.add_argument(
+        "--recipes",
+        type=json.loads,
+        default=None,
+        help="several recipes in one run, JSON {name: overrides}: each trains its own adapter "
+        "version on the same notes and is compared with the same domain drafts",
+    )
     parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument(
+        "--sessions-cache",
+        help="dev shortcut: keep the policy-edited training sessions (public CounselChat text "
+        "and the domain model's greedy drafts) in this folder and reuse them in later runs",
+    )
     args = parser.parse_args()
     args.k = [int(x) for x in args.k.split(",") if x.strip()]
 
@@ -514,6 +634,7 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "train_overrides": args.train_overrides,
         "device": args.device,
+        "recipes": args.recipes,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_end": " ".join(Path("/proc/loadavg").read_text().split()[:3]),

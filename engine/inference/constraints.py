@@ -88,6 +88,7 @@ def token_allowed(piece: bytes, lang: Lang) -> bool:
 
 
 _FULL_STOPS = tuple(m.encode() for m in ".!?。！？")
+_OPENING_QUOTES = ('"', "“", "「", "『")
 
 
 def _punct_only(piece: bytes) -> bool:
@@ -138,6 +139,9 @@ class Vocabulary:
     newline_ids: tuple[int, ...]  # tokens that contain a line break
     punct_ids: tuple[int, ...]  # tokens of nothing but punctuation and spaces
     full_stop_ids: tuple[int, ...]  # tokens that end a sentence (. ! ? 。 ！ ？)
+    # tokens that open a quotation and nothing else (`"`, ` "`, `“`, `「`): an item may start
+    # with one, as a reason quoting the client does
+    opening_quote_ids: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, tokenizer: Any) -> Vocabulary:
@@ -149,7 +153,12 @@ class Vocabulary:
             for i, p in enumerate(pieces)
             if p is not None and any(mark in p for mark in _FULL_STOPS)
         )
-        return cls(pieces, newline, punct, full_stop)
+        quotes = tuple(
+            i
+            for i, p in enumerate(pieces)
+            if p is not None and p.decode("utf-8", "ignore").strip(" ") in _OPENING_QUOTES
+        )
+        return cls(pieces, newline, punct, full_stop, quotes)
 
     def language_bias(self, lang: Lang) -> torch.Tensor:
         """0 for tokens allowed in ``lang`` (and special tokens), -inf for the rest."""

@@ -47,6 +47,11 @@ MIN_ITEM_TOKENS = {"en": 4, "zh": 8}
 # next is another item or the section's end (``StructuredDraft._more``), as it would continue
 # the layout it was trained on: a counselor who keeps two reasons teaches that.
 MIN_ITEMS = 2
+# Sections whose items may open with a quotation mark: a reason can be the client's own words,
+# quoted, as evidence (a counselor's style a patient adapter learns, issue 17). Advice speaks
+# to the client, and the label is a few words: there the mark stays banned as a first token,
+# as every other punctuation mark is everywhere (an item must not start with "(" or ".").
+QUOTING_SECTIONS = ("reasons",)
 
 _END = {"en": ".!?", "zh": "。！？"}
 _CLAUSE_CUT = re.compile(r"[,;:(\[，；：（、。.!?！？]")
@@ -104,12 +109,23 @@ def cut_item(text: str) -> str:
     return text[:lead] + head if sep else text
 
 
+_CLOSING = {'"': '"', "“": "”", "「": "」", "『": "』"}
+
+
 def finish_sentence(text: str, lang: Lang) -> str:
-    """What to append so the item ends as a sentence ("" when it already does)."""
+    """What to append so the item ends as a sentence ("" when it already does), and closes
+    the quotation it opened (an item that quotes the client stops after the quoted
+    sentence's full stop, before the closing mark)."""
     body = text.rstrip()
-    if not body or body[-1] in _END[lang] or body.endswith(("”", '"', "’", "」")):
+    if not body:
         return ""
-    return "。" if lang == "zh" else "."
+    tail = ""
+    if body[-1] not in _END[lang] and not body.endswith(("”", '"', "’", "」", "』")):
+        tail = "。" if lang == "zh" else "."
+    close = _CLOSING.get(body[0])
+    if close and (body.count(close) < 2 if close == '"' else close not in body):
+        tail += close
+    return tail
 
 
 def requested_language(comments: Iterable[str]) -> Lang | None:
@@ -292,12 +308,17 @@ class StructuredDraft:
         avoid: list[str] | None = None,
         first_banned: list[int] | None = None,
         min_tokens: int | None = None,
+        quote_first: bool = False,
     ) -> TokenConstraint:
         vocab = vocabulary(self.tokenizer)
         ends = (*vocab.newline_ids, *_eos(self.tokenizer))
+        punct = vocab.punct_ids
+        if quote_first:  # an item may open with a quotation mark (a reason quoting the client)
+            quotes = set(vocab.opening_quote_ids)
+            punct = tuple(i for i in punct if i not in quotes)
         return TokenConstraint(
             bias=language_bias(self.tokenizer, self.lang) if self.constrain else None,
-            first_banned=(*ends, *vocab.punct_ids, *(first_banned or [])),
+            first_banned=(*ends, *punct, *(first_banned or [])),
             end_ids=(*ends, *vocab.full_stop_ids),
             min_tokens=MIN_ITEM_TOKENS[self.lang] if min_tokens is None else min_tokens,
             avoid=tuple(
@@ -316,10 +337,12 @@ class StructuredDraft:
         hold: bool,
         avoid: list[str] | None = None,
         first_banned: list[int] | None = None,
+        quote_first: bool = False,
     ) -> Iterator[str]:
         """Generate one blank; yields its text (cut at the stop) unless ``hold`` (a label,
-        which has no minimum length)."""
-        constraint = self._constraint(avoid, first_banned, 0 if hold else None)
+        which has no minimum length). ``quote_first``: the blank may open with a quotation
+        mark (a reason quoting the client's words)."""
+        constraint = self._constraint(avoid, first_banned, 0 if hold else None, quote_first)
         run = self.run_segment(self._ids(), max_new, constraint, stop)
         got = ""
         sent = 0
@@ -437,7 +460,12 @@ class StructuredDraft:
             body = ""
             earlier = [i.text for i in (self.draft.symptom_type, *self.draft.reasons, *items)]
             for piece in self._segment(
-                ITEM_MAX_TOKENS[lang], item_done(lang), tally, hold=False, avoid=earlier
+                ITEM_MAX_TOKENS[lang],
+                item_done(lang),
+                tally,
+                hold=False,
+                avoid=earlier,
+                quote_first=section in QUOTING_SECTIONS,
             ):
                 if not body:
                     piece = piece.lstrip()
@@ -486,7 +514,13 @@ def write_item(
         yield drafter._label(tally)
     else:
         body = ""
-        for piece in drafter._segment(ITEM_MAX_TOKENS[lang], item_done(lang), tally, hold=False):
+        for piece in drafter._segment(
+            ITEM_MAX_TOKENS[lang],
+            item_done(lang),
+            tally,
+            hold=False,
+            quote_first=section in QUOTING_SECTIONS,
+        ):
             if not body:
                 piece = piece.lstrip()
             body += piece

@@ -58,6 +58,15 @@ CPU_LORA_TOP_SHARE = 0.5
 # follow the counselor (bench/learning.py; figures above).
 CPU_LEARNING_RATE = 1e-3
 CPU_PREFERENCE_LEARNING_RATE = 2e-4
+# The counselor's edits are the signal: on the CPU (SFT only, no preference step to carry the
+# edits) the answer lines they edited, added or left in place of a deleted model line weigh
+# this many times the model lines they kept (engine.training.data.edited_lines; the answer
+# tokens still average 1). With every token alike, ten policy-edited notes taught the label
+# but the counselor's two-reason, homework-last layout leaked (homework lines written as
+# reasons). bench/learning.py, depression (a dev topic), 10 notes, items the policy changes,
+# domain alone 16/21: weight 1 -> 12/23, 3 -> 10/20, 6 -> 9/19; with quoted reasons allowed
+# 8/20. On three fresh held-out topics 38 -> 30 items (-21 %, old recipe -16 %): bench/RESULTS.md.
+CPU_EDITED_LINE_WEIGHT = 6.0
 
 
 class Hyperparameters(BaseModel):
@@ -73,6 +82,10 @@ class Hyperparameters(BaseModel):
     # layer, so the top half costs about a third less per step (see CPU_LORA_TOP_SHARE).
     lora_layers: list[int] | None = None
     learning_rate: float = Field(2e-4, gt=0)
+    # Loss weight of the answer lines the counselor's edits made (edited, regenerated, added
+    # items, the label, the line standing where a model item was deleted) against 1 for the
+    # model's lines they left as written (engine.training.data.edited_lines).
+    edited_line_weight: float = Field(1.0, gt=0)
     max_grad_norm: float = Field(0.3, gt=0)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     lr_scheduler_type: str = "cosine"
@@ -164,6 +177,7 @@ def recipe_for(
         values["learning_rate"] = CPU_LEARNING_RATE
         values["preference_learning_rate"] = CPU_PREFERENCE_LEARNING_RATE
         values["preference_method"] = CPU_PREFERENCE_METHOD
+        values["edited_line_weight"] = CPU_EDITED_LINE_WEIGHT
         if n_layers and n_layers >= 4:
             first = n_layers - max(1, round(n_layers * CPU_LORA_TOP_SHARE))
             values["lora_layers"] = list(range(first, n_layers))

@@ -103,6 +103,52 @@ def final_answer(analysis: AnalysisDraft, lang: Lang) -> str:
 SIGNALS = ("edits", "deletions", "added", "regenerations", "choices")
 
 
+def _counselor_made(item: Item, drafted: bool) -> bool:
+    """Whether the counselor's hand shows in this kept item: edited, regenerated under their
+    comments, or written by them in a note the model drafted."""
+    if item.deleted or not item.text.strip():
+        return False
+    if item.draft is None:
+        return drafted
+    return item.edited or bool(item.regenerations)
+
+
+def edited_lines(analysis: AnalysisDraft) -> list[bool]:
+    """Per line of ``final_answer(analysis)``: does the counselor's edit show on it?
+
+    True for the label and every kept item the counselor edited, regenerated or added, and
+    for the line that now stands where they deleted a model item (the next item, the next
+    heading, or the last line when the deletion ended the answer): the model learns there to
+    stop or go on. Untouched model lines are False. In a note the counselor wrote by hand
+    (nothing drafted) nothing is marked: every line is theirs and none stands out."""
+    drafted = bool(analysis.raw_output.strip()) or any(
+        i.draft is not None
+        for i in [analysis.symptom_type, *analysis.reasons, *analysis.advice, *analysis.unplaced]
+    )
+    if not drafted:
+        return [False] * len(final_answer(analysis, "en").split("\n"))
+    flags = [_counselor_made(analysis.symptom_type, drafted)]
+    pending = False  # a deletion waiting for the line that takes its place
+    for section in (list(analysis.reasons), [*analysis.advice, *analysis.unplaced]):
+        kept = [i for i in section if not i.deleted and i.text.strip()]
+        if not kept:
+            pending = pending or any(i.deleted and (i.draft or "").strip() for i in section)
+            continue
+        flags.append(pending)  # the heading
+        pending = False
+        for item in section:
+            if item.deleted:
+                pending = pending or bool((item.draft or "").strip())
+                continue
+            if not item.text.strip():
+                continue
+            flags.append(pending or _counselor_made(item, drafted))
+            pending = False
+    if pending:
+        flags[-1] = True
+    return flags
+
+
 def _rejected_texts(item: Item) -> list[tuple[str, str | None]]:
     """``(signal, text)`` for each counselor signal on one item; text None = the item is absent
     from the rejected answer (a counselor-added item: the model's answer lacked it)."""
@@ -217,7 +263,9 @@ def build_training_data(patient: Patient, record_notes: int = TRAIN_RECORD_NOTES
         ):
             continue  # nothing saved yet: no answer to learn
         chosen = final_answer(a, lang)
-        data.sft.append({"prompt": prompt, "completion": [_assistant(chosen)]})
+        data.sft.append(
+            {"prompt": prompt, "completion": [_assistant(chosen)], "edited_lines": edited_lines(a)}
+        )
         row["trained"] = True
         for signal, rejected in _variants(a, lang):
             if rejected.strip() and rejected != chosen:

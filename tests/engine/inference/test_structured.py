@@ -300,3 +300,21 @@ def test_a_label_that_cleans_to_nothing_is_tried_again_with_its_start_banned() -
     assert drafter.draft.symptom_type.text == "Work-related anxiety disorder"
     assert ord("(") in script.calls[1][2].first_banned
     assert text.startswith("Symptom type: Work-related anxiety disorder\n")
+
+
+def test_a_reason_may_open_with_a_quotation_mark_and_the_engine_closes_it() -> None:
+    """Issue 17: a counselor who writes reasons as the client's quoted words trains an adapter
+    that opens a reason with a quotation mark; the item rule banned every punctuation token as
+    an item's first token, so the adapter could never write the quote. Opening marks are now
+    allowed for reasons (not for the label or advice, which speaks to the client), other
+    punctuation stays banned, and an item that stops after the quoted sentence's full stop
+    gets its closing mark."""
+    answers = [" Low mood", ' "I feel empty most days. More', " Isolation.", " Walk.", " Rest."]
+    drafter, _text, script = draft(answers, more=[False, False])
+    assert [i.text for i in drafter.draft.reasons] == ['"I feel empty most days."', "Isolation."]
+    blanks = [c[2] for c in script.calls if c[1] != 1]  # label, 2 reasons, 2 advice items
+    label, reason, advice = blanks[0], blanks[1], blanks[3]
+    assert ord('"') in label.first_banned  # a label still cannot start with one
+    assert ord('"') not in reason.first_banned and ord("“") not in reason.first_banned
+    assert ord("(") in reason.first_banned and ord(".") in reason.first_banned
+    assert ord('"') in advice.first_banned and ord("“") in advice.first_banned

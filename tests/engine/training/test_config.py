@@ -158,3 +158,23 @@ def test_a_patient_adapter_trains_in_the_precision_that_drafts():
         n_examples=10, n_tokens=5000, device="cuda", model_type="mixtral", quantized=True
     )
     assert qlora.load_in_4bit and qlora.optim.startswith("paged_adamw")
+
+
+def test_cpu_recipe_weighs_the_counselors_edited_lines():
+    """Issue 17: the CPU recipe (SFT only, no preference step) weighs the lines the counselor's
+    edits made above the model text they kept; the GPU recipe, whose preference step carries
+    the edits, keeps every answer token alike; an override still wins."""
+    from engine.training.config import CPU_EDITED_LINE_WEIGHT
+
+    cpu = recipe_for(n_examples=10, n_tokens=3600, device="cpu", model_type="llama", n_layers=30)
+    assert cpu.edited_line_weight == CPU_EDITED_LINE_WEIGHT > 1.0
+    gpu = recipe_for(n_examples=10, n_tokens=3600, device="cuda", model_type="llama", n_layers=30)
+    assert gpu.edited_line_weight == 1.0 == Hyperparameters().edited_line_weight
+    plain = recipe_for(
+        n_examples=10,
+        n_tokens=3600,
+        device="cpu",
+        model_type="llama",
+        overrides={"edited_line_weight": 1.0},
+    )
+    assert plain.edited_line_weight == 1.0
