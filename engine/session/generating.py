@@ -16,6 +16,21 @@ if TYPE_CHECKING:
     from engine.records import AnalysisDraft, ChatMessage, Patient
 
 
+def _check_quotes(outcome: AnalysisOutcome, patient: Patient, question: str) -> AnalysisOutcome:
+    """Say where a quoted reason's words are not the statement's (``engine.inference.quotes``)."""
+    from dataclasses import replace
+
+    from engine.inference.quotes import quote_caveats
+
+    if outcome.draft is None:
+        return outcome
+    earlier = [(f"{n.created:%Y-%m-%d}", n.question) for n in patient.notes]
+    lines = quote_caveats(outcome.draft, question, earlier)
+    if not lines:
+        return outcome
+    return replace(outcome, caveat=" ".join(filter(None, [outcome.caveat, *lines])))
+
+
 class GenerationRuns:
     """Run-making methods of :class:`~engine.session.Session` (a base of it; the Session
     provides ``_loader``; a Run waits for the model and picks the patient's adapter)."""
@@ -38,7 +53,7 @@ class GenerationRuns:
             kind,
             patient,
             lambda model, cancel: model.stream_analysis(patient, question, cancel=cancel, **extra),
-            self._parse_draft,
+            lambda base: _check_quotes(self._parse_draft(base), patient, question),
         )
 
     def _parse_draft(self, base: Outcome) -> AnalysisOutcome:

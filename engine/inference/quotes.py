@@ -1,0 +1,87 @@
+"""Where a quoted reason's words come from: this statement, an earlier note, or nowhere.
+
+A reason may quote the client as evidence (a counselor's habit that a patient adapter learns,
+issue 17). A patient adapter trained on a few notes sometimes quotes a sentence of an earlier
+note from the record instead of the statement being analysed, which reads as this session's
+evidence. The engine checks every quoted reason against the statement and the earlier notes
+and says where a quote does not come from the statement (the outcome's caveat); the items
+themselves stay as the model wrote them (they are the model's side of the preference pair).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable
+from difflib import SequenceMatcher
+from itertools import pairwise
+
+from engine.records import AnalysisDraft
+
+CLOSING = {'"': '"', "“": "”", "「": "」", "『": "』"}
+_EDGES = " \t\n.,;:!?。，；：！？…\"“”「」『』'‘’"
+_MIN_CHARS = 6  # shorter quotes ("no", "我不行") are too common to place
+
+
+def quoted_words(text: str) -> str | None:
+    """The words of a reason that opens with a quotation mark (up to its closing mark)."""
+    text = text.lstrip()
+    if not text or text[0] not in CLOSING:
+        return None
+    end = text.find(CLOSING[text[0]], 1)
+    return text[1:end] if end > 0 else text[1:]
+
+
+def _canonical(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = text.replace("“", '"').replace("”", '"').replace("‘", "'").replace("’", "'")
+    return re.sub(r"\s+", " ", text).strip(_EDGES)
+
+
+def quote_caveats(
+    draft: AnalysisDraft, statement: str, earlier: Iterable[tuple[str, str]]
+) -> list[str]:
+    """One line per quoted reason whose words are not in ``statement``.
+
+    ``earlier``: (date, question) of the patient's earlier notes, oldest first.
+    """
+    here = _canonical(statement)
+    notes = [(date, _canonical(question)) for date, question in earlier]
+    lines = []
+    for n, item in enumerate((i for i in draft.reasons if not i.deleted), 1):
+        words = quoted_words(item.text)
+        quote = _canonical(words or "")
+        if len(quote) < _MIN_CHARS or quote in here:
+            continue
+        if _close_to(quote, here):
+            lines.append(f"Reason {n} quotes this statement, but not word for word.")
+            continue
+        exact = next((date for date, question in reversed(notes) if quote in question), None)
+        close = next(
+            (date for date, question in reversed(notes) if _close_to(quote, question)), None
+        )
+        if exact is not None:
+            lines.append(f"Reason {n} quotes the note of {exact}, not this statement.")
+        elif close is not None:
+            lines.append(
+                f"Reason {n} quotes the note of {close} (not word for word), not this statement."
+            )
+        else:
+            lines.append(f"Reason {n} quotes words that are not in this statement.")
+    return lines
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s*")
+_CLOSE = 0.85  # difflib ratio: a changed tense or word, not another sentence
+
+
+def _close_to(quote: str, text: str) -> bool:
+    """Whether ``quote`` is nearly one of ``text``'s sentences (or runs of two of them)."""
+    sentences = [s.strip(_EDGES) for s in _SENTENCE_END.split(text) if s.strip(_EDGES)]
+    spans = sentences + [f"{a} {b}" for a, b in pairwise(sentences)]
+    for span in spans:
+        m = SequenceMatcher(None, quote, span, autojunk=False)
+        # the cheap upper bounds first: a long record has hundreds of sentences
+        if m.real_quick_ratio() >= _CLOSE and m.quick_ratio() >= _CLOSE and m.ratio() >= _CLOSE:
+            return True
+    return False
