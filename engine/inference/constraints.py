@@ -25,6 +25,7 @@ import torch
 from transformers import LogitsProcessor
 
 from engine.inference.prompts import Lang
+from engine.inference.quotes import OPENING_QUOTES
 
 # Lead bytes of UTF-8 sequences whose characters Chinese text uses: U+2000-2FFF (general
 # punctuation “ ” — …), U+3000-9FFF (CJK punctuation, ideographs), U+FF00-FFEF (full width).
@@ -88,7 +89,6 @@ def token_allowed(piece: bytes, lang: Lang) -> bool:
 
 
 _FULL_STOPS = tuple(m.encode() for m in ".!?。！？")
-_OPENING_QUOTES = ('"', "“", "「", "『")
 
 
 def _punct_only(piece: bytes) -> bool:
@@ -156,7 +156,7 @@ class Vocabulary:
         quotes = tuple(
             i
             for i, p in enumerate(pieces)
-            if p is not None and p.decode("utf-8", "ignore").strip(" ") in _OPENING_QUOTES
+            if p is not None and p.decode("utf-8", "ignore").strip(" ") in OPENING_QUOTES
         )
         return cls(pieces, newline, punct, full_stop, quotes)
 

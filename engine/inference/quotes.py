@@ -18,7 +18,10 @@ from itertools import pairwise
 
 from engine.records import AnalysisDraft
 
+# The quotation marks a reason may open with, and the mark that closes each (the drafting rule
+# in ``structured`` and ``constraints`` and the check here read the same table).
 CLOSING = {'"': '"', "“": "”", "「": "」", "『": "』"}
+OPENING_QUOTES = tuple(CLOSING)
 _EDGES = " \t\n.,;:!?。，；：！？…\"“”「」『』'‘’"
 _MIN_CHARS = 6  # shorter quotes ("no", "我不行") are too common to place
 

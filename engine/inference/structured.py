@@ -25,6 +25,7 @@ from typing import Any
 from engine.inference.constraints import TokenConstraint, language_bias, vocabulary
 from engine.inference.generation import GenerationRun
 from engine.inference.prompts import SECTION_TITLES, Lang
+from engine.inference.quotes import CLOSING
 from engine.inference.stream import GenerationStats
 from engine.records import AnalysisDraft, Item
 from engine.trust.risk import RiskFlag, assess
@@ -109,9 +110,6 @@ def cut_item(text: str) -> str:
     return text[:lead] + head if sep else text
 
 
-_CLOSING = {'"': '"', "“": "”", "「": "」", "『": "』"}
-
-
 def finish_sentence(text: str, lang: Lang) -> str:
     """What to append so the item ends as a sentence ("" when it already does), and closes
     the quotation it opened (an item that quotes the client stops after the quoted
@@ -122,7 +120,7 @@ def finish_sentence(text: str, lang: Lang) -> str:
     tail = ""
     if body[-1] not in _END[lang] and not body.endswith(("”", '"', "’", "」", "』")):
         tail = "。" if lang == "zh" else "."
-    close = _CLOSING.get(body[0])
+    close = CLOSING.get(body[0])
     if close and (body.count(close) < 2 if close == '"' else close not in body):
         tail += close
     return tail

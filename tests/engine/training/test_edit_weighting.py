@@ -4,7 +4,7 @@ Issue 17: a patient adapter trained with every answer token alike learned the co
 label but not their reasons; most of each note's answer is model text the counselor kept, so
 the lines they wrote were a small share of the loss. ``data.edited_lines`` marks the lines the
 counselor's hand shows on and the worker weighs their tokens ``hp.edited_line_weight`` times
-the others (``worker.line_token_weights``, ``EditWeightedSFTTrainer``)."""
+the others (``edit_weights.line_token_weights``, ``EditWeightedSFTTrainer``)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ def _example(tokenizer):
 def test_token_weights_follow_the_answer_lines(embedded_model_dir):
     from transformers import AutoTokenizer
 
-    from engine.training.worker import line_token_weights
+    from engine.training.edit_weights import line_token_weights
 
     tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir, local_files_only=True)
     note, _prompt, _answer, ids, labels = _example(tokenizer)
@@ -173,7 +173,7 @@ def test_the_training_loss_weighs_the_edited_lines(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.training.worker import line_token_weights
+    from engine.training.edit_weights import line_token_weights
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     note, prompt, answer, ids, labels = _example(tokenizer)
