@@ -233,8 +233,10 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         await insert_cited_point(self, message.text, message.citation)
 
     def action_focus_search(self) -> None:
+        # set_focus at once (``focus()`` waits for a refresh): a name typed right behind
+        # Ctrl+F goes to the search box, not to the list that had focus.
         self.patients.display = True
-        self.query_one("#search", Input).focus()
+        self.set_focus(self.query_one("#search", Input))
 
     def action_toggle_patients(self) -> None:
         self.patients.display = not self.patients.display

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -87,6 +89,18 @@ class PatientList(OptionList):
         self.highlighted = self.names.index(name)
 
 
+class PatientSearch(Input):
+    """The search box. Enter opens the first (or highlighted) match before the keys typed
+    behind it are handled (see ``PatientsPane.open_search_result``)."""
+
+    async def action_submit(self) -> None:
+        pane = next((a for a in self.ancestors if isinstance(a, PatientsPane)), None)
+        if pane is None:
+            await super().action_submit()
+        else:
+            await pane.open_search_result()
+
+
 class PatientsPane(Vertical):
     """Search box over the list. Search runs in a worker after a short pause in typing."""
 
@@ -104,10 +118,9 @@ class PatientsPane(Vertical):
         self._search_timer: Timer | None = None
         self._initial = patients
         self._shown_query = ""  # the search whose result the list shows
-        self._open_when_listed = False  # Enter came before the search's result
 
     def compose(self) -> ComposeResult:
-        yield Input(placeholder="Search patients", id="search")
+        yield PatientSearch(placeholder="Search patients", id="search")
         yield PatientList(self._initial or [], id="patient-list")
         yield Label(f"{ADAPTER_MARK} = own adapter", id="patients-hint")
 
@@ -145,32 +158,31 @@ class PatientsPane(Vertical):
             self._search_timer.stop()
         self._search_timer = self.set_timer(self.SEARCH_DELAY_S, self.refresh_list)
 
-    @on(Input.Submitted, "#search")
-    def _search_submitted(self) -> None:
+    async def open_search_result(self) -> None:
         """Enter in the search opens the first (or highlighted) match: one Enter, not two.
 
-        If the list does not show this search's result yet, it opens once it does.
+        Awaited in key order, like Enter on the list (``PatientList.action_open_patient``):
+        F3 and a statement typed right behind Enter (one burst over SSH) reach the new
+        patient's statement, not a view the later switch empties. A search whose result
+        the list does not show yet runs now rather than after the typing pause.
         """
         if self._search_timer is not None:
             self._search_timer.stop()
             self._search_timer = None
-        if self._shown_query != self.search_text:
-            self._open_when_listed = True
-            self.refresh_list()
-            return
-        self._open_highlighted()
-
-    def _open_highlighted(self) -> None:
-        self._open_when_listed = False
+        query = self.search_text
+        if self._shown_query != query:
+            patients = await asyncio.to_thread(self.app.session.list_patients, query)
+            if query != self.search_text:
+                return
+            self.query_one(PatientList).show(patients, keep=self.highlighted_id)
+            self._shown_query = query
         listing = self.query_one(PatientList)
         if not listing.option_count:
             self.notify("No patient matches the search.", severity="warning")
             return
         listing.highlighted = listing.highlighted or 0
-        listing.focus()
-        summary = listing.highlighted_summary
-        if summary is not None:
-            self.post_message(PatientChosen(summary.id))
+        self.screen.set_focus(listing)
+        await listing.action_open_patient()
 
     @on(PatientsListed)
     def _listed(self, message: PatientsListed) -> None:
@@ -180,8 +192,6 @@ class PatientsPane(Vertical):
         self.query_one(PatientList).show(message.patients, keep=self.highlighted_id)
         self._shown_query = message.query
         self._list_shown()
-        if self._open_when_listed:
-            self._open_highlighted()
 
     def _list_shown(self) -> None:
         shown = getattr(self.app, "patient_list_shown", None)

@@ -104,3 +104,27 @@ async def test_letters_typed_on_as_the_offer_appears_are_text_not_answers(
         await wait_for(pilot, lambda: offer._typing_until < time.monotonic(), timeout=10)
         await pilot.press("escape")  # now a key answers: later
         await wait_for(pilot, lambda: app.screen is not offer)
+
+
+async def test_search_enter_f3_and_statement_in_one_burst(make_app, vault):
+    """Ctrl+F, a name, Enter, F3 and the statement in one burst (SSH delivers keys in bursts):
+    the patient found opens, and every later character lands in the statement, none in the
+    search box."""
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_workspace(pilot)
+        send_burst(
+            app,
+            [
+                ("ctrl+f", None),
+                *_chars("Li"),
+                ("enter", "\r"),
+                ("f3", None),
+                *_chars("typed in one go"),
+            ],
+        )
+        await wait_for(pilot, lambda: screen.patient is not None and screen.patient.name == "Li")
+        await pilot.pause(0.5)
+        assert screen.query_one("#search").value == "Li"
+        assert screen.analysis.question == "typed in one go"
+        assert app.focused is not None and app.focused.id == "question"
