@@ -62,6 +62,8 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_e", "zh_e", "zh_i"), "test"),
     # written before any change of the session that added them, measured with --split test
     **dict.fromkeys(("en_k", "zh_k"), "fresh"),
+    # fourth round: social-media-style posts, written before any change of that round
+    **dict.fromkeys(("en_p", "zh_p"), "fresh4"),
 }
 
 
@@ -607,6 +609,15 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
                     [predict(r["text"]) for r in part if r["label"]]
                 )
                 res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
+                    [predict(r["text"]) for r in part if not r["label"]]
+                )
+            posts = written("fresh4")
+            for lang in ("en", "zh", "all"):
+                part = [r for r in posts if lang in ("all", r["lang"])]
+                res[f"fresh4_posts_{lang}_recall"] = _rate(
+                    [predict(r["text"]) for r in part if r["label"]]
+                )
+                res[f"fresh4_posts_{lang}_hard_negatives_flagged"] = _rate(
                     [predict(r["text"]) for r in part if not r["label"]]
                 )
             cases = fixture_cases(HELDOUT)
