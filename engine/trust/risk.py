@@ -22,6 +22,7 @@ Idioms are excluded ("I'd kill for a coffee", "die of embarrassment", "想死你
 from __future__ import annotations
 
 import importlib.resources
+import itertools
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -190,7 +191,73 @@ def _about_someone_else(rule: _Rule, text: str, start: int, end: int) -> bool:
     for m in _SENTENCE_BREAK.finditer(text, s, start):
         s = m.end()
     found = list(person.finditer(text, s, start))
-    return bool(found) and found[-1].group("other") is not None
+    if _bereaved(rule.lang, text, start, end, mine=bool(found and found[-1].group("me"))):
+        return True
+    if found:
+        if found[-1].group("other") is not None:
+            return True
+        pronoun = found[-1] if found[-1].group("pronoun") else None
+    else:  # "Threatened to kill herself again": the reflexive is the only person
+        pronoun = _REFLEXIVE[rule.lang].search(text, start, end) if rule.lang == "en" else None
+    return pronoun is not None and _refers_to_someone_else(rule.lang, text, pronoun)
+
+
+def _bereaved(lang: str, text: str, start: int, end: int, *, mine: bool) -> bool:
+    """A death by suicide the writer lost someone to ("I lost my brother to suicide", "the
+    loss of someone I love to suicide", "died by suicide", "自杀去世"): grief, not the
+    writer's own risk. ``mine``: the nearest person before is the writer ("我差点自杀身亡"),
+    which only the words before the match can overrule ("the loss of someone I love to")."""
+    before = text[max(0, start - 80) : start]
+    if lang == "en" and _BEREAVED_BEFORE.search(before):
+        return True
+    return not mine and _BEREAVED_AFTER[lang].match(text, end, min(len(text), end + 20)) is not None
+
+
+def _refers_to_someone_else(lang: str, text: str, pronoun: re.Match[str]) -> bool:
+    """Whether ``pronoun`` ("she", "他") means a relation named earlier in a first-person
+    post rather than the client of a counselor's note: the text says I / 我 and reads as no
+    note (no "client", 来访者), and the nearest earlier person of a matching gender is a
+    relation or a generic person ("the mother of my daughter ... she has threatened to kill
+    herself"). A note in the third person ("She says she doesn't want to live") keeps it."""
+    word = pronoun.group(0)
+    if _NOTE_VOICE.search(text) or not _FIRST[lang].search(text):
+        return False
+    if lang == "en" and word.lower() in ("client", "patient", "pt"):
+        return False
+    she, he = (_GENDER_WORD[lang][g].search(word) is not None for g in ("she", "he"))
+    for m in reversed(
+        list(_PERSON[lang].finditer(text, max(0, pronoun.start() - 1500), pronoun.start()))
+    ):
+        other = m.group("other")
+        if other is None:
+            continue
+        female = _GENDER[lang]["female"].search(other) is not None
+        male = _GENDER[lang]["male"].search(other) is not None
+        if (she and male and not female) or (he and female and not male):
+            continue  # "my dad ... she": not that one
+        return True
+    return False
+
+
+_NOTE_VOICE = re.compile(_THIRD["note_voice"], re.I)
+_FIRST = {"en": re.compile(_THIRD["en_first"], re.I), "zh": re.compile(_THIRD["zh_first"])}
+_REFLEXIVE = {"en": re.compile(_THIRD["en_reflexive"], re.I)}
+_BEREAVED_BEFORE = re.compile(_THIRD["en_bereaved_before"], re.I)
+_BEREAVED_AFTER = {
+    "en": re.compile(_THIRD["en_bereaved_after"], re.I),
+    "zh": re.compile(_THIRD["zh_bereaved_after"]),
+}
+_GENDER = {
+    lang: {
+        g: re.compile(_THIRD[f"{lang}_{g}"], re.I if lang == "en" else 0)
+        for g in ("female", "male")
+    }
+    for lang in ("en", "zh")
+}
+_GENDER_WORD = {
+    lang: {g: re.compile(_THIRD[f"{lang}_{g}"], re.I if lang == "en" else 0) for g in ("she", "he")}
+    for lang in ("en", "zh")
+}
 
 
 def _sentence_span(text: str, start: int, end: int, limit: int = 240) -> tuple[int, int]:
@@ -290,6 +357,10 @@ def _classifier_flags(
         _CLASSIFIER_ERROR = f"risk classifier unavailable: {exc}"
         return []
     _CLASSIFIER_ERROR = None
+    hits = [
+        hit and not _scored_about_someone_else(clf, text, s, e)
+        for (s, e), hit in zip(spans, hits, strict=True)
+    ]
     return [
         RiskFlag(
             category="suicide_self_harm",
@@ -305,6 +376,32 @@ def _classifier_flags(
         for (s, e), hit in zip(spans, hits, strict=True)
         if hit
     ]
+
+
+_CLAUSE = re.compile(r"[,，、;；:：]+|\s+-+\s+")
+
+
+def _scored_about_someone_else(clf: Any, text: str, start: int, end: int) -> bool:
+    """Whether the part of a flagged sentence that the classifier reacts to is about someone
+    else ("My little brother has been cutting his arms, what do I do?"): the clause scoring
+    highest (the sentence itself when it has one) holds no first person, and its first person
+    is a relation or a pronoun resolved to one (as for the rules)."""
+    from engine.trust.risk_classifier import is_chinese
+
+    cuts = [start, *(m.end() for m in _CLAUSE.finditer(text, start, end)), end]
+    clauses = [(a, b) for a, b in itertools.pairwise(cuts) if text[a:b].strip()]
+    if len(clauses) > 1:
+        scores = clf.scores([text[a:b] for a, b in clauses])
+        start, end = clauses[int(scores.argmax())]
+    lang = "zh" if is_chinese(text[start:end]) else "en"
+    if not _no_first_person(lang, text, start, end):  # "my" of "my brother" is not the writer
+        return False
+    first = _PERSON[lang].search(text, start, end)
+    if first is None:
+        return False
+    if first.group("other") is not None:
+        return True
+    return first.group("pronoun") is not None and _refers_to_someone_else(lang, text, first)
 
 
 def assess_rules(text: str) -> list[RiskFlag]:

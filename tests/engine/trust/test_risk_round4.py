@@ -1,0 +1,123 @@
+"""Issue 18 item 8, fourth round: the false flags read on dev no-disorder posts (IMHI *val* and
+*train* DR / dreaddit / SAD, Irf dev posts without risk) and the fixes that generalise.
+
+* A pronoun in a first-person post means the person named before it, not the writer: "The
+  mother of my daughter ... she has threatened to kill herself" (a DR val post). A counselor's
+  third-person note about the client ("She says she has thought about killing herself", or one
+  that names the client) still flags.
+* Bereavement is not the writer's risk: "the loss of someone I love to suicide", "I lost my
+  brother to suicide", "他去年自杀身亡".
+* Idioms: "cutting myself off", "cut myself some slack", "burnt myself out", "$200 off
+  myself", "I was going to die young" (a belief, not a wish).
+* Someone else cutting ("my brother has been cutting his arms") does not flag; the client's
+  own ("I've been cutting my arms") does.
+
+Every sentence here is written for the test (dev-like, never a test-split sentence).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.trust.risk import assess, assess_rules
+
+S = "suicide_self_harm"
+
+
+def suicide_flags(text: str, rules_only: bool = False):
+    flags = assess_rules(text) if rules_only else assess(text)
+    return [f for f in flags if f.category == S]
+
+
+SOMEONE_ELSE_BY_PRONOUN = [
+    "My mum is struggling since the divorce. Last night she threatened to kill herself again "
+    "and I didn't know what to say.",
+    "The mother of my kids drinks a lot. Sometimes she says she will kill herself if I leave.",
+    "I found a note in my brother's room. He has been cutting again and I'm scared for him.",
+    "我妈妈最近情绪很差。昨天她又说不想活了，我不知道该怎么办。",
+    "我哥失业以后一直很消沉，他说他想过自杀，我很担心他。",
+]
+
+STILL_THE_CLIENT = [
+    # a counselor's note in the third person: nobody says "I"
+    "She says she has thought about killing herself since her mother died.",
+    "Her mother died in March. She says she has thought about suicide.",
+    # a note that names the client keeps the pronoun the client's, even with a relation before
+    "Client's father left in May. He says he has been cutting again.",
+    # "she" cannot be the dad named before it
+    "My dad left when I was ten. She says she wants to kill herself. - note about my client",
+    # the writer's own risk beside a relation
+    "My mom doesn't know that I want to kill myself.",
+    "I asked her how she was and she said she has thought about killing herself.",
+    "她说她上个月试过自杀。",
+]
+
+
+@pytest.mark.parametrize("text", SOMEONE_ELSE_BY_PRONOUN)
+def test_a_pronoun_for_a_named_relation_is_not_the_writer(text):
+    assert not suicide_flags(text, rules_only=True), text
+
+
+@pytest.mark.parametrize("text", STILL_THE_CLIENT)
+def test_the_client_in_the_third_person_still_flags(text):
+    assert suicide_flags(text, rules_only=True), text
+
+
+BEREAVED = [
+    "I have been lucky that I have not suffered the loss of someone I love to suicide.",
+    "I lost my older brother to suicide three years ago and the anniversary is hard.",
+    "My uncle died by suicide when I was twelve.",
+    "Our group is for people coping with suicide loss.",
+    "他去年自杀身亡，我到现在都走不出来。",
+]
+
+NOT_BEREAVED = [
+    "I lost my job and now I keep thinking about suicide.",
+    "Since I lost her I have been thinking about killing myself.",
+    "我差点自杀身亡，是室友救了我。",
+]
+
+
+@pytest.mark.parametrize("text", BEREAVED)
+def test_bereavement_is_not_the_writers_risk(text):
+    assert not suicide_flags(text, rules_only=True), text
+
+
+@pytest.mark.parametrize("text", NOT_BEREAVED)
+def test_the_writers_own_risk_beside_a_loss_still_flags(text):
+    assert suicide_flags(text, rules_only=True), text
+
+
+IDIOMS = [
+    "I've been cutting myself off from social media until my exams are over.",
+    "My therapist says I need to cut myself some slack.",
+    "I totally burnt myself out at work this quarter.",
+    "I paid $200 off myself and my parents covered the rest.",
+    "As a kid I had the weird idea that I was going to die young.",
+    "During the panic attack I honestly thought I was going to die.",
+]
+
+
+@pytest.mark.parametrize("text", IDIOMS)
+def test_idioms_do_not_flag(text):
+    assert not suicide_flags(text, rules_only=True), text
+
+
+IDIOM_NEIGHBOURS = [
+    "I've been cutting myself again.",
+    "I burnt myself with a lighter last night.",
+    "I'm going to off myself.",
+    "I want to die.",
+    "I'm going to die tonight by my own hand.",
+]
+
+
+@pytest.mark.parametrize("text", IDIOM_NEIGHBOURS)
+def test_the_literal_forms_still_flag(text):
+    assert suicide_flags(text, rules_only=True), text
+
+
+def test_someone_else_cutting_their_arms_is_not_flagged_and_the_clients_own_is():
+    assert not suicide_flags("My little brother has been cutting his arms, what do I do?")
+    mine = suicide_flags("I've been cutting my arms again.")
+    assert mine and "cutting my arms" in mine[0].evidence
