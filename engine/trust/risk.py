@@ -229,8 +229,8 @@ def _refers_to_someone_else(lang: str, text: str, pronoun: re.Match[str]) -> boo
         list(_PERSON[lang].finditer(text, max(0, pronoun.start() - 1500), pronoun.start()))
     ):
         other = m.group("other")
-        if other is None:
-            continue
+        if other is None or (lang == "en" and _GENERIC.match(other)):
+            continue  # "treat someone so bad that they want to kill themselves": the writer
         female = _GENDER[lang]["female"].search(other) is not None
         male = _GENDER[lang]["male"].search(other) is not None
         if (she and male and not female) or (he and female and not male):
@@ -240,6 +240,7 @@ def _refers_to_someone_else(lang: str, text: str, pronoun: re.Match[str]) -> boo
 
 
 _NOTE_VOICE = re.compile(_THIRD["note_voice"], re.I)
+_GENERIC = re.compile(_THIRD["en_generic"], re.I)
 _FIRST = {"en": re.compile(_THIRD["en_first"], re.I), "zh": re.compile(_THIRD["zh_first"])}
 _REFLEXIVE = {"en": re.compile(_THIRD["en_reflexive"], re.I)}
 _BEREAVED_BEFORE = re.compile(_THIRD["en_bereaved_before"], re.I)

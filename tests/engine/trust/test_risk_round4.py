@@ -50,6 +50,11 @@ STILL_THE_CLIENT = [
     "My mom doesn't know that I want to kill myself.",
     "I asked her how she was and she said she has thought about killing herself.",
     "她说她上个月试过自杀。",
+    # a generic "someone ... they" is the writer speaking of themself (an Irf val post)
+    "Time to show everyone what happens when you treat someone so badly that they want to "
+    "kill themselves. I'm done.",
+    # "ive" (no apostrophe) is the writer too
+    "My sister says the school counsellors got fired and now ive fallen back into self harm.",
 ]
 
 
