@@ -126,3 +126,44 @@ def test_someone_else_cutting_their_arms_is_not_flagged_and_the_clients_own_is()
     assert not suicide_flags("My little brother has been cutting his arms, what do I do?")
     mine = suicide_flags("I've been cutting my arms again.")
     assert mine and "cutting my arms" in mine[0].evidence
+
+
+# Phrasings the rules missed on dev (Irf dev risk posts, zh_n), written anew for this test,
+# each with the words the flag must quote.
+NEW_REACH = [
+    ("Honestly why not end it now before things get worse.", "end it now"),
+    ("I don't want to be here any more.", "be here any more"),
+    ("Most days I just can't be here anymore.", "can't be here anymore"),
+    ("I don't want to have to exist anymore.", "exist"),
+    ("Lately I'm thinking a lot about dying.", "about dying"),
+    ("Every morning on the motorway I hope I get hit by a lorry.", "hope I get hit"),
+    ("Last night I slit the skin of my forearm again.", "my forearm"),
+    ("我只想睡过去，永远别醒。", "永远别醒"),
+    ("这个世界少了我一个也不会怎样。", "少了我一个"),
+    ("我好羡慕那些出车祸就这么走了的人。", "车祸"),
+    ("我又偷偷囤了一盒安眠药。", "安眠药"),
+    ("要是哪天我不见了，你们别来找我。", "别来找我"),
+]
+
+
+@pytest.mark.parametrize(("text", "words"), NEW_REACH)
+def test_new_phrasings_flag_with_the_words_quoted(text, words):
+    flags = suicide_flags(text, rules_only=True)
+    assert flags, text
+    assert flags[0].evidence == text.strip()
+    assert words in text[flags[0].phrase_start : flags[0].phrase_end], flags[0]
+
+
+NEW_REACH_NEIGHBOURS = [
+    "I'm not thinking about dying, I'm thinking about my exams.",
+    "I hope I get hired by that firm.",
+    "I sliced my finger chopping onions.",
+    "Why not go out for dinner tonight?",
+    "他昨天出车祸走了，我到现在都不敢相信。",
+    "我不见了一支笔，你们有谁看到吗？",
+]
+
+
+@pytest.mark.parametrize("text", NEW_REACH_NEIGHBOURS)
+def test_new_phrasings_leave_their_neighbours_alone(text):
+    assert not suicide_flags(text, rules_only=True), text
