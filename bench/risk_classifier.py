@@ -58,7 +58,7 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_a", "en_b", "en_c", "en_f", "en_g", "en_h"), "train"),
     **dict.fromkeys(("zh_a", "zh_b", "zh_c", "zh_f", "zh_g", "zh_j", "en_i"), "train"),
     **dict.fromkeys(("en_l", "zh_l"), "train"),
-    **dict.fromkeys(("en_d", "zh_d", "zh_h", "zh_m", "zh_n"), "dev"),
+    **dict.fromkeys(("en_d", "zh_d", "zh_h", "zh_m", "zh_n", "en_q", "zh_q"), "dev"),
     **dict.fromkeys(("en_e", "zh_e", "zh_i"), "test"),
     # written before any change of the session that added them, measured with --split test
     **dict.fromkeys(("en_k", "zh_k"), "fresh"),

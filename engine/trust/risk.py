@@ -261,6 +261,31 @@ _GENDER_WORD = {
 }
 
 
+_RECOVERED = _THIRD["past_recovered"]
+_PAST = {
+    "en": re.compile(_RECOVERED["en_past"], re.I),
+    "zh": re.compile(_RECOVERED["zh_past"]),
+}
+_NOW_WELL = {
+    "en": re.compile(_RECOVERED["en_recovered"], re.I),
+    "zh": re.compile(_RECOVERED["zh_recovered"]),
+}
+_BACK = {"en": re.compile(_RECOVERED["en_back"], re.I), "zh": re.compile(_RECOVERED["zh_back"])}
+
+
+def _past_and_recovered(lang: str, text: str, start: int, end: int) -> bool:
+    """History, not current risk: the match's sentence is set in the distant past ("I was
+    suicidal in my early twenties", 前几年我也想过轻生), the text says the writer is well now
+    ("I'm 45 now, happily married", 现在走出来了) and nothing says it came back ("again",
+    "lately", 又, 最近)."""
+    a, b = _sentence_span(text, start, end)
+    return (
+        _PAST[lang].search(text, a, b) is not None
+        and _NOW_WELL[lang].search(text) is not None
+        and _BACK[lang].search(text) is None
+    )
+
+
 def _sentence_span(text: str, start: int, end: int, limit: int = 240) -> tuple[int, int]:
     """The sentence around ``[start, end)``, trimmed of blanks and capped at ``limit``."""
     lo = max(0, start - limit)
@@ -432,6 +457,12 @@ def _rule_pass(text: str) -> tuple[list[RiskFlag], list[tuple[int, int]]]:
                 if rule.category == "suicide_self_harm":
                     a, b = _sentence_span(view, m.start(), m.end())
                     denied.append((at(a), at(b)))
+                continue
+            if rule.category == "suicide_self_harm" and _past_and_recovered(
+                rule.lang, view, m.start(), m.end()
+            ):
+                a, b = _sentence_span(view, m.start(), m.end())
+                denied.append((at(a), at(b)))
                 continue
             if rule.category == "suicide_self_harm" and _about_someone_else(
                 rule, view, m.start(), m.end()

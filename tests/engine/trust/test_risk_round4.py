@@ -167,3 +167,55 @@ NEW_REACH_NEIGHBOURS = [
 @pytest.mark.parametrize("text", NEW_REACH_NEIGHBOURS)
 def test_new_phrasings_leave_their_neighbours_alone(text):
     assert not suicide_flags(text, rules_only=True), text
+
+
+# Second batch, from the dev posts en_q / zh_q (written for this round), again new wording.
+MORE_REACH = [
+    ("Honestly my cat is the only reason I'm still alive.", "only reason I'm still alive"),
+    ("I'm so tired of waking up every day.", "tired of waking up"),
+    ("I woke up and was gutted that I'm still here.", "gutted that I'm still here"),
+    ("Does anyone know how long it would take to drown?", "how long it would take to drown"),
+    ("Does anyone else want to die most mornings?", "want to die"),
+    ("I've already decided how I'll do it.", "decided how I'll do it"),
+    (
+        "Sometimes I think I could just take all of the tablets in the drawer.",
+        "take all of the tablets",
+    ),
+    ("If I go on Friday nobody will find me until Monday.", "nobody will find me until"),
+    ("I took way more pills than the doctor said, on purpose.", "took way more pills than"),
+    ("Some nights I think about walking into the sea.", "walking into the sea"),
+    ("指甲掐进肉里，越疼越觉得安心。", "越疼越觉得安心"),
+    ("我站在河边，很想一直往深处走。", "往深处走"),
+]
+
+
+@pytest.mark.parametrize(("text", "words"), MORE_REACH)
+def test_more_phrasings_flag_with_the_words_quoted(text, words):
+    flags = suicide_flags(text, rules_only=True)
+    assert flags, text
+    assert words in text[flags[0].phrase_start : flags[0].phrase_end], flags[0]
+
+
+HISTORY = [
+    "I was suicidal as a teenager. I'm 38 now and doing well, two kids and a job I love.",
+    "I used to self harm in high school but I've been clean for over ten years.",
+    "年轻时我也想过轻生，现在走出来了，生活挺好的。",
+    # someone in the news is not the writer
+    "The news about that teenager who took her own life made me so angry.",
+]
+
+HISTORY_COMING_BACK = [
+    "I used to self harm in high school, I recovered, but lately the urges are back.",
+    "I was suicidal in my twenties and now I feel it again.",
+    "年轻时我也想过轻生，后来走出来了，最近又开始想了。",
+]
+
+
+@pytest.mark.parametrize("text", HISTORY)
+def test_distant_history_after_recovery_is_not_current_risk(text):
+    assert not suicide_flags(text, rules_only=True), text
+
+
+@pytest.mark.parametrize("text", HISTORY_COMING_BACK)
+def test_history_that_came_back_still_flags(text):
+    assert suicide_flags(text, rules_only=True), text
