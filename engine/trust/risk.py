@@ -384,7 +384,7 @@ def _classifier_flags(
         return []
     _CLASSIFIER_ERROR = None
     hits = [
-        hit and not _scored_about_someone_else(clf, text, s, e)
+        hit and _passes_gate(text[s:e]) and not _scored_about_someone_else(clf, text, s, e)
         for (s, e), hit in zip(spans, hits, strict=True)
     ]
     return [
@@ -402,6 +402,18 @@ def _classifier_flags(
         for (s, e), hit in zip(spans, hits, strict=True)
         if hit
     ]
+
+
+_ZH_GATE = re.compile(_DOC["classifier_gate"]["zh"])
+
+
+def _passes_gate(sentence: str) -> bool:
+    """A Chinese sentence needs a word of death, harm, means, ending or absence to become a
+    classifier flag (``risk_rules.json`` ``classifier_gate``): without one the Chinese
+    n-grams flag self-criticism ("我觉得自己在家里是最没用的那个"). English passes."""
+    from engine.trust.risk_classifier import is_chinese
+
+    return not is_chinese(sentence) or _ZH_GATE.search(sentence) is not None
 
 
 _CLAUSE = re.compile(r"[,，、;；:：]+|\s+-+\s+")
