@@ -261,6 +261,65 @@ _GENDER_WORD = {
 }
 
 
+_QUOTED = _DOC["quoted"]
+_SOURCE = {"en": re.compile(_QUOTED["en_source"], re.I), "zh": re.compile(_QUOTED["zh_source"])}
+_SPEAKER_BEFORE = {
+    "en": re.compile(_QUOTED["en_speaker_before"], re.I),
+    "zh": re.compile("(?:" + _QUOTED["zh_speaker"] + ")[：:，,]?\\s*$"),
+}
+_SPEAKER_AFTER = {
+    "en": re.compile(_QUOTED["en_speaker_after"], re.I),
+    "zh": re.compile("^[，,。]?\\s*(?:" + _QUOTED["zh_speaker"] + ")"),
+}
+_OPEN_CLOSE = {"「": "」", "『": "』"}
+
+
+def _quote_around(text: str, start: int, end: int) -> tuple[int, int] | None:
+    """``(open, close)`` of the quotation holding ``[start, end)`` (ASCII double quotes, as
+    the matching view spells every curly one, or 「」/『』), or ``None``."""
+    lo = max(0, start - 300)
+    if text.count('"', lo, start) % 2 == 1:
+        o = text.rfind('"', lo, start)
+        c = text.find('"', end, end + 300)
+        if c != -1:
+            return o, c
+    for op, cl in _OPEN_CLOSE.items():
+        o = text.rfind(op, lo, start)
+        if o != -1 and text.find(cl, o, start) == -1:
+            c = text.find(cl, end, end + 300)
+            if c != -1:
+                return o, c
+    return None
+
+
+def _quoted_from_someone_else(lang: str, text: str, start: int, end: int) -> bool:
+    """The match is inside a quotation the text gives to a song, film or book ('the lyrics "I
+    don't want to be here anymore"', 歌里唱的) or to someone else who said it ('"I'm going to
+    off myself" he yelled', 我妈说：「…」): words the writer quotes, not theirs."""
+    span = _quote_around(text, start, end)
+    if span is None:
+        return False
+    o, c = span
+    lo = max(0, o - 80)
+    before, after = text[lo:o], text[c + 1 : c + 80]
+    if _SOURCE[lang].search(before[-50:]) or _SOURCE[lang].search(after[:40]):
+        return True
+    m = _SPEAKER_BEFORE[lang].search(before)
+    at = lo + m.start() if m else -1
+    if m is None:
+        m = _SPEAKER_AFTER[lang].search(after)
+        at = c + 1 + m.start() if m else -1
+    if m is None:
+        return False
+    # a pronoun is someone else only where it would be for the rules: a first-person post
+    # (outside the quote) naming that person before; a note quoting its client keeps the flag
+    outside = text[:o] + " " * (c + 1 - o) + text[c + 1 :]
+    who = _PERSON[lang].search(outside, at, at + len(m.group(0)) + 1)
+    if who is None or who.group("other") is not None:
+        return True
+    return who.group("pronoun") is not None and _refers_to_someone_else(lang, outside, who)
+
+
 _RECOVERED = _THIRD["past_recovered"]
 _PAST = {
     "en": re.compile(_RECOVERED["en_past"], re.I),
@@ -469,6 +528,12 @@ def _rule_pass(text: str) -> tuple[list[RiskFlag], list[tuple[int, int]]]:
                 if rule.category == "suicide_self_harm":
                     a, b = _sentence_span(view, m.start(), m.end())
                     denied.append((at(a), at(b)))
+                continue
+            if rule.category == "suicide_self_harm" and _quoted_from_someone_else(
+                rule.lang, view, m.start(), m.end()
+            ):
+                a, b = _sentence_span(view, m.start(), m.end())
+                denied.append((at(a), at(b)))
                 continue
             if rule.category == "suicide_self_harm" and _past_and_recovered(
                 rule.lang, view, m.start(), m.end()

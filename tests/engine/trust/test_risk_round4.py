@@ -245,3 +245,50 @@ def test_chinese_self_criticism_without_risk_words_is_not_flagged(text):
 def test_chinese_paraphrase_with_risk_words_still_flags_by_classifier(text):
     flags = suicide_flags(text)
     assert flags and flags[0].evidence == text, text
+
+
+# Quoted words: a song, a film or someone else who said them (read on IMHI train dreaddit posts:
+# '"I'm going to off myself if ..." he yelled' about a delusional partner).
+QUOTED_FROM_OTHERS = [
+    'The lyrics "I just want to die tonight" from that song have been stuck in my head all day.',
+    "My brother is unwell. Last night he yelled at me \u201cI\u2019m going to kill myself if you "
+    "leave!\u201d",
+    '"I want to die," my mum screamed at us again during the row.',
+    "歌里唱的「活着没有意义」让我哭了一晚上。",
+    "我妈最近很不好，她说「我不想活了」，我不知道怎么办。",
+]
+QUOTED_BY_THE_CLIENT = [
+    'I told her "I want to die" and she laughed.',
+    'She said "I want to kill myself" twice in session.',
+    "我跟她说「我真的不想活了」。",
+    "她说「我真的不想活了」。",
+]
+
+
+@pytest.mark.parametrize("text", QUOTED_FROM_OTHERS)
+def test_quoted_from_a_song_or_someone_else_is_not_flagged(text):
+    assert not suicide_flags(text), text
+
+
+@pytest.mark.parametrize("text", QUOTED_BY_THE_CLIENT)
+def test_the_clients_own_quoted_words_still_flag(text):
+    assert suicide_flags(text, rules_only=True), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Honestly nobody would notice if I disappeared for a week.",
+        "I'm sick of life being so expensive.",
+    ],
+)
+def test_everyday_absence_and_complaint_do_not_flag(text):
+    assert not suicide_flags(text, rules_only=True), text
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Nobody would notice if I disappeared.", "I'm sick of life."],
+)
+def test_their_risk_forms_still_flag(text):
+    assert suicide_flags(text, rules_only=True), text
