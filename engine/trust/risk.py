@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from engine.trust.normalise import matching_view
+from engine.trust.normalise import matching_view, plain
 
 __all__ = [
     "CATEGORIES",
@@ -466,13 +466,23 @@ def _classifier_flags(
 _ZH_GATE = re.compile(_DOC["classifier_gate"]["zh"])
 
 
+_EN_HOPEFUL = re.compile(_DOC["classifier_gate"]["en_hopeful"], re.I)
+_EN_HOPEFUL_BUT = re.compile(_DOC["classifier_gate"]["en_hopeful_but"], re.I)
+
+
 def _passes_gate(sentence: str) -> bool:
-    """A Chinese sentence needs a word of death, harm, means, ending or absence to become a
-    classifier flag (``risk_rules.json`` ``classifier_gate``): without one the Chinese
-    n-grams flag self-criticism ("我觉得自己在家里是最没用的那个"). English passes."""
+    """Whether a sentence the classifier scored over its threshold may become a flag
+    (``risk_rules.json`` ``classifier_gate``). Chinese needs a word of death, harm, means,
+    ending or absence: without one the Chinese n-grams flag self-criticism ("我觉得自己在家里是
+    最没用的那个"). English in hopeful words ("I felt alive again", "she makes it all better")
+    with no negation and no word of death or harm does not: the English weights react to
+    "alive" and "better" whatever the sense."""
     from engine.trust.risk_classifier import is_chinese
 
-    return not is_chinese(sentence) or _ZH_GATE.search(sentence) is not None
+    if is_chinese(sentence):
+        return _ZH_GATE.search(sentence) is not None
+    view = plain(sentence)
+    return not (_EN_HOPEFUL.search(view) and not _EN_HOPEFUL_BUT.search(view))
 
 
 _CLAUSE = re.compile(r"[,，、;；:：]+|\s+-+\s+")

@@ -292,3 +292,26 @@ def test_everyday_absence_and_complaint_do_not_flag(text):
 )
 def test_their_risk_forms_still_flag(text):
     assert suicide_flags(text, rules_only=True), text
+
+
+# The English classifier reacts to "alive" and "better" whatever the sense (read on IMHI
+# MultiWD and Irf val posts): hopeful sentences with no negation and no word of death or harm
+# are not flags; hopeless ones in the same words still reach the classifier.
+HOPEFUL = [
+    "Since I started running I feel alive again.",
+    "This year I'm going to make the most I can of being alive.",
+    "I've finally found the one, she makes it all better.",
+]
+
+
+@pytest.mark.parametrize("text", HOPEFUL)
+def test_hopeful_sentences_are_not_classifier_flags(text):
+    assert not suicide_flags(text), text
+
+
+def test_hopeless_words_beside_hope_keep_the_gate_open():
+    import engine.trust.risk as risk
+
+    assert risk._passes_gate("I wish I hadn't wasted years thinking things could get better.")
+    assert risk._passes_gate("I'd feel better if I were gone.")
+    assert not risk._passes_gate("She makes everything better.")
