@@ -154,14 +154,20 @@ def _clause_prefix(text: str, start: int) -> str:
     return window[cut:]
 
 
-def _negated(rule: _Rule, text: str, start: int) -> bool:
+def _negated(rule: _Rule, text: str, start: int, end: int) -> bool:
     if not rule.negatable:
         return False
     prefix = _clause_prefix(text, start)
     sentence = text[max(0, start - 160) : start]
     if rule.lang == "zh":
         return _ZH_NEG.search(prefix) is not None or _ZH_LIST_NEG.search(sentence) is not None
+    if _EN_NOT_NEG_BEFORE.search(prefix) or _EN_NOT_NEG_AFTER.match(text, end, end + 80):
+        return False  # "trying not to hurt myself", "never wanted to die more", "... but I want to"
     return _EN_NEG.search(prefix) is not None or _EN_LIST_NEG.search(sentence) is not None
+
+
+_EN_NOT_NEG_BEFORE = re.compile(_NEG["en_not_negation_before"], re.I)
+_EN_NOT_NEG_AFTER = re.compile(_NEG["en_not_negation_after"], re.I)
 
 
 # Someone else's suicide or self-harm ("my mother tried to commit suicide", "我表哥前几年自杀了"):
@@ -534,7 +540,7 @@ def _rule_pass(text: str) -> tuple[list[RiskFlag], list[tuple[int, int]]]:
         for m in rule.pattern.finditer(view):
             if m.end() == m.start():
                 continue
-            if _negated(rule, view, m.start()):
+            if _negated(rule, view, m.start(), m.end()):
                 if rule.category == "suicide_self_harm":
                     a, b = _sentence_span(view, m.start(), m.end())
                     denied.append((at(a), at(b)))

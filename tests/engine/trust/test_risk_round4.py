@@ -315,3 +315,33 @@ def test_hopeless_words_beside_hope_keep_the_gate_open():
     assert risk._passes_gate("I wish I hadn't wasted years thinking things could get better.")
     assert risk._passes_gate("I'd feel better if I were gone.")
     assert not risk._passes_gate("She makes everything better.")
+
+
+# Read on IMHI DR / MultiWD val posts (dev): negation that is not one, and plain forms missed.
+NOT_NEGATION = [
+    ("Some nights it's so hard trying not to hurt myself.", "hurt myself"),
+    ("I have never wanted to die more than I do today.", "wanted to die"),
+    ("I won't kill myself but part of me really wants to.", "kill myself"),
+    ("Maybe I should be dead instead of him.", "should be dead"),
+    ("I hate being alive.", "hate being alive"),
+    ("Honestly my dog is the only reason I'm not dead.", "only reason I'm not dead"),
+    ("I just don't care enough to live anymore.", "care enough to live"),
+]
+STILL_NEGATION = [
+    "I won't kill myself, but I do need help.",
+    "I am not suicidal but I want to talk about my anxiety.",
+    "I would never hurt myself.",
+    "I tried not to laugh when he fell over.",
+]
+
+
+@pytest.mark.parametrize(("text", "words"), NOT_NEGATION)
+def test_effort_intensifier_and_taken_back_negation_still_flag(text, words):
+    flags = suicide_flags(text, rules_only=True)
+    assert flags, text
+    assert words in text[flags[0].phrase_start : flags[0].phrase_end], flags[0]
+
+
+@pytest.mark.parametrize("text", STILL_NEGATION)
+def test_plain_negation_still_negates(text):
+    assert not suicide_flags(text, rules_only=True), text
