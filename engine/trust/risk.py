@@ -469,24 +469,20 @@ def _classifier_flags(
     ]
 
 
-_ZH_GATE = re.compile(_DOC["classifier_gate"]["zh"])
-
-
 _EN_HOPEFUL = re.compile(_DOC["classifier_gate"]["en_hopeful"], re.I)
 _EN_HOPEFUL_BUT = re.compile(_DOC["classifier_gate"]["en_hopeful_but"], re.I)
 
 
 def _passes_gate(sentence: str) -> bool:
     """Whether a sentence the classifier scored over its threshold may become a flag
-    (``risk_rules.json`` ``classifier_gate``). Chinese needs a word of death, harm, means,
-    ending or absence: without one the Chinese n-grams flag self-criticism ("我觉得自己在家里是
-    最没用的那个"). English in hopeful words ("I felt alive again", "she makes it all better")
-    with no negation and no word of death or harm does not: the English weights react to
-    "alive" and "better" whatever the sense."""
+    (``risk_rules.json`` ``classifier_gate``): English in hopeful words ("I felt alive again",
+    "she makes it all better") with no negation and no word of death or harm does not, since
+    the English weights react to "alive" and "better" whatever the sense. Chinese passes (a
+    Chinese gate lost held-out recall: SECURITY.md, round 4)."""
     from engine.trust.risk_classifier import is_chinese
 
     if is_chinese(sentence):
-        return _ZH_GATE.search(sentence) is not None
+        return True
     view = plain(sentence)
     return not (_EN_HOPEFUL.search(view) and not _EN_HOPEFUL_BUT.search(view))
 

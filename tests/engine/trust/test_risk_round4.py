@@ -221,32 +221,6 @@ def test_history_that_came_back_still_flags(text):
     assert suicide_flags(text, rules_only=True), text
 
 
-# The Chinese classifier gate: self-criticism and anxiety without a word of death, harm, means,
-# ending or absence are not flagged (the shipped weights score these 0.80-0.99); Chinese
-# paraphrases the rules miss but the classifier finds still flag. Written anew for this test.
-CHINESE_SELF_CRITICISM = [
-    "开完会我一直在想自己刚才是不是说错话了。",
-    "我一直觉得自己配不上现在的工作。",
-    "我每次考完试都会反复想自己哪道题做错了。",
-    "我好像永远也做不到让所有人满意。",
-]
-CHINESE_PARAPHRASE = [
-    "我最近总想，要是我从来没出生过就好了。",
-    "我觉得自己撑不到明年春天了。",
-]
-
-
-@pytest.mark.parametrize("text", CHINESE_SELF_CRITICISM)
-def test_chinese_self_criticism_without_risk_words_is_not_flagged(text):
-    assert not suicide_flags(text), text
-
-
-@pytest.mark.parametrize("text", CHINESE_PARAPHRASE)
-def test_chinese_paraphrase_with_risk_words_still_flags_by_classifier(text):
-    flags = suicide_flags(text)
-    assert flags and flags[0].evidence == text, text
-
-
 # Quoted words: a song, a film or someone else who said them (read on IMHI train dreaddit posts:
 # '"I'm going to off myself if ..." he yelled' about a delusional partner).
 QUOTED_FROM_OTHERS = [
