@@ -3,9 +3,10 @@
 Data, split before any fitting (data/risk_sentences/README.md):
 
 * written sentences, one file per author (data/risk_sentences: train ``*_a``, ``*_b``, ``*_c``,
-  ``*_f``, ``*_g``, ``en_h``, ``en_i``, ``zh_j``, ``*_l``; dev ``*_d``, ``zh_h``, ``zh_m``; test
-  ``*_e``, ``zh_i``, and the "fresh" test set ``*_k``, written before any change of the round
-  that added it and reported with ``--split test``);
+  ``*_f``, ``*_g``, ``en_h``, ``en_i``, ``zh_j``, ``*_l``; dev ``*_d``, ``zh_h``, ``zh_m``,
+  ``zh_n``, ``*_q``; test ``*_e``, ``zh_i``, and the "fresh" test sets ``*_k`` and ``*_p``
+  (social-media posts, reported as ``fresh4_posts_*``), each written before any change of the
+  round that added it and reported with ``--split test``);
 * data/fixtures/risk_cases.jsonl: its *tuning* splits (dev..dev4, already used to tune the rules)
   are training data here; its held-out splits (heldout, heldout2, heldout3) are never trained on
   and are measured as a second test set;
