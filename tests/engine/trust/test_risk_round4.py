@@ -42,6 +42,10 @@ STILL_THE_CLIENT = [
     # a counselor's note in the third person: nobody says "I"
     "She says she has thought about killing herself since her mother died.",
     "Her mother died in March. She says she has thought about suicide.",
+    # a counselor's note written with "I" ("met with her", "in session", "she reported")
+    "I met with her today. Her mother died last month. She said she has been thinking about "
+    "killing herself.",
+    "In session I asked about her mum. She reported that she wants to kill herself.",
     # a note that names the client keeps the pronoun the client's, even with a relation before
     "Client's father left in May. He says he has been cutting again.",
     # "she" cannot be the dad named before it
