@@ -3,9 +3,10 @@
 Data, split before any fitting (data/risk_sentences/README.md):
 
 * written sentences, one file per author (data/risk_sentences: train ``*_a``, ``*_b``, ``*_c``,
-  ``*_f``, ``*_g``, ``en_h``, ``en_i``, ``zh_j``, ``*_l``; dev ``*_d``, ``zh_h``, ``zh_m``; test
-  ``*_e``, ``zh_i``, and the "fresh" test set ``*_k``, written before any change of the round
-  that added it and reported with ``--split test``);
+  ``*_f``, ``*_g``, ``en_h``, ``en_i``, ``zh_j``, ``*_l``; dev ``*_d``, ``zh_h``, ``zh_m``,
+  ``zh_n``, ``*_q``; test ``*_e``, ``zh_i``, and the "fresh" test sets ``*_k`` and ``*_p``
+  (social-media posts, reported as ``fresh4_posts_*``), each written before any change of the
+  round that added it and reported with ``--split test``);
 * data/fixtures/risk_cases.jsonl: its *tuning* splits (dev..dev4, already used to tune the rules)
   are training data here; its held-out splits (heldout, heldout2, heldout3) are never trained on
   and are measured as a second test set;
@@ -58,10 +59,12 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_a", "en_b", "en_c", "en_f", "en_g", "en_h"), "train"),
     **dict.fromkeys(("zh_a", "zh_b", "zh_c", "zh_f", "zh_g", "zh_j", "en_i"), "train"),
     **dict.fromkeys(("en_l", "zh_l"), "train"),
-    **dict.fromkeys(("en_d", "zh_d", "zh_h", "zh_m", "zh_n"), "dev"),
+    **dict.fromkeys(("en_d", "zh_d", "zh_h", "zh_m", "zh_n", "en_q", "zh_q"), "dev"),
     **dict.fromkeys(("en_e", "zh_e", "zh_i"), "test"),
     # written before any change of the session that added them, measured with --split test
     **dict.fromkeys(("en_k", "zh_k"), "fresh"),
+    # fourth round: social-media-style posts, written before any change of that round
+    **dict.fromkeys(("en_p", "zh_p"), "fresh4"),
 }
 
 
@@ -607,6 +610,15 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
                     [predict(r["text"]) for r in part if r["label"]]
                 )
                 res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
+                    [predict(r["text"]) for r in part if not r["label"]]
+                )
+            posts = written("fresh4")
+            for lang in ("en", "zh", "all"):
+                part = [r for r in posts if lang in ("all", r["lang"])]
+                res[f"fresh4_posts_{lang}_recall"] = _rate(
+                    [predict(r["text"]) for r in part if r["label"]]
+                )
+                res[f"fresh4_posts_{lang}_hard_negatives_flagged"] = _rate(
                     [predict(r["text"]) for r in part if not r["label"]]
                 )
             cases = fixture_cases(HELDOUT)
