@@ -1,11 +1,12 @@
 """Training hyperparameters: the product brief's recipe, scaled down for a few notes.
 
 The recipe is LoRA r=32, alpha=32, dropout 0.05 on the attention projections (plus the MoE
-router on Mixtral), paged AdamW, lr 2e-4, grad-clip 0.3, 3 % warm-up; QLoRA (4-bit base) on a
-GPU, a full-precision base on the CPU. A patient has a handful of notes, so the number of
+router on Mixtral), paged AdamW, grad-clip 0.3, 3 % warm-up; QLoRA (4-bit base) on a GPU when
+the drafting model is 4-bit, a full-precision base otherwise. A patient has a handful of notes,
+so it learns at 1e-3 rather than the brief's 2e-4 (measured: GPU_LEARNING_RATE), the number of
 passes grows when there are few examples and, on the CPU, is capped by a token budget so a run
-finishes within a minute. Every note is its own sequence (batch 1 on the CPU: no padding), and
-the loss and the LM head cover the answer tokens only.
+finishes within a minute. Every note is its own sequence and, below 16 notes, its own step
+(batch 1: no padding), and the loss and the LM head cover the answer tokens only.
 """
 
 from __future__ import annotations
@@ -67,6 +68,26 @@ CPU_PREFERENCE_LEARNING_RATE = 2e-4
 # domain alone 16/21: weight 1 -> 12/23, 3 -> 10/20, 6 -> 9/19; with quoted reasons allowed
 # 8/20. On three fresh held-out topics 38 -> 30 items (-21 %, old recipe -16 %): bench/RESULTS.md.
 CPU_EDITED_LINE_WEIGHT = 6.0
+
+
+# The GPU recipe for a patient's notes. The brief's recipe (batch 4, 2e-4, three passes, then
+# DPO over every pair) made drafts worse on one H100 (bench/learning.py --device cuda, ten
+# depression notes, items the simulated counselor changes 16 -> 18; the label learned 0/3), and
+# the CPU runs below, with the GPU's settings one at a time (all layers, fp32, SFT at 1e-3),
+# found the step count and rate to blame, not the batching or the GPU: batch 4 x 8 passes (24
+# steps) 16 -> 4, batch 1 x 3 passes (30 steps) 16 -> 4, label 3/3 in both; the same plus
+# DPO over all 49 pairs at 5e-5 16 -> 7 (bench/RESULTS.md, "GPU recipe on the CPU"). So a GPU
+# run takes a step per note (batch 1 below 16 notes), learns at 1e-3 and, like the CPU, makes
+# no preference step unless asked (the pairs stay stored and counted; --preference dpo).
+# Not yet measured on a GPU: the next device session should rerun bench/learning.py --device
+# cuda with this recipe (and bf16 against fp32 training, the one GPU difference left).
+GPU_LEARNING_RATE = 1e-3
+GPU_PREFERENCE_METHOD = "none"
+# With no preference step the counselor's lines carry the edits, as on the CPU: every layer
+# adapted (as on a GPU), 3 passes, domestic-violence (a dev topic): weight 1 14 -> 4 changed
+# items, weight 6 14 -> 2.
+GPU_EDITED_LINE_WEIGHT = 6.0
+GPU_BATCH_FROM_EXAMPLES = 16  # from this many notes a GPU step averages 8 in one micro-batch
 
 
 class Hyperparameters(BaseModel):
@@ -158,8 +179,11 @@ def recipe_for(
         "target_modules": target_modules_for(model_type),
         "num_train_epochs": epochs,
         # Few notes: every note its own optimizer step; more notes: average a few per step
-        # (8 on a GPU, in one micro-batch: the 4-bit weights are dequantized once for all 8).
-        "per_device_train_batch_size": (8 if n_examples >= 16 else 4) if on_gpu else 1,
+        # (8 on a GPU, in one micro-batch: the 4-bit weights are dequantized once for all 8;
+        # 4 accumulated on the CPU).
+        "per_device_train_batch_size": (8 if n_examples >= GPU_BATCH_FROM_EXAMPLES else 1)
+        if on_gpu
+        else 1,
         "gradient_accumulation_steps": 1 if n_examples < 16 or on_gpu else 4,
         "optim": "paged_adamw_32bit" if quantized else "adamw_torch",
         "load_in_4bit": quantized,
@@ -168,6 +192,10 @@ def recipe_for(
         "max_length": 2048 if on_gpu else 1024,
         "max_preference_pairs": None if on_gpu else CPU_MAX_PREFERENCE_PAIRS,
     }
+    if on_gpu:
+        values["learning_rate"] = GPU_LEARNING_RATE
+        values["preference_method"] = GPU_PREFERENCE_METHOD
+        values["edited_line_weight"] = GPU_EDITED_LINE_WEIGHT
     if not on_gpu:
         # A few dozen steps: a warm-up step runs at learning rate 0, so none on the CPU; no
         # preference step (CPU_PREFERENCE_METHOD); when an override asks for one it learns at

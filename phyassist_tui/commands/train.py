@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     patient.add_argument(
         "--preference",
         choices=("dpo", "orpo", "none"),
-        help="preference step after SFT (default: dpo on a GPU, none on the CPU)",
+        help="preference step after SFT (default: none; the pairs stay stored)",
     )
     patient.add_argument("--json", action="store_true", help="print the raw JSON events")
     patient.set_defaults(handler=_cmd_train_patient)
