@@ -134,14 +134,18 @@ _SENTENCE_SPLIT = re.compile(r"(?<=[.!?。！？])\s*|\n+")
 
 @lru_cache(maxsize=32)
 def _statement_tokens(tokenizer: Any, statement: str) -> tuple[tuple[int, ...], ...]:
-    forms = [statement] + [s.strip() for s in _SENTENCE_SPLIT.split(statement) if s.strip()]
+    sentences = [s.strip() for s in _SENTENCE_SPLIT.split(statement) if s.strip()]
+    forms = [statement, *sentences]
+    forms += [f"{space}{mark}{s}" for s in sentences for mark in CLOSING for space in ("", " ")]
     return tuple(tuple(tokenizer.encode(f, add_special_tokens=False)) for f in forms)
 
 
 def statement_tokens(tokenizer: Any, statement: str) -> tuple[tuple[int, ...], ...]:
     """The statement as the anti-loop rules' copy source (``TokenConstraint.copy_source``):
-    the whole statement and each sentence on its own (a quote opens a sentence without the
-    space it has inside the statement, which a byte-level tokenizer spells differently)."""
+    the whole statement, each sentence on its own (a quote opens a sentence without the space
+    it has inside the statement, which a byte-level tokenizer spells differently), and each
+    sentence after an opening quotation mark (so a quote's first word is a copy too: the
+    penalty turned '"I consistently tell myself' into '" consistently tell myself')."""
     if not statement.strip():
         return ()
     return _statement_tokens(tokenizer, statement)

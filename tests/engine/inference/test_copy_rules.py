@@ -122,3 +122,16 @@ def test_a_quote_of_the_statement_comes_out_word_for_word_on_the_real_model(assi
     for statement, sentence in zip(STATEMENTS, sentences, strict=True):
         got = _quote(assistant, statement, sentence)
         assert got.startswith(sentence.rstrip(".")), (sentence, got)
+
+
+@pytest.mark.model
+def test_a_quotes_first_word_is_a_copy_too(assistant) -> None:
+    """The penalty made a quote open as '" consistently tell myself' (its "I" dropped): the
+    word after the opening mark must count as copying the sentence it starts."""
+    tok = assistant.model.tokenizer
+    statement = "Work is hard. I consistently tell myself I need to change."
+    c = TokenConstraint(copy_source=statement_tokens(tok, statement))
+    for opening in (' "', '"', " “"):
+        generated = tok.encode(opening, add_special_tokens=False)  # the item so far
+        first = tok.encode(f"{opening}I consistently", add_special_tokens=False)[len(generated)]
+        assert first in c.copy_continuations(generated), opening
