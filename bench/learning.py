@@ -344,25 +344,44 @@ def children_peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
 
+# Drafting rules a recipe may turn back to an earlier product's (not training settings):
+# ``_item_opening_quotes`` False: an item may not open with a quotation mark (before issue 17's
+# second pass); ``_copy_rules`` False: the anti-loop rules apply to a copy of the statement
+# too (before the third pass); ``_min_items`` 2: a section holds at least two model items
+# (before the third pass).
+DRAFTING_RULES = {"_item_opening_quotes": True, "_copy_rules": True, "_min_items": None}
+
+
+def drafting_rules_of(overrides: dict[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    """The drafting rules a recipe's overrides ask for (the product's where not given)."""
+    overrides = overrides or {}
+    return tuple((k, overrides.get(k, v)) for k, v in DRAFTING_RULES.items())
+
+
 @contextlib.contextmanager
-def item_opening_quotes(allowed: bool):
-    """Draft with (True: the product) or without (the rule before) opening quotation marks
-    allowed as an item's first token."""
-    from engine.inference.structured import StructuredDraft
+def drafting_rules(rules: tuple[tuple[str, Any], ...]):
+    """Draft under these rules (``DRAFTING_RULES``); the product's rules where they say so."""
+    from engine.inference import structured
 
-    if allowed:
-        yield
-        return
-    original = StructuredDraft._constraint
+    rule = dict(rules)
+    saved = (structured.StructuredDraft._constraint, structured.statement_tokens)
+    saved_min = structured.MIN_ITEMS
+    if not rule["_item_opening_quotes"]:
+        original = structured.StructuredDraft._constraint
 
-    def banned(self, avoid=None, first_banned=None, min_tokens=None, quote_first=False):
-        return original(self, avoid, first_banned, min_tokens, False)
+        def banned(self, avoid=None, first_banned=None, min_tokens=None, quote_first=False):
+            return original(self, avoid, first_banned, min_tokens, False)
 
-    StructuredDraft._constraint = banned
+        structured.StructuredDraft._constraint = banned
+    if not rule["_copy_rules"]:
+        structured.statement_tokens = lambda tokenizer, statement: ()
+    if rule["_min_items"] is not None:
+        structured.MIN_ITEMS = int(rule["_min_items"])
     try:
         yield
     finally:
-        StructuredDraft._constraint = original
+        structured.StructuredDraft._constraint, structured.statement_tokens = saved
+        structured.MIN_ITEMS = saved_min
 
 
 def opening_quote_items(drafts: list[AnalysisDraft]) -> int:
@@ -383,18 +402,23 @@ def train_and_compare(
     patient_id: str,
     k: int,
     overrides: dict[str, Any] | None,
+    trained: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train the patient's next adapter version with ``overrides`` (the real worker), then
     draft the eval sessions with domain + that adapter.
 
-    ``overrides["_item_opening_quotes"] = False`` (not a training setting) drafts those
-    sessions under the item rule before issue 17's second pass, which banned an opening
-    quotation mark as an item's first token: the old product, measured in the same run."""
+    Overrides named in ``DRAFTING_RULES`` (not training settings) draft those sessions under
+    an earlier product's drafting rules: the old product, measured in the same run."""
     from engine.training.runner import TrainingRun
 
-    overrides = dict(overrides or {})
-    quotes = bool(overrides.pop("_item_opening_quotes", True))
+    rules = drafting_rules_of(overrides)
+    overrides = {k: v for k, v in (overrides or {}).items() if k not in DRAFTING_RULES}
     overrides = overrides or None
+    if trained is not None:  # the previous recipe trained the same way: reuse its adapter
+        row = {"k": k, "train_overrides": overrides, "training": trained, "training_reused": True}
+        return _draft_with_patient(
+            assistant, store, policy, eval_q, domain_drafts, patient_id, rules, row
+        )
     run = TrainingRun(store, patient_id, settings, overrides=overrides)
     load_before = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     started = time.perf_counter()
@@ -428,17 +452,24 @@ def train_and_compare(
             "domain_adapter": (card.get("domain_adapter") or {}).get("name"),
         },
     }
+    return _draft_with_patient(
+        assistant, store, policy, eval_q, domain_drafts, patient_id, rules, row
+    )
+
+
+def _draft_with_patient(assistant, store, policy, eval_q, domain_drafts, patient_id, rules, row):
+    """Draft the eval sessions with domain + the patient's active adapter, under ``rules``."""
     patient = store.load_patient(patient_id)
     label = assistant.use_patient(patient, store)
     notes, raw, margins = [], [], []
     for question, domain_draft in zip(eval_q, domain_drafts, strict=True):
-        with item_opening_quotes(quotes):
+        with drafting_rules(rules):
             draft, _ = generate(assistant, patient, question)
         raw.append(draft.raw_output)
         notes.append(policy.edit(draft, question))
         # teacher-forced on the domain model's draft, as for the domain condition
         margins.append(style_margins(assistant, patient, question, domain_draft, policy.homework))
-    row["item_opening_quotes"] = quotes
+    row["drafting_rules"] = dict(rules)
     row["domain+patient"] = {
         "model": label,
         **measure(notes),
@@ -499,17 +530,36 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
         for note in saved[:k]:
             store.add_note(patient_k.id, note.model_copy(deep=True))
         patient = store.load_patient(patient_k.id)
-        # The domain adapter alone: one set of drafts per k, shared by every recipe.
+        # The domain adapter alone: one set of drafts per k and drafting rules, shared by
+        # every recipe that drafts under those rules.
         domain_label = assistant.use_patient(None)
-        domain_drafts: list[AnalysisDraft] = []
-        for question in eval_q:
-            draft, _ = generate(assistant, patient, question)
-            domain_drafts.append(draft)
-        domain_margins = [
-            style_margins(assistant, patient, q, d, policy.homework)
-            for q, d in zip(eval_q, domain_drafts, strict=True)
-        ]
+        by_rules: dict[tuple, tuple[list[AnalysisDraft], list]] = {}
+        for overrides in recipes.values():
+            rules = drafting_rules_of(overrides)
+            if rules in by_rules:
+                continue
+            drafts_r: list[AnalysisDraft] = []
+            with drafting_rules(rules):
+                for question in eval_q:
+                    draft, _ = generate(assistant, patient, question)
+                    drafts_r.append(draft)
+            margins_r = [
+                style_margins(assistant, patient, q, d, policy.homework)
+                for q, d in zip(eval_q, drafts_r, strict=True)
+            ]
+            by_rules[rules] = (drafts_r, margins_r)
+        previous_training: tuple[str, dict[str, Any]] | None = None
         for recipe, overrides in recipes.items():
+            domain_drafts, domain_margins = by_rules[drafting_rules_of(overrides)]
+            training_key = json.dumps(
+                {k: v for k, v in (overrides or {}).items() if k not in DRAFTING_RULES},
+                sort_keys=True,
+            )
+            reuse = (
+                previous_training[1]
+                if previous_training and previous_training[0] == training_key
+                else None
+            )
             row = train_and_compare(
                 args,
                 assistant,
@@ -521,7 +571,9 @@ def bench_topic(args: argparse.Namespace, assistant: Any, store: Any, settings: 
                 patient_k.id,
                 k,
                 overrides,
+                reuse,
             )
+            previous_training = (training_key, row["training"])
             if recipe:
                 row["recipe"] = recipe
             row["domain"] = {

@@ -232,6 +232,15 @@ def language_bias(tokenizer: Any, lang: Lang) -> torch.Tensor:
 
 
 NO_REPEAT_NGRAM = 3
+# A run whose last COPY_HEAD tokens stand in the statement is copying it (a reason quoting the
+# client): the statement's next token is then free of the anti-loop rules, see
+# ``TokenConstraint.copy_source``.
+COPY_HEAD = 1
+
+
+def _count(seq: tuple[int, ...], gram: tuple[int, ...]) -> int:
+    n = len(gram)
+    return sum(seq[i : i + n] == gram for i in range(len(seq) - n + 1))
 
 
 @dataclass(frozen=True)
@@ -258,19 +267,50 @@ class TokenConstraint:
     # use 1.0: a byte-level tokenizer spells CJK with a few hundred byte tokens that all occur
     # in a Chinese prompt, so a penalty over the prompt pushes the model to rare characters.
     repetition_penalty: float | None = None
+    # The client's statement, tokenized (each form a separate sequence: the whole statement and
+    # its sentences on their own, as a quote opens them without the leading space). A run that
+    # is copying it (its last ``COPY_HEAD`` tokens stand in it) may take the statement's next
+    # token free of the repetition penalty, and may repeat an n-gram as often as the statement
+    # holds it. Without this a reason quoting the client came out with slips: the penalty over
+    # the prompt turned "attempted" into "tried", the n-gram rule a sentence's second
+    # "be intimate" into "be intime" (issue 17). Loops are still stopped: an n-gram the
+    # statement holds once may be written once, in all the draft's items together.
+    copy_source: tuple[tuple[int, ...], ...] = ()
+
+    def copy_continuations(self, generated: list[int]) -> set[int]:
+        """The statement's next tokens where ``generated`` ends in a stretch of it."""
+        h = COPY_HEAD
+        if not self.copy_source or len(generated) < h:
+            return set()
+        head = tuple(generated[-h:])
+        return {
+            seq[i + h]
+            for seq in self.copy_source
+            for i in range(len(seq) - h)
+            if seq[i : i + h] == head
+        }
+
+    def _copy_allows(self, gram: tuple[int, ...], written: tuple[tuple[int, ...], ...]) -> bool:
+        """Whether the statement holds ``gram`` more often than the draft has written it."""
+        source = max(_count(seq, gram) for seq in self.copy_source)
+        return source > sum(_count(seq, gram) for seq in written)
 
     def banned_continuations(self, generated: list[int]) -> list[int]:
-        """Tokens that would complete an n-gram of ``avoid`` after ``generated``."""
+        """Tokens that would complete an n-gram of ``avoid`` (or, with ``no_repeat``, of the
+        run's own tokens) after ``generated``, except a copy of the statement's words."""
         n = NO_REPEAT_NGRAM
         if len(generated) < n - 1 or not (self.avoid or self.no_repeat):
             return []
         head = tuple(generated[-(n - 1) :])
         out = []
         own = (tuple(generated),) if self.no_repeat else ()
-        for seq in (*self.avoid, *own):
+        written = (*self.avoid, *own)
+        for seq in written:
             for i in range(len(seq) - n + 1):
                 if seq[i : i + n - 1] == head:
                     out.append(seq[i + n - 1])
+        if out and self.copy_source:
+            out = [t for t in out if not self._copy_allows((*head, t), written)]
         return out
 
     def first_bias(self, size: int) -> torch.Tensor | None:
@@ -280,19 +320,41 @@ class TokenConstraint:
         extra[[i for i in self.first_banned if i < size]] = float("-inf")
         return extra
 
-    def processor(self, prompt_tokens: int) -> ConstraintProcessor:
-        return ConstraintProcessor(self, prompt_tokens)
+    def processor(self, prompt_tokens: int, penalty: float = 1.0) -> ConstraintProcessor:
+        return ConstraintProcessor(self, prompt_tokens, penalty)
 
 
 class ConstraintProcessor(LogitsProcessor):
-    """``TokenConstraint`` for ``model.generate``."""
+    """``TokenConstraint`` for ``model.generate``.
 
-    def __init__(self, constraint: TokenConstraint, prompt_tokens: int) -> None:
+    ``penalty``: the repetition penalty, applied here (HF's rule over every input token)
+    instead of by ``generate``, so that a copy of the statement can be exempt from it; the
+    caller then passes ``repetition_penalty=1.0`` to ``generate``."""
+
+    def __init__(self, constraint: TokenConstraint, prompt_tokens: int, penalty: float = 1.0):
         self.constraint = constraint
         self.prompt_tokens = prompt_tokens
+        self.penalty = penalty
         self._bias: torch.Tensor | None = None
 
+    def _penalize(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
+        """HF's repetition penalty (divide positive, multiply negative logits of every token
+        already in the input), but not on the statement's next token while copying it."""
+        generated = input_ids[0, self.prompt_tokens :].tolist()
+        free = self.constraint.copy_continuations(generated)
+        seen = torch.unique(input_ids[0])
+        if free:
+            keep = torch.tensor([int(t) not in free for t in seen.tolist()], dtype=torch.bool)
+            seen = seen[keep.to(seen.device)]
+        picked = scores[:, seen]
+        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
+        scores = scores.clone()
+        scores[:, seen] = picked
+        return scores
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.penalty != 1.0:
+            scores = self._penalize(input_ids, scores)
         size = scores.shape[-1]
         bias = self.constraint.bias
         if bias is not None:

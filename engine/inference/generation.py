@@ -230,8 +230,11 @@ class GenerationRun:
         if cache is not None:
             kwargs["past_key_values"] = cache
         if self.constraint is not None:
+            penalty = 1.0
+            if self.constraint.copy_source:  # the constraint applies the penalty, copy-aware
+                penalty, kwargs["repetition_penalty"] = kwargs["repetition_penalty"], 1.0
             kwargs["logits_processor"] = LogitsProcessorList(
-                [self.constraint.processor(ids.shape[1])]
+                [self.constraint.processor(ids.shape[1], penalty)]
             )
         with torch.inference_mode():
             self.model.generate(

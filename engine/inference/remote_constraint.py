@@ -56,6 +56,7 @@ def encode(constraint: TokenConstraint) -> str:
         "min": constraint.min_tokens,
         "avoid": [list(seq) for seq in constraint.avoid],
         "own": constraint.no_repeat,
+        "copy": [list(seq) for seq in constraint.copy_source],
     }
     if constraint.bias is not None:
         bias = constraint.bias
@@ -94,6 +95,7 @@ def decode(data: str) -> TokenConstraint:
         min_tokens=int(raw.get("min", 0)),
         avoid=tuple(tuple(int(i) for i in seq) for seq in raw.get("avoid", ())),
         no_repeat=bool(raw.get("own", False)),
+        copy_source=tuple(tuple(int(i) for i in seq) for seq in raw.get("copy", ())),
     )
 
 

@@ -46,8 +46,11 @@ ITEMS_PER_SECTION = 3
 MIN_ITEM_TOKENS = {"en": 4, "zh": 8}
 # A section holds at least this many model items; after that the model decides whether the
 # next is another item or the section's end (``StructuredDraft._more``), as it would continue
-# the layout it was trained on: a counselor who keeps two reasons teaches that.
-MIN_ITEMS = 2
+# the layout it was trained on: a counselor who keeps two reasons teaches that. One (it was
+# two): a patient adapter that writes the counselor's closing line (a homework task) as the
+# first advice item was made to write a second, and the counselor deleted and re-added the
+# line (issue 17). The domain model, trained on the three-item layout, still writes more.
+MIN_ITEMS = 1
 # Sections whose items may open with a quotation mark: a reason can be the client's own words,
 # quoted, as evidence (a counselor's style a patient adapter learns, issue 17). Advice speaks
 # to the client, and the label is a few words: there the mark stays banned as a first token,
@@ -124,6 +127,28 @@ def finish_sentence(text: str, lang: Lang) -> str:
     if close and (body.count(close) < 2 if close == '"' else close not in body):
         tail += close
     return tail
+
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?。！？])\s*|\n+")
+
+
+@lru_cache(maxsize=32)
+def _statement_tokens(tokenizer: Any, statement: str) -> tuple[tuple[int, ...], ...]:
+    sentences = [s.strip() for s in _SENTENCE_SPLIT.split(statement) if s.strip()]
+    forms = [statement, *sentences]
+    forms += [f"{space}{mark}{s}" for s in sentences for mark in CLOSING for space in ("", " ")]
+    return tuple(tuple(tokenizer.encode(f, add_special_tokens=False)) for f in forms)
+
+
+def statement_tokens(tokenizer: Any, statement: str) -> tuple[tuple[int, ...], ...]:
+    """The statement as the anti-loop rules' copy source (``TokenConstraint.copy_source``):
+    the whole statement, each sentence on its own (a quote opens a sentence without the space
+    it has inside the statement, which a byte-level tokenizer spells differently), and each
+    sentence after an opening quotation mark (so a quote's first word is a copy too: the
+    penalty turned '"I consistently tell myself' into '" consistently tell myself')."""
+    if not statement.strip():
+        return ()
+    return _statement_tokens(tokenizer, statement)
 
 
 def requested_language(comments: Iterable[str]) -> Lang | None:
@@ -325,6 +350,7 @@ class StructuredDraft:
             ),
             no_repeat=True,
             repetition_penalty=1.0 if self.constrain and self.lang == "zh" else None,
+            copy_source=statement_tokens(self.tokenizer, self.statement),
         )
 
     def _segment(

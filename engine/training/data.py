@@ -38,6 +38,10 @@ Message = dict[str, str]
 # examples, and the CPU token budget cannot go below one pass), and the CLI test's adapter
 # learned less (answer loss 2.45 -> 2.06 instead of -> 1.54). So 0 until the CPU recipe has
 # signal to spare; ``build_training_data(patient, record_notes=2)`` gives the matched prompts.
+# Third pass, one earlier note (``TrainingRun(overrides={"record_notes": 1})``, bench/learning.py
+# lgbtq, a dev topic, same notes): items the counselor changes 12 -> 7 against 12 -> 6 with 0;
+# 5,377 tokens a pass against 3,523 (the CPU budget then allows two passes, not three); the
+# adapter still quoted the record's last note in one of three drafts. Still 0.
 TRAIN_RECORD_NOTES = 0
 
 

@@ -149,7 +149,12 @@ class TrainingRun:
 
     def training_data(self) -> TrainingData:
         patient = self.store.load_patient(self.patient_id)
-        data = build_training_data(patient)
+        # ``overrides["record_notes"]``: earlier notes in each training prompt (a parent-side
+        # switch like ``domain_adapter``; default TRAIN_RECORD_NOTES)
+        if "record_notes" in self.overrides:
+            data = build_training_data(patient, int(self.overrides["record_notes"]))
+        else:
+            data = build_training_data(patient)
         self.signals = data.signals
         if not data.sft:
             raise TrainingError(

@@ -394,7 +394,8 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     work_dir = Path(job["work_dir"])
     staging = Path(job["staging_path"])
     overrides = dict(job.get("overrides") or {})
-    overrides.pop("domain_adapter", None)  # the parent's switch, resolved into the job
+    overrides.pop("domain_adapter", None)  # the parent's switches, resolved into the job
+    overrides.pop("record_notes", None)
     settings_data = job["settings"]
 
     t = time.perf_counter()

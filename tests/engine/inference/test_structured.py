@@ -138,10 +138,11 @@ def test_the_engine_writes_the_layout_and_the_model_only_fills_blanks() -> None:
     assert not parsed.unplaced
     # Every blank continues the same prompt: the prompt ids, then what was drafted so far.
     assert all(ids[:3] == [1, 2, 3] for ids, _, _ in script.calls)
-    lengths = [len(ids) for ids, _, _ in script.calls]
+    lengths = [len(ids) for ids, n, _ in script.calls if n != 1]  # blanks, not count choices
     assert lengths == sorted(lengths) and len(set(lengths)) == len(lengths) - 1  # retry: same
     # Later items must not repeat earlier ones (no-repeat n-grams), the first never may.
-    assert script.calls[1][2].avoid and script.calls[2][2].avoid
+    blanks = [c for c in script.calls if c[1] != 1]
+    assert blanks[1][2].avoid and blanks[2][2].avoid
     assert drafter.stats is not None and drafter.stats.tokens > 0
 
 
@@ -150,7 +151,7 @@ def test_the_model_may_end_a_section_after_two_items() -> None:
     what follows the section. A counselor who keeps two reasons can teach that (issue 17); a
     fixed three made one deletion per note that no adapter could learn away."""
     answers = [" Work stress", " Her boss criticizes her.", " She cannot sleep.", " Rest."]
-    drafter, text, script = draft([*answers, " Plan the week."], more=[False, False])
+    drafter, text, script = draft([*answers, " Plan the week."], more=[True, False, True, False])
     assert text == (
         "Symptom type: Work stress\n"
         "Reasons:\n1. Her boss criticizes her.\n2. She cannot sleep.\n"
@@ -158,7 +159,7 @@ def test_the_model_may_end_a_section_after_two_items() -> None:
     )
     assert [len(drafter.draft.reasons), len(drafter.draft.advice)] == [2, 2]
     # Reasons: after "2. ...\n" the choice is "3" against the Advice heading's first token.
-    (ids, allowed), (ids2, allowed2) = script.choices
+    (ids, allowed), (ids2, allowed2) = script.choices[1], script.choices[3]
     prefix = "Symptom type: Work stress\nReasons:\n1. Her boss criticizes her.\n"
     assert "".join(map(chr, ids[3:])) == prefix + "2. She cannot sleep.\n"
     assert sorted(allowed) == [ord("3"), ord("A")]
@@ -171,7 +172,23 @@ def test_the_model_may_end_a_section_after_two_items() -> None:
 def test_the_model_choosing_more_items_keeps_the_layouts_three() -> None:
     drafter, _text, script = draft(EN, more=[True, True])
     assert [len(drafter.draft.reasons), len(drafter.draft.advice)] == [3, 3]
-    assert len(script.choices) == 2  # one choice per section, after its second item
+    # after the first and second item of each section, and again before a blank left empty
+    assert len(script.choices) == 5
+
+
+def test_the_model_may_end_a_section_after_one_item() -> None:
+    """Issue 17: a patient adapter wrote the counselor's closing homework line as advice 1 and
+    was made to write a second item, so the counselor deleted the line and added it again at
+    the end (two changes a note). After one item the model may now end the section."""
+    answers = [" Low mood", " She cannot sleep.", " Homework: write down one thing a day."]
+    drafter, text, script = draft(answers, more=[False, False])
+    assert text == (
+        "Symptom type: Low mood\nReasons:\n1. She cannot sleep.\n"
+        "Advice:\n1. Homework: write down one thing a day."
+    )
+    assert [len(drafter.draft.reasons), len(drafter.draft.advice)] == [1, 1]
+    assert sorted(script.choices[0][1]) == [ord("2"), ord("A")]
+    assert sorted(script.choices[1][1]) == [0, ord("\n")]
 
 
 def test_a_short_label_is_asked_for_by_comment_and_held() -> None:
@@ -310,7 +327,7 @@ def test_a_reason_may_open_with_a_quotation_mark_and_the_engine_closes_it() -> N
     punctuation stays banned, and an item that stops after the quoted sentence's full stop
     gets its closing mark."""
     answers = [" Low mood", ' "I feel empty most days. More', " Isolation.", " Walk.", " Rest."]
-    drafter, _text, script = draft(answers, more=[False, False])
+    drafter, _text, script = draft(answers, more=[True, False, True, False])
     assert [i.text for i in drafter.draft.reasons] == ['"I feel empty most days."', "Isolation."]
     blanks = [c[2] for c in script.calls if c[1] != 1]  # label, 2 reasons, 2 advice items
     label, reason, advice = blanks[0], blanks[1], blanks[3]

@@ -58,3 +58,18 @@ def test_the_newest_earlier_notes_go_in_as_a_record_that_fits_them(patient_recor
     bare = build_training_data(patient).sft[3]["prompt"][0]["content"]
     assert TRAIN_RECORD_NOTES == 0 and "Earlier sessions" not in bare
     assert bare == system_prompt(lang, render_record(then, [], lang))
+
+
+def test_a_run_can_be_asked_for_earlier_notes_in_its_prompts(patient_record, store, settings):
+    """``overrides["record_notes"]`` (the learning bench's matched-prompt recipe) reaches the
+    training data; the worker never sees it as a hyperparameter."""
+    from engine.training.runner import TrainingRun
+
+    pid = store.create_patient("Zorblax").id
+    for note in _spaced(patient_record("Zorblax", 3)).notes:
+        store.add_note(pid, note)
+    default = TrainingRun(store, pid, settings).training_data()
+    matched = TrainingRun(store, pid, settings, overrides={"record_notes": 1}).training_data()
+    assert "Earlier sessions" not in default.sft[2]["prompt"][0]["content"]
+    system = matched.sft[2]["prompt"][0]["content"]
+    assert "the 1 most recent of 2" in system and "Session 2." in system
