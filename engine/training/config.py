@@ -45,15 +45,15 @@ CPU_PREFERENCE_METHOD = "none"
 # 250-300 tokens/s on 2 idle cores (measured: ~150 tokens per CPU-second, answer-only LM head),
 # so 13k tokens take ~40 s and the whole run (startup, load, save included) stays under a
 # minute. Ten notes (~3.2k tokens) get four passes, three notes the full eight.
-CPU_TOKEN_BUDGET = 13_000
+CPU_TOKEN_BUDGET = 11_200
 # Passes over a CPU run's notes before the budget caps them (a GPU makes the brief's three).
-CPU_MIN_PASSES = 4
+CPU_MIN_PASSES = 3
 # On the CPU the patient LoRA adapts the top half of the decoder layers only: backpropagation
 # stops at the lowest adapted layer, so a step skips the lower half's backward pass (-32 % CPU
 # per SFT step, -22 % per DPO step on the embedded model, figures above). Style (labels,
 # wording, the closing homework line) is a matter of the upper layers; the domain adapter
 # below stays as it was trained.
-CPU_LORA_TOP_SHARE = 0.5
+CPU_LORA_TOP_SHARE = 1.0
 # Few steps on half the layers need a high rate: at 4e-4 ten notes moved the "end Reasons after
 # two" margin by 1-3 nats where ~15 were needed; at 1e-3 the label and the section length
 # follow the counselor (bench/learning.py; figures above).
