@@ -42,21 +42,24 @@ CPU_MAX_PREFERENCE_PAIRS = 6
 # are counted on the card and are used by GPU runs.
 CPU_PREFERENCE_METHOD = "none"
 # Tokens (examples x epochs) a CPU run may process. The embedded 135M model trains at roughly
-# 250-300 tokens/s on 2 idle cores (measured: ~150 tokens per CPU-second, answer-only LM head),
-# so 13k tokens take ~40 s and the whole run (startup, load, save included) stays under a
-# minute. Ten notes (~3.2k tokens) get four passes, three notes the full eight.
+# 250-300 tokens/s on 2 idle cores with half its layers adapted, about 1.5x slower with every
+# layer (CPU_LORA_TOP_SHARE), so ten notes of ~3.2-3.7k tokens get three passes and the whole
+# run (startup, load, save included) stays under a minute: bench/learning_train.py, quiet box,
+# 53.6 and 56.2 s wall (74-78 CPU-s, 30 steps). Longer notes get two passes, three notes eight.
 CPU_TOKEN_BUDGET = 11_200
-# Passes over a CPU run's notes before the budget caps them (a GPU makes the brief's three).
+# Passes over a CPU run's notes before the budget caps them (a GPU makes three too).
 CPU_MIN_PASSES = 3
-# On the CPU the patient LoRA adapts the top half of the decoder layers only: backpropagation
-# stops at the lowest adapted layer, so a step skips the lower half's backward pass (-32 % CPU
-# per SFT step, -22 % per DPO step on the embedded model, figures above). Style (labels,
-# wording, the closing homework line) is a matter of the upper layers; the domain adapter
-# below stays as it was trained.
+# The share of decoder layers (the top ones) the CPU patient LoRA adapts. Backpropagation stops
+# at the lowest adapted layer, so the top half costs a third less per step; it was 0.5. Every
+# layer learns the counselor's quotes and wording far better (bench/learning.py, 10 notes,
+# items the simulated counselor changes; candidate B, registered in 5a440cb before its runs):
+# dev domestic-violence 13 -> 7 (top half) vs 13 -> 6 (every layer; two passes each, by the
+# budget); held-out trauma, marriage, relationship-dissolution 45 -> 25 (-44 %) vs 45 -> 11
+# (-76 %). 1.0 = every layer (lora_layers None).
 CPU_LORA_TOP_SHARE = 1.0
-# Few steps on half the layers need a high rate: at 4e-4 ten notes moved the "end Reasons after
-# two" margin by 1-3 nats where ~15 were needed; at 1e-3 the label and the section length
-# follow the counselor (bench/learning.py; figures above).
+# Few steps need a high rate: at 4e-4 ten notes moved the "end Reasons after two" margin by
+# 1-3 nats where ~15 were needed; at 1e-3 the label and the section length follow the
+# counselor (bench/learning.py; figures above).
 CPU_LEARNING_RATE = 1e-3
 CPU_PREFERENCE_LEARNING_RATE = 2e-4
 # The counselor's edits are the signal: on the CPU (SFT only, no preference step to carry the
@@ -69,7 +72,8 @@ CPU_PREFERENCE_LEARNING_RATE = 2e-4
 # 8/20. On three fresh held-out topics 38 -> 30 items (-21 %, old recipe -16 %): bench/RESULTS.md.
 # Third pass (drafting rules only, this recipe unchanged: a quote of the statement is exempt
 # from the anti-loop rules, a section may end after one item): on three more held-out topics
-# 45 -> 25 items (-44 %) against 45 -> 30 with the old rules, same adapters.
+# 45 -> 25 items (-44 %) against 45 -> 30 with the old rules, same adapters; with every layer
+# adapted (CPU_LORA_TOP_SHARE) 45 -> 11.
 CPU_EDITED_LINE_WEIGHT = 6.0
 
 
@@ -103,7 +107,7 @@ class Hyperparameters(BaseModel):
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: list(ATTENTION_PROJECTIONS))
     # Adapt only these decoder layers (None: all). Backpropagation stops at the lowest adapted
-    # layer, so the top half costs about a third less per step (see CPU_LORA_TOP_SHARE).
+    # layer, so the top half costs about a third less per step (CPU_LORA_TOP_SHARE).
     lora_layers: list[int] | None = None
     learning_rate: float = Field(2e-4, gt=0)
     # Loss weight of the answer lines the counselor's edits made (edited, regenerated, added
@@ -169,7 +173,7 @@ def recipe_for(
     """The brief's recipe scaled to this data and device; ``overrides`` win over everything.
 
     ``n_tokens`` is the tokenized size of one pass over the SFT examples; ``n_layers`` the
-    model's decoder layers (on the CPU only the top half is adapted, see CPU_LORA_TOP_SHARE).
+    model's decoder layers (on the CPU the top CPU_LORA_TOP_SHARE of them are adapted).
     """
     on_gpu = device.startswith("cuda")
     # QLoRA (4-bit base, paged AdamW) only where the drafts come from a 4-bit model: see
@@ -209,7 +213,7 @@ def recipe_for(
         values["preference_learning_rate"] = CPU_PREFERENCE_LEARNING_RATE
         values["preference_method"] = CPU_PREFERENCE_METHOD
         values["edited_line_weight"] = CPU_EDITED_LINE_WEIGHT
-        if n_layers and n_layers >= 4:
+        if n_layers and n_layers >= 4 and CPU_LORA_TOP_SHARE < 1.0:
             first = n_layers - max(1, round(n_layers * CPU_LORA_TOP_SHARE))
             values["lora_layers"] = list(range(first, n_layers))
     values.update(overrides or {})

@@ -128,12 +128,18 @@ def test_token_limit_message_says_what_to_do():
     assert "1,001" in str(err.value)
 
 
-def test_cpu_recipe_adapts_the_top_half_and_wastes_no_step():
-    """Issue 17: on the CPU the patient LoRA covers the top half of the layers (the backward
-    pass stops there) at a higher rate, no step runs at learning rate 0, and the preference
-    step learns at 2e-4, not 5e-5; a GPU keeps the brief's recipe on every layer."""
+def test_cpu_recipe_adapts_every_layer_and_wastes_no_step(monkeypatch):
+    """Issue 17: on the CPU the patient LoRA covers every layer (the top half learned the
+    counselor's quotes far less well) at a higher rate, three passes for ten notes, no step
+    at learning rate 0, and a preference step (when asked) at 2e-4, not 5e-5; a share below 1
+    still limits it to the top layers."""
+    from engine.training import config
+
     cpu = recipe_for(n_examples=10, n_tokens=3600, device="cpu", model_type="llama", n_layers=30)
-    assert cpu.lora_layers == list(range(15, 30))
+    assert cpu.lora_layers is None and cpu.num_train_epochs == 3
+    monkeypatch.setattr(config, "CPU_LORA_TOP_SHARE", 0.5)
+    half = recipe_for(n_examples=10, n_tokens=3600, device="cpu", model_type="llama", n_layers=30)
+    assert half.lora_layers == list(range(15, 30))
     assert cpu.warmup_ratio == 0.0
     assert cpu.learning_rate == CPU_LEARNING_RATE > Hyperparameters().learning_rate
     assert cpu.preference_learning_rate == CPU_PREFERENCE_LEARNING_RATE
