@@ -108,6 +108,9 @@ def start_compare(workspace: Any) -> None:
         await workspace.draft_pane.load(draft)
         workspace.action_show_tab("draft")
         workspace._schedule_autosave()
+        caveat = session.quote_caveat(patient, question, draft)
+        if caveat:  # as for a generated draft (GenerationScreen): a quote of an earlier note
+            app.notify(clean(caveat), severity="warning", timeout=12)
 
     app.push_screen(
         CompareScreen(clean(patient.name), make_pair, store_choices, session.new_cancel()), taken

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from engine.errors import AdapterNotFound, GenerationCancelled
 from engine.inference.analysis import parse_analysis
 from engine.inference.prompts import detect_language
+from engine.inference.quotes import quote_caveat
 from engine.records import AnalysisDraft, Item, Patient, PreferenceChoice
 from engine.training.data import render_answer
 
@@ -36,12 +37,19 @@ class DraftPair:
     right: AnalysisDraft
     left_from: str
     right_from: str
+    # Where a side's quoted reasons are not this statement's words (``quotes.quote_caveat``):
+    # an adapter trained on the record may quote an earlier note as if said today.
+    left_caveat: str = ""
+    right_caveat: str = ""
 
     def side(self, side: Side) -> AnalysisDraft:
         return self.left if side == "left" else self.right
 
     def source(self, side: Side) -> str:
         return self.left_from if side == "left" else self.right_from
+
+    def caveat(self, side: Side) -> str:
+        return self.left_caveat if side == "left" else self.right_caveat
 
     def rows(self) -> list[tuple[ItemSection, int]]:
         """The aligned rows shown side by side: symptom type, then reasons and advice by index."""
@@ -91,7 +99,16 @@ def compare_drafts(
         left = _draft(assistant, patient, question, observed, cancel)
     finally:
         assistant.use_patient(patient, store)
-    return DraftPair(question, observed, left, right, _suffix(left_label), _suffix(right_label))
+    return DraftPair(
+        question,
+        observed,
+        left,
+        right,
+        _suffix(left_label),
+        _suffix(right_label),
+        left_caveat=quote_caveat(left, question, patient),
+        right_caveat=quote_caveat(right, question, patient),
+    )
 
 
 def _draft(

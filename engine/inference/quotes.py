@@ -15,6 +15,7 @@ import unicodedata
 from collections.abc import Iterable
 from difflib import SequenceMatcher
 from itertools import pairwise
+from typing import Any
 
 from engine.records import AnalysisDraft
 
@@ -88,3 +89,9 @@ def _close_to(quote: str, text: str) -> bool:
         if m.real_quick_ratio() >= _CLOSE and m.quick_ratio() >= _CLOSE and m.ratio() >= _CLOSE:
             return True
     return False
+
+
+def quote_caveat(draft: AnalysisDraft, statement: str, patient: Any) -> str:
+    """``quote_caveats`` against ``patient``'s earlier notes, as one warning ("" when none)."""
+    earlier = [(f"{n.created:%Y-%m-%d}", n.question) for n in patient.notes]
+    return " ".join(quote_caveats(draft, statement, earlier))

@@ -20,15 +20,14 @@ def _check_quotes(outcome: AnalysisOutcome, patient: Patient, question: str) -> 
     """Say where a quoted reason's words are not the statement's (``engine.inference.quotes``)."""
     from dataclasses import replace
 
-    from engine.inference.quotes import quote_caveats
+    from engine.inference.quotes import quote_caveat
 
     if outcome.draft is None:
         return outcome
-    earlier = [(f"{n.created:%Y-%m-%d}", n.question) for n in patient.notes]
-    lines = quote_caveats(outcome.draft, question, earlier)
+    lines = quote_caveat(outcome.draft, question, patient)
     if not lines:
         return outcome
-    return replace(outcome, caveat=" ".join(filter(None, [outcome.caveat, *lines])))
+    return replace(outcome, caveat=" ".join(filter(None, [outcome.caveat, lines])))
 
 
 class GenerationRuns:
@@ -55,6 +54,13 @@ class GenerationRuns:
             lambda model, cancel: model.stream_analysis(patient, question, cancel=cancel, **extra),
             lambda base: _check_quotes(self._parse_draft(base), patient, question),
         )
+
+    def quote_caveat(self, patient: Patient, question: str, draft: AnalysisDraft) -> str:
+        """Where ``draft``'s quoted reasons are not ``question``'s words ("" when none): for a
+        draft put together outside a Run (rows taken from both sides in Compare)."""
+        from engine.inference.quotes import quote_caveat
+
+        return quote_caveat(draft, question, patient)
 
     def _parse_draft(self, base: Outcome) -> AnalysisOutcome:
         from engine.inference.analysis import parse_analysis

@@ -23,6 +23,7 @@ from textual.widgets import ListItem, ListView, Static
 
 from engine.inference.compare import DraftPair, Side, take_items, take_whole
 from engine.records import AnalysisDraft, PreferenceChoice
+from phyassist_tui.widgets.text import clean
 
 SECTION_LABEL = {"symptom_type": "Symptom", "reasons": "Reason", "advice": "Advice"}
 
@@ -79,6 +80,7 @@ class CompareScreen(ModalScreen[AnalysisDraft | None]):
     CompareScreen .compare-cell { width: 1fr; height: auto; padding: 0 1 0 0; color: $text-muted; }
     CompareScreen .compare-cell.taken { color: $text; text-style: bold; }
     CompareScreen #compare-help { height: auto; color: $text-muted; }
+    CompareScreen #compare-caveats { height: auto; color: $warning; display: none; }
     """
 
     class Chosen(Message):
@@ -115,6 +117,7 @@ class CompareScreen(ModalScreen[AnalysisDraft | None]):
             with Horizontal(id="compare-heads"):
                 yield Static("", id="head-left", markup=False)
                 yield Static("", id="head-right", markup=False)
+            yield Static("", id="compare-caveats", markup=False)
             yield ListView(id="compare-rows")
             yield Static(
                 "←/→ take a side · Enter take rows · 1/2 take a whole draft · Esc cancel",
@@ -147,6 +150,14 @@ class CompareScreen(ModalScreen[AnalysisDraft | None]):
         self.query_one("#compare-title", Static).update(f"Compare drafts for {self.patient_name}")
         self.query_one("#head-left", Static).update(f"Left: {pair.left_from}")
         self.query_one("#head-right", Static).update(f"Right: {pair.right_from}")
+        caveats = [
+            f"⚠ {name}: {clean(pair.caveat(side))}"  # type: ignore[arg-type]
+            for side, name in (("left", "Left"), ("right", "Right"))
+            if pair.caveat(side)  # type: ignore[arg-type]
+        ]
+        note = self.query_one("#compare-caveats", Static)
+        note.update("\n".join(caveats))
+        note.display = bool(caveats)
         rows = self.query_one(ListView)
         await rows.extend(CompareRow(pair, s, i, self.picks[(s, i)]) for s, i in pair.rows())
         rows.index = 0

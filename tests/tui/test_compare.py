@@ -95,3 +95,39 @@ async def test_compare_without_an_adapter_says_so(make_app, vault):
             pilot, lambda: any("Nothing to compare" in n.message for n in app._notifications)
         )
         assert not isinstance(app.screen, CompareScreen)
+
+
+class QuotingAdapterFake(AdapterFake):
+    """The patient adapter quotes Sun's earlier note (as ten near-identical notes taught the
+    real embedded model to do), with one word changed."""
+
+    def stream_analysis(self, patient, question, *, cancel, guidance=None, observed=""):
+        if "patient" not in (self.active_adapter or ""):
+            return self._stream(DOMAIN, cancel)
+        quoting = (
+            'Symptom type: Low mood\nReasons:\n1. "I can not focus on studying since the exam."\n'
+            "Advice:\n1. Walk daily"
+        )
+        return self._stream(quoting, cancel)
+
+
+@pytest.mark.parametrize("fake", [QuotingAdapterFake()])
+async def test_compare_says_which_side_quotes_an_earlier_note(make_app, vault, fake):
+    """A reason in quotation marks reads as this session's words: in Compare, as after a
+    generated draft, the counselor is told when a side quotes an earlier note instead."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f3")
+        screen.query_one("#question", TextArea).load_text("I barely sleep and feel worthless.")
+        await pilot.press("alt+c")
+        text = await wait_for(pilot, lambda: "Low mood" in (t := screen_text(app)) and t)
+        assert "Right: Reason 1 quotes the note of 2026-" in " ".join(text.split())
+        assert "Left:" in text and "Left: Reason" not in text
+        await pilot.press("2")  # the right-hand draft, whole
+        await wait_for(pilot, lambda: not isinstance(app.screen, CompareScreen))
+        await wait_for(
+            pilot,
+            lambda: any("quotes the note of" in str(n.message) for n in app._notifications),
+            what="the taken draft's quote warning",
+        )

@@ -98,3 +98,17 @@ def test_take_whole_and_items_become_encrypted_audited_preference_pairs(real_sto
     # nothing readable on disk
     files = [p for p in real_store.vault_dir.rglob("*") if p.is_file()]
     assert files and not any(b"a mood diary" in p.read_bytes() for p in files)
+
+
+def test_each_side_says_where_its_quotes_come_from(real_store):
+    """An adapter that quotes an earlier note as if said today is named on its side."""
+    from engine.records import Note
+
+    patient = real_store.create_patient("Compare")
+    patient = real_store.add_note(patient.id, Note(question="I barely sleep at night."))
+    pair = compare_drafts(
+        FakeAssistant(), patient, real_store, "Nothing helps me rest.", cancel=threading.Event()
+    )
+    assert pair.left_caveat == "" and pair.caveat("left") == ""
+    assert pair.right_caveat == pair.caveat("right")
+    assert "Reason 1 quotes" in pair.right_caveat and "not this statement" in pair.right_caveat
