@@ -75,11 +75,13 @@ def test_answer_only_lm_head_gives_the_same_loss_and_gradients(tiny_model_dir, m
         torch.testing.assert_close(compact_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_cpu_budget_gives_ten_notes_four_passes_and_few_notes_more():
+def test_cpu_budget_gives_ten_notes_three_passes_and_few_notes_more():
+    """Every layer adapted costs ~1.5x per step: ten notes (3.2-3.7k tokens) get three passes
+    within the minute (config.CPU_TOKEN_BUDGET), not four."""
     ten_notes = recipe_for(n_examples=10, n_tokens=3200, device="cpu", model_type="llama")
-    assert ten_notes.num_train_epochs == 4
+    assert ten_notes.num_train_epochs == 3
     assert ten_notes.per_device_train_batch_size == 1  # no padding on the CPU
     three_notes = recipe_for(n_examples=3, n_tokens=950, device="cpu", model_type="llama")
     assert three_notes.num_train_epochs == 8
-    assert 3200 * 4 <= CPU_TOKEN_BUDGET < 3200 * 5
+    assert 3700 * 3 <= CPU_TOKEN_BUDGET < 3200 * 4
     assert ten_notes.target_modules == ["q_proj", "k_proj", "v_proj", "o_proj"]
