@@ -139,6 +139,8 @@ class PhyAssistApp(App):
     def _model_grace_elapsed(self) -> None:
         """Start the model while the passphrase is being typed, not while the vault opens."""
         self._model_timer = None
+        if not self.screen_stack:  # the app is closing (Ctrl+Q within the grace period)
+            return
         if isinstance(self.screen, UnlockScreen) and self.screen.busy:
             self._model_timer = self.set_timer(0.5, self._model_grace_elapsed)
             return

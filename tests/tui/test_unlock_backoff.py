@@ -43,3 +43,13 @@ async def test_wrong_passphrases_back_off_then_the_right_one_opens(make_app, vau
         await wait_for(
             pilot, lambda: isinstance(app.screen, WorkspaceScreen), timeout=30, what="workspace"
         )
+
+
+async def test_the_model_timer_firing_as_the_app_closes_is_harmless(make_app, vault):
+    """The model's start-up timer may fire while the app shuts down (Ctrl+Q within its grace
+    period; seen under load in CI as a traceback): with no screen left it does nothing."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+    assert not app.screen_stack
+    app._model_grace_elapsed()  # raised ScreenStackError
