@@ -22,7 +22,7 @@ from functools import lru_cache
 from typing import Any
 
 import torch
-from transformers import LogitsProcessor
+from transformers import LogitsProcessor, RepetitionPenaltyLogitsProcessor
 
 from engine.inference.prompts import Lang
 from engine.inference.quotes import OPENING_QUOTES
@@ -327,7 +327,7 @@ class TokenConstraint:
 class ConstraintProcessor(LogitsProcessor):
     """``TokenConstraint`` for ``model.generate``.
 
-    ``penalty``: the repetition penalty, applied here (HF's rule over every input token)
+    ``penalty``: the repetition penalty, applied here (HF's ``RepetitionPenaltyLogitsProcessor``)
     instead of by ``generate``, so that a copy of the statement can be exempt from it; the
     caller then passes ``repetition_penalty=1.0`` to ``generate``."""
 
@@ -335,22 +335,18 @@ class ConstraintProcessor(LogitsProcessor):
         self.constraint = constraint
         self.prompt_tokens = prompt_tokens
         self.penalty = penalty
+        self._repetition = RepetitionPenaltyLogitsProcessor(penalty) if penalty != 1.0 else None
         self._bias: torch.Tensor | None = None
 
     def _penalize(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
-        """HF's repetition penalty (divide positive, multiply negative logits of every token
-        already in the input), but not on the statement's next token while copying it."""
+        """HF's repetition penalty, but not on the statement's next token while copying it."""
+        assert self._repetition is not None
+        penalized = self._repetition(input_ids, scores.clone())
         generated = input_ids[0, self.prompt_tokens :].tolist()
-        free = self.constraint.copy_continuations(generated)
-        seen = torch.unique(input_ids[0])
+        free = [t for t in self.constraint.copy_continuations(generated) if t < scores.shape[-1]]
         if free:
-            keep = torch.tensor([int(t) not in free for t in seen.tolist()], dtype=torch.bool)
-            seen = seen[keep.to(seen.device)]
-        picked = scores[:, seen]
-        picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
-        scores = scores.clone()
-        scores[:, seen] = picked
-        return scores
+            penalized[:, free] = scores[:, free]
+        return penalized
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if self.penalty != 1.0:

@@ -15,9 +15,8 @@ import unicodedata
 from collections.abc import Iterable
 from difflib import SequenceMatcher
 from itertools import pairwise
-from typing import Any
 
-from engine.records import AnalysisDraft
+from engine.records import AnalysisDraft, Patient
 
 # The quotation marks a reason may open with, and the mark that closes each (the drafting rule
 # in ``structured`` and ``constraints`` and the check here read the same table).
@@ -91,7 +90,7 @@ def _close_to(quote: str, text: str) -> bool:
     return False
 
 
-def quote_caveat(draft: AnalysisDraft, statement: str, patient: Any) -> str:
+def quote_caveat(draft: AnalysisDraft, statement: str, patient: Patient) -> str:
     """``quote_caveats`` against ``patient``'s earlier notes, as one warning ("" when none)."""
     earlier = [(f"{n.created:%Y-%m-%d}", n.question) for n in patient.notes]
     return " ".join(quote_caveats(draft, statement, earlier))

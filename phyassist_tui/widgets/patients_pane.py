@@ -174,8 +174,7 @@ class PatientsPane(Vertical):
             patients = await asyncio.to_thread(self.app.session.list_patients, query)
             if query != self.search_text:
                 return
-            self.query_one(PatientList).show(patients, keep=self.highlighted_id)
-            self._shown_query = query
+            self._show_result(patients, query)
         listing = self.query_one(PatientList)
         if not listing.option_count:
             self.notify("No patient matches the search.", severity="warning")
@@ -189,9 +188,12 @@ class PatientsPane(Vertical):
         message.stop()
         if message.query != self.search_text:
             return  # a newer search is on its way
-        self.query_one(PatientList).show(message.patients, keep=self.highlighted_id)
-        self._shown_query = message.query
+        self._show_result(message.patients, message.query)
         self._list_shown()
+
+    def _show_result(self, patients: list[PatientSummary], query: str) -> None:
+        self.query_one(PatientList).show(patients, keep=self.highlighted_id)
+        self._shown_query = query
 
     def _list_shown(self) -> None:
         shown = getattr(self.app, "patient_list_shown", None)
