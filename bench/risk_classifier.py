@@ -5,8 +5,9 @@ Data, split before any fitting (data/risk_sentences/README.md):
 * written sentences, one file per author (data/risk_sentences: train ``*_a``, ``*_b``, ``*_c``,
   ``*_f``, ``*_g``, ``en_h``, ``en_i``, ``zh_j``, ``*_l``; dev ``*_d``, ``zh_h``, ``zh_m``,
   ``zh_n``, ``*_q``; test ``*_e``, ``zh_i``, and the "fresh" test sets ``*_k`` and ``*_p``
-  (social-media posts, reported as ``fresh4_posts_*``), each written before any change of the
-  round that added it and reported with ``--split test``);
+  (social-media posts, reported as ``fresh4_posts_*``) and ``*_r`` (fifth round's posts,
+  ``fresh5_posts_*``; its dev posts ``*_s`` are also reported as ``dev5_posts_*``), each
+  written before any change of the round that added it and reported with ``--split test``);
 * data/fixtures/risk_cases.jsonl: its *tuning* splits (dev..dev4, already used to tune the rules)
   are training data here; its held-out splits (heldout, heldout2, heldout3) are never trained on
   and are measured as a second test set;
@@ -65,7 +66,12 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_k", "zh_k"), "fresh"),
     # fourth round: social-media-style posts, written before any change of that round
     **dict.fromkeys(("en_p", "zh_p"), "fresh4"),
+    # fifth round: posts written before any change of that round (test) and its dev posts
+    **dict.fromkeys(("en_r", "zh_r"), "fresh5"),
+    **dict.fromkeys(("en_s", "zh_s"), "dev"),
 }
+# dev posts of a round, also reported on their own by ``measure --split dev``
+DEV_POSTS = {"dev5_posts": ("en_s", "zh_s")}
 
 
 # all-negative posts: everyday Chinese (zh_h dev, zh_i test) and self-critical or anxious
@@ -598,6 +604,18 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
             res["written_zh_self_critical_posts_flagged"] = _rate(
                 [predict(r["text"]) for r in rows if r["author"] == "zh_m"]
             )
+        if split == "dev":
+            for name, authors in DEV_POSTS.items():
+                for lang in ("en", "zh", "all"):
+                    part = [
+                        r for r in rows if r["author"] in authors and lang in ("all", r["lang"])
+                    ]
+                    res[f"{name}_{lang}_recall"] = _rate(
+                        [predict(r["text"]) for r in part if r["label"]]
+                    )
+                    res[f"{name}_{lang}_hard_negatives_flagged"] = _rate(
+                        [predict(r["text"]) for r in part if not r["label"]]
+                    )
         if split == "dev" and shared.is_dir():
             irf_pos, irf_neg = irf_dev_posts(shared)
             res["irf_dev_posts_recall"] = _rate([predict(t) for t in irf_pos])
@@ -612,15 +630,16 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
                 res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
                     [predict(r["text"]) for r in part if not r["label"]]
                 )
-            posts = written("fresh4")
-            for lang in ("en", "zh", "all"):
-                part = [r for r in posts if lang in ("all", r["lang"])]
-                res[f"fresh4_posts_{lang}_recall"] = _rate(
-                    [predict(r["text"]) for r in part if r["label"]]
-                )
-                res[f"fresh4_posts_{lang}_hard_negatives_flagged"] = _rate(
-                    [predict(r["text"]) for r in part if not r["label"]]
-                )
+            for fresh_split in ("fresh4", "fresh5"):
+                posts = written(fresh_split)
+                for lang in ("en", "zh", "all"):
+                    part = [r for r in posts if lang in ("all", r["lang"])]
+                    res[f"{fresh_split}_posts_{lang}_recall"] = _rate(
+                        [predict(r["text"]) for r in part if r["label"]]
+                    )
+                    res[f"{fresh_split}_posts_{lang}_hard_negatives_flagged"] = _rate(
+                        [predict(r["text"]) for r in part if not r["label"]]
+                    )
             cases = fixture_cases(HELDOUT)
             for lang in ("en", "zh", "all"):
                 part = [c for c in cases if lang in ("all", c["lang"])]
