@@ -605,15 +605,15 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
                 [predict(r["text"]) for r in rows if r["author"] == "zh_m"]
             )
         if split == "dev":
-            for name, authors in DEV_POSTS.items():
+            for posts_name, authors in DEV_POSTS.items():
                 for lang in ("en", "zh", "all"):
                     part = [
                         r for r in rows if r["author"] in authors and lang in ("all", r["lang"])
                     ]
-                    res[f"{name}_{lang}_recall"] = _rate(
+                    res[f"{posts_name}_{lang}_recall"] = _rate(
                         [predict(r["text"]) for r in part if r["label"]]
                     )
-                    res[f"{name}_{lang}_hard_negatives_flagged"] = _rate(
+                    res[f"{posts_name}_{lang}_hard_negatives_flagged"] = _rate(
                         [predict(r["text"]) for r in part if not r["label"]]
                     )
         if split == "dev" and shared.is_dir():
