@@ -471,19 +471,25 @@ def _classifier_flags(
 
 _EN_HOPEFUL = re.compile(_DOC["classifier_gate"]["en_hopeful"], re.I)
 _EN_HOPEFUL_BUT = re.compile(_DOC["classifier_gate"]["en_hopeful_but"], re.I)
+_EN_TIME_AWAY = re.compile(_DOC["classifier_gate"]["en_time_away"], re.I)
+_EN_TIME_AWAY_BUT = re.compile(_DOC["classifier_gate"]["en_time_away_but"], re.I)
 
 
 def _passes_gate(sentence: str) -> bool:
     """Whether a sentence the classifier scored over its threshold may become a flag
     (``risk_rules.json`` ``classifier_gate``): English in hopeful words ("I felt alive again",
     "she makes it all better") with no negation and no word of death or harm does not, since
-    the English weights react to "alive" and "better" whatever the sense. Chinese passes (a
-    Chinese gate lost held-out recall: SECURITY.md, round 4)."""
+    the English weights react to "alive" and "better" whatever the sense; nor does English
+    about going away for a while ("disappear to a cabin for a month") with no word of death,
+    harm or for ever, which the rules already read as no risk. Chinese passes (a Chinese gate
+    lost held-out recall: SECURITY.md, round 4)."""
     from engine.trust.risk_classifier import is_chinese
 
     if is_chinese(sentence):
         return True
     view = plain(sentence)
+    if _EN_TIME_AWAY.search(view) and not _EN_TIME_AWAY_BUT.search(view):
+        return False
     return not (_EN_HOPEFUL.search(view) and not _EN_HOPEFUL_BUT.search(view))
 
 
