@@ -473,6 +473,8 @@ _EN_HOPEFUL = re.compile(_DOC["classifier_gate"]["en_hopeful"], re.I)
 _EN_HOPEFUL_BUT = re.compile(_DOC["classifier_gate"]["en_hopeful_but"], re.I)
 _EN_TIME_AWAY = re.compile(_DOC["classifier_gate"]["en_time_away"], re.I)
 _EN_TIME_AWAY_BUT = re.compile(_DOC["classifier_gate"]["en_time_away_but"], re.I)
+_ZH_SELF_CRITICAL = re.compile(_DOC["classifier_gate"]["zh_self_critical"])
+_ZH_SELF_CRITICAL_BUT = re.compile(_DOC["classifier_gate"]["zh_self_critical_but"])
 
 
 def _passes_gate(sentence: str) -> bool:
@@ -481,12 +483,17 @@ def _passes_gate(sentence: str) -> bool:
     "she makes it all better") with no negation and no word of death or harm does not, since
     the English weights react to "alive" and "better" whatever the sense; nor does English
     about going away for a while ("disappear to a cabin for a month") with no word of death,
-    harm or for ever, which the rules already read as no risk. Chinese passes (a Chinese gate
-    lost held-out recall: SECURITY.md, round 4)."""
+    harm or for ever, which the rules already read as no risk. Chinese self-criticism
+    ("我觉得自己什么都做不好", "后悔自己说过的话") with no word of death, living, means, harm,
+    ending, absence or burden does not either: the Chinese weights score it as high as risk.
+    Other Chinese passes (a gate requiring such a word of every Chinese sentence lost
+    held-out recall: SECURITY.md, round 4)."""
     from engine.trust.risk_classifier import is_chinese
 
     if is_chinese(sentence):
-        return True
+        return not (
+            _ZH_SELF_CRITICAL.search(sentence) and not _ZH_SELF_CRITICAL_BUT.search(sentence)
+        )
     view = plain(sentence)
     if _EN_TIME_AWAY.search(view) and not _EN_TIME_AWAY_BUT.search(view):
         return False

@@ -105,3 +105,25 @@ def test_round5_fixes_keep_the_writers_own_risk(text):
 def test_going_away_for_a_while_is_not_a_classifier_flag():
     text = "some days i just want to disappear to a little cabin in the mountains for a month"
     assert not suicide_flags(text)
+
+
+def test_chinese_self_criticism_is_not_a_classifier_flag():
+    """The Chinese weights score self-criticism as high as risk; with no word of death,
+    living, means, harm, ending, absence or burden it is not a flag (the shipped classifier
+    flagged this sentence before the gate)."""
+    text = "开会的时候我又说错话了，回家一直在想自己哪里做得不对。"
+    assert not suicide_flags(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # self-criticism with a word of living and burden: the classifier's flag stands
+        "我觉得自己很没用，活着只会拖累家里人。",
+        "我觉得自己什么都做不好。最近总想一个人去江边，从桥上跳下去。",
+    ],
+)
+def test_chinese_self_criticism_beside_risk_still_flags(text):
+    flags = suicide_flags(text)
+    assert flags, text
+    assert all(f.evidence == text[f.start : f.end] for f in flags)

@@ -90,32 +90,24 @@ def test_their_everyday_lookalikes_do_not_flag(text):
 
 
 # Chinese self-criticism and social anxiety are not suicide risk: the drafts bench's zh06 and
-# the sentence noted in issue 18 are flagged by the shipped sentence classifier (scores 0.91 and
-# 0.80 at its Chinese threshold 0.62). A refit with jieba word n-grams and self-critical Chinese
-# negatives (`python -m bench.risk_classifier train`, the defaults) scores them 0.40 and 0.31 at
-# its threshold 0.83, but lost Chinese recall on the test split (written ZH 16 -> 8 of 22,
-# held-out fixtures ZH 27 -> 24 of 30), so it is not shipped (SECURITY.md "Risk flag quality");
-# bench/results/risk_classifier_candidate.npz (its Chinese threshold re-chosen on dev) passes
-# these and failed only the everyday-Chinese-posts cap (2 of 40).
-# Strict xfails: they fail, and the marker must go, once shipped weights stop flagging these.
+# the sentence noted in issue 18 were flagged by the shipped sentence classifier (scores 0.91 and
+# 0.80 at its Chinese threshold 0.62). Refits that fixed them lost Chinese test recall (SECURITY.md
+# "Risk flag quality"); since issue 18's fifth round a gate on the classifier's Chinese flags
+# (risk_rules.json classifier_gate zh_self_critical: self-criticism with no word of death,
+# living, means, harm, ending, absence or burden) drops them, and risk beside them still flags.
 KNOWN_CHINESE_FALSE_FLAGS = [
     "每次要在会上发言我就心跳加速、手心出汗，说话结结巴巴，事后会反复回想自己哪里说得不好。",
     "每次要在会上发言我就心跳加速、手心出汗……事后会反复回想自己哪里说得不好。",
     "我觉得自己什么都做不好",
     "我觉得自己什么都做不好。",
 ]
-NOT_FIXED = pytest.mark.xfail(
-    strict=True, reason="the shipped classifier flags Chinese self-criticism (issue 18)"
-)
 
 
-@NOT_FIXED
 @pytest.mark.parametrize("text", KNOWN_CHINESE_FALSE_FLAGS)
 def test_chinese_self_criticism_is_not_flagged(text):
     assert not [f for f in assess(text) if f.category == S], text
 
 
-@NOT_FIXED
 def test_chinese_risk_next_to_self_criticism_still_flags():
     text = "我觉得自己什么都做不好。有时候真想一睡不醒。"
     flags = [f for f in assess(text) if f.category == S]
