@@ -50,6 +50,7 @@ def test_goal(figures):
     assert rate(ours, "fixtures_heldout_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh4_posts_all_recall") >= GOAL_RECALL
+    assert rate(ours, "fresh5_posts_all_recall") >= GOAL_RECALL
     for key in NO_DISORDER:
         if key in ours:
             assert rate(ours, key) <= GOAL_FALSE_FLAGS, key
@@ -77,7 +78,8 @@ RECALL_FLOOR = {
     # issue 18, fourth round (rules): written EN 14 -> 16 of 32, ZH 16 -> 17 of 22
     "written_en_recall": 0.50,  # 16 / 32
     "written_zh_recall": 0.77,  # 17 / 22
-    "fixtures_heldout_all_recall": 0.86,  # 57 / 66
+    # fifth round: 57 -> 58 (a Chinese held-out fixture found by the new rules)
+    "fixtures_heldout_all_recall": 0.87,  # 58 / 66
     # 333 -> 328 of 582 in the fourth round: posts about a sister's or girlfriend's wish to die
     # no longer flag the writer (a proxy label, not suicide labels; see test_risk_round4.py)
     "imhi_irf_burdensomeness_flagged": 0.56,  # 328 / 582
@@ -85,6 +87,8 @@ RECALL_FLOOR = {
     "fresh_all_recall": 0.88,  # 44 / 50
     # issue 18, fourth round: social-media posts written before any change (en_p, zh_p)
     "fresh4_posts_all_recall": 0.70,  # 35 / 50 (EN 18 / 30, ZH 17 / 20; before the round 35)
+    # issue 18, fifth round: social-media posts written before any change (en_r, zh_r)
+    "fresh5_posts_all_recall": 0.76,  # 32 / 42 (EN 16 / 25, ZH 16 / 17; before the round 32)
 }
 FALSE_FLAG_CAP = {
     "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
@@ -94,12 +98,15 @@ FALSE_FLAG_CAP = {
     "written_zh_everyday_posts_flagged": 0.025,  # 1 / 40
     # 5 -> 6 of 54 in the fourth round (one more English minimal-pair negative flagged by the
     # new rules; raised, reported in SECURITY.md, the sentence not looked at)
-    "written_all_hard_negatives_flagged": 0.112,  # 6 / 54 (minimal pairs)
+    # fifth round: 6 -> 5 (Chinese self-criticism no longer a classifier flag)
+    "written_all_hard_negatives_flagged": 0.093,  # 5 / 54 (minimal pairs)
     # issue 18, third round: someone else's suicide is no longer the client's flag
     "fixtures_heldout_all_false_flags": 0.115,  # 13 / 114 (was 15, then 14)
-    "fresh_all_hard_negatives_flagged": 0.06,  # 3 / 50 (was 8, then 5)
+    "fresh_all_hard_negatives_flagged": 0.04,  # 2 / 50 (was 8, then 5, then 3)
     # issue 18, fourth round: 13 -> 9 of 50 (pronouns for a relation, bereavement, quotes)
     "fresh4_posts_all_hard_negatives_flagged": 0.18,  # 9 / 50
+    # issue 18, fifth round: 4 -> 3 of 46 (a Chinese self-critical post)
+    "fresh5_posts_all_hard_negatives_flagged": 0.066,  # 3 / 46
 }
 
 
