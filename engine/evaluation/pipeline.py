@@ -23,7 +23,7 @@ def evaluate(
     out_dir: Path,
     *,
     adapter: Path | None = None,
-    patient_adapter: Path | None = None,
+    patient_adapter: Path | Sequence[Path] | None = None,
     compare_base: bool = False,
     tasks: Sequence[str] = TASKS,
     limit: int | None = None,
@@ -34,8 +34,9 @@ def evaluate(
     held_out: Sequence[str] = (),
 ) -> Path:
     """Score the configured model (with ``adapter``; also without it if ``compare_base``;
-    also with ``patient_adapter`` stacked on ``adapter``, as the app stacks them) on IMHI's
-    test sets; returns the written ``results.md`` (``results.json`` beside it).
+    also with ``patient_adapter`` stacked on ``adapter``, as the app stacks them; several
+    patient adapters are stacked one at a time, each its own run, the model loaded once) on
+    IMHI's test sets; returns the written ``results.md`` (``results.json`` beside it).
 
     Bad arguments raise ``InputRejected`` before any model is loaded.
     """
@@ -54,8 +55,11 @@ def evaluate(
         raise InputRejected("--compare-base needs --adapter (the base is what runs without one)")
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise InputRejected(f"{adapter}: not a PEFT adapter (no adapter_config.json)")
-    if patient_adapter is not None:
-        _check_patient_adapter(patient_adapter, adapter)
+    if isinstance(patient_adapter, str | Path):
+        patient_adapter = [Path(patient_adapter)]
+    patients = [Path(p) for p in patient_adapter or []]
+    for path in patients:
+        _check_patient_adapter(path, adapter)
 
     loaded = load_model(settings, progress=progress)
     common: dict[str, Any] = dict(
@@ -89,23 +93,25 @@ def evaluate(
             if merge:
                 model.merge_adapter()
             runs.append(evaluate_imhi(model, loaded.tokenizer, data_dir, name="adapter", **common))
-            if patient_adapter is not None:
-                meta["patient_adapter"] = str(patient_adapter)
+            if patients:
+                meta["patient_adapter"] = [str(p) for p in patients]
+            for i, path in enumerate(patients):
+                name = "adapter+patient" if len(patients) == 1 else f"adapter+{path.name}"
                 if merge:
                     model.unmerge_adapter()
-                model.load_adapter(str(patient_adapter), adapter_name="patient")
-                both = ["domain", "patient"]
+                model.load_adapter(str(path), adapter_name=f"patient{i}")
+                both = ["domain", f"patient{i}"]
                 model.base_model.set_adapter(both)  # the deltas add, as in the app
                 if merge:
                     model.merge_adapter(adapter_names=both)
-                runs.append(
-                    evaluate_imhi(
-                        model, loaded.tokenizer, data_dir, name="adapter+patient", **common
-                    )
-                )
+                runs.append(evaluate_imhi(model, loaded.tokenizer, data_dir, name=name, **common))
+                if merge:
+                    model.unmerge_adapter()
+                model.delete_adapter(f"patient{i}")
+                model.base_model.set_adapter("domain")
         finally:
             # load_model shares the model in-process: restore the weights, drop the layers.
-            if merge:
+            if merge and any(getattr(m, "merged", False) for m in model.modules()):
                 model.unmerge_adapter()
             model.unload()
     return write_report(out_dir, runs, meta=meta)

@@ -126,6 +126,8 @@ class Hyperparameters(BaseModel):
     gradient_checkpointing: bool = False
     load_in_4bit: bool = False
     bf16: bool = False
+    # Domain rows (engine.training.rehearsal) added to each pass over the notes; 0: none.
+    rehearsal_per_pass: int = Field(0, ge=0)
     preference_method: Literal["dpo", "orpo", "none"] = "dpo"
     min_preference_pairs: int = Field(MIN_PREFERENCE_PAIRS, ge=1)
     max_preference_pairs: int | None = Field(None, ge=1)  # the newest N; None = all

@@ -224,6 +224,7 @@ def train_domain(
     from engine.dataprep.format import require_chat_template
     from engine.dataprep.pipeline import load_prepared
     from engine.settings import load_settings
+    from engine.training.rehearsal import select_rows, write_pool
 
     settings = settings or load_settings()
     recipe = recipe or DomainRecipe()
@@ -328,6 +329,13 @@ def train_domain(
     )
     if trainer.is_world_process_zero():
         trainer.model.save_pretrained(str(adapter_dir))
+        # a few of its own training rows, replayed by patient runs over it (rehearsal)
+        pool = select_rows(
+            (train[i] for i in range(len(train))),
+            lambda text: len(tokenizer(text)["input_ids"]),
+        )
+        if pool:
+            write_pool(adapter_dir, pool)
         (out_dir / SUMMARY_FILE).write_text(
             json.dumps({**result.as_dict(), "data": str(data_dir)}, indent=2), encoding="utf-8"
         )

@@ -363,6 +363,8 @@ class TrainingRun:
             "signals": self.signals,
             "examples": done.get("examples"),
             "preference_pairs": done.get("preference_pairs"),
+            # public rows of the domain adapter's training data replayed among the notes
+            "rehearsal_rows": done.get("rehearsal_rows", 0),
             "steps": done.get("steps"),
             "final_loss": done.get("final_loss"),
             "preference_steps": done.get("preference_steps"),

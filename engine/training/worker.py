@@ -31,6 +31,7 @@ from engine.training.config import (
     recipe_for,
 )
 from engine.training.edit_weights import add_token_weights, edit_weighted_trainer
+from engine.training.rehearsal import rows_for_passes
 
 Emit = Callable[[dict[str, Any]], None]
 JOB_VERSION = 1
@@ -51,6 +52,7 @@ class TrainResult:
     preference_pairs_used: int = 0
     tokens_seen: int = 0
     edit_weighted_examples: int = 0  # examples whose edited lines weighed more in the loss
+    rehearsal_rows: int = 0  # domain rows replayed among the notes (engine.training.rehearsal)
     train_s: float = 0.0
     losses: list[float] = field(default_factory=list)
     peft_model: Any = None  # the trained PeftModel, for in-process callers (bench, tests)
@@ -210,8 +212,12 @@ def train_adapter(
     output_dir: Path,
     *,
     base_name: str = "",
+    rehearsal: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
-    """SFT (answer-only loss) and, with enough pairs, DPO/ORPO on the same LoRA adapter."""
+    """SFT (answer-only loss) and, with enough pairs, DPO/ORPO on the same LoRA adapter.
+
+    With ``rehearsal`` rows and ``hp.rehearsal_per_pass``, each pass over the notes also sees
+    the next few of them (the passes are laid out in one dataset, trained as one epoch)."""
     import datasets
     import torch
     from peft import get_peft_model_state_dict, prepare_model_for_kbit_training
@@ -228,10 +234,13 @@ def train_adapter(
         )
     started = time.perf_counter()
     sft_losses: list[float] = []
+    weigh = hp.edited_line_weight != 1.0 and any(any(ex.get("edited_lines") or []) for ex in sft)
+    rows = [{k: v for k, v in ex.items() if weigh or k != "edited_lines"} for ex in sft]
+    rows, epochs, replayed = _with_rehearsal(rows, rehearsal or [], hp, weigh)
     args = SFTConfig(
         **_common_args(hp, output_dir / "sft", use_cpu),
         learning_rate=hp.learning_rate,
-        num_train_epochs=hp.num_train_epochs,
+        num_train_epochs=epochs,
         max_steps=hp.max_steps,
         completion_only_loss=True,
         # A note longer than max_length keeps its end (the question and the answer) rather
@@ -242,8 +251,6 @@ def train_adapter(
     )
     # The counselor's edits are the signal: their lines weigh more in the loss than the model
     # text they left as it was (hp.edited_line_weight; 1 = every answer token alike).
-    weigh = hp.edited_line_weight != 1.0 and any(any(ex.get("edited_lines") or []) for ex in sft)
-    rows = [{k: v for k, v in ex.items() if weigh or k != "edited_lines"} for ex in sft]
     trainer_class = edit_weighted_trainer(SFTTrainer) if weigh else SFTTrainer
     trainer = trainer_class(
         model=model,
@@ -273,6 +280,7 @@ def train_adapter(
         tokens_seen=int(getattr(trainer.state, "num_input_tokens_seen", 0) or 0),
         losses=list(sft_losses),
         edit_weighted_examples=edit_weighted,
+        rehearsal_rows=replayed,
     )
     del trainer
 
@@ -304,6 +312,26 @@ def train_adapter(
     result.setup_s, result.fit_s = setup_s, fit_s
     result.peft_model = peft_model
     return result
+
+
+def _with_rehearsal(
+    rows: list[dict[str, Any]], pool: list[dict[str, Any]], hp: Hyperparameters, weigh: bool
+) -> tuple[list[dict[str, Any]], float, int]:
+    """The SFT rows with each pass's rehearsal rows, the epochs to train them for, and how
+    many distinct rehearsal rows went in. Whole passes are laid out in one dataset so every
+    pass sees different rows; without rehearsal the rows train for ``hp.num_train_epochs``."""
+    passes = hp.num_train_epochs
+    if not (pool and hp.rehearsal_per_pass) or hp.max_steps > 0 or passes != int(passes):
+        return rows, passes, 0
+    laid_out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for extra in rows_for_passes(pool, int(passes), hp.rehearsal_per_pass):
+        laid_out.extend(rows)
+        for row in extra:
+            seen.add(id(row))
+            replay = {"prompt": row["prompt"], "completion": row["completion"]}
+            laid_out.append({**replay, "edited_lines": []} if weigh else replay)
+    return laid_out, 1.0, len(seen)
 
 
 def _model_name(model: Any) -> str:
@@ -406,6 +434,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     from engine.model.llm import load_model
     from engine.settings import Settings
     from engine.training.metrics import count_tokens
+    from engine.training.rehearsal import REHEARSAL_PER_PASS, read_pool
     from engine.vault.crypto import seal
 
     timings["imports_s"] = time.perf_counter() - t
@@ -430,6 +459,11 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
     sft, pairs = job["sft"], job.get("pairs") or []
     n_tokens = count_tokens(tokenizer, sft)
     check_token_limit(n_tokens, int(job["max_training_tokens"]))
+    # Replay of the domain adapter's own rows keeps its answers on other posts (rehearsal).
+    # The notes alone decide the passes: rows replayed on top of them cost at most
+    # per_pass x MAX_ROW_TOKENS a pass (2 x 200: about 10 % of a ten-note pass).
+    pool = read_pool(domain["path"]) if domain else []
+    per_pass = int(overrides.pop("rehearsal_per_pass", REHEARSAL_PER_PASS)) if pool else 0
     hp = recipe_for(
         n_examples=len(sft),
         n_tokens=n_tokens,
@@ -439,6 +473,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         n_layers=getattr(model.config, "num_hidden_layers", None),
         quantized=want_4bit,
     )
+    hp.rehearsal_per_pass = per_pass
     timings["prepare_s"] = time.perf_counter() - t
     emit(
         {
@@ -450,7 +485,15 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         }
     )
     result = train_adapter(
-        model, tokenizer, sft, pairs, hp, emit, work_dir / "trainer", base_name=loaded.name
+        model,
+        tokenizer,
+        sft,
+        pairs,
+        hp,
+        emit,
+        work_dir / "trainer",
+        base_name=loaded.name,
+        rehearsal=pool,
     )
     timings["setup_s"] = result.setup_s
     timings["fit_s"] = result.fit_s
@@ -468,6 +511,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> dict[str, Any]:
         "tokens": n_tokens,
         "tokens_seen": result.tokens_seen,
         "edit_weighted_examples": result.edit_weighted_examples,
+        "rehearsal_rows": result.rehearsal_rows,
         "steps": result.steps,
         "final_loss": result.final_loss,
         "preference_steps": result.preference_steps,

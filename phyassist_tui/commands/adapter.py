@@ -125,6 +125,11 @@ def signal_lines(card: dict) -> list[str]:
             else ""
         )
     ]
+    if card.get("rehearsal_rows"):
+        lines.append(
+            f"domain rehearsal: {card['rehearsal_rows']} public rows of the domain adapter's "
+            "training data replayed (no patient text)"
+        )
     for note in signals.get("per_note") or []:
         counts = ", ".join(f"{n} {note.get(n, 0)}" for n in names if note.get(n))
         state = "" if note.get("trained") else " (no saved Analysis: not trained)"

@@ -19,8 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patient-adapter",
         type=Path,
+        action="append",
         help="a patient adapter (PEFT dir, e.g. `phyassist adapter export`) stacked on --adapter "
-        "as the app stacks it; reports --adapter alone and both together",
+        "as the app stacks it; reports --adapter alone and both together (repeat it: each "
+        "patient adapter is its own run)",
     )
     parser.add_argument(
         "--compare-base",

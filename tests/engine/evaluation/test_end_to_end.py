@@ -34,6 +34,11 @@ def test_prepare_train_resume_eval(tmp_path, capsys, imhi_fixture, counselchat_f
     adapter = run / "adapter"
     assert (adapter / "adapter_config.json").is_file()
     assert (adapter / "adapter_model.safetensors").is_file()
+    # a few of its own IMHI rows for patient runs to replay, "no" then "yes" of one task
+    from engine.training.rehearsal import read_pool
+
+    pool = [r["completion"][0]["content"].split(",")[0] for r in read_pool(adapter)]
+    assert pool[:2] == ["No", "Yes"] and len(pool) >= 4
 
     capsys.readouterr()
     assert main(["eval", "imhi", "--data", str(imhi_fixture), "--adapter", str(adapter),
@@ -97,3 +102,50 @@ def test_eval_refuses_a_patient_adapter_trained_over_another_domain_adapter(
     assert "needs --adapter" in capsys.readouterr().err
     assert main([*common, "--adapter", str(shipped), "--patient-adapter", str(patient)]) == 1
     assert "older-domain" in capsys.readouterr().err
+
+
+def test_eval_stacks_each_patient_adapter_in_turn_on_one_loaded_model(
+    tmp_path, imhi_fixture, embedded_model_dir
+):
+    """Learning: several patient adapters (e.g. two training recipes) are each their own run
+    over the same domain-alone run; the shared model is left without LoRA layers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from engine.model.stack import adapter_identity
+
+    shipped = REPO / "adapters" / "smollm2-135m-drafts"
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        lora = get_peft_model(
+            AutoModelForCausalLM.from_pretrained(embedded_model_dir),
+            LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj"], init_lora_weights=False),
+        )
+        lora.save_pretrained(tmp_path / f"p{seed}")
+        card = {"domain_adapter": adapter_identity(shipped)}
+        (tmp_path / f"p{seed}" / "phyassist_card.json").write_text(json.dumps(card))
+    out = tmp_path / "eval"
+    assert main(["eval", "imhi", "--data", str(imhi_fixture), "--adapter", str(shipped),
+                 "--patient-adapter", str(tmp_path / "p1"), "--patient-adapter",
+                 str(tmp_path / "p2"), "--tasks", "DR", "--limit", "2", "--batch-size", "2",
+                 "--max-new-tokens", "8", "--device", "cpu", "--out", str(out)]) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert list(results["runs"]) == ["adapter", "adapter+p1", "adapter+p2"]
+    answers = {
+        name: [
+            json.loads(line)["output"]
+            for line in (out / f"predictions-{name}.jsonl").read_text().splitlines()
+        ]
+        for name in results["runs"]
+    }
+    assert answers["adapter+p1"] != answers["adapter"] != answers["adapter+p2"]
+    assert answers["adapter+p1"] != answers["adapter+p2"]
+
+    from engine.model.llm import load_model
+    from engine.settings import load_settings
+
+    settings = load_settings()
+    settings.model.device = "cpu"
+    model = load_model(settings).model
+    assert not any("lora_" in name for name, _ in model.named_parameters())

@@ -274,6 +274,7 @@ def test_patient_adapter_is_trained_over_the_domain_adapter_and_says_so(
     from transformers import AutoModelForCausalLM
 
     from engine.model.stack import adapter_identity
+    from engine.training.rehearsal import write_pool
 
     torch.manual_seed(3)
     domain = get_peft_model(
@@ -281,10 +282,22 @@ def test_patient_adapter_is_trained_over_the_domain_adapter_and_says_so(
         LoraConfig(r=2, target_modules=["q_proj", "up_proj"], init_lora_weights=False),
     )
     domain.save_pretrained(tmp_path / "domain")
+    # its rehearsal rows (engine.training.rehearsal): replayed among the notes, two a pass
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Consider this post: post {i}"}],
+            "completion": [{"role": "assistant", "content": "No, the post does not."}],
+        }
+        for i in range(3)
+    ]
+    write_pool(tmp_path / "domain", rows)
     tiny_settings.model.domain_adapter = str(tmp_path / "domain")
     with open_vault(tiny_settings) as store:
         pid = make_patient(store, marker, 1)
-        _train(store, pid, tiny_settings, {"max_steps": 1, "preference_method": "none"})
+        _train(store, pid, tiny_settings, {"num_train_epochs": 2, "preference_method": "none"})
         card = list_versions(store, pid)[0].card
     assert card["domain_adapter"] == adapter_identity(tmp_path / "domain")
+    assert card["hyperparameters"]["rehearsal_per_pass"] == 2
+    assert card["rehearsal_rows"] == 3  # two passes x two rows from a pool of three
+    assert card["steps"] == 2 * (1 + 2)  # one note and two replayed rows a pass, batch 1
     assert card["signals"]["per_note"][0]["edits"] == 3
