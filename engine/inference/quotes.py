@@ -27,11 +27,20 @@ _MIN_CHARS = 6  # shorter quotes ("no", "我不行") are too common to place
 
 
 def quoted_words(text: str) -> str | None:
-    """The words of a reason that opens with a quotation mark (up to its closing mark)."""
+    """The words of a reason that opens with a quotation mark (up to its closing mark).
+
+    A straight mark opens and closes alike, so a quote with a quote inside (an odd number of
+    marks: ``"And he said, "you're always sad."``) runs to the last mark, not the inner one:
+    stopping at the inner mark left "And he said," which the statement has word for word, and
+    a misquote passed unremarked (seen in tmux, issue 17)."""
     text = text.lstrip()
     if not text or text[0] not in CLOSING:
         return None
-    end = text.find(CLOSING[text[0]], 1)
+    close = CLOSING[text[0]]
+    if close == text[0] and text.count(close) % 2 == 1 and text.count(close) > 1:
+        end = text.rfind(close)
+        return text[1:end]
+    end = text.find(close, 1)
     return text[1:end] if end > 0 else text[1:]
 
 

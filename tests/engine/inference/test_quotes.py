@@ -25,6 +25,29 @@ def test_quoted_words_are_read_between_the_marks():
     assert quoted_words("「我一直睡不着」") == "我一直睡不着"
     assert quoted_words("“Unclosed quote") == "Unclosed quote"
     assert quoted_words("Isolation at home.") is None
+    # a quote inside the quote: to the last mark (an odd count), not the inner one
+    nested = '"And he said, "You\'re always sad or depressed."'
+    assert quoted_words(nested) == "And he said, \"You're always sad or depressed."
+    two = '"I am tired" and "I cannot sleep" show fatigue.'
+    assert quoted_words(two) == "I am tired"
+
+
+def test_a_misquote_with_a_quote_inside_is_said_so():
+    """Seen in tmux with a patient adapter: the inner mark hid the misquote."""
+    statement = (
+        "I tried telling my husband I was depressed, and he ignored me. He said \"you're "
+        'always sad or depressed." And he picked up his phone and ignored me. I said, '
+        '"Please don\'t exaggerate, that isn\'t true." And he said, "Whatever babe."'
+    )
+    draft = AnalysisDraft(
+        reasons=[
+            Item(text='"I tried telling my husband I was depressed, and he ignored me."'),
+            Item(text='"And he said, "You\'re always sad or depressed."'),
+        ]
+    )
+    assert quote_caveats(draft, statement, []) == [
+        "Reason 2 quotes this statement, but not word for word."
+    ]
 
 
 def test_a_quote_from_the_statement_passes_and_others_are_placed():
