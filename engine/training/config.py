@@ -46,6 +46,8 @@ CPU_PREFERENCE_METHOD = "none"
 # layer (CPU_LORA_TOP_SHARE), so ten notes of ~3.2-3.7k tokens get three passes and the whole
 # run (startup, load, save included) stays under a minute: bench/learning_train.py, quiet box,
 # 53.6 and 56.2 s wall (74-78 CPU-s, 30 steps). Longer notes get two passes, three notes eight.
+# Domain rehearsal rows (engine.training.rehearsal, two a pass) come on top of the budget: the
+# notes alone decide the passes.
 CPU_TOKEN_BUDGET = 11_200
 # Passes over a CPU run's notes before the budget caps them (a GPU makes three too).
 CPU_MIN_PASSES = 3
