@@ -212,3 +212,6 @@ def test_adapter_list_reports_counts_per_signal_and_note(patient_record):
     )
     assert len(lines) == 3 and all("edits 3, deletions 1, added 1" in x for x in lines[1:])
     assert "not recorded" in signal_lines({"examples": 1, "preference_pairs": 0})[0]
+    # the public domain rows replayed among the notes are counted too (rehearsal)
+    replayed = signal_lines({"signals": data.signals, "rehearsal_rows": 6})
+    assert replayed[1].startswith("domain rehearsal: 6 public rows") and len(replayed) == 4
