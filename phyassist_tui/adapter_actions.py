@@ -106,11 +106,11 @@ def start_compare(workspace: Any) -> None:
             return
         workspace.draft_question = question
         await workspace.draft_pane.load(draft)
+        workspace.refresh_quote_caveat()
         workspace.action_show_tab("draft")
         workspace._schedule_autosave()
-        caveat = session.quote_caveat(patient, question, draft)
-        if caveat:  # as for a generated draft (GenerationScreen): a quote of an earlier note
-            app.notify(clean(caveat), severity="warning", timeout=12)
+        if workspace.draft_pane.caveat:  # as for a generated draft: a quote of an earlier note
+            app.notify(workspace.draft_pane.caveat, severity="warning", timeout=12)
 
     app.push_screen(
         CompareScreen(clean(patient.name), make_pair, store_choices, session.new_cancel()), taken

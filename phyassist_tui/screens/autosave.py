@@ -43,6 +43,17 @@ class DraftAutosave(Screen):
     @on(DraftChanged)
     def _draft_changed(self) -> None:
         self._schedule_autosave()
+        self.refresh_quote_caveat()
+
+    def refresh_quote_caveat(self) -> None:
+        """Where the draft's quoted reasons are not the statement's words, kept in view above
+        the items and current after every edit (``Session.quote_caveat``)."""
+        draft, patient = self.draft_pane.draft, self.patient
+        question = self.draft_question or self.analysis.question
+        caveat = ""
+        if draft is not None and patient is not None and question.strip():
+            caveat = clean(self.app.session.quote_caveat(patient, question, draft))
+        self.draft_pane.show_caveat(caveat)
 
     @on(TextArea.Changed, "#question")
     @on(Input.Changed, "#observed")
@@ -129,6 +140,7 @@ class DraftAutosave(Screen):
         if draft:
             try:
                 await self.draft_pane.load(AnalysisDraft.model_validate(draft))
+                self.refresh_quote_caveat()
             except ValueError:
                 self.notify(
                     "The kept draft could not be read; its text is shown above.", severity="warning"

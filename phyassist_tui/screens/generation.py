@@ -193,6 +193,7 @@ class GenerationHandling(Screen):
             return
         self.draft_pane.remember("new draft" if outcome.kind == "analysis" else "regenerate all")
         await self.draft_pane.load(outcome.draft)
+        self.refresh_quote_caveat()
         self._schedule_autosave()
         review = self._key_display("workspace.show_draft")
         if outcome.cancelled:

@@ -190,6 +190,7 @@ class DraftPane(Vertical):
     DEFAULT_CSS = """
     DraftPane { height: 1fr; }
     DraftPane > #draft-empty { padding: 1 2; color: $text-muted; }
+    DraftPane > #draft-caveat { height: auto; padding: 0 1; color: $warning; display: none; }
     DraftPane > ListView { height: 1fr; }
     DraftPane .section-header { color: $text-primary; text-style: bold; background: $boost; }
     DraftPane .item-row { padding: 0 1; }
@@ -201,6 +202,7 @@ class DraftPane(Vertical):
         self.draft: AnalysisDraft | None = None
         self.busy = False  # a regeneration is streaming
         self.undo_stack: list[tuple[str, AnalysisDraft]] = []  # (what was done, draft before)
+        self.caveat = ""  # the warning shown above the items (show_caveat)
 
     def compose(self) -> ComposeResult:
         from phyassist_tui.bindings import key_display
@@ -211,6 +213,7 @@ class DraftPane(Vertical):
             f"{key_display(self.app, 'workspace.generate')}.",
             id="draft-empty",
         )
+        yield Static("", id="draft-caveat", markup=False)
         yield DraftList(id="draft-items")
 
     def on_mount(self) -> None:
@@ -227,6 +230,7 @@ class DraftPane(Vertical):
         await listing.clear()
         if draft is None:
             self.undo_stack.clear()  # saved or another patient: nothing left to take back
+            self.show_caveat("")
             return
         rows: list[ListItem] = []
         for section in ("symptom_type", "reasons", "advice", "unplaced"):
@@ -244,6 +248,14 @@ class DraftPane(Vertical):
             1,
         )
         listing.index = index
+
+    def show_caveat(self, text: str) -> None:
+        """A warning that stays above the items while it holds (a quote that is not the
+        statement's words): a notification is gone in seconds, the draft stays."""
+        self.caveat = text
+        note = self.query_one("#draft-caveat", Static)
+        note.update(f"⚠ {text}" if text else "")
+        note.display = bool(text)
 
     @property
     def selected_row(self) -> ItemRow | None:

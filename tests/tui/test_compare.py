@@ -131,3 +131,28 @@ async def test_compare_says_which_side_quotes_an_earlier_note(make_app, vault, f
             lambda: any("quotes the note of" in str(n.message) for n in app._notifications),
             what="the taken draft's quote warning",
         )
+        # and it stays above the draft's items (a notification is gone in seconds) ...
+        pane = screen.draft_pane
+        assert "Reason 1 quotes the note of 2026-" in pane.caveat
+        assert pane.query_one("#draft-caveat").display
+        # ... until the counselor's edit makes it untrue
+        pane.draft.reasons[0].text = "Poor sleep and worthlessness."
+        pane._changed()
+        await wait_for(pilot, lambda: pane.caveat == "", what="the warning gone after the edit")
+        assert not pane.query_one("#draft-caveat").display
+
+
+@pytest.mark.parametrize("fake", [QuotingAdapterFake()])
+async def test_a_generated_draft_keeps_its_quote_warning_in_view(make_app, vault, fake):
+    """Seen in tmux: the warning was a 12 s notification, gone while the counselor read."""
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f3")
+        screen.query_one("#question", TextArea).load_text("I barely sleep and feel worthless.")
+        await pilot.press("ctrl+g")
+        pane = screen.draft_pane
+        await wait_for(pilot, lambda: pane.draft is not None, what="the draft")
+        await wait_for(pilot, lambda: "quotes the note of" in pane.caveat, what="the warning")
+        await pilot.pause(0.5)
+        assert "Reason 1 quotes the note of 2026-" in " ".join(screen_text(app).split())
