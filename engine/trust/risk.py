@@ -549,32 +549,23 @@ def _rule_pass(text: str) -> tuple[list[RiskFlag], list[tuple[int, int]]]:
         for m in rule.pattern.finditer(view):
             if m.end() == m.start():
                 continue
+            suicide = rule.category == "suicide_self_harm"
+            a, b = _sentence_span(view, m.start(), m.end())
             if _negated(rule, view, m.start(), m.end()):
-                if rule.category == "suicide_self_harm":
-                    a, b = _sentence_span(view, m.start(), m.end())
+                if suicide:
                     denied.append((at(a), at(b)))
                 continue
-            if rule.category == "suicide_self_harm" and _quoted_from_someone_else(
-                rule.lang, view, m.start(), m.end()
+            if suicide and (
+                _quoted_from_someone_else(rule.lang, view, m.start(), m.end())
+                or _past_and_recovered(rule.lang, view, m.start(), m.end())
             ):
-                a, b = _sentence_span(view, m.start(), m.end())
                 denied.append((at(a), at(b)))
                 continue
-            if rule.category == "suicide_self_harm" and _past_and_recovered(
-                rule.lang, view, m.start(), m.end()
-            ):
-                a, b = _sentence_span(view, m.start(), m.end())
-                denied.append((at(a), at(b)))
-                continue
-            if rule.category == "suicide_self_harm" and _about_someone_else(
-                rule, view, m.start(), m.end()
-            ):
+            if suicide and _about_someone_else(rule, view, m.start(), m.end()):
                 # the classifier still reads the sentence unless it is about others only
-                a, b = _sentence_span(view, m.start(), m.end())
                 if _no_first_person(rule.lang, view, a, b):
                     denied.append((at(a), at(b)))
                 continue
-            a, b = _sentence_span(view, m.start(), m.end())
             s, e = at(a), at(b)
             flag = RiskFlag(
                 category=rule.category,

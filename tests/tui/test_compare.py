@@ -36,13 +36,19 @@ class AdapterFake(FakeAssistant):
         return self._stream(text, cancel)
 
 
+async def _statement(pilot, text: str):
+    """Sun's workspace with ``text`` typed as the statement (Analysis tab)."""
+    screen = await open_patient(pilot, "Sun")
+    await pilot.press("f3")
+    screen.query_one("#question", TextArea).load_text(text)
+    return screen
+
+
 @pytest.mark.parametrize("fake", [AdapterFake()])
 async def test_compare_takes_rows_and_stores_the_choices(make_app, vault, fake):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await pilot.press("f3")
-        screen.query_one("#question", TextArea).load_text("I barely sleep and feel worthless.")
+        screen = await _statement(pilot, "I barely sleep and feel worthless.")
         await pilot.press("alt+c")
         compare = await wait_for(
             pilot, lambda: isinstance(app.screen, CompareScreen) and app.screen.pair and app.screen
@@ -117,9 +123,7 @@ async def test_compare_says_which_side_quotes_an_earlier_note(make_app, vault, f
     generated draft, the counselor is told when a side quotes an earlier note instead."""
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await pilot.press("f3")
-        screen.query_one("#question", TextArea).load_text("I barely sleep and feel worthless.")
+        screen = await _statement(pilot, "I barely sleep and feel worthless.")
         await pilot.press("alt+c")
         text = await wait_for(pilot, lambda: "Low mood" in (t := screen_text(app)) and t)
         assert "Right: Reason 1 quotes the note of 2026-" in " ".join(text.split())
@@ -147,9 +151,7 @@ async def test_a_generated_draft_keeps_its_quote_warning_in_view(make_app, vault
     """Seen in tmux: the warning was a 12 s notification, gone while the counselor read."""
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await pilot.press("f3")
-        screen.query_one("#question", TextArea).load_text("I barely sleep and feel worthless.")
+        screen = await _statement(pilot, "I barely sleep and feel worthless.")
         await pilot.press("ctrl+g")
         pane = screen.draft_pane
         await wait_for(pilot, lambda: pane.draft is not None, what="the draft")
