@@ -18,6 +18,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from engine.errors import TrainingError
+
 REHEARSAL_FILE = "rehearsal.jsonl"
 # Rows mixed into each pass over the notes; each pass takes the next ones (a "no" and a "yes"
 # of one task), so three passes see six different rows. Two rows of ~150 tokens add about
@@ -110,10 +112,17 @@ def read_pool(adapter_dir: Path | str | None) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     pool = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            pool.append({"prompt": row["prompt"], "completion": row["completion"]})
+    try:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                pool.append({"prompt": row["prompt"], "completion": row["completion"]})
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(
+            f"{path} cannot be read ({exc.__class__.__name__}); write it again with "
+            "`python -m engine.training.rehearsal` or delete it to train without rehearsal. "
+            "Nothing was trained."
+        ) from exc
     return pool
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import TrainingError
 from engine.training.config import Hyperparameters
 from engine.training.rehearsal import (
     REHEARSAL_FILE,
@@ -86,6 +87,9 @@ def test_a_pool_round_trips_and_a_missing_one_is_empty(tmp_path):
     back = read_pool(tmp_path)
     assert back == [{"prompt": pool[0]["prompt"], "completion": pool[0]["completion"]}]
     assert "是个负担" in (tmp_path / REHEARSAL_FILE).read_text(encoding="utf-8")
+    (tmp_path / REHEARSAL_FILE).write_text('{"prompt": [}\n', encoding="utf-8")
+    with pytest.raises(TrainingError, match="cannot be read"):
+        read_pool(tmp_path)
 
 
 def test_passes_are_laid_out_with_their_own_rehearsal_rows():
