@@ -68,6 +68,7 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_p", "zh_p"), "fresh4"),
     # fifth round: posts written before any change of that round (test) and its dev posts
     **dict.fromkeys(("en_r", "zh_r"), "fresh5"),
+    **dict.fromkeys(("en_t", "zh_t"), "fresh6"),
     **dict.fromkeys(("en_s", "zh_s"), "dev"),
 }
 # dev posts of a round, also reported on their own by ``measure --split dev``
