@@ -69,6 +69,9 @@ SPLIT_OF_FILE = {
     # fifth round: posts written before any change of that round (test) and its dev posts
     **dict.fromkeys(("en_r", "zh_r"), "fresh5"),
     **dict.fromkeys(("en_s", "zh_s"), "dev"),
+    # sixth round: social-media-style training posts and dev posts in another voice
+    **dict.fromkeys(("en_u", "zh_u"), "train"),
+    **dict.fromkeys(("en_v", "zh_v"), "dev"),
 }
 # dev posts of a round, also reported on their own by ``measure --split dev``
 DEV_POSTS = {"dev5_posts": ("en_s", "zh_s")}
