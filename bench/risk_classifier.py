@@ -70,9 +70,12 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_r", "zh_r"), "fresh5"),
     **dict.fromkeys(("en_t", "zh_t"), "fresh6"),
     **dict.fromkeys(("en_s", "zh_s"), "dev"),
+    # sixth round: social-media-style training posts and dev posts in another voice
+    **dict.fromkeys(("en_u", "zh_u"), "train"),
+    **dict.fromkeys(("en_v", "zh_v"), "dev"),
 }
 # dev posts of a round, also reported on their own by ``measure --split dev``
-DEV_POSTS = {"dev5_posts": ("en_s", "zh_s")}
+DEV_POSTS = {"dev5_posts": ("en_s", "zh_s"), "dev6_posts": ("en_v", "zh_v")}
 
 
 # all-negative posts: everyday Chinese (zh_h dev, zh_i test) and self-critical or anxious
