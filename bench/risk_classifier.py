@@ -578,19 +578,26 @@ def _rate(flags: list[bool]) -> dict:
     return {"n": n, "flagged": int(sum(flags)), "rate": round(sum(flags) / n, 4) if n else None}
 
 
-def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
+def measure(split: str, shared: Path, *, with_latency: bool = True, probe: bool = True) -> dict:
+    """Recall and false flags of the rules, rules + sentence classifier and, with ``probe``,
+    rules + classifier + the statement probe (engine/trust/risk_probe.py), in one run."""
     from engine.trust.risk import assess, assess_rules
 
     def with_rules(text: str) -> bool:
         return any(f.category == S for f in assess_rules(text))
 
     def combined(text: str) -> bool:
-        return any(f.category == S for f in assess(text))
+        return any(f.category == S for f in assess(text, probe=False))
+
+    def with_probe(text: str) -> bool:
+        return any(f.category == S for f in assess(text, probe=True))
 
     predictors: dict[str, Callable[[str], bool]] = {
         "rules": with_rules,
         "rules+classifier": combined,
     }
+    if probe:
+        predictors["rules+classifier+probe"] = with_probe
     rows = written(split)
     out: dict = {"split": split}
     for name, predict in predictors.items():
@@ -634,7 +641,7 @@ def measure(split: str, shared: Path, *, with_latency: bool = True) -> dict:
                 res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
                     [predict(r["text"]) for r in part if not r["label"]]
                 )
-            for fresh_split in ("fresh4", "fresh5"):
+            for fresh_split in ("fresh4", "fresh5", "fresh6"):
                 posts = written(fresh_split)
                 for lang in ("en", "zh", "all"):
                     part = [r for r in posts if lang in ("all", r["lang"])]
@@ -692,7 +699,13 @@ def latency(shared: Path, n: int = 200) -> dict:
         return out
 
     base = timed(assess_rules)  # the baseline, measured in the same run
-    times = timed(assess)
+    times = timed(lambda t: assess(t, probe=False))
+    from engine.trust.risk_probe import warm_up as warm_probe
+
+    t0 = time.perf_counter()
+    warm_probe()
+    probe_load_s = time.perf_counter() - t0
+    with_probe = timed(lambda t: assess(t, probe=True))
     load = subprocess.run(
         [
             sys.executable,
@@ -714,6 +727,12 @@ def latency(shared: Path, n: int = 200) -> dict:
         "max_ms": round(float(np.max(times)), 2),
         "rules_only_p95_ms": round(float(np.percentile(base, 95)), 2),
         "ratio_p95": round(float(np.percentile(times, 95) / np.percentile(base, 95)), 2),
+        "with_probe_p50_ms": round(float(np.percentile(with_probe, 50)), 2),
+        "with_probe_p95_ms": round(float(np.percentile(with_probe, 95)), 2),
+        "with_probe_ratio_p95": round(
+            float(np.percentile(with_probe, 95) / np.percentile(base, 95)), 2
+        ),
+        "probe_load_s_in_process": round(probe_load_s, 2),
         "load_s": round(float(load.stdout.strip()), 3),
     }
 

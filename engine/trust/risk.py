@@ -29,6 +29,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import numpy as np
+
 from engine.trust.normalise import matching_view, plain
 
 __all__ = [
@@ -370,24 +372,81 @@ def _sentence_span(text: str, start: int, end: int, limit: int = 240) -> tuple[i
     return s, e
 
 
-def assess(text: str, *, classifier: bool = True) -> list[RiskFlag]:
+def assess(text: str, *, classifier: bool = True, probe: bool | None = None) -> list[RiskFlag]:
     """Flags for ``text``, most severe first: the rules (:func:`assess_rules`) and, for
     suicide / self-harm, the sentence classifier (:mod:`engine.trust.risk_classifier`) on
     every sentence the rules did not flag or find negated. A classifier flag is ``medium``,
     quotes its sentence (``phrase_start``/``phrase_end`` span all of it) and has
     ``source="classifier"``.
-    If the classifier cannot load (its weights or the wordllama wheel missing), the rule
-    flags are returned and :func:`classifier_error` says why."""
+    When neither found suicide / self-harm, the whole-statement probe
+    (:mod:`engine.trust.risk_probe`; ``probe=None``: unless ``PHYASSIST_RISK_PROBE=0``) reads
+    the statement in context; its flag is ``medium``, ``source="probe"``, and quotes the
+    sentence the probe scores highest. It loads the embedded model (seconds, once) and takes
+    tens of milliseconds: call ``assess`` from a worker.
+    If the classifier or the probe cannot load, the other flags are returned and
+    :func:`classifier_error` / :func:`probe_error` say why."""
     flags, denied = _rule_pass(text)
     if not classifier or not text or not text.strip():
         return flags
     extra = _classifier_flags(text, flags, denied)
+    use_probe = _probe_module().enabled() if probe is None else probe
+    if use_probe and not any(f.category == "suicide_self_harm" for f in [*flags, *extra]):
+        extra += _probe_flags(text, flags, denied)
     if not extra:
         return flags
     return sorted([*flags, *extra], key=lambda f: (-_RANK[f.severity], f.start, f.category))
 
 
+def _probe_module():
+    from engine.trust import risk_probe
+
+    return risk_probe
+
+
 _CLASSIFIER_ERROR: str | None = None
+_PROBE_ERROR: str | None = None
+
+
+def probe_error() -> str | None:
+    """Why the last :func:`assess` that asked for the probe ran without it (``None``: it ran)."""
+    return _PROBE_ERROR
+
+
+def _probe_flags(text: str, flags: list[RiskFlag], denied: list[tuple[int, int]]) -> list[RiskFlag]:
+    """The probe's flag for the whole statement, quoting its highest-scoring sentence among
+    those no rule flagged or found negated (none left: no flag)."""
+    global _PROBE_ERROR
+    from engine.trust.risk_classifier import is_chinese
+
+    spans = _unflagged_sentences(text, flags, denied)
+    if not spans:
+        return []
+    try:
+        probe = _probe_module().probe()
+        score = float(probe.scores([text])[0])
+        w = probe.weights
+        if score < (w.threshold_zh if is_chinese(text) else w.threshold):
+            _PROBE_ERROR = None
+            return []
+        weight = _evidence_weights(probe, text, spans) if len(spans) > 1 else [1.0]
+    except Exception as exc:  # no embedded model or weights: the other checks still stand
+        _PROBE_ERROR = f"statement probe unavailable: {exc}"
+        return []
+    _PROBE_ERROR = None
+    s, e = spans[int(np.argmax(weight))]
+    return [
+        RiskFlag(
+            category="suicide_self_harm",
+            severity="medium",
+            evidence=text[s:e],
+            start=s,
+            end=e,
+            phrase_start=s,
+            phrase_end=e,
+            rule="statement_probe",
+            source="probe",
+        )
+    ]
 
 
 def classifier_error() -> str | None:
@@ -397,17 +456,22 @@ def classifier_error() -> str | None:
 
 def found_by(model: str | None = None, *, model_not_asked: str | None = None) -> str:
     """The counselor's line naming the checks behind the last :func:`assess`: the rules, the
-    sentence classifier unless it could not load (then why), the model where it was asked,
-    and why it was not (``model_not_asked``), e.g. "rules and the sentence classifier; no
-    model check: the model is still loading"."""
+    sentence classifier and the statement probe unless they could not load (then why), the
+    model where it was asked, and why it was not (``model_not_asked``), e.g. "rules, the
+    sentence classifier and the statement probe; no model check: the model is still
+    loading"."""
     checks = ["rules"]
     if _CLASSIFIER_ERROR is None:
         checks.append("the sentence classifier")
+    probe_on = _probe_module().enabled()
+    if probe_on and _PROBE_ERROR is None:
+        checks.append("the statement probe")
     if model:
         checks.append(model)
     line = "rules only" if len(checks) == 1 else ", ".join(checks[:-1]) + " and " + checks[-1]
-    if _CLASSIFIER_ERROR is not None:
-        line += f" ({_CLASSIFIER_ERROR})"
+    errors = [e for e in (_CLASSIFIER_ERROR, _PROBE_ERROR if probe_on else None) if e]
+    if errors:
+        line += f" ({'; '.join(errors)})"
     if model_not_asked:
         line += f"; no model check: {model_not_asked}"
     return line
@@ -467,6 +531,22 @@ def _classifier_flags(
         for (s, e), hit in zip(spans, hits, strict=True)
         if hit
     ]
+
+
+_LEAVE_ONE_OUT_MAX = 12
+
+
+def _evidence_weights(probe: Any, text: str, spans: list[tuple[int, int]]) -> np.ndarray:
+    """How much each sentence carries the probe's score: the drop when the statement is
+    scored without it (up to ``_LEAVE_ONE_OUT_MAX`` sentences; the highest drop is the
+    sentence the flag quotes), plus a little of its own score to break ties. Longer
+    statements: its own score alone."""
+    alone = probe.scores([text[s:e] for s, e in spans])
+    if len(spans) > _LEAVE_ONE_OUT_MAX:
+        return alone
+    whole = probe.scores([text])[0]
+    without = probe.scores([(text[:s] + text[e:]).strip() for s, e in spans])
+    return (whole - without) + 0.1 * alone
 
 
 _EN_HOPEFUL = re.compile(_DOC["classifier_gate"]["en_hopeful"], re.I)

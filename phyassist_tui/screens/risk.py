@@ -1,12 +1,13 @@
 """Risk flags, shown before any analysis: the counselor acknowledges them or goes back.
 
-``engine.trust.risk.assess`` runs on the raw statement (rules and the sentence classifier, no
-LLM; the classifier is loaded by :func:`warm_up_risk_classifier` a little after start-up, and
-until then the first check runs in the ``risk-check`` worker). Each flag is shown with
-its category, severity and the quoted sentence, the matched words highlighted. The quote is
-client text: it is sanitized (no escape sequences or control characters reach the terminal)
-and escaped with ``rich.markup.escape`` before it is put in markup, so a statement cannot
-style or hide anything on this screen.
+``engine.trust.risk.assess`` runs on the raw statement (rules, the sentence classifier and the
+statement probe on the embedded model's hidden states; no generation) in the ``risk-check``
+worker; :func:`warm_up_risk_classifier` loads the classifier and the probe a little after start-
+up (with ``PHYASSIST_RISK_PROBE=0`` and the classifier loaded, the check runs at once). Each
+flag is shown with its category, severity and the quoted sentence, the matched words
+highlighted. The quote is client text: it is sanitized (no escape sequences or control
+characters reach the terminal) and escaped with ``rich.markup.escape`` before it is put in
+markup, so a statement cannot style or hide anything on this screen.
 
 Use :func:`check_risk_then` from an event handler: rules at once and, where the settings
 and the loaded model allow (``risk_model_check``), the model's yes/no per category in a
@@ -33,7 +34,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 from textual.worker import get_current_worker
 
-from engine.trust import risk_classifier
+from engine.trust import risk_classifier, risk_probe
 from engine.trust.risk import CATEGORY_LABELS, RiskFlag, assess, found_by, highest_severity
 from engine.trust.sanitize import safe_terminal_text
 
@@ -242,7 +243,7 @@ def check_risk_then(
     session: SessionPort = app.session
     why = session.risk_model_refusal()
     if why is not None:
-        if risk_classifier.is_loaded():  # rules + classifier: milliseconds
+        if risk_classifier.is_loaded() and not risk_probe.enabled():  # milliseconds
             flags = assess(text)
             label = found_by(model_not_asked=why)
             confirm_risk_then(
@@ -320,14 +321,20 @@ def _classify_in_worker(
 
 
 def warm_up_risk_classifier(app: Any) -> None:
-    """Load the sentence classifier in a worker (called a little after start-up)."""
-    if risk_classifier.is_loaded():
+    """Load the sentence classifier and the statement probe in a worker (called a little
+    after start-up)."""
+    if risk_classifier.is_loaded() and (risk_probe.is_loaded() or not risk_probe.enabled()):
         return
     app.run_worker(
-        risk_classifier.warm_up,
+        _warm_up_checks,
         name="warm-risk",
         group="warm-risk",
         exclusive=True,
         thread=True,
         exit_on_error=False,
     )
+
+
+def _warm_up_checks() -> None:
+    risk_classifier.warm_up()
+    risk_probe.warm_up()  # the embedded model's private copy (a few seconds)

