@@ -254,6 +254,10 @@ class Settings(BaseSettings):
     # question per category ("on"), never ("off"), or unless it is the embedded model, whose
     # yes/no answers are not informative (it says yes to almost every statement) ("auto").
     risk_model_check: Literal["auto", "on", "off"] = "auto"
+    # The whole-statement probe behind the rules and the sentence classifier
+    # (engine/trust/risk_probe.py): more recall on indirect risk, more false flags on posts
+    # about loneliness; off by default (SECURITY.md, sixth round). PHYASSIST_RISK_PROBE=1.
+    risk_probe: bool = False
     keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys
 
     @classmethod

@@ -35,8 +35,11 @@ def isolated_home(
     monkeypatch.setenv("PHYASSIST_CACHE_DIR", str(model_cache_root()))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    for var in ("PHYASSIST_PASSPHRASE", "PHYASSIST_PASSPHRASE_FD"):
+    for var in ("PHYASSIST_PASSPHRASE", "PHYASSIST_PASSPHRASE_FD", "PHYASSIST_RISK_PROBE"):
         monkeypatch.delenv(var, raising=False)
+    from engine.trust import risk_probe
+
+    risk_probe.configure(False)  # the default; a Session sets it from its settings
     return home
 
 

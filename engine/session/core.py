@@ -44,6 +44,7 @@ from engine.session.loading import ModelLoader, ModelState
 from engine.session.patients import PatientActions
 from engine.session.risk import RiskActions
 from engine.session.vault_access import VaultAccess
+from engine.trust import risk_probe as _risk_probe
 
 if TYPE_CHECKING:
     from engine.knowledge.entries import Entry
@@ -77,6 +78,7 @@ class Session(
     ) -> None:
         self.settings = settings
         self.origin = origin  # the audit entries' detail: which front end acted
+        _risk_probe.configure(settings.risk_probe)  # the risk check's statement probe
         self._loader = ModelLoader(settings, assistant, assistant_factory)
         self._opener = vault_opener
         self._training_runner = training_runner

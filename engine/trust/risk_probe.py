@@ -15,7 +15,9 @@ would move the hidden states the weights were fitted on, and may be busy generat
 Loading takes a few seconds: :func:`warm_up` off the UI thread at launch. Scoring a
 statement takes tens of milliseconds; run it in a worker.
 
-Off with ``PHYASSIST_RISK_PROBE=0`` (the rules and the sentence classifier still run).
+Off by default (``Settings.risk_probe``, ``PHYASSIST_RISK_PROBE=1`` turns it on): on the
+held-out test split it found 19 more of 95 blind risk posts but flagged 5 more of 115 IMHI
+loneliness "no" posts, over the ship gate's limit (SECURITY.md, sixth round).
 """
 
 from __future__ import annotations
@@ -30,16 +32,29 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROBE_FILE", "Probe", "enabled", "is_loaded", "probe", "warm_up"]
+__all__ = ["PROBE_FILE", "Probe", "configure", "enabled", "is_loaded", "probe", "warm_up"]
 
 PROBE_FILE = "risk_probe.npz"
 MAX_TOKENS = 256  # the fit's statements were cut here; longer ones are scored in windows
 _STRIDE = 192
 
 
+_CONFIGURED = False
+
+
+def configure(on: bool) -> None:
+    """Set by the Session from ``Settings.risk_probe``."""
+    global _CONFIGURED
+    _CONFIGURED = bool(on)
+
+
 def enabled() -> bool:
-    """Whether :func:`engine.trust.risk.assess` runs the probe (``PHYASSIST_RISK_PROBE``)."""
-    return os.environ.get("PHYASSIST_RISK_PROBE", "1").strip().lower() not in ("0", "off", "no")
+    """Whether :func:`engine.trust.risk.assess` runs the probe: ``PHYASSIST_RISK_PROBE``
+    where set, else what :func:`configure` was told (off by default)."""
+    value = os.environ.get("PHYASSIST_RISK_PROBE", "").strip().lower()
+    if value:
+        return value in ("1", "on", "yes", "true")
+    return _CONFIGURED
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from engine.settings import Settings, StoreSettings
 from engine.trust import risk_classifier
 from engine.trust.risk import assess_rules
 from engine.vault.store import Store
-from phyassist_tui.screens.risk import RiskFlagScreen
+from phyassist_tui.screens.risk import RiskFlagScreen, flag_heading
 from tests.tui import fakes
 
 pytestmark = pytest.mark.anyio
@@ -72,3 +72,31 @@ async def test_risk_screen_quotes_the_classifier_sentence(
             timeout=15,  # a loaded 2-core CI box
             what="analysis after acknowledging",
         )
+
+
+async def test_with_the_statement_probe_on_the_screen_quotes_its_sentence(
+    tui_settings: Settings,
+) -> None:
+    """``risk_probe`` on in the settings: a statement only the probe finds (a dev post,
+    test_risk_probe.py) stops the analysis; the check ran in the worker (the real probe)."""
+    from engine.trust.risk import assess
+    from phyassist_tui.app import PhyAssistApp
+    from tests.engine.trust.test_risk_probe import GARAGE
+
+    assert not assess(GARAGE, probe=False)  # rules and classifier miss it
+    tui_settings.risk_probe = True
+    fake = fakes.FakeAssistant()
+    app = PhyAssistApp(tui_settings, assistant=fake)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await fakes.open_patient(pilot, "Sun")
+        await fakes.generate(pilot, screen, GARAGE)
+        await fakes.wait_for(
+            pilot, lambda: isinstance(app.screen, RiskFlagScreen), timeout=60, what="flags"
+        )
+        risk = app.screen
+        assert [f.source for f in risk.flags] == ["probe"]
+        assert "garage with the car running" in risk.flags[0].evidence
+        assert "statement_probe" in flag_heading(risk.flags[0]).plain
+        shown = " ".join(str(w.render()) for w in risk.query(Static))
+        assert "Found by rules, the sentence classifier and the statement probe" in shown
+        assert not [c for c in fake.calls if c.name == "stream_analysis"]

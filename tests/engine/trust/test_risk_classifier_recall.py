@@ -34,7 +34,7 @@ NO_DISORDER = (
 
 @pytest.fixture(scope="module")
 def figures() -> dict:
-    return measure("test", SHARED, with_latency=False)
+    return measure("test", SHARED, with_latency=False, probe=False)  # the default check
 
 
 def rate(block: dict, key: str) -> float:
@@ -89,6 +89,8 @@ RECALL_FLOOR = {
     "fresh4_posts_all_recall": 0.70,  # 35 / 50 (EN 18 / 30, ZH 17 / 20; before the round 35)
     # issue 18, fifth round: social-media posts written before any change (en_r, zh_r)
     "fresh5_posts_all_recall": 0.76,  # 32 / 42 (EN 16 / 25, ZH 16 / 17; before the round 32)
+    # issue 18, sixth round: blind social-media posts (en_t, zh_t), written before any change
+    "fresh6_posts_all_recall": 0.52,  # 50 / 95 (EN 28 / 60, ZH 22 / 35)
 }
 FALSE_FLAG_CAP = {
     "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
@@ -107,7 +109,30 @@ FALSE_FLAG_CAP = {
     "fresh4_posts_all_hard_negatives_flagged": 0.18,  # 9 / 50
     # issue 18, fifth round: 4 -> 3 of 46 (a Chinese self-critical post)
     "fresh5_posts_all_hard_negatives_flagged": 0.066,  # 3 / 46
+    "fresh6_posts_all_hard_negatives_flagged": 0.285,  # 27 / 95 (EN 14 / 60, ZH 13 / 35)
 }
+
+
+@needs_imhi
+def test_statement_probe_floor_on_the_blind_posts():
+    """The statement probe (off by default, ``PHYASSIST_RISK_PROBE=1``) on the sixth round's
+    blind posts, measured once after it was fitted (bench/results/risk_round6_test_after.json):
+    rules + classifier 50 of 95 risk posts, + probe 69; hard negatives 27 -> 31 of 95. Only
+    this set (the full test split with the probe takes minutes on two cores)."""
+    from bench.risk_classifier import S, written
+    from engine.trust.risk import assess
+
+    posts = written("fresh6")
+
+    def flagged(label: int) -> int:
+        return sum(
+            any(f.category == S for f in assess(r["text"], probe=True))
+            for r in posts
+            if r["label"] == label
+        )
+
+    assert flagged(1) >= 69
+    assert flagged(0) <= 31
 
 
 @needs_imhi
@@ -116,7 +141,7 @@ def test_dev_forum_posts_floor():
     imhi_irf_val.labels; dev, so thresholds may be chosen on them, unlike the floors above).
     Measured with the shipped weights and issue 18's fourth-round rules: 81 of 85 risk posts
     flagged (rules alone 75; third round 74 and 68), 3 of the 110 without risk (was 4)."""
-    dev = measure("dev", SHARED, with_latency=False)
+    dev = measure("dev", SHARED, with_latency=False, probe=False)
     ours, rules = dev["rules+classifier"], dev["rules"]
     assert ours["irf_dev_posts_recall"]["flagged"] >= 81
     assert rules["irf_dev_posts_recall"]["flagged"] >= 75
