@@ -69,6 +69,8 @@ SPLIT_OF_FILE = {
     # fifth round: posts written before any change of that round (test) and its dev posts
     **dict.fromkeys(("en_r", "zh_r"), "fresh5"),
     **dict.fromkeys(("en_t", "zh_t"), "fresh6"),
+    # seventh round: blind posts written before any change of that round
+    **dict.fromkeys(("en_x", "zh_x"), "fresh7"),
     **dict.fromkeys(("en_s", "zh_s"), "dev"),
     # sixth round: social-media-style training posts and dev posts in another voice
     **dict.fromkeys(("en_u", "zh_u"), "train"),
