@@ -73,6 +73,9 @@ SPLIT_OF_FILE = {
     # sixth round: social-media-style training posts and dev posts in another voice
     **dict.fromkeys(("en_u", "zh_u"), "train"),
     **dict.fromkeys(("en_v", "zh_v"), "dev"),
+    # seventh round: loneliness posts (lonely without risk vs lonely with risk)
+    **dict.fromkeys(("en_w", "zh_w"), "train"),
+    **dict.fromkeys(("en_y", "zh_y"), "dev"),
 }
 # dev posts of a round, also reported on their own by ``measure --split dev``
 DEV_POSTS = {"dev5_posts": ("en_s", "zh_s"), "dev6_posts": ("en_v", "zh_v")}
