@@ -75,9 +75,16 @@ SPLIT_OF_FILE = {
     # sixth round: social-media-style training posts and dev posts in another voice
     **dict.fromkeys(("en_u", "zh_u"), "train"),
     **dict.fromkeys(("en_v", "zh_v"), "dev"),
+    # seventh round: loneliness posts (lonely without risk vs lonely with risk)
+    **dict.fromkeys(("en_w", "zh_w"), "train"),
+    **dict.fromkeys(("en_y", "zh_y"), "dev"),
 }
 # dev posts of a round, also reported on their own by ``measure --split dev``
-DEV_POSTS = {"dev5_posts": ("en_s", "zh_s"), "dev6_posts": ("en_v", "zh_v")}
+DEV_POSTS = {
+    "dev5_posts": ("en_s", "zh_s"),
+    "dev6_posts": ("en_v", "zh_v"),
+    "dev7_lonely_posts": ("en_y", "zh_y"),
+}
 
 
 # all-negative posts: everyday Chinese (zh_h dev, zh_i test) and self-critical or anxious
@@ -643,7 +650,7 @@ def measure(split: str, shared: Path, *, with_latency: bool = True, probe: bool 
                 res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
                     [predict(r["text"]) for r in part if not r["label"]]
                 )
-            for fresh_split in ("fresh4", "fresh5", "fresh6"):
+            for fresh_split in ("fresh4", "fresh5", "fresh6", "fresh7"):
                 posts = written(fresh_split)
                 for lang in ("en", "zh", "all"):
                     part = [r for r in posts if lang in ("all", r["lang"])]
