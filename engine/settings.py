@@ -256,7 +256,7 @@ class Settings(BaseSettings):
     risk_model_check: Literal["auto", "on", "off"] = "auto"
     # The whole-statement probe behind the rules and the sentence classifier
     # (engine/trust/risk_probe.py): more recall on indirect risk, more false flags on posts
-    # about loneliness; off by default (SECURITY.md, sixth round). PHYASSIST_RISK_PROBE=1.
+    # about loneliness; off by default (SECURITY.md, rounds 6-7). PHYASSIST_RISK_PROBE=1.
     risk_probe: bool = False
     keymap: dict[str, str] = Field(default_factory=dict)  # binding id -> keys
 

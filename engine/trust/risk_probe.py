@@ -17,7 +17,8 @@ statement takes tens of milliseconds; run it in a worker.
 
 Off by default (``Settings.risk_probe``, ``PHYASSIST_RISK_PROBE=1`` turns it on): on the
 held-out test split it found 19 more of 95 blind risk posts but flagged 5 more of 115 IMHI
-loneliness "no" posts, over the ship gate's limit (SECURITY.md, sixth round).
+loneliness "no" posts, over the ship gate's limit; a refit with loneliness posts failed
+again (SECURITY.md, sixth and seventh rounds).
 """
 
 from __future__ import annotations

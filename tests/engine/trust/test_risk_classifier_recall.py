@@ -51,6 +51,8 @@ def test_goal(figures):
     assert rate(ours, "fresh_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh4_posts_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh5_posts_all_recall") >= GOAL_RECALL
+    assert rate(ours, "fresh6_posts_all_recall") >= GOAL_RECALL
+    assert rate(ours, "fresh7_posts_all_recall") >= GOAL_RECALL
     for key in NO_DISORDER:
         if key in ours:
             assert rate(ours, key) <= GOAL_FALSE_FLAGS, key
@@ -91,6 +93,8 @@ RECALL_FLOOR = {
     "fresh5_posts_all_recall": 0.76,  # 32 / 42 (EN 16 / 25, ZH 16 / 17; before the round 32)
     # issue 18, sixth round: blind social-media posts (en_t, zh_t), written before any change
     "fresh6_posts_all_recall": 0.52,  # 50 / 95 (EN 28 / 60, ZH 22 / 35)
+    # issue 18, seventh round: blind posts, a third of the negatives about loneliness (en_x, zh_x)
+    "fresh7_posts_all_recall": 0.72,  # 51 / 70 (EN 31 / 45, ZH 20 / 25)
 }
 FALSE_FLAG_CAP = {
     "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
@@ -110,6 +114,7 @@ FALSE_FLAG_CAP = {
     # issue 18, fifth round: 4 -> 3 of 46 (a Chinese self-critical post)
     "fresh5_posts_all_hard_negatives_flagged": 0.066,  # 3 / 46
     "fresh6_posts_all_hard_negatives_flagged": 0.285,  # 27 / 95 (EN 14 / 60, ZH 13 / 35)
+    "fresh7_posts_all_hard_negatives_flagged": 0.215,  # 15 / 70 (EN 7 / 45, ZH 8 / 25)
 }
 
 
