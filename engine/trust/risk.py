@@ -434,19 +434,22 @@ def _probe_flags(text: str, flags: list[RiskFlag], denied: list[tuple[int, int]]
         return []
     _PROBE_ERROR = None
     s, e = spans[int(np.argmax(weight))]
-    return [
-        RiskFlag(
-            category="suicide_self_harm",
-            severity="medium",
-            evidence=text[s:e],
-            start=s,
-            end=e,
-            phrase_start=s,
-            phrase_end=e,
-            rule="statement_probe",
-            source="probe",
-        )
-    ]
+    return [_sentence_flag(text, s, e, rule="statement_probe", source="probe")]
+
+
+def _sentence_flag(text: str, start: int, end: int, *, rule: str, source: str) -> RiskFlag:
+    """A medium suicide / self-harm flag quoting (and highlighting) a whole sentence."""
+    return RiskFlag(
+        category="suicide_self_harm",
+        severity="medium",
+        evidence=text[start:end],
+        start=start,
+        end=end,
+        phrase_start=start,
+        phrase_end=end,
+        rule=rule,
+        source=source,
+    )
 
 
 def classifier_error() -> str | None:
@@ -517,17 +520,7 @@ def _classifier_flags(
         for (s, e), hit in zip(spans, hits, strict=True)
     ]
     return [
-        RiskFlag(
-            category="suicide_self_harm",
-            severity="medium",
-            evidence=text[s:e],
-            start=s,
-            end=e,
-            phrase_start=s,
-            phrase_end=e,
-            rule="classifier",
-            source="classifier",
-        )
+        _sentence_flag(text, s, e, rule="classifier", source="classifier")
         for (s, e), hit in zip(spans, hits, strict=True)
         if hit
     ]
