@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -381,6 +382,30 @@ class PhyAssistApp(App):
         )
         if message:
             self.notify(message, severity="information" if started else "warning")
+
+    def action_toggle_risk_probe(self) -> None:
+        """Turn the risk check's statement probe on or off, and keep the choice."""
+        from engine.trust import risk_probe
+        from phyassist_tui.screens.risk import warm_up_risk_classifier
+
+        on = not self.settings.risk_probe
+        risk_probe.configure(on)
+        self.run_worker(
+            partial(self.settings.save_preferences, risk_probe=on),
+            name="save-risk-probe",
+            thread=True,
+            exit_on_error=False,
+        )
+        if on:
+            warm_up_risk_classifier(self)  # the model copy loads off the UI thread
+        message = (
+            "Risk check: the statement probe is on (more indirect risk found, more false flags)."
+            if on
+            else "Risk check: the statement probe is off (rules and the sentence classifier)."
+        )
+        if os.environ.get("PHYASSIST_RISK_PROBE", "").strip():
+            message += " PHYASSIST_RISK_PROBE is set and decides until it is unset."
+        self.notify(message)
 
     # -- theme and palette ------------------------------------------------------------------------
     def watch_theme(self, theme: str) -> None:

@@ -82,6 +82,16 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "app",
         show=False,
     ),
+    ActionSpec(
+        "app.risk_probe",
+        "alt+k",
+        "toggle_risk_probe",
+        "Risk check: statement probe on/off",
+        "Also read each statement whole with the embedded model's probe: more indirect risk "
+        "found, more false flags (off by default; SECURITY.md)",
+        "app",
+        show=False,
+    ),
     # workspace
     ActionSpec(
         "workspace.new_patient",

@@ -163,3 +163,28 @@ async def test_every_tab_is_usable_at_80x24(make_app, vault):
             await pilot.pause(0.05)
             region = app.focused.region
             assert region.width > 0 and region.height > 0, key
+
+
+async def test_statement_probe_toggle_is_kept(make_app, vault, settings):
+    """The palette's "Risk check: statement probe on/off" (Alt+K) switches the probe the
+    risk check uses and keeps the choice in settings.json (off by default)."""
+    from engine.settings import settings_file_path
+    from engine.trust import risk_probe
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace(pilot)
+        assert not risk_probe.enabled()
+        command = next(
+            c for c in app.get_system_commands(screen) if c.title.startswith("Risk check")
+        )
+        await command.callback()
+        await wait_for(pilot, lambda: settings_file_path().is_file())
+        assert risk_probe.enabled() and app.settings.risk_probe
+        assert json.loads(settings_file_path().read_text())["risk_probe"] is True
+        assert any("statement probe is on" in n.message for n in app._notifications)
+        await pilot.press("alt+k")
+        await wait_for(
+            pilot, lambda: json.loads(settings_file_path().read_text())["risk_probe"] is False
+        )
+        assert not risk_probe.enabled()
