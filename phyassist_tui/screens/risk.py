@@ -257,6 +257,8 @@ def check_risk_then(
                 found_by=label,
             )
             return
+        if checking is not None and risk_probe.enabled():
+            checking("checking for risk…")  # the probe's first load takes seconds; Esc stops
         _classify_in_worker(owner, patient_id, text, proceed, cancelled, why)
         return
     if checking is not None:
