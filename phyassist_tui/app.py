@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -403,7 +402,7 @@ class PhyAssistApp(App):
             if on
             else "Risk check: the statement probe is off (rules and the sentence classifier)."
         )
-        if os.environ.get("PHYASSIST_RISK_PROBE", "").strip():
+        if risk_probe.env_override() is not None:
             message += " PHYASSIST_RISK_PROBE is set and decides until it is unset."
         self.notify(message)
 

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from engine.trust import risk_probe
 from engine.trust.normalise import matching_view, plain
 
 __all__ = [
@@ -379,28 +380,22 @@ def assess(text: str, *, classifier: bool = True, probe: bool | None = None) -> 
     quotes its sentence (``phrase_start``/``phrase_end`` span all of it) and has
     ``source="classifier"``.
     When neither found suicide / self-harm, the whole-statement probe
-    (:mod:`engine.trust.risk_probe`; ``probe=None``: unless ``PHYASSIST_RISK_PROBE=0``) reads
-    the statement in context; its flag is ``medium``, ``source="probe"``, and quotes the
-    sentence the probe scores highest. It loads the embedded model (seconds, once) and takes
-    tens of milliseconds: call ``assess`` from a worker.
+    (:mod:`engine.trust.risk_probe`; ``probe=None``: as ``risk_probe.enabled()`` says, off by
+    default) reads the statement in context; its flag is ``medium``, ``source="probe"``, and
+    quotes the sentence that carries its score most. It loads the embedded model (seconds,
+    once) and takes tens of milliseconds: call ``assess`` from a worker.
     If the classifier or the probe cannot load, the other flags are returned and
     :func:`classifier_error` / :func:`probe_error` say why."""
     flags, denied = _rule_pass(text)
     if not classifier or not text or not text.strip():
         return flags
     extra = _classifier_flags(text, flags, denied)
-    use_probe = _probe_module().enabled() if probe is None else probe
+    use_probe = risk_probe.enabled() if probe is None else probe
     if use_probe and not any(f.category == "suicide_self_harm" for f in [*flags, *extra]):
         extra += _probe_flags(text, flags, denied)
     if not extra:
         return flags
     return sorted([*flags, *extra], key=lambda f: (-_RANK[f.severity], f.start, f.category))
-
-
-def _probe_module():
-    from engine.trust import risk_probe
-
-    return risk_probe
 
 
 _CLASSIFIER_ERROR: str | None = None
@@ -416,19 +411,16 @@ def _probe_flags(text: str, flags: list[RiskFlag], denied: list[tuple[int, int]]
     """The probe's flag for the whole statement, quoting its highest-scoring sentence among
     those no rule flagged or found negated (none left: no flag)."""
     global _PROBE_ERROR
-    from engine.trust.risk_classifier import is_chinese
-
     spans = _unflagged_sentences(text, flags, denied)
     if not spans:
         return []
     try:
-        probe = _probe_module().probe()
+        probe = risk_probe.probe()
         score = float(probe.scores([text])[0])
-        w = probe.weights
-        if score < (w.threshold_zh if is_chinese(text) else w.threshold):
+        if score < probe.weights.threshold_for(text):
             _PROBE_ERROR = None
             return []
-        weight = _evidence_weights(probe, text, spans) if len(spans) > 1 else [1.0]
+        weight = _evidence_weights(probe, text, spans, score) if len(spans) > 1 else [1.0]
     except Exception as exc:  # no embedded model or weights: the other checks still stand
         _PROBE_ERROR = f"statement probe unavailable: {exc}"
         return []
@@ -466,7 +458,7 @@ def found_by(model: str | None = None, *, model_not_asked: str | None = None) ->
     checks = ["rules"]
     if _CLASSIFIER_ERROR is None:
         checks.append("the sentence classifier")
-    probe_on = _probe_module().enabled()
+    probe_on = risk_probe.enabled()
     if probe_on and _PROBE_ERROR is None:
         checks.append("the statement probe")
     if model:
@@ -529,15 +521,16 @@ def _classifier_flags(
 _LEAVE_ONE_OUT_MAX = 12
 
 
-def _evidence_weights(probe: Any, text: str, spans: list[tuple[int, int]]) -> np.ndarray:
-    """How much each sentence carries the probe's score: the drop when the statement is
-    scored without it (up to ``_LEAVE_ONE_OUT_MAX`` sentences; the highest drop is the
-    sentence the flag quotes), plus a little of its own score to break ties. Longer
+def _evidence_weights(
+    probe: Any, text: str, spans: list[tuple[int, int]], whole: float
+) -> np.ndarray:
+    """How much each sentence carries the probe's score ``whole``: the drop when the
+    statement is scored without it (up to ``_LEAVE_ONE_OUT_MAX`` sentences; the highest drop
+    is the sentence the flag quotes), plus a little of its own score to break ties. Longer
     statements: its own score alone."""
     alone = probe.scores([text[s:e] for s, e in spans])
     if len(spans) > _LEAVE_ONE_OUT_MAX:
         return alone
-    whole = probe.scores([text])[0]
     without = probe.scores([(text[:s] + text[e:]).strip() for s, e in spans])
     return (whole - without) + 0.1 * alone
 

@@ -33,7 +33,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PROBE_FILE", "Probe", "configure", "enabled", "is_loaded", "probe", "warm_up"]
+__all__ = [
+    "PROBE_FILE",
+    "Probe",
+    "configure",
+    "enabled",
+    "env_override",
+    "is_loaded",
+    "probe",
+    "warm_up",
+]
 
 PROBE_FILE = "risk_probe.npz"
 MAX_TOKENS = 256  # the fit's statements were cut here; longer ones are scored in windows
@@ -49,13 +58,17 @@ def configure(on: bool) -> None:
     _CONFIGURED = bool(on)
 
 
+def env_override() -> bool | None:
+    """``PHYASSIST_RISK_PROBE`` where set (it decides over the settings), else ``None``."""
+    value = os.environ.get("PHYASSIST_RISK_PROBE", "").strip().lower()
+    return value in ("1", "on", "yes", "true") if value else None
+
+
 def enabled() -> bool:
     """Whether :func:`engine.trust.risk.assess` runs the probe: ``PHYASSIST_RISK_PROBE``
     where set, else what :func:`configure` was told (off by default)."""
-    value = os.environ.get("PHYASSIST_RISK_PROBE", "").strip().lower()
-    if value:
-        return value in ("1", "on", "yes", "true")
-    return _CONFIGURED
+    override = env_override()
+    return _CONFIGURED if override is None else override
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,11 @@ class ProbeWeights:
     threshold: float
     threshold_zh: float
     version: str
+
+    def threshold_for(self, text: str) -> float:
+        from engine.trust.risk_classifier import is_chinese
+
+        return self.threshold_zh if is_chinese(text) else self.threshold
 
 
 def save_weights(w: ProbeWeights, path) -> None:
@@ -110,49 +128,46 @@ class Probe:
         self._tokenizer = tokenizer
         self._lock = threading.Lock()
 
-    def features(self, texts: list[str], layers: tuple[int, ...] | None = None) -> np.ndarray:
-        """Per text: the mean-pooled hidden states of ``layers``, each L2-normalised and
-        concatenated. A text longer than ``MAX_TOKENS`` gives the windows' features, the
-        highest-scoring window standing for it (see :meth:`scores`), so here: first window."""
-        return self._windows(texts, layers or self.weights.layers)[0]
+    def features(self, texts: list[str]) -> np.ndarray:
+        """Per text: the mean-pooled hidden states of the weights' layers, each
+        L2-normalised and concatenated, over its first ``MAX_TOKENS`` tokens (what the fit
+        saw; :meth:`scores` also reads the windows after)."""
+        return self._windows(texts, all_windows=False)[0]
 
     def scores(self, texts: list[str]) -> np.ndarray:
         """Probability of risk per text (the highest over a long text's windows)."""
         if not texts:
             return np.zeros(0, dtype=np.float32)
         w = self.weights
-        _, feats, owner = self._windows(texts, w.layers, all_windows=True)
+        feats, owner = self._windows(texts, all_windows=True)
         logits = ((feats - w.mean) * w.scale) @ w.coef + w.bias
         out = np.full(len(texts), -np.inf, dtype=np.float32)
         np.maximum.at(out, owner, logits.astype(np.float32))
         return 1.0 / (1.0 + np.exp(-out))
 
     def flagged(self, texts: list[str]) -> list[bool]:
-        from engine.trust.risk_classifier import is_chinese
-
-        t = self.weights
         return [
-            bool(p >= (t.threshold_zh if is_chinese(s) else t.threshold))
+            bool(p >= self.weights.threshold_for(s))
             for s, p in zip(texts, self.scores(texts), strict=True)
         ]
 
-    def _windows(self, texts: list[str], layers: tuple[int, ...], all_windows: bool = False):
+    def _windows(self, texts: list[str], *, all_windows: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Features of each text's first window (every window with ``all_windows``) and the
+        index of the text each row belongs to."""
         import torch
 
         tok = self._tokenizer
         pieces: list[list[int]] = []
         owner: list[int] = []
-        firsts: list[int] = []
         for i, text in enumerate(texts):
             ids = tok(text, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
-            firsts.append(len(pieces))
             starts = range(0, max(len(ids) - MAX_TOKENS, 0) + 1, _STRIDE)
             if len(ids) > MAX_TOKENS and (len(ids) - MAX_TOKENS) % _STRIDE:
                 starts = [*starts, len(ids) - MAX_TOKENS]
             for s in starts if all_windows else [0]:
                 pieces.append(ids[s : s + MAX_TOKENS])
                 owner.append(i)
-        hidden = self._model.config.hidden_size
+        layers, hidden = self.weights.layers, self._model.config.hidden_size
         feats = np.zeros((len(pieces), len(layers) * hidden), dtype=np.float32)
         order = sorted(range(len(pieces)), key=lambda k: len(pieces[k]))
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -173,8 +188,7 @@ class Probe:
                     pooled = (states[layer].float() * m).sum(1) / m.sum(1)
                     pooled = pooled / pooled.norm(dim=1, keepdim=True).clamp_min(1e-12)
                     feats[batch, j * hidden : (j + 1) * hidden] = pooled.numpy()
-        first = feats[firsts] if all_windows else feats
-        return first, feats, np.asarray(owner)
+        return feats, np.asarray(owner)
 
 
 _LOAD_LOCK = threading.Lock()

@@ -3,7 +3,7 @@
 ``engine.trust.risk.assess`` runs on the raw statement (rules, the sentence classifier and the
 statement probe on the embedded model's hidden states; no generation) in the ``risk-check``
 worker; :func:`warm_up_risk_classifier` loads the classifier and the probe a little after start-
-up (with ``PHYASSIST_RISK_PROBE=0`` and the classifier loaded, the check runs at once). Each
+up (with the probe off, the default, and the classifier loaded, the check runs at once). Each
 flag is shown with its category, severity and the quoted sentence, the matched words
 highlighted. The quote is client text: it is sanitized (no escape sequences or control
 characters reach the terminal) and escaped with ``rich.markup.escape`` before it is put in
