@@ -6,6 +6,7 @@ run or restore succeeds. Kills hit real ``phyassist backup`` processes at random
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -149,7 +150,8 @@ def _kill_after(proc: subprocess.Popen, delay: float | None) -> bool:
     alive = proc.poll() is None
     if alive:
         for child in _children(proc.pid):
-            os.kill(child, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it ended between listing and kill
+                os.kill(child, signal.SIGKILL)
         proc.kill()
     proc.wait()
     return alive
