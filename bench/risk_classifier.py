@@ -71,6 +71,8 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_t", "zh_t"), "fresh6"),
     # seventh round: blind posts written before any change of that round
     **dict.fromkeys(("en_x", "zh_x"), "fresh7"),
+    # eighth round: blind posts (risk vs hard negatives) and everyday posts with no disorder
+    **dict.fromkeys(("en_z", "zh_z", "en_ze", "zh_ze"), "fresh8"),
     **dict.fromkeys(("en_s", "zh_s"), "dev"),
     # sixth round: social-media-style training posts and dev posts in another voice
     **dict.fromkeys(("en_u", "zh_u"), "train"),
@@ -90,6 +92,8 @@ DEV_POSTS = {
 # all-negative posts: everyday Chinese (zh_h dev, zh_i test) and self-critical or anxious
 # Chinese posts (zh_m dev): false-flag sets like IMHI's no-disorder posts, not hard negatives
 EVERYDAY = {"zh_h", "zh_i", "zh_m"}
+# everyday posts of a fresh split: its no-disorder false-flag set, apart from hard negatives
+FRESH_EVERYDAY = {"en_ze", "zh_ze"}
 
 
 def written(split: str) -> list[dict]:
@@ -650,10 +654,23 @@ def measure(split: str, shared: Path, *, with_latency: bool = True, probe: bool 
                 res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
                     [predict(r["text"]) for r in part if not r["label"]]
                 )
-            for fresh_split in ("fresh4", "fresh5", "fresh6", "fresh7"):
+            for fresh_split in ("fresh4", "fresh5", "fresh6", "fresh7", "fresh8"):
                 posts = written(fresh_split)
                 for lang in ("en", "zh", "all"):
-                    part = [r for r in posts if lang in ("all", r["lang"])]
+                    everyday = [
+                        r
+                        for r in posts
+                        if r["author"] in FRESH_EVERYDAY and lang in ("all", r["lang"])
+                    ]
+                    if everyday:
+                        res[f"{fresh_split}_everyday_posts_{lang}_flagged"] = _rate(
+                            [predict(r["text"]) for r in everyday]
+                        )
+                    part = [
+                        r
+                        for r in posts
+                        if lang in ("all", r["lang"]) and r["author"] not in FRESH_EVERYDAY
+                    ]
                     res[f"{fresh_split}_posts_{lang}_recall"] = _rate(
                         [predict(r["text"]) for r in part if r["label"]]
                     )
