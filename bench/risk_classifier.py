@@ -591,10 +591,22 @@ def _rate(flags: list[bool]) -> dict:
     return {"n": n, "flagged": int(sum(flags)), "rate": round(sum(flags) / n, 4) if n else None}
 
 
-def measure(split: str, shared: Path, *, with_latency: bool = True, probe: bool = True) -> dict:
+def measure(
+    split: str,
+    shared: Path,
+    *,
+    with_latency: bool = True,
+    probe: bool = True,
+    probe_weights: Path | None = None,
+) -> dict:
     """Recall and false flags of the rules, rules + sentence classifier and, with ``probe``,
-    rules + classifier + the statement probe (engine/trust/risk_probe.py), in one run."""
+    rules + classifier + the statement probe (engine/trust/risk_probe.py; the weights in
+    ``probe_weights`` instead of the shipped ones where given), in one run."""
+    from engine.trust import risk_probe
     from engine.trust.risk import assess, assess_rules
+
+    if probe_weights is not None:
+        risk_probe.override(risk_probe.load_weights(probe_weights.read_bytes()))
 
     def with_rules(text: str) -> bool:
         return any(f.category == S for f in assess_rules(text))
@@ -694,11 +706,11 @@ def measure(split: str, shared: Path, *, with_latency: bool = True, probe: bool 
                     res[f"imhi_{src}_flagged"] = _rate([predict(t) for t in posts])
         out[name] = res
     if with_latency:
-        out["latency"] = latency(shared)
+        out["latency"] = latency(shared, probe_weights=probe_weights)
     return out
 
 
-def latency(shared: Path, n: int = 200) -> dict:
+def latency(shared: Path, n: int = 200, probe_weights: Path | None = None) -> dict:
     """Milliseconds per ``assess`` call (rules + classifier, warm) on IMHI test posts as
     statements, against the rules alone in the same run (``ratio_p95``), and the one-off load
     time in a fresh process."""
@@ -745,6 +757,20 @@ def latency(shared: Path, n: int = 200) -> dict:
         check=True,
         cwd=REPO,
     )
+    probe_load = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys,time;from pathlib import Path;from engine.trust import risk_probe as r;"
+            "p=sys.argv[1];p and r.override(r.load_weights(Path(p).read_bytes()));"
+            "t=time.perf_counter();r.probe().scores(['warm up']);print(time.perf_counter()-t)",
+            str(probe_weights or ""),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
     return {
         "statements": len(texts),
         "mean_chars": round(float(np.mean([len(t) for t in texts])), 1),
@@ -760,6 +786,7 @@ def latency(shared: Path, n: int = 200) -> dict:
         ),
         "probe_load_s_in_process": round(probe_load_s, 2),
         "load_s": round(float(load.stdout.strip()), 3),
+        "probe_load_s": round(float(probe_load.stdout.strip().splitlines()[-1]), 2),
     }
 
 
@@ -795,8 +822,14 @@ def main(argv: list[str] | None = None) -> int:
     me = sub.add_parser("measure")
     me.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     me.add_argument("--split", choices=("dev", "test"), default="dev")
+    me.add_argument("--probe-weights", type=Path, default=None, help="candidate probe weights")
     args = ap.parse_args(argv)
-    report = cmd_train(args) if args.cmd == "train" else measure(args.split, args.shared)
+    if args.cmd == "train":
+        report = cmd_train(args)
+    else:
+        report = measure(args.split, args.shared, probe_weights=args.probe_weights)
+    if args.cmd == "measure" and args.probe_weights:
+        report["probe_weights"] = str(args.probe_weights)
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 

