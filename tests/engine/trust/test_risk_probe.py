@@ -122,7 +122,7 @@ def test_a_long_statement_is_scored_in_windows():
         "up after me."
     )
     probe = risk_probe.probe()
-    assert len(probe._tokenizer(preamble)["input_ids"]) > 3 * risk_probe.MAX_TOKENS
+    assert len(probe.encoder.tokenizer(preamble)["input_ids"]) > 3 * risk_probe.MAX_TOKENS
     threshold = probe.weights.threshold
     [first_window] = probe.scores([preamble])  # what a cut at MAX_TOKENS would have read
     [whole] = probe.scores([preamble + " " + tail])
@@ -146,3 +146,40 @@ def test_weights_round_trip(tmp_path):
     assert (back.layers, back.bias, back.version) == ((8, 30), -1.5, "test")
     assert back.threshold_zh == pytest.approx(0.7)
     assert np.array_equal(back.mean, w.mean) and np.array_equal(back.coef, w.coef)
+
+
+class _FixedFeatures:
+    """An encoder giving every window the same features: a probe without a model."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def windows(self, texts, *, all_windows):
+        return np.full((len(texts), 2), self.value, dtype=np.float32), np.arange(len(texts))
+
+
+def test_a_candidate_probe_replaces_the_shipped_one_until_reset(monkeypatch):
+    """``override`` is how bench.risk_classifier measures candidate weights: assess must
+    score with the candidate, and the shipped probe must come back after."""
+    w = risk_probe.ProbeWeights(
+        layers=(0,),
+        mean=np.zeros(2, dtype=np.float32),
+        coef=np.ones(2, dtype=np.float32),
+        bias=0.0,
+        scale=1.0,
+        threshold=0.7,
+        threshold_zh=0.7,
+        version="fixed",
+        encoder="fixed",
+    )
+    text = "we went to the lake on sunday and grilled fish."
+    risk_probe.override(risk_probe.Probe(w, _FixedFeatures(5.0)))  # p = sigmoid(10)
+    try:
+        assert [f.source for f in suicide_flags(text, probe=True)] == ["probe"]
+        risk_probe.override(risk_probe.Probe(w, _FixedFeatures(-5.0)))
+        assert suicide_flags(text, probe=True) == []
+    finally:
+        risk_probe.override(None)
+    assert risk_probe.probe().weights.encoder == "smollm2"
+    with pytest.raises(ValueError, match="not the embedded model"):
+        risk_probe.load_embedded(w)
