@@ -200,25 +200,37 @@ _RISK_TEXT: dict[Lang, dict[str, str]] = {
 }
 
 
-def risk_item_text(flag: RiskFlag, lang: Lang) -> str:
-    evidence = " ".join(flag.evidence.split())
+MAX_QUOTES = 3  # flagged sentences quoted in one safety item
+
+
+def risk_item_text(flags: RiskFlag | list[RiskFlag], lang: Lang) -> str:
+    """The safety item for one category, quoting each flagged sentence (up to
+    ``MAX_QUOTES``, most severe first): a counselor judges the risk by all of its evidence,
+    and the first sentence a flag found is not always the telling one."""
+    flags = [flags] if isinstance(flags, RiskFlag) else flags
+    quotes: list[str] = []
+    for flag in flags:
+        evidence = " ".join(flag.evidence.split())
+        if evidence and evidence not in quotes:
+            quotes.append(evidence)
+    joiner = "”和“" if lang == "zh" else '" and "'
     return (
         _RISK_TEXT[lang]
-        .get(flag.category, _RISK_TEXT[lang]["suicide_self_harm"])
-        .format(evidence=evidence)
+        .get(flags[0].category, _RISK_TEXT[lang]["suicide_self_harm"])
+        .format(evidence=joiner.join(quotes[:MAX_QUOTES]))
     )
 
 
 def risk_items(statement: str, lang: Lang) -> list[Item]:
-    """One engine item per flagged category (most severe first), quoting its evidence."""
-    seen: set[str] = set()
+    """One engine item per flagged category (most severe category first), quoting its
+    evidence."""
+    by_category: dict[str, list[RiskFlag]] = {}
+    for flag in assess(statement):  # most severe first, then in reading order
+        by_category.setdefault(flag.category, []).append(flag)
     items: list[Item] = []
-    for flag in assess(statement):
-        if flag.category in seen:
-            continue
-        seen.add(flag.category)
-        text = risk_item_text(flag, lang)
-        items.append(Item(text=text, draft=text, inserted_by=f"risk:{flag.category}"))
+    for category, flags in by_category.items():
+        text = risk_item_text(flags, lang)
+        items.append(Item(text=text, draft=text, inserted_by=f"risk:{category}"))
     return items
 
 

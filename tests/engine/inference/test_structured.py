@@ -234,6 +234,26 @@ def test_a_flagged_statement_gets_the_engine_risk_item_first_in_advice() -> None
     assert items[0].text.startswith("安全优先") and "不如死了算了" in items[0].text
 
 
+def test_the_risk_item_quotes_every_flagged_sentence_of_its_category() -> None:
+    """Seen in a tmux run: a Chinese statement with two flagged sentences got a safety item
+    quoting only the first (school avoidance), not the one about disappearing."""
+    statement = (
+        "I have been skipping classes a lot. It would be easier if I just didn't wake up in the "
+        "morning. Last week I looked up how many of my wife's sleeping pills it would take."
+    )
+    from engine.trust.risk import assess
+
+    evidence = [f.evidence for f in assess(statement) if f.category == "suicide_self_harm"]
+    assert len(evidence) >= 2
+    [item] = ensure_risk_items(AnalysisDraft(), statement, "en").advice
+    for sentence in evidence[:3]:
+        assert f'"{sentence}' in item.text or f'and "{sentence}' in item.text
+    assert item.text.count("Safety first") == 1 and "Assess suicide" in item.text
+    zh = "晚上躺在床上想，如果我消失了，爸妈是不是会轻松一点。我已经查了要吃多少片安眠药才够。"
+    [item_zh] = ensure_risk_items(AnalysisDraft(), zh, "zh").advice
+    assert "”和“" in item_zh.text and item_zh.text.startswith("安全优先：来访者说“")
+
+
 def test_model_text_cannot_remove_the_risk_item_but_the_counselor_can() -> None:
     # Whatever the model wrote (here: nothing about risk), the parsed draft gets the item.
     parsed = parse_analysis("Symptom type: Low mood\nReasons:\n1. A\n2. B\nAdvice:\n1. C\n2. D")
