@@ -80,9 +80,15 @@ def label_done(lang: Lang, max_words: int) -> Callable[[str], bool]:
     return done
 
 
+# What a byte-level tokenizer decodes an invalid UTF-8 sequence to. The streamer holds back an
+# incomplete character, so one inside a piece is a sequence the model got wrong (seen with the
+# embedded model in Chinese: "社会关系和\ufffd貌"): it is dropped, never shown or saved.
+BAD_BYTES = "\ufffd"
+
+
 def clean_label(text: str, lang: Lang, max_words: int) -> str:
     """The label: first line, up to the first clause mark, at most ``max_words`` words."""
-    body = text.strip().split("\n", 1)[0]
+    body = text.replace(BAD_BYTES, "").strip().split("\n", 1)[0]
     body = _CLAUSE_CUT.split(body, 1)[0].strip().strip("\"'“”*「」 ")
     if lang == "zh":
         body = re.sub(r"\s", "", body)[: max_words * 2]
@@ -503,6 +509,7 @@ class StructuredDraft:
                 avoid=earlier,
                 quote_first=section in QUOTING_SECTIONS,
             ):
+                piece = piece.replace(BAD_BYTES, "")
                 if not body:
                     piece = piece.lstrip()
                     if not piece:

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView, Static
@@ -139,32 +139,40 @@ class ItemRow(ListItem):
         self.streaming: str | None = None
 
     def compose(self) -> ComposeResult:
-        yield Static(self.body(), classes="item-body", markup=False)
+        # The number in its own column: a long item wraps under its text (a hanging indent),
+        # and a Chinese item, one unbroken run to the wrapper, starts on the number's line.
+        with Horizontal(classes="item-line"):
+            yield Static(self.number_label(), classes="item-number", markup=False)
+            yield Static(self.body(), classes="item-body", markup=False)
+
+    def number_label(self) -> str:
+        if self.section == "symptom_type" or self.streaming is not None:
+            return ""
+        return "✗ " if self.item.deleted else f"{self.number}. "
 
     def body(self) -> Content:
         item = self.item
-        prefix = "" if self.section == "symptom_type" else f"{self.number}. "
         if self.streaming is not None:
             return Content.assemble(("⟳ ", "$accent"), clean(self.streaming).strip() or "…")
-        text = clean(item.text).strip()  # the model's blank lines would wrap the number away
+        text = clean(item.text).strip()  # the model's blank lines would leave a gap
         if not text and self.section == "symptom_type":  # the model named none
             return Content.assemble(("(none drafted; e writes one)", "dim italic"))
         text = text or "(empty)"
         if item.deleted:
-            prefix = "" if self.section == "symptom_type" else "✗  "
-            line = Content.assemble((prefix + text, "strike $text-muted"), (" deleted", "dim"))
+            line = Content.assemble((text, "strike $text-muted"), (" deleted", "dim"))
         else:
             marker = " +" if item.added_by_counselor else (" ✎" if item.edited else "")
-            line = Content.assemble(prefix, text, (marker, "$accent"))
+            line = Content.assemble(text, (marker, "$accent"))
         lines = [line]
         if item.edited and not item.deleted and item.draft is not None:
-            lines.append(Content.assemble(("   Δ ", "dim"), word_diff(item.draft, item.text)))
+            lines.append(Content.assemble(("Δ ", "dim"), word_diff(item.draft, item.text)))
         lines.extend(
-            Content.assemble(("   » ", "$accent"), (clean(c), "italic")) for c in item.comments
+            Content.assemble(("» ", "$accent"), (clean(c), "italic")) for c in item.comments
         )
         return Content("\n").join(lines)
 
     def refresh_body(self) -> None:
+        self.query_one(".item-number", Static).update(self.number_label())
         self.query_one(".item-body", Static).update(self.body())
 
     async def start_edit(self, mode: EditMode) -> ItemEditor:
@@ -194,6 +202,9 @@ class DraftPane(Vertical):
     DraftPane > ListView { height: 1fr; }
     DraftPane .section-header { color: $text-primary; text-style: bold; background: $boost; }
     DraftPane .item-row { padding: 0 1; }
+    DraftPane .item-line { height: auto; }
+    DraftPane .item-number { width: auto; }
+    DraftPane .item-body { width: 1fr; }
     DraftPane ItemEditor { margin: 0 0 0 2; }
     """
 

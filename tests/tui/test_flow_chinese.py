@@ -6,6 +6,7 @@ On a real vault (engine.vault.store) and the fake engine.
 from __future__ import annotations
 
 import pytest
+from rich.cells import cell_len
 from textual.widgets import Input, TabbedContent, TextArea
 
 from engine.vault.store import Store
@@ -117,3 +118,40 @@ async def test_chinese_seed_case_through_form_draft_and_save(make_app, settings,
     assert first.comments == ["提到失眠和头痛"]
     assert note.analysis.reasons[1].text == "完美主义倾向"
     assert note.analysis.reasons[1].added_by_counselor
+
+
+async def test_a_long_chinese_item_starts_on_its_number_line(make_app, settings):
+    """A Chinese item is one unbroken run to the wrapper: with the number in the same text it
+    was pushed to the line below a lone "1." (seen in tmux); now it wraps under itself."""
+    Store.create(settings.vault_dir, PASSPHRASE, settings=settings).close()
+    long_item = "建议" + "每周与来访者一起回顾睡眠日记并记录情绪变化和学业压力的来源" * 3 + "。"
+    fake = FakeAssistant(
+        analysis_text=f"Symptom type: 学业焦虑\nReasons:\n1. 成绩下降。\nAdvice:\n1. {long_item}\n"
+    )
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_workspace_empty(pilot)
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewPatientScreen))
+        await type_text(pilot, "小林")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: screen.patient is not None)
+        await generate(pilot, screen, "最近总是睡不好。")
+        await draft_ready(pilot, screen)
+        lines = screen_text(app).splitlines()
+        [first] = [line for line in lines if "建议每周" in line]
+        assert "1. 建议每周" in first
+        # the next line continues the item under its text, not under the number
+        follow = lines[lines.index(first) + 1]
+        i = _index_at_cell(follow, cell_len(first[: first.index("建议")]))
+        assert follow[i] in long_item and not follow[i - 3 : i].strip()
+
+
+def _index_at_cell(line: str, column: int) -> int:
+    """The index of the character that starts at terminal cell ``column`` of ``line``."""
+    cells = 0
+    for index, ch in enumerate(line):
+        if cells == column:
+            return index
+        cells += cell_len(ch)
+    raise AssertionError(f"no character starts at cell {column}: {line!r}")

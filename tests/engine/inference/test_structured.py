@@ -234,6 +234,26 @@ def test_a_flagged_statement_gets_the_engine_risk_item_first_in_advice() -> None
     assert items[0].text.startswith("安全优先") and "不如死了算了" in items[0].text
 
 
+def test_invalid_utf8_from_the_model_is_neither_shown_nor_saved() -> None:
+    """The embedded model sometimes emits a byte sequence that is not UTF-8 (seen in Chinese
+    drafts as a replacement character inside a word)."""
+    answers = [
+        " 学业压\ufffd力\n",
+        " 她担心社会关系和\ufffd外貌。\n",
+        " 成绩下降。\n",
+        " 睡眠变差。\n",
+        " 与父母谈\ufffd谈。\n",
+        " 规律作息。\n",
+        " 和老师沟通。\n",
+    ]
+    drafter, text, _ = draft(answers, "最近压力很大。", "zh")
+    items = [drafter.draft.symptom_type, *drafter.draft.reasons, *drafter.draft.advice]
+    assert "\ufffd" not in text
+    assert all("\ufffd" not in i.text for i in items)
+    assert drafter.draft.symptom_type.text == "学业压力"
+    assert any(i.text.startswith("她担心社会关系和外貌") for i in drafter.draft.reasons)
+
+
 def test_the_risk_item_quotes_every_flagged_sentence_of_its_category() -> None:
     """Seen in a tmux run: a Chinese statement with two flagged sentences got a safety item
     quoting only the first (school avoidance), not the one about disappearing."""
