@@ -123,9 +123,11 @@ class TimedTextStreamer(TextIteratorStreamer):
         super().put(value)
 
     def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-        # A run cut off by max_new_tokens or a stop can end inside a multi-byte character;
-        # its bytes decode to U+FFFD, which must not reach the note.
-        super().on_finalized_text(text.rstrip("\ufffd") if stream_end else text, stream_end)
+        # U+FFFD is what invalid UTF-8 decodes to, and it must not reach the note: a run cut
+        # off inside a multi-byte character ends with it, and a small model sometimes writes
+        # a byte sequence that is not UTF-8 at all (seen in Chinese chat and drafts). The
+        # streamer holds back an incomplete character until it completes, so none is lost.
+        super().on_finalized_text(text.replace("\ufffd", ""), stream_end)
 
 
 def eos_ids(model: Any, tokenizer: Any) -> list[int]:

@@ -256,8 +256,8 @@ class _Collector:
 
         class _Streamer(TextStreamer):
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                # a run cut off inside a multi-byte character: its U+FFFD never reaches a note
-                text = text.rstrip("\ufffd") if stream_end else text
+                # invalid UTF-8 (a cut character, or bytes the model got wrong): as locally
+                text = text.replace("\ufffd", "")
                 if text:
                     collector.out.append(text)
 

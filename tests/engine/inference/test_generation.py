@@ -303,6 +303,27 @@ def test_a_run_cut_inside_a_character_leaves_no_broken_character(real_model, can
     assert text == "；" * 16
 
 
+def test_invalid_utf8_written_by_the_model_is_dropped(real_model, cancel) -> None:
+    """Half of "；" followed by "a" is not UTF-8: the embedded model sometimes writes such
+    sequences (seen as a box inside Chinese chat replies and drafts)."""
+    from engine.settings import GenerationSettings
+
+    tokenizer = real_model.tokenizer
+    halves = tokenizer.encode("；", add_special_tokens=False)
+    [a] = tokenizer.encode("a", add_special_tokens=False)
+    gen = GenerationSettings(max_new_tokens=8, stop_loop_tokens=0)
+    run = GenerationRun(
+        _one_token_model(halves[0]),
+        tokenizer,
+        [1, 2, 3],
+        cancel=cancel,
+        gen=gen,
+        max_new_tokens=8,
+        fast=ScriptedFast([halves[0], a, *halves]),
+    )
+    assert "".join(run) == "a；a；"
+
+
 # -- reading the record ahead (what opening a patient starts) -----------------------------------
 @pytest.fixture
 def patient_with_history(patient) -> Patient:
