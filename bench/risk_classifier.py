@@ -73,6 +73,8 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_x", "zh_x"), "fresh7"),
     # eighth round: blind posts (risk vs hard negatives) and everyday posts with no disorder
     **dict.fromkeys(("en_z", "zh_z", "en_ze", "zh_ze"), "fresh8"),
+    # ninth round: Chinese everyday sentences and distress without risk (training negatives)
+    **dict.fromkeys(("zh_ba", "zh_bb"), "train"),
     **dict.fromkeys(("en_s", "zh_s"), "dev"),
     # sixth round: social-media-style training posts and dev posts in another voice
     **dict.fromkeys(("en_u", "zh_u"), "train"),
@@ -609,13 +611,17 @@ def measure(
     with_latency: bool = True,
     probe: bool = True,
     probe_weights: Path | None = None,
+    classifier_weights: Path | None = None,
 ) -> dict:
     """Recall and false flags of the rules, rules + sentence classifier and, with ``probe``,
     rules + classifier + the statement probe (engine/trust/risk_probe.py; the weights in
-    ``probe_weights`` instead of the shipped ones where given), in one run."""
-    from engine.trust import risk_probe
+    ``probe_weights`` instead of the shipped ones where given; likewise the sentence
+    classifier's ``classifier_weights``), in one run."""
+    from engine.trust import risk_classifier, risk_probe
     from engine.trust.risk import assess, assess_rules
 
+    if classifier_weights is not None:
+        risk_classifier.override(risk_classifier.load(classifier_weights.read_bytes()))
     if probe_weights is not None:
         risk_probe.override(load_candidate(risk_probe.load_weights(probe_weights.read_bytes())))
 
@@ -835,13 +841,22 @@ def main(argv: list[str] | None = None) -> int:
     me.add_argument("--shared", type=Path, default=DEFAULT_SHARED)
     me.add_argument("--split", choices=("dev", "test"), default="dev")
     me.add_argument("--probe-weights", type=Path, default=None, help="candidate probe weights")
+    me.add_argument("--classifier-weights", type=Path, default=None, help="candidate classifier")
+    me.add_argument("--no-probe", action="store_true", help="skip the probe (minutes on 2 cores)")
     args = ap.parse_args(argv)
     if args.cmd == "train":
         report = cmd_train(args)
     else:
-        report = measure(args.split, args.shared, probe_weights=args.probe_weights)
-    if args.cmd == "measure" and args.probe_weights:
-        report["probe_weights"] = str(args.probe_weights)
+        report = measure(
+            args.split,
+            args.shared,
+            probe=not args.no_probe,
+            with_latency=not args.no_probe,
+            probe_weights=args.probe_weights,
+            classifier_weights=args.classifier_weights,
+        )
+        report["probe_weights"] = str(args.probe_weights or "shipped")
+        report["classifier_weights"] = str(args.classifier_weights or "shipped")
     print(json.dumps(report, ensure_ascii=False, indent=2))
     return 0
 

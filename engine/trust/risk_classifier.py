@@ -40,6 +40,7 @@ __all__ = [
     "classifier",
     "is_loaded",
     "ngram_ids",
+    "override",
     "sentence_spans",
     "warm_up",
 ]
@@ -207,10 +208,20 @@ def _shipped() -> SentenceClassifier:
     return load(data)
 
 
+_OVERRIDE: list[SentenceClassifier] = []
+
+
+def override(candidate: SentenceClassifier | None) -> None:
+    """Score with ``candidate`` instead of the shipped weights (``None``: back to them): for
+    measuring candidate weights (``bench.risk_classifier measure --classifier-weights``)."""
+    with _LOAD_LOCK:
+        _OVERRIDE[:] = [candidate] if candidate is not None else []
+
+
 def classifier() -> SentenceClassifier:
     """The shipped classifier (loaded once, thread-safe)."""
     with _LOAD_LOCK:
-        return _shipped()
+        return _OVERRIDE[0] if _OVERRIDE else _shipped()
 
 
 def is_loaded() -> bool:
