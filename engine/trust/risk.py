@@ -541,6 +541,7 @@ _EN_TIME_AWAY = re.compile(_DOC["classifier_gate"]["en_time_away"], re.I)
 _EN_TIME_AWAY_BUT = re.compile(_DOC["classifier_gate"]["en_time_away_but"], re.I)
 _ZH_SELF_CRITICAL = re.compile(_DOC["classifier_gate"]["zh_self_critical"])
 _ZH_SELF_CRITICAL_BUT = re.compile(_DOC["classifier_gate"]["zh_self_critical_but"])
+_ZH_IDIOM = re.compile(_DOC["classifier_gate"]["zh_idiom"])
 
 
 def _passes_gate(sentence: str) -> bool:
@@ -552,11 +553,16 @@ def _passes_gate(sentence: str) -> bool:
     harm or for ever, which the rules already read as no risk. Chinese self-criticism
     ("我觉得自己什么都做不好", "后悔自己说过的话") with no word of death, living, means, harm,
     ending, absence or burden does not either: the Chinese weights score it as high as risk.
-    Other Chinese passes (a gate requiring such a word of every Chinese sentence lost
-    held-out recall: SECURITY.md, round 4)."""
+    Nor does the idiom 想死你了 ("miss you so much") with no other such word. Other Chinese
+    passes (a gate requiring such a word of every Chinese sentence lost held-out recall:
+    SECURITY.md, round 4)."""
     from engine.trust.risk_classifier import is_chinese
 
     if is_chinese(sentence):
+        if _ZH_IDIOM.search(sentence) and not _ZH_SELF_CRITICAL_BUT.search(
+            _ZH_IDIOM.sub("", sentence)
+        ):
+            return False  # 想死你了: "miss you so much"
         return not (
             _ZH_SELF_CRITICAL.search(sentence) and not _ZH_SELF_CRITICAL_BUT.search(sentence)
         )

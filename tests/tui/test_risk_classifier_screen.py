@@ -81,21 +81,21 @@ async def test_with_the_statement_probe_on_the_screen_quotes_its_sentence(
     test_risk_probe.py) stops the analysis; the check ran in the worker (the real probe)."""
     from engine.trust.risk import assess
     from phyassist_tui.app import PhyAssistApp
-    from tests.engine.trust.test_risk_probe import GARAGE
+    from tests.engine.trust.test_risk_probe import SHOTGUN
 
-    assert not assess(GARAGE, probe=False)  # rules and classifier miss it
+    assert not assess(SHOTGUN, probe=False)  # rules and classifier miss it
     tui_settings.risk_probe = True
     fake = fakes.FakeAssistant()
     app = PhyAssistApp(tui_settings, assistant=fake)
     async with app.run_test(size=(120, 40)) as pilot:
         screen = await fakes.open_patient(pilot, "Sun")
-        await fakes.generate(pilot, screen, GARAGE)
+        await fakes.generate(pilot, screen, SHOTGUN)
         await fakes.wait_for(
             pilot, lambda: isinstance(app.screen, RiskFlagScreen), timeout=60, what="flags"
         )
         risk = app.screen
         assert [f.source for f in risk.flags] == ["probe"]
-        assert "garage with the car running" in risk.flags[0].evidence
+        assert "held it for a long time" in risk.flags[0].evidence
         assert "statement_probe" in flag_heading(risk.flags[0]).plain
         shown = " ".join(str(w.render()) for w in risk.query(Static))
         assert "Found by rules, the sentence classifier and the statement probe" in shown

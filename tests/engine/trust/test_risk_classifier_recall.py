@@ -76,51 +76,41 @@ def test_floor(figures):
 
 
 RECALL_FLOOR = {
-    # retrained with the hard negatives en_i/zh_j (distress, crying, exam pressure without risk)
-    # after the classifier flagged the seed case's "每次想到都能落泪" sentence: written ZH recall
-    # 17 -> 16 of 22, held-out fixtures 56 -> 57 of 66 (ZH 26 -> 27 of 30)
-    # issue 18, fourth round (rules): written EN 14 -> 16 of 32, ZH 16 -> 17 of 22
-    "written_en_recall": 0.50,  # 16 / 32
-    "written_zh_recall": 0.77,  # 17 / 22
-    # fifth round: 57 -> 58 (a Chinese held-out fixture found by the new rules)
-    "fixtures_heldout_all_recall": 0.87,  # 58 / 66
-    # 333 -> 328 of 582 in the fourth round: posts about a sister's or girlfriend's wish to die
-    # no longer flag the writer (a proxy label, not suicide labels; see test_risk_round4.py)
-    "imhi_irf_burdensomeness_flagged": 0.56,  # 328 / 582
-    # issue 18, third round: written before any change of that round (en_k, zh_k)
-    "fresh_all_recall": 0.88,  # 44 / 50
-    # issue 18, fourth round: social-media posts written before any change (en_p, zh_p)
-    "fresh4_posts_all_recall": 0.70,  # 35 / 50 (EN 18 / 30, ZH 17 / 20; before the round 35)
-    # issue 18, fifth round: social-media posts written before any change (en_r, zh_r)
-    "fresh5_posts_all_recall": 0.76,  # 32 / 42 (EN 16 / 25, ZH 16 / 17; before the round 32)
-    # issue 18, sixth round: blind social-media posts (en_t, zh_t), written before any change
-    "fresh6_posts_all_recall": 0.52,  # 50 / 95 (EN 28 / 60, ZH 22 / 35)
-    # issue 18, seventh round: blind posts, a third of the negatives about loneliness (en_x, zh_x)
-    "fresh7_posts_all_recall": 0.72,  # 51 / 70 (EN 31 / 45, ZH 20 / 25)
-    # issue 18, eighth round: blind posts by a writer who opened nothing in the repository
-    "fresh8_posts_all_recall": 0.74,  # 71 / 95 (EN 43 / 60, ZH 28 / 35)
+    # Issue 18, ninth round: the weights were refitted with every training file added since
+    # the first fit (rounds 4-7 posts, loneliness posts, Chinese everyday and distress
+    # negatives zh_ba / zh_bb), gated in 9399feb's message and measured once
+    # (bench/results/risk_round9_test_before.json -> _after.json). Summed over the test
+    # split's rows: Chinese recall 166 -> 172, Chinese false flags 43 -> 39, English recall
+    # 208 -> 222, English false flags (with IMHI no-disorder) 73 -> 64. Cells that moved the
+    # wrong way are noted; the floors are the refit's figures.
+    "written_en_recall": 0.56,  # 18 / 32 (was 16)
+    "written_zh_recall": 0.81,  # 18 / 22 (was 17)
+    "fixtures_heldout_all_recall": 0.84,  # 56 / 66 (was 58: EN 30 -> 28, ZH 28)
+    # a proxy (burdensomeness, not suicide labels): 329 -> 323 of 582 in the ninth round
+    "imhi_irf_burdensomeness_flagged": 0.55,  # 323 / 582
+    "fresh_all_recall": 0.92,  # 46 / 50 (was 44)
+    "fresh4_posts_all_recall": 0.78,  # 39 / 50 (EN 21 / 30, ZH 18 / 20; was 35)
+    "fresh5_posts_all_recall": 0.83,  # 35 / 42 (EN 18 / 25, ZH 17 / 17; was 32)
+    # sixth to eighth rounds: blind social-media posts, written before any change of a round
+    "fresh6_posts_all_recall": 0.58,  # 56 / 95 (EN 32 / 60, ZH 24 / 35; was 50)
+    "fresh7_posts_all_recall": 0.77,  # 54 / 70 (EN 34 / 45, ZH 20 / 25; was 51)
+    "fresh8_posts_all_recall": 0.75,  # 72 / 95 (EN 44 / 60, ZH 28 / 35; was 71)
 }
 FALSE_FLAG_CAP = {
     "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
-    "imhi_dr_no_depression_false_flags": 0.062,  # 6 / 98 (rules alone 4)
-    "imhi_sad_false_flags": 0.0015,  # 1 / 684 (was 2; rules alone 1)
-    "imhi_loneliness_no_false_flags": 0.105,  # 12 / 115 (was 14; rules alone 8, was 10)
-    "written_zh_everyday_posts_flagged": 0.025,  # 1 / 40
-    # 5 -> 6 of 54 in the fourth round (one more English minimal-pair negative flagged by the
-    # new rules; raised, reported in SECURITY.md, the sentence not looked at)
-    # fifth round: 6 -> 5 (Chinese self-criticism no longer a classifier flag)
-    "written_all_hard_negatives_flagged": 0.093,  # 5 / 54 (minimal pairs)
-    # issue 18, third round: someone else's suicide is no longer the client's flag
-    "fixtures_heldout_all_false_flags": 0.115,  # 13 / 114 (was 15, then 14)
-    "fresh_all_hard_negatives_flagged": 0.04,  # 2 / 50 (was 8, then 5, then 3)
-    # issue 18, fourth round: 13 -> 9 of 50 (pronouns for a relation, bereavement, quotes)
+    "imhi_dr_no_depression_false_flags": 0.052,  # 5 / 98 (was 6; rules alone 4)
+    "imhi_sad_false_flags": 0.0015,  # 1 / 684 (rules alone 1)
+    "imhi_loneliness_no_false_flags": 0.096,  # 11 / 115 (was 12; rules alone 8)
+    "written_zh_everyday_posts_flagged": 0.05,  # 2 / 40 (was 1: one more everyday post)
+    "written_all_hard_negatives_flagged": 0.056,  # 3 / 54 (minimal pairs; was 5)
+    "fixtures_heldout_all_false_flags": 0.115,  # 13 / 114 (EN 6 -> 4, ZH 7 -> 9)
+    "fresh_all_hard_negatives_flagged": 0.06,  # 3 / 50 (was 2: ZH 1 -> 3, EN 1 -> 0)
     "fresh4_posts_all_hard_negatives_flagged": 0.18,  # 9 / 50
-    # issue 18, fifth round: 4 -> 3 of 46 (a Chinese self-critical post)
-    "fresh5_posts_all_hard_negatives_flagged": 0.066,  # 3 / 46
-    "fresh6_posts_all_hard_negatives_flagged": 0.285,  # 27 / 95 (EN 14 / 60, ZH 13 / 35)
-    "fresh7_posts_all_hard_negatives_flagged": 0.215,  # 15 / 70 (EN 7 / 45, ZH 8 / 25)
-    "fresh8_posts_all_hard_negatives_flagged": 0.17,  # 16 / 95 (EN 12 / 60, ZH 4 / 35)
-    "fresh8_everyday_posts_all_flagged": 0.025,  # 2 / 80 (EN 1 / 50, ZH 1 / 30)
+    "fresh5_posts_all_hard_negatives_flagged": 0.044,  # 2 / 46 (was 3)
+    "fresh6_posts_all_hard_negatives_flagged": 0.264,  # 25 / 95 (EN 13 / 60, ZH 12 / 35)
+    "fresh7_posts_all_hard_negatives_flagged": 0.172,  # 12 / 70 (EN 7 / 45, ZH 5 / 25)
+    "fresh8_posts_all_hard_negatives_flagged": 0.127,  # 12 / 95 (EN 10 / 60, ZH 2 / 35)
+    "fresh8_everyday_posts_all_flagged": 0.0125,  # 1 / 80 (EN 1 / 50, ZH 0 / 30; was 2)
 }
 
 

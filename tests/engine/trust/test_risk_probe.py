@@ -24,6 +24,11 @@ SHOTGUN = (
     "my grandfather's old shotgun is in my parents' attic and i know where he kept the shells. "
     "went up there yesterday and held it for a long time"
 )
+PHARMACY = (
+    "today i spent an hour at the pharmacy reading the labels on sleeping pills. i bought three "
+    "boxes from three different stores so no one would notice. i'm keeping them in my "
+    "glovebox. i'm not sure when. soon"
+)
 BRIDGE_ZH = (
     "半夜两点在桥上坐着，风挺大的。刚才跟我妈打了个电话，她问我怎么这么晚还没睡，我说马上就睡了。"
     "应该是最后一次跟她说话了。"
@@ -42,7 +47,7 @@ def suicide_flags(text: str, **kw) -> list:
     return [f for f in assess(text, **kw) if f.category == S]
 
 
-@pytest.mark.parametrize("text", [GARAGE, SHOTGUN, BRIDGE_ZH], ids=["garage", "shotgun", "bridge"])
+@pytest.mark.parametrize("text", [PHARMACY, SHOTGUN], ids=["pharmacy", "shotgun"])
 def test_probe_finds_risk_the_rules_and_classifier_miss(text):
     assert suicide_flags(text, probe=False) == []
     [flag] = suicide_flags(text, probe=True)
@@ -52,8 +57,15 @@ def test_probe_finds_risk_the_rules_and_classifier_miss(text):
 
 
 def test_the_quote_is_the_sentence_that_carries_the_score():
-    [flag] = suicide_flags(GARAGE, probe=True)
-    assert "garage with the car running" in flag.evidence
+    [flag] = suicide_flags(SHOTGUN, probe=True)
+    assert "held it for a long time" in flag.evidence
+
+
+@pytest.mark.parametrize("text", [GARAGE, BRIDGE_ZH], ids=["garage", "bridge"])
+def test_posts_only_the_probe_found_before_round_9_are_found_by_default(text):
+    """The ninth round's refitted sentence classifier finds these without the probe."""
+    [flag] = suicide_flags(text, probe=False)
+    assert flag.source == "classifier"
 
 
 @pytest.mark.parametrize("text", EVERYDAY)
@@ -64,22 +76,22 @@ def test_everyday_posts_are_not_flagged_by_the_probe(text):
 
 
 def test_off_by_default_on_by_environment(monkeypatch):
-    assert suicide_flags(GARAGE) == []  # the default: the ship gate failed (SECURITY.md)
+    assert suicide_flags(SHOTGUN) == []  # the default: the ship gate failed (SECURITY.md)
     assert "statement probe" not in found_by()
     monkeypatch.setenv("PHYASSIST_RISK_PROBE", "1")
-    assert len(suicide_flags(GARAGE)) == 1
+    assert len(suicide_flags(SHOTGUN)) == 1
     assert found_by() == "rules, the sentence classifier and the statement probe"
     monkeypatch.setenv("PHYASSIST_RISK_PROBE", "0")
-    assert suicide_flags(GARAGE) == []
+    assert suicide_flags(SHOTGUN) == []
 
 
 def test_on_in_the_settings_the_session_check_uses_it(tmp_path, settings_for):
     from engine.session import Session
 
     settings = settings_for(tmp_path)
-    assert Session(settings).check_risk(GARAGE).flags == []
+    assert Session(settings).check_risk(SHOTGUN).flags == []
     settings.risk_probe = True
-    check = Session(settings).check_risk(GARAGE)
+    check = Session(settings).check_risk(SHOTGUN)
     assert [f.source for f in check.flags] == ["probe"]
     assert check.found_by == (
         "rules, the sentence classifier and the statement probe; no model check: the model is "
@@ -93,7 +105,7 @@ def test_a_probe_that_cannot_load_keeps_the_other_flags_and_says_why(monkeypatch
 
     monkeypatch.setattr(risk_probe, "probe", broken)
     monkeypatch.setenv("PHYASSIST_RISK_PROBE", "1")
-    assert suicide_flags(GARAGE, probe=True) == []
+    assert suicide_flags(SHOTGUN, probe=True) == []
     assert "risk_probe.npz" in (probe_error() or "")
     line = found_by(model_not_asked="the model is still loading")
     assert line.startswith("rules and the sentence classifier (statement probe unavailable: ")
@@ -101,7 +113,7 @@ def test_a_probe_that_cannot_load_keeps_the_other_flags_and_says_why(monkeypatch
     rule_hit = "I have been thinking about killing myself."
     assert [f.source for f in suicide_flags(rule_hit, probe=True)] == ["rules"]
     monkeypatch.undo()
-    assert len(suicide_flags(GARAGE, probe=True)) == 1  # loads again: the error is cleared
+    assert len(suicide_flags(SHOTGUN, probe=True)) == 1  # loads again: the error is cleared
     assert probe_error() is None
 
 
