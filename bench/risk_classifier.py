@@ -75,6 +75,9 @@ SPLIT_OF_FILE = {
     **dict.fromkeys(("en_z", "zh_z", "en_ze", "zh_ze"), "fresh8"),
     # ninth round: Chinese everyday sentences and distress without risk (training negatives)
     **dict.fromkeys(("zh_ba", "zh_bb"), "train"),
+    # tenth round: blind posts and everyday posts (test), and training posts in both languages
+    **dict.fromkeys(("en_zz", "zh_zz", "en_zze", "zh_zze"), "fresh10"),
+    **dict.fromkeys(("en_ca", "zh_ca"), "train"),
     **dict.fromkeys(("en_s", "zh_s"), "dev"),
     # sixth round: social-media-style training posts and dev posts in another voice
     **dict.fromkeys(("en_u", "zh_u"), "train"),
@@ -95,7 +98,7 @@ DEV_POSTS = {
 # Chinese posts (zh_m dev): false-flag sets like IMHI's no-disorder posts, not hard negatives
 EVERYDAY = {"zh_h", "zh_i", "zh_m"}
 # everyday posts of a fresh split: its no-disorder false-flag set, apart from hard negatives
-FRESH_EVERYDAY = {"en_ze", "zh_ze"}
+FRESH_EVERYDAY = {"en_ze", "zh_ze", "en_zze", "zh_zze"}
 
 
 def written(split: str) -> list[dict]:
@@ -683,7 +686,7 @@ def measure(
                 res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
                     [predict(r["text"]) for r in part if not r["label"]]
                 )
-            for fresh_split in ("fresh4", "fresh5", "fresh6", "fresh7", "fresh8"):
+            for fresh_split in ("fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh10"):
                 posts = written(fresh_split)
                 for lang in ("en", "zh", "all"):
                     everyday = [
