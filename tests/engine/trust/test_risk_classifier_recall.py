@@ -30,6 +30,7 @@ NO_DISORDER = (
     "imhi_loneliness_no_false_flags",
     "written_zh_everyday_posts_flagged",
     "fresh8_everyday_posts_all_flagged",
+    "fresh10_everyday_posts_all_flagged",
 )
 
 
@@ -55,6 +56,7 @@ def test_goal(figures):
     assert rate(ours, "fresh6_posts_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh7_posts_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh8_posts_all_recall") >= GOAL_RECALL
+    assert rate(ours, "fresh10_posts_all_recall") >= GOAL_RECALL
     for key in NO_DISORDER:
         if key in ours:
             assert rate(ours, key) <= GOAL_FALSE_FLAGS, key
@@ -95,6 +97,8 @@ RECALL_FLOOR = {
     "fresh6_posts_all_recall": 0.58,  # 56 / 95 (EN 32 / 60, ZH 24 / 35; was 50)
     "fresh7_posts_all_recall": 0.77,  # 54 / 70 (EN 34 / 45, ZH 20 / 25; was 51)
     "fresh8_posts_all_recall": 0.75,  # 72 / 95 (EN 44 / 60, ZH 28 / 35; was 71)
+    # tenth round: blind posts measured with the ninth round's weights (its refit failed)
+    "fresh10_posts_all_recall": 0.62,  # 50 / 80 (EN 27 / 50, ZH 23 / 30)
 }
 FALSE_FLAG_CAP = {
     "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
@@ -111,6 +115,8 @@ FALSE_FLAG_CAP = {
     "fresh7_posts_all_hard_negatives_flagged": 0.172,  # 12 / 70 (EN 7 / 45, ZH 5 / 25)
     "fresh8_posts_all_hard_negatives_flagged": 0.127,  # 12 / 95 (EN 10 / 60, ZH 2 / 35)
     "fresh8_everyday_posts_all_flagged": 0.0125,  # 1 / 80 (EN 1 / 50, ZH 0 / 30; was 2)
+    "fresh10_posts_all_hard_negatives_flagged": 0.138,  # 11 / 80 (EN 6 / 50, ZH 5 / 30)
+    "fresh10_everyday_posts_all_flagged": 0.031,  # 2 / 65 (EN 1 / 40, ZH 1 / 25)
 }
 
 
