@@ -42,10 +42,8 @@ from bench import REPO
 from engine.trust.risk import (
     CATEGORIES,
     assess_rules,
-    assess_with_model,
-    model_verdict,
-    yes_no_scorer,
 )
+from engine.trust.risk_model import assess_with_model, model_verdict, yes_no_scorer
 
 
 def model_verdict_of(answer: str) -> bool | None:

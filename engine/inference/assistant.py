@@ -42,7 +42,8 @@ from engine.model.adapters import AdapterManager, manager_for
 from engine.model.llm import LoadedModel, load_model
 from engine.records import AnalysisDraft, ChatMessage, Item, Patient
 from engine.settings import EMBEDDED_MODEL, Settings
-from engine.trust.risk import RiskFlag, assess, assess_with_model, found_by, yes_no_scorer
+from engine.trust.risk import RiskFlag, assess, found_by
+from engine.trust.risk_model import assess_with_model, yes_no_scorer
 
 __all__ = ["Assistant", "GenerationStats", "TextStream"]
 

@@ -44,7 +44,8 @@ from engine.model.adapters import AdapterRegistry, domain_adapter_path, read_ada
 from engine.model.llm import LoadedModel, load_tokenizer
 from engine.records import Patient
 from engine.settings import Settings
-from engine.trust.risk import RiskFlag, assess, assess_with_model, found_by
+from engine.trust.risk import RiskFlag, assess, found_by
+from engine.trust.risk_model import assess_with_model
 
 __all__ = ["RemoteAssistant", "RemoteRun", "ServedAdapters", "memory_dir"]
 

@@ -11,11 +11,9 @@ from engine.trust.risk import (
     CATEGORIES,
     RiskFlag,
     assess,
-    assess_with_model,
-    build_model_prompt,
     highest_severity,
-    model_verdict,
 )
+from engine.trust.risk_model import assess_with_model, build_model_prompt, model_verdict
 from tests.support import REPO
 
 ROOT = REPO
@@ -271,7 +269,7 @@ def test_yes_no_scorer_compares_the_two_answers() -> None:
     """Constrained yes/no: the higher next-token score wins, whatever else the model likes."""
     import torch
 
-    from engine.trust.risk import yes_no_scorer
+    from engine.trust.risk_model import yes_no_scorer
 
     vocab = {"yes": 3, " yes": 4, "Yes": 5, " Yes": 6, "是": 7, "no": 8, " no": 9, "No": 10}
     vocab |= {" No": 11, "否": 12}
