@@ -36,7 +36,7 @@ import numpy as np
 
 from bench import REPO
 from bench.risk import DEFAULT_SHARED, TUNING
-from bench.risk_classifier import (
+from bench.risk_data import (
     EVERYDAY,
     S,
     fixture_cases,

@@ -80,9 +80,9 @@ def label_done(lang: Lang, max_words: int) -> Callable[[str], bool]:
     return done
 
 
-# What a byte-level tokenizer decodes an invalid UTF-8 sequence to. The streamer holds back an
-# incomplete character, so one inside a piece is a sequence the model got wrong (seen with the
-# embedded model in Chinese: "社会关系和\ufffd貌"): it is dropped, never shown or saved.
+# What a byte-level tokenizer decodes an invalid UTF-8 sequence to (seen with the embedded
+# model in Chinese: "社会关系和\ufffd貌"). The local and remote streamers already drop it; this
+# is the drafter's own guarantee for any RunSegment, since an item is what the note keeps.
 BAD_BYTES = "\ufffd"
 
 
@@ -209,11 +209,10 @@ _RISK_TEXT: dict[Lang, dict[str, str]] = {
 MAX_QUOTES = 3  # flagged sentences quoted in one safety item
 
 
-def risk_item_text(flags: RiskFlag | list[RiskFlag], lang: Lang) -> str:
+def risk_item_text(flags: list[RiskFlag], lang: Lang) -> str:
     """The safety item for one category, quoting each flagged sentence (up to
     ``MAX_QUOTES``, most severe first): a counselor judges the risk by all of its evidence,
     and the first sentence a flag found is not always the telling one."""
-    flags = [flags] if isinstance(flags, RiskFlag) else flags
     quotes: list[str] = []
     for flag in flags:
         evidence = " ".join(flag.evidence.split())

@@ -44,6 +44,7 @@ __all__ = [
     "assess_rules",
     "classifier_error",
     "classifier_sentences",
+    "flag_order",
     "found_by",
     "highest_severity",
     "risk_audit_detail",
@@ -81,6 +82,11 @@ class RiskFlag:
     rule: str = ""
     source: str = "rules"
     model_verdict: bool | None = None
+
+
+def flag_order(flag: RiskFlag) -> tuple[int, int, str]:
+    """Sort key of flags as the counselor reads them: most severe first, then in text order."""
+    return (-_RANK[flag.severity], flag.start, flag.category)
 
 
 @dataclass(frozen=True)
@@ -393,7 +399,7 @@ def assess(text: str, *, classifier: bool = True, probe: bool | None = None) -> 
         extra += _probe_flags(text, flags, denied)
     if not extra:
         return flags
-    return sorted([*flags, *extra], key=lambda f: (-_RANK[f.severity], f.start, f.category))
+    return sorted([*flags, *extra], key=flag_order)
 
 
 _CLASSIFIER_ERROR: str | None = None
@@ -651,7 +657,7 @@ def _rule_pass(text: str) -> tuple[list[RiskFlag], list[tuple[int, int]]]:
             old = best.get(key)
             if old is None or _RANK[flag.severity] > _RANK[old.severity]:
                 best[key] = flag
-    flags = sorted(best.values(), key=lambda f: (-_RANK[f.severity], f.start, f.category))
+    flags = sorted(best.values(), key=flag_order)
     return flags, denied
 
 

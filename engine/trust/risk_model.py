@@ -13,11 +13,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from engine.trust.risk import CATEGORIES, SEVERITIES, RiskFlag, assess
+from engine.trust.risk import CATEGORIES, RiskFlag, assess, flag_order
 
 __all__ = ["assess_with_model", "build_model_prompt", "model_verdict", "yes_no_scorer"]
-
-_RANK = {severity: len(SEVERITIES) - 1 - i for i, severity in enumerate(SEVERITIES)}
 
 _QUESTIONS = {
     "suicide_self_harm": "Does the text show that someone may be at risk of suicide or self-harm?",
@@ -113,4 +111,4 @@ def assess_with_model(
                     out.append(replace(f, model_verdict=False))
             else:
                 out.append(f)
-    return sorted(out, key=lambda f: (-_RANK[f.severity], f.start, f.category))
+    return sorted(out, key=flag_order)

@@ -126,7 +126,7 @@ def test_statement_probe_floor_on_the_blind_posts():
     blind posts, measured once after it was fitted (bench/results/risk_round6_test_after.json):
     rules + classifier 50 of 95 risk posts, + probe 69; hard negatives 27 -> 31 of 95. Only
     this set (the full test split with the probe takes minutes on two cores)."""
-    from bench.risk_classifier import S, written
+    from bench.risk_data import S, written
     from engine.trust.risk import assess
 
     posts = written("fresh6")

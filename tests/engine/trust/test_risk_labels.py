@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.risk import imhi_posts
-from bench.risk_classifier import (
-    DEFAULT_SHARED,
+from bench.risk import DEFAULT_SHARED, imhi_posts
+from bench.risk_data import (
     IRF_LABELS,
     imhi_labelled_sentences,
     irf_labelled,
