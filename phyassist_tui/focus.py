@@ -3,7 +3,8 @@
 In the draft list letters are commands (``e`` edits, ``d`` deletes); in a text field they are
 text. A generation that ends while the counselor types must not move the focus from one to
 the other (``is_text_field``), and a field whose Enter moves on to the next one must not
-keep the letters typed right after it (``HandOffInput``).
+keep the letters typed right after it (``HandOffInput``), and a field's own editing keys
+(Backspace, Ctrl+U, arrows) must act in order with the letters around them (``KeysInOrder``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,58 @@ def type_into(widget: Widget, character: str) -> None:
         widget.insert(character)  # type: ignore[attr-defined]
 
 
-class HandOffInput(Input):
+async def run_own_binding(widget: Widget, event: events.Key) -> bool:
+    """Run ``widget``'s own binding for ``event`` now; whether one took the key.
+
+    Textual types a printable key in the field's ``_on_key`` but runs a bound key (Backspace,
+    Ctrl+U, Left) only after the event has bubbled up to the app. In a burst (SSH delivering
+    keys together, a fast typist on a busy machine) the letters queued behind the bound key
+    are typed first: "ab<Backspace>c" became "ab", and Ctrl+U then new text in the draft's
+    item editor erased the new text and the edit was lost. Upstream: Textualize/textual#6605.
+    Priority bindings (the app's) were checked before the key reached the field, so running the
+    field's own non-priority binding here is what the app would have run, only in order.
+    """
+    if event.is_printable:
+        return False
+    for binding in widget._bindings.key_to_bindings.get(event.key, ()):
+        if not binding.priority and await widget.app.run_action(binding.action, widget):
+            event.stop()
+            event.prevent_default()
+            return True
+    return False
+
+
+class KeysInOrder:
+    """Mixin for an Input or a TextArea: its own bound keys act in order with typed letters."""
+
+    async def _on_key(self, event: events.Key) -> None:
+        if await run_own_binding(self, event):  # type: ignore[arg-type]
+            return
+        await super()._on_key(event)  # type: ignore[misc]
+
+
+class TextInput(KeysInOrder, Input):
+    """The app's one-line text field (see ``KeysInOrder``)."""
+
+
+def text_area_class() -> type:
+    """``TextField``: the app's TextArea (see ``KeysInOrder``), made on first use since
+    TextArea is off the launch path."""
+    global _TextField
+    if _TextField is None:
+        from textual.widgets import TextArea
+
+        class TextField(KeysInOrder, TextArea):
+            pass
+
+        _TextField = TextField
+    return _TextField
+
+
+_TextField: type | None = None
+
+
+class HandOffInput(TextInput):
     """An Input whose Enter moves the focus on to another field (``hand_off_to``, a selector).
 
     Keys typed in a burst (fast typing, a paste, SSH delivering them together) are queued
@@ -121,9 +173,8 @@ def hand_off_text_area_class() -> type:
     global _HandOffTextArea
     if _HandOffTextArea is not None:
         return _HandOffTextArea
-    from textual.widgets import TextArea
 
-    class HandOffTextArea(TextArea):
+    class HandOffTextArea(text_area_class()):
         _moved_to: Widget | None = None
 
         def _on_focus(self, event: Focus) -> None:

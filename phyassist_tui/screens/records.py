@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Markdown, Static, TextArea
 
 from engine.records import AnalysisDraft, Item, Note, items_from_lines
-from phyassist_tui.focus import HandOffInput, hand_off_text_area_class
+from phyassist_tui.focus import HandOffInput, TextInput, hand_off_text_area_class
 from phyassist_tui.widgets.text import clean, draft_markdown, format_when, md_block
 
 AmendResult = tuple[str, str, AnalysisDraft, str]  # question, observed, analysis, reason
@@ -80,7 +80,7 @@ class NoteEditScreen(ModalScreen[AmendResult | None]):
                 yield Label("Advice (one per line)")
                 yield area(item_lines(a.advice), id="amend-advice", soft_wrap=True)
                 yield Label("Why (optional; kept with the earlier version)")
-                yield Input(placeholder="e.g. wrong dosage noted", id="amend-reason")
+                yield TextInput(placeholder="e.g. wrong dosage noted", id="amend-reason")
             yield Static("The earlier version is kept (F10 → History).", id="amend-error")
             with Horizontal(id="amend-buttons"):
                 yield Button("Cancel", id="cancel")
@@ -190,7 +190,7 @@ class ReasonScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static(self.question, markup=False)
-            yield Input(placeholder="Reason (optional); Enter confirms", id="reason")
+            yield TextInput(placeholder="Reason (optional); Enter confirms", id="reason")
             with Horizontal():
                 yield Button("Cancel (Esc)", id="cancel")
                 yield Button(self.yes, id="yes", variant="error")

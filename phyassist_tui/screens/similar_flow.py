@@ -64,9 +64,22 @@ def lookup_similar(screen: Any) -> None:
                 "The index is empty: save notes, or build the reference corpus with "
                 "`phyassist knowledge build --data DIR`."
             )
+        elif not matches:
+            status = nothing_similar(index.note_count, index.reference_count)
         app.call_from_thread(pane.show_matches, matches, status)
 
     screen.run_worker(lookup, name="similar-lookup", group="similar", exclusive=True, thread=True)
+
+
+def nothing_similar(notes: int, references: int) -> str:
+    """Why the pane is empty though the index is not, and what would fill it."""
+    why = f"Nothing similar: the index holds {notes} notes (this client's own are left out)"
+    if references:
+        return f"{why} and {references} reference entries, none close to this statement."
+    return (
+        f"{why} and no reference entries: build them with "
+        "`phyassist knowledge build --data DIR` (CounselChat and IMHI)."
+    )
 
 
 async def insert_cited_point(screen: Any, text: str, citation: Any) -> None:

@@ -9,7 +9,7 @@ from textual.screen import Screen
 from textual.widgets import Input, Label, Static
 
 from engine.errors import PhyAssistError
-from phyassist_tui.focus import HandOffInput
+from phyassist_tui.focus import HandOffInput, TextInput
 from phyassist_tui.widgets.footer import CoalescedFooter
 
 MIN_PASSPHRASE = 8
@@ -58,7 +58,7 @@ class UnlockScreen(Screen):
             yield PassphraseField(
                 password=True, placeholder="Passphrase", id="passphrase", disabled=True
             )
-            yield Input(password=True, placeholder="Passphrase again", id="confirm")
+            yield TextInput(password=True, placeholder="Passphrase again", id="confirm")
             yield Static(self.reason, id="unlock-error", markup=False)
         yield CoalescedFooter()
 

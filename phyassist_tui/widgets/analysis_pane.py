@@ -6,6 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Input, Label, TextArea
 
+from phyassist_tui.focus import TextInput, text_area_class
 from phyassist_tui.widgets.stream_view import StreamView
 from phyassist_tui.widgets.text import clean
 
@@ -20,8 +21,8 @@ class AnalysisPane(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Label("Counseling question (the client's statement)")
-        yield TextArea(id="question", soft_wrap=True, show_line_numbers=False)
-        yield Input(placeholder="Observed state (optional)", id="observed")
+        yield text_area_class()(id="question", soft_wrap=True, show_line_numbers=False)
+        yield TextInput(placeholder="Observed state (optional)", id="observed")
         yield StreamView("The draft streams here.", id="stream")
 
     @property

@@ -9,6 +9,7 @@ from textual.widgets import Input, Static
 
 from engine.records import ChatMessage
 from phyassist_tui.bindings import bindings_for
+from phyassist_tui.focus import TextInput
 from phyassist_tui.messages import ChatSubmitted
 from phyassist_tui.widgets.text import clean, plain
 
@@ -47,7 +48,7 @@ class ChatPane(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("Ask anything about this patient; the record is the context.", id="chat-empty")
         yield VerticalScroll(id="chat-log")
-        yield Input(placeholder="Message (Enter sends, Esc stops the reply)", id="chat-input")
+        yield TextInput(placeholder="Message (Enter sends, Esc stops the reply)", id="chat-input")
 
     def on_mount(self) -> None:
         self.query_one("#chat-log").anchor()

@@ -21,6 +21,7 @@ from textual.widgets import Input, Label, ListItem, ListView, Static
 
 from engine.records import AnalysisDraft, Citation, Item
 from phyassist_tui.bindings import bindings_for, specs_for
+from phyassist_tui.focus import TextInput
 from phyassist_tui.messages import (
     DraftChanged,
     RegenerateAllRequested,
@@ -96,7 +97,7 @@ class DraftList(ListView):
         self.index = max(0, min(len(self) - 1, current + direction * step))
 
 
-class ItemEditor(Input):
+class ItemEditor(TextInput):
     """The in-place editor; Enter keeps, Esc abandons."""
 
     BINDINGS: ClassVar[list[BindingType]] = [

@@ -14,6 +14,7 @@ from textual.widgets.option_list import Option
 
 from engine.records import PatientSummary
 from phyassist_tui.bindings import bindings_for
+from phyassist_tui.focus import TextInput
 from phyassist_tui.messages import PatientChosen, PatientsListed
 from phyassist_tui.widgets.text import clean, ellipsize
 
@@ -89,7 +90,7 @@ class PatientList(OptionList):
         self.highlighted = self.names.index(name)
 
 
-class PatientSearch(Input):
+class PatientSearch(TextInput):
     """The search box. Enter opens the first (or highlighted) match before the keys typed
     behind it are handled (see ``PatientsPane.open_search_result``)."""
 

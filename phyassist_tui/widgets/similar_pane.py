@@ -46,7 +46,7 @@ class SimilarPane(Vertical):
     BINDINGS = bindings_for("similar")
     DEFAULT_CSS = """
     SimilarPane { height: 1fr; }
-    SimilarPane > #similar-status { color: $text-muted; padding: 0 1; }
+    SimilarPane > #similar-status { color: $text-muted; padding: 0 1; width: 100%; }
     SimilarPane > OptionList { height: 1fr; }
     """
 

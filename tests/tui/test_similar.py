@@ -58,3 +58,22 @@ async def test_similar_pane_finds_another_clients_note_and_inserts_a_cited_point
         await pilot.press("o")
         await wait_for(pilot, lambda: isinstance(app.screen, EntryScreen), what="sources")
         assert "I cannot focus on studying since the exam" in screen_text(app)
+
+
+async def test_an_empty_result_says_why_and_what_would_fill_it(make_app, vault):
+    """Only this client's own notes in the index (left out) and no reference corpus: the pane
+    said "0 similar (0 own cases) ..." cut off at the edge; it says why and what to run."""
+    from textual.widgets import Label
+
+    app = make_app()
+    async with app.run_test(size=(80, 30)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f3")
+        screen.query_one("#question", TextArea).load_text("I cannot focus since the exam.")
+        await pilot.press("f8")
+        status = screen.query_one("#similar-status", Label)
+        await wait_for(pilot, lambda: "Nothing similar" in str(status.render()), timeout=30)
+        text = " ".join(str(status.render()).split())
+        assert "this client's own are left out" in text
+        assert "no reference entries" in text and "phyassist knowledge build" in text
+        assert status.size.height >= 2 and status.size.width <= 80  # wrapped, not cut off

@@ -128,3 +128,63 @@ async def test_search_enter_f3_and_statement_in_one_burst(make_app, vault):
         assert screen.query_one("#search").value == "Li"
         assert screen.analysis.question == "typed in one go"
         assert app.focused is not None and app.focused.id == "question"
+
+
+# -- a field's own editing keys act in order with the letters around them (KeysInOrder) -------
+
+
+async def test_ctrl_u_and_new_text_in_one_burst_replace_a_draft_item(make_app, vault):
+    """Found in tmux: Ctrl+U, new text and Enter arriving together in the item editor lost the
+    edit (Textual ran Ctrl+U after the letters, erasing them; Enter kept an empty field)."""
+    from tests.tui.fakes import FakeAssistant, open_draft
+
+    fake = FakeAssistant(analysis_text="Symptom Type: Stress\nReasons:\n1. Poor sleep\n2. Work\n")
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(100, 30)) as pilot:
+        _screen, pane = await open_draft(pilot, "Sun")
+        await pilot.press("down", "down")
+        assert pane.selected_row.item.text == "Poor sleep"
+        await pilot.press("e")
+        await pilot.pause(0.2)
+        send_burst(app, [("ctrl+u", "\x15"), *_chars("Sleeps four hours"), ("enter", "\r")])
+        await wait_for(pilot, lambda: not pane.editing, what="the editor closes")
+        assert [i.text for i in pane.draft.reasons] == ["Sleeps four hours", "Work"]
+
+
+@pytest.mark.parametrize("field", ["question", "chat-input", "search"])
+async def test_backspace_in_a_burst_deletes_the_letter_before_it(make_app, vault, field):
+    """"ab<Backspace>c" typed in one burst is "ac" in the statement, chat and search fields
+    (before: "ab", the Backspace ran after the "c")."""
+    from tests.tui.fakes import open_patient
+
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press({"question": "f3", "chat-input": "f5", "search": "ctrl+f"}[field])
+        box = screen.query_one(f"#{field}")
+        await wait_for(pilot, lambda: app.focused is box, what=f"{field} focused")
+        send_burst(app, [*_chars("ab"), ("backspace", "\x7f"), *_chars("c")])
+        await pilot.pause(0.5)
+        assert (box.text if field == "question" else box.value) == "ac"
+
+
+def test_every_text_field_of_the_app_keeps_keys_in_order():
+    """No screen builds a bare Input or TextArea: each is a ``KeysInOrder`` field."""
+    import ast
+    from pathlib import Path
+
+    import phyassist_tui
+
+    bare = []
+    for path in Path(phyassist_tui.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) in (
+                "Input",
+                "TextArea",
+            ):
+                bare.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.ClassDef) and path.name != "focus.py":
+                bases = [getattr(b, "id", None) for b in node.bases]
+                if "Input" in bases or "TextArea" in bases:
+                    bare.append(f"{path.name}:{node.lineno} class {node.name}")
+    assert bare == []
