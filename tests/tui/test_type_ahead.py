@@ -153,7 +153,7 @@ async def test_ctrl_u_and_new_text_in_one_burst_replace_a_draft_item(make_app, v
 
 @pytest.mark.parametrize("field", ["question", "chat-input", "search"])
 async def test_backspace_in_a_burst_deletes_the_letter_before_it(make_app, vault, field):
-    """"ab<Backspace>c" typed in one burst is "ac" in the statement, chat and search fields
+    """Typing "ab<Backspace>c" in one burst gives "ac" in the statement, chat and search fields
     (before: "ab", the Backspace ran after the "c")."""
     from tests.tui.fakes import open_patient
 
