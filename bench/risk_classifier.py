@@ -500,7 +500,15 @@ def measure(
                 res[f"fresh_{lang}_hard_negatives_flagged"] = _rate(
                     [predict(r["text"]) for r in part if not r["label"]]
                 )
-            for fresh_split in ("fresh4", "fresh5", "fresh6", "fresh7", "fresh8", "fresh10"):
+            for fresh_split in (
+                "fresh4",
+                "fresh5",
+                "fresh6",
+                "fresh7",
+                "fresh8",
+                "fresh10",
+                "fresh11",
+            ):
                 posts = written(fresh_split)
                 for lang in ("en", "zh", "all"):
                     everyday = [

@@ -37,6 +37,8 @@ SPLIT_OF_FILE = {
     # tenth round: blind posts and everyday posts (test), and training posts in both languages
     **dict.fromkeys(("en_zz", "zh_zz", "en_zze", "zh_zze"), "fresh10"),
     **dict.fromkeys(("zh_ca",), "train"),
+    # eleventh round: blind posts and everyday posts, written before any change of that round
+    **dict.fromkeys(("en_fa", "zh_fa", "en_fae", "zh_fae"), "fresh11"),
     **dict.fromkeys(("en_ca",), "spare"),
     **dict.fromkeys(("en_s", "zh_s"), "dev"),
     # sixth round: social-media-style training posts and dev posts in another voice
@@ -58,7 +60,7 @@ DEV_POSTS = {
 # Chinese posts (zh_m dev): false-flag sets like IMHI's no-disorder posts, not hard negatives
 EVERYDAY = {"zh_h", "zh_i", "zh_m"}
 # everyday posts of a fresh split: its no-disorder false-flag set, apart from hard negatives
-FRESH_EVERYDAY = {"en_ze", "zh_ze", "en_zze", "zh_zze"}
+FRESH_EVERYDAY = {"en_ze", "zh_ze", "en_zze", "zh_zze", "en_fae", "zh_fae"}
 
 
 def written(split: str) -> list[dict]:
