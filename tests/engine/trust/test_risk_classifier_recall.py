@@ -31,6 +31,7 @@ NO_DISORDER = (
     "written_zh_everyday_posts_flagged",
     "fresh8_everyday_posts_all_flagged",
     "fresh10_everyday_posts_all_flagged",
+    "fresh11_everyday_posts_all_flagged",
 )
 
 
@@ -57,6 +58,7 @@ def test_goal(figures):
     assert rate(ours, "fresh7_posts_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh8_posts_all_recall") >= GOAL_RECALL
     assert rate(ours, "fresh10_posts_all_recall") >= GOAL_RECALL
+    assert rate(ours, "fresh11_posts_all_recall") >= GOAL_RECALL
     for key in NO_DISORDER:
         if key in ours:
             assert rate(ours, key) <= GOAL_FALSE_FLAGS, key
@@ -99,6 +101,8 @@ RECALL_FLOOR = {
     "fresh8_posts_all_recall": 0.75,  # 72 / 95 (EN 44 / 60, ZH 28 / 35; was 71)
     # tenth round: blind posts measured with the ninth round's weights (its refit failed)
     "fresh10_posts_all_recall": 0.62,  # 50 / 80 (EN 27 / 50, ZH 23 / 30)
+    # eleventh round: blind posts, the shipped check (the round's candidate rules failed)
+    "fresh11_posts_all_recall": 0.6,  # 48 / 80 (EN 25 / 50, ZH 23 / 30)
 }
 FALSE_FLAG_CAP = {
     "imhi_dreaddit_no_stress_false_flags": 0.02,  # 4 / 203 (rules alone 3)
@@ -117,6 +121,8 @@ FALSE_FLAG_CAP = {
     "fresh8_everyday_posts_all_flagged": 0.0125,  # 1 / 80 (EN 1 / 50, ZH 0 / 30; was 2)
     "fresh10_posts_all_hard_negatives_flagged": 0.138,  # 11 / 80 (EN 6 / 50, ZH 5 / 30)
     "fresh10_everyday_posts_all_flagged": 0.031,  # 2 / 65 (EN 1 / 40, ZH 1 / 25)
+    "fresh11_posts_all_hard_negatives_flagged": 0.075,  # 6 / 80 (EN 3 / 50, ZH 3 / 30)
+    "fresh11_everyday_posts_all_flagged": 0.0,  # 0 / 65 (EN 0 / 40, ZH 0 / 25)
 }
 
 

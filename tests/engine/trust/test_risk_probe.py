@@ -24,10 +24,6 @@ SHOTGUN = (
     "my grandfather's old shotgun is in my parents' attic and i know where he kept the shells. "
     "went up there yesterday and held it for a long time"
 )
-RESERVOIR = (
-    "the kids deserve a mom who isn't like this. i keep thinking they'd be better raised by my "
-    "sister. sometimes i drive past the reservoir after drop off and sit there a long time"
-)
 PHARMACY = (
     "today i spent an hour at the pharmacy reading the labels on sleeping pills. i bought three "
     "boxes from three different stores so no one would notice. i'm keeping them in my "
@@ -51,20 +47,13 @@ def suicide_flags(text: str, **kw) -> list:
     return [f for f in assess(text, **kw) if f.category == S]
 
 
-@pytest.mark.parametrize("text", [RESERVOIR, SHOTGUN], ids=["reservoir", "shotgun"])
+@pytest.mark.parametrize("text", [PHARMACY, SHOTGUN], ids=["pharmacy", "shotgun"])
 def test_probe_finds_risk_the_rules_and_classifier_miss(text):
     assert suicide_flags(text, probe=False) == []
     [flag] = suicide_flags(text, probe=True)
     assert (flag.source, flag.rule, flag.severity) == ("probe", "statement_probe", "medium")
     assert flag.evidence == text[flag.start : flag.end]  # a sentence of the statement
     assert flag.evidence.strip()
-
-
-def test_a_post_only_the_probe_found_before_round_11_is_found_by_the_rules():
-    """Buying pills in several shops so that no one notices: the eleventh round's rule."""
-    [flag] = suicide_flags(PHARMACY, probe=False)
-    assert (flag.source, flag.rule) == ("rules", "en.final_acts")
-    assert "so no one would notice" in flag.evidence
 
 
 def test_the_quote_is_the_sentence_that_carries_the_score():
