@@ -417,7 +417,11 @@ def key_display(app: object, binding_id: str) -> str:
 
 
 def pretty_key(key: str) -> str:
-    """``ctrl+n`` -> ``Ctrl+N``, ``f6`` -> ``F6``, ``escape`` -> ``Esc``."""
+    """``ctrl+n`` -> ``Ctrl+N``, ``f6`` -> ``F6``, ``escape`` -> ``Esc``; a lone letter as
+    typed, ``r`` -> ``r`` and ``R`` -> ``Shift+R`` (both showed as "R" in the help, where
+    r regenerates one item and R the whole draft)."""
+    if len(key) == 1 and key.isalpha():
+        return f"Shift+{key}" if key.isupper() else key
     names = {"escape": "Esc", "enter": "Enter", "tab": "Tab", "ctrl": "Ctrl", "alt": "Alt"}
     parts = []
     for part in key.split("+"):

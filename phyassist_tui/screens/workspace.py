@@ -267,10 +267,9 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
         if self.patient is None:
             self.notify("Open a patient first.", severity="warning")
             return
-        if not confirmed and self._ask_before_replacing_edits():
-            return
         question = self.analysis.question
         limit = self.app.settings.limits.max_statement_chars
+        # what cannot be drafted is said before asking whether to replace the edited draft
         if not question:
             self.action_show_tab("analysis")
             self.notify("Write the counseling question first.", severity="warning")
@@ -281,6 +280,8 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
                 "Shorten it; nothing was lost.",
                 severity="error",
             )
+            return
+        if not confirmed and self._ask_before_replacing_edits():
             return
         patient, observed = self.patient, self.analysis.observed
         self._stop_prefill()  # the risk check and the draft need the model now

@@ -274,6 +274,19 @@ class DraftPane(Vertical):
         row = self.query_one(ListView).highlighted_child
         return row if isinstance(row, ItemRow) else None
 
+    def target_row(self, verb: str) -> ItemRow | None:
+        """The row an item command acts on. On the Symptom Type heading that is its one item;
+        on another heading there is none, and the counselor is told why nothing happened
+        (Home selects the first heading: ``e`` there used to do nothing, silently)."""
+        row = self.query_one(ListView).highlighted_child
+        if isinstance(row, ItemRow):
+            return row
+        if isinstance(row, SectionHeader) and self.draft is not None:
+            if row.section == "symptom_type":
+                return next((r for r in self.query(ItemRow) if r.section == "symptom_type"), None)
+            self.notify(f"Select an item to {verb} (↑/↓); on a heading, a adds one.")
+        return None
+
     @property
     def selected_section(self) -> str | None:
         """The section of the selected row, or of the selected section header."""
@@ -312,7 +325,7 @@ class DraftPane(Vertical):
 
     # -- actions -------------------------------------------------------------------------------
     async def action_edit_item(self) -> None:
-        row = self.selected_row
+        row = self.target_row("edit")
         if row is None or row.editing:
             return
         if row.item.deleted:
@@ -321,7 +334,7 @@ class DraftPane(Vertical):
         await row.start_edit("edit")
 
     async def action_comment_item(self) -> None:
-        row = self.selected_row
+        row = self.target_row("comment on")
         if row is not None and not row.editing:
             await row.start_edit("comment")
 
@@ -345,7 +358,7 @@ class DraftPane(Vertical):
             await added.start_edit("edit")
 
     async def action_delete_item(self) -> None:
-        row = self.selected_row
+        row = self.target_row("delete")
         if row is None or self.draft is None:
             return
         if row.section == "symptom_type":
@@ -363,7 +376,7 @@ class DraftPane(Vertical):
         self._changed()
 
     def action_regenerate_item(self) -> None:
-        row = self.selected_row
+        row = self.target_row("regenerate")
         if row is None:
             return
         if row.item.deleted:

@@ -214,3 +214,29 @@ async def test_blank_lines_the_model_starts_with_are_not_shown(make_app, vault):
         await pilot.press("f4")
         await pilot.pause(0.1)
         assert any("1. 来访者的表情" in line for line in screen_text(app).splitlines())
+
+
+async def test_item_keys_on_a_heading_act_on_its_item_or_say_why_not(make_app, vault, settings):
+    """Home selects the Symptom Type heading: ``e`` there edits the symptom type (it did
+    nothing, silently, and the text typed next was lost); on another heading the counselor is
+    told to select an item."""
+    fake = FakeAssistant(analysis_text="Symptom Type: Stress\nReasons:\n1. Poor sleep\n")
+    app = make_app(assistant=fake)
+    async with app.run_test(size=(80, 24)) as pilot:
+        _screen, pane = await open_draft(pilot, "Sun")
+        await pilot.press("down", "home")
+        assert pane.selected_row is None and pane.selected_section == "symptom_type"
+        await pilot.press("e", "ctrl+u")
+        await type_text(pilot, "Insomnia")
+        await pilot.press("enter")
+        assert pane.draft.symptom_type.text == "Insomnia"
+        await pilot.press("home", "down", "down")  # the Reasons heading
+        assert pane.selected_row is None and pane.selected_section == "reasons"
+        for key in ("e", "c", "d", "r"):
+            await pilot.press(key)
+        await pilot.pause()
+        assert [i.text for i in pane.draft.reasons] == ["Poor sleep"]
+        assert not pane.editing and not pane.draft.reasons[0].deleted
+        said = [n.message for n in app._notifications]
+        assert "Select an item to edit (↑/↓); on a heading, a adds one." in said
+        assert any(m.startswith("Select an item to delete") for m in said)

@@ -188,3 +188,32 @@ async def test_statement_probe_toggle_is_kept(make_app, vault, settings):
             pilot, lambda: json.loads(settings_file_path().read_text())["risk_probe"] is False
         )
         assert not risk_probe.enabled()
+
+
+def test_a_lone_letter_key_is_shown_as_typed():
+    """The help listed the draft's r (one item) and R (the whole draft) both as "R"."""
+    from phyassist_tui.bindings import pretty_key
+
+    assert [pretty_key(k) for k in ("r", "R", "e", "ctrl+n", "f6", "escape", "alt+c")] == [
+        "r",
+        "Shift+R",
+        "e",
+        "Ctrl+N",
+        "F6",
+        "Esc",
+        "Alt+C",
+    ]
+
+
+async def test_help_tells_the_two_regenerate_keys_apart(make_app, vault):
+    from phyassist_tui.screens.help import HelpScreen
+    from tests.tui.fakes import wait_for
+
+    app = make_app()
+    async with app.run_test(size=(100, 60)) as pilot:
+        await pilot.press("f1")
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), what="help")
+        text = "\n".join(str(w.render()) for w in app.screen.query("Static"))
+        lines = [" ".join(line.split()) for line in text.splitlines()]
+        assert "r Regenerate the selected item using its comments" in lines
+        assert "Shift+R Regenerate the whole draft using all comments" in lines

@@ -127,6 +127,23 @@ async def test_generate_over_an_edited_draft_asks_and_keeps_edits_on_no(make_app
         await wait_for(pilot, lambda: pane.draft.symptom_type.text == "Academic anxiety!")
 
 
+async def test_an_empty_statement_is_said_before_asking_to_replace_edits(make_app, vault, fake):
+    """Found in tmux: with the statement cleared, Ctrl+G first asked "Draft anew?" over the
+    edited draft and only after "y" said there was nothing to draft."""
+    from textual.widgets import TextArea
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen, pane = await open_draft(pilot, "Sun")
+        await pilot.press("e", "!", "enter")
+        screen.query_one("#question", TextArea).load_text("")
+        await pilot.press("ctrl+g")
+        await pilot.pause(0.3)
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert "Write the counseling question first." in [n.message for n in app._notifications]
+        assert pane.draft.symptom_type.text == "Academic anxiety!"
+
+
 async def test_undo_brings_back_a_regenerated_item_and_a_deleted_one(make_app, vault):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
