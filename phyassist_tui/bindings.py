@@ -75,7 +75,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec(
         "app.backup",
-        "alt+b",  # palette first (Ctrl+P "Back up now"); F8 is the workspace's
+        # palette first (Ctrl+P "Back up now"); F8 is the workspace's. Not Alt+B: a terminal
+        # sends it as ESC b, which Textual reads as Ctrl+Left (word left), so it never arrived
+        "alt+s",
         "backup_now",
         "Back up now",
         "Send an encrypted snapshot of the vault to every backup target (in the background)",

@@ -1,5 +1,5 @@
 """Backups from the app: the status line's per-target age and warning, "Back up now" (palette /
-Alt+B), and the background backup on lock; all on a real vault and a local target."""
+Alt+S), and the background backup on lock; all on a real vault and a local target."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def test_back_up_now_sends_a_snapshot_in_the_background(make_app, usb, set
     app = make_app()
     async with app.run_test(size=(120, 24)) as pilot:
         await open_workspace(pilot)
-        await pilot.press("alt+b")
+        await pilot.press("alt+s")
         row = await _wait_state(pilot, settings, "usb")
         assert row.last_success and not row.last_error
         assert app.session.unlocked  # the vault stayed open
