@@ -348,6 +348,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
         "Start a new conversation for this patient",
         "chat",
         show=False,
+        # over the chat box's own Ctrl+K (delete to the end), which took it whenever the box
+        # had the focus, that is almost always in the Chat tab
+        priority=True,
     ),
     # records (the Notes tab)
     ActionSpec(

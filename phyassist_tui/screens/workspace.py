@@ -331,11 +331,30 @@ class WorkspaceScreen(GenerationHandling, DraftAutosave, RecordCorrections, Scre
 
         start_compare(self)
 
-    def action_clear_chat(self) -> None:
+    def action_clear_chat(self, confirmed: bool = False) -> None:
+        """Start a new conversation; the current one is deleted, so ask first."""
         if not self._once_panes_mounted(self.action_clear_chat):
             return
         if self.generating == "chat":
             self.notify("Stop the reply first (Esc).", severity="warning")
+            return
+        said = sum(1 for m in self.history if m.role in ("user", "assistant"))
+        if said and not confirmed:
+            from phyassist_tui.screens.confirm import ConfirmScreen
+
+            def answer(yes: bool | None) -> None:
+                if yes:
+                    self.action_clear_chat(confirmed=True)
+
+            self.app.push_screen(
+                ConfirmScreen(
+                    f"Start a new conversation? This one ({said} message"
+                    f"{'s' if said != 1 else ''}) is deleted.",
+                    yes="New conversation",
+                    no="Keep",
+                ),
+                answer,
+            )
             return
         self.history = []
         self.run_worker(self.chat.show_history([]), exclusive=False)

@@ -107,3 +107,45 @@ async def test_stop_drops_a_character_cut_in_half(make_app, vault):
         screen = await chat_then_stop(pilot, fake, "下次先问什么？")
         assert list(screen.query(ChatBubble))[-1].text == "最新 [stopped]"
         assert screen.history[-1].content == "最新 [stopped]"
+
+
+async def test_ctrl_k_in_the_chat_box_asks_then_starts_a_new_conversation(
+    make_app, vault, settings, fake
+):
+    """Found in tmux: Ctrl+K (new conversation) did nothing in the Chat tab, because the chat
+    box had the focus and its own Ctrl+K (delete to the end) took the key. It now reaches the
+    chat, and asks first: the conversation is deleted."""
+    from phyassist_tui.screens.confirm import ConfirmScreen
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await open_patient(pilot, "Sun")
+        await pilot.press("f5")
+        await type_text(pilot, "How to start?")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: screen.generating is None and len(screen.history) == 2)
+        box = screen.query_one("#chat-input", Input)
+        await type_text(pilot, "draft")
+        await pilot.press("home")
+        assert app.focused is box
+        await pilot.press("ctrl+k")
+        confirm = await wait_for(
+            pilot, lambda: isinstance(app.screen, ConfirmScreen) and app.screen
+        )
+        assert "2 messages" in confirm.question
+        await pilot.press("n")  # keep
+        await pilot.pause(0.2)
+        assert len(screen.history) == 2 and box.value == "draft"
+        await pilot.press("ctrl+k")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: screen.history == [] and not list(screen.query(ChatBubble)))
+        await pilot.pause(0.3)
+    store = read_only(settings)
+    try:
+        from engine.vault.chat import load_history
+
+        sun = next(s for s in store.list_patients() if s.name == "Sun")
+        assert load_history(store, sun.id) == []
+    finally:
+        store.close()
