@@ -239,6 +239,22 @@ class TrainingData:
         return {"sft": self.sft, "pairs": self.pairs}
 
 
+def without_engine_items(analysis: AnalysisDraft) -> AnalysisDraft:
+    """``analysis`` without the items the engine inserted (``Item.inserted_by``: the safety
+    item that quotes the client's risk words). The engine adds that line to every flagged
+    draft itself, so an adapter never has to write it; trained on it, a patient adapter wrote
+    "thoughts of self-harm" and "suicidal ideation" as reasons for statements without a word
+    of risk. Neither the item nor its deletion is a counselor signal for the model."""
+    items = [*analysis.reasons, *analysis.advice, *analysis.unplaced]
+    if not any(i.inserted_by for i in items):
+        return analysis
+    out = analysis.model_copy(deep=True)
+    out.reasons = [i for i in out.reasons if not i.inserted_by]
+    out.advice = [i for i in out.advice if not i.inserted_by]
+    out.unplaced = [i for i in out.unplaced if not i.inserted_by]
+    return out
+
+
 def build_training_data(patient: Patient, record_notes: int = TRAIN_RECORD_NOTES) -> TrainingData:
     """Supervised examples from every note with a saved answer (the counselor's final text);
     a preference pair per counselor signal: edits, deletions, added items, comment-steered
@@ -250,7 +266,7 @@ def build_training_data(patient: Patient, record_notes: int = TRAIN_RECORD_NOTES
     for note in notes:
         prompt = prompt_messages(patient, note, record_notes)
         lang = detect_language(note.question)
-        a = note.analysis
+        a = without_engine_items(note.analysis)
         counts = dict.fromkeys(SIGNALS, 0)
         row: dict[str, Any] = {
             "note": note.id[:8],

@@ -215,3 +215,40 @@ def test_adapter_list_reports_counts_per_signal_and_note(patient_record):
     # the public domain rows replayed among the notes are counted too (rehearsal)
     replayed = signal_lines({"signals": data.signals, "rehearsal_rows": 6})
     assert replayed[1].startswith("domain rehearsal: 6 public rows") and len(replayed) == 4
+
+
+def test_the_engines_safety_item_is_not_trained_on():
+    """The safety item is the engine's (``inserted_by``): it is added to every flagged draft
+    anyway. Trained on it, a patient adapter wrote self-harm reasons for statements without
+    risk (seen in Compare). Neither the item, nor the counselor's deleting or editing it, is
+    an example or a preference pair; the counselor's own risk wording stays."""
+    safety = 'Safety first: the client said "I wish I could disappear." Assess suicide risk.'
+    analysis = AnalysisDraft(
+        symptom_type=Item(text="Low mood", draft="Low mood"),
+        reasons=[Item(text="Passive ideation after the layoff", draft="The client is sad")],
+        advice=[
+            Item(text=safety, draft=safety, inserted_by="risk:suicide_self_harm"),
+            Item(text="Weekly check-in calls", draft="Weekly check-in calls"),
+        ],
+        raw_output="Symptom type: Low mood",
+    )
+    deleted = analysis.model_copy(deep=True)
+    deleted.advice[0].deleted = True
+    edited = analysis.model_copy(deep=True)
+    edited.advice[0].text = "Safety plan agreed: crisis line number given."
+    for a in (analysis, deleted, edited):
+        patient = Patient(
+            name="R",
+            basic_info=BasicInfo(),
+            notes=[Note(question="I wish I could disappear.", analysis=a)],
+        )
+        data = build_training_data(patient)
+        [example] = data.sft
+        answer = example["completion"][0]["content"]
+        assert "Safety" not in answer and "Assess suicide risk" not in answer
+        assert "1. Passive ideation after the layoff" in answer
+        assert "1. Weekly check-in calls" in answer
+        assert len(example["edited_lines"]) == len(answer.split("\n"))
+        assert len(data.pairs) == 1  # the reason's edit; nothing about the safety item
+        assert all("Safety" not in p["rejected"][0]["content"] for p in data.pairs)
+    assert analysis.advice[0].text == safety  # the note itself is untouched
