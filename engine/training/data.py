@@ -335,7 +335,7 @@ def count_edits(patient: Patient) -> int:
     """
     count = 0
     for note in patient.notes:
-        a = note.analysis
+        a = without_engine_items(note.analysis)  # the safety item is no counselor signal
         for item in [a.symptom_type, *a.reasons, *a.advice, *a.unplaced]:
             if item.edited or item.deleted or (item.added_by_counselor and item.text.strip()):
                 count += 1

@@ -251,4 +251,8 @@ def test_the_engines_safety_item_is_not_trained_on():
         assert len(example["edited_lines"]) == len(answer.split("\n"))
         assert len(data.pairs) == 1  # the reason's edit; nothing about the safety item
         assert all("Safety" not in p["rejected"][0]["content"] for p in data.pairs)
+        # nor is it counted as the counselor's edit ("The record now: N edits")
+        from engine.training.data import count_edits
+
+        assert count_edits(patient) == 1
     assert analysis.advice[0].text == safety  # the note itself is untouched
