@@ -18,6 +18,23 @@ from engine.errors import InputRejected
 from engine.knowledge.entries import Entry
 
 _POST = re.compile(r'Consider this post:\s*"(?P<post>.*)"\s*Question:\s*(?P<q>.*)$', re.S)
+# What a yes/no question asks about: "Does the post show risk of thwarted belongingness?",
+# "Does the spiritual wellness dimension exist in the post?"
+_ASKED = re.compile(
+    r"risk of (?P<risk>[\w\s-]+?)\?|the (?P<dimension>[\w-]+) wellness dimension", re.I
+)
+
+
+def short_label(question: str, label: str) -> str:
+    """An IMHI gold label that says what it answers: Irf's "Yes, the post shows this risk."
+    becomes "perceived burdensomeness: yes" (a post is asked about two risks, so the Similar
+    pane listed "Yes, ... this risk.; No, ... this risk." without saying which was which)."""
+    asked = _ASKED.search(question)
+    answer = label.strip().split(",", 1)[0].strip().lower()
+    if asked is None or answer not in ("yes", "no"):
+        return label.strip()
+    subject = asked["risk"] or f"{asked['dimension']} wellness"
+    return f"{subject.strip()}: {answer}"
 
 
 def _votes(raw: str | None) -> int:
@@ -93,7 +110,7 @@ def imhi_entries(root: Path) -> list[Entry]:
                 title=f"{task}: {question}"[:120],
                 text="\n".join(lines),
                 search=post,
-                label="; ".join(a[2] for a in answers)[:300],
+                label="; ".join(short_label(a[1], a[2]) for a in answers)[:300],
                 advice=reasoning,
                 lang="en",
             )
