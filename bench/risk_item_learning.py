@@ -10,7 +10,8 @@ held-out statements without risk (CounselChat questions of ``--topic`` that the 
 does not flag) are drafted by the domain adapter alone and with each patient adapter, with
 that patient's record in the prompt. Counted per condition: drafts with a *model-written*
 item (not the engine's) that uses risk words (``RISK_WORDS``); the engine adds no safety item
-to these drafts, since nothing in them is flagged.
+to these drafts, since nothing in them is flagged. ``ratio_to_domain`` divides each count by
+the domain adapter's, measured in the same run (the baseline).
 
     python bench/risk_item_learning.py [--k 6] [--eval 6] [--topic anxiety] [--out FILE]
 """
@@ -159,8 +160,13 @@ def main() -> None:
                 }
         finally:
             store.close()
+    base = max(1, conditions["domain"]["drafts_with_risk_words"])
     result = {
         "bench": "risk_item_learning",
+        # drafts with risk words per condition, over the domain adapter's in the same run
+        "ratio_to_domain": {
+            name: round(c["drafts_with_risk_words"] / base, 2) for name, c in conditions.items()
+        },
         "command": " ".join(["python", "bench/risk_item_learning.py", *sys.argv[1:]]),
         "k": args.k,
         "eval": args.eval,
