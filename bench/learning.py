@@ -648,34 +648,19 @@ def main() -> None:
 
     import torch
 
-    from engine.inference.assistant import Assistant
-    from engine.settings import GenerationSettings, ModelSettings, StoreSettings, load_settings
-    from engine.vault.store import Store
-
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    # The user's model cache (public dequantized weights); vault, adapters and training runs
-    # live in a throw-away home.
-    os.environ.setdefault("PHYASSIST_CACHE_DIR", str(load_settings().cache_dir))
-    with tempfile.TemporaryDirectory(prefix="phyassist-learning-") as tmp:
-        os.environ["PHYASSIST_HOME"] = tmp
-        settings = load_settings(
-            model=ModelSettings(device=args.device, domain_adapter="auto"),
-            generation=GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=False),
-            store=StoreSettings(scrypt_log2_n=12),
-        )
-        store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
-        assistant = Assistant(settings)
-        assistant.load()
-        try:
-            topics = [
-                bench_topic(args, assistant, store, settings, t.strip())
-                for t in args.topics.split(",")
-                if t.strip()
-            ]
-        finally:
-            store.close()
+    with bench_vault("phyassist-learning-", args.max_new_tokens, args.device) as (
+        settings,
+        store,
+        assistant,
+    ):
+        topics = [
+            bench_topic(args, assistant, store, settings, t.strip())
+            for t in args.topics.split(",")
+            if t.strip()
+        ]
     result = {
         "bench": "learning",
         "command": " ".join(["python", "bench/learning.py", *sys.argv[1:]]),
@@ -697,10 +682,41 @@ def main() -> None:
             "training_wall_s_at_k10": "<= 60 on 2 cores",
         },
     }
+    emit(result, args.out)
+
+
+@contextlib.contextmanager
+def bench_vault(prefix: str, max_new_tokens: int, device: str = "cpu"):
+    """``(settings, store, assistant)`` in a throw-away home: a fresh vault and the loaded
+    model (greedy, ``max_new_tokens``); the user's model cache (public dequantized weights)
+    is kept, while vault, adapters and training runs go with the home."""
+    from engine.inference.assistant import Assistant
+    from engine.settings import GenerationSettings, ModelSettings, StoreSettings, load_settings
+    from engine.vault.store import Store
+
+    os.environ.setdefault("PHYASSIST_CACHE_DIR", str(load_settings().cache_dir))
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        os.environ["PHYASSIST_HOME"] = tmp
+        settings = load_settings(
+            model=ModelSettings(device=device, domain_adapter="auto"),
+            generation=GenerationSettings(max_new_tokens=max_new_tokens, do_sample=False),
+            store=StoreSettings(scrypt_log2_n=12),
+        )
+        store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
+        assistant = Assistant(settings)
+        assistant.load()
+        try:
+            yield settings, store, assistant
+        finally:
+            store.close()
+
+
+def emit(result: dict[str, Any], out: Path | None) -> None:
+    """Print a bench's JSON, and write it to ``out`` too when given."""
     text = json.dumps(result, ensure_ascii=False, indent=2)
     print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    if out:
+        out.write_text(text + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

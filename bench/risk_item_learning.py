@@ -19,11 +19,8 @@ the domain adapter's, measured in the same run (the baseline).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.learning import PASSPHRASE, generate, sessions_for  # noqa: E402
+from bench.learning import bench_vault, emit, generate, sessions_for  # noqa: E402
 
 RISK_WORDS = re.compile(
     r"suicid|self[- ]?harm|kill(?:ing)? (?:him|her|them|my)sel|end(?:ing)? (?:his|her|their) "
@@ -105,61 +102,45 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from engine.inference.assistant import Assistant
     from engine.records import Note
-    from engine.settings import GenerationSettings, ModelSettings, StoreSettings, load_settings
-    from engine.vault.store import Store
 
     started = time.perf_counter()
-    os.environ.setdefault("PHYASSIST_CACHE_DIR", str(load_settings().cache_dir))
-    with tempfile.TemporaryDirectory(prefix="phyassist-risk-item-") as tmp:
-        os.environ["PHYASSIST_HOME"] = tmp
-        settings = load_settings(
-            model=ModelSettings(domain_adapter="auto"),
-            generation=GenerationSettings(max_new_tokens=args.max_new_tokens, do_sample=False),
-            store=StoreSettings(scrypt_log2_n=12),
-        )
-        store = Store.create(settings.vault_dir, PASSPHRASE, settings=settings)
-        assistant = Assistant(settings)
-        assistant.load()
-        try:
-            risky = risk_statements(args.k)
-            calm = calm_statements(args.topic, args.eval, settings.limits.max_statement_chars)
-            old = store.create_patient("Risk item bench: old data").id
-            new = store.create_patient("Risk item bench: current data").id
-            safety_items = 0
-            for question in risky:
+    with bench_vault("phyassist-risk-item-", args.max_new_tokens) as (settings, store, assistant):
+        risky = risk_statements(args.k)
+        calm = calm_statements(args.topic, args.eval, settings.limits.max_statement_chars)
+        old = store.create_patient("Risk item bench: old data").id
+        new = store.create_patient("Risk item bench: current data").id
+        safety_items = 0
+        for question in risky:
+            assistant.use_patient(None)
+            draft, _ = generate(assistant, store.load_patient(old), question)
+            safety_items += sum(1 for i in draft.advice if i.inserted_by)
+            for pid in (old, new):
+                note = Note(question=question, analysis=draft.model_copy(deep=True))
+                store.add_note(pid, note)
+        training = {
+            "old_data": train(store, settings, old, keep_safety_item=True),
+            "current_data": train(store, settings, new, keep_safety_item=False),
+        }
+        conditions: dict[str, Any] = {}
+        runs = (("domain", None), ("domain+old_data", old), ("domain+current_data", new))
+        for name, pid in runs:
+            patient = store.load_patient(pid or new)
+            if pid is None:
                 assistant.use_patient(None)
-                draft, _ = generate(assistant, store.load_patient(old), question)
-                safety_items += sum(1 for i in draft.advice if i.inserted_by)
-                for pid in (old, new):
-                    note = Note(question=question, analysis=draft.model_copy(deep=True))
-                    store.add_note(pid, note)
-            training = {
-                "old_data": train(store, settings, old, keep_safety_item=True),
-                "current_data": train(store, settings, new, keep_safety_item=False),
+                label = "domain adapter"
+            else:
+                label = assistant.use_patient(patient, store)
+            hits = []
+            for question in calm:
+                draft, _ = generate(assistant, patient, question)
+                hits.append(risky_items(draft))
+            conditions[name] = {
+                "model": label,
+                "drafts_with_risk_words": sum(1 for h in hits if h),
+                "of": len(calm),
+                "items": hits,
             }
-            conditions: dict[str, Any] = {}
-            runs = (("domain", None), ("domain+old_data", old), ("domain+current_data", new))
-            for name, pid in runs:
-                patient = store.load_patient(pid or new)
-                if pid is None:
-                    assistant.use_patient(None)
-                    label = "domain adapter"
-                else:
-                    label = assistant.use_patient(patient, store)
-                hits = []
-                for question in calm:
-                    draft, _ = generate(assistant, patient, question)
-                    hits.append(risky_items(draft))
-                conditions[name] = {
-                    "model": label,
-                    "drafts_with_risk_words": sum(1 for h in hits if h),
-                    "of": len(calm),
-                    "items": hits,
-                }
-        finally:
-            store.close()
     base = max(1, conditions["domain"]["drafts_with_risk_words"])
     result = {
         "bench": "risk_item_learning",
@@ -176,10 +157,7 @@ def main() -> None:
         "conditions": conditions,
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    text = json.dumps(result, ensure_ascii=False, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n", encoding="utf-8")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -22,16 +22,22 @@ pytestmark = pytest.mark.anyio
 
 
 # -- chat -------------------------------------------------------------------------------------
+async def chat_once(pilot, name: str = "Sun"):
+    """Open ``name``, ask one question in the Chat tab and wait for the reply; the screen."""
+    screen = await open_patient(pilot, name)
+    await pilot.press("f5")
+    await type_text(pilot, "How to start?")
+    await pilot.press("enter")
+    await wait_for(
+        pilot, lambda: screen.generating is None and len(screen.history) == 2, what="chat reply"
+    )
+    return screen
+
+
 async def test_chat_streams_copies_and_persists(make_app, vault, settings, fake):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await pilot.press("f5")
-        await type_text(pilot, "How to start?")
-        await pilot.press("enter")
-        await wait_for(
-            pilot, lambda: screen.generating is None and len(screen.history) == 2, what="chat reply"
-        )
+        screen = await chat_once(pilot)
         bubbles = list(screen.query(ChatBubble))
         assert [b.role for b in bubbles] == ["user", "assistant"]
         assert bubbles[1].text == CHAT_REPLY
@@ -119,11 +125,7 @@ async def test_ctrl_k_in_the_chat_box_asks_then_starts_a_new_conversation(
 
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
-        screen = await open_patient(pilot, "Sun")
-        await pilot.press("f5")
-        await type_text(pilot, "How to start?")
-        await pilot.press("enter")
-        await wait_for(pilot, lambda: screen.generating is None and len(screen.history) == 2)
+        screen = await chat_once(pilot)
         box = screen.query_one("#chat-input", Input)
         await type_text(pilot, "draft")
         await pilot.press("home")

@@ -217,3 +217,26 @@ async def test_help_tells_the_two_regenerate_keys_apart(make_app, vault):
         lines = [" ".join(line.split()) for line in text.splitlines()]
         assert "r Regenerate the selected item using its comments" in lines
         assert "Shift+R Regenerate the whole draft using all comments" in lines
+
+
+def test_every_key_is_one_a_terminal_can_send():
+    """Alt+B (Back up now) never arrived in a terminal: it is sent as ESC b, which Textual's
+    input parser reads as Ctrl+Left (ESC f as Ctrl+Right), so only Pilot ever pressed it.
+    Each Alt binding's ESC sequence must parse back to that Alt key."""
+    import time
+
+    from textual import constants
+    from textual._xterm_parser import XTermParser
+
+    from phyassist_tui.bindings import ACTIONS
+
+    for action in ACTIONS:
+        for key in action.key.split(","):
+            if not key.startswith("alt+") or len(key) != 5:
+                continue
+            parser = XTermParser()
+            events = list(parser.feed("\x1b" + key[-1]))
+            time.sleep(constants.ESCAPE_DELAY * 1.5)  # a lone ESC + letter waits this long
+            events += list(parser.tick())
+            parsed = [e.key for e in events if hasattr(e, "key")]
+            assert parsed == [key], f"{action.id}: {key} arrives as {parsed}"

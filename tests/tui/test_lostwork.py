@@ -625,29 +625,6 @@ def test_app_and_workspace_keys_are_each_bound_once():
     assert seen["f1"] == "app.help" and seen["f10"] == "workspace.notes_menu"
 
 
-def test_every_key_is_one_a_terminal_can_send():
-    """Alt+B (Back up now) never arrived in a terminal: it is sent as ESC b, which Textual's
-    input parser reads as Ctrl+Left (ESC f as Ctrl+Right), so only Pilot ever pressed it.
-    Each Alt binding's ESC sequence must parse back to that Alt key."""
-    import time
-
-    from textual import constants
-    from textual._xterm_parser import XTermParser
-
-    from phyassist_tui.bindings import ACTIONS
-
-    for action in ACTIONS:
-        for key in action.key.split(","):
-            if not key.startswith("alt+") or len(key) != 5:
-                continue
-            parser = XTermParser()
-            events = list(parser.feed("\x1b" + key[-1]))
-            time.sleep(constants.ESCAPE_DELAY * 1.5)  # a lone ESC + letter waits this long
-            events += list(parser.tick())
-            parsed = [e.key for e in events if hasattr(e, "key")]
-            assert parsed == [key], f"{action.id}: {key} arrives as {parsed}"
-
-
 def test_serve_page_focuses_the_terminal_and_loads_nothing_from_the_internet():
     from phyassist_tui.serve import SERVE_TEMPLATES
 
